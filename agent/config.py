@@ -1,0 +1,338 @@
+"""Typed agent configuration loaded from YAML.
+
+Precedence: the defaults below, then the file. Nothing deep inside the agent reads the
+environment; the CLI passes the loaded, frozen :class:`AgentConfig` down.
+
+YAML is parsed with a loader that rejects duplicate keys, because PyYAML silently keeps the
+last of two ``hub:`` blocks. Every value is then checked against its declared type, so an
+unquoted ``no`` (a boolean in YAML 1.1) where a string belongs, or ``1e-3`` read as a string,
+is reported with the file, line, key, value and the fix instead of failing later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.errors import ConfigError
+
+# Ranges that are never shared as observables and, by default, count as the site's own
+# hosts: RFC 1918 private space, loopback, link-local, carrier-grade NAT (RFC 6598) and
+# IPv6 unique-local and link-local space.
+DEFAULT_INTERNAL_NETWORKS: tuple[str, ...] = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+    "::1/128",
+)
+
+
+@dataclass(frozen=True)
+class SiteSection:
+    id: str
+    signing_key: Path
+    internal_networks: tuple[str, ...] = DEFAULT_INTERNAL_NETWORKS
+    # Domains that belong to the site (its own zones); never shared.
+    internal_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HubSection:
+    # TAXII discovery URL, for example http://127.0.0.1:8443/taxii2/
+    url: str
+    username: str
+    password: str = field(default="", repr=False)
+    password_file: Path | None = None
+    api_root: str = ""  # empty: the discovery resource's default API root
+    summaries_collection: str = "summaries"
+    fused_collection: str = "fused-indicators"
+    # Every network call has a timeout; ten seconds covers a loaded hub on a WAN link.
+    timeout_secs: float = 10.0
+    verify_tls: bool = True
+    # Bounded retries per delivery attempt in --once mode; the outbox keeps the rest.
+    max_send_attempts: int = 5
+    retry_backoff_secs: float = 0.5
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    type: str
+    paths: tuple[str, ...]
+    # Replay only: shift event times so the earliest event of this source lands at this
+    # instant. Lets captures from different days share rounds in a demonstration.
+    replay_start: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WindowSection:
+    # One minute is long enough to see a scan or a beacon's rhythm and short enough that a
+    # host's benign bursts do not hide it.
+    window_seconds: int = 60
+    # An hour per round keeps the number of releases, and so the privacy cost, low.
+    round_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class DetectorSection:
+    name: str = "iforest"
+    # The first rounds of event time train the detector and its calibration.
+    baseline_rounds: int = 2
+    # Fewer windows than this make the empirical CDF too coarse to calibrate against.
+    min_baseline_windows: int = 32
+    random_state: int = 0
+
+
+@dataclass(frozen=True)
+class PrivacySection:
+    unit: str = "entity"
+    epsilon_per_round: float = 1.0
+    delta_per_round: float = 1e-6
+    # 30 days of hourly rounds at epsilon 1 would compose far above this; the budget stops
+    # releases long before, which is the point: an operator must choose a budget knowingly.
+    budget_epsilon: float = 10.0
+    budget_delta: float = 1e-4
+    period_days: int = 30
+    max_observables_per_entity: int = 4
+    max_windows_per_entity: int = 60
+    # Split of epsilon_per_round between the score histogram, the observable counts (which
+    # also drive partition selection) and the observables' score sums.
+    histogram_share: float = 0.2
+    count_share: float = 0.5
+    score_share: float = 0.3
+
+
+@dataclass(frozen=True)
+class AlertSection:
+    path: Path | None = None  # default: <state_dir>/alerts.jsonl
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    site: SiteSection
+    hub: HubSection
+    sources: tuple[SourceSection, ...]
+    state_dir: Path
+    windows: WindowSection = WindowSection()
+    detector: DetectorSection = DetectorSection()
+    privacy: PrivacySection = PrivacySection()
+    alerts: AlertSection = AlertSection()
+
+    @property
+    def alerts_path(self) -> Path:
+        return self.alerts.path or self.state_dir / "alerts.jsonl"
+
+    def read_hub_password(self) -> str:
+        if self.hub.password_file is not None:
+            return self.hub.password_file.read_text(encoding="utf-8").strip()
+        return self.hub.password
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe loader that rejects a mapping key given twice and records line numbers."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(
+                loader.name, key_node.start_mark.line + 1, str(key), None,
+                f"duplicate key (first given on line {seen[key]}); keep one of them",
+            )
+        seen[key] = key_node.start_mark.line + 1
+    mapping = loader.construct_mapping(node, deep=deep)
+    mapping["__lines__"] = seen
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Load and check an agent configuration file.
+
+    Relative paths in the file are resolved against the file's folder.
+
+    Raises
+    ------
+    ConfigError
+        On a YAML syntax error, tab indentation, a duplicate or unknown key, a missing
+        required key or a value of the wrong type or range; the error names the file, line,
+        key and value and says how to fix it.
+    """
+    text = path.read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.lstrip(" ")
+        if stripped.startswith("\t"):
+            raise ConfigError(str(path), number, "", None, "tab used for indentation; indent with spaces")
+    try:
+        raw = yaml.load(text, Loader=_make_loader(path))  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else 0
+        raise ConfigError(str(path), line, "", None, f"invalid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), 1, "", raw, "the file must contain a mapping of sections")
+    return _build(AgentConfig, raw, str(path), "", path.parent)
+
+
+def _make_loader(path: Path) -> type[_UniqueKeyLoader]:
+    class Loader(_UniqueKeyLoader):
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self.name = str(path)
+
+    return Loader
+
+
+def _build(cls: type, raw: dict, source: str, prefix: str, base: Path) -> Any:
+    lines: dict[str, int] = raw.pop("__lines__", {})
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                source, lines.get(key, 0), prefix + str(key), raw[key],
+                f"unknown key; allowed keys here are: {', '.join(sorted(known))}",
+            )
+    values: dict[str, Any] = {}
+    for name, spec in known.items():
+        line = lines.get(name, 0)
+        if name not in raw:
+            if spec.default is MISSING and spec.default_factory is MISSING:
+                raise ConfigError(source, 0, prefix + name, None, "required key is missing")
+            continue
+        values[name] = _convert(spec.type, raw[name], source, line, prefix + name, base)
+    return cls(**values)
+
+
+def _convert(type_text: Any, value: Any, source: str, line: int, key: str, base: Path) -> Any:
+    nested = _SECTIONS.get(type_text)
+    if nested is not None:
+        if not isinstance(value, dict):
+            raise ConfigError(source, line, key, value, "expected a mapping of keys")
+        return _build(nested, value, source, key + ".", base)
+    if type_text == "tuple[SourceSection, ...]":
+        if not isinstance(value, list) or not value:
+            raise ConfigError(source, line, key, value, "expected a non-empty list of sources")
+        return tuple(
+            _convert("SourceSection", item, source, line, f"{key}[{i}]", base) for i, item in enumerate(value)
+        )
+    if type_text == "tuple[str, ...]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(source, line, key, value, "expected a list of quoted strings (quote yes/no/on/off)")
+        return tuple(value)
+    if type_text == "str":
+        if not isinstance(value, str):
+            raise ConfigError(source, line, key, value, "expected a string; put the value in quotes")
+        return value
+    if type_text == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(source, line, key, value, "expected true or false")
+        return value
+    if type_text == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, line, key, value, "expected an integer")
+        return value
+    if type_text == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(source, line, key, value, "expected a number; write 1.0e-3 rather than 1e-3")
+        return float(value)
+    if type_text in ("Path", "Path | None"):
+        if value is None and type_text == "Path | None":
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(source, line, key, value, "expected a file path as a string")
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else (base / candidate).resolve()
+    if type_text == "datetime | None":
+        return _parse_instant(value, source, line, key)
+    raise ConfigError(source, line, key, value, f"unsupported type {type_text}")
+
+
+def _parse_instant(value: Any, source: str, line: int, key: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        instant = value
+    elif isinstance(value, str):
+        try:
+            instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as err:
+            raise ConfigError(source, line, key, value, "expected an ISO 8601 time such as 2024-05-01T00:00:00Z") from err
+    else:
+        raise ConfigError(source, line, key, value, "expected an ISO 8601 time such as 2024-05-01T00:00:00Z")
+    return instant if instant.tzinfo else instant.replace(tzinfo=timezone.utc)
+
+
+_SECTIONS: dict[str, type] = {
+    "SiteSection": SiteSection,
+    "HubSection": HubSection,
+    "SourceSection": SourceSection,
+    "WindowSection": WindowSection,
+    "DetectorSection": DetectorSection,
+    "PrivacySection": PrivacySection,
+    "AlertSection": AlertSection,
+}
+
+SOURCE_TYPES = ("zeek",)
+DETECTORS = ("iforest", "ecod", "hbos")
+PRIVACY_UNITS = ("entity", "entity-window")
+
+
+def check_agent_config(config: AgentConfig, source: str = "<config>") -> None:
+    """Check ranges and cross-field rules that types alone cannot express."""
+    def fail(key: str, value: Any, fix: str) -> None:
+        raise ConfigError(source, 0, key, value, fix)
+
+    for index, item in enumerate(config.sources):
+        if item.type not in SOURCE_TYPES:
+            fail(f"sources[{index}].type", item.type, f"supported source types: {', '.join(SOURCE_TYPES)}")
+    for network in config.site.internal_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            fail("site.internal_networks", network, "write networks in CIDR form, such as 10.0.0.0/8")
+    windows = config.windows
+    if windows.window_seconds <= 0:
+        fail("windows.window_seconds", windows.window_seconds, "must be > 0")
+    if windows.round_seconds <= 0 or windows.round_seconds % windows.window_seconds:
+        fail("windows.round_seconds", windows.round_seconds, "must be a positive multiple of windows.window_seconds")
+    if config.detector.name not in DETECTORS:
+        fail("detector.name", config.detector.name, f"choose one of {', '.join(DETECTORS)}")
+    if config.detector.baseline_rounds < 1:
+        fail("detector.baseline_rounds", config.detector.baseline_rounds, "must be >= 1")
+    if config.detector.min_baseline_windows < 8:
+        fail("detector.min_baseline_windows", config.detector.min_baseline_windows, "must be >= 8")
+    privacy = config.privacy
+    if privacy.unit not in PRIVACY_UNITS:
+        fail("privacy.unit", privacy.unit, f"choose one of {', '.join(PRIVACY_UNITS)}")
+    if not 0 < privacy.epsilon_per_round <= 10:
+        fail("privacy.epsilon_per_round", privacy.epsilon_per_round, "must be in (0, 10]")
+    if not 0 < privacy.delta_per_round < 1e-2:
+        fail("privacy.delta_per_round", privacy.delta_per_round, "must be in (0, 0.01)")
+    if not 0 < privacy.budget_epsilon <= 1000:
+        fail("privacy.budget_epsilon", privacy.budget_epsilon, "must be in (0, 1000]")
+    if not 0 < privacy.budget_delta < 1:
+        fail("privacy.budget_delta", privacy.budget_delta, "must be in (0, 1)")
+    if privacy.period_days < 1:
+        fail("privacy.period_days", privacy.period_days, "must be >= 1")
+    if privacy.max_observables_per_entity < 1:
+        fail("privacy.max_observables_per_entity", privacy.max_observables_per_entity, "must be >= 1")
+    if privacy.max_windows_per_entity < 1:
+        fail("privacy.max_windows_per_entity", privacy.max_windows_per_entity, "must be >= 1")
+    shares = (privacy.histogram_share, privacy.count_share, privacy.score_share)
+    if any(share <= 0 for share in shares) or abs(sum(shares) - 1.0) > 1e-9:
+        fail("privacy.histogram_share", shares, "the three shares must be > 0 and add up to 1")
+    if not config.hub.password and config.hub.password_file is None:
+        fail("hub.password_file", None, "give hub.password_file (or hub.password) with the site's hub credential")

@@ -1,0 +1,58 @@
+"""Errors raised by the agent.
+
+``AgentError`` is the root. Its family:
+
+- ``ConfigError``: a configuration value is invalid (file, line, key, value, fix).
+- ``DetectorError``: the detector cannot be trained or used (``BaselineTooSmall``,
+  ``DegenerateBaseline``).
+- ``DeliveryError``: a summary could not be delivered to the hub (kept in the outbox).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentError(Exception):
+    """Root of every error raised by the agent."""
+
+
+class ConfigError(AgentError):
+    """A configuration value is invalid."""
+
+    def __init__(self, source: str, line: int, key: str, value: Any, fix: str) -> None:
+        self.source, self.line, self.key, self.value, self.fix = source, line, key, value, fix
+        where = f"{source}:{line}" if line else source
+        subject = f"{key} = {value!r}: " if key else ""
+        super().__init__(f"{where}: {subject}{fix}")
+
+
+class DetectorError(AgentError):
+    """The anomaly detector cannot be trained or applied."""
+
+
+class BaselineTooSmall(DetectorError):
+    def __init__(self, windows: int, required: int) -> None:
+        self.windows, self.required = windows, required
+        super().__init__(
+            f"the baseline has {windows} windows but calibration needs at least {required}; "
+            "raise detector.baseline_rounds or replay more data before the first round"
+        )
+
+
+class DegenerateBaseline(DetectorError):
+    def __init__(self, windows: int, features: int) -> None:
+        self.windows, self.features = windows, features
+        super().__init__(
+            f"all {features} features are constant over the {windows} baseline windows, so no "
+            "detector can rank them; check that the sources carry real traffic"
+        )
+
+
+class DeliveryError(AgentError):
+    """A summary could not be delivered to the hub."""
+
+    def __init__(self, url: str, reason: str, *, transient: bool) -> None:
+        self.url, self.reason, self.transient = url, reason, transient
+        kind = "will retry" if transient else "not retried"
+        super().__init__(f"delivery to {url} failed ({kind}): {reason}")

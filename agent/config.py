@@ -12,7 +12,7 @@ is reported with the file, line, key, value and the fix instead of failing later
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,16 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise ConfigError(str(path), line, "", None, f"invalid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(str(path), 1, "", raw, "the file must contain a mapping of sections")
-    return _build(AgentConfig, raw, str(path), "", path.parent)
+    config = _build(AgentConfig, raw, str(path), "", path.parent)
+
+    # Source patterns, like every other path, are relative to the configuration file.
+    sources = tuple(
+        replace(s, paths=tuple(p if Path(p).is_absolute() else str(path.parent.resolve() / p) for p in s.paths))
+        for s in config.sources
+    )
+    config = replace(config, sources=sources)
+    check_agent_config(config, str(path))
+    return config
 
 
 def _make_loader(path: Path) -> type[_UniqueKeyLoader]:

@@ -1,0 +1,122 @@
+"""Turn Zeek ``conn`` records into oriented connections: the site's own host and the remote.
+
+The entity of a connection is its endpoint inside the site's internal networks, whichever side
+originated it, so that inbound scans and brute force count as well as outbound beacons. The
+other endpoint is the observable. A connection between two internal hosts has an entity but
+nothing shareable; a connection between two external hosts (traffic a sensor merely saw pass)
+belongs to no entity and is skipped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable, Iterator
+
+from agent.zeek import ZeekRecord
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Zeek conn_state values in which the responder never completed a handshake or the attempt
+# was rejected: S0 (no reply), REJ (rejected), RSTOS0 and RSTRH (reset before a reply),
+# SH and SHR (half-open, one side only), OTH (no SYN seen). See Zeek's base/protocols/conn.
+FAILED_CONN_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One connection seen from the site: its entity, the remote endpoint and the traffic."""
+
+    ts: float  # event time, epoch seconds
+    entity: str
+    peer: str  # the other endpoint; stays on the site
+    remote: str | None  # the peer when it may be shared as an observable, else None
+    remote_port: int | None
+    outbound: bool  # True when the entity originated the connection
+    bytes_out: int
+    bytes_in: int
+    duration: float
+    failed: bool
+    source: str
+    line: int
+
+
+class InternalNetworks:
+    """Membership test for the site's own address space and for never-shared addresses."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+    def is_internal(self, address: IPAddress) -> bool:
+        return any(address in network for network in self.networks if network.version == address.version)
+
+    def is_shareable(self, address: IPAddress) -> bool:
+        """Return whether an external address may leave the site as an observable.
+
+        Besides the site's own ranges, addresses that identify nothing outside the site are
+        withheld: private, loopback, link-local, multicast, unspecified and reserved space.
+        """
+        if self.is_internal(address):
+            return False
+        return address.is_global and not address.is_multicast
+
+
+@dataclass
+class OrientationStats:
+    connections: int = 0
+    both_external: int = 0
+    missing_fields: int = 0
+
+
+def orient_connections(
+    records: Iterable[ZeekRecord],
+    internal: InternalNetworks,
+    *,
+    time_shift: timedelta = timedelta(0),
+    stats: OrientationStats | None = None,
+) -> Iterator[Connection]:
+    """Yield a :class:`Connection` for every ``conn`` record that involves an internal host."""
+    stats = stats if stats is not None else OrientationStats()
+    shift = time_shift.total_seconds()
+    for record in records:
+        if record.log_path != "conn":
+            continue
+        fields = record.fields
+        ts = fields.get("ts")
+        orig, resp = fields.get("id.orig_h"), fields.get("id.resp_h")
+        if not isinstance(ts, datetime) or orig is None or resp is None:
+            stats.missing_fields += 1
+            continue
+        try:
+            orig_address, resp_address = ipaddress.ip_address(orig), ipaddress.ip_address(resp)
+        except ValueError:
+            stats.missing_fields += 1
+            continue
+
+        # The internal side is the entity; when both are internal the originator is.
+        orig_internal, resp_internal = internal.is_internal(orig_address), internal.is_internal(resp_address)
+        if not orig_internal and not resp_internal:
+            stats.both_external += 1
+            continue
+        outbound = orig_internal
+        entity_address, remote_address = (orig_address, resp_address) if outbound else (resp_address, orig_address)
+        remote = str(remote_address) if internal.is_shareable(remote_address) else None
+        remote_port = fields.get("id.resp_p") if outbound else fields.get("id.orig_p")
+        orig_bytes, resp_bytes = fields.get("orig_bytes") or 0, fields.get("resp_bytes") or 0
+
+        stats.connections += 1
+        yield Connection(
+            ts=ts.timestamp() + shift,
+            entity=str(entity_address),
+            peer=str(remote_address),
+            remote=remote,
+            remote_port=remote_port,
+            outbound=outbound,
+            bytes_out=orig_bytes if outbound else resp_bytes,
+            bytes_in=resp_bytes if outbound else orig_bytes,
+            duration=float(fields.get("duration") or 0.0),
+            failed=fields.get("conn_state") in FAILED_CONN_STATES,
+            source=record.source,
+            line=record.line,
+        )

@@ -1,0 +1,108 @@
+"""Deliver queued round summaries to the hub's ``summaries`` collection with taxii2-client.
+
+A summary leaves the outbox only when the hub's status resource lists it as a success, or as
+a failure the hub will never accept (a second contribution, an invalid signature); anything
+else (a refused connection, a 5xx page from a proxy, a response with the wrong media type)
+is transient, so the summary stays queued and the next attempt sends the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import requests
+from taxii2client.exceptions import TAXIIServiceException
+from taxii2client.v21 import Collection
+
+from agent.config import HubSection
+from agent.errors import DeliveryError
+from agent.state import AgentState, OutboxItem
+from agent.taxii_client import open_collection
+
+log = logging.getLogger(__name__)
+
+# Seconds between polls of an asynchronous status resource; the hub usually answers complete.
+_STATUS_POLL_SECS = 0.2
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    rejected: int = 0
+    pending: int = 0
+
+
+class SummarySender:
+    """Send outbox items, retrying transient failures with exponential backoff and jitter."""
+
+    def __init__(self, hub: HubSection, password: str, state: AgentState, *, site_id: str) -> None:
+        self.hub, self._password, self.state, self.site_id = hub, password, state, site_id
+        self._collection: Collection | None = None
+
+    def deliver_pending(self) -> DeliveryReport:
+        report = DeliveryReport()
+        for item in self.state.pending():
+            outcome = self._deliver_with_retries(item)
+            setattr(report, outcome, getattr(report, outcome) + 1)
+        return report
+
+    def _deliver_with_retries(self, item: OutboxItem) -> str:
+        for attempt in range(1, self.hub.max_send_attempts + 1):
+            try:
+                return self._deliver(item)
+            except DeliveryError as err:
+                self.state.mark_attempt(item.summary_id, err.reason)
+                if not err.transient:
+                    log.error("site %s: summary %s for round %d not delivered: %s; kept in the outbox",
+                              self.site_id, item.summary_id, item.round_start, err)
+                    return "pending"
+                if attempt == self.hub.max_send_attempts:
+                    log.error("site %s: summary %s for round %d still undelivered after %d attempts: %s; "
+                              "kept in the outbox", self.site_id, item.summary_id, item.round_start, attempt, err)
+                    return "pending"
+                # Full jitter keeps many agents from retrying in lockstep after a hub restart.
+                delay = random.uniform(0, self.hub.retry_backoff_secs * 2 ** (attempt - 1))  # noqa: S311
+                log.warning("site %s: delivery of round %d failed (%s); retry %d of %d in %.2f s",
+                            self.site_id, item.round_start, err.reason, attempt, self.hub.max_send_attempts - 1, delay)
+                self._collection = None
+                time.sleep(delay)
+        return "pending"
+
+    def _deliver(self, item: OutboxItem) -> str:
+        collection = self._summaries()
+        envelope = ('{"objects":[' + item.body + "]}").encode("utf-8")
+        try:
+            status = collection.add_objects(
+                envelope, wait_for_completion=True, poll_interval=_STATUS_POLL_SECS, timeout=self.hub.timeout_secs
+            )
+        except requests.HTTPError as err:
+            code = err.response.status_code if err.response is not None else 0
+            transient = code in (408, 425, 429) or code >= 500
+            raise DeliveryError(collection.url, f"HTTP {code}", transient=transient) from err
+        except (requests.RequestException, TAXIIServiceException, ValueError) as err:
+            raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
+
+        successes = {s.get("id") for s in (status.successes or [])}
+        failures = {f.get("id"): f.get("message", "") for f in (status.failures or [])}
+        if item.summary_id in successes:
+            self.state.mark_delivered(item.summary_id)
+            log.info("site %s: round %d summary %s delivered", self.site_id, item.round_start, item.summary_id)
+            return "delivered"
+        if item.summary_id in failures:
+            # The hub checked the summary and will never accept these bytes: keeping them
+            # would only repeat the failure. Record it for the operator.
+            self.state.mark_delivered(item.summary_id, status="rejected")
+            log.error("site %s: hub rejected round %d summary %s: %s",
+                      self.site_id, item.round_start, item.summary_id, failures[item.summary_id])
+            return "rejected"
+        raise DeliveryError(collection.url, f"status {status.status} does not list summary {item.summary_id}",
+                            transient=True)
+
+    def _summaries(self) -> Collection:
+        if self._collection is None:
+            self._collection = open_collection(self.hub, self._password, self.hub.summaries_collection)
+        return self._collection
+

@@ -1,0 +1,296 @@
+"""The agent's replay run: logs to windows, windows to scores, scores to DP summaries, then
+delivery and the fused-indicator poll.
+
+Replay reads each configured file to its end, so the end of the input closes the last round;
+every round that holds at least one window is summarised. Rounds already recorded in the state
+are skipped, so running the same replay twice sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import AgentConfig
+from agent.consumer import FusedIndicatorConsumer
+from agent.detector import CalibratedDetector, ScoredWindow
+from agent.errors import AgentError, DeliveryError
+from agent.features import FEATURE_SCHEMA_VERSION, Window, build_windows
+from agent.metrics import AgentMetrics
+from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
+from agent.sender import SummarySender
+from agent.state import AgentState, Contact
+from agent.summariser import BIN_EDGES, RoundRelease, summarise_round
+from agent.zeek import ParseStats, iter_zeek_records
+from privacy.errors import BudgetExhausted
+from privacy.ledger import PrivacyLedger
+from privacy.random import RandomSource, system_random
+from privacy.signing import SigningKey, sign_object
+from stix_mappings.summary import build_summary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    """What one run did, for the CLI, the demo and the tests."""
+
+    site_id: str
+    connections: int = 0
+    windows: int = 0
+    rounds: dict[int, str] = field(default_factory=dict)  # round start -> status
+    released: dict[int, list[dict]] = field(default_factory=dict)  # round start -> evidence
+    epsilon_spent: float = 0.0
+    epsilon_budget: float = 0.0
+    delivered: int = 0
+    rejected: int = 0
+    pending: int = 0
+    alerts: int = 0
+    parse_stats: ParseStats | None = None
+
+
+class Agent:
+    """One site's agent, driven by its configuration.
+
+    Stages of :meth:`run_once`: ``read_connections``, ``score_windows`` (training the detector
+    on the baseline rounds first), ``release_rounds`` (DP summaries into the outbox),
+    ``deliver`` and, when asked, ``poll_fused_indicators``.
+    """
+
+    def __init__(self, config: AgentConfig, *, rng: RandomSource | None = None) -> None:
+        self.config = config
+        self.rng = rng if rng is not None else system_random()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state = AgentState(config.state_dir / "agent.sqlite")
+        privacy = config.privacy
+        self.ledger = PrivacyLedger(
+            config.state_dir / "privacy-ledger.sqlite",
+            site_id=config.site.id,
+            budget_epsilon=privacy.budget_epsilon,
+            budget_delta=privacy.budget_delta,
+            period_seconds=privacy.period_days * 86400,
+        )
+        self.signing_key = SigningKey.from_file(config.site.signing_key)
+        self.metrics = AgentMetrics(config.site.id)
+
+    def close(self) -> None:
+        self.state.close()
+
+    def run_once(self, *, poll: bool = True) -> RunReport:
+        """Replay every configured file, send every round and optionally poll for alerts."""
+        report = RunReport(site_id=self.config.site.id, epsilon_budget=self.config.privacy.budget_epsilon)
+        log.info("site %s: replay started (detector %s, unit %s, epsilon %.3g per round)",
+                 self.config.site.id, self.config.detector.name, self.config.privacy.unit,
+                 self.config.privacy.epsilon_per_round)
+        connections = self.read_connections(report)
+        windows = build_windows(connections, window_seconds=self.config.windows.window_seconds)
+        report.windows = len(windows)
+        scored = self.score_windows(windows)
+        self.release_rounds(scored, report)
+        self.deliver(report)
+        if poll:
+            self.poll_fused_indicators(report)
+        self.metrics.write(self.config.state_dir / "metrics.prom")
+        log.info("site %s: replay finished: %d connections, %d windows, %d rounds, epsilon %.3f of %.3g spent",
+                 report.site_id, report.connections, report.windows, len(report.rounds),
+                 report.epsilon_spent, report.epsilon_budget)
+        return report
+
+    def read_connections(self, report: RunReport) -> list[Connection]:
+        """Parse every source and orient its connections, shifted for replay when configured."""
+        internal = InternalNetworks(self.config.site.internal_networks)
+        parse_stats = ParseStats()
+        everything: list[Connection] = []
+        for source in self.config.sources:
+            paths = _expand(source.paths)
+            if not paths:
+                raise AgentError(f"source patterns {list(source.paths)} match no file; check sources[].paths")
+            orientation = OrientationStats()
+            connections: list[Connection] = []
+            for path in paths:
+                connections.extend(orient_connections(iter_zeek_records(path, stats=parse_stats), internal,
+                                                      stats=orientation))
+            if source.replay_start is not None and connections:
+                shift = source.replay_start.timestamp() - min(c.ts for c in connections)
+                connections = [replace(c, ts=c.ts + shift) for c in connections]
+            if orientation.both_external:
+                log.info("site %s: %d connections between two external hosts skipped (no site entity)",
+                         self.config.site.id, orientation.both_external)
+            everything.extend(connections)
+        everything.sort(key=lambda c: c.ts)
+        report.connections = len(everything)
+        report.parse_stats = parse_stats
+        self.metrics.observe_parse(parse_stats, len(everything))
+        return everything
+
+    def score_windows(self, windows: list[Window]) -> list[ScoredWindow]:
+        """Train (or load) the detector on the baseline rounds, then score every window."""
+        if not windows:
+            return []
+        round_seconds = self.config.windows.round_seconds
+        first_round = windows[0].start - windows[0].start % round_seconds
+        baseline_end = first_round + self.config.detector.baseline_rounds * round_seconds
+        detector = self._detector([w for w in windows if w.start < baseline_end])
+        scores = detector.score(np.array([w.features for w in windows], dtype=float))
+        return [ScoredWindow(w.entity, w.start, float(s), w.remotes) for w, s in zip(windows, scores)]
+
+    def _detector(self, baseline: list[Window]) -> CalibratedDetector:
+        settings = self.config.detector
+        path = self.config.state_dir / "detector.pickle"
+        if path.exists():
+            stored = CalibratedDetector.load(path, name=settings.name)
+            if stored is not None:
+                return stored
+        detector = CalibratedDetector(settings.name, min_baseline_windows=settings.min_baseline_windows,
+                                      random_state=settings.random_state)
+        detector.fit(np.array([w.features for w in baseline], dtype=float).reshape(len(baseline), -1))
+        detector.save(path)
+        log.info("site %s: detector %s trained on %d baseline windows", self.config.site.id, settings.name,
+                 len(baseline))
+        return detector
+
+    def release_rounds(self, scored: list[ScoredWindow], report: RunReport) -> None:
+        """Summarise each round not yet recorded, charge the ledger and queue the summary."""
+        round_seconds = self.config.windows.round_seconds
+        by_round: dict[int, list[ScoredWindow]] = defaultdict(list)
+        for window in scored:
+            by_round[window.start - window.start % round_seconds].append(window)
+        for round_start in sorted(by_round):
+            status = self.state.round_status(round_start)
+            if status is None:
+                status = self._release_round(round_start, by_round[round_start], report)
+            report.rounds[round_start] = status
+        spent = self.ledger.spent(_utc(max(by_round) + round_seconds) if by_round else datetime.now(timezone.utc))
+        report.epsilon_spent = spent.epsilon_spent
+        self.metrics.observe_budget(spent)
+
+    def _release_round(self, round_start: int, windows: list[ScoredWindow], report: RunReport) -> str:
+        config = self.config
+        contacts = _contacts(round_start, windows, config.windows.window_seconds)
+
+        # A round charged in the ledger but absent from the state was lost in a crash after the
+        # charge: releasing it again would draw fresh noise, a second release of the same data.
+        if self.ledger.is_charged(round_start):
+            log.warning("site %s: round %d was charged but its summary was lost; not releasing it again",
+                        config.site.id, round_start)
+            self.state.record_round(round_start, "lost", contacts)
+            return "lost"
+
+        privacy = config.privacy
+        try:
+            self.ledger.check(round_start, privacy.epsilon_per_round, privacy.delta_per_round)
+        except BudgetExhausted as err:
+            log.warning("site %s: round %d not released: %s", config.site.id, round_start, err)
+            self.state.record_round(round_start, "budget_exhausted", contacts)
+            self.metrics.rounds_budget_exhausted += 1
+            return "budget_exhausted"
+
+        release = summarise_round(windows, round_start=round_start, round_seconds=config.windows.round_seconds,
+                                  privacy=privacy, rng=self.rng)
+        budget = self.ledger.charge(round_start, release.epsilon, release.delta,
+                                    f"discrete-laplace/{privacy.unit}")
+        summary = sign_object(self._summary_object(release, budget.epsilon_spent), self.signing_key)
+        self.state.queue_summary(round_start, summary, contacts)
+        report.released[round_start] = summary["evidence"]
+        self.metrics.observe_release(len(release.evidence))
+        log.info("site %s: round %s summarised: %d observables released (threshold %d), epsilon %.3g",
+                 config.site.id, _utc(round_start).isoformat(), len(release.evidence), release.partition_threshold,
+                 release.epsilon)
+        return "queued"
+
+    def _summary_object(self, release: RoundRelease, epsilon_spent: float) -> dict:
+        config, privacy = self.config, self.config.privacy
+        return build_summary(
+            site=config.site.id,
+            round_start=_utc(release.round_start),
+            round_end=_utc(release.round_end),
+            detector={"family": "network", "name": config.detector.name,
+                      "version": CalibratedDetector(config.detector.name).version},
+            feature_schema_version=FEATURE_SCHEMA_VERSION,
+            score_histogram={"bin_edges": list(BIN_EDGES), "noised_counts": list(release.histogram)},
+            noised_window_count=release.noised_window_count,
+            evidence=[
+                {
+                    "observable_type": e.observable_type,
+                    "value": e.value,
+                    "noised_entity_count": e.noised_unit_count,
+                    "noised_mean_score": e.noised_mean_score,
+                    "first_seen": _utc(release.round_start),
+                    "last_seen": _utc(release.round_end),
+                }
+                for e in release.evidence
+            ],
+            privacy={
+                "unit": privacy.unit,
+                "mechanism": "discrete-laplace",
+                "epsilon": release.epsilon,
+                "delta": release.delta,
+                "partition_threshold": release.partition_threshold,
+                "max_observables_per_entity": privacy.max_observables_per_entity,
+                "max_windows_per_entity": privacy.max_windows_per_entity,
+                "epsilon_spent_in_period": round(epsilon_spent, 6),
+                "epsilon_budget": privacy.budget_epsilon,
+                "period_days": privacy.period_days,
+            },
+            created=datetime.now(timezone.utc),
+        )
+
+    def deliver(self, report: RunReport) -> None:
+        password = self.config.read_hub_password()
+        sender = SummarySender(self.config.hub, password, self.state, site_id=self.config.site.id)
+        try:
+            delivery = sender.deliver_pending()
+        except DeliveryError as err:
+            log.error("site %s: delivery stopped: %s; summaries stay in the outbox", self.config.site.id, err)
+            report.pending = len(self.state.pending())
+            return
+        report.delivered, report.rejected, report.pending = delivery.delivered, delivery.rejected, delivery.pending
+        self.metrics.observe_delivery(delivery, len(self.state.pending()))
+        for round_start, status in self.state.round_statuses().items():
+            if round_start in report.rounds:
+                report.rounds[round_start] = status
+
+    def poll_fused_indicators(self, report: RunReport) -> None:
+        consumer = FusedIndicatorConsumer(self.config.hub, self.config.read_hub_password(), self.state,
+                                          site_id=self.config.site.id, alerts_path=self.config.alerts_path)
+        try:
+            report.alerts += consumer.poll()
+        except DeliveryError as err:
+            log.error("site %s: fused-indicator poll failed: %s", self.config.site.id, err)
+        self.metrics.alerts_written += report.alerts
+
+
+def _contacts(round_start: int, windows: list[ScoredWindow], window_seconds: int) -> list[Contact]:
+    """Collapse a round's windows into (observable, entity) contacts for the local matcher."""
+    merged: dict[tuple[str, str], list] = {}
+    for window in windows:
+        for remote, connections in window.remotes.items():
+            entry = merged.get((remote, window.entity))
+            if entry is None:
+                merged[(remote, window.entity)] = [connections, window.score, window.start,
+                                                   window.start + window_seconds]
+            else:
+                entry[0] += connections
+                entry[1] = max(entry[1], window.score)
+                entry[2] = min(entry[2], window.start)
+                entry[3] = max(entry[3], window.start + window_seconds)
+    return [Contact(round_start, remote, entity, n, score, first, last)
+            for (remote, entity), (n, score, first, last) in sorted(merged.items())]
+
+
+def _expand(patterns: tuple[str, ...]) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern))
+        paths.extend(Path(m) for m in matches if Path(m).is_file())
+    return paths
+
+
+def _utc(epoch_seconds: int) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)

@@ -1,0 +1,68 @@
+"""Open the hub's TAXII collections with taxii2-client, with a timeout on every request.
+
+taxii2-client 2.3 takes no timeout argument, so a hung hub would block the agent forever;
+the connection built here gives its ``requests`` session a default timeout.
+"""
+
+from __future__ import annotations
+
+import requests
+from taxii2client.common import _HTTPConnection
+from taxii2client.exceptions import TAXIIServiceException
+from taxii2client.v21 import ApiRoot, Collection, Server
+
+from agent.config import HubSection
+from agent.errors import DeliveryError
+
+
+class _TimeoutSession(requests.Session):
+    def __init__(self, timeout_secs: float) -> None:
+        super().__init__()
+        self.timeout_secs = timeout_secs
+
+    def request(self, method: str, url: str, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", self.timeout_secs)
+        return super().request(method, url, **kwargs)
+
+
+def connect(hub: HubSection, password: str) -> Server:
+    """Return a taxii2-client Server for the hub's discovery URL."""
+    connection = _HTTPConnection(user=hub.username, password=password, verify=hub.verify_tls, version="2.1")
+    session = _TimeoutSession(hub.timeout_secs)
+    session.verify = connection.session.verify
+    session.auth = connection.session.auth
+    connection.session = session
+    return Server(hub.url, conn=connection)
+
+
+def open_collection(hub: HubSection, password: str, title: str) -> Collection:
+    """Find a collection by title (or id) through the hub's discovery resource.
+
+    Raises
+    ------
+    DeliveryError
+        Transient when the hub cannot be reached or answers off-protocol; permanent when the
+        API root or the collection does not exist.
+    """
+    server = connect(hub, password)
+    try:
+        api_root = _choose_api_root(server, hub)
+        for collection in api_root.collections:
+            if title in (collection.title, collection.id):
+                return collection
+    except (requests.RequestException, TAXIIServiceException, ValueError) as err:
+        raise DeliveryError(hub.url, f"{type(err).__name__}: {err}", transient=True) from err
+    raise DeliveryError(hub.url, f"the hub has no collection titled {title!r}", transient=False)
+
+
+def _choose_api_root(server: Server, hub: HubSection) -> ApiRoot:
+    if not hub.api_root:
+        if server.default is not None:
+            return server.default
+        if server.api_roots:
+            return server.api_roots[0]
+        raise DeliveryError(hub.url, "the discovery resource lists no API root", transient=False)
+    for api_root in server.api_roots:
+        if api_root.url.rstrip("/").endswith("/" + hub.api_root.strip("/")):
+            return api_root
+    raise DeliveryError(hub.url, f"the hub offers no API root named {hub.api_root!r}", transient=False)

@@ -1,0 +1,184 @@
+"""The ``fti`` command: one entry point for the agent, the hub, keys and the demo.
+
+Only this module configures logging handlers; every library module just logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+log = logging.getLogger("fti")
+
+
+def _version() -> str:
+    try:
+        return version("fti")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    from agent.config import load_agent_config
+    from agent.service import Agent
+
+    if not args.once:
+        print("fti agent run: following growing files live is not supported by this version; "
+              "run with --once to replay the configured files to their end", file=sys.stderr)
+        return 2
+    config = load_agent_config(Path(args.config))
+    agent = Agent(config)
+    try:
+        report = agent.run_once(poll=not args.no_poll)
+    finally:
+        agent.close()
+    statuses = {}
+    for status in report.rounds.values():
+        statuses[status] = statuses.get(status, 0) + 1
+    print(json.dumps({
+        "site": report.site_id,
+        "connections": report.connections,
+        "windows": report.windows,
+        "rounds": statuses,
+        "delivered": report.delivered,
+        "pending": report.pending,
+        "alerts": report.alerts,
+        "epsilon_spent": round(report.epsilon_spent, 4),
+        "epsilon_budget": report.epsilon_budget,
+    }, sort_keys=True))
+    return 0 if report.pending == 0 else 3
+
+
+def _agent_budget(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from agent.config import load_agent_config
+    from privacy.ledger import PrivacyLedger
+
+    config = load_agent_config(Path(args.config))
+    privacy = config.privacy
+    ledger = PrivacyLedger(
+        config.state_dir / "privacy-ledger.sqlite", site_id=config.site.id, budget_epsilon=privacy.budget_epsilon,
+        budget_delta=privacy.budget_delta, period_seconds=privacy.period_days * 86400,
+    )
+    at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(timezone.utc)
+    status = ledger.spent(at)
+    print(json.dumps({
+        "site": config.site.id,
+        "at": at.isoformat(),
+        "epsilon_spent": status.epsilon_spent,
+        "epsilon_budget": status.epsilon_budget,
+        "delta_spent": status.delta_spent,
+        "delta_budget": status.delta_budget,
+        "rounds_charged": status.rounds_charged,
+        "exhausted": status.exhausted,
+    }, sort_keys=True))
+    return 0
+
+
+def _hub_serve(args: argparse.Namespace) -> int:
+    from fusion_hub.cli import serve
+
+    serve(Path(args.config))
+    return 0
+
+
+def _hub_enroll(args: argparse.Namespace) -> int:
+    from fusion_hub.cli import enroll
+
+    password = enroll(Path(args.config), args.site, args.public_key)
+    print(f"site {args.site} enrolled; its hub password (shown once): {password}")
+    return 0
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from privacy.signing import generate_signing_key
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"fti keys generate: {out} exists; pass --force to replace it", file=sys.stderr)
+        return 2
+    key = generate_signing_key()
+    key.to_file(out)
+    print(key.public_key_b64)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fti.demo import run_demo
+
+    return run_demo(out_dir=Path(args.out), data_dir=Path(args.data_dir) if args.data_dir else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fti", description="Federated threat intelligence with "
+                                     "differentially private anomaly fusion.")
+    parser.add_argument("--version", action="version", version=f"fti {_version()}")
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                        help="logging level (default: info for services, warning for the demo)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    agent = commands.add_parser("agent", help="run the site agent").add_subparsers(dest="agent_command", required=True)
+    run = agent.add_parser("run", help="replay the configured logs and send round summaries")
+    run.add_argument("--config", required=True, help="agent configuration file (YAML)")
+    run.add_argument("--once", action="store_true", help="process the files to their end, send, and exit")
+    run.add_argument("--no-poll", action="store_true", help="do not poll fused indicators after sending")
+    run.set_defaults(handler=_agent_run, default_level="info")
+    budget = agent.add_parser("budget", help="show the privacy budget spent in the current period")
+    budget.add_argument("--config", required=True, help="agent configuration file (YAML)")
+    budget.add_argument("--at", help="evaluate the period ending at this ISO 8601 time (default: now)")
+    budget.set_defaults(handler=_agent_budget, default_level="warning")
+
+    hub = commands.add_parser("hub", help="run and manage the fusion hub").add_subparsers(dest="hub_command",
+                                                                                           required=True)
+    serve = hub.add_parser("serve", help="serve TAXII 2.1 and fuse rounds")
+    serve.add_argument("--config", required=True, help="hub configuration file (YAML)")
+    serve.set_defaults(handler=_hub_serve, default_level="info")
+    enroll = hub.add_parser("enroll", help="register a site and print its credential once")
+    enroll.add_argument("--config", required=True, help="hub configuration file (YAML)")
+    enroll.add_argument("--site", required=True, help="the site's pseudonym, for example site-a")
+    enroll.add_argument("--public-key", required=True, help="the site's Ed25519 public key (base64)")
+    enroll.set_defaults(handler=_hub_enroll, default_level="warning")
+
+    keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(dest="keys_command", required=True)
+    generate = keys.add_parser("generate", help="create a site signing key and print its public key")
+    generate.add_argument("--out", required=True, help="where to write the private key (mode 0600)")
+    generate.add_argument("--force", action="store_true", help="replace an existing key file")
+    generate.set_defaults(handler=_keys_generate, default_level="warning")
+
+    demo = commands.add_parser("demo", help="run a hub and five sites on the bundled real captures")
+    demo.add_argument("--out", default="demo-out", help="folder for the outputs (default: demo-out)")
+    demo.add_argument("--data-dir", default=None, help="folder with the captures (default: the bundled ones)")
+    demo.set_defaults(handler=_demo, default_level="warning")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level or args.default_level)
+    from agent.errors import AgentError
+
+    try:
+        return args.handler(args)
+    except AgentError as err:
+        print(f"fti: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,9 @@
 - ``DetectorError``: the detector cannot be trained or used (``BaselineTooSmall``,
   ``DegenerateBaseline``).
 - ``DeliveryError``: a summary could not be delivered to the hub (kept in the outbox).
+- ``LogReadError``: a log file cannot be opened, read or decompressed.
+- ``MalformedLogLine``: one log line cannot become a record. The Zeek reader does not raise it;
+  it counts, logs and keeps it in ``agent.zeek.ParseStats`` and goes on with the next line.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ class ConfigError(AgentError):
     def __init__(self, source: str, line: int, key: str, value: Any, fix: str) -> None:
         self.source, self.line, self.key, self.value, self.fix = source, line, key, value, fix
         where = f"{source}:{line}" if line else source
-        subject = f"{key} = {value!r}: " if key else ""
+        if not key:
+            subject = ""
+        elif value is None:
+            subject = f"{key}: "
+        else:
+            subject = f"{key} = {value!r}: "
         super().__init__(f"{where}: {subject}{fix}")
 
 
@@ -56,3 +64,23 @@ class DeliveryError(AgentError):
         self.url, self.reason, self.transient = url, reason, transient
         kind = "will retry" if transient else "not retried"
         super().__init__(f"delivery to {url} failed ({kind}): {reason}")
+
+
+class LogReadError(AgentError):
+    """A log file cannot be opened, read or decompressed."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot read log file {path}: {reason}")
+
+
+class MalformedLogLine(AgentError):
+    """One log line that cannot become a record, with where it is and why.
+
+    ``reason`` is the counter key in ``ParseStats.malformed`` (for example ``column_count`` or
+    ``invalid_value:orig_bytes``); ``detail`` is the human-readable explanation.
+    """
+
+    def __init__(self, source: str, line: int, reason: str, detail: str) -> None:
+        self.source, self.line, self.reason, self.detail = source, line, reason, detail
+        super().__init__(f"{source} line {line}: {detail}; line skipped")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-from agent.zeek import ZeekRecord
+if TYPE_CHECKING:
+    from agent.zeek import ZeekRecord
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

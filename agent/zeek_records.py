@@ -21,6 +21,9 @@ MAX_WARNINGS_PER_FILE = 5
 # Bounds the memory of a long-lived ParseStats that is shared across many files.
 MAX_KEPT_ERRORS = 100
 
+# A detail quotes the offending value, which can be up to a whole line long.
+MAX_DETAIL_CHARS = 300
+
 
 @dataclass(frozen=True, slots=True)
 class ZeekRecord:
@@ -48,7 +51,7 @@ class ZeekRecord:
 
 @dataclass(slots=True)
 class ParseStats:
-    """Counters for one or more calls of ``iter_zeek_records``; pass the same object to sum files.
+    """Counters for one or more calls of ``iter_zeek_records``. Pass the same object to sum files.
 
     Attributes
     ----------
@@ -110,7 +113,9 @@ class MalformedLineReporter:
         self.invalid_utf8_lines = 0
 
     def report(self, line: int, reason: str, detail: str) -> None:
-        """Count a malformed line; log it while this file is under the warning limit."""
+        """Count a malformed line, and log it while this file is under the warning limit."""
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = f"{detail[:MAX_DETAIL_CHARS]}... ({len(detail)} characters)"
         error = MalformedLogLine(self.source, line, reason, detail)
         self.stats.add_malformed(error)
         self.reasons[reason] += 1

@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
-from agent.zeek_values import Converter, ImplausibleTimestamp, build_converter, unescape
+from agent.zeek_values import Converter, ImplausibleTimestamp, build_converter, string_converter, unescape
 
 log = logging.getLogger(__name__)
 
 DIRECTIVES = frozenset(
     {"separator", "set_separator", "empty_field", "unset_field", "path", "open", "close", "fields", "types"}
 )
+
+SEPARATOR_DIRECTIVE = "#separator"
 
 # IoT-23 joins columns with exactly this; see the module docstring.
 JOINED_COLUMNS = "   "
@@ -39,8 +41,10 @@ JOINED_COLUMNS = "   "
 class ColumnLayout:
     """The columns declared by one ``#fields``/``#types`` pair, with a converter per column.
 
-    ``joined`` lists (position in a row, number of columns) for each header token that held
-    several columns joined by spaces; ``raw_width`` is the row width with those joins.
+    ``joined`` lists (position in a row, number of columns) for each header token that
+    contained several columns joined by spaces. ``raw_width`` is the row width with those
+    joins. ``unknown_types`` names the columns whose type has no converter, which are read as
+    strings.
     """
 
     names: tuple[str, ...]
@@ -49,6 +53,7 @@ class ColumnLayout:
     unset_field: str
     joined: tuple[tuple[int, int], ...]
     raw_width: int
+    unknown_types: tuple[str, ...]
 
     def split_joined(self, values: list[str]) -> list[str] | None:
         """Split the joined columns of a row, or return None if the row does not fit them."""
@@ -67,29 +72,40 @@ class ColumnLayout:
         return expanded
 
     def convert(self, values: list[str]) -> dict[str, Any]:
-        """Return the typed fields of a row; a converter's ValueError propagates."""
-        unset = self.unset_field
-        return {
-            name: None if raw == unset else convert(raw)
-            for name, convert, raw in zip(self.names, self.converters, values)
-        }
+        """Return the typed fields of a row.
 
-    def find_invalid(self, values: list[str]) -> tuple[str, str, Exception]:
-        """Return the first column whose value does not convert: name, type and the error."""
-        for name, type_name, convert, raw in zip(self.names, self.types, self.converters, values):
-            if raw == self.unset_field:
-                continue
-            try:
-                convert(raw)
-            except (ValueError, OverflowError) as err:
-                return name, type_name, err
-        raise AssertionError("find_invalid called on a row that converts")
+        Raises
+        ------
+        InvalidColumnValue
+            If a value does not convert to its column's type.
+        """
+        unset = self.unset_field
+        fields: dict[str, Any] = {}
+        name = ""
+        try:
+            for name, convert, raw in zip(self.names, self.converters, values):
+                fields[name] = None if raw == unset else convert(raw)
+        except (ValueError, OverflowError) as err:
+            raise InvalidColumnValue(name, self.types[self.names.index(name)], err) from err
+        return fields
+
+
+class InvalidColumnValue(Exception):
+    """A row value that does not convert, which parse_tsv_lines reports as a malformed line."""
+
+    def __init__(self, name: str, type_name: str, error: Exception) -> None:
+        self.name, self.type_name, self.error = name, type_name, error
+        super().__init__(f"field {name} ({type_name}): {error}")
 
 
 class TsvHeader:
     """The header state of a TSV file: tokens from the latest header block and its layout."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Return to Zeek's default tokens, because ``#separator`` opens a new header block."""
         self.separator = "\t"
         self.set_separator = ","
         self.empty_field = "(empty)"
@@ -97,10 +113,6 @@ class TsvHeader:
         self.path: str | None = None
         self.fields: list[str] | None = None
         self.layout: ColumnLayout | None = None
-
-    def reset(self) -> None:
-        """Forget the previous block, because ``#separator`` opens a new one."""
-        self.__init__()  # type: ignore[misc]
 
 
 def parse_tsv_lines(
@@ -111,9 +123,9 @@ def parse_tsv_lines(
     stats: ParseStats,
     reporter: MalformedLineReporter,
 ) -> Iterator[ZeekRecord]:
-    """Yield a record for each data row of a TSV log; count and report every other line.
+    """Yield a record for each data row of a TSV log, and count and report every other line.
 
-    ``lines`` holds (1-based line number, text without the line ending).
+    ``lines`` yields (1-based line number, text without the line ending) pairs.
     """
     header = TsvHeader()
     for number, text in lines:
@@ -121,8 +133,9 @@ def parse_tsv_lines(
             stats.skipped += 1
             continue
 
-        # A header line, possibly after stray whitespace.
-        if text[0] == "#" or (text[0] in " \t" and _directive_name(text.lstrip(" \t")) in DIRECTIVES):
+        # A header line, possibly after stray whitespace. Zeek writes a data line that would
+        # start with "#" as "\x23...", so a line starting with "#" is never a record.
+        if text[0] == "#" or (text[0] in " \t" and _directive_name(text.lstrip(" \t"), header) in DIRECTIVES):
             _read_header_line(header, text.lstrip(" \t"), number, stats, reporter)
             continue
 
@@ -143,54 +156,61 @@ def parse_tsv_lines(
 
         try:
             fields = layout.convert(values)
-        except (ValueError, OverflowError):
-            name, type_name, err = layout.find_invalid(values)
-            if isinstance(err, ImplausibleTimestamp):
-                reporter.report(number, "implausible_timestamp", f"field {name}: {err}")
+        except InvalidColumnValue as invalid:
+            if isinstance(invalid.error, ImplausibleTimestamp):
+                reporter.report(number, "implausible_timestamp", f"field {invalid.name}: {invalid.error}")
             else:
-                reporter.report(number, f"invalid_value:{name}", f"field {name} ({type_name}): {err}")
+                reporter.report(number, f"invalid_value:{invalid.name}", str(invalid))
             continue
 
         stats.records += 1
         yield ZeekRecord(header.path or default_path, fields, source, number)
 
 
-def _directive_name(text: str) -> str:
-    """Return the word after ``#`` up to the first space or tab."""
-    end = 1
-    while end < len(text) and text[end] not in " \t":
-        end += 1
-    return text[1:end]
+def _directive_name(text: str, header: TsvHeader) -> str:
+    """Return the word after ``#``: up to a space for ``#separator``, else up to the separator."""
+    if text.startswith(SEPARATOR_DIRECTIVE) and text[len(SEPARATOR_DIRECTIVE):][:1] in ("", " ", "\t"):
+        return "separator"
+    return text[1:].partition(header.separator)[0]
 
 
 def _read_header_line(
     header: TsvHeader, text: str, number: int, stats: ParseStats, reporter: MalformedLineReporter
 ) -> None:
-    name = _directive_name(text)
+    """Apply one ``#`` line to the header state and count it once: header, skipped or malformed."""
+    name = _directive_name(text, header)
     if name not in DIRECTIVES:
         stats.skipped += 1
         return
-    stats.header_lines += 1
 
+    problem = _apply_directive(header, name, text)
+    if problem:
+        reporter.report(number, "invalid_header", problem)
+        return
+    stats.header_lines += 1
+    if name == "types" and header.layout is not None:
+        _log_layout_notes(header.layout, reporter.source, number)
+
+
+def _apply_directive(header: TsvHeader, name: str, text: str) -> str | None:
+    """Update the header state from one directive, and return what is wrong with it, if anything."""
     # `#separator` is followed by a space, not by the separator it declares.
     if name == "separator":
-        separator = unescape(text[len("#separator") + 1:])
+        separator = unescape(text[len(SEPARATOR_DIRECTIVE) + 1:])
         header.reset()
         if not separator:
-            reporter.report(number, "invalid_header", "#separator declares an empty separator")
-            return
+            return "#separator declares an empty separator"
         header.separator = separator
-        return
+        return None
 
     _, found, value = text.partition(header.separator)
     if name in ("open", "close"):
-        return
+        return None
     if name == "path":
         header.path = unescape(value) or None
-        return
+        return None
     if not found or not value:
-        reporter.report(number, "invalid_header", f"#{name} line has no value")
-        return
+        return f"#{name} line has no value"
     if name == "set_separator":
         header.set_separator = unescape(value)
     elif name == "empty_field":
@@ -201,53 +221,60 @@ def _read_header_line(
         header.fields = value.split(header.separator)
         header.layout = None
     elif name == "types":
-        _read_types(header, value.split(header.separator), number, reporter)
+        header.layout = None
+        if header.fields is None:
+            return "#types line with no valid #fields line before it"
+        layout = build_layout(header, value.split(header.separator))
+        if isinstance(layout, str):
+            return layout
+        header.layout = layout
+    return None
 
 
-def _read_types(header: TsvHeader, raw_types: list[str], number: int, reporter: MalformedLineReporter) -> None:
-    """Build the column layout from ``#fields`` and the ``#types`` just read."""
-    header.layout = None
-    if header.fields is None:
-        reporter.report(number, "invalid_header", "#types line before any #fields line")
-        return
-
-    names, joined = _split_joined_tokens(header.fields)
+def build_layout(header: TsvHeader, raw_types: list[str]) -> ColumnLayout | str:
+    """Return the column layout of ``#fields`` and ``#types``, or what makes them unusable."""
+    raw_names = header.fields or []
+    names, joined = _split_joined_tokens(raw_names)
     types, joined_types = _split_joined_tokens(raw_types)
     if len(names) != len(types) or joined != joined_types:
-        reporter.report(number, "invalid_header",
-                        f"#fields declares {len(names)} columns but #types declares {len(types)}")
-        return
+        return f"#fields declares {len(names)} columns but #types declares {len(types)}"
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        reporter.report(number, "invalid_header", f"#fields repeats the column names {duplicates}")
-        return
-    if joined:
-        log.debug("zeek log %s: header joins columns with three spaces; splitting them", reporter.source)
+        return f"#fields repeats the column names {duplicates}"
 
+    # A type this reader does not know keeps its values as strings, so the rows still count.
     converters: list[Converter] = []
+    unknown: list[str] = []
     for name, type_name in zip(names, types):
         converter = build_converter(type_name, field_name=name, set_separator=header.set_separator,
                                     empty_field=header.empty_field, unset_field=header.unset_field)
         if converter is None:
-            log.warning("zeek log %s line %d: field %s has the unknown type %r; its values are kept as strings",
-                        reporter.source, number, name, type_name)
-            converter = build_converter("string", field_name=name, set_separator=header.set_separator,
-                                        empty_field=header.empty_field, unset_field=header.unset_field)
-            assert converter is not None
+            unknown.append(name)
+            converter = string_converter(header.empty_field)
         converters.append(converter)
 
-    header.layout = ColumnLayout(
+    return ColumnLayout(
         names=tuple(names),
         types=tuple(types),
         converters=tuple(converters),
         unset_field=header.unset_field,
         joined=tuple(joined),
-        raw_width=len(header.fields),
+        raw_width=len(raw_names),
+        unknown_types=tuple(unknown),
     )
 
 
+def _log_layout_notes(layout: ColumnLayout, source: str, number: int) -> None:
+    if layout.joined:
+        log.debug("zeek log %s line %d: header joins columns with three spaces; splitting them", source, number)
+    for name in layout.unknown_types:
+        type_name = layout.types[layout.names.index(name)]
+        log.warning("zeek log %s line %d: field %s has the unknown type %r; its values are kept as strings",
+                    source, number, name, type_name)
+
+
 def _split_joined_tokens(tokens: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
-    """Split header tokens that hold several space-joined names or types.
+    """Split header tokens that contain several space-joined names or types.
 
     Returns the split tokens and (token position, number of parts) for each split token.
     """

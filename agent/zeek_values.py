@@ -1,9 +1,9 @@
 """Convert Zeek log values to Python values: timestamps, ``\\xNN`` escapes and typed columns.
 
-Zeek's ASCII writer (``threading/formatters/Ascii.cc`` and ``util::get_escaped_string`` in
-the Zeek source) writes ``time`` and ``interval`` values with six decimals, writes any byte
-that is not printable or that equals a separator as ``\\xNN``, and writes a backslash as two
-backslashes. Timestamps are parsed from their decimal text with integer arithmetic. A float
+The rules come from Zeek's ASCII writer (``threading/formatters/Ascii.cc`` and
+``util::get_escaped_string`` in the Zeek source). It writes ``time`` and ``interval`` values
+with six decimals, and a few large ones in exponent notation. It writes any byte that is not
+printable or that equals a separator as ``\\xNN``, and a backslash as two backslashes. Timestamps are parsed from their decimal text with integer arithmetic. A float
 holds only about 16 significant digits, which is already too few for some microsecond epoch
 values.
 
@@ -16,10 +16,11 @@ Types map as follows: ``time`` to an aware UTC ``datetime``; ``interval`` and ``
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -34,11 +35,15 @@ _TS_MAX_MICROS = (TS_MAX - EPOCH) // timedelta(microseconds=1)
 STRING_TYPES = frozenset({"string", "enum", "file", "func"})
 CONTAINER_TYPE = re.compile(r"(set|vector|table)\[(\w+)\]")
 
+# Decimal seconds as Zeek writes them, with an optional exponent.
+_DECIMAL_SECONDS = re.compile(r"-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?")
+_MAX_SECONDS_EXPONENT = 20
+
 # `\\` (an escaped backslash) or `\xNN` (an escaped byte).
 _ESCAPE = re.compile(rb"\\(?:x([0-9A-Fa-f]{2})|\\)")
 
-# Dotted-quad IPv4 without leading zeros. It is checked before the slower ipaddress parser
-# because most Zeek addresses are IPv4.
+# Dotted-quad IPv4 without leading zeros. This expression is tried before the ipaddress
+# parser, which is several times slower, and the parser then checks anything else.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
@@ -77,27 +82,33 @@ def _unescape_match(match: re.Match[bytes]) -> bytes:
 def micros_from_decimal(text: str) -> int:
     """Return the epoch microseconds written as decimal seconds, such as ``1545403816.962094``.
 
-    Digits past the sixth decimal are rounded half to even.
+    Zeek writes most times with six decimals. It switches to exponent notation for some values
+    (``2.385616957e+09`` in real x509 logs), which is read too. Digits past the sixth decimal
+    are rounded half to even.
 
     Raises
     ------
     ValueError
-        If ``text`` is not an optional minus sign, ASCII digits and an optional fraction.
+        If ``text`` is not a decimal number of ASCII digits, or its magnitude is beyond 1e20 s.
     """
+    # The common form, plain digits with at most six decimals, needs no Decimal.
     whole, _, fraction = text.partition(".")
     negative = whole.startswith("-")
     if negative:
         whole = whole[1:]
-    if not (whole.isascii() and whole.isdigit()):
-        raise ValueError(f"invalid decimal seconds {text!r}")
-    if fraction and not (fraction.isascii() and fraction.isdigit()):
-        raise ValueError(f"invalid decimal seconds {text!r}")
-
-    if len(fraction) <= 6:
+    if whole.isascii() and whole.isdigit() and len(fraction) <= 6 and (
+            not fraction or (fraction.isascii() and fraction.isdigit())):
         micros = int(whole) * 1_000_000 + int(fraction.ljust(6, "0"))
-    else:
-        micros = int((Decimal(f"{whole}.{fraction}") * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
-    return -micros if negative else micros
+        return -micros if negative else micros
+
+    if _DECIMAL_SECONDS.fullmatch(text) is None:
+        raise ValueError(f"invalid decimal seconds {text!r}")
+    seconds = Decimal(text)
+
+    # Bounding the exponent first keeps "1e999999999" from becoming a billion-digit integer.
+    if seconds and seconds.adjusted() > _MAX_SECONDS_EXPONENT:
+        raise ValueError(f"decimal seconds {text!r} are out of range")
+    return int((seconds * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
 
 
 def micros_from_float(value: float) -> int:
@@ -106,10 +117,9 @@ def micros_from_float(value: float) -> int:
     ``repr`` gives the shortest text that reads back as the same float. For a value that Zeek
     wrote with six decimals, that text is the one Zeek wrote, so no binary rounding leaks in.
     """
-    try:
-        return int((Decimal(repr(value)) * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
-    except (InvalidOperation, OverflowError, ValueError) as err:
-        raise ValueError(f"invalid seconds value {value!r}") from err
+    if not math.isfinite(value):
+        raise ValueError(f"invalid seconds value {value!r}")
+    return int((Decimal(repr(value)) * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
 
 
 def micros_from_iso8601(text: str) -> int:
@@ -155,7 +165,7 @@ def build_converter(
     empty_field: str,
     unset_field: str,
 ) -> Converter | None:
-    """Return the function that converts one set TSV value of a Zeek type, or None if unknown.
+    """Return the converter of one TSV value of a Zeek type, or None if the type is unknown.
 
     The caller handles the unset token for the whole value. A container's converter handles
     the unset token for its elements, which Zeek writes for a vector element never assigned.
@@ -176,17 +186,24 @@ def build_converter(
     return convert_container
 
 
+def string_converter(empty_field: str) -> Converter:
+    """Return the converter of a string value, which maps the empty-field token to ``""``.
+
+    Zeek 4 and later write an empty string as the empty-field token, and a value that really
+    is that token with its first byte escaped (``\\x28empty)``).
+    """
+
+    def convert_string(raw: str) -> str:
+        if raw == empty_field:
+            return ""
+        return unescape(raw) if "\\" in raw else raw
+
+    return convert_string
+
+
 def _scalar_converter(type_name: str, *, field_name: str, empty_field: str) -> Converter | None:
     if type_name in STRING_TYPES or type_name == "pattern":
-
-        # Zeek 4 and later write an empty string as the empty-field token, and a value that
-        # really is that token with its first byte escaped (`\x28empty)`).
-        def convert_string(raw: str) -> str:
-            if raw == empty_field:
-                return ""
-            return unescape(raw) if "\\" in raw else raw
-
-        return convert_string
+        return string_converter(empty_field)
     if type_name == "time":
         return _convert_ts if field_name == "ts" else _convert_time
     return _SCALAR_CONVERTERS.get(type_name)

@@ -1,0 +1,174 @@
+"""Read Zeek logs into typed records: TSV or JSON lines, plain or gzip-compressed.
+
+This is the reader's front door. It opens the file, detects gzip by its magic bytes (not by
+the file name), frames and decodes lines, and hands them to the TSV reader
+(:mod:`agent.zeek_tsv`) or the JSON reader (:mod:`agent.zeek_json`). It picks the reader from
+the first non-blank line: a JSON log starts with ``{``, a TSV log with its ``#`` header. Value
+conversion lives in :mod:`agent.zeek_values`. The record type and counters live in
+:mod:`agent.zeek_records`.
+
+A line that cannot become a record never stops the reader. It is counted by reason in
+:class:`ParseStats` and logged for the first few lines of each file, and a summary follows
+(see :class:`agent.zeek_records.MalformedLineReporter`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import logging
+import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import BinaryIO
+
+from agent.errors import LogReadError
+from agent.zeek_json import parse_json_lines
+from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
+from agent.zeek_tsv import parse_tsv_lines
+
+__all__ = ["MAX_LINE_BYTES", "ParseStats", "ZeekRecord", "iter_zeek_records", "log_path_from_name"]
+
+log = logging.getLogger(__name__)
+
+# Long enough for any line Zeek writes in practice (a DNS answer vector or a long URI is a few
+# KiB), short enough that a file without newlines cannot exhaust the agent's memory.
+MAX_LINE_BYTES = 1 << 20
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def iter_zeek_records(
+    path: Path,
+    *,
+    stats: ParseStats | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[ZeekRecord]:
+    """Yield the records of one Zeek log file, in file order.
+
+    Parameters
+    ----------
+    path : Path
+        A Zeek TSV or JSON-lines log, optionally gzip-compressed.
+    stats : ParseStats or None, default None
+        Counters to add to. Pass the same object for several files to get totals.
+    max_line_bytes : int, default MAX_LINE_BYTES (1 MiB)
+        Longest line accepted, in bytes. A longer line is skipped and counted as
+        ``line_too_long`` without being held in memory.
+
+    Returns
+    -------
+    Iterator[ZeekRecord]
+        The file is opened on the first ``next()`` and closed when the iterator is exhausted
+        or closed.
+
+    Raises
+    ------
+    ValueError
+        If ``max_line_bytes`` is less than 1.
+    LogReadError
+        If the file cannot be opened or read, or its gzip data is corrupt. A gzip stream that
+        merely ends early (a file still being written) is not an error: the reader stops there
+        and counts ``truncated_gzip``.
+
+    Notes
+    -----
+    Bytes are decoded as UTF-8 with replacement: an invalid byte sequence becomes U+FFFD and
+    the line is counted in ``ParseStats.invalid_utf8``. Replacement, not surrogateescape, is
+    used because a lone surrogate cannot be encoded as UTF-8, which the JSON, STIX and SQLite
+    code further on needs. The cost is that two different invalid byte strings can read the same. Zeek itself writes
+    non-UTF-8 bytes as ``\\xNN``, so this only affects files that other tools wrote or changed.
+    """
+    if max_line_bytes < 1:
+        raise ValueError(f"max_line_bytes must be at least 1; got {max_line_bytes}")
+    return _read_records(Path(path), stats if stats is not None else ParseStats(), max_line_bytes)
+
+
+def log_path_from_name(path: Path) -> str:
+    """Return the log path a file name suggests: the name up to its first dot (``conn.log.gz``)."""
+    return path.name.split(".", 1)[0] or path.name
+
+
+def _read_records(path: Path, stats: ParseStats, max_line_bytes: int) -> Iterator[ZeekRecord]:
+    source = str(path)
+    reporter = MalformedLineReporter(source, stats)
+    records_before = stats.records
+    try:
+        with ExitStack() as stack:
+            stream = _open_log(path, stack)
+            lines = _read_lines(stream, source, reporter, max_line_bytes)
+            is_json, lines = _detect_json(lines)
+            parse = parse_json_lines if is_json else parse_tsv_lines
+            yield from parse(lines, source=source, default_path=log_path_from_name(path), stats=stats,
+                             reporter=reporter)
+    finally:
+        reporter.finish()
+        log.debug("zeek log %s: %d records read", source, stats.records - records_before)
+
+
+def _open_log(path: Path, stack: ExitStack) -> BinaryIO:
+    """Open a log for binary reading, through gzip when its first bytes are gzip's magic."""
+    try:
+        raw = stack.enter_context(open(path, "rb"))
+        if raw.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+            return raw
+    except OSError as err:
+        raise LogReadError(str(path), err.strerror or str(err)) from err
+    return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+
+
+def _read_lines(
+    stream: BinaryIO, source: str, reporter: MalformedLineReporter, max_line_bytes: int
+) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text) for each line without its LF or CRLF ending.
+
+    Lines that are too long or hold a NUL byte are reported and not yielded. A NUL byte never
+    occurs in Zeek output (Zeek escapes it as ``\\x00``), so it signals a damaged file, such as
+    the zero-filled block a crash can leave behind.
+    """
+    number = 0
+    try:
+        while True:
+            chunk = stream.readline(max_line_bytes + 1)
+            if not chunk:
+                return
+            number += 1
+
+            # The line did not end within the limit: drop the rest of it unread into memory.
+            if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):
+                while chunk and not chunk.endswith(b"\n"):
+                    chunk = stream.readline(max_line_bytes + 1)
+                reporter.report(number, "line_too_long", f"line longer than {max_line_bytes} bytes")
+                continue
+
+            # Zeek escapes CR inside values, so a CR before the LF is a CRLF line ending.
+            if chunk.endswith(b"\n"):
+                chunk = chunk[:-1]
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+            if b"\x00" in chunk:
+                reporter.report(number, "nul_byte", "line holds a NUL byte, which Zeek never writes unescaped")
+                continue
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError:
+                reporter.count_invalid_utf8()
+                text = chunk.decode("utf-8", "replace")
+            yield number, text
+    except EOFError:
+        reporter.report(number + 1, "truncated_gzip",
+                        "gzip data ends before its end marker; a file still being written, or a cut copy")
+    except (OSError, zlib.error) as err:
+        raise LogReadError(source, f"read failed after line {number}: {err}") from err
+
+
+def _detect_json(lines: Iterator[tuple[int, str]]) -> tuple[bool, Iterator[tuple[int, str]]]:
+    """Return whether the first non-blank line starts a JSON object, and all the lines."""
+    head: list[tuple[int, str]] = []
+    for item in lines:
+        head.append(item)
+        if item[1].strip():
+            break
+    is_json = bool(head) and head[-1][1].lstrip().startswith("{")
+    return is_json, itertools.chain(head, lines)

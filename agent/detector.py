@@ -92,9 +92,10 @@ class CalibratedDetector:
             raise BaselineTooSmall(features.shape[0], self.min_baseline_windows)
         transformed = transform_features(features)
 
-        # Drop columns with no spread; a model cannot split on them and ECOD divides by them.
+        # Drop columns with no spread; a model cannot split on them, ECOD divides by them and
+        # HBOS cannot bin them. Spread at rounding-error level counts as none.
         spread = np.ptp(transformed, axis=0)
-        self.feature_mask_ = spread > 0
+        self.feature_mask_ = spread > 1e-9 * np.maximum(1.0, np.abs(transformed).max(axis=0))
         if not self.feature_mask_.any():
             raise DegenerateBaseline(features.shape[0], features.shape[1])
         dropped = [n for n, kept in zip(FEATURE_NAMES, self.feature_mask_) if not kept]

@@ -133,12 +133,31 @@ class Agent:
         """Train (or load) the detector on the baseline rounds, then score every window."""
         if not windows:
             return []
-        round_seconds = self.config.windows.round_seconds
-        first_round = windows[0].start - windows[0].start % round_seconds
-        baseline_end = first_round + self.config.detector.baseline_rounds * round_seconds
-        detector = self._detector([w for w in windows if w.start < baseline_end])
+        detector = self._detector(self._baseline(windows))
         scores = detector.score(np.array([w.features for w in windows], dtype=float))
         return [ScoredWindow(w.entity, w.start, float(s), w.remotes) for w, s in zip(windows, scores)]
+
+    def _baseline(self, windows: list[Window]) -> list[Window]:
+        """Return the windows of the first ``baseline_rounds`` rounds that hold any data.
+
+        When those rounds hold fewer than ``min_baseline_windows`` windows (a capture that
+        starts with a lone early connection, a quiet night), the baseline grows by whole rounds
+        until it has enough, and the agent logs that it did.
+        """
+        settings, round_seconds = self.config.detector, self.config.windows.round_seconds
+        rounds = sorted({w.start - w.start % round_seconds for w in windows})
+        taken = settings.baseline_rounds
+        while True:
+            end = rounds[min(taken, len(rounds)) - 1] + round_seconds
+            baseline = [w for w in windows if w.start < end]
+            if len(baseline) >= settings.min_baseline_windows or taken >= len(rounds):
+                break
+            taken += 1
+        if taken > settings.baseline_rounds:
+            log.warning("site %s: the first %d rounds hold too few windows for a baseline; training on the "
+                        "first %d rounds (%d windows)", self.config.site.id, settings.baseline_rounds,
+                        min(taken, len(rounds)), len(baseline))
+        return baseline
 
     def _detector(self, baseline: list[Window]) -> CalibratedDetector:
         settings = self.config.detector

@@ -111,7 +111,7 @@ def _keys_generate(args: argparse.Namespace) -> int:
         print(f"fti keys generate: {out} exists; pass --force to replace it", file=sys.stderr)
         return 2
     key = generate_signing_key()
-    key.to_file(out)
+    key.to_file(out, overwrite=args.force)
     print(key.public_key_b64)
     return 0
 

@@ -1,0 +1,480 @@
+"""Typed, validated configuration of the fusion hub, read from one YAML file.
+
+Precedence: built-in defaults, then the file. The hub reads no environment variables; the
+command line may replace fields afterwards with ``dataclasses.replace``.
+
+The loader is strict because a wrong setting fails far from its line otherwise. PyYAML
+implements YAML 1.1, where a repeated key silently replaces the earlier one, ``1e-3`` is a
+string and ``no`` is ``False``. Here a repeated key, a tab used for indentation, an unknown key
+and a value of the wrong type each raise ``HubConfigError`` with the file, line, key, value and
+the fix. Exponent floats without a dot (``1e-3``) are read as floats, as in YAML 1.2.
+
+Example file, every key optional::
+
+    hub:
+      name: consortium-hub
+      port: 8443
+    rounds:
+      quorum_sites: 3
+    siem:
+      splunk_hec_path: out/fused.hec.ndjson
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+from fusion_hub.errors import HubConfigError
+
+# The TLP 1.0 markings that STIX 2.1 predefines (section 7.2.1.4); stix2 3.0 and the OASIS
+# validator know no TLP 2.0 marking definitions.
+TLP_LEVELS = ("white", "green", "amber", "red")
+STRATEGIES = ("noisy-or",)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """HTTP and TAXII settings of the hub (YAML section ``hub``)."""
+
+    # Name of the hub's STIX identity; fused indicators carry it as created_by_ref.
+    name: str = "fti-hub"
+    # TAXII API root path segment: the API root is served at /<api_root>/.
+    api_root: str = "fti"
+    title: str = "fti fusion hub"
+    # Loopback by default so a fresh install exposes nothing; put TLS in front to open it.
+    host: str = "127.0.0.1"
+    # 0 lets the OS pick a free port (tests, demo); services set a fixed one.
+    port: int = 0
+    # Waitress worker threads; SQLite serialises writes, so more threads add little.
+    threads: int = 4
+    # 10 MiB holds an envelope of a few hundred summaries with large evidence lists.
+    max_content_length_bytes: int = 10 * 1024 * 1024
+    # Page sizes for Get Objects and manifests; 1000 objects keep a page under a few MiB.
+    default_page_size: int = 100
+    max_page_size: int = 1000
+    # How often the background ticker looks for rounds past their deadline.
+    tick_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the hub keeps its state (YAML section ``storage``)."""
+
+    # SQLite file; a relative path is resolved against the configuration file's folder.
+    path: Path = Path("hub.sqlite3")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Password hashing of site and consumer credentials (YAML section ``auth``)."""
+
+    # RFC 9106 section 4, second recommended option (argon2id, t=3, 64 MiB, p=4), which is
+    # also argon2-cffi's default profile.
+    argon2_time_cost: int = 3
+    argon2_memory_cost_kib: int = 64 * 1024
+    argon2_parallelism: int = 4
+    # A verified password is remembered (as a salted SHA-256 in memory) for this long, so a
+    # polling client does not cost one argon2 hash per request. Revocation takes effect at
+    # once regardless, because every request rereads the credential's state.
+    credential_cache_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """Round collection (YAML section ``rounds``)."""
+
+    # Must equal the agents' round_seconds: a summary's round_start must be a multiple of it.
+    round_seconds: int = 300
+    # A round closes as soon as this many enrolled sites have contributed.
+    quorum_sites: int = 3
+    # ... or this long after its first contribution, so one silent site cannot stall fusion.
+    deadline_seconds: int = 900
+    # Tolerated clock difference between a site and the hub when checking round_end.
+    max_clock_skew_seconds: int = 300
+    # Summaries for rounds older than this are rejected: fusion never looks back that far.
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """Fusion and publication of indicators (YAML section ``fusion``)."""
+
+    strategy: str = "noisy-or"
+    # Evidence from the closing round and the rounds before it, up to this many in total.
+    lookback_rounds: int = 3
+    # Noisy-OR probability from which an observable is published.
+    publish_threshold: float = 0.5
+    # Distinct sites releasing one observable that publish it whatever its score: no single
+    # site can produce this signal.
+    min_corroborating_sites: int = 2
+    # Beta prior of each site's precision; mean 2/3 trusts a new site but not fully.
+    trust_prior_alpha: float = 2.0
+    trust_prior_beta: float = 1.0
+    # Lifetime of a published indicator; unconfirmed after that, it is revoked.
+    indicator_ttl_seconds: int = 86_400
+    # TLP level marked on every fused indicator; amber keeps them inside the consortium.
+    tlp: str = "amber"
+
+
+@dataclass(frozen=True)
+class SiemSettings:
+    """NDJSON files for Splunk HEC and Elasticsearch bulk (YAML section ``siem``)."""
+
+    # None disables a sink. Relative paths are resolved against the configuration folder.
+    splunk_hec_path: Path | None = None
+    splunk_index: str | None = None
+    # HEC ``host`` of every event; None uses hub.name.
+    splunk_host: str | None = None
+    elastic_bulk_path: Path | None = None
+    # Data stream named after the ECS ti_* integrations: logs-<dataset>-<namespace>.
+    elastic_index: str = "logs-ti_fti.indicator-default"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """Complete hub configuration; see the module docstring for the file format."""
+
+    hub: ServerSettings = field(default_factory=ServerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    rounds: RoundSettings = field(default_factory=RoundSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
+    siem: SiemSettings = field(default_factory=SiemSettings)
+    # File the configuration came from; None when built in code.
+    source: Path | None = None
+
+
+class _HubYamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 exponent floats such as ``1e-3``."""
+
+
+_HubYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_hub_config(path: Path | str) -> HubConfig:
+    """Load and validate a hub configuration file.
+
+    Parameters
+    ----------
+    path : Path or str
+        YAML file. An empty file gives the defaults.
+
+    Returns
+    -------
+    HubConfig
+        With relative paths resolved against the file's folder.
+
+    Raises
+    ------
+    HubConfigError
+        If the file is unreadable, not valid YAML, repeats a key, has an unknown key, or a
+        value of the wrong type or out of range.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise HubConfigError(
+            path, key=None, value=None, problem=f"cannot read the file: {err.strerror}",
+            fix="Check the path and its permissions",
+        ) from err
+
+    # Build plain data from the node tree ourselves, so each key keeps its line and text.
+    document, lines, texts = _parse_yaml(path, text)
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise HubConfigError(
+            path, key="(top level)", value=document, problem="must be a mapping of sections",
+            fix="Start the file with section names such as 'hub:' and 'rounds:'", line=1,
+        )
+
+    hints = typing.get_type_hints(HubConfig)
+    sections: dict[str, Any] = {}
+    for section_field in dataclasses.fields(HubConfig):
+        if section_field.name == "source":
+            continue
+        raw = document.get(section_field.name, {})
+        sections[section_field.name] = _build_section(
+            path, section_field.name, hints[section_field.name], raw, lines, texts
+        )
+    unknown = sorted(set(document) - set(sections))
+    if unknown:
+        key = unknown[0]
+        raise HubConfigError(
+            path, key=key, value=document[key], problem="is not a known section",
+            fix=f"Use one of: {', '.join(sections)}", line=lines.get(key),
+        )
+
+    config = HubConfig(**sections, source=path)
+    config = _resolve_paths(config, path.parent)
+    validate_hub_config(config, path=path, lines=lines)
+    return config
+
+
+def validate_hub_config(
+    config: HubConfig, *, path: Path | None = None, lines: dict[str, int] | None = None
+) -> None:
+    """Check value ranges and cross-field rules of a configuration.
+
+    Raises
+    ------
+    HubConfigError
+        Naming the first key that is out of range.
+    """
+    where = path or config.source or Path("<config>")
+    known_lines = lines or {}
+
+    def require(ok: bool, key: str, value: Any, problem: str, fix: str) -> None:
+        if not ok:
+            raise HubConfigError(
+                where, key=key, value=value, problem=problem, fix=fix, line=known_lines.get(key)
+            )
+
+    hub = config.hub
+    require(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", hub.api_root) is not None,
+            "hub.api_root", hub.api_root, "must be one URL path segment",
+            "Use letters, digits, '.', '_' or '-', for example 'fti'")
+    require(hub.name.strip() != "", "hub.name", hub.name, "must not be empty",
+            "Name the hub, for example 'consortium-hub'")
+    require(0 <= hub.port <= 65535, "hub.port", hub.port, "must be in [0, 65535]",
+            "Use 0 for a free port or a fixed port such as 8443")
+    require(1 <= hub.threads <= 64, "hub.threads", hub.threads, "must be in [1, 64]",
+            "Four threads suit SQLite storage")
+    require(hub.max_content_length_bytes >= 1024, "hub.max_content_length_bytes",
+            hub.max_content_length_bytes, "must be at least 1024",
+            "Use a size that fits one envelope of summaries, for example 10485760")
+    require(1 <= hub.max_page_size <= 100_000, "hub.max_page_size", hub.max_page_size,
+            "must be in [1, 100000]", "Use 1000 unless clients need larger pages")
+    require(1 <= hub.default_page_size <= hub.max_page_size, "hub.default_page_size",
+            hub.default_page_size, "must be in [1, hub.max_page_size]",
+            "Use a value no larger than hub.max_page_size, for example 100")
+    require(0 < hub.tick_seconds <= 3600, "hub.tick_seconds", hub.tick_seconds,
+            "must be in (0, 3600]", "Use a few seconds, for example 5")
+
+    auth = config.auth
+    require(1 <= auth.argon2_time_cost <= 100, "auth.argon2_time_cost", auth.argon2_time_cost,
+            "must be in [1, 100]", "Use 3 (RFC 9106)")
+    require(1 <= auth.argon2_parallelism <= 64, "auth.argon2_parallelism",
+            auth.argon2_parallelism, "must be in [1, 64]", "Use 4 (RFC 9106)")
+    require(auth.argon2_memory_cost_kib >= 8 * auth.argon2_parallelism,
+            "auth.argon2_memory_cost_kib", auth.argon2_memory_cost_kib,
+            "must be at least 8 KiB per lane (argon2 requirement)",
+            "Use 65536 (64 MiB, RFC 9106)")
+    require(auth.credential_cache_seconds >= 0, "auth.credential_cache_seconds",
+            auth.credential_cache_seconds, "must be >= 0", "Use 0 to verify every request")
+
+    rounds = config.rounds
+    require(rounds.round_seconds >= 1, "rounds.round_seconds", rounds.round_seconds,
+            "must be >= 1", "Use the agents' round length, for example 300")
+    require(rounds.quorum_sites >= 1, "rounds.quorum_sites", rounds.quorum_sites,
+            "must be >= 1", "Use the number of sites a round should wait for, for example 3")
+    require(rounds.deadline_seconds >= 1, "rounds.deadline_seconds", rounds.deadline_seconds,
+            "must be >= 1", "Use a few round lengths, for example 900")
+    require(rounds.max_clock_skew_seconds >= 0, "rounds.max_clock_skew_seconds",
+            rounds.max_clock_skew_seconds, "must be >= 0", "Use 300")
+    require(rounds.retention_days >= 1, "rounds.retention_days", rounds.retention_days,
+            "must be >= 1", "Use 30, or more when replaying old captures")
+
+    fusion = config.fusion
+    require(fusion.strategy in STRATEGIES, "fusion.strategy", fusion.strategy,
+            "is not a known strategy", f"Use one of: {', '.join(STRATEGIES)}")
+    require(fusion.lookback_rounds >= 1, "fusion.lookback_rounds", fusion.lookback_rounds,
+            "must be >= 1", "Use 1 to fuse the closing round only")
+    require(0 < fusion.publish_threshold <= 1, "fusion.publish_threshold",
+            fusion.publish_threshold, "must be in (0, 1]", "Use 0.5")
+    require(fusion.min_corroborating_sites >= 1, "fusion.min_corroborating_sites",
+            fusion.min_corroborating_sites, "must be >= 1", "Use 2")
+    for key, value in (("fusion.trust_prior_alpha", fusion.trust_prior_alpha),
+                       ("fusion.trust_prior_beta", fusion.trust_prior_beta)):
+        require(value > 0 and math.isfinite(value), key, value, "must be a finite number > 0",
+                "Use alpha=2 and beta=1 (prior precision 2/3)")
+    require(fusion.indicator_ttl_seconds >= 1, "fusion.indicator_ttl_seconds",
+            fusion.indicator_ttl_seconds, "must be >= 1", "Use 86400 (one day)")
+    require(fusion.tlp in TLP_LEVELS, "fusion.tlp", fusion.tlp, "is not a TLP level predefined by STIX 2.1",
+            f"Use one of: {', '.join(TLP_LEVELS)}")
+
+    siem = config.siem
+    require(re.fullmatch(r"[a-z0-9][a-z0-9._+-]*", siem.elastic_index) is not None,
+            "siem.elastic_index", siem.elastic_index,
+            "is not a valid Elasticsearch index or data stream name",
+            "Use lower case, for example logs-ti_fti.indicator-default")
+
+
+def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[str, int], dict[str, str]]:
+    """Return the document, the line of each dotted key and the source text of each scalar."""
+    loader = _HubYamlLoader(text)
+    lines: dict[str, int] = {}
+    texts: dict[str, str] = {}
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, lines, texts
+        return _node_to_python(path, loader, node, "", lines, texts), lines, texts
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else None
+        column = mark.column + 1 if mark is not None else None
+        problem = str(err.problem or err.context or "invalid YAML")
+        if "'\\t'" in problem or "\t" in problem:
+            problem = f"a tab at column {column} is used for indentation, which YAML forbids"
+            fix = "Indent with spaces"
+        else:
+            problem = f"invalid YAML at column {column}: {problem}"
+            fix = "Fix the syntax at this line"
+        raise HubConfigError(
+            path, key=None, value=None, problem=problem, fix=fix, line=line
+        ) from err
+    finally:
+        loader.dispose()
+
+
+def _node_to_python(
+    path: Path,
+    loader: _HubYamlLoader,
+    node: Node,
+    prefix: str,
+    lines: dict[str, int],
+    texts: dict[str, str],
+) -> Any:
+    if isinstance(node, MappingNode):
+        # Merge keys (<<) are expanded first, so they are not reported as duplicates.
+        loader.flatten_mapping(node)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            dotted = f"{prefix}{key}"
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise HubConfigError(
+                    path, key=f"{prefix}{key!r}", value=key, problem="keys must be strings",
+                    fix="Quote the key", line=line,
+                )
+            if key in result:
+                raise HubConfigError(
+                    path, key=dotted, value=None,
+                    problem=f"is a duplicate key (first defined at line {lines[dotted]})",
+                    fix="Keep one definition and merge the settings into it", line=line,
+                )
+            lines[dotted] = line
+            result[key] = _node_to_python(path, loader, value_node, dotted + ".", lines, texts)
+        return result
+    if isinstance(node, SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            lines[f"{prefix[:-1]}[{index}]"] = item.start_mark.line + 1
+            item_prefix = f"{prefix[:-1]}[{index}]."
+            items.append(_node_to_python(path, loader, item, item_prefix, lines, texts))
+        return items
+    texts[prefix[:-1]] = str(node.value)
+    return loader.construct_object(node, deep=True)
+
+
+def _build_section(
+    path: Path,
+    name: str,
+    section_type: type,
+    raw: Any,
+    lines: dict[str, int],
+    texts: dict[str, str],
+) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise HubConfigError(
+            path, key=name, value=raw, problem="must be a mapping of settings",
+            fix=f"Write the settings of '{name}' indented under it, or remove the line",
+            line=lines.get(name),
+        )
+    hints = typing.get_type_hints(section_type)
+    known = {f.name for f in dataclasses.fields(section_type)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{name}.{key}"
+        if key not in known:
+            raise HubConfigError(
+                path, key=dotted, value=value, problem="is not a known setting",
+                fix=f"Use one of: {', '.join(sorted(known))}", line=lines.get(dotted),
+            )
+        values[key] = _coerce(
+            path, dotted, value, hints[key], line=lines.get(dotted), text=texts.get(dotted)
+        )
+    return section_type(**values)
+
+
+def _coerce(
+    path: Path, key: str, value: Any, expected: Any, *, line: int | None, text: str | None
+) -> Any:
+    """Check ``value`` against a field type; only int -> float and str -> Path convert.
+
+    ``text`` is the value as written in the file, used in the suggested fix.
+    """
+    optional = False
+    if isinstance(expected, types.UnionType) or typing.get_origin(expected) is typing.Union:
+        members = [t for t in typing.get_args(expected) if t is not type(None)]
+        optional = len(members) < len(typing.get_args(expected))
+        expected = members[0]
+    if value is None:
+        if optional:
+            return None
+        raise HubConfigError(
+            path, key=key, value=value, problem="must have a value",
+            fix="Give a value or remove the line to use the default", line=line,
+        )
+
+    def reject(kind: str, fix: str) -> HubConfigError:
+        return HubConfigError(path, key=key, value=value, problem=f"must be {kind}",
+                              fix=fix, line=line)
+
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        raise reject("true or false", "Write true or false")
+    if expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise reject("a whole number", "Write digits only, without quotes, for example 300")
+    if expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise reject("a finite number", "Write a number such as 0.5")
+            return float(value)
+        raise reject("a number", "Write a number without quotes, for example 0.5 or 1.0e-3")
+    if expected is str or expected is Path:
+        if isinstance(value, str):
+            return Path(value) if expected is Path else value
+        hint = ""
+        if isinstance(value, bool):
+            hint = " (YAML 1.1 reads yes/no/on/off as booleans)"
+        raise reject("a string", f"Quote the value{hint}, for example \"{text or value}\"")
+    raise TypeError(f"unsupported configuration type {expected!r} for {key}")
+
+
+def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
+    def resolve(candidate: Path | None) -> Path | None:
+        if candidate is None or candidate.is_absolute():
+            return candidate
+        return base / candidate
+
+    storage = dataclasses.replace(config.storage, path=resolve(config.storage.path))
+    siem = dataclasses.replace(
+        config.siem,
+        splunk_hec_path=resolve(config.siem.splunk_hec_path),
+        elastic_bulk_path=resolve(config.siem.elastic_bulk_path),
+    )
+    return dataclasses.replace(config, storage=storage, siem=siem)
+

@@ -1,0 +1,150 @@
+"""Split a TAXII envelope into its objects while keeping each object's exact JSON text.
+
+The hub serves objects back exactly as they were posted: numbers keep their spelling
+(``12.70`` stays ``12.70``), timestamps keep their precision, keys keep their order.
+``json.loads`` cannot give the source text of a value, so the envelope's outer object and its
+``objects`` array are walked here and ``JSONDecoder.raw_decode`` parses each member, which
+returns where the member ends.
+
+Stricter than ``json.loads`` on purpose: a key repeated inside an object is rejected (parsers
+disagree on which value wins, so a signature could cover one value and a consumer read
+another), and so are ``NaN`` and ``Infinity``, which are not JSON (RFC 8259). Such an object
+fails alone; only JSON that cannot be split into members fails the whole envelope.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fusion_hub.errors import EnvelopeInvalid
+
+_WHITESPACE = " \t\n\r"
+
+
+@dataclass(frozen=True)
+class RawObject:
+    """One member of the envelope's ``objects`` array.
+
+    ``value`` is the parsed member, or None when ``error`` says why the strict parse failed.
+    """
+
+    text: str
+    value: Any
+    error: str | None = None
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# The lenient decoder finds where a member ends; the strict one judges the member alone.
+_DECODER = json.JSONDecoder()
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates,
+                                   parse_constant=_reject_constant)
+
+
+def split_envelope(body: bytes) -> list[RawObject]:
+    """Return the objects of a TAXII envelope body.
+
+    Raises
+    ------
+    EnvelopeInvalid
+        If the body is not UTF-8 JSON, not an object, a STIX bundle, or has no ``objects``
+        list.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise EnvelopeInvalid(f"not UTF-8 at byte {err.start}") from err
+    try:
+        members, objects = _walk_envelope(text)
+    except (ValueError, IndexError) as err:
+        raise EnvelopeInvalid(str(err) or "truncated JSON") from err
+
+    if members.get("type") == "bundle":
+        raise EnvelopeInvalid("the body is a STIX bundle; send {\"objects\": [...]} with "
+                              "Content-Type application/taxii+json;version=2.1")
+    if objects is None:
+        raise EnvelopeInvalid("it has no \"objects\" list")
+    if not objects:
+        raise EnvelopeInvalid("its \"objects\" list is empty")
+    return objects
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _WHITESPACE:
+        pos += 1
+    return pos
+
+
+def _expect(text: str, pos: int, char: str) -> int:
+    if pos >= len(text) or text[pos] != char:
+        found = repr(text[pos]) if pos < len(text) else "the end of the body"
+        raise ValueError(f"expected {char!r} at offset {pos}; found {found}")
+    return pos + 1
+
+
+def _walk_envelope(text: str) -> tuple[dict[str, Any], list[RawObject] | None]:
+    members: dict[str, Any] = {}
+    objects: list[RawObject] | None = None
+    pos = _expect(text, _skip(text, 0), "{")
+    pos = _skip(text, pos)
+    if pos < len(text) and text[pos] == "}":
+        pos += 1
+    else:
+        while True:
+            if pos >= len(text) or text[pos] != '"':
+                raise ValueError(f"expected a member name at offset {pos}")
+            key, pos = _DECODER.raw_decode(text, pos)
+            if key in members or (key == "objects" and objects is not None):
+                raise ValueError(f"member {key!r} appears twice in the envelope")
+            pos = _expect(text, _skip(text, pos), ":")
+            pos = _skip(text, pos)
+            if key == "objects":
+                objects, pos = _walk_objects(text, pos)
+            else:
+                members[key], pos = _DECODER.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if pos < len(text) and text[pos] == ",":
+                pos = _skip(text, pos + 1)
+                continue
+            pos = _expect(text, pos, "}")
+            break
+    if _skip(text, pos) != len(text):
+        raise ValueError(f"unexpected data after the envelope at offset {_skip(text, pos)}")
+    return members, objects
+
+
+def _walk_objects(text: str, pos: int) -> tuple[list[RawObject], int]:
+    if pos >= len(text) or text[pos] != "[":
+        raise ValueError(f"\"objects\" must be a list (offset {pos})")
+    items: list[RawObject] = []
+    pos = _skip(text, pos + 1)
+    if pos < len(text) and text[pos] == "]":
+        return items, pos + 1
+    while True:
+        _, end = _DECODER.raw_decode(text, pos)
+        items.append(_strict_member(text[pos:end]))
+        pos = _skip(text, end)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip(text, pos + 1)
+            continue
+        return items, _expect(text, pos, "]")
+
+
+def _strict_member(source: str) -> RawObject:
+    try:
+        return RawObject(text=source, value=_STRICT_DECODER.decode(source))
+    except ValueError as err:
+        return RawObject(text=source, value=None, error=str(err))

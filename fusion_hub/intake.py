@@ -1,0 +1,434 @@
+"""Check and store the objects of one TAXII Add Objects request.
+
+Each object is judged on its own and gets its own entry in the status resource (TAXII 2.1,
+section 4.3.1): one bad object never sinks the envelope, and no object goes unreported.
+
+Every object must be a STIX 2.1 object: a JSON object with ``type``, an ``id`` of the form
+``<type>--<UUID>`` and ``spec_version`` "2.1" (an object without it would be read as STIX 2.0).
+Each collection then accepts only what its writers may send:
+
+``summaries``
+    ``x-fti-round-summary`` objects, checked in this order: the poster is the site named in
+    ``site``; that site is enrolled and not revoked; the Ed25519 signature verifies against the
+    site's enrolled key; the object passes the summary schema and semantic checks; its round
+    starts on a multiple of ``round_seconds``, lasts at most one round, does not end in the
+    future (beyond the allowed clock skew) and is not older than the retention; and it is the
+    site's only contribution to the round (a resend with the same canonical JSON succeeds
+    without change). The site's own ``identity`` and the fti ``extension-definition`` objects
+    are accepted too.
+``feedback``
+    ``opinion`` objects created by the posting site's identity.
+``keys``
+    Any STIX 2.1 object created by the posting site's identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import rfc8785
+
+from fusion_hub.config import RoundSettings
+from fusion_hub.envelope import RawObject
+from fusion_hub.errors import ObjectRejected
+from fusion_hub.metrics import HubMetrics
+from fusion_hub.registry import Principal, SiteRegistry
+from fusion_hub.rounds import RoundManager
+from fusion_hub.storage import AddOutcome, HubStorage, NewObject
+from fusion_hub.timeutil import format_millis, parse_timestamp, to_micros, utc_now
+from privacy.errors import SignatureInvalid
+from privacy.signing import canonical_json, verify_object
+from stix_mappings.ids import (
+    FUSION_EXTENSION_ID,
+    SUMMARY_EXTENSION_ID,
+    SUMMARY_TYPE,
+    collection_id,
+    site_identity_id,
+)
+from stix_mappings.summary import validate_summary
+
+log = logging.getLogger(__name__)
+
+# STIX 2.1 section 2.9: identifiers are <object type>--<UUID>; types are 3-250 characters of
+# lower-case letters, digits and hyphens.
+_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,248}[a-z0-9]$")
+KNOWN_EXTENSIONS = (SUMMARY_EXTENSION_ID, FUSION_EXTENSION_ID)
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """Outcome of one posted object, as listed in the status resource."""
+
+    id: str
+    version: str
+    accepted: bool
+    message: str | None
+    # Metrics label: "accepted", "duplicate" or the rejection reason.
+    reason: str
+
+
+class Intake:
+    """Apply the checks of the module docstring to posted objects and store the good ones.
+
+    Parameters
+    ----------
+    storage : HubStorage
+        Where accepted objects go.
+    registry : SiteRegistry
+        Enrolled sites and their public keys.
+    rounds : RoundManager
+        Told about every new contribution, so a round closes as soon as it has its quorum.
+    settings : RoundSettings
+        Round length, clock skew and retention used by the round checks.
+    metrics : HubMetrics
+        Accepted and rejected summaries by reason.
+    clock : callable returning datetime, optional
+        Hub time.
+    """
+
+    def __init__(
+        self,
+        storage: HubStorage,
+        *,
+        registry: SiteRegistry,
+        rounds: RoundManager,
+        settings: RoundSettings,
+        metrics: HubMetrics,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.storage = storage
+        self.registry = registry
+        self.rounds = rounds
+        self.settings = settings
+        self.metrics = metrics
+        self._clock = clock
+
+    def add_objects(
+        self, collection: str, principal: Principal, objects: Sequence[RawObject]
+    ) -> dict[str, Any]:
+        """Check and store every object; return the TAXII status resource (complete)."""
+        request_time = self._clock()
+        results: list[ObjectResult] = []
+        new_rounds: set[datetime] = set()
+        for index, raw in enumerate(objects):
+            result, round_start = self._add_one(collection, principal, raw, index, request_time)
+            results.append(result)
+            if round_start is not None:
+                new_rounds.add(round_start)
+
+        self._count_and_log(collection, principal, results)
+
+        # Quorum is checked after storing everything, so one envelope can complete a round.
+        for round_start in sorted(new_rounds):
+            self.rounds.on_contribution(round_start)
+        return build_status(results, request_time)
+
+    def _add_one(
+        self, collection: str, principal: Principal, raw: RawObject, index: int,
+        request_time: datetime,
+    ) -> tuple[ObjectResult, datetime | None]:
+        placeholder_id = _guess_id(raw.value, index)
+        version = _version_text(raw.value) or format_millis(request_time)
+        try:
+            obj, object_id, version = check_stix_object(raw, placeholder_id)
+            if collection == "summaries":
+                return self._add_summary_collection_object(principal, raw, obj, object_id,
+                                                           version, request_time)
+            check_collection_rules(collection, principal, obj, object_id)
+            outcome, _ = self.storage.add_object(_new_object(collection, raw, obj, principal))
+            return _result_for(outcome, object_id, version, round_text=None), None
+        except ObjectRejected as err:
+            return ObjectResult(err.object_id, version, False, err.message, err.reason), None
+
+    def _add_summary_collection_object(
+        self, principal: Principal, raw: RawObject, obj: dict[str, Any], object_id: str,
+        version: str, request_time: datetime,
+    ) -> tuple[ObjectResult, datetime | None]:
+        if obj["type"] != SUMMARY_TYPE:
+            check_collection_rules("summaries", principal, obj, object_id)
+            outcome, _ = self.storage.add_object(_new_object("summaries", raw, obj, principal))
+            return _result_for(outcome, object_id, version, round_text=None), None
+
+        round_start = self.check_summary(principal, obj, object_id, request_time)
+        outcome, _ = self.storage.add_summary(
+            _new_object("summaries", raw, obj, principal), site_id=principal.name,
+            round_start_us=to_micros(round_start), received_us=to_micros(request_time),
+        )
+        result = _result_for(outcome, object_id, version, round_text=obj["round_start"])
+        return result, (round_start if outcome is AddOutcome.CREATED else None)
+
+    def check_summary(
+        self, principal: Principal, obj: dict[str, Any], object_id: str, now: datetime
+    ) -> datetime:
+        """Run the summary checks of the module docstring; return the round start.
+
+        Raises
+        ------
+        ObjectRejected
+            At the first check that fails.
+        """
+        # The credential, not the payload, says who is speaking.
+        site = obj.get("site")
+        if not isinstance(site, str):
+            raise ObjectRejected(object_id, "schema", "site must be a string naming the sender")
+        if site != principal.name:
+            raise ObjectRejected(object_id, "wrong-site",
+                                 f"{principal.name} may not post a summary for site {site}")
+        enrolled = self.registry.get_site(site)
+        if enrolled is None or enrolled.public_key_b64 is None:
+            raise ObjectRejected(object_id, "site-unknown", f"site {site} is not enrolled")
+        if enrolled.revoked:
+            raise ObjectRejected(object_id, "site-revoked", f"site {site} is revoked")
+
+        # A summary is only worth fusing if the site's key vouches for every byte of it.
+        try:
+            verify_object(obj, enrolled.public_key_b64)
+        except SignatureInvalid as err:
+            raise ObjectRejected(object_id, "signature", str(err)) from err
+
+        problems = validate_summary(obj)
+        if problems:
+            raise ObjectRejected(object_id, "schema", "; ".join(problems))
+
+        round_start = parse_timestamp(obj["round_start"])
+        round_end = parse_timestamp(obj["round_end"])
+        self.check_round(object_id, round_start, round_end, now)
+        return round_start
+
+    def check_round(
+        self, object_id: str, round_start: datetime, round_end: datetime, now: datetime
+    ) -> None:
+        """Check a summary's round against the hub's round length, clock and retention.
+
+        Raises
+        ------
+        ObjectRejected
+            With reason ``round-misaligned``, ``round-future`` or ``round-expired``.
+        """
+        length = timedelta(seconds=self.settings.round_seconds)
+        if to_micros(round_start) % (self.settings.round_seconds * 1_000_000) != 0:
+            raise ObjectRejected(
+                object_id, "round-misaligned",
+                f"round_start {format_millis(round_start)} is not a multiple of the hub's round "
+                f"length ({self.settings.round_seconds} s); align the agent's round_seconds",
+            )
+        if round_end - round_start > length:
+            raise ObjectRejected(
+                object_id, "round-misaligned",
+                f"round_end {format_millis(round_end)} is more than one round "
+                f"({self.settings.round_seconds} s) after round_start",
+            )
+        skew = timedelta(seconds=self.settings.max_clock_skew_seconds)
+        if round_end > now + skew:
+            raise ObjectRejected(
+                object_id, "round-future",
+                f"round_end {format_millis(round_end)} is in the future (hub time "
+                f"{format_millis(now)}, allowed skew {self.settings.max_clock_skew_seconds} s); "
+                "check the site's clock",
+            )
+        oldest = now - timedelta(days=self.settings.retention_days)
+        if round_start < oldest:
+            raise ObjectRejected(
+                object_id, "round-expired",
+                f"round_start {format_millis(round_start)} is older than the hub's retention "
+                f"of {self.settings.retention_days} days",
+            )
+
+    def _count_and_log(
+        self, collection: str, principal: Principal, results: Sequence[ObjectResult]
+    ) -> None:
+        reasons = Counter(result.reason for result in results if not result.accepted)
+        if collection == "summaries":
+            self.metrics.summaries_accepted.inc(sum(1 for r in results if r.reason == "accepted"))
+            for reason, count in reasons.items():
+                self.metrics.summaries_rejected.labels(reason=reason).inc(count)
+        accepted = sum(1 for result in results if result.accepted)
+        if reasons:
+            log.warning("%s posted %d objects to %s: %d accepted, %d rejected (%s)",
+                        principal.name, len(results), collection, accepted, len(results) - accepted,
+                        ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items())))
+        else:
+            log.info("%s posted %d objects to %s: all accepted", principal.name, len(results),
+                     collection)
+
+
+def check_stix_object(
+    raw: RawObject, placeholder_id: str
+) -> tuple[dict[str, Any], str, str]:
+    """Check the STIX 2.1 common properties; return the object, its id and its version.
+
+    Raises
+    ------
+    ObjectRejected
+        With reason ``not-stix`` (or ``spec-version``) and what is wrong.
+    """
+    if raw.error is not None:
+        raise ObjectRejected(placeholder_id, "not-stix", f"invalid JSON member: {raw.error}")
+    obj = raw.value
+    if not isinstance(obj, dict):
+        raise ObjectRejected(placeholder_id, "not-stix",
+                             f"a STIX object must be a JSON object; got {type(obj).__name__}")
+    object_type = obj.get("type")
+    if not isinstance(object_type, str) or not _TYPE_RE.match(object_type):
+        raise ObjectRejected(placeholder_id, "not-stix",
+                             f"type must be 3-250 lower-case letters, digits or '-'; got "
+                             f"{object_type!r}")
+    object_id = obj.get("id")
+    if not isinstance(object_id, str) or not _is_identifier(object_id, object_type):
+        raise ObjectRejected(placeholder_id, "not-stix",
+                             f"id must be {object_type}--<UUID>; got {object_id!r}")
+    if "spec_version" not in obj:
+        raise ObjectRejected(object_id, "spec-version",
+                             "spec_version required (STIX 2.1); without it the object reads "
+                             "as STIX 2.0")
+    if obj["spec_version"] != "2.1":
+        raise ObjectRejected(object_id, "spec-version",
+                             f"spec_version must be \"2.1\"; got {obj['spec_version']!r}")
+    for name in ("created", "modified"):
+        if name in obj:
+            try:
+                parse_timestamp(obj[name])
+            except ValueError as err:
+                raise ObjectRejected(object_id, "not-stix", f"{name}: {err}") from err
+    return obj, object_id, _version_text(obj) or ""
+
+
+def check_collection_rules(
+    collection: str, principal: Principal, obj: dict[str, Any], object_id: str
+) -> None:
+    """Check that a non-summary object belongs in the collection and comes from its creator.
+
+    Raises
+    ------
+    ObjectRejected
+        With reason ``type-not-accepted`` or ``wrong-site``.
+    """
+    own_identity = site_identity_id(principal.name)
+    object_type = obj["type"]
+    if collection == "summaries":
+        if object_type == "identity" and object_id == own_identity:
+            return
+        if object_type == "extension-definition" and object_id in KNOWN_EXTENSIONS:
+            return
+        if object_type == "identity":
+            raise ObjectRejected(object_id, "wrong-site",
+                                 f"{principal.name} may post only its own identity {own_identity}")
+        raise ObjectRejected(
+            object_id, "type-not-accepted",
+            f"type {object_type} is not accepted in collection summaries: unknown type or "
+            "extension-definition not registered",
+        )
+    if collection == "feedback" and object_type != "opinion":
+        raise ObjectRejected(object_id, "type-not-accepted",
+                             f"collection feedback takes opinion objects; got {object_type}")
+    if obj.get("created_by_ref") != own_identity:
+        raise ObjectRejected(
+            object_id, "wrong-site",
+            f"created_by_ref must be {own_identity}, the identity of {principal.name}; got "
+            f"{obj.get('created_by_ref')!r}",
+        )
+
+
+def build_status(results: Sequence[ObjectResult], request_time: datetime) -> dict[str, Any]:
+    """Build a complete TAXII 2.1 status resource (section 4.3.1) from per-object results."""
+    successes = [_status_details(r) for r in results if r.accepted]
+    failures = [_status_details(r) for r in results if not r.accepted]
+    status: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "status": "complete",
+        "request_timestamp": format_millis(request_time),
+        "total_count": len(results),
+        "success_count": len(successes),
+        "failure_count": len(failures),
+        "pending_count": 0,
+    }
+    # TAXII lists are optional and must not be empty when present.
+    if successes:
+        status["successes"] = successes
+    if failures:
+        status["failures"] = failures
+    return status
+
+
+def _status_details(result: ObjectResult) -> dict[str, Any]:
+    details: dict[str, Any] = {"id": result.id, "version": result.version}
+    if result.message:
+        details["message"] = result.message
+    return details
+
+
+def _result_for(
+    outcome: AddOutcome, object_id: str, version: str, *, round_text: str | None
+) -> ObjectResult:
+    if outcome is AddOutcome.CREATED:
+        return ObjectResult(object_id, version, True, None, "accepted")
+    if outcome is AddOutcome.DUPLICATE:
+        return ObjectResult(object_id, version, True, "already stored; no change", "duplicate")
+    if outcome is AddOutcome.ROUND_CONFLICT:
+        return ObjectResult(object_id, version, False,
+                            f"site already contributed to round {round_text}; a round takes one "
+                            "summary per site", "duplicate-round")
+    if outcome is AddOutcome.ROUND_CLOSED:
+        return ObjectResult(object_id, version, False,
+                            f"round {round_text} is closed; its indicators are published",
+                            "round-closed")
+    return ObjectResult(object_id, version, False,
+                        f"version {version} of {object_id} is stored with different content; "
+                        "post a new version with a later modified", "conflict")
+
+
+def _new_object(
+    collection: str, raw: RawObject, obj: dict[str, Any], principal: Principal
+) -> NewObject:
+    version = _version_text(obj)
+    try:
+        digest = hashlib.sha256(canonical_json(obj)).hexdigest()
+    except rfc8785.CanonicalizationError as err:
+        raise ObjectRejected(obj["id"], "not-stix",
+                             f"object has no RFC 8785 canonical form: {err}") from err
+    return NewObject(
+        collection_id=collection_id(collection), id=obj["id"], type=obj["type"],
+        spec_version=obj["spec_version"],
+        version_us=to_micros(parse_timestamp(version)) if version else None,
+        raw=raw.text, content_sha256=digest, owner=principal.name,
+    )
+
+
+def _version_text(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    for name in ("modified", "created"):
+        value = obj.get(name)
+        if isinstance(value, str):
+            try:
+                parse_timestamp(value)
+            except ValueError:
+                continue
+            return value
+    return None
+
+
+def _guess_id(value: Any, index: int) -> str:
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return value["id"]
+    return f"objects[{index}]"
+
+
+def _is_identifier(object_id: str, object_type: str) -> bool:
+    prefix = object_type + "--"
+    if not object_id.startswith(prefix):
+        return False
+    try:
+        uuid.UUID(object_id[len(prefix):])
+    except ValueError:
+        return False
+    return len(object_id) == len(prefix) + 36
+

@@ -1,0 +1,210 @@
+"""The hub as one object: storage, registry, rounds and the TAXII server on waitress.
+
+``HubServer(config)`` wires the parts together; ``start()`` serves HTTP on a background thread
+and returns the base URL, and ``stop()`` shuts everything down. A second background thread,
+the ticker, closes rounds whose deadline passed, every ``tick_seconds``.
+
+The demo and the tests use the parts directly: ``storage``, ``registry`` (enrol sites, add
+consumers) and ``rounds`` (``close_all_open_rounds`` at the end of a replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from waitress import wasyncore
+from waitress.server import create_server
+
+from fusion_hub.auth import Authenticator
+from fusion_hub.config import HubConfig
+from fusion_hub.errors import HubError
+from fusion_hub.fusion import create_strategy
+from fusion_hub.intake import Intake
+from fusion_hub.metrics import HubMetrics
+from fusion_hub.pagination import PageTokens
+from fusion_hub.publisher import Publisher
+from fusion_hub.registry import SiteRegistry
+from fusion_hub.rounds import RoundManager
+from fusion_hub.sqlite_storage import SQLiteHubStorage
+from fusion_hub.taxii import HubServices, create_app
+from fusion_hub.timeutil import utc_now
+from siem_integrations.elastic_bulk_file import ElasticBulkFileSink
+from siem_integrations.sink import IndicatorSink
+from siem_integrations.splunk_hec_file import SplunkHecFileSink
+
+log = logging.getLogger(__name__)
+
+# How long stop() waits for the HTTP loop, the ticker and in-flight requests.
+_STOP_TIMEOUT_SECS = 10.0
+
+
+def build_sinks(config: HubConfig) -> list[IndicatorSink]:
+    """Return the SIEM file sinks enabled in the configuration."""
+    sinks: list[IndicatorSink] = []
+    if config.siem.splunk_hec_path is not None:
+        sinks.append(SplunkHecFileSink(config.siem.splunk_hec_path,
+                                       index=config.siem.splunk_index,
+                                       host=config.siem.splunk_host or config.hub.name))
+    if config.siem.elastic_bulk_path is not None:
+        sinks.append(ElasticBulkFileSink(config.siem.elastic_bulk_path,
+                                         index=config.siem.elastic_index))
+    return sinks
+
+
+class HubServer:
+    """A fusion hub: TAXII 2.1 over HTTP, round closing and publication.
+
+    Parameters
+    ----------
+    config : HubConfig
+        Loaded with ``load_hub_config`` or built in code.
+    clock : callable returning datetime, optional
+        Hub time for intake checks, round deadlines and indicator timestamps; tests pass a
+        controllable clock.
+    """
+
+    def __init__(self, config: HubConfig, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config
+        self._clock = clock
+        self.metrics = HubMetrics()
+        self.storage = SQLiteHubStorage(config.storage.path, clock=clock)
+        self.registry = SiteRegistry(self.storage, auth=config.auth, fusion=config.fusion,
+                                     clock=clock)
+        self.publisher = Publisher(self.storage, hub_name=config.hub.name, fusion=config.fusion,
+                                   sinks=build_sinks(config), metrics=self.metrics)
+        self.rounds = RoundManager(
+            self.storage, rounds=config.rounds, fusion=config.fusion, registry=self.registry,
+            strategy=create_strategy(config.fusion.strategy), publisher=self.publisher,
+            metrics=self.metrics, clock=clock,
+        )
+        self.intake = Intake(self.storage, registry=self.registry, rounds=self.rounds,
+                             settings=config.rounds, metrics=self.metrics, clock=clock)
+        self.app = create_app(HubServices(
+            config=config, storage=self.storage,
+            authenticator=Authenticator(self.registry, self.metrics, realm=config.hub.name),
+            intake=self.intake, metrics=self.metrics,
+            page_tokens=PageTokens.from_storage(self.storage),
+        ))
+        # Consumers need the hub identity and extension definitions before any indicator.
+        self.publisher.publish_reference_objects()
+
+        self._server: object | None = None
+        self._http_thread: threading.Thread | None = None
+        self._ticker_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.base_url: str | None = None
+
+    def start(self) -> str:
+        """Serve HTTP in a background thread and start the round ticker.
+
+        Returns
+        -------
+        str
+            Base URL such as ``http://127.0.0.1:54321``; discovery is at ``<base>/taxii2/``.
+
+        Raises
+        ------
+        HubError
+            If the server is already running or cannot bind its address.
+        """
+        if self._server is not None:
+            raise HubError(f"hub already running at {self.base_url}")
+        settings = self.config.hub
+        try:
+            # Waitress caps bodies well above max_content_length so that Flask, not waitress,
+            # answers oversized envelopes, with a TAXII error resource.
+            server = create_server(
+                self.app, host=settings.host, port=settings.port, threads=settings.threads,
+                max_request_body_size=settings.max_content_length_bytes * 2 + 65536,
+                ident="fti-hub",
+            )
+        except OSError as err:
+            raise HubError(f"cannot listen on {settings.host}:{settings.port}: "
+                           f"{err.strerror}; choose another hub.port") from err
+        self._server = server
+        host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
+        self.base_url = f"http://{_url_host(str(host))}:{port}"
+        self._stopping.clear()
+        self._http_thread = threading.Thread(target=server.run, name="fti-hub-http",
+                                             daemon=True)
+        self._http_thread.start()
+        self._ticker_thread = threading.Thread(target=self._tick, name="fti-hub-ticker",
+                                               daemon=True)
+        self._ticker_thread.start()
+        log.info("hub %s started at %s (api root /%s/, storage %s, quorum %d sites, deadline "
+                 "%d s, round %d s, strategy %s, threshold %g, sinks: %s)", settings.name,
+                 self.base_url, settings.api_root, self.config.storage.path,
+                 self.config.rounds.quorum_sites, self.config.rounds.deadline_seconds,
+                 self.config.rounds.round_seconds, self.config.fusion.strategy,
+                 self.config.fusion.publish_threshold,
+                 ", ".join(s.name for s in self.publisher.sinks) or "none")
+        return self.base_url
+
+    @property
+    def discovery_url(self) -> str:
+        """URL of the TAXII discovery endpoint (after ``start``)."""
+        return f"{self.base_url}/taxii2/"
+
+    @property
+    def api_root_url(self) -> str:
+        """URL of the hub's TAXII API root (after ``start``)."""
+        return f"{self.base_url}/{self.config.hub.api_root}/"
+
+    def stop(self) -> None:
+        """Stop serving, stop the ticker and close the database. Safe to call twice."""
+        server = self._server
+        if server is None:
+            self.storage.close()
+            return
+        self._stopping.set()
+
+        # Close the sockets from inside waitress's loop thread, which then returns.
+        trigger = server.trigger  # type: ignore[attr-defined]
+        trigger.pull_trigger(lambda: _close_dispatchers(server))
+        for thread in (self._http_thread, self._ticker_thread):
+            if thread is not None:
+                thread.join(_STOP_TIMEOUT_SECS)
+                if thread.is_alive():
+                    log.warning("hub thread %s did not stop within %.0f s", thread.name,
+                                _STOP_TIMEOUT_SECS)
+        # Let requests already running finish before the database goes away.
+        server.task_dispatcher.shutdown(timeout=_STOP_TIMEOUT_SECS)  # type: ignore[attr-defined]
+        trigger.close()
+        self._server = None
+        self.storage.close()
+        log.info("hub %s stopped", self.config.hub.name)
+
+    def _tick(self) -> None:
+        interval = self.config.hub.tick_seconds
+        while not self._stopping.wait(interval):
+            try:
+                self.rounds.close_due_rounds(self._clock())
+            except Exception:
+                # The ticker must survive a failed round; the next tick retries it.
+                log.exception("closing rounds past their deadline failed")
+
+
+def _close_dispatchers(server: Any) -> None:
+    """Close the listening socket and every connection; runs in waitress's loop thread.
+
+    The trigger pipe only leaves the loop's map here. Its file descriptors are closed by
+    ``stop()`` after the loop ended, because the thread that pulled the trigger may still be
+    writing to it, and a closed descriptor number can be reused by any file opened meanwhile.
+    """
+    for dispatcher in list(server._map.values()):
+        if dispatcher is server.trigger:
+            dispatcher.del_channel()
+        elif dispatcher is server:
+            # BaseWSGIServer.close() would close the trigger too, so bypass it.
+            wasyncore.dispatcher.close(dispatcher)
+        else:
+            dispatcher.close()
+    server._map.clear()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,74 @@
+"""STIX/TAXII timestamp parsing and formatting.
+
+STIX 2.1 (section 3.2) timestamps are RFC 3339 in UTC with a literal ``Z`` and any number of
+fractional digits. The hub compares them as integer microseconds since the epoch, because
+string comparison breaks when two producers use different precision
+(``10:00:00Z`` against ``10:00:00.000Z``). TAXII 2.1 ``date_added`` values are written with
+microseconds so that pagination by ``added_after`` never skips an object.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_TIMESTAMP_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z$"
+)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse a STIX timestamp into an aware UTC datetime.
+
+    Digits past the sixth fractional digit are dropped, since Python datetimes stop at
+    microseconds.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"timestamp must be a string; got {text!r}")
+    match = _TIMESTAMP_RE.match(text)
+    if match is None:
+        raise ValueError(f"timestamp must look like 2024-05-01T10:00:00.000Z; got {text!r}")
+    year, month, day, hour, minute, second, fraction = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    return datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micros,
+        tzinfo=timezone.utc,
+    )
+
+
+def to_micros(moment: datetime) -> int:
+    """Return an aware datetime as integer microseconds since the Unix epoch."""
+    delta = moment.astimezone(timezone.utc) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """Return the aware UTC datetime for integer microseconds since the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def format_micros(micros: int) -> str:
+    """Format epoch microseconds as a TAXII timestamp with six fractional digits."""
+    return from_micros(micros).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_millis(moment: datetime) -> str:
+    """Format an aware datetime as a STIX timestamp with millisecond precision."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def truncate_to_millis(moment: datetime) -> datetime:
+    """Drop sub-millisecond digits, so a datetime survives a millisecond STIX round trip."""
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+
+
+def utc_now() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)

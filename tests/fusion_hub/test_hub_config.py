@@ -1,0 +1,164 @@
+"""Tests of fusion_hub.config: typed loading and the errors an operator sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fusion_hub.config import HubConfig, load_hub_config
+from fusion_hub.errors import HubConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hub.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_load_empty_file_gives_defaults(tmp_path: Path) -> None:
+    config = load_hub_config(write(tmp_path, ""))
+
+    assert config.hub.host == "127.0.0.1"
+    assert config.hub.port == 0
+    assert config.rounds.quorum_sites == 3
+    assert config.fusion.trust_prior_alpha == 2.0
+    assert config.fusion.trust_prior_beta == 1.0
+    assert config.fusion.publish_threshold == 0.5
+    assert config.storage.path == tmp_path / "hub.sqlite3"
+    assert config.source == tmp_path / "hub.yaml"
+
+
+def test_load_values_typed_and_paths_resolved(tmp_path: Path) -> None:
+    path = write(tmp_path, (
+        "hub:\n"
+        "  name: consortium\n"
+        "  port: 8443\n"
+        "rounds:\n"
+        "  quorum_sites: 4\n"
+        "fusion:\n"
+        "  publish_threshold: 0.75\n"
+        "  trust_prior_alpha: 3\n"
+        "siem:\n"
+        "  splunk_hec_path: out/fused.hec.ndjson\n"
+        "  elastic_bulk_path: /var/lib/fti/bulk.ndjson\n"
+    ))
+
+    config = load_hub_config(path)
+
+    assert config.hub.name == "consortium"
+    assert config.hub.port == 8443
+    assert config.rounds.quorum_sites == 4
+    assert config.fusion.publish_threshold == 0.75
+    assert config.fusion.trust_prior_alpha == 3.0
+    assert isinstance(config.fusion.trust_prior_alpha, float)
+    assert config.siem.splunk_hec_path == tmp_path / "out" / "fused.hec.ndjson"
+    assert config.siem.elastic_bulk_path == Path("/var/lib/fti/bulk.ndjson")
+
+
+def test_load_exponent_without_dot_is_float(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1e-1 as a string; the hub reads it as YAML 1.2 does."""
+    config = load_hub_config(write(tmp_path, "fusion:\n  publish_threshold: 1e-1\n"))
+
+    assert config.fusion.publish_threshold == pytest.approx(0.1)
+
+
+def test_load_duplicate_section_names_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, (
+        "hub:\n"
+        "  name: hub-a\n"
+        "rounds:\n"
+        "  quorum_sites: 2\n"
+        "hub:\n"
+        "  port: 9000\n"
+    ))
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(path)
+
+    assert excinfo.value.key == "hub"
+    assert excinfo.value.line == 5
+    assert "first defined at line 1" in str(excinfo.value)
+    assert str(excinfo.value).startswith(f"{path}:5: hub is a duplicate key")
+
+
+def test_load_tab_indentation_names_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "hub:\n  name: a\n\tport: 1\n")
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(path)
+
+    assert excinfo.value.line == 3
+    assert "tab at column 1" in excinfo.value.problem
+    assert excinfo.value.fix == "Indent with spaces"
+
+
+def test_load_unknown_key_lists_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, "rounds:\n  quorum: 3\n")
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(path)
+
+    error = excinfo.value
+    assert (error.key, error.value, error.line) == ("rounds.quorum", 3, 2)
+    assert "quorum_sites" in error.fix
+    assert "is not a known setting" in str(error)
+
+
+def test_load_unknown_section_rejected(tmp_path: Path) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, "privacy:\n  epsilon: 1.0\n"))
+
+    assert excinfo.value.key == "privacy"
+    assert "hub, storage, auth, rounds, fusion, siem" in excinfo.value.fix
+
+
+def test_load_quoted_number_rejected_with_fix(tmp_path: Path) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, "rounds:\n  quorum_sites: \"3\"\n"))
+
+    assert excinfo.value.key == "rounds.quorum_sites"
+    assert excinfo.value.value == "3"
+    assert "whole number" in excinfo.value.problem
+
+
+def test_load_yaml11_boolean_in_string_field_suggests_quotes(tmp_path: Path) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, "siem:\n  splunk_index: no\n"))
+
+    assert excinfo.value.value is False
+    assert excinfo.value.fix == (
+        'Quote the value (YAML 1.1 reads yes/no/on/off as booleans), for example "no"'
+    )
+
+
+def test_load_out_of_range_value_rejected(tmp_path: Path) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, "rounds:\n  quorum_sites: 0\n"))
+
+    assert excinfo.value.key == "rounds.quorum_sites"
+    assert excinfo.value.line == 2
+    assert excinfo.value.problem == "must be >= 1"
+
+
+def test_load_unknown_tlp_rejected(tmp_path: Path) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, "fusion:\n  tlp: clear\n"))
+
+    assert excinfo.value.key == "fusion.tlp"
+    assert "white, green, amber, red" in excinfo.value.fix
+
+
+def test_load_missing_file_names_path(tmp_path: Path) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(tmp_path / "absent.yaml")
+
+    assert excinfo.value.path == tmp_path / "absent.yaml"
+    assert "cannot read the file" in excinfo.value.problem
+
+
+def test_hub_config_is_frozen() -> None:
+    config = HubConfig()
+
+    with pytest.raises(AttributeError):
+        config.hub = None  # type: ignore[misc]

@@ -1,0 +1,227 @@
+"""Contract tests of the hub storage, run against every HubStorage implementation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from fusion_hub.sqlite_storage import SQLiteHubStorage
+from fusion_hub.storage import (
+    AddOutcome,
+    Credential,
+    HubStorage,
+    NewObject,
+    ObjectQuery,
+    VersionFilter,
+)
+from fusion_hub.timeutil import to_micros
+
+FROZEN = datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc)
+COLLECTION = "c-1"
+T1 = to_micros(datetime(2024, 6, 1, tzinfo=timezone.utc))
+T2 = T1 + 1_000
+T3 = T1 + 2_000
+
+
+def sqlite_storage(tmp_path: Path, clock: Callable[[], datetime]) -> HubStorage:
+    return SQLiteHubStorage(tmp_path / "hub.sqlite3", clock=clock)
+
+
+@pytest.fixture(params=[sqlite_storage], ids=["sqlite"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStorage]:
+    # A frozen clock: date_added must still increase strictly.
+    backend = request.param(tmp_path, lambda: FROZEN)
+    yield backend
+    backend.close()
+
+
+def new_object(object_id: str, version_us: int | None, raw: str = "{}", *,
+               owner: str | None = None, object_type: str = "indicator",
+               digest: str | None = None) -> NewObject:
+    return NewObject(collection_id=COLLECTION, id=object_id, type=object_type,
+                     spec_version="2.1", version_us=version_us, raw=raw,
+                     content_sha256=digest or f"sha-{object_id}-{version_us}-{raw}", owner=owner)
+
+
+def site(name: str) -> Credential:
+    return Credential(name=name, kind="site", password_hash="$argon2id$x", created_us=0,
+                      public_key_b64="A" * 44, read_collections=("summaries",),
+                      trust_alpha=2.0, trust_beta=1.0)
+
+
+def ids_of(storage: HubStorage, **query: object) -> list[tuple[str, int]]:
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=100, **query))
+    return [(obj.id, obj.version_us) for obj in page.objects]
+
+
+def test_date_added_strictly_increasing_with_frozen_clock(storage: HubStorage) -> None:
+    for index in range(5):
+        storage.add_object(new_object(f"indicator--{index}", T1))
+
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10))
+
+    stamps = [obj.date_added_us for obj in page.objects]
+    assert stamps == [to_micros(FROZEN) + i for i in range(5)]
+
+
+def test_raw_text_returned_verbatim(storage: HubStorage) -> None:
+    raw = '{"type": "indicator",  "x": 12.70, "when": "2024-05-01T10:00:00.000Z"}'
+    storage.add_object(new_object("indicator--a", T1, raw))
+
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10))
+
+    assert page.objects[0].raw == raw
+
+
+def test_add_same_version_duplicate_or_conflict(storage: HubStorage) -> None:
+    first = storage.add_object(new_object("indicator--a", T1, "{}", digest="d1"))
+    again = storage.add_object(new_object("indicator--a", T1, "{ }", digest="d1"))
+    changed = storage.add_object(new_object("indicator--a", T1, "{}", digest="d2"))
+
+    assert first[0] is AddOutcome.CREATED
+    assert again == (AddOutcome.DUPLICATE, None)
+    assert changed == (AddOutcome.CONFLICT, None)
+    assert storage.count_objects(COLLECTION) == 1
+
+
+def test_version_filters_first_last_all_exact(storage: HubStorage) -> None:
+    for version in (T2, T1, T3):
+        storage.add_object(new_object("indicator--a", version))
+    storage.add_object(new_object("indicator--b", T1))
+
+    assert ids_of(storage) == [("indicator--a", T3), ("indicator--b", T1)]
+    assert ids_of(storage, versions=VersionFilter(first=True, last=False)) == [
+        ("indicator--a", T1), ("indicator--b", T1)]
+    assert ids_of(storage, versions=VersionFilter(all=True)) == [
+        ("indicator--a", T2), ("indicator--a", T1), ("indicator--a", T3), ("indicator--b", T1)]
+    assert ids_of(storage, versions=VersionFilter(last=False, exact_us=(T2,))) == [
+        ("indicator--a", T2)]
+    assert ids_of(storage, versions=VersionFilter(first=True, last=True)) == [
+        ("indicator--a", T1), ("indicator--a", T3), ("indicator--b", T1)]
+
+
+def test_filters_type_id_added_after_owner(storage: HubStorage) -> None:
+    storage.add_object(new_object("indicator--a", T1, owner="site-a"))
+    storage.add_object(new_object("identity--b", T1, object_type="identity", owner="site-b"))
+    storage.add_object(new_object("indicator--c", T1))
+    first_added = to_micros(FROZEN)
+
+    assert ids_of(storage, types=("identity",)) == [("identity--b", T1)]
+    assert ids_of(storage, ids=("indicator--c", "indicator--a")) == [
+        ("indicator--a", T1), ("indicator--c", T1)]
+    assert ids_of(storage, added_after_us=first_added) == [("identity--b", T1),
+                                                           ("indicator--c", T1)]
+    assert ids_of(storage, visible_to="site-a") == [("indicator--a", T1), ("indicator--c", T1)]
+
+
+def test_keyset_pages_stable_while_objects_arrive(storage: HubStorage) -> None:
+    for index in range(5):
+        storage.add_object(new_object(f"indicator--{index}", T1))
+
+    first = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=2))
+    storage.add_object(new_object("indicator--late", T1))
+    last = first.objects[-1]
+    second = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10,
+                                               after=(last.date_added_us, last.id)))
+
+    assert first.more is True
+    assert [o.id for o in first.objects] == ["indicator--0", "indicator--1"]
+    assert [o.id for o in second.objects] == ["indicator--2", "indicator--3", "indicator--4",
+                                              "indicator--late"]
+    assert second.more is False
+
+
+def test_add_summary_outcomes(storage: HubStorage) -> None:
+    storage.insert_credential(site("site-a"))
+    summary = new_object("x-fti-round-summary--1", T1, owner="site-a", digest="s1")
+    other = new_object("x-fti-round-summary--1", T2, owner="site-a", digest="s2")
+
+    created = storage.add_summary(summary, site_id="site-a", round_start_us=T1, received_us=5)
+    resent = storage.add_summary(summary, site_id="site-a", round_start_us=T1, received_us=6)
+    replaced = storage.add_summary(other, site_id="site-a", round_start_us=T1, received_us=7)
+
+    assert created[0] is AddOutcome.CREATED
+    assert resent == (AddOutcome.DUPLICATE, None)
+    assert replaced == (AddOutcome.ROUND_CONFLICT, None)
+    record = storage.get_round(T1)
+    assert record is not None
+    assert (record.first_contribution_us, record.closed_us) == (5, None)
+    assert storage.count_active_contributors(T1) == 1
+
+
+def test_add_summary_to_closed_round_rejected(storage: HubStorage) -> None:
+    storage.insert_credential(site("site-a"))
+    storage.insert_credential(site("site-b"))
+    storage.add_summary(new_object("x-fti-round-summary--a", T1, digest="a"), site_id="site-a",
+                        round_start_us=T1, received_us=1)
+    storage.mark_round_closed(T1, 2, "forced")
+
+    outcome = storage.add_summary(new_object("x-fti-round-summary--b", T1, digest="b"),
+                                  site_id="site-b", round_start_us=T1, received_us=3)
+
+    assert outcome == (AddOutcome.ROUND_CLOSED, None)
+
+
+def test_mark_round_closed_once_under_concurrency(storage: HubStorage) -> None:
+    storage.insert_credential(site("site-a"))
+    storage.add_summary(new_object("x-fti-round-summary--a", T1), site_id="site-a",
+                        round_start_us=T1, received_us=1)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def close() -> None:
+        closed = storage.mark_round_closed(T1, 10, "quorum")
+        with lock:
+            results.append(closed)
+
+    threads = [threading.Thread(target=close) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == [False] * 7 + [True]
+    assert storage.open_rounds() == []
+
+
+def test_revoked_site_leaves_contributions_and_quorum(storage: HubStorage) -> None:
+    for name in ("site-a", "site-b"):
+        storage.insert_credential(site(name))
+        storage.add_summary(new_object(f"x-fti-round-summary--{name}", T1, raw=f'"{name}"'),
+                            site_id=name, round_start_us=T1, received_us=1)
+
+    storage.revoke_credential("site-b", 2)
+
+    assert storage.count_active_contributors(T1) == 1
+    assert [c.site_id for c in storage.contributions_between(T1, T1)] == ["site-a"]
+    assert storage.contributions_between(T1, T1)[0].raw == '"site-a"'
+
+
+def test_transaction_rolls_back_on_error(storage: HubStorage) -> None:
+    with pytest.raises(RuntimeError):
+        with storage.transaction():
+            storage.add_object(new_object("indicator--a", T1))
+            raise RuntimeError("abort")
+
+    assert storage.count_objects(COLLECTION) == 0
+
+
+def test_credential_names_unique_and_repr_masked(storage: HubStorage) -> None:
+    assert storage.insert_credential(site("site-a")) is True
+    assert storage.insert_credential(site("site-a")) is False
+
+    stored = storage.get_credential("site-a")
+
+    assert stored is not None
+    assert stored.read_collections == ("summaries",)
+    assert "argon2id" not in repr(stored)
+
+
+def test_meta_set_if_absent_keeps_first_value(storage: HubStorage) -> None:
+    assert storage.set_meta_if_absent("k", "one") == "one"
+    assert storage.set_meta_if_absent("k", "two") == "one"
+    assert storage.get_meta("k") == "one"

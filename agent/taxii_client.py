@@ -25,14 +25,14 @@ class _TimeoutSession(requests.Session):
         return super().request(method, url, **kwargs)
 
 
-def connect(hub: HubSection, password: str) -> Server:
-    """Return a taxii2-client Server for the hub's discovery URL."""
+def connect(hub: HubSection, password: str) -> _HTTPConnection:
+    """Return a taxii2-client connection whose every request has a timeout."""
     connection = _HTTPConnection(user=hub.username, password=password, verify=hub.verify_tls, version="2.1")
     session = _TimeoutSession(hub.timeout_secs)
     session.verify = connection.session.verify
     session.auth = connection.session.auth
     connection.session = session
-    return Server(hub.url, conn=connection)
+    return connection
 
 
 def open_collection(hub: HubSection, password: str, title: str) -> Collection:
@@ -44,9 +44,12 @@ def open_collection(hub: HubSection, password: str, title: str) -> Collection:
         Transient when the hub cannot be reached or answers off-protocol; permanent when the
         API root or the collection does not exist.
     """
-    server = connect(hub, password)
+    connection = connect(hub, password)
     try:
-        api_root = _choose_api_root(server, hub)
+        # taxii2-client's Server builds its API roots with new, credential-less connections
+        # when given a shared one, so only their URLs are taken from it.
+        url = _choose_api_root(Server(hub.url, conn=connection), hub).url
+        api_root = ApiRoot(url, conn=connection)
         for collection in api_root.collections:
             if title in (collection.title, collection.id):
                 return collection

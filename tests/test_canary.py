@@ -36,14 +36,15 @@ HEADER = (
 )
 
 
-def row(ts: float, uid: str, orig: str, orig_port: int, resp: str, resp_port: int, state: str = "SF") -> str:
-    return f"{ts:.6f}\t{uid}\t{orig}\t{orig_port}\t{resp}\t{resp_port}\ttcp\t-\t0.5\t120\t800\t{state}\n"
+def row(ts: float, uid: str, orig: str, orig_port: int, resp: str, resp_port: int, state: str = "SF",
+        sent: int = 120) -> str:
+    return f"{ts:.6f}\t{uid}\t{orig}\t{orig_port}\t{resp}\t{resp_port}\ttcp\t-\t0.5\t{sent}\t800\t{state}\n"
 
 
 def write_capture(path: Path) -> None:
-    """Forty hosts and the two canary hosts scanned by five external addresses for 30 minutes."""
+    """Sixty hosts and the two canary hosts scanned by five external addresses for 30 minutes."""
     lines = [HEADER]
-    hosts = [f"10.1.0.{i}" for i in range(1, 41)] + CANARY_HOSTS
+    hosts = [f"10.1.0.{i}" for i in range(1, 61)] + CANARY_HOSTS
     serial = 0
     for minute in range(30):
         for index, host in enumerate(hosts):
@@ -52,7 +53,10 @@ def write_capture(path: Path) -> None:
             uid = CANARY_UID if host in CANARY_HOSTS else f"C{serial:012d}"
             for scanner in SCANNERS:
                 lines.append(row(ts, uid, scanner, 40000 + minute, host, 22 + index % 5, "S0"))
-            lines.append(row(ts + 0.1, uid, host, 50000 + minute, CANARY_INTERNAL_PEER, 445))
+            # Varying internal traffic gives the detector a baseline with spread.
+            for extra in range(1 + (index * 7 + minute * 3) % 4):
+                lines.append(row(ts + 0.1 + extra, uid, host, 50000 + minute, CANARY_INTERNAL_PEER, 445,
+                                 sent=100 + (index * 37 + minute * 11 + extra) % 900))
     path.write_text("".join(lines), encoding="utf-8")
 
 
@@ -65,18 +69,19 @@ def hub(tmp_path: Path):  # type: ignore[no-untyped-def]
                              retention_days=100_000),
     )
     server = HubServer(config)
-    server.start()
-    yield server
+    base_url = server.start()
+    yield server, base_url
     server.stop()
 
 
-def test_canaries_never_leave_the_agent(tmp_path: Path, hub: HubServer) -> None:
+def test_canaries_never_leave_the_agent(tmp_path: Path, hub: tuple[HubServer, str]) -> None:
+    server, base_url = hub
     capture = tmp_path / "canary-secret-path-conn.log"
     write_capture(capture)
     key = generate_signing_key()
     key.to_file(tmp_path / "site.key")
-    (tmp_path / "hub.password").write_text(hub.registry.enroll_site("site-canary", key.public_key_b64))
-    port = int(hub.base_url.rsplit(":", 1)[1].strip("/"))
+    (tmp_path / "hub.password").write_text(server.registry.enroll_site("site-canary", key.public_key_b64))
+    port = int(base_url.rstrip("/").rsplit(":", 1)[1])
 
     with RecordingProxy("127.0.0.1", port) as proxy:
         config = {
@@ -88,7 +93,7 @@ def test_canaries_never_leave_the_agent(tmp_path: Path, hub: HubServer) -> None:
             "state_dir": "state",
             "windows": {"window_seconds": 60, "round_seconds": ROUND_SECONDS},
             "detector": {"name": "hbos", "baseline_rounds": 1},
-            "privacy": {"epsilon_per_round": 2.0, "max_observables_per_entity": 5},
+            "privacy": {"epsilon_per_round": 2.0, "max_observables_per_entity": 2},
         }
         (tmp_path / "agent.yaml").write_text(yaml.safe_dump(config))
         agent = Agent(load_agent_config(tmp_path / "agent.yaml"), rng=seeded_random(7))

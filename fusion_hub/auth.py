@@ -3,8 +3,9 @@
 TAXII 2.1 (section 1.6.8) leaves the scheme to the server; Basic over TLS is what
 taxii2-client, OpenCTI and MISP all speak. A missing or rejected credential gets 401 with
 ``WWW-Authenticate: Basic``. Failures are logged with the remote address and the username,
-never the password, at most ``max_lines`` lines per ``window_secs`` so that a password-guessing
-client cannot flood the log; the counter ``fti_hub_auth_failures`` counts every failure.
+never the password. At most ``max_lines`` lines are logged per ``window_secs``, so a
+password-guessing client cannot flood the log, and the counter ``fti_hub_auth_failures``
+counts every failure.
 """
 
 from __future__ import annotations

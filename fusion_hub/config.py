@@ -57,7 +57,7 @@ class ServerSettings:
     port: int = 0
     # Waitress worker threads; SQLite serialises writes, so more threads add little.
     threads: int = 4
-    # 10 MiB holds an envelope of a few hundred summaries with large evidence lists.
+    # 10 MiB fits an envelope of a few hundred summaries with large evidence lists.
     max_content_length_bytes: int = 10 * 1024 * 1024
     # Page sizes for Get Objects and manifests; 1000 objects keep a page under a few MiB.
     default_page_size: int = 100
@@ -68,7 +68,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    """Where the hub keeps its state (YAML section ``storage``)."""
+    """Location of the hub database (YAML section ``storage``)."""
 
     # SQLite file; a relative path is resolved against the configuration file's folder.
     path: Path = Path("hub.sqlite3")

@@ -6,10 +6,11 @@ The hub serves objects back exactly as they were posted: numbers keep their spel
 ``objects`` array are walked here and ``JSONDecoder.raw_decode`` parses each member, which
 returns where the member ends.
 
-Stricter than ``json.loads`` on purpose: a key repeated inside an object is rejected (parsers
-disagree on which value wins, so a signature could cover one value and a consumer read
-another), and so are ``NaN`` and ``Infinity``, which are not JSON (RFC 8259). Such an object
-fails alone; only JSON that cannot be split into members fails the whole envelope.
+The parser is stricter than ``json.loads`` on purpose. It rejects a key repeated inside an
+object, because parsers disagree on which value wins, so a signature could cover one value
+while a consumer reads another. It also rejects ``NaN`` and ``Infinity``, which are not JSON
+(RFC 8259). Such an object fails alone. Only JSON that cannot be split into members fails the
+whole envelope.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ _WHITESPACE = " \t\n\r"
 class RawObject:
     """One member of the envelope's ``objects`` array.
 
-    ``value`` is the parsed member, or None when ``error`` says why the strict parse failed.
+    ``value`` is the parsed member, or None when the strict parse failed for the reason in
+    ``error``.
     """
 
     text: str

@@ -5,7 +5,7 @@ attributes, so callers and tests can inspect them instead of parsing messages::
 
     HubError
     ├── HubConfigError          a configuration file is unreadable or invalid
-    ├── StorageError            the hub database failed or holds an unexpected state
+    ├── StorageError            the hub database failed or contains an unexpected state
     ├── RegistryError           enrolment, consumer or revocation request rejected
     │   └── UnknownCredential   no site or consumer has that name
     ├── EnvelopeInvalid         a posted body is not a TAXII envelope
@@ -67,7 +67,7 @@ class HubConfigError(HubError):
 
 
 class StorageError(HubError):
-    """The hub database failed or holds a state the hub cannot continue from."""
+    """The hub database failed or contains a state the hub cannot continue from."""
 
 
 class RegistryError(HubError):

@@ -17,9 +17,9 @@ Notes
 -----
 The independence assumption of noisy-OR overstates p(o) when sites see the same upstream
 traffic (two branches behind one proxy). Trust weights bound each site's pull, so one
-malicious site with weight w can raise p(o) to at most w, but a coalition of colluding sites
-can still push an observable over the threshold; robust aggregation (median, trimmed mean)
-would resist that better.
+malicious site with weight w can raise p(o) to at most w. A coalition of colluding sites can
+still push an observable over the threshold. Robust aggregation (median, trimmed mean) would
+resist that better.
 """
 
 from __future__ import annotations

@@ -8,14 +8,19 @@ Every object must be a STIX 2.1 object: a JSON object with ``type``, an ``id`` o
 Each collection then accepts only what its writers may send:
 
 ``summaries``
-    ``x-fti-round-summary`` objects, checked in this order: the poster is the site named in
-    ``site``; that site is enrolled and not revoked; the Ed25519 signature verifies against the
-    site's enrolled key; the object passes the summary schema and semantic checks; its round
-    starts on a multiple of ``round_seconds``, lasts at most one round, does not end in the
-    future (beyond the allowed clock skew) and is not older than the retention; and it is the
-    site's only contribution to the round (a resend with the same canonical JSON succeeds
-    without change). The site's own ``identity`` and the fti ``extension-definition`` objects
-    are accepted too.
+    ``x-fti-round-summary`` objects, checked in this order:
+
+    1. the poster is the site named in ``site``;
+    2. that site is enrolled and not revoked;
+    3. the Ed25519 signature verifies against the site's enrolled key;
+    4. the object passes the summary schema and semantic checks;
+    5. its round starts on a multiple of ``round_seconds`` and lasts at most one round;
+    6. the round does not end in the future (beyond the allowed clock skew) and is not older
+       than the retention;
+    7. it is the site's only contribution to the round. A resend with the same canonical JSON
+       succeeds without change.
+
+    The site's own ``identity`` and the fti ``extension-definition`` objects are accepted too.
 ``feedback``
     ``opinion`` objects created by the posting site's identity.
 ``keys``
@@ -175,7 +180,7 @@ class Intake:
         ObjectRejected
             At the first check that fails.
         """
-        # The credential, not the payload, says who is speaking.
+        # The credential, not the payload, identifies the sender.
         site = obj.get("site")
         if not isinstance(site, str):
             raise ObjectRejected(object_id, "schema", "site must be a string naming the sender")

@@ -3,9 +3,9 @@
 TAXII 2.1 (section 3.4) lets the server define ``next``. Ours carries the keyset cursor, the
 ``(date_added, id)`` of the last object served, which stays valid while objects are added,
 unlike an offset. The token is authenticated with HMAC-SHA256 under a secret kept in the hub's
-database, and it names a digest of the query and the caller: a token edited by hand, replayed
-with other filters, or used by another credential is rejected with 400 instead of leaking
-another caller's position or results.
+database, and it contains a digest of the query and the caller. A token edited by hand,
+replayed with other filters, or used by another credential is rejected with 400, so it cannot
+expose another caller's position or results.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ _ONE_MS = timedelta(milliseconds=1)
 
 @dataclass
 class PublishReport:
-    """What one round added to the fused-indicator collection."""
+    """Indicator versions one round added to the fused-indicator collection."""
 
     published: list[dict[str, Any]] = field(default_factory=list)
     revoked: list[dict[str, Any]] = field(default_factory=list)
@@ -151,7 +151,7 @@ class Publisher:
         for reason, count in report.refused.items():
             self.metrics.indicators_refused.labels(reason=reason).inc(count)
         if report.refused:
-            log.warning("round %s: %d indicators refused (%s)", _iso(round_start),
+            log.warning("round %s: %d indicators rejected and not published (%s)", _iso(round_start),
                         report.refused_total,
                         ", ".join(f"{r}: {n}" for r, n in sorted(report.refused.items())))
         return report
@@ -181,7 +181,7 @@ class Publisher:
                                     valid_from=now, valid_until=valid_until, strategy=strategy)
         except StixMappingError as err:
             report.refused["invalid-value"] += 1
-            log.debug("indicator for %s %r refused: %s", item.observable_type, item.value, err)
+            log.debug("indicator for %s %r rejected: %s", item.observable_type, item.value, err)
             return
 
         # The id depends only on the pattern, so the stored state is found after building.
@@ -256,7 +256,7 @@ class Publisher:
         problems = validate_stix([indicator])
         if problems:
             report.refused["stix-invalid"] += 1
-            log.debug("indicator %s refused by stix2-validator: %s", indicator["id"], problems)
+            log.debug("indicator %s rejected by stix2-validator: %s", indicator["id"], problems)
             return False
         outcome = self._store(indicator)
         if outcome is not AddOutcome.CREATED:

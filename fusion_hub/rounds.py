@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    """What closing one round did."""
+    """Counts of one round close."""
 
     round_start: datetime
     reason: str
@@ -177,7 +177,7 @@ class RoundManager:
     def collect_evidence(self, round_start_us: int) -> list[SiteEvidence]:
         """Return the observables released in this round and the ones before it.
 
-        The window holds ``lookback_rounds`` rounds ending with this one; rounds of revoked
+        The window contains ``lookback_rounds`` rounds ending with this one. Summaries of revoked
         sites are left out.
         """
         span_us = (self.fusion.lookback_rounds - 1) * self.rounds.round_seconds * 1_000_000

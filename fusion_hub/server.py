@@ -115,8 +115,8 @@ class HubServer:
             raise HubError(f"hub already running at {self.base_url}")
         settings = self.config.hub
         try:
-            # Waitress caps bodies well above max_content_length so that Flask, not waitress,
-            # answers oversized envelopes, with a TAXII error resource.
+            # Waitress caps bodies well above max_content_length, so Flask rejects oversized
+            # envelopes itself, with a TAXII error resource.
             server = create_server(
                 self.app, host=settings.host, port=settings.port, threads=settings.threads,
                 max_request_body_size=settings.max_content_length_bytes * 2 + 65536,

@@ -1,8 +1,8 @@
 """SQLite implementation of ``HubStorage``, the hub's embedded default.
 
-The database runs in WAL mode so that readers (TAXII GETs, the CLI) never wait for the writer,
-with ``synchronous=FULL`` because a summary the hub acknowledged with 202 must survive a power
-loss: the agent drops it from its outbox after that answer.
+The database runs in WAL mode, so another process that reads the file (the CLI) does not block
+the hub's writes. It runs with ``synchronous=FULL`` because a summary that the hub acknowledged
+with 202 must survive a power loss, since the agent then drops it from its outbox.
 
 One connection is shared by the hub's threads behind a re-entrant lock. Writes are serialised
 anyway by SQLite, and one connection makes ``transaction()`` nesting simple: the outermost

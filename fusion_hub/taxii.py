@@ -20,8 +20,8 @@ rejects anything else. A request whose ``Accept`` allows no TAXII 2.1 response g
 ``application/taxii+json`` without ``version`` is read as 2.1. A POST whose body is not
 ``application/taxii+json`` gets 415. Errors are TAXII error resources (section 3.6.1).
 
-Objects are served in ``date_added`` order, then by id; ``limit``, ``next`` and ``more`` page
-through them (section 3.4) and ``X-TAXII-Date-Added-First``/``-Last`` name the first and last
+Objects are served in ``date_added`` order, then by id. ``limit``, ``next`` and ``more`` page
+through them (section 3.4). ``X-TAXII-Date-Added-First`` and ``-Last`` carry the first and last
 ``date_added`` of the page, with microseconds.
 """
 
@@ -303,7 +303,7 @@ def create_app(services: HubServices) -> Flask:
     def get_status(status_id: str) -> Response:
         principal = current_principal()
         stored = services.storage.load_status(status_id)
-        # Another caller's status is reported as missing, not forbidden: its id says nothing.
+        # Another caller's status is reported as missing, so a status id reveals nothing.
         if stored is None or stored[0] != principal.name:
             raise TaxiiError(404, "Status Not Found", f"no status resource {status_id} for "
                                                       f"{principal.name}")

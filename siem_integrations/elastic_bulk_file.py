@@ -1,13 +1,13 @@
 """Fused indicators as an Elasticsearch bulk request body, appended to an NDJSON file.
 
-Each indicator becomes two lines, the ``create`` action and the ECS document from
-``stix_mappings.ecs.indicator_to_ecs``; the file can be posted to ``_bulk`` as is, with
+Each indicator becomes two lines: the ``create`` action and the ECS document from
+``stix_mappings.ecs.indicator_to_ecs``. The file can be posted to ``_bulk`` as is, with
 ``Content-Type: application/x-ndjson`` (Elasticsearch 8.x bulk API). The target is a data stream
 (default ``logs-ti_fti.indicator-default``), which accepts only the ``create`` operation.
 
 The document ``_id`` is ``stix_mappings.ecs.ecs_document_id``, ``<indicator id>@<modified>``:
 one document per indicator version, so posting the same file twice creates nothing new
-(Elasticsearch answers 409 per duplicate).
+(Elasticsearch returns 409 per duplicate).
 """
 
 from __future__ import annotations

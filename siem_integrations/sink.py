@@ -1,4 +1,4 @@
-"""What every SIEM file sink returns, so the hub can count and log rejected events."""
+"""Result type and interface of SIEM file sinks, so the hub can count and log rejected events."""
 
 from __future__ import annotations
 

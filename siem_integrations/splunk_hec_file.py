@@ -1,16 +1,21 @@
 """Fused indicators as Splunk HTTP Event Collector events, appended to an NDJSON file.
 
-Each line is one HEC event object, the body format of ``/services/collector/event``; a batch
-sent to HEC is these objects one after another, never a JSON array (HEC answers "Invalid data
-format", code 6, to an array). A forwarder or ``curl --data-binary @file`` can post the file
+Each line is one HEC event object, the body format of ``/services/collector/event``. A batch
+sent to HEC is these objects one after another, never a JSON array, which HEC rejects with
+"Invalid data format" (code 6). A forwarder or ``curl --data-binary @file`` can post the file
 as is. Events come from ``stix_mappings.splunk.indicator_to_hec_event``.
 
-Every event is checked before it is written against the rules HEC enforces at ingestion
-(Splunk Enterprise 9.x, "Format events for HTTP Event Collector"): only the keys ``time``,
-``host``, ``source``, ``sourcetype``, ``index``, ``event`` and ``fields``; a non-empty
-``event`` (code 13, "Event field cannot be blank"); ``fields`` flat, each value a string,
-number or list of them (code 15, "Error in handling indexed fields"). An event that breaks a
-rule is left out and reported in the result, so one bad event never blocks the batch.
+Before it is written, every event is checked against the rules HEC enforces at ingestion
+(Splunk Enterprise 9.x, "Format events for HTTP Event Collector"):
+
+- only the keys ``time``, ``host``, ``source``, ``sourcetype``, ``index``, ``event`` and
+  ``fields``;
+- a non-empty ``event`` (code 13, "Event field cannot be blank");
+- flat ``fields``, each value a string, number or list of them (code 15, "Error in handling
+  indexed fields").
+
+An event that breaks a rule is left out and reported in the result, so one bad event never
+blocks the batch.
 """
 
 from __future__ import annotations

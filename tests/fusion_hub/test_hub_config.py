@@ -1,4 +1,4 @@
-"""Tests of fusion_hub.config: typed loading and the errors an operator sees."""
+"""Tests of fusion_hub.config: typed loading and the errors shown to an operator."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def test_noisy_or_trust_weights_scale_each_site() -> None:
     assert fused[0].fused_score == pytest.approx(0.44)
 
 
-def test_noisy_or_site_counts_once_with_its_max_score() -> None:
+def test_noisy_or_site_max_score_counts() -> None:
     """Three rounds of one site give 2/3 * 0.9 = 0.6, not a product over rounds."""
     evidence = [item("site-a", "203.0.113.9", score, round_start_us=r)
                 for r, score in enumerate((0.3, 0.9, 0.5))]

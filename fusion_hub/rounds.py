@@ -209,13 +209,6 @@ class RoundManager:
                                             strategy=self.strategy.name)
 
 
-def align_round_start(moment: datetime, round_seconds: int) -> datetime:
-    """Return the start of the round that contains ``moment``."""
-    micros = to_micros(moment)
-    length = round_seconds * 1_000_000
-    return from_micros(micros - micros % length)
-
-
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -10,14 +10,12 @@ Indicator ids are UUIDv5 of the pattern, so an observable confirmed round after 
 versions of one indicator (same id and ``created``, later ``modified``), each valid for
 ``indicator_ttl_seconds`` from its round's close. When a round closes after the ``valid_until``
 of an indicator that no round confirmed since, a last version with ``revoked: true`` withdraws
-it (STIX 2.1, section 3.6, versioning and revocation).
+it (STIX 2.1, section 3.6, versioning and revocation). STIX 2.1 allows no version after a
+revocation, so an observable that returns later starts a new lifetime of its indicator under
+a new id (``stix_mappings.ids.indicator_id`` with ``lifetime`` 1, 2, ...).
 
 Notes
 -----
-STIX 2.1 forbids new versions of a revoked object, and the id is fixed by the pattern, so an
-observable that comes back after its indicator was revoked cannot be published again. Such
-observables are refused with reason ``revoked`` and logged. A fix needs a new id per
-indicator lifetime, which is a change of the shared id scheme in ``stix_mappings.ids``.
 
 Stored versions and the files of the SIEM sinks are not one transaction: the objects are
 committed with the round, then appended to the files. When a file append fails, the
@@ -46,7 +44,7 @@ from privacy.signing import canonical_json
 from siem_integrations.errors import SiemError
 from siem_integrations.sink import IndicatorSink
 from stix_mappings.errors import StixMappingError
-from stix_mappings.ids import collection_id, hub_identity_id
+from stix_mappings.ids import collection_id, hub_identity_id, indicator_id
 from stix_mappings.indicator import build_fused_indicator, extension_definitions, hub_identity
 from stix_mappings.validation import validate_stix
 
@@ -184,19 +182,23 @@ class Publisher:
             log.debug("indicator for %s %r rejected: %s", item.observable_type, item.value, err)
             return
 
-        # The id depends only on the pattern, so the stored state is found after building.
-        # A new version keeps the first version's created and needs a later modified.
-        created = now
+        # The id depends on the pattern and the lifetime, so the stored state is found after
+        # building. Revoked lifetimes are skipped: the observable returns under a new id.
+        lifetime = 0
         state = self.storage.get_indicator_state(candidate["id"])
+        while state is not None and state.revoked:
+            lifetime += 1
+            state = self.storage.get_indicator_state(indicator_id(candidate["pattern"], lifetime))
+
+        # A new version keeps its lifetime's first created and needs a later modified.
+        created, modified = now, now
         if state is not None:
-            if state.revoked:
-                report.refused["revoked"] += 1
-                return
             created = from_micros(state.created_us)
             modified = max(now, from_micros(state.modified_us) + _ONE_MS)
+        if lifetime or state is not None:
             candidate = self._build(item, round_start=round_start, created=created,
                                     modified=modified, valid_from=now, valid_until=valid_until,
-                                    strategy=strategy)
+                                    strategy=strategy, lifetime=lifetime)
 
         if not self._validate_and_store(candidate, report):
             return
@@ -243,13 +245,14 @@ class Publisher:
     def _build(
         self, item: FusedObservable, *, round_start: datetime, created: datetime,
         modified: datetime, valid_from: datetime, valid_until: datetime, strategy: str,
+        lifetime: int = 0,
     ) -> dict[str, Any]:
         return build_fused_indicator(
             observable_type=item.observable_type, value=item.value,
             fused_score=item.fused_score, corroborating_sites=item.corroborating_sites,
             strategy=strategy, round_start=round_start, valid_from=valid_from,
             valid_until=valid_until, created=created, modified=modified,
-            hub_identity=self.hub_identity_id, tlp=self.fusion.tlp,
+            hub_identity=self.hub_identity_id, tlp=self.fusion.tlp, lifetime=lifetime,
         )
 
     def _validate_and_store(self, indicator: dict[str, Any], report: PublishReport) -> bool:

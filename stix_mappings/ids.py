@@ -69,9 +69,15 @@ def summary_id(site_id: str, round_start: datetime) -> str:
     return f"{SUMMARY_TYPE}--{_uuid5(f'summary:{site_id}:{iso}')}"
 
 
-def indicator_id(pattern: str) -> str:
+def indicator_id(pattern: str, lifetime: int = 0) -> str:
     """Return the id of the fused indicator for STIX pattern ``pattern``.
 
-    Every version of an indicator keeps this id; versions differ by ``modified``.
+    Every version of an indicator keeps this id; versions differ by ``modified``. STIX 2.1
+    allows no new version after a revocation, so when an observable returns after its
+    indicator was revoked, the hub starts its next ``lifetime`` (1, 2, ...) under a new id.
+    The first lifetime's id is the UUIDv5 of the pattern alone.
     """
-    return "indicator--" + _uuid5("indicator:" + pattern)
+    if lifetime < 0:
+        raise ValueError(f"lifetime must be >= 0; got {lifetime}")
+    name = "indicator:" + pattern if lifetime == 0 else f"indicator:{pattern}#lifetime={lifetime}"
+    return "indicator--" + _uuid5(name)

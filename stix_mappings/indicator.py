@@ -220,6 +220,7 @@ def build_fused_indicator(
     hub_identity: Mapping[str, Any] | str,
     tlp: str = "amber",
     revoked: bool = False,
+    lifetime: int = 0,
 ) -> dict[str, Any]:
     """Build one version of a fused indicator.
 
@@ -251,6 +252,8 @@ def build_fused_indicator(
         "white", "green", "amber" or "red".
     revoked : bool, default False
         True for the version that withdraws the indicator.
+    lifetime : int, default 0
+        Which lifetime of the observable's indicator this is; see ``ids.indicator_id``.
 
     Returns
     -------
@@ -292,6 +295,8 @@ def build_fused_indicator(
         "corroborating_sites": corroborating_sites,
         "round_start": round_start_text,
     }
+    if lifetime:
+        details["lifetime"] = lifetime
     problems = fusion_details_errors(details)
     if problems:
         raise IndicatorInvalid("fusion details", details, "; ".join(problems))
@@ -308,7 +313,7 @@ def build_fused_indicator(
     indicator: dict[str, Any] = {
         "type": "indicator",
         "spec_version": "2.1",
-        "id": indicator_id(pattern),
+        "id": indicator_id(pattern, lifetime),
         "created_by_ref": created_by_ref,
         "created": created_text,
         "modified": modified_text,

@@ -131,9 +131,17 @@ def _fused_indicator_errors(indicator: Mapping[str, Any]) -> list[str]:
         return errors
     if canonical != pattern:
         errors.append(f"{object_id}: pattern must be written {show_value(canonical)}; got {show_value(pattern)}")
-    if object_id != indicator_id(pattern):
-        errors.append(f"{object_id}: id must be {indicator_id(pattern)} (derived from the pattern)")
+    lifetime = _fusion_lifetime(indicator)
+    if object_id != indicator_id(pattern, lifetime):
+        errors.append(f"{object_id}: id must be {indicator_id(pattern, lifetime)} (derived from the pattern"
+                      + (f" and lifetime {lifetime})" if lifetime else ")"))
     return errors
+
+
+def _fusion_lifetime(indicator: Mapping[str, Any]) -> int:
+    details = (indicator.get("extensions") or {}).get(FUSION_EXTENSION_ID)
+    lifetime = details.get("lifetime", 0) if isinstance(details, Mapping) else 0
+    return lifetime if isinstance(lifetime, int) and not isinstance(lifetime, bool) and lifetime > 0 else 0
 
 
 def _extension_errors(obj: Mapping[str, Any]) -> list[str]:

@@ -223,7 +223,8 @@ def test_lookback_reuses_earlier_rounds(tmp_path: Path) -> None:
             "2024-06-03T00:00:00.000Z", "2024-06-03T00:05:00.000Z"]
 
 
-def test_revoked_indicator_not_published_again(federation: Federation) -> None:
+def test_returning_observable_starts_new_lifetime(federation: Federation) -> None:
+    """STIX allows no version after a revocation, so a returning address gets a new id."""
     site_a, site_b = federation.sites
     for index, items in enumerate(([evidence(BAD_IP, 0.9)], [], [evidence(BAD_IP, 0.9)])):
         federation.clock.set(HUB_NOW + timedelta(seconds=700 * index))
@@ -233,10 +234,14 @@ def test_revoked_indicator_not_published_again(federation: Federation) -> None:
 
     versions = federation.indicators(**{"match[version]": "all"})
 
-    assert [v.get("revoked", False) for v in versions] == [False, True]
-    assert outcome is not None and outcome.refused == 1
-    assert 'fti_hub_indicators_refused_total{reason="revoked"} 1.0' in (
-        federation.server.metrics.render().decode())
+    assert [(v["id"], v.get("revoked", False)) for v in versions] == [
+        (indicator_id(BAD_PATTERN), False),
+        (indicator_id(BAD_PATTERN), True),
+        (indicator_id(BAD_PATTERN, 1), False),
+    ]
+    assert versions[2]["pattern"] == BAD_PATTERN
+    assert versions[2]["created"] == versions[2]["modified"]
+    assert outcome is not None and outcome.refused == 0
 
 
 def test_invalid_observable_refused_and_counted(federation: Federation) -> None:

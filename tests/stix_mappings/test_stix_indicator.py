@@ -309,3 +309,29 @@ def test_read_fused_indicator_unsupported_raises(
 
     assert excinfo.value.indicator_id == EXPECTED_INDICATOR["id"]
     assert excinfo.value.reason == reason
+
+
+def test_second_lifetime_gets_new_id_and_validates(make_indicator: MakeIndicator) -> None:
+    """A returning observable after a revocation is a new indicator, not a new version."""
+    first = make_indicator()
+    second = make_indicator(lifetime=1)
+
+    assert second["id"] == indicator_id(first["pattern"], 1)
+    assert second["id"] != first["id"]
+    assert second["extensions"][FUSION_EXTENSION_ID]["lifetime"] == 1
+    assert "lifetime" not in first["extensions"][FUSION_EXTENSION_ID]
+    assert validate_stix([second]) == []
+
+
+def test_lifetime_id_mismatch_is_reported(make_indicator: MakeIndicator) -> None:
+    second = make_indicator(lifetime=2)
+    second["extensions"][FUSION_EXTENSION_ID]["lifetime"] = 1
+
+    errors = validate_stix([second])
+
+    assert any("derived from the pattern and lifetime 1" in e for e in errors)
+
+
+def test_negative_lifetime_raises() -> None:
+    with pytest.raises(ValueError, match="lifetime must be >= 0; got -1"):
+        indicator_id("[ipv4-addr:value = '203.0.113.5']", -1)

@@ -4,9 +4,9 @@ Precedence: the defaults below, then the file. Nothing deep inside the agent rea
 environment; the CLI passes the loaded, frozen :class:`AgentConfig` down.
 
 YAML is parsed with a loader that rejects duplicate keys, because PyYAML silently keeps the
-last of two ``hub:`` blocks. Every value is then checked against its declared type, so an
+last of two ``hub:`` blocks. Every value is then checked against its declared type. An
 unquoted ``no`` (a boolean in YAML 1.1) where a string belongs, or ``1e-3`` read as a string,
-is reported with the file, line, key, value and the fix instead of failing later.
+is therefore reported with the file, line, key, value and the fix instead of failing later.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ class PrivacySection:
     unit: str = "entity"
     epsilon_per_round: float = 1.0
     delta_per_round: float = 1e-6
-    # 30 days of hourly rounds at epsilon 1 would compose far above this; the budget stops
-    # releases long before, which is the point: an operator must choose a budget knowingly.
+    # At epsilon 1 per hourly round this budget lasts about ten rounds, after which releases
+    # stop. Continuous operation needs a smaller epsilon_per_round (docs/privacy.md).
     budget_epsilon: float = 10.0
     budget_delta: float = 1e-4
     period_days: int = 30

@@ -1,7 +1,7 @@
 """Per-entity feature windows over event time.
 
 Windows are tumbling and aligned to the epoch, so ``window_start = ts - ts % window_seconds``
-and every round (a multiple of the window length) holds whole windows. Each window keeps,
+and every round (a multiple of the window length) contains whole windows. Each window keeps,
 besides its feature vector, the remote observables it contacted; those stay on the site and
 feed only the DP evidence release and the local alert matcher.
 """

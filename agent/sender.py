@@ -1,9 +1,9 @@
 """Deliver queued round summaries to the hub's ``summaries`` collection with taxii2-client.
 
 A summary leaves the outbox only when the hub's status resource lists it as a success, or as
-a failure the hub will never accept (a second contribution, an invalid signature); anything
-else (a refused connection, a 5xx page from a proxy, a response with the wrong media type)
-is transient, so the summary stays queued and the next attempt sends the same bytes.
+a failure the hub will never accept, such as a second contribution or an invalid signature.
+Anything else is transient: a refused connection, a 5xx page from a proxy, a response with the
+wrong media type. The summary then stays queued and the next attempt sends the same bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from agent.taxii_client import open_collection
 
 log = logging.getLogger(__name__)
 
-# Seconds between polls of an asynchronous status resource; the hub usually answers complete.
+# Seconds between polls of a pending status resource; the hub usually returns it complete.
 _STATUS_POLL_SECS = 0.2
 
 

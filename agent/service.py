@@ -2,7 +2,7 @@
 delivery and the fused-indicator poll.
 
 Replay reads each configured file to its end, so the end of the input closes the last round;
-every round that holds at least one window is summarised. Rounds already recorded in the state
+every round that contains at least one window is summarised. Rounds already recorded in the state
 are skipped, so running the same replay twice sends nothing twice.
 """
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunReport:
-    """What one run did, for the CLI, the demo and the tests."""
+    """Counts and round statuses of one run, for the CLI, the demo and the tests."""
 
     site_id: str
     connections: int = 0

@@ -1,7 +1,7 @@
 """The agent's durable state: rounds, the outbox, local contacts and checkpoints (SQLite, WAL).
 
 A round's summary enters the outbox in the same transaction that marks the round as queued,
-so after a crash a round is either queued with its exact bytes or not processed at all; a
+so after a crash a round is either queued with its exact bytes or not processed at all. A
 queued summary is resent byte for byte and never recomputed, because fresh noise would be a
 second release. Contacts (which local entity talked to which observable) never leave the site:
 the alert matcher reads them when fused indicators come back.

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from agent.config import PrivacySection
 from agent.detector import ScoredWindow
@@ -63,7 +62,7 @@ class EvidenceRelease:
 
 @dataclass(frozen=True)
 class RoundRelease:
-    """What one round releases, before it is wrapped as STIX and signed."""
+    """The release of one round, before it is wrapped as STIX and signed."""
 
     round_start: int
     round_end: int
@@ -168,7 +167,3 @@ def summarise_round(
         partition_threshold=threshold,
         units=len(kept),
     )
-
-
-def utc(epoch_seconds: int) -> datetime:
-    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)

@@ -41,7 +41,7 @@ def open_collection(hub: HubSection, password: str, title: str) -> Collection:
     Raises
     ------
     DeliveryError
-        Transient when the hub cannot be reached or answers off-protocol; permanent when the
+        Transient when the hub cannot be reached or responds off-protocol; permanent when the
         API root or the collection does not exist.
     """
     connection = connect(hub, password)

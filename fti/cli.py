@@ -91,8 +91,7 @@ def _agent_budget(args: argparse.Namespace) -> int:
 def _hub_serve(args: argparse.Namespace) -> int:
     from fusion_hub.cli import serve
 
-    serve(Path(args.config))
-    return 0
+    return serve(Path(args.config), log_level=args.log_level or "info")
 
 
 def _hub_enroll(args: argparse.Namespace) -> int:
@@ -100,6 +99,23 @@ def _hub_enroll(args: argparse.Namespace) -> int:
 
     password = enroll(Path(args.config), args.site, args.public_key)
     print(f"site {args.site} enrolled; its hub password (shown once): {password}")
+    return 0
+
+
+def _hub_add_consumer(args: argparse.Namespace) -> int:
+    from fusion_hub.cli import add_consumer
+
+    password = add_consumer(Path(args.config), args.name, args.read)
+    print(f"consumer {args.name} added with read access to {', '.join(args.read)}; "
+          f"its hub password (shown once): {password}")
+    return 0
+
+
+def _hub_revoke(args: argparse.Namespace) -> int:
+    from fusion_hub.cli import revoke
+
+    revoke(Path(args.config), args.name)
+    print(f"{args.name} revoked; the hub rejects its next request")
     return 0
 
 
@@ -151,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--site", required=True, help="the site's pseudonym, for example site-a")
     enroll.add_argument("--public-key", required=True, help="the site's Ed25519 public key (base64)")
     enroll.set_defaults(handler=_hub_enroll, default_level="warning")
+    consumer = hub.add_parser("add-consumer", help="add a read-only TAXII consumer and print its credential once")
+    consumer.add_argument("--config", required=True, help="hub configuration file (YAML)")
+    consumer.add_argument("--name", required=True, help="the consumer's user name, for example splunk-es")
+    consumer.add_argument("--read", nargs="+", default=["fused-indicators"],
+                          help="collections it may read (default: fused-indicators)")
+    consumer.set_defaults(handler=_hub_add_consumer, default_level="warning")
+    revoke = hub.add_parser("revoke", help="revoke a site or consumer at once")
+    revoke.add_argument("--config", required=True, help="hub configuration file (YAML)")
+    revoke.add_argument("--name", required=True, help="the site id or consumer name")
+    revoke.set_defaults(handler=_hub_revoke, default_level="warning")
 
     keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(dest="keys_command", required=True)
     generate = keys.add_parser("generate", help="create a site signing key and print its public key")
@@ -170,11 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.log_level or args.default_level)
     from agent.errors import AgentError
+    from fusion_hub.errors import HubError
+    from privacy.errors import PrivacyError
 
     try:
         return args.handler(args)
-    except AgentError as err:
+    except (AgentError, HubError, PrivacyError) as err:
         print(f"fti: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"fti: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,100 @@
+"""The fti command as an operator runs it: real processes, real files, a hub on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.agent.test_service import ROUND_SECONDS, write_capture
+
+FTI = [sys.executable, "-m", "fti.cli"]
+
+
+def run_fti(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FTI, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_keys_generate_refuses_to_overwrite(tmp_path: Path) -> None:
+    first = run_fti("keys", "generate", "--out", "site.key", cwd=tmp_path)
+    second = run_fti("keys", "generate", "--out", "site.key", cwd=tmp_path)
+
+    assert first.returncode == 0
+    assert len(first.stdout.strip()) == 44  # base64 of a 32-byte Ed25519 public key
+    assert oct((tmp_path / "site.key").stat().st_mode & 0o777) == "0o600"
+    assert second.returncode == 2
+    assert "--force" in second.stderr
+
+
+def test_agent_run_without_once_explains(tmp_path: Path) -> None:
+    result = run_fti("agent", "run", "--config", "agent.yaml", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "--once" in result.stderr
+
+
+def test_agent_run_bad_config_names_key(tmp_path: Path) -> None:
+    (tmp_path / "agent.yaml").write_text("site:\n  id: a\n  signing_key: k\n  colour: red\n")
+
+    result = run_fti("agent", "run", "--config", "agent.yaml", "--once", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "site.colour" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_hub_serve_and_agent_once_end_to_end(tmp_path: Path) -> None:
+    hub_dir, site_dir = tmp_path / "hub", tmp_path / "site"
+    hub_dir.mkdir()
+    site_dir.mkdir()
+    (hub_dir / "hub.yaml").write_text(
+        "hub:\n  port: 0\nstorage:\n  path: hub.sqlite3\n"
+        f"rounds:\n  round_seconds: {ROUND_SECONDS}\n  quorum_sites: 1\n  retention_days: 100000\n"
+    )
+    public_key = run_fti("keys", "generate", "--out", "site.key", cwd=site_dir).stdout.strip()
+    enrolled = run_fti("hub", "enroll", "--config", "hub.yaml", "--site", "site-t", "--public-key", public_key,
+                       cwd=hub_dir)
+    password = enrolled.stdout.rsplit(":", 1)[1].strip()
+    (site_dir / "hub.password").write_text(password + "\n")
+    write_capture(site_dir / "conn.log")
+
+    hub = subprocess.Popen([*FTI, "hub", "serve", "--config", "hub.yaml"], cwd=hub_dir, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        banner = hub.stdout.readline() if hub.stdout else ""
+        url = banner.split(" at ", 1)[1].split(" ", 1)[0]
+        (site_dir / "agent.yaml").write_text(
+            "site:\n  id: site-t\n  signing_key: site.key\n"
+            f"hub:\n  url: {url}\n  username: site-t\n  password_file: hub.password\n"
+            "sources:\n  - type: zeek\n    paths: [conn.log]\nstate_dir: state\n"
+            f"windows:\n  window_seconds: 60\n  round_seconds: {ROUND_SECONDS}\n"
+            "detector:\n  name: ecod\n  baseline_rounds: 1\n"
+            "privacy:\n  epsilon_per_round: 2.0\n  max_observables_per_entity: 2\n"
+        )
+        agent = run_fti("agent", "run", "--config", "agent.yaml", "--once", cwd=site_dir)
+        budget = run_fti("agent", "budget", "--config", "agent.yaml", "--at", "2024-06-03T01:00:00Z", cwd=site_dir)
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        hub_status = hub.wait(timeout=30)
+        if hub.stdout:
+            hub.stdout.close()
+        hub_log = hub.stderr.read() if hub.stderr else ""
+        if hub.stderr:
+            hub.stderr.close()
+
+    assert enrolled.returncode == 0
+    assert agent.returncode == 0, agent.stderr
+    summary = json.loads(agent.stdout.strip().splitlines()[-1])
+    assert summary["rounds"] == {"sent": 3}
+    assert summary["delivered"] == 3
+    assert summary["pending"] == 0
+    assert json.loads(budget.stdout)["rounds_charged"] == 3
+    assert hub_status == 0
+    assert "stopping" in hub_log
+    assert password not in hub_log

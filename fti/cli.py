@@ -132,6 +132,24 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    from fti.check_config import ConfigKindUnknown, check_config_file
+
+    status = 0
+    for name in args.files:
+        try:
+            result = check_config_file(Path(name), kind=args.kind)
+        except ConfigKindUnknown as err:
+            print(f"fti check-config: {err}", file=sys.stderr)
+            return 2
+        if result.ok:
+            print(f"{name}: valid {result.kind} configuration")
+        else:
+            print(f"fti check-config: {result.problem}", file=sys.stderr)
+            status = 1
+    return status
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fti.demo import run_demo
 
@@ -183,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, help="where to write the private key (mode 0600)")
     generate.add_argument("--force", action="store_true", help="replace an existing key file")
     generate.set_defaults(handler=_keys_generate, default_level="warning")
+
+    check = commands.add_parser("check-config", help="check agent or hub configuration files without starting anything")
+    check.add_argument("files", nargs="+", metavar="FILE", help="configuration file (YAML)")
+    check.add_argument("--kind", choices=["agent", "hub"], default=None,
+                       help="the kind of configuration (default: detected from the top-level keys)")
+    check.set_defaults(handler=_check_config, default_level="warning")
 
     demo = commands.add_parser("demo", help="run a hub and five sites on the bundled real captures")
     demo.add_argument("--out", default="demo-out", help="folder for the outputs (default: demo-out)")

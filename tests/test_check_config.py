@@ -1,0 +1,243 @@
+"""``fti check-config``: YAML 1.1 traps, duplicate keys and tabs in agent and hub files.
+
+The three files of field case 017 are checked as written, then again in the real agent and
+hub schemas, one test per expected value of the case.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fti.check_config import ConfigKindUnknown, check_config_file, detect_kind
+
+# Field case 017, copied verbatim: a.yaml, b.yaml and c.yaml (the third line starts with a tab).
+CASE_A = """\
+agent:
+  sources:
+    - path: /var/log/auth.log
+      type: sshd
+  report_countries:     # ISO 3166 codes to report on
+    - se
+    - no
+    - dk
+  verify_tls: off
+privacy:
+  epsilon: 1e-3
+  delta: 0.00001
+"""
+CASE_B = """\
+hub:
+  url: https://hub-a.example.org/taxii2/
+  collection: 0e5f2a5c-4b6f-4d8e-9c3b-1a2b3c4d5e6f
+privacy:
+  epsilon: 0.5
+hub:
+  url: https://hub-b.example.org/taxii2/
+"""
+CASE_C = "agent:\n  sources:\n\t- path: /var/log/suricata/eve.json\n"
+
+# The same traps in a real agent configuration: "no" is item [1] on line 7, "off" sits in a
+# boolean field and the exponent float is on line 18.
+AGENT = """\
+state_dir: state
+site:
+  id: site-a
+  signing_key: site.key
+  internal_domains:     # the site's own DNS zones
+    - se
+    - no
+    - dk
+hub:
+  verify_tls: off
+  url: http://127.0.0.1:8443/taxii2/
+  username: site-a
+  password_file: hub.password
+sources:
+  - type: zeek
+    paths: [conn.log]
+privacy:
+  epsilon_per_round: 1e-3
+"""
+
+HUB = """\
+hub:
+  name: consortium-hub
+  api_root: fti
+rounds:
+  quorum_sites: 3
+fusion:
+  publish_threshold: 5e-1
+"""
+
+FTI = [sys.executable, "-m", "fti.cli"]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_check(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FTI, "check-config", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_case_a_norway_names_index_and_line(tmp_path: Path) -> None:
+    result = check_config_file(write(tmp_path, "a.yaml", CASE_A))
+
+    assert result.kind == "agent"
+    assert result.problem is not None
+    assert result.problem.key == "agent.report_countries[1]"
+    assert result.problem.line == 7
+    assert result.problem.value is False
+    assert 'quote it: "no"' in result.problem.message
+
+
+def test_case_b_duplicate_hub_names_both_lines(tmp_path: Path) -> None:
+    result = check_config_file(write(tmp_path, "b.yaml", CASE_B))
+
+    assert result.problem is not None
+    assert result.problem.key == "hub"
+    assert result.problem.line == 6
+    assert "duplicate key (first given on line 1)" in result.problem.message
+
+
+def test_case_b_as_hub_duplicate_names_both_lines(tmp_path: Path) -> None:
+    result = check_config_file(write(tmp_path, "b.yaml", CASE_B), kind="hub")
+
+    assert result.problem is not None
+    assert result.problem.key == "hub"
+    assert result.problem.line == 6
+    assert "duplicate key (first defined at line 1)" in result.problem.message
+
+
+def test_case_c_tab_names_line_and_column(tmp_path: Path) -> None:
+    result = check_config_file(write(tmp_path, "c.yaml", CASE_C))
+
+    assert result.problem is not None
+    assert (result.problem.line, result.problem.column) == (3, 1)
+    assert "tab" in result.problem.message
+    assert str(result.problem).startswith(f"{tmp_path / 'c.yaml'}:3:1: ")
+
+
+@pytest.mark.parametrize(("name", "text"), [("a.yaml", CASE_A), ("b.yaml", CASE_B), ("c.yaml", CASE_C)])
+def test_cli_case_files_fail_without_traceback(tmp_path: Path, name: str, text: str) -> None:
+    write(tmp_path, name, text)
+
+    result = run_check(name, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"fti check-config: {name}:")
+    assert len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_agent_norway_in_string_list_rejected(tmp_path: Path) -> None:
+    result = check_config_file(write(tmp_path, "agent.yaml", AGENT))
+
+    assert result.problem is not None
+    assert result.problem.key == "site.internal_domains[1]"
+    assert (result.problem.line, result.problem.column) == (7, 7)
+    assert 'quote it: "no"' in result.problem.message
+
+
+def test_agent_off_in_boolean_field_accepted(tmp_path: Path) -> None:
+    text = AGENT.replace("    - no\n", '    - "no"\n').replace("1e-3", "1.0e-3")
+
+    result = check_config_file(write(tmp_path, "agent.yaml", text))
+
+    assert result.ok, result.problem
+
+
+def test_agent_exponent_without_dot_rejected_at_line(tmp_path: Path) -> None:
+    text = AGENT.replace("    - no\n", '    - "no"\n')
+
+    result = check_config_file(write(tmp_path, "agent.yaml", text))
+
+    assert result.problem is not None
+    assert result.problem.key == "privacy.epsilon_per_round"
+    assert result.problem.line == 18
+    assert result.problem.value == "1e-3"
+    assert "1.0e-3" in result.problem.message
+
+
+def test_agent_unknown_key_rejected(tmp_path: Path) -> None:
+    text = AGENT.replace("    - no\n", '    - "no"\n').replace("1e-3", "0.5\n  epsilon: 0.1")
+
+    result = check_config_file(write(tmp_path, "agent.yaml", text))
+
+    assert result.problem is not None
+    assert result.problem.key == "privacy.epsilon"
+    assert result.problem.line == 19
+    assert "epsilon_per_round" in result.problem.message
+
+
+def test_hub_exponent_without_dot_read_as_float(tmp_path: Path) -> None:
+    result = check_config_file(write(tmp_path, "hub.yaml", HUB))
+
+    assert result.kind == "hub"
+    assert result.ok, result.problem
+
+
+def test_hub_norway_in_string_field_suggests_quotes(tmp_path: Path) -> None:
+    result = check_config_file(write(tmp_path, "hub.yaml", HUB.replace("consortium-hub", "no")))
+
+    assert result.problem is not None
+    assert result.problem.key == "hub.name"
+    assert result.problem.line == 2
+    assert result.problem.value is False
+    assert 'Quote the value (YAML 1.1 reads yes/no/on/off as booleans), for example "no"' in result.problem.message
+
+
+def test_hub_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    result = check_config_file(write(tmp_path, "hub.yaml", HUB.replace("quorum_sites: 3", 'quorum_sites: "3"')))
+
+    assert result.problem is not None
+    assert (result.problem.key, result.problem.line, result.problem.value) == ("rounds.quorum_sites", 5, "3")
+
+
+def test_detect_kind_needs_help_for_mixed_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "mixed.yaml", "site:\n  id: a\nrounds:\n  quorum_sites: 2\n")
+
+    with pytest.raises(ConfigKindUnknown) as excinfo:
+        check_config_file(path)
+
+    assert excinfo.value.keys == ["site", "rounds"]
+    assert "--kind" in str(excinfo.value)
+
+
+def test_detect_kind_hub_section_alone_is_hub(tmp_path: Path) -> None:
+    assert detect_kind(tmp_path / "x.yaml", "hub:\n  port: 8443\n") == "hub"
+
+
+def test_cli_valid_files_exit_zero(tmp_path: Path) -> None:
+    write(tmp_path, "hub.yaml", HUB)
+    write(tmp_path, "agent.yaml", AGENT.replace("    - no\n", '    - "no"\n').replace("1e-3", "0.5"))
+
+    result = run_check("hub.yaml", "agent.yaml", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["hub.yaml: valid hub configuration", "agent.yaml: valid agent configuration"]
+
+
+def test_cli_unknown_kind_exits_two(tmp_path: Path) -> None:
+    write(tmp_path, "empty.yaml", "")
+
+    result = run_check("empty.yaml", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "--kind agent or --kind hub" in result.stderr
+
+
+def test_cli_missing_file_exits_two(tmp_path: Path) -> None:
+    result = run_check("absent.yaml", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "absent.yaml" in result.stderr
+    assert "Traceback" not in result.stderr

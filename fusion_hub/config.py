@@ -39,7 +39,7 @@ from fusion_hub.errors import HubConfigError
 # The TLP 1.0 markings that STIX 2.1 predefines (section 7.2.1.4); stix2 3.0 and the OASIS
 # validator know no TLP 2.0 marking definitions.
 TLP_LEVELS = ("white", "green", "amber", "red")
-STRATEGIES = ("noisy-or",)
+STRATEGIES = ("noisy-or", "capped-noisy-or", "median", "trimmed-mean", "corroboration", "ensemble")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,170 @@
+"""Turn sites' STIX ``opinion`` objects on fused indicators into trust updates.
+
+A site that checked a fused indicator against its own telemetry posts a STIX 2.1 ``opinion``
+(section 4.7) to the ``feedback`` collection, with the indicator in ``object_refs``. An
+``agree`` or ``strongly-agree`` confirms the observable, a ``disagree`` or
+``strongly-disagree`` refutes it, and ``neutral`` says nothing. Each confirmation adds one to
+the alpha, each refutation one to the beta, of every site whose released evidence produced the
+indicator, so a site's trust weight alpha / (alpha + beta) tracks its precision.
+
+Labelled evaluation data enters the same way: the evaluation builds one opinion per verdict.
+
+Notes
+-----
+Every opinion counts once per indicator and contributing site, whoever posted it. A site that
+posts opinions on indicators it never saw can still push others' trust down; the hub keeps
+the poster's name with each stored opinion, so such a site can be found and revoked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fusion_hub.fusion import evidence_from_summary
+from fusion_hub.registry import SiteRegistry
+from fusion_hub.storage import HubStorage
+
+log = logging.getLogger(__name__)
+
+# STIX 2.1 opinion-enum (section 10.8), mapped to +1 (confirmed), 0 or -1 (refuted).
+OPINION_VERDICTS = {
+    "strongly-disagree": -1,
+    "disagree": -1,
+    "neutral": 0,
+    "agree": 1,
+    "strongly-agree": 1,
+}
+
+
+@dataclass
+class Outcomes:
+    """Confirmed and refuted releases of one site, to add to its Beta posterior."""
+
+    confirmed: int = 0
+    refuted: int = 0
+
+
+def verdict_of(opinion: Mapping[str, Any]) -> int:
+    """Return +1, 0 or -1 for one STIX opinion object.
+
+    Raises
+    ------
+    ValueError
+        If the object is not an opinion or its ``opinion`` is not a STIX opinion-enum value.
+    """
+    if opinion.get("type") != "opinion":
+        raise ValueError(f"feedback takes opinion objects; got type {opinion.get('type')!r}")
+    value = opinion.get("opinion")
+    if value not in OPINION_VERDICTS:
+        raise ValueError(f"opinion {opinion.get('id')!r}: 'opinion' must be one of "
+                         f"{', '.join(OPINION_VERDICTS)}; got {value!r}")
+    return OPINION_VERDICTS[value]
+
+
+def tally_opinions(
+    opinions: Iterable[Mapping[str, Any]], contributors: Mapping[str, Sequence[str]]
+) -> dict[str, Outcomes]:
+    """Count confirmations and refutations per contributing site.
+
+    Parameters
+    ----------
+    opinions : iterable of STIX opinion objects
+        Each refers to fused indicators in ``object_refs``.
+    contributors : mapping of indicator id to site ids
+        The sites whose evidence produced each indicator. References to other objects are
+        skipped.
+
+    Returns
+    -------
+    dict of site id to Outcomes
+        Only sites with at least one confirmed or refuted release.
+    """
+    outcomes: dict[str, Outcomes] = {}
+    for opinion in opinions:
+        verdict = verdict_of(opinion)
+        if verdict == 0:
+            continue
+        for ref in opinion.get("object_refs") or ():
+            for site_id in contributors.get(ref, ()):
+                site = outcomes.setdefault(site_id, Outcomes())
+                if verdict > 0:
+                    site.confirmed += 1
+                else:
+                    site.refuted += 1
+    return outcomes
+
+
+def apply_outcomes(registry: SiteRegistry, outcomes: Mapping[str, Outcomes]) -> dict[str, float]:
+    """Add the outcomes to each site's Beta posterior and return the new trust weights.
+
+    Sites that are not enrolled (anymore) are skipped with a warning.
+    """
+    weights = {}
+    active = registry.trust_weights()
+    for site_id in sorted(outcomes):
+        if site_id not in active:
+            log.warning("feedback for site %s skipped: not enrolled or revoked", site_id)
+            continue
+        counts = outcomes[site_id]
+        alpha, beta = registry.record_outcomes(site_id, confirmed=counts.confirmed,
+                                               refuted=counts.refuted)
+        weights[site_id] = alpha / (alpha + beta)
+    return weights
+
+
+def contributors_of(
+    storage: HubStorage, indicator_id: str, *, round_seconds: int, lookback_rounds: int
+) -> tuple[str, ...]:
+    """Return the sites whose released evidence produced the latest version of an indicator.
+
+    These are the sites that released the indicator's observable in the lookback window of
+    the round that published its latest version; an unknown indicator has none.
+    """
+    state = storage.get_indicator_state(indicator_id)
+    if state is None:
+        return ()
+    span_us = (lookback_rounds - 1) * round_seconds * 1_000_000
+    sites = set()
+    for contribution in storage.contributions_between(state.round_start_us - span_us,
+                                                      state.round_start_us):
+        summary = json.loads(contribution.raw)
+        for item in evidence_from_summary(summary, round_start_us=contribution.round_start_us):
+            if (item.observable_type, item.value) == (state.observable_type, state.value):
+                sites.add(item.site_id)
+    return tuple(sorted(sites))
+
+
+def apply_feedback(
+    registry: SiteRegistry,
+    storage: HubStorage,
+    opinions: Sequence[Mapping[str, Any]],
+    *,
+    round_seconds: int,
+    lookback_rounds: int,
+) -> dict[str, float]:
+    """Update trust from stored opinions and return the new weights of the sites touched.
+
+    Parameters
+    ----------
+    registry : SiteRegistry
+        Holds each site's Beta posterior.
+    storage : HubStorage
+        Source of the indicators' state and of the contributions behind them.
+    opinions : sequence of STIX opinion objects
+        Opinions not applied before; applying one twice counts it twice.
+    round_seconds, lookback_rounds : int
+        The hub's round length and fusion lookback, which locate the contributions.
+    """
+    refs = {ref for opinion in opinions for ref in opinion.get("object_refs") or ()}
+    contributors = {ref: contributors_of(storage, ref, round_seconds=round_seconds,
+                                         lookback_rounds=lookback_rounds)
+                    for ref in sorted(refs) if ref.startswith("indicator--")}
+    outcomes = tally_opinions(opinions, contributors)
+    weights = apply_outcomes(registry, outcomes)
+    log.info("feedback applied: %d opinions on %d indicators, trust of %d sites updated",
+             len(opinions), len(contributors), len(weights))
+    return weights

@@ -1,0 +1,75 @@
+"""Trust updates from STIX opinions on fused indicators."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from fusion_hub.feedback import Outcomes, apply_feedback, tally_opinions, verdict_of
+from stix_mappings.ids import collection_id, indicator_id
+from tests.fusion_hub.hub_testing import (
+    TAXII,
+    enroll,
+    evidence,
+    make_config,
+    running_hub,
+    signed_summary,
+)
+
+BAD_IP = "203.0.113.9"
+
+
+def opinion(value: str, *refs: str) -> dict:
+    return {"type": "opinion", "spec_version": "2.1", "id": "opinion--" + "0" * 36,
+            "opinion": value, "object_refs": list(refs)}
+
+
+def test_verdict_of_maps_opinion_enum() -> None:
+    assert [verdict_of(opinion(v)) for v in ("strongly-disagree", "disagree", "neutral", "agree",
+                                             "strongly-agree")] == [-1, -1, 0, 1, 1]
+
+
+def test_verdict_of_rejects_unknown_value() -> None:
+    with pytest.raises(ValueError, match="'opinion' must be one of .*; got 'maybe'"):
+        verdict_of(opinion("maybe"))
+
+
+def test_verdict_of_rejects_other_type() -> None:
+    with pytest.raises(ValueError, match="feedback takes opinion objects; got type 'note'"):
+        verdict_of({"type": "note"})
+
+
+def test_tally_opinions_counts_per_contributor() -> None:
+    contributors = {"indicator--1": ("site-a", "site-b"), "indicator--2": ("site-b",)}
+    opinions = [opinion("agree", "indicator--1"), opinion("disagree", "indicator--2"),
+                opinion("neutral", "indicator--1"), opinion("agree", "indicator--3")]
+
+    outcomes = tally_opinions(opinions, contributors)
+
+    assert outcomes == {"site-a": Outcomes(1, 0), "site-b": Outcomes(1, 1)}
+
+
+def test_apply_feedback_updates_contributors_only(tmp_path: Path) -> None:
+    """Prior Beta(2, 1); site-a and site-b released BAD_IP, site-c did not."""
+    config = make_config(tmp_path, rounds={"quorum_sites": 3})
+    with running_hub(config) as hub:
+        sites = [enroll(hub, name) for name in ("site-a", "site-b", "site-c")]
+        items = [[evidence(BAD_IP, 0.9)], [evidence(BAD_IP, 0.8)], [evidence("198.51.100.7", 0.1)]]
+        url = f"{hub.api_root_url}collections/{collection_id('summaries')}/objects/"
+        for site, site_items in zip(sites, items):
+            response = requests.post(url, data=json.dumps({"objects": [signed_summary(
+                site, items=site_items)]}), auth=site.auth, timeout=10,
+                headers={"Accept": TAXII, "Content-Type": TAXII})
+            assert response.json()["success_count"] == 1
+        published = indicator_id(f"[ipv4-addr:value = '{BAD_IP}']")
+
+        weights = apply_feedback(hub.registry, hub.storage,
+                                 [opinion("disagree", published), opinion("disagree", published)],
+                                 round_seconds=config.rounds.round_seconds,
+                                 lookback_rounds=config.fusion.lookback_rounds)
+
+        assert weights == {"site-a": pytest.approx(0.4), "site-b": pytest.approx(0.4)}
+        assert hub.registry.trust_weight("site-c") == pytest.approx(2 / 3)

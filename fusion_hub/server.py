@@ -144,6 +144,11 @@ class HubServer:
                  ", ".join(s.name for s in self.publisher.sinks) or "none")
         return self.base_url
 
+    def is_alive(self) -> bool:
+        """Whether the HTTP loop and the round ticker are both running."""
+        threads = (self._http_thread, self._ticker_thread)
+        return all(thread is not None and thread.is_alive() for thread in threads)
+
     @property
     def discovery_url(self) -> str:
         """URL of the TAXII discovery endpoint (after ``start``)."""

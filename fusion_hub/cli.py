@@ -1,8 +1,10 @@
 """Entry points of the ``fti hub`` subcommands; the ``fti`` command parses the arguments.
 
 ``serve`` is the hub's long-running process: it configures logging (the only place in
-fusion_hub that does), serves until SIGINT or SIGTERM, and then stops cleanly. Open rounds stay
-open across a restart: their state is in the database, and the deadline still applies.
+fusion_hub that does), serves until SIGINT or SIGTERM, and then stops cleanly. SIGHUP reloads
+the configuration file. Under systemd (``Type=notify``) it reports readiness, reloads and
+stops, and pings the watchdog while the hub's threads run. Open rounds stay open across a
+restart: their state is in the database, and the deadline still applies.
 The other functions change the registry in the database of a configuration, also while a hub
 runs on it.
 """
@@ -10,15 +12,19 @@ runs on it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from fusion_hub.config import HubConfig, load_hub_config
 from fusion_hub.registry import SiteRegistry
+from fusion_hub.errors import HubConfigError, HubError
+from fusion_hub.sd_notify import SystemdNotifier
 from fusion_hub.server import HubServer
 from fusion_hub.sqlite_storage import SQLiteHubStorage
 
@@ -29,6 +35,11 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def serve(config_path: Path, *, log_level: str = "INFO") -> int:
     """Run the hub in the foreground until SIGINT or SIGTERM; return the exit status.
+
+    SIGHUP reloads the configuration file. A valid new configuration replaces the running
+    hub: the old one stops (requests in flight finish) and a new one starts on the new
+    settings. An invalid file, or a new hub that cannot start, is logged as an error and the
+    previous configuration keeps serving.
 
     Raises
     ------
@@ -42,24 +53,84 @@ def serve(config_path: Path, *, log_level: str = "INFO") -> int:
         logging.basicConfig(level=log_level.upper(), format=_LOG_FORMAT, stream=sys.stderr)
     log.info("configuration %s: %s", config_path, config)
 
-    stop_requested = threading.Event()
+    # The handler only records the signal; the loop below acts on it outside signal context.
+    received: list[int] = []
+    wake = threading.Event()
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %s received; stopping", signal.Signals(signum).name)
-        stop_requested.set()
+    def record_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        wake.set()
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, record_signal) for sig in handled}
+    notifier = SystemdNotifier(os.environ)
     hub = HubServer(config)
     try:
         url = hub.start()
         print(f"fti hub serving TAXII 2.1 at {url}/taxii2/ (metrics at {url}/metrics)",
               flush=True)
-        stop_requested.wait()
+        notifier.notify("READY=1", f"STATUS=serving TAXII 2.1 at {url}/taxii2/")
+        hub = _serve_until_stopped(config_path, hub, notifier, received, wake)
+        notifier.notify("STOPPING=1", "STATUS=stopping")
     finally:
         hub.stop()
+        notifier.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _serve_until_stopped(
+    config_path: Path, hub: HubServer, notifier: SystemdNotifier, received: list[int],
+    wake: threading.Event,
+) -> HubServer:
+    """Ping the watchdog, reload on SIGHUP and return the running hub on SIGINT or SIGTERM."""
+    interval = notifier.watchdog_interval_secs
+    while True:
+        # A hub whose HTTP loop or ticker died gets no ping, so systemd restarts it.
+        if interval is not None and hub.is_alive():
+            notifier.notify("WATCHDOG=1")
+        wake.wait(interval)
+        wake.clear()
+        while received:
+            signum = received.pop(0)
+            if signum != signal.SIGHUP:
+                log.info("signal %s received; stopping", signal.Signals(signum).name)
+                return hub
+            log.info("signal SIGHUP received; reloading %s", config_path)
+            hub = _reload(config_path, hub, notifier)
+
+
+def _reload(config_path: Path, hub: HubServer, notifier: SystemdNotifier) -> HubServer:
+    """Return a hub on the reloaded configuration, or ``hub`` itself when that fails."""
+    notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    try:
+        config = load_hub_config(config_path)
+    except HubConfigError as err:
+        log.error("reload failed; the previous configuration keeps serving: %s", err)
+        notifier.notify("READY=1", "STATUS=reload failed; serving the previous configuration")
+        return hub
+    if config == hub.config:
+        log.info("configuration %s unchanged; nothing to reload", config_path)
+        notifier.notify("READY=1")
+        return hub
+
+    # Two hubs cannot share the port, so the old one stops before the new one binds it.
+    hub.stop()
+    log.info("configuration %s: %s", config_path, config)
+    replacement = HubServer(config)
+    try:
+        url = replacement.start()
+    except HubError as err:
+        replacement.stop()
+        log.error("reloaded hub cannot start (%s); restarting the previous configuration", err)
+        hub = HubServer(hub.config)
+        url = hub.start()
+        notifier.notify("READY=1", f"STATUS=reload failed; serving the previous configuration at {url}/taxii2/")
+        return hub
+    print(f"fti hub serving TAXII 2.1 at {url}/taxii2/ (metrics at {url}/metrics)", flush=True)
+    notifier.notify("READY=1", f"STATUS=serving TAXII 2.1 at {url}/taxii2/")
+    return replacement
 
 
 def enroll(config_path: Path, site_id: str, public_key_b64: str) -> str:

@@ -4,7 +4,11 @@
 
     SiemError
     ├── SinkEventInvalid   an event would be rejected by the SIEM, so it is not written
-    └── SinkWriteFailed    the output file could not be written or synced
+    ├── SinkWriteFailed    the output file could not be written or synced
+    ├── TransportFailed    no HTTP response from the SIEM (connection refused, timeout, TLS)
+    ├── SiemAuthFailed     the SIEM rejected the credential (401/403); sending stops
+    ├── SiemRequestRejected the SIEM rejected a whole request for a configuration reason
+    └── SyncFailed         a TAXII to SIEM sync round could not read its source or checkpoint
 """
 
 from __future__ import annotations
@@ -44,3 +48,43 @@ class SinkWriteFailed(SiemError):
         self.reason = reason
         super().__init__(f"cannot append to {path}: {reason}; check the folder exists and is "
                          "writable by the hub")
+
+
+class TransportFailed(SiemError):
+    """No HTTP response arrived from the SIEM; the request may be retried."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"no answer from {url}: {reason}")
+
+
+class SiemAuthFailed(SiemError):
+    """The SIEM rejected the credential; documents stay queued until it is fixed.
+
+    The message names the endpoint and the SIEM's own text, never the credential.
+    """
+
+    def __init__(self, sink: str, url: str, status: int, text: str, code: int | None) -> None:
+        self.sink, self.url, self.status, self.text, self.code = sink, url, status, text, code
+        super().__init__(f"{sink}: {url} rejected the credential with {status} {text!r}"
+                         f"{'' if code is None else f' (code {code})'}; documents stay queued; "
+                         "fix the token or API key and restart")
+
+
+class SiemRequestRejected(SiemError):
+    """The SIEM rejected a whole request for a reason no retry can fix (index, channel)."""
+
+    def __init__(self, sink: str, url: str, status: int, text: str, code: int | None) -> None:
+        self.sink, self.url, self.status, self.text, self.code = sink, url, status, text, code
+        super().__init__(f"{sink}: {url} rejected the request with {status} {text!r}"
+                         f"{'' if code is None else f' (code {code})'}; documents stay queued")
+
+
+class SyncFailed(SiemError):
+    """A sync round could not read the TAXII source or its checkpoint."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"sync from {source} failed: {reason}")

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from fusion_hub.backends import open_storage
 from fusion_hub.config import HubConfig, load_hub_config
 from fusion_hub.registry import SiteRegistry
 from fusion_hub.errors import HubConfigError, HubError
 from fusion_hub.sd_notify import SystemdNotifier
 from fusion_hub.server import HubServer
-from fusion_hub.sqlite_storage import SQLiteHubStorage
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class _registry:
     """Open the configured database just long enough for one registry change."""
 
     def __init__(self, config: HubConfig) -> None:
-        self._storage = SQLiteHubStorage(config.storage.path)
+        self._storage = open_storage(config.storage)
         self._registry = SiteRegistry(self._storage, auth=config.auth, fusion=config.fusion)
 
     def __enter__(self) -> SiteRegistry:

@@ -66,12 +66,33 @@ class ServerSettings:
     tick_seconds: float = 5.0
 
 
+STORAGE_BACKENDS = ("sqlite", "postgresql")
+
+
+def mask_dsn(dsn: str) -> str:
+    """Return a PostgreSQL connection string with its password replaced by asterisks."""
+    masked = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", masked)
+
+
 @dataclass(frozen=True)
 class StorageSettings:
-    """Location of the hub database (YAML section ``storage``)."""
+    """Backend and location of the hub database (YAML section ``storage``)."""
 
+    # SQLite is embedded and needs no server; PostgreSQL lets several hubs share a database.
+    backend: str = "sqlite"
     # SQLite file; a relative path is resolved against the configuration file's folder.
     path: Path = Path("hub.sqlite3")
+    # libpq connection string or URI of the PostgreSQL backend; it may hold a password, so
+    # repr() masks it.
+    postgresql_dsn: str = ""
+    # Schema that contains the hub's tables, so one database can serve several hubs.
+    postgresql_schema: str = "public"
+
+    def __repr__(self) -> str:
+        return (f"StorageSettings(backend={self.backend!r}, path={str(self.path)!r}, "
+                f"postgresql_dsn={mask_dsn(self.postgresql_dsn)!r}, "
+                f"postgresql_schema={self.postgresql_schema!r})")
 
 
 @dataclass(frozen=True)
@@ -265,6 +286,17 @@ def validate_hub_config(
             "Use a value no larger than hub.max_page_size, for example 100")
     require(0 < hub.tick_seconds <= 3600, "hub.tick_seconds", hub.tick_seconds,
             "must be in (0, 3600]", "Use a few seconds, for example 5")
+
+    storage = config.storage
+    require(storage.backend in STORAGE_BACKENDS, "storage.backend", storage.backend,
+            "is not a known storage backend", f"Use one of: {', '.join(STORAGE_BACKENDS)}")
+    require(storage.backend != "postgresql" or storage.postgresql_dsn.strip() != "",
+            "storage.postgresql_dsn", storage.postgresql_dsn,
+            "must be set when storage.backend is postgresql",
+            "Give a connection URI such as postgresql://fti@127.0.0.1:5432/fti")
+    require(re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", storage.postgresql_schema) is not None,
+            "storage.postgresql_schema", storage.postgresql_schema,
+            "must be a lower-case SQL identifier", "Use letters, digits and '_', e.g. fti_hub")
 
     auth = config.auth
     require(1 <= auth.argon2_time_cost <= 100, "auth.argon2_time_cost", auth.argon2_time_cost,

@@ -20,6 +20,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from fusion_hub.auth import Authenticator
+from fusion_hub.backends import describe_storage, open_storage
 from fusion_hub.config import HubConfig
 from fusion_hub.errors import HubError
 from fusion_hub.fusion import create_strategy
@@ -29,7 +30,6 @@ from fusion_hub.pagination import PageTokens
 from fusion_hub.publisher import Publisher
 from fusion_hub.registry import SiteRegistry
 from fusion_hub.rounds import RoundManager
-from fusion_hub.sqlite_storage import SQLiteHubStorage
 from fusion_hub.taxii import HubServices, create_app
 from fusion_hub.timeutil import utc_now
 from siem_integrations.elastic_bulk_file import ElasticBulkFileSink
@@ -71,7 +71,7 @@ class HubServer:
         self.config = config
         self._clock = clock
         self.metrics = HubMetrics()
-        self.storage = SQLiteHubStorage(config.storage.path, clock=clock)
+        self.storage = open_storage(config.storage, clock=clock)
         self.registry = SiteRegistry(self.storage, auth=config.auth, fusion=config.fusion,
                                      clock=clock)
         self.publisher = Publisher(self.storage, hub_name=config.hub.name, fusion=config.fusion,
@@ -137,7 +137,7 @@ class HubServer:
         self._ticker_thread.start()
         log.info("hub %s started at %s (api root /%s/, storage %s, quorum %d sites, deadline "
                  "%d s, round %d s, strategy %s, threshold %g, sinks: %s)", settings.name,
-                 self.base_url, settings.api_root, self.config.storage.path,
+                 self.base_url, settings.api_root, describe_storage(self.config.storage),
                  self.config.rounds.quorum_sites, self.config.rounds.deadline_seconds,
                  self.config.rounds.round_seconds, self.config.fusion.strategy,
                  self.config.fusion.publish_threshold,

@@ -284,7 +284,7 @@ class SQLiteHubStorage(HubStorage):
             return AddOutcome.CREATED, date_added
 
     def query_objects(self, query: ObjectQuery) -> ObjectPage:
-        where, params = _object_filters(query)
+        where, params = object_filters(query)
         sql = (
             f"SELECT {_OBJECT_COLUMNS} FROM objects o WHERE {' AND '.join(where)} "
             "ORDER BY o.date_added_us, o.id LIMIT ?"
@@ -337,11 +337,11 @@ class SQLiteHubStorage(HubStorage):
     def get_credential(self, name: str) -> Credential | None:
         rows = self._query(f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE name = ?",
                            (name,))
-        return _credential_from_row(rows[0]) if rows else None
+        return credential_from_row(rows[0]) if rows else None
 
     def list_credentials(self) -> list[Credential]:
         rows = self._query(f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials ORDER BY name")
-        return [_credential_from_row(row) for row in rows]
+        return [credential_from_row(row) for row in rows]
 
     def revoke_credential(self, name: str, revoked_us: int) -> bool:
         with self.transaction():
@@ -370,6 +370,13 @@ class SQLiteHubStorage(HubStorage):
         rows = self._query(
             f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE closed_us IS NULL "
             "ORDER BY round_start_us"
+        )
+        return [RoundRecord(*row) for row in rows]
+
+    def list_rounds(self, *, limit: int) -> list[RoundRecord]:
+        rows = self._query(
+            f"SELECT {_ROUND_COLUMNS} FROM rounds ORDER BY round_start_us DESC LIMIT ?",
+            (limit,),
         )
         return [RoundRecord(*row) for row in rows]
 
@@ -420,7 +427,7 @@ class SQLiteHubStorage(HubStorage):
             f"SELECT {_STATE_COLUMNS} FROM indicator_state WHERE indicator_id = ?",
             (indicator_id,),
         )
-        return _state_from_row(rows[0]) if rows else None
+        return state_from_row(rows[0]) if rows else None
 
     def save_indicator_state(self, state: IndicatorState) -> None:
         with self.transaction():
@@ -439,7 +446,7 @@ class SQLiteHubStorage(HubStorage):
             "AND valid_until_us <= ? ORDER BY indicator_id",
             (now_us,),
         )
-        return [_state_from_row(row) for row in rows]
+        return [state_from_row(row) for row in rows]
 
     # Settings.
 
@@ -454,8 +461,19 @@ class SQLiteHubStorage(HubStorage):
             return str(stored)
 
 
-def _object_filters(query: ObjectQuery) -> tuple[list[str], list[Any]]:
-    """Build the WHERE clauses of an object query; see TAXII 2.1 section 3.5."""
+def object_filters(query: ObjectQuery, *, placeholder: str = "?") -> tuple[list[str], list[Any]]:
+    """Build the WHERE clauses of an object query; see TAXII 2.1 section 3.5.
+
+    ``placeholder`` is the driver's parameter marker: ``?`` for sqlite3, ``%s`` for psycopg.
+    """
+    where, params = _object_filters_qmark(query)
+    if placeholder != "?":
+        # The clauses contain no literal question mark, only parameter markers.
+        where = [clause.replace("?", placeholder) for clause in where]
+    return where, params
+
+
+def _object_filters_qmark(query: ObjectQuery) -> tuple[list[str], list[Any]]:
     where = ["o.collection_id = ?"]
     params: list[Any] = [query.collection_id]
 
@@ -496,7 +514,7 @@ def _object_filters(query: ObjectQuery) -> tuple[list[str], list[Any]]:
         if versions.exact_us:
             alternatives.append(f"o.version_us IN ({_marks(versions.exact_us)})")
             params.extend(versions.exact_us)
-        where.append("(" + " OR ".join(alternatives or ["0"]) + ")")
+        where.append("(" + " OR ".join(alternatives or ["1 = 0"]) + ")")
 
     if query.added_after_us is not None:
         where.append("o.date_added_us > ?")
@@ -511,7 +529,7 @@ def _marks(values: tuple[Any, ...]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _credential_from_row(row: tuple[Any, ...]) -> Credential:
+def credential_from_row(row: tuple[Any, ...]) -> Credential:
     (name, kind, password_hash, created_us, revoked_us, public_key_b64, read_collections,
      trust_alpha, trust_beta) = row
     return Credential(
@@ -522,7 +540,7 @@ def _credential_from_row(row: tuple[Any, ...]) -> Credential:
     )
 
 
-def _state_from_row(row: tuple[Any, ...]) -> IndicatorState:
+def state_from_row(row: tuple[Any, ...]) -> IndicatorState:
     values = list(row)
     values[-1] = bool(values[-1])
     return IndicatorState(*values)

@@ -3,15 +3,17 @@
 Everything the hub keeps goes through ``HubStorage``: TAXII objects with their
 ``date_added`` and version, status resources, site and consumer credentials, rounds and
 contributions, and the state of each fused indicator. ``SQLiteHubStorage``
-(``fusion_hub.sqlite_storage``) is the embedded implementation. A PostgreSQL implementation
-only has to provide the same methods with the same guarantees:
+(``fusion_hub.sqlite_storage``) is the embedded default; ``PostgresHubStorage``
+(``fusion_hub.postgres_storage``) lets several hub processes share one database. Both provide
+the same guarantees, checked by one contract test suite:
 
 - ``date_added`` is strictly increasing within a collection, so that paging by
   ``(date_added, id)`` or by ``added_after`` never skips or repeats an object (TAXII 2.1,
   section 3.4 and 5.3);
 - an object's JSON text is stored verbatim and served back unchanged;
 - ``transaction()`` makes everything done inside it atomic, and calls nest;
-- ``mark_round_closed`` succeeds once per round, whatever the number of callers.
+- ``mark_round_closed`` succeeds once per round, whatever the number of callers and
+  processes.
 """
 
 from __future__ import annotations
@@ -260,6 +262,10 @@ class HubStorage(abc.ABC):
     @abc.abstractmethod
     def open_rounds(self) -> list[RoundRecord]:
         """Return the rounds that are not closed, oldest first."""
+
+    @abc.abstractmethod
+    def list_rounds(self, *, limit: int) -> list[RoundRecord]:
+        """Return the ``limit`` most recent rounds, open or closed, newest first."""
 
     @abc.abstractmethod
     def count_active_contributors(self, round_start_us: int) -> int:

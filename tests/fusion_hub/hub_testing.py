@@ -62,8 +62,12 @@ def make_config(
     rounds: dict[str, Any] | None = None,
     fusion: dict[str, Any] | None = None,
     siem: bool = True,
+    storage: StorageSettings | None = None,
 ) -> HubConfig:
-    """Return a hub configuration in ``tmp_path`` with test-friendly defaults."""
+    """Return a hub configuration in ``tmp_path`` with test-friendly defaults.
+
+    ``storage`` defaults to a SQLite file in ``tmp_path``.
+    """
     round_settings = RoundSettings(round_seconds=ROUND_SECONDS, quorum_sites=2,
                                    deadline_seconds=600, max_clock_skew_seconds=60,
                                    retention_days=30)
@@ -73,7 +77,7 @@ def make_config(
     ) if siem else SiemSettings()
     return HubConfig(
         hub=dataclasses.replace(server_settings, **(hub or {})),
-        storage=StorageSettings(path=tmp_path / "hub.sqlite3"),
+        storage=storage or StorageSettings(path=tmp_path / "hub.sqlite3"),
         auth=FAST_AUTH,
         rounds=dataclasses.replace(round_settings, **(rounds or {})),
         fusion=dataclasses.replace(FusionSettings(), **(fusion or {})),
@@ -103,6 +107,10 @@ class Site:
     @property
     def auth(self) -> tuple[str, str]:
         return (self.site_id, self.password)
+
+
+def postgres_settings(dsn: str, schema: str) -> StorageSettings:
+    return StorageSettings(backend="postgresql", postgresql_dsn=dsn, postgresql_schema=schema)
 
 
 def enroll(hub: HubServer, site_id: str) -> Site:

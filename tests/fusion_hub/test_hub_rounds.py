@@ -30,6 +30,7 @@ from tests.fusion_hub.hub_testing import (
     enroll,
     evidence,
     make_config,
+    postgres_settings,
     running_hub,
     signed_summary,
 )
@@ -66,12 +67,17 @@ class Federation:
         return [o for o in self.fused_objects(**params) if o["type"] == "indicator"]
 
 
-@pytest.fixture
-def federation(tmp_path: Path) -> Iterator[Federation]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def federation(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Federation]:
     clock = SettableClock(HUB_NOW)
+    storage = None
+    if request.param == "postgresql":
+        storage = postgres_settings(request.getfixturevalue("postgres_dsn"),
+                                    request.getfixturevalue("postgres_schema"))
     # Lookback of one round: each round fuses only its own evidence.
     config = make_config(tmp_path, rounds={"quorum_sites": 2, "deadline_seconds": 600},
-                         fusion={"indicator_ttl_seconds": 600, "lookback_rounds": 1})
+                         fusion={"indicator_ttl_seconds": 600, "lookback_rounds": 1},
+                         storage=storage)
     with running_hub(config, clock) as server:
         yield Federation(server, clock, [enroll(server, "site-a"), enroll(server, "site-b")],
                          tmp_path)

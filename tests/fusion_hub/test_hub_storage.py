@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from fusion_hub.postgres_storage import PostgresHubStorage
 from fusion_hub.sqlite_storage import SQLiteHubStorage
 from fusion_hub.storage import (
     AddOutcome,
@@ -27,14 +28,16 @@ T2 = T1 + 1_000
 T3 = T1 + 2_000
 
 
-def sqlite_storage(tmp_path: Path, clock: Callable[[], datetime]) -> HubStorage:
-    return SQLiteHubStorage(tmp_path / "hub.sqlite3", clock=clock)
-
-
-@pytest.fixture(params=[sqlite_storage], ids=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStorage]:
     # A frozen clock: date_added must still increase strictly.
-    backend = request.param(tmp_path, lambda: FROZEN)
+    backend: HubStorage
+    if request.param == "sqlite":
+        backend = SQLiteHubStorage(tmp_path / "hub.sqlite3", clock=lambda: FROZEN)
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        schema = request.getfixturevalue("postgres_schema")
+        backend = PostgresHubStorage(dsn, schema=schema, clock=lambda: FROZEN)
     yield backend
     backend.close()
 
@@ -225,3 +228,38 @@ def test_meta_set_if_absent_keeps_first_value(storage: HubStorage) -> None:
     assert storage.set_meta_if_absent("k", "one") == "one"
     assert storage.set_meta_if_absent("k", "two") == "one"
     assert storage.get_meta("k") == "one"
+
+
+def test_list_rounds_newest_first_with_limit(storage: HubStorage) -> None:
+    storage.insert_credential(site("site-a"))
+    for index, start in enumerate((T1, T2, T3)):
+        storage.add_summary(new_object(f"x-fti-round-summary--{index}", start, digest=str(index)),
+                            site_id="site-a", round_start_us=start, received_us=index)
+    storage.mark_round_closed(T1, 9, "quorum")
+
+    recent = storage.list_rounds(limit=2)
+    every = storage.list_rounds(limit=10)
+
+    assert [r.round_start_us for r in recent] == [T3, T2]
+    assert [(r.round_start_us, r.close_reason) for r in every] == [
+        (T3, None), (T2, None), (T1, "quorum")]
+
+
+def test_next_date_added_survives_reopen(storage: HubStorage,
+                                         request: pytest.FixtureRequest) -> None:
+    """date_added stays increasing across two storage objects on one database."""
+    storage.add_object(new_object("indicator--a", T1))
+    if isinstance(storage, SQLiteHubStorage):
+        other: HubStorage = SQLiteHubStorage(storage.path, clock=lambda: FROZEN)
+    else:
+        assert isinstance(storage, PostgresHubStorage)
+        other = PostgresHubStorage(request.getfixturevalue("postgres_dsn"),
+                                   schema=storage.schema, clock=lambda: FROZEN)
+    try:
+        other.add_object(new_object("indicator--b", T1))
+    finally:
+        other.close()
+
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10))
+
+    assert [o.date_added_us for o in page.objects] == [to_micros(FROZEN), to_micros(FROZEN) + 1]

@@ -1,0 +1,155 @@
+"""Hubs sharing one PostgreSQL database: several processes, each round closed once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from fusion_hub.config import HubConfig, StorageSettings, mask_dsn
+from fusion_hub.errors import StorageError
+from fusion_hub.postgres_storage import PostgresHubStorage
+from fusion_hub.storage import ObjectQuery, VersionFilter
+from fusion_hub.timeutil import to_micros
+from stix_mappings.ids import collection_id
+from tests.conftest import REPO_ROOT
+from tests.fusion_hub.hub_testing import (
+    HUB_NOW,
+    ROUND_SECONDS,
+    ROUND_START,
+    TAXII,
+    enroll,
+    evidence,
+    make_config,
+    postgres_settings,
+    running_hub,
+    signed_summary,
+)
+
+ROUNDS = 8
+BAD_IP = "203.0.113.9"
+
+
+def write_config(path: Path, config: HubConfig) -> Path:
+    document = {
+        "hub": {"name": config.hub.name, "tick_seconds": 3600},
+        "storage": {"backend": "postgresql", "postgresql_dsn": config.storage.postgresql_dsn,
+                    "postgresql_schema": config.storage.postgresql_schema},
+        "auth": {"argon2_time_cost": 1, "argon2_memory_cost_kib": 1024,
+                 "argon2_parallelism": 1},
+        "rounds": {"round_seconds": ROUND_SECONDS, "quorum_sites": config.rounds.quorum_sites,
+                   "max_clock_skew_seconds": 60},
+        "fusion": {"lookback_rounds": 1},
+    }
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_two_processes_close_each_round_once(tmp_path: Path, postgres_dsn: str,
+                                             postgres_schema: str) -> None:
+    # A quorum of three is never reached by two sites, so every round stays open.
+    config = make_config(tmp_path, rounds={"quorum_sites": 3}, fusion={"lookback_rounds": 1},
+                         siem=False, storage=postgres_settings(postgres_dsn, postgres_schema))
+    with running_hub(config) as hub:
+        sites = [enroll(hub, "site-a"), enroll(hub, "site-b")]
+        summaries_url = f"{hub.api_root_url}collections/{collection_id('summaries')}/objects/"
+        for index in range(ROUNDS):
+            round_start = ROUND_START + timedelta(seconds=index * ROUND_SECONDS)
+            for site in sites:
+                summary = signed_summary(site, round_start=round_start,
+                                         items=[evidence(BAD_IP, 0.9)])
+                response = requests.post(summaries_url, data=json.dumps({"objects": [summary]}),
+                                         auth=site.auth, timeout=10,
+                                         headers={"Accept": TAXII, "Content-Type": TAXII})
+                assert response.json()["success_count"] == 1
+        assert len(hub.storage.open_rounds()) == ROUNDS
+    config_path = write_config(tmp_path / "hub.yaml", config)
+
+    # Both processes start closing at the same instant, after their imports are done.
+    start_at = f"{time.time() + 4.0:.3f}"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    workers = [
+        subprocess.Popen([sys.executable, str(Path(__file__).with_name("round_closer.py")),
+                          str(config_path), HUB_NOW.isoformat(), start_at],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         cwd=REPO_ROOT)
+        for _ in range(2)
+    ]
+    closed_by: list[list[int]] = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=60)
+        assert worker.returncode == 0, stderr
+        closed_by.append(json.loads(stdout.strip().splitlines()[-1]))
+
+    expected = [to_micros(ROUND_START + timedelta(seconds=i * ROUND_SECONDS))
+                for i in range(ROUNDS)]
+    assert sorted(closed_by[0] + closed_by[1]) == expected
+    assert set(closed_by[0]).isdisjoint(closed_by[1])
+    storage = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    try:
+        records = [storage.get_round(us) for us in expected]
+        assert all(r is not None and r.close_reason == "forced" for r in records)
+        assert storage.open_rounds() == []
+        # One indicator version per round: no round was fused twice.
+        versions = storage.query_objects(ObjectQuery(
+            collection_id=collection_id("fused-indicators"), limit=100, types=("indicator",),
+            versions=VersionFilter(all=True)))
+        assert len(versions.objects) == ROUNDS
+    finally:
+        storage.close()
+
+
+def test_hub_on_postgres_publishes_at_quorum(tmp_path: Path, postgres_dsn: str,
+                                            postgres_schema: str) -> None:
+    config = make_config(tmp_path, storage=postgres_settings(postgres_dsn, postgres_schema))
+    with running_hub(config) as hub:
+        sites = [enroll(hub, "site-a"), enroll(hub, "site-b")]
+        url = f"{hub.api_root_url}collections/{collection_id('summaries')}/objects/"
+        for site in sites:
+            requests.post(url, data=json.dumps({"objects": [signed_summary(
+                site, items=[evidence(BAD_IP, 0.9)])]}), auth=site.auth, timeout=10,
+                headers={"Accept": TAXII, "Content-Type": TAXII})
+
+        response = requests.get(
+            f"{hub.api_root_url}collections/{collection_id('fused-indicators')}/objects/",
+            params={"match[type]": "indicator"}, auth=sites[0].auth, timeout=10,
+            headers={"Accept": TAXII})
+
+    assert response.status_code == 200
+    patterns = [o["pattern"] for o in response.json()["objects"]]
+    assert patterns == [f"[ipv4-addr:value = '{BAD_IP}']"]
+
+
+def test_unreachable_server_error_masks_password() -> None:
+    # Port 9 on loopback (discard) has no PostgreSQL server.
+    dsn = "postgresql://fti:hunter2@127.0.0.1:9/fti"
+
+    with pytest.raises(StorageError) as excinfo:
+        PostgresHubStorage(dsn, connect_timeout_secs=2)
+
+    assert "hunter2" not in str(excinfo.value)
+    assert "postgresql://fti:***@127.0.0.1:9/fti" in str(excinfo.value)
+
+
+def test_invalid_schema_name_rejected() -> None:
+    with pytest.raises(StorageError) as excinfo:
+        PostgresHubStorage("postgresql://fti@127.0.0.1:9/fti", schema="public; drop")
+
+    assert "schema name" in str(excinfo.value)
+
+
+def test_storage_settings_repr_masks_dsn() -> None:
+    settings = StorageSettings(backend="postgresql",
+                               postgresql_dsn="host=db user=fti password=hunter2")
+
+    assert "hunter2" not in repr(settings)
+    assert mask_dsn("postgresql://fti:hunter2@db/fti") == "postgresql://fti:***@db/fti"

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from privacy.partition import select_partitions
+from privacy.random import RandomSource
+
 __all__ = ["CountMinSketch"]
 
 
@@ -122,3 +125,43 @@ class CountMinSketch:
     def estimate(self, summed: np.ndarray, value: str) -> int:
         """Return the count-min estimate of ``value``: its smallest bucket."""
         return int(min(summed[i] for i in self.buckets(value)))
+
+    def reveal(
+        self,
+        unit_counts: Mapping[str, int],
+        heavy: frozenset[int],
+        *,
+        epsilon: float,
+        delta: float,
+        max_partitions_per_unit: int,
+        rng: RandomSource,
+    ) -> dict[str, int]:
+        """Return the site's values that are heavy in every row and pass its own partition selection.
+
+        Parameters
+        ----------
+        unit_counts : mapping of str to int
+            Distinct-unit count of each value at this site, after contribution bounding.
+        heavy : frozenset of int
+            Output of :meth:`heavy_buckets` on the released sum; public.
+        epsilon, delta, max_partitions_per_unit : see :func:`privacy.partition.select_partitions`
+            The site charges this (epsilon, delta) to its ledger, as in plain mode.
+        rng : RandomSource
+            Secure generator for the selection noise.
+
+        Returns
+        -------
+        dict of str to int
+            Revealed values with their locally noised counts.
+
+        Notes
+        -----
+        Restricting the selection to values in heavy buckets depends only on the public
+        heavy set, so the result is (epsilon, delta)-DP for one unit of this site, composed
+        with the sketch's own guarantee.
+        """
+        candidates = set(self.candidates(unit_counts, heavy))
+        return select_partitions(
+            {value: count for value, count in unit_counts.items() if value in candidates},
+            epsilon=epsilon, delta=delta, max_partitions_per_unit=max_partitions_per_unit, rng=rng,
+        )

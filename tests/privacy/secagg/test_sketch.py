@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from privacy.random import seeded_random
 from privacy.secagg.sketch import CountMinSketch
 
 
@@ -74,3 +75,18 @@ def test_heavy_buckets_wrong_length_raises() -> None:
 
     with pytest.raises(ValueError, match="16 entries"):
         sketch.heavy_buckets(np.zeros(8), threshold=1)
+
+
+def test_reveal_keeps_heavy_values_that_pass_local_selection() -> None:
+    """A value must be heavy in the sum and frequent enough at the site itself."""
+    sketch = CountMinSketch(round_id="r", rows=2, width=1024)
+    summed = sketch.build({f"host-{i}": ["hot.example", "warm.example"] for i in range(50)})
+    heavy = sketch.heavy_buckets(summed, threshold=20)
+    local = {"hot.example": 40, "warm.example": 1, "cold.example": 40}
+
+    revealed = sketch.reveal(local, heavy, epsilon=1.0, delta=1e-6, max_partitions_per_unit=2,
+                             rng=seeded_random(3))
+
+    # warm is heavy in the sum but held by one host here; cold is frequent here but not heavy.
+    assert list(revealed) == ["hot.example"]
+    assert abs(revealed["hot.example"] - 40) < 20

@@ -293,6 +293,26 @@ class SQLiteHubStorage(HubStorage):
         objects = [StoredObject(*row) for row in rows[: query.limit]]
         return ObjectPage(objects=objects, more=len(rows) > query.limit)
 
+    def delete_objects(self, query: ObjectQuery, *, owner: str) -> tuple[int, int]:
+        where, params = object_filters(query)
+        with self.transaction():
+            rows = self._execute(
+                "SELECT o.id, o.version_us, EXISTS (SELECT 1 FROM contributions c "
+                "WHERE c.collection_id = o.collection_id AND c.object_id = o.id "
+                f"AND c.version_us = o.version_us) FROM objects o WHERE {' AND '.join(where)} "
+                "AND o.owner = ?",
+                [*params, owner],
+            ).fetchall()
+            deletable = [(object_id, version_us) for object_id, version_us, used in rows
+                         if not used]
+            for object_id, version_us in deletable:
+                self._execute(
+                    "DELETE FROM objects WHERE collection_id = ? AND id = ? "
+                    "AND version_us = ?",
+                    (query.collection_id, object_id, version_us),
+                )
+        return len(deletable), len(rows) - len(deletable)
+
     def object_exists(self, collection_id: str, object_id: str, visible_to: str | None) -> bool:
         sql = "SELECT 1 FROM objects WHERE collection_id = ? AND id = ?"
         params: list[Any] = [collection_id, object_id]

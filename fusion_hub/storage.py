@@ -214,6 +214,19 @@ class HubStorage(abc.ABC):
         """Return one page of objects matching ``query``."""
 
     @abc.abstractmethod
+    def delete_objects(self, query: ObjectQuery, *, owner: str) -> tuple[int, int]:
+        """Delete the versions matching ``query`` that ``owner`` posted.
+
+        ``query.limit`` and ``query.after`` are ignored. Versions that are a site's round
+        contribution are kept, because closed and open rounds fuse them.
+
+        Returns
+        -------
+        tuple of int
+            ``(deleted, kept_as_contributions)``.
+        """
+
+    @abc.abstractmethod
     def object_exists(self, collection_id: str, object_id: str, visible_to: str | None) -> bool:
         """Return whether any version of the object is visible to the caller."""
 

@@ -9,6 +9,7 @@ Endpoints (OASIS TAXII 2.1, sections 4 and 5), with ``<root>`` the configured AP
     GET  /<root>/collections/<id>/objects/               get objects (paged)
     POST /<root>/collections/<id>/objects/               add objects (envelope)
     GET  /<root>/collections/<id>/objects/<object-id>/   get one object's versions (paged)
+    DELETE /<root>/collections/<id>/objects/<object-id>/ delete versions the caller posted
     GET  /<root>/collections/<id>/objects/<object-id>/versions/
     GET  /<root>/collections/<id>/manifest/              object manifests (paged)
     GET  /<root>/status/<status-id>/                     status of an add request
@@ -270,6 +271,34 @@ def create_app(services: HubServices) -> Flask:
                                           object_id=object_id, default_version="last")
         page = services.storage.query_objects(query)
         return _envelope_response(services, page, fingerprint)
+
+    @app.delete(f"/{root}/collections/<collection>/objects/<object_id>/", strict_slashes=False)
+    def delete_object(collection: str, object_id: str) -> Response:
+        name, principal = readable_collection(collection)
+        if not principal.may_write(name):
+            raise TaxiiError(403, "Forbidden", f"{principal.name} may not delete objects from "
+                                               f"collection {name}")
+        _require_object(services, name, principal, object_id)
+
+        # Section 5.7 allows only match[version] and match[spec_version]; without
+        # match[version] every version of the object is deleted.
+        args = {key: ",".join(values) for key, values in request.args.to_dict(flat=False).items()}
+        query = ObjectQuery(
+            collection_id=collection_id(name), limit=1, ids=(object_id,),
+            spec_versions=_split(args.get("match[spec_version]")),
+            versions=_parse_versions(args.get("match[version]", "all")),
+        )
+        deleted, kept_contributions = services.storage.delete_objects(query,
+                                                                      owner=principal.name)
+        if deleted == 0 and kept_contributions > 0:
+            raise TaxiiError(403, "Forbidden", f"{object_id} is a round contribution that "
+                                               "fusion uses; round evidence cannot be deleted")
+        if deleted == 0:
+            raise TaxiiError(403, "Forbidden", f"{principal.name} may delete only versions it "
+                                               f"posted, and none of {object_id} matches")
+        log.info("%s deleted %d versions of %s from collection %s (%d round contributions "
+                 "kept)", principal.name, deleted, object_id, name, kept_contributions)
+        return taxii_response("", 200)
 
     @app.get(f"/{root}/collections/<collection>/objects/<object_id>/versions/",
              strict_slashes=False)

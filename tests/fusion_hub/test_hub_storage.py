@@ -263,3 +263,28 @@ def test_next_date_added_survives_reopen(storage: HubStorage,
     page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10))
 
     assert [o.date_added_us for o in page.objects] == [to_micros(FROZEN), to_micros(FROZEN) + 1]
+
+
+def test_delete_objects_owner_versions_contributions(storage: HubStorage) -> None:
+    storage.insert_credential(site("site-a"))
+    for version in (T1, T2):
+        storage.add_object(new_object("opinion--a", version, owner="site-a"))
+    storage.add_object(new_object("opinion--b", T1, owner="site-b"))
+    storage.add_summary(new_object("x-fti-round-summary--a", T1, owner="site-a", digest="s"),
+                        site_id="site-a", round_start_us=T1, received_us=1)
+
+    first = storage.delete_objects(
+        ObjectQuery(collection_id=COLLECTION, limit=1, ids=("opinion--a",),
+                    versions=VersionFilter(first=True, last=False)), owner="site-a")
+    foreign = storage.delete_objects(
+        ObjectQuery(collection_id=COLLECTION, limit=1, ids=("opinion--b",),
+                    versions=VersionFilter(all=True)), owner="site-a")
+    evidence = storage.delete_objects(
+        ObjectQuery(collection_id=COLLECTION, limit=1, ids=("x-fti-round-summary--a",),
+                    versions=VersionFilter(all=True)), owner="site-a")
+
+    assert first == (1, 0)
+    assert foreign == (0, 0)
+    assert evidence == (0, 1)
+    assert ids_of(storage, versions=VersionFilter(all=True)) == [
+        ("opinion--a", T2), ("opinion--b", T1), ("x-fti-round-summary--a", T1)]

@@ -255,12 +255,91 @@ def test_site_cannot_write_fused_indicators(hub: Hub) -> None:
     assert_taxii_error(response, 403)
 
 
-def test_delete_object_405_taxii_error(hub: Hub) -> None:
-    response = requests.delete(f"{hub.objects_url()}{hub.summary_ids[0]}/",
-                               auth=hub.site_a.auth, headers={"Accept": TAXII}, timeout=10)
+def test_unsupported_method_405_taxii_error(hub: Hub) -> None:
+    response = requests.put(f"{hub.objects_url()}{hub.summary_ids[0]}/",
+                            auth=hub.site_a.auth, headers={"Accept": TAXII}, timeout=10)
 
     assert_taxii_error(response, 405)
     assert "GET" in response.headers["Allow"]
+    assert "DELETE" in response.headers["Allow"]
+
+
+def key_note(site_id: str, modified: str) -> dict[str, Any]:
+    return {
+        "type": "note", "spec_version": "2.1", "id": "note--6f2d0c9e-1f1b-4a9e-9d55-0c6c8f1d2a10",
+        "created": "2024-06-03T00:00:00.000Z", "modified": modified, "content": "key share",
+        "object_refs": [site_identity_id(site_id)], "created_by_ref": site_identity_id(site_id),
+    }
+
+
+def delete(url: str, auth: tuple[str, str], **params: str) -> requests.Response:
+    return requests.delete(url, auth=auth, params=params, headers={"Accept": TAXII},
+                           timeout=10)
+
+
+def test_delete_own_object_versions(hub: Hub) -> None:
+    keys_url = hub.objects_url(collection_id("keys"))
+    for modified in ("2024-06-03T00:00:00.000Z", "2024-06-03T00:01:00.000Z"):
+        assert post(keys_url, hub.site_a.auth, {"objects": [key_note("site-a", modified)]}
+                    ).json()["success_count"] == 1
+    note_url = f"{keys_url}note--6f2d0c9e-1f1b-4a9e-9d55-0c6c8f1d2a10/"
+
+    first = delete(note_url, hub.site_a.auth, **{"match[version]": "first"})
+    remaining = get(f"{note_url}versions/", hub.site_a.auth).json()["versions"]
+    rest = delete(note_url, hub.site_a.auth)
+    gone = get(note_url, hub.site_a.auth)
+
+    assert first.status_code == 200
+    assert first.headers["Content-Type"] == TAXII
+    assert remaining == ["2024-06-03T00:01:00.000Z"]
+    assert rest.status_code == 200
+    assert_taxii_error(gone, 404)
+
+
+def test_taxii2client_deletes_object(hub: Hub) -> None:
+    keys_url = hub.objects_url(collection_id("keys"))
+    collection = Collection(keys_url[: -len("objects/")], user=hub.site_a.site_id,
+                            password=hub.site_a.password)
+    collection.add_objects({"objects": [key_note("site-a", "2024-06-03T00:00:00.000Z")]})
+    note_id = "note--6f2d0c9e-1f1b-4a9e-9d55-0c6c8f1d2a10"
+    before = collection.object_versions(note_id)["versions"]
+
+    collection.delete_object(note_id)
+
+    assert before == ["2024-06-03T00:00:00.000Z"]
+    with pytest.raises(requests.HTTPError) as excinfo:
+        collection.get_object(note_id)
+    assert excinfo.value.response.status_code == 404
+
+
+def test_delete_other_sites_key_403(hub: Hub) -> None:
+    keys_url = hub.objects_url(collection_id("keys"))
+    post(keys_url, hub.site_a.auth, {"objects": [key_note("site-a", "2024-06-03T00:00:00.000Z")]})
+
+    response = delete(f"{keys_url}note--6f2d0c9e-1f1b-4a9e-9d55-0c6c8f1d2a10/", hub.site_b.auth)
+
+    body = assert_taxii_error(response, 403)
+    assert "may delete only versions it posted" in body["description"]
+
+
+def test_delete_round_summary_403(hub: Hub) -> None:
+    response = delete(f"{hub.objects_url()}{hub.summary_ids[0]}/", hub.site_a.auth)
+
+    body = assert_taxii_error(response, 403)
+    assert "round evidence cannot be deleted" in body["description"]
+    assert get(f"{hub.objects_url()}{hub.summary_ids[0]}/", hub.site_a.auth).status_code == 200
+
+
+def test_delete_by_consumer_or_unknown_rejected(hub: Hub) -> None:
+    consumer = delete(f"{hub.objects_url(FUSED)}indicator--00000000-0000-4000-8000-000000000000/",
+                      hub.reader)
+    unknown = delete(f"{hub.objects_url()}x-fti-round-summary--00000000-0000-4000-8000-"
+                     "000000000000/", hub.site_a.auth)
+    other_site = delete(f"{hub.objects_url()}{hub.summary_ids[0]}/", hub.site_b.auth)
+
+    assert_taxii_error(consumer, 403)
+    assert_taxii_error(unknown, 404)
+    assert_taxii_error(other_site, 404)
 
 
 def test_status_of_other_caller_404(hub: Hub) -> None:

@@ -156,6 +156,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(out_dir=Path(args.out), data_dir=Path(args.data_dir) if args.data_dir else None)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from evaluation.report import write_report
+    from evaluation.scenario import EvalSettings, run_scenario
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        print(f"fti eval: data folder {data_dir} not found; pass --data-dir", file=sys.stderr)
+        return 2
+    settings = EvalSettings(seed=args.seed, strategy=args.strategy)
+    results = run_scenario(args.scenario, data_dir=data_dir, settings=settings, quick=args.quick)
+    for path in write_report(results, Path(args.out)):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fti", description="Federated threat intelligence with "
                                      "differentially private anomaly fusion.")
@@ -212,6 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="folder for the outputs (default: demo-out)")
     demo.add_argument("--data-dir", default=None, help="folder with the captures (default: the bundled ones)")
     demo.set_defaults(handler=_demo, default_level="warning")
+
+    evaluate = commands.add_parser("eval", help="compare local, FedAvg, fusion and pooled detection "
+                                   "on real labelled data")
+    evaluate.add_argument("--scenario", required=True, choices=["iot23"], help="the sites and data")
+    evaluate.add_argument("--out", required=True, help="folder for results.json, results.md and PNGs")
+    evaluate.add_argument("--quick", action="store_true",
+                          help="the five main approaches only, without strategy, ablation and "
+                               "epsilon variants")
+    evaluate.add_argument("--data-dir", default="../shared/data",
+                          help="folder with the labelled datasets (default: ../shared/data)")
+    evaluate.add_argument("--strategy", default="noisy-or",
+                          choices=["noisy-or", "capped-noisy-or", "median", "trimmed-mean",
+                                   "corroboration", "ensemble"],
+                          help="fusion strategy of the fusion approaches (default: noisy-or)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    evaluate.set_defaults(handler=_eval, default_level="warning")
     return parser
 
 

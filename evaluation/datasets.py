@@ -1,0 +1,227 @@
+"""Labelled sites of an evaluation scenario, read and scored by the agent's own code.
+
+Each site is one real capture. Its Zeek ``conn`` records go through the agent's reader
+(``agent.zeek``), orientation (``agent.network``), feature windows (``agent.features``) and
+calibrated detector (``agent.detector``); the labels of the dataset authors are read here,
+never by the agent, and attached to each flow by its file and line.
+
+IoT-23 captures that exist only as CSV (one column per Zeek field) are first written as Zeek
+JSON lines, so that the agent reads them through its ordinary JSON reader.
+
+Event time is split per site: each capture's span becomes ``rounds`` rounds of equal length.
+The captures were recorded on different days and last from 80 minutes to a day, so aligning
+them on wall-clock time would leave most sites silent in most rounds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.detector import CalibratedDetector
+from agent.errors import DetectorError
+from agent.features import Window, build_windows
+from agent.network import InternalNetworks, orient_connections
+from agent.zeek import iter_zeek_records
+
+log = logging.getLogger(__name__)
+
+# The lab networks behind the IoT-23 devices, and IPv6 link-local for the Somfy lock.
+IOT_NETWORKS = ("192.168.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "fe80::/10")
+# The CTU hosts of Stratosphere 008 and 010 have public addresses in the university's range.
+CTU_NETWORKS = ("147.32.0.0/16",)
+
+_CSV_INTEGERS = frozenset({"id.orig_p", "id.resp_p", "orig_bytes", "resp_bytes", "missed_bytes",
+                           "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes"})
+_CSV_FLOATS = frozenset({"ts", "duration"})
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One site of a scenario: a capture below the data folder and the site's own networks."""
+
+    site_id: str
+    capture: str
+    description: str
+    internal_networks: tuple[str, ...] = IOT_NETWORKS
+
+
+IOT23_SITES: tuple[SiteSpec, ...] = (
+    SiteSpec("iot-34-1", "iot23/raw/CTU-IoT-Malware-Capture-34-1.conn.log.labeled",
+             "IoT-23 34-1, Mirai"),
+    SiteSpec("iot-42-1", "iot23/raw/CTU-IoT-Malware-Capture-42-1.conn.log.labeled",
+             "IoT-23 42-1, trojan"),
+    SiteSpec("iot-44-1", "iot23/csv/CTU-Malware-Capture-44-1-labeled.csv", "IoT-23 44-1, Mirai"),
+    SiteSpec("iot-20-1", "iot23/csv/CTU-Malware-Capture-20-1-labeled.csv", "IoT-23 20-1, Torii"),
+    SiteSpec("iot-4-1", "iot23/raw/CTU-Honeypot-Capture-4-1.conn.log.labeled",
+             "IoT-23 4-1, Philips Hue (benign)"),
+    SiteSpec("iot-5-1", "iot23/csv/CTU-Honeypot-Capture-5-1-labeled.csv",
+             "IoT-23 5-1, Amazon Echo (benign)"),
+    SiteSpec("iot-7-1", "iot23/csv/CTU-Honeypot-Capture-7-1-labeled.csv",
+             "IoT-23 7-1, Somfy lock (benign)"),
+    SiteSpec("ctu-008", "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled",
+             "Stratosphere 008, Windows PC attacked from the Internet", CTU_NETWORKS),
+    SiteSpec("ctu-010", "stratosphere-testing/010-zeek-mixed/data/conn.log.labeled",
+             "Stratosphere 010, Windows PC attacked from the Internet", CTU_NETWORKS),
+)
+
+
+@dataclass
+class SiteData:
+    """A site's windows and labelled flows, with each window's round and calibrated score.
+
+    Flows whose label is neither malicious nor benign (Background, unlabelled) are dropped.
+    A flow the agent cannot orient (both endpoints external) has ``flow_window == -1``.
+    """
+
+    spec: SiteSpec
+    windows: list[Window]
+    window_round: np.ndarray
+    window_score: np.ndarray
+    baseline_rounds: int
+    flow_label: np.ndarray
+    flow_round: np.ndarray
+    flow_window: np.ndarray
+    flow_remote: list[str | None]
+    raw_bytes: int
+    has_detector: bool
+
+
+def load_site(
+    spec: SiteSpec,
+    *,
+    data_dir: Path,
+    work_dir: Path,
+    rounds: int,
+    window_seconds: int,
+    baseline_rounds: int,
+    min_baseline_windows: int,
+    random_state: int,
+) -> SiteData:
+    """Read one capture, build its windows and score them with the agent's detector.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the capture is missing below ``data_dir``.
+    """
+    source = data_dir / spec.capture
+    if not source.is_file():
+        raise FileNotFoundError(f"capture {spec.capture} not found below {data_dir}; pass "
+                                "--data-dir pointing at the shared data folder")
+    path = _zeek_path(source, work_dir / spec.site_id)
+
+    # Labels by (file, line), read next to the agent's reader so both see the same records.
+    records = list(iter_zeek_records(path))
+    labels = {(r.source, r.line): _label(r.fields) for r in records}
+    connections = list(orient_connections(records, InternalNetworks(spec.internal_networks)))
+    windows = build_windows(connections, window_seconds=window_seconds)
+
+    # Rounds of equal length over the capture's own span.
+    times = [r.fields["ts"].timestamp() for r in records if r.fields.get("ts") is not None]
+    start, end = min(times), max(times)
+    round_length = max((end - start) / rounds, 1e-9)
+
+    def round_of(ts: float) -> int:
+        return int(min(max((ts - start) // round_length, 0), rounds - 1))
+
+    window_round = np.array([round_of(w.start + window_seconds / 2) for w in windows], dtype=int)
+    window_index = {(w.entity, w.start): i for i, w in enumerate(windows)}
+    scores, taken, has_detector = _score(spec, windows, window_round, baseline_rounds,
+                                         min_baseline_windows, random_state)
+
+    flow_label, flow_round, flow_window, flow_remote = [], [], [], []
+    oriented = {(c.source, c.line): c for c in connections}
+    for record in records:
+        label = labels[(record.source, record.line)]
+        if label is None or record.fields.get("ts") is None:
+            continue
+        connection = oriented.get((record.source, record.line))
+        flow_label.append(label)
+        if connection is None:
+            flow_round.append(round_of(record.fields["ts"].timestamp()))
+            flow_window.append(-1)
+            flow_remote.append(None)
+            continue
+        start_of_window = int(connection.ts // window_seconds) * window_seconds
+        index = window_index[(connection.entity, start_of_window)]
+        flow_round.append(int(window_round[index]))
+        flow_window.append(index)
+        flow_remote.append(connection.remote)
+
+    log.info("site %s: %d flows labelled, %d windows, baseline %d rounds", spec.site_id,
+             len(flow_label), len(windows), taken)
+    return SiteData(
+        spec=spec, windows=windows, window_round=window_round, window_score=scores,
+        baseline_rounds=taken, flow_label=np.array(flow_label, dtype=bool),
+        flow_round=np.array(flow_round, dtype=int), flow_window=np.array(flow_window, dtype=int),
+        flow_remote=flow_remote, raw_bytes=source.stat().st_size, has_detector=has_detector,
+    )
+
+
+def baseline_mask(window_round: np.ndarray, baseline_rounds: int, min_windows: int) -> tuple[np.ndarray, int]:
+    """Select the windows of the first rounds, growing by whole rounds to ``min_windows``.
+
+    This is the agent's baseline rule (``agent.service.Agent._baseline``) on round indices.
+    """
+    taken = baseline_rounds
+    rounds_present = int(window_round.max()) + 1 if window_round.size else 0
+    while True:
+        mask = window_round < taken
+        if mask.sum() >= min_windows or taken >= rounds_present:
+            return mask, taken
+        taken += 1
+
+
+def _score(
+    spec: SiteSpec, windows: list[Window], window_round: np.ndarray, baseline_rounds: int,
+    min_windows: int, random_state: int,
+) -> tuple[np.ndarray, int, bool]:
+    if not windows:
+        return np.zeros(0), baseline_rounds, False
+    features = np.array([w.features for w in windows], dtype=float)
+    mask, taken = baseline_mask(window_round, baseline_rounds, min_windows)
+    detector = CalibratedDetector("iforest", min_baseline_windows=min_windows,
+                                  random_state=random_state)
+    try:
+        detector.fit(features[mask])
+    except DetectorError as err:
+        log.warning("site %s: no local detector (%s); its windows score 0", spec.site_id, err)
+        return np.zeros(len(windows)), taken, False
+    return detector.score(features), taken, True
+
+
+def _label(fields: dict) -> bool | None:
+    label = str(fields.get("label") or "").strip().lower()
+    if label == "malicious":
+        return True
+    if label == "benign":
+        return False
+    return None
+
+
+def _zeek_path(source: Path, site_dir: Path) -> Path:
+    """Return a path the agent's reader accepts, converting a CSV capture to Zeek JSON lines."""
+    if source.suffix != ".csv":
+        return source
+    site_dir.mkdir(parents=True, exist_ok=True)
+    target = site_dir / "conn.log"
+    with source.open(newline="", encoding="utf-8") as rows, target.open("w", encoding="utf-8") as out:
+        for row in csv.DictReader(rows):
+            record: dict[str, object] = {}
+            for name, value in row.items():
+                if value in ("", None) or (value == "-" and name != "detailed-label"):
+                    continue
+                if name in _CSV_INTEGERS:
+                    record[name] = int(float(value))
+                elif name in _CSV_FLOATS:
+                    record[name] = float(value)
+                else:
+                    record[name] = value
+            out.write(json.dumps(record) + "\n")
+    return target

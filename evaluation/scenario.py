@@ -1,0 +1,365 @@
+"""Run one evaluation scenario: every approach on the same sites, rounds and participation.
+
+Approaches (each decides every labelled flow of the evaluated rounds):
+
+``local-only``
+    the agent's calibrated IsolationForest at each site, flag at ``score_threshold``;
+``fedavg-dp``
+    one shared autoencoder trained with DP-FedAvg (``evaluation.fedavg``), no fusion;
+``fusion``
+    the agent's summariser with privacy switched off in effect (epsilon 100 per round), fused
+    by the hub's strategy;
+``fusion-dp``
+    the same at ``epsilon_per_round`` (the approach the targets are about);
+``centralised``
+    upper bound: one detector on all sites' pooled windows, and every address contacted by a
+    flagged pooled window flagged for all sites from that round on, without noise.
+
+Rounds before a site's baseline end are training data and are not evaluated. A poisoning site
+(``poison_site``) sends crafted summaries in the fusion approaches and inverted updates in
+FedAvg. Each round 10 to 30 % of the sites, drawn with the seed, send nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from agent.detector import CalibratedDetector
+from agent.errors import DetectorError
+from evaluation.datasets import IOT23_SITES, SiteData, SiteSpec, baseline_mask, load_site
+from evaluation.federation import FusionOutcome, FusionSetup, flow_scores, run_fusion
+from evaluation.fedavg import (
+    SiteScaler,
+    aggregate_dp,
+    calibrate,
+    clip_update,
+    gaussian_epsilon,
+    init_weights,
+    local_update,
+    reconstruction_errors,
+)
+from evaluation.metrics import detection_latencies, detection_metrics
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = {"iot23": IOT23_SITES}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Every knob of a run; the values below are the defaults of ``fti eval``."""
+
+    rounds: int = 20
+    window_seconds: int = 60
+    # Two of twenty rounds train each site's detector, grown while they hold under 16 windows.
+    baseline_rounds: int = 2
+    min_baseline_windows: int = 16
+    # A window more anomalous than 95 % of its site's baseline raises a local alert.
+    score_threshold: float = 0.95
+    epsilon_per_round: float = 1.0
+    delta_per_round: float = 1e-5
+    # One observable per window-unit keeps the partition threshold near 24 windows at
+    # epsilon 1; four would raise it to about 90.
+    max_observables_per_entity: int = 1
+    strategy: str = "noisy-or"
+    lookback_rounds: int = 3
+    indicator_ttl_rounds: int = 3
+    publish_threshold: float = 0.5
+    # Above the number of sites that share attackers in the data (two), so that publication
+    # comes from the fused score, where trust applies, not from a bare site count.
+    min_corroborating_sites: int = 3
+    round_seconds: int = 3600
+    min_missing_fraction: float = 0.1
+    max_missing_fraction: float = 0.3
+    poison_site: str | None = "iot-20-1"
+    poison_observables: int = 50
+    fedavg_hidden: int = 4
+    fedavg_epochs: int = 2
+    fedavg_learning_rate: float = 0.05
+    fedavg_batch_size: int = 32
+    fedavg_clip_norm: float = 1.0
+    fedavg_noise_multiplier: float = 1.0
+    fedavg_delta: float = 1e-5
+    seed: int = 0
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, *, width: int = 30) -> None:
+        self.total, self.width, self.done = total, width, 0
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        filled = int(self.width * self.done / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] "
+                         f"{self.done}/{self.total} {label:<32}")
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def run_scenario(
+    name: str, *, data_dir: Path, settings: EvalSettings, quick: bool = False
+) -> dict:
+    """Run every approach of a scenario and return the results as a JSON-ready dict.
+
+    Raises
+    ------
+    ValueError
+        If the scenario is unknown.
+    """
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose one of: {', '.join(SCENARIOS)}")
+    started = time.monotonic()
+    specs = SCENARIOS[name]
+    extra = [] if quick else _extra_runs(settings)
+    progress = ProgressBar(len(specs) + 5 + len(extra))
+
+    with tempfile.TemporaryDirectory(prefix="fti-eval-") as work:
+        sites = []
+        for spec in specs:
+            sites.append(_load(spec, data_dir, Path(work), settings))
+            progress.step(f"read {spec.site_id}")
+    participation = _participation([s.spec.site_id for s in sites], settings)
+
+    approaches: dict[str, dict] = {}
+    decided = _local_only(sites, settings)
+    approaches["local-only"] = _summarise(sites, settings, decided, bytes_per_site_round=0.0,
+                                          epsilon=0.0, seconds=None)
+    progress.step("local-only")
+    approaches["fedavg-dp"] = _fedavg(sites, participation, settings)
+    progress.step("fedavg-dp")
+    for label, epsilon in (("fusion", 100.0), ("fusion-dp", settings.epsilon_per_round)):
+        outcome = run_fusion(sites, participation, _setup(settings, epsilon=epsilon), seed=settings.seed)
+        approaches[label] = _fusion_result(sites, settings, outcome, private=label == "fusion-dp")
+        progress.step(label)
+    approaches["centralised"] = _centralised(sites, settings)
+    progress.step("centralised")
+
+    variants: dict[str, dict] = {}
+    for label, setup in extra:
+        outcome = run_fusion(sites, participation, setup, seed=settings.seed)
+        variants[label] = _fusion_result(sites, settings, outcome, private=True)
+        progress.step(label)
+
+    return {
+        "scenario": name,
+        "quick": quick,
+        "settings": asdict(settings),
+        "sites": [_site_info(site) for site in sites],
+        "participation": [sorted(p) for p in participation],
+        "approaches": approaches,
+        "variants": variants,
+        "elapsed_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _extra_runs(settings: EvalSettings) -> list[tuple[str, FusionSetup]]:
+    """Strategies, ablations, the poisoning effect and the epsilon sweep, all at full depth."""
+    base = _setup(settings, epsilon=settings.epsilon_per_round)
+    runs = [(f"strategy:{name}", replace(base, strategy=name))
+            for name in ("capped-noisy-or", "median", "trimmed-mean", "corroboration", "ensemble")]
+    runs.append(("ablation:without-trust", replace(base, use_trust=False)))
+    runs.append(("ablation:without-poisoning-site", replace(base, poison_site=None)))
+    runs.append(("ablation:without-trust-without-poisoning-site",
+                 replace(base, use_trust=False, poison_site=None)))
+    runs.extend((f"epsilon:{e:g}", replace(base, epsilon_per_round=e)) for e in (0.25, 0.5, 2.0, 4.0))
+    return runs
+
+
+def _setup(settings: EvalSettings, *, epsilon: float) -> FusionSetup:
+    return FusionSetup(
+        epsilon_per_round=epsilon, delta_per_round=settings.delta_per_round,
+        max_observables_per_entity=settings.max_observables_per_entity,
+        strategy=settings.strategy, use_trust=True, score_threshold=settings.score_threshold,
+        lookback_rounds=settings.lookback_rounds, indicator_ttl_rounds=settings.indicator_ttl_rounds,
+        publish_threshold=settings.publish_threshold,
+        min_corroborating_sites=settings.min_corroborating_sites,
+        round_seconds=settings.round_seconds, poison_site=settings.poison_site,
+        poison_observables=settings.poison_observables,
+    )
+
+
+def _load(spec: SiteSpec, data_dir: Path, work: Path, settings: EvalSettings) -> SiteData:
+    return load_site(spec, data_dir=data_dir, work_dir=work, rounds=settings.rounds,
+                     window_seconds=settings.window_seconds, baseline_rounds=settings.baseline_rounds,
+                     min_baseline_windows=settings.min_baseline_windows, random_state=settings.seed)
+
+
+def _participation(site_ids: list[str], settings: EvalSettings) -> list[set[str]]:
+    rng = np.random.default_rng(settings.seed)
+    rounds = []
+    for _ in range(settings.rounds):
+        fraction = rng.uniform(settings.min_missing_fraction, settings.max_missing_fraction)
+        missing = max(1, round(fraction * len(site_ids)))
+        absent = set(rng.choice(site_ids, size=missing, replace=False).tolist())
+        rounds.append({s for s in site_ids if s not in absent})
+    return rounds
+
+
+def _local_only(sites: list[SiteData], settings: EvalSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    decided = {}
+    for site in sites:
+        scores = flow_scores(site, site.window_score)
+        decided[site.spec.site_id] = (scores >= settings.score_threshold, scores)
+    return decided
+
+
+def _fedavg(sites: list[SiteData], participation: list[set[str]], settings: EvalSettings) -> dict:
+    rng = np.random.default_rng(settings.seed + 1)
+    n_features = len(sites[0].windows[0].features)
+    weights = init_weights(n_features, settings.fedavg_hidden, rng)
+    prepared = {}
+    for site in sites:
+        features = np.array([w.features for w in site.windows], dtype=float)
+        mask, _ = baseline_mask(site.window_round, site.baseline_rounds, 1)
+        scaler = SiteScaler(features[mask])
+        prepared[site.spec.site_id] = (scaler.transform(features), mask)
+
+    window_scores = {s.spec.site_id: np.zeros(len(s.windows)) for s in sites}
+    seconds = []
+    for round_index, present in enumerate(participation):
+        updates = []
+        for site in sites:
+            site_id = site.spec.site_id
+            if site_id not in present:
+                continue
+            began = time.process_time()
+            x, mask = prepared[site_id]
+            update = local_update(weights, x[mask], epochs=settings.fedavg_epochs,
+                                  learning_rate=settings.fedavg_learning_rate,
+                                  batch_size=settings.fedavg_batch_size, rng=rng)
+            if site_id == settings.poison_site:
+                # Model poisoning: the largest update clipping allows, pointing the wrong way.
+                update = -clip_update(update * 1e6, settings.fedavg_clip_norm)
+            updates.append(update)
+            seconds.append(time.process_time() - began)
+        weights = aggregate_dp(weights, updates, clip_norm=settings.fedavg_clip_norm,
+                               noise_multiplier=settings.fedavg_noise_multiplier, rng=rng)
+
+        # Every site scores this round's windows with the current global model.
+        for site in sites:
+            x, mask = prepared[site.spec.site_id]
+            in_round = site.window_round == round_index
+            if in_round.any():
+                baseline_errors = reconstruction_errors(weights, x[mask])
+                window_scores[site.spec.site_id][in_round] = calibrate(
+                    baseline_errors, reconstruction_errors(weights, x[in_round]))
+
+    decided = {}
+    for site in sites:
+        scores = flow_scores(site, window_scores[site.spec.site_id])
+        decided[site.spec.site_id] = (scores >= settings.score_threshold, scores)
+    sampling_rate = float(np.mean([len(p) for p in participation])) / len(sites)
+    epsilon = gaussian_epsilon(noise_multiplier=settings.fedavg_noise_multiplier,
+                               sampling_rate=sampling_rate, rounds=settings.rounds,
+                               delta=settings.fedavg_delta)
+    parameters = weights.vector.size
+    return _summarise(sites, settings, decided, bytes_per_site_round=8.0 * parameters,
+                      epsilon=epsilon, seconds=float(np.mean(seconds)) if seconds else 0.0)
+
+
+def _centralised(sites: list[SiteData], settings: EvalSettings) -> dict:
+    features = [np.array([w.features for w in s.windows], dtype=float) for s in sites]
+    masks = [baseline_mask(s.window_round, s.baseline_rounds, 1)[0] for s in sites]
+    pooled_baseline = np.concatenate([f[m] for f, m in zip(features, masks)])
+    detector = CalibratedDetector("iforest", min_baseline_windows=settings.min_baseline_windows,
+                                  random_state=settings.seed)
+    try:
+        detector.fit(pooled_baseline)
+    except DetectorError as err:
+        raise RuntimeError(f"centralised detector cannot be trained: {err}") from err
+    window_scores = [detector.score(f) for f in features]
+
+    # An address contacted by a flagged window anywhere is flagged everywhere from then on.
+    first_flagged: dict[str, int] = {}
+    for site, scores in zip(sites, window_scores):
+        for window, round_index, score in zip(site.windows, site.window_round, scores):
+            if score >= settings.score_threshold:
+                for remote in window.remotes:
+                    first_flagged[remote] = min(first_flagged.get(remote, 10**9), int(round_index))
+
+    decided = {}
+    for site, scores in zip(sites, window_scores):
+        local = flow_scores(site, scores)
+        matched = np.array([remote is not None and first_flagged.get(remote, 10**9) <= r
+                            for r, remote in zip(site.flow_round, site.flow_remote)], dtype=bool)
+        decided[site.spec.site_id] = ((local >= settings.score_threshold) | matched,
+                                      np.where(matched, 1.0, local))
+    raw_bytes = float(np.mean([s.raw_bytes for s in sites])) / settings.rounds
+    return _summarise(sites, settings, decided, bytes_per_site_round=raw_bytes,
+                      epsilon=float("inf"), seconds=None)
+
+
+def _fusion_result(sites: list[SiteData], settings: EvalSettings, outcome: FusionOutcome,
+                   *, private: bool) -> dict:
+    decided = {s.spec.site_id: (outcome.decisions[s.spec.site_id], outcome.scores[s.spec.site_id])
+               for s in sites}
+    summaries_sent = max(len(outcome.seconds_per_site_round), 1)
+    result = _summarise(
+        sites, settings, decided,
+        bytes_per_site_round=float(np.sum(outcome.bytes_per_round)) / summaries_sent,
+        epsilon=outcome.epsilon_total if private else float("inf"),
+        seconds=float(np.mean(outcome.seconds_per_site_round)) if outcome.seconds_per_site_round else 0.0,
+    )
+    result["epsilon_per_round"] = outcome.epsilon_per_round if private else None
+    result["published_per_round"] = outcome.published_per_round
+    result["final_trust"] = {k: round(v, 4) for k, v in sorted(outcome.final_trust.items())}
+    return result
+
+
+def _summarise(sites: list[SiteData], settings: EvalSettings,
+               decided: dict[str, tuple[np.ndarray, np.ndarray]], *, bytes_per_site_round: float,
+               epsilon: float, seconds: float | None) -> dict:
+    """Pool the evaluated flows of all sites and compute every metric."""
+    labels, decisions, scores, rounds, keys = [], [], [], [], []
+    per_site = {}
+    for site in sites:
+        site_id = site.spec.site_id
+        site_decisions, site_scores = decided[site_id]
+        evaluated = site.flow_round >= site.baseline_rounds
+        labels.append(site.flow_label[evaluated])
+        decisions.append(site_decisions[evaluated])
+        scores.append(site_scores[evaluated])
+        rounds.append(site.flow_round[evaluated])
+        keys.extend((site_id, remote or "internal")
+                    for remote, keep in zip(site.flow_remote, evaluated) if keep)
+        per_site[site_id] = _rounded(detection_metrics(site.flow_label[evaluated],
+                                                       site_decisions[evaluated],
+                                                       site_scores[evaluated]))
+    y, d, s, r = (np.concatenate(a) for a in (labels, decisions, scores, rounds))
+    overall = _rounded(detection_metrics(y, d, s))
+    per_round = [round(detection_metrics(y[r == i], d[r == i], s[r == i])["f1"], 4)
+                 if (r == i).any() else None for i in range(settings.rounds)]
+    latencies = detection_latencies(keys, r, y, d)
+    return {
+        **overall,
+        "f1_per_round": per_round,
+        "latency_rounds": latencies,
+        "median_latency_rounds": float(np.median(latencies)) if latencies else None,
+        "bytes_per_site_round": round(bytes_per_site_round, 1),
+        "compute_seconds_per_site_round": None if seconds is None else round(seconds, 5),
+        "epsilon": None if not np.isfinite(epsilon) else round(epsilon, 4),
+        "epsilon_per_round": None,
+        "per_site": per_site,
+    }
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else
+                (None if isinstance(v, float) else v)) for k, v in metrics.items()}
+
+
+def _site_info(site: SiteData) -> dict:
+    return {"site": site.spec.site_id, "capture": site.spec.capture,
+            "description": site.spec.description, "flows": int(site.flow_label.size),
+            "malicious": int(site.flow_label.sum()), "windows": len(site.windows),
+            "baseline_rounds": site.baseline_rounds, "has_detector": site.has_detector}

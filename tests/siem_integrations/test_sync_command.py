@@ -1,0 +1,87 @@
+"""Tests of ``fti siem sync`` end to end: a real fti hub or another TAXII server, into a SIEM."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fti.cli import main
+from stix_mappings.ids import collection_id
+from tests.fusion_hub.hub_testing import (HUB_NOW, SettableClock, enroll, evidence, make_config,
+                                          running_hub)
+from tests.siem_integrations.es_server import EsServer
+from tests.siem_integrations.hec_server import HecServer, HecToken
+from tests.siem_integrations.test_splunk_hec import indicator
+from tests.siem_integrations.test_taxii_sync import COLLECTION, CREDENTIALS, added
+from tests.siem_integrations.taxii_server import TaxiiServer
+
+FUSED = collection_id("fused-indicators")
+
+
+def test_sync_real_hub_into_elastic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.fusion_hub.test_hub_rounds import Federation
+
+    config = make_config(tmp_path, rounds={"quorum_sites": 2, "deadline_seconds": 600},
+                         fusion={"indicator_ttl_seconds": 600, "lookback_rounds": 1})
+    with running_hub(config, SettableClock(HUB_NOW)) as hub, \
+            EsServer(authorization="ApiKey ZXM6a2V5") as elastic:
+        site_a, site_b = enroll(hub, "site-a"), enroll(hub, "site-b")
+        federation = Federation(hub, SettableClock(HUB_NOW), [site_a, site_b], tmp_path)
+        federation.post(site_a, [evidence("203.0.113.9", 0.6)])
+        federation.post(site_b, [evidence("203.0.113.9", 0.9)])
+        monkeypatch.setenv("FTI_TAXII_PASSWORD", site_a.auth[1])
+        monkeypatch.setenv("FTI_ELASTIC_API_KEY", "ZXM6a2V5")
+
+        status = main(["siem", "sync", "--from", hub.api_root_url, "--collection", FUSED,
+                       "--to", "elastic", "--user", site_a.auth[0], "--elastic-url",
+                       elastic.url, "--install-templates", "--state-dir",
+                       str(tmp_path / "state")])
+
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    bulk = [r for r in elastic.state.requests if r["path"] == "/_bulk"]
+    document = json.loads(bulk[0]["body"].decode().splitlines()[1])
+    assert status == 0
+    assert (summary["indicators"], summary["written"], summary["queued"]) == (1, 1, 0)
+    assert document["threat"]["indicator"]["ip"] == "203.0.113.9"
+    assert document["event"]["module"] == "ti_fti"
+    # The hub's clock is in 2024, so by the sync's real clock the indicator has expired
+    # (valid_until passed) and the same flush deleted it again.
+    assert elastic.state.documents["logs-ti_fti.indicator-default"] == {}
+
+
+def test_sync_other_server_into_splunk_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FTI_TAXII_PASSWORD", CREDENTIALS[1])
+    monkeypatch.setenv("FTI_SPLUNK_HEC_TOKEN", "hec-token")
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS) as taxii, \
+            HecServer(HecToken("hec-token", use_ack=True)) as splunk:
+        taxii.state.add(added(1), indicator("203.0.113.9"))
+        taxii.state.add(added(2), indicator("203.0.113.10"))
+
+        status = main(["siem", "sync", "--from", taxii.api_root, "--collection", COLLECTION,
+                       "--to", "splunk", "--user", CREDENTIALS[0], "--splunk-url", splunk.url,
+                       "--splunk-ack", "--rounds", "2", "--interval-secs", "0",
+                       "--state-dir", str(tmp_path / "state")])
+
+    rounds = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0
+    assert [(r["indicators"], r["written"]) for r in rounds] == [(2, 2), (0, 0)]
+    assert [e["event"]["ip"] for e in splunk.state.events] == ["203.0.113.9", "203.0.113.10"]
+    assert taxii.state.queries[-1]["added_after"] == [added(2)]
+
+
+def test_sync_without_token_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FTI_SPLUNK_HEC_TOKEN", raising=False)
+
+    with pytest.raises(SystemExit) as excinfo:
+        main(["siem", "sync", "--from", "http://127.0.0.1:9/api/", "--collection", COLLECTION,
+              "--to", "splunk", "--splunk-url", "http://127.0.0.1:9",
+              "--state-dir", str(tmp_path / "state")])
+
+    assert str(excinfo.value) == ("fti siem sync: the environment variable FTI_SPLUNK_HEC_TOKEN "
+                                  "is required for this target")
+    assert "FTI_SPLUNK_HEC_TOKEN" not in os.environ

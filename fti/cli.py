@@ -171,6 +171,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _siem_sync(args: argparse.Namespace) -> int:
+    import os
+
+    from siem_integrations.sync_command import run_sync
+
+    return run_sync(args, env=os.environ)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fti", description="Federated threat intelligence with "
                                      "differentially private anomaly fusion.")
@@ -243,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="fusion strategy of the fusion approaches (default: noisy-or)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     evaluate.set_defaults(handler=_eval, default_level="warning")
+    siem = commands.add_parser("siem", help="deliver indicators to Splunk or Elasticsearch")
+    siem_commands = siem.add_subparsers(dest="siem_command", required=True)
+    sync = siem_commands.add_parser("sync", help="poll a TAXII 2.1 collection into a SIEM")
+    from siem_integrations.sync_command import add_sync_arguments
+
+    add_sync_arguments(sync)
+    sync.set_defaults(handler=_siem_sync, default_level="info")
     return parser
 
 
@@ -253,10 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     from agent.errors import AgentError
     from fusion_hub.errors import HubError
     from privacy.errors import PrivacyError
+    from siem_integrations.errors import SiemError
 
     try:
         return args.handler(args)
-    except (AgentError, HubError, PrivacyError) as err:
+    except (AgentError, HubError, PrivacyError, SiemError) as err:
         print(f"fti: {err}", file=sys.stderr)
         return 2
     except OSError as err:

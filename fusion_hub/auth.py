@@ -1,8 +1,9 @@
-"""HTTP Basic authentication of TAXII requests (RFC 7617).
+"""Authentication of TAXII requests: HTTP Basic (RFC 7617) and API bearer tokens (RFC 6750).
 
 TAXII 2.1 (section 1.6.8) leaves the scheme to the server; Basic over TLS is what
-taxii2-client, OpenCTI and MISP all speak. A missing or rejected credential gets 401 with
-``WWW-Authenticate: Basic``. Failures are logged with the remote address and the username,
+taxii2-client, OpenCTI and MISP all speak, and bearer tokens suit connectors that take one
+secret string. A missing or rejected credential gets 401 with a ``WWW-Authenticate``
+challenge for both schemes. Failures are logged with the remote address and the username,
 never the password. At most ``max_lines`` lines are logged per ``window_secs``, so a
 password-guessing client cannot flood the log, and the counter ``fti_hub_auth_failures``
 counts every failure.
@@ -55,6 +56,16 @@ def parse_basic_authorization(header: str | None) -> BasicCredentials | None:
     return BasicCredentials(username, password)
 
 
+def parse_bearer_authorization(header: str | None) -> str | None:
+    """Return the token of an ``Authorization: Bearer`` header (RFC 6750), else None."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
 class Authenticator:
     """Turn an ``Authorization`` header into a ``Principal`` or a 401 TAXII error.
 
@@ -96,9 +107,21 @@ class Authenticator:
         Raises
         ------
         TaxiiError
-            401 with a ``WWW-Authenticate: Basic`` challenge when the header is missing,
-            malformed, or names an unknown, revoked or wrongly-passworded credential.
+            401 with a ``WWW-Authenticate`` challenge when the header is missing or
+            malformed, or names an unknown or revoked credential or token, or carries a
+            wrong password or token secret.
         """
+        bearer = parse_bearer_authorization(header)
+        if bearer is not None:
+            result = self.registry.authenticate_token(bearer)
+            if result.principal is None:
+                # Only the token id is logged; the secret after it never is.
+                token_id = bearer.removeprefix("fti_").partition("_")[0]
+                self._record_failure(result.failure or "password", f"token {token_id}",
+                                     remote_addr)
+                raise self._challenge("the API token was not accepted")
+            return result.principal
+
         credentials = parse_basic_authorization(header)
         if credentials is None:
             reason = "missing" if not header else "malformed"
@@ -114,7 +137,8 @@ class Authenticator:
     def _challenge(self, description: str) -> TaxiiError:
         return TaxiiError(
             401, "Unauthorized", description,
-            headers={"WWW-Authenticate": f'Basic realm="{self.realm}", charset="UTF-8"'},
+            headers={"WWW-Authenticate": f'Basic realm="{self.realm}", charset="UTF-8", '
+                                         f'Bearer realm="{self.realm}"'},
         )
 
     def _record_failure(self, reason: str, username: str | None, remote_addr: str | None) -> None:

@@ -59,6 +59,11 @@ class ServerSettings:
     threads: int = 4
     # 10 MiB fits an envelope of a few hundred summaries with large evidence lists.
     max_content_length_bytes: int = 10 * 1024 * 1024
+    # Objects in one Add Objects envelope; more get 413. 1000 summaries fit the body limit.
+    max_objects_per_request: int = 1000
+    # Requests per minute and credential (also the burst size); 0 disables the limit. 1200
+    # leaves room for a consumer paging a large collection while stopping a runaway loop.
+    rate_limit_per_minute: int = 1200
     # Page sizes for Get Objects and manifests; 1000 objects keep a page under a few MiB.
     default_page_size: int = 100
     max_page_size: int = 1000
@@ -279,6 +284,11 @@ def validate_hub_config(
     require(hub.max_content_length_bytes >= 1024, "hub.max_content_length_bytes",
             hub.max_content_length_bytes, "must be at least 1024",
             "Use a size that fits one envelope of summaries, for example 10485760")
+    require(1 <= hub.max_objects_per_request <= 1_000_000, "hub.max_objects_per_request",
+            hub.max_objects_per_request, "must be in [1, 1000000]",
+            "Use 1000 unless sites post larger envelopes")
+    require(hub.rate_limit_per_minute >= 0, "hub.rate_limit_per_minute",
+            hub.rate_limit_per_minute, "must be >= 0", "Use 0 to disable the limit, or 1200")
     require(1 <= hub.max_page_size <= 100_000, "hub.max_page_size", hub.max_page_size,
             "must be in [1, 100000]", "Use 1000 unless clients need larger pages")
     require(1 <= hub.default_page_size <= hub.max_page_size, "hub.default_page_size",

@@ -27,8 +27,12 @@ class HubMetrics:
             ["endpoint"], registry=self.registry,
         )
         self.auth_failures = Counter(
-            "fti_hub_auth_failures", "Rejected HTTP Basic credentials, by reason.",
+            "fti_hub_auth_failures", "Rejected credentials and API tokens, by reason.",
             ["reason"], registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "fti_hub_rate_limited", "Requests rejected with 429 by the per-credential limit.",
+            ["credential_kind"], registry=self.registry,
         )
         self.summaries_accepted = Counter(
             "fti_hub_summaries_accepted", "Round summaries stored as a site's contribution.",

@@ -35,6 +35,7 @@ from fusion_hub.errors import StorageError
 from fusion_hub.sqlite_storage import credential_from_row, object_filters, state_from_row
 from fusion_hub.storage import (
     AddOutcome,
+    ApiToken,
     Contribution,
     Credential,
     HubStorage,
@@ -88,6 +89,13 @@ CREATE TABLE IF NOT EXISTS credentials (
     read_collections TEXT NOT NULL DEFAULT '',
     trust_alpha      DOUBLE PRECISION,
     trust_beta       DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_id    TEXT PRIMARY KEY,
+    credential  TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_us  BIGINT NOT NULL,
+    revoked_us  BIGINT
 );
 CREATE TABLE IF NOT EXISTS rounds (
     round_start_us        BIGINT PRIMARY KEY,
@@ -413,6 +421,32 @@ class PostgresHubStorage(HubStorage):
             cursor = self._execute(
                 "UPDATE credentials SET revoked_us = COALESCE(revoked_us, %s) WHERE name = %s",
                 (revoked_us, name),
+            )
+            return cursor.rowcount == 1
+
+    def insert_api_token(self, token: ApiToken) -> None:
+        with self.transaction():
+            self._execute(
+                "INSERT INTO api_tokens (token_id, credential, secret_hash, created_us, "
+                "revoked_us) VALUES (%s, %s, %s, %s, %s)",
+                (token.token_id, token.credential, token.secret_hash, token.created_us,
+                 token.revoked_us),
+            )
+
+    def get_api_token(self, token_id: str) -> ApiToken | None:
+        rows = self._query(
+            "SELECT token_id, credential, secret_hash, created_us, revoked_us FROM api_tokens "
+            "WHERE token_id = %s",
+            (token_id,),
+        )
+        return ApiToken(*rows[0]) if rows else None
+
+    def revoke_api_token(self, token_id: str, revoked_us: int) -> bool:
+        with self.transaction():
+            cursor = self._execute(
+                "UPDATE api_tokens SET revoked_us = COALESCE(revoked_us, %s) "
+                "WHERE token_id = %s",
+                (revoked_us, token_id),
             )
             return cursor.rowcount == 1
 

@@ -2,8 +2,8 @@
 
 A site is a participant: it posts signed summaries, feedback and keys, and reads fused
 indicators. A consumer (a SIEM connector, an analyst's TAXII client) only reads the
-collections it was granted. Both authenticate with HTTP Basic (RFC 7617); the username is the
-site id or consumer name. The hub generates every password (256 random bits) and stores only
+collections it was granted. Both authenticate with HTTP Basic (RFC 7617), where the username is
+the site id or consumer name, or with API tokens sent as bearer tokens (RFC 6750). The hub generates every password (256 random bits) and stores only
 its argon2id hash (RFC 9106), so a leaked database does not leak credentials.
 
 A revoked credential stays in the database, so its name is never reused for a different key,
@@ -34,13 +34,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from fusion_hub.config import AuthSettings, FusionSettings
 from fusion_hub.errors import RegistryError, UnknownCredential
-from fusion_hub.storage import Credential, HubStorage
+from fusion_hub.storage import ApiToken, Credential, HubStorage
 from fusion_hub.timeutil import to_micros, utc_now
 
 log = logging.getLogger(__name__)
 
 # Lower-case DNS-label-like names: they appear in URLs, logs, STIX ids and file names.
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# API tokens start with this, so secret scanners and operators can recognise them.
+_TOKEN_PREFIX = "fti_"
 # Collections a consumer may be granted. Summaries and feedback stay with their site and the
 # hub (privacy rule: a site's releases are seen by the hub only); keys serve sites only.
 CONSUMER_READABLE = ("fused-indicators",)
@@ -113,7 +115,8 @@ class SiteRegistry:
             memory_cost=auth.argon2_memory_cost_kib,
             parallelism=auth.argon2_parallelism,
         )
-        # name -> (salted digest of the password, argon2 hash it was checked against, expiry)
+        # name, or token:<id> for API tokens -> (salted digest of the secret, argon2 hash it
+        # was checked against, expiry)
         self._verified: dict[str, tuple[bytes, str, float]] = {}
         self._cache_salt = secrets.token_bytes(32)
         self._cache_lock = threading.Lock()
@@ -197,6 +200,68 @@ class SiteRegistry:
             self._verified.pop(name, None)
         log.warning("credential %s revoked; its requests are rejected from now on", name)
 
+    def issue_token(self, name: str) -> str:
+        """Create an API token for a site or consumer and return it (shown once).
+
+        The token carries the rights of its credential and is sent as
+        ``Authorization: Bearer <token>``. It has the form ``fti_<id>_<secret>``: the id
+        finds the stored hash, and only the argon2id hash of the secret is kept.
+
+        Raises
+        ------
+        UnknownCredential
+            If no credential has this name.
+        RegistryError
+            If the credential is revoked.
+        """
+        credential = self.storage.get_credential(name)
+        if credential is None:
+            raise UnknownCredential(name)
+        if credential.revoked:
+            raise RegistryError(name, "the credential is revoked; enrol a new name instead")
+        token_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        self.storage.insert_api_token(ApiToken(
+            token_id=token_id, credential=name, secret_hash=self._hasher.hash(secret),
+            created_us=to_micros(self._clock()),
+        ))
+        log.info("API token %s issued for %s", token_id, name)
+        return f"{_TOKEN_PREFIX}{token_id}_{secret}"
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke one API token; its next request is rejected with 401.
+
+        Raises
+        ------
+        RegistryError
+            If no token has this id.
+        """
+        if not self.storage.revoke_api_token(token_id, to_micros(self._clock())):
+            raise RegistryError(token_id, "no API token has this id; the id is the part "
+                                          "between 'fti_' and the next '_'")
+        with self._cache_lock:
+            self._verified.pop(f"token:{token_id}", None)
+        log.warning("API token %s revoked; its requests are rejected from now on", token_id)
+
+    def authenticate_token(self, token: str) -> AuthResult:
+        """Check a bearer token; a revoked token or credential fails at once."""
+        prefix, _, rest = token.partition(_TOKEN_PREFIX)
+        token_id, separator, secret = rest.partition("_")
+        if prefix or not separator or not token_id or not secret:
+            return AuthResult(None, "malformed")
+        stored = self.storage.get_api_token(token_id)
+        if stored is None:
+            self._hasher.hash(secret)
+            return AuthResult(None, "unknown")
+        if stored.revoked_us is not None:
+            return AuthResult(None, "revoked")
+        credential = self.storage.get_credential(stored.credential)
+        if credential is None or credential.revoked:
+            return AuthResult(None, "revoked")
+        if not self._secret_matches(f"token:{token_id}", stored.secret_hash, secret):
+            return AuthResult(None, "password")
+        return AuthResult(_principal_for(credential), None)
+
     def get_site(self, site_id: str) -> Credential | None:
         """Return the site's credential (revoked or not), or None for unknown names."""
         credential = self.storage.get_credential(site_id)
@@ -272,21 +337,24 @@ class SiteRegistry:
         return alpha, beta
 
     def _password_matches(self, credential: Credential, password: str) -> bool:
-        digest = hmac.new(self._cache_salt, password.encode("utf-8"), hashlib.sha256).digest()
+        return self._secret_matches(credential.name, credential.password_hash, password)
+
+    def _secret_matches(self, cache_key: str, secret_hash: str, secret: str) -> bool:
+        digest = hmac.new(self._cache_salt, secret.encode("utf-8"), hashlib.sha256).digest()
         now = time.monotonic()
         with self._cache_lock:
-            cached = self._verified.get(credential.name)
-        if (cached is not None and cached[1] == credential.password_hash and cached[2] > now
+            cached = self._verified.get(cache_key)
+        if (cached is not None and cached[1] == secret_hash and cached[2] > now
                 and hmac.compare_digest(cached[0], digest)):
             return True
         try:
-            self._hasher.verify(credential.password_hash, password)
+            self._hasher.verify(secret_hash, secret)
         except (VerificationError, InvalidHashError):
             return False
         if self.auth.credential_cache_seconds > 0:
             expiry = now + self.auth.credential_cache_seconds
             with self._cache_lock:
-                self._verified[credential.name] = (digest, credential.password_hash, expiry)
+                self._verified[cache_key] = (digest, secret_hash, expiry)
         return True
 
 

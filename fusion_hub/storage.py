@@ -141,6 +141,21 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """A bearer token of a credential; only the argon2id hash of its secret is stored."""
+
+    token_id: str
+    credential: str
+    secret_hash: str
+    created_us: int
+    revoked_us: int | None = None
+
+    def __repr__(self) -> str:
+        return (f"ApiToken(token_id={self.token_id!r}, credential={self.credential!r}, "
+                f"secret_hash='***', revoked={self.revoked_us is not None})")
+
+
+@dataclass(frozen=True)
 class RoundRecord:
     """State of one round; ``round_start_us`` (epoch microseconds) is its id."""
 
@@ -261,6 +276,18 @@ class HubStorage(abc.ABC):
     @abc.abstractmethod
     def revoke_credential(self, name: str, revoked_us: int) -> bool:
         """Mark a credential revoked; return False if it does not exist."""
+
+    @abc.abstractmethod
+    def insert_api_token(self, token: ApiToken) -> None:
+        """Store a new API token."""
+
+    @abc.abstractmethod
+    def get_api_token(self, token_id: str) -> ApiToken | None:
+        """Return the token with this id, revoked or not."""
+
+    @abc.abstractmethod
+    def revoke_api_token(self, token_id: str, revoked_us: int) -> bool:
+        """Mark a token revoked; return False if it does not exist."""
 
     @abc.abstractmethod
     def update_trust(self, site_id: str, alpha: float, beta: float) -> None:

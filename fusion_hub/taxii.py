@@ -46,6 +46,7 @@ from fusion_hub.errors import EnvelopeInvalid, PaginationTokenInvalid, TaxiiErro
 from fusion_hub.intake import Intake
 from fusion_hub.metrics import METRICS_CONTENT_TYPE, HubMetrics
 from fusion_hub.pagination import PageTokens, query_fingerprint
+from fusion_hub.ratelimit import RateLimiter, retry_after_header
 from fusion_hub.registry import Principal
 from fusion_hub.storage import HubStorage, ObjectPage, ObjectQuery, StoredObject, VersionFilter
 from fusion_hub.timeutil import format_micros, parse_timestamp, to_micros
@@ -74,6 +75,7 @@ class HubServices:
     intake: Intake
     metrics: HubMetrics
     page_tokens: PageTokens
+    rate_limiter: RateLimiter
 
 
 def accepts_taxii21(header: str | None) -> bool:
@@ -151,6 +153,13 @@ def create_app(services: HubServices) -> Flask:
         g.principal = services.authenticator.authenticate(
             request.headers.get("Authorization"), request.remote_addr
         )
+        wait_secs = services.rate_limiter.acquire(g.principal.name)
+        if wait_secs > 0:
+            services.metrics.rate_limited.labels(credential_kind=g.principal.kind).inc()
+            raise TaxiiError(429, "Too Many Requests",
+                             f"{g.principal.name} exceeded {config.hub.rate_limit_per_minute} "
+                             "requests per minute; retry after the Retry-After delay",
+                             headers={"Retry-After": retry_after_header(wait_secs)})
 
     def finish_request(response: Response) -> Response:
         elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
@@ -258,6 +267,11 @@ def create_app(services: HubServices) -> Flask:
             objects = split_envelope(body)
         except EnvelopeInvalid as err:
             raise TaxiiError(400, "Bad Request", str(err)) from err
+        limit = config.hub.max_objects_per_request
+        if len(objects) > limit:
+            raise TaxiiError(413, "Payload Too Large",
+                             f"the envelope has {len(objects)} objects; this hub takes at most "
+                             f"{limit} per request; send them in several requests")
         status = services.intake.add_objects(name, principal, objects)
         body_text = json.dumps(status, ensure_ascii=False)
         services.storage.save_status(status["id"], principal.name, body_text)

@@ -13,6 +13,7 @@ from fusion_hub.postgres_storage import PostgresHubStorage
 from fusion_hub.sqlite_storage import SQLiteHubStorage
 from fusion_hub.storage import (
     AddOutcome,
+    ApiToken,
     Credential,
     HubStorage,
     NewObject,
@@ -288,3 +289,18 @@ def test_delete_objects_owner_versions_contributions(storage: HubStorage) -> Non
     assert evidence == (0, 1)
     assert ids_of(storage, versions=VersionFilter(all=True)) == [
         ("opinion--a", T2), ("opinion--b", T1), ("x-fti-round-summary--a", T1)]
+
+
+def test_api_token_insert_get_revoke(storage: HubStorage) -> None:
+    token = ApiToken(token_id="a1b2c3", credential="site-a", secret_hash="$argon2id$x",
+                     created_us=5)
+
+    storage.insert_api_token(token)
+    first = storage.revoke_api_token("a1b2c3", 9)
+    again = storage.revoke_api_token("a1b2c3", 12)
+    missing = storage.revoke_api_token("ffffff", 9)
+
+    assert (first, again, missing) == (True, True, False)
+    assert storage.get_api_token("a1b2c3") == ApiToken("a1b2c3", "site-a", "$argon2id$x", 5, 9)
+    assert storage.get_api_token("ffffff") is None
+    assert "argon2id" not in repr(token)

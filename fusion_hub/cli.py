@@ -23,10 +23,12 @@ from types import FrameType
 
 from fusion_hub.backends import open_storage
 from fusion_hub.config import HubConfig, load_hub_config
-from fusion_hub.registry import SiteRegistry
+from fusion_hub.errors import HubError
+from fusion_hub.registry import SiteRegistry, beta_mean
 from fusion_hub.errors import HubConfigError, HubError
 from fusion_hub.sd_notify import SystemdNotifier
 from fusion_hub.server import HubServer
+from fusion_hub.timeutil import from_micros
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,79 @@ def revoke(config_path: Path, name: str) -> None:
     config = load_hub_config(config_path)
     with _registry(config) as registry:
         registry.revoke(name)
+
+
+def issue_token(config_path: Path, name: str) -> str:
+    """Create an API token for a site or consumer and return it (shown once).
+
+    Raises
+    ------
+    HubConfigError, RegistryError, UnknownCredential
+        If the configuration is invalid, or the credential is unknown or revoked.
+    """
+    config = load_hub_config(config_path)
+    with _registry(config) as registry:
+        return registry.issue_token(name)
+
+
+def revoke_token(config_path: Path, token_id: str) -> None:
+    """Revoke one API token by its id; a running hub rejects its next request."""
+    config = load_hub_config(config_path)
+    with _registry(config) as registry:
+        registry.revoke_token(token_id)
+
+
+def format_sites(config_path: Path) -> str:
+    """Return a table of every site and consumer: kind, state, enrolment time and trust."""
+    config = load_hub_config(config_path)
+    storage = open_storage(config.storage)
+    try:
+        credentials = storage.list_credentials()
+    finally:
+        storage.close()
+    rows = [("NAME", "KIND", "STATE", "ENROLLED", "TRUST", "READS")]
+    for credential in credentials:
+        state = "revoked " + _stamp(credential.revoked_us) if credential.revoked_us else "active"
+        trust = f"{beta_mean(credential):.3f}" if credential.kind == "site" else "-"
+        reads = ",".join(credential.read_collections) if credential.kind == "consumer" else "-"
+        rows.append((credential.name, credential.kind, state, _stamp(credential.created_us),
+                     trust, reads))
+    return _table(rows)
+
+
+def format_rounds(config_path: Path, *, limit: int = 20) -> str:
+    """Return a table of the ``limit`` most recent rounds, newest first, with their outcome."""
+    if limit < 1:
+        raise HubError(f"--limit must be >= 1; got {limit}")
+    config = load_hub_config(config_path)
+    rows = [("ROUND START", "STATE", "CLOSED", "SITES", "PUBLISHED", "REFUSED", "REVOKED")]
+    storage = open_storage(config.storage)
+    try:
+        for record in storage.list_rounds(limit=limit):
+            if record.closed_us is None:
+                # Counts are recorded at closing; an open round shows its contributors so far.
+                sites = storage.count_active_contributors(record.round_start_us)
+                rows.append((_stamp(record.round_start_us), "open", "-", str(sites), "-", "-",
+                             "-"))
+                continue
+            rows.append((_stamp(record.round_start_us), f"closed ({record.close_reason})",
+                         _stamp(record.closed_us), str(record.contributors),
+                         str(record.published), str(record.refused), str(record.revoked)))
+    finally:
+        storage.close()
+    return _table(rows)
+
+
+def _stamp(micros: int | None) -> str:
+    if micros is None:
+        return "-"
+    return from_micros(micros).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in rows)
 
 
 class _registry:

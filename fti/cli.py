@@ -119,6 +119,32 @@ def _hub_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hub_sites(args: argparse.Namespace) -> int:
+    from fusion_hub.cli import format_sites
+
+    print(format_sites(Path(args.config)))
+    return 0
+
+
+def _hub_rounds(args: argparse.Namespace) -> int:
+    from fusion_hub.cli import format_rounds
+
+    print(format_rounds(Path(args.config), limit=args.limit))
+    return 0
+
+
+def _hub_token(args: argparse.Namespace) -> int:
+    from fusion_hub.cli import issue_token, revoke_token
+
+    if args.revoke:
+        revoke_token(Path(args.config), args.revoke)
+        print(f"API token {args.revoke} revoked; the hub rejects its next request")
+        return 0
+    token = issue_token(Path(args.config), args.name)
+    print(f"API token for {args.name} (send as 'Authorization: Bearer <token>'; shown once): {token}")
+    return 0
+
+
 def _keys_generate(args: argparse.Namespace) -> int:
     from privacy.signing import generate_signing_key
 
@@ -218,6 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--config", required=True, help="hub configuration file (YAML)")
     revoke.add_argument("--name", required=True, help="the site id or consumer name")
     revoke.set_defaults(handler=_hub_revoke, default_level="warning")
+    sites = hub.add_parser("sites", help="list sites and consumers with their state and trust")
+    sites.add_argument("--config", required=True, help="hub configuration file (YAML)")
+    sites.set_defaults(handler=_hub_sites, default_level="warning")
+    rounds = hub.add_parser("rounds", help="list recent rounds, newest first, with their outcome")
+    rounds.add_argument("--config", required=True, help="hub configuration file (YAML)")
+    rounds.add_argument("--limit", type=int, default=20, help="how many rounds to list (default: 20)")
+    rounds.set_defaults(handler=_hub_rounds, default_level="warning")
+    token = hub.add_parser("token", help="issue an API token for a site or consumer, or revoke one")
+    token.add_argument("--config", required=True, help="hub configuration file (YAML)")
+    token_action = token.add_mutually_exclusive_group(required=True)
+    token_action.add_argument("--name", help="site id or consumer name that gets a new token")
+    token_action.add_argument("--revoke", metavar="TOKEN_ID", help="id of the token to revoke (after 'fti_')")
+    token.set_defaults(handler=_hub_token, default_level="warning")
 
     keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(dest="keys_command", required=True)
     generate = keys.add_parser("generate", help="create a site signing key and print its public key")

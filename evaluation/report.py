@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLUMNS = (("precision", "precision"), ("recall", "recall"), ("f1", "F1"), ("auroc", "AUROC"),
+COLUMNS = (("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
+           ("macro_f1_sites", "site-mean F1"), ("auroc", "AUROC"),
            ("pr_auc", "PR-AUC"), ("fpr", "FPR"), ("median_latency_rounds", "latency (rounds)"),
            ("bytes_per_site_round", "bytes/site/round"),
            ("compute_seconds_per_site_round", "CPU s/site/round"), ("epsilon", "epsilon (total)"))

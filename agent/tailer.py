@@ -201,6 +201,10 @@ class LogTailer:
     told from a file that merely grew; the lines before the old offset are then lost. The byte
     before the offset is checked on every poll, which makes this unlikely but not impossible.
 
+    A file that is created and rotated away between two polls is never seen, so its lines
+    are lost. Rotation intervals of minutes or hours against a poll interval of seconds make
+    this a concern only for a tailer that is stopped or stalled.
+
     A new file whose first bytes equal those of a file that is still open is taken to be a copy
     (``cp``, the first half of ``copytruncate``) and is not read yet. ``TailStats.copies_found``
     counts each time a copy is recognised. Lines written to the original between the last poll and a

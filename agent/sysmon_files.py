@@ -1,0 +1,112 @@
+"""Read Sysmon files that hold records rather than lines: ``.evtx`` logs and Windows XML exports.
+
+``.evtx`` files are read with the ``evtx`` package, a binding to the Rust ``evtx`` crate,
+which renders each record as event XML. On the eight evtx-attack-samples files (670 records)
+it read about 10,800 records per second, against 53 for ``python-evtx`` 0.8.1, measured on
+one AMD EPYC core with ``benchmarks/evtx_readers.py``.
+
+An XML export (``wevtutil qe /f:xml``, Event Viewer's "Save as XML") is a sequence of
+``<Event>`` documents, with or without an ``<Events>`` root. Each ``<Event>...</Event>`` span
+is parsed on its own, so one damaged record costs that record only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from agent.errors import LogReadError
+from agent.events import Event, EventStats, LineRejected, LineReporter, Quarantine
+from agent.sysmon import event_from_xml
+
+log = logging.getLogger(__name__)
+
+__all__ = ["detect_record_format", "iter_record_file_events"]
+
+EVTX_MAGIC = b"ElfFile\x00"
+
+_EVENT_SPAN = re.compile(r"<Event[\s>].*?</Event>", re.DOTALL)
+
+# The evtx binding raises a plain RuntimeError for a damaged record and can go on with the
+# next one. A file that fails this many times in a row is taken to be no evtx file at all.
+MAX_CONSECUTIVE_RECORD_ERRORS = 1000
+
+
+def detect_record_format(path: Path) -> str | None:
+    """Return ``"evtx"`` or ``"xml"`` for a record file, or None for a line-based file."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(4096)
+    except OSError as err:
+        raise LogReadError(str(path), err.strerror or str(err)) from err
+    if head.startswith(EVTX_MAGIC):
+        return "evtx"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<?xml") or text.startswith(b"<Events") or text.startswith(b"<Event "):
+        return "xml"
+    return None
+
+
+def iter_record_file_events(
+    path: Path, record_format: str, *, stats: EventStats, quarantine: Quarantine | None = None
+) -> Iterator[Event]:
+    """Yield the Sysmon events of an ``.evtx`` file or an XML export; skip other providers.
+
+    ``Event.line`` is the record's EventRecordID for ``.evtx`` and its position (from 1) in an
+    XML export.
+    """
+    reporter = LineReporter(str(path), stats, quarantine=quarantine)
+    records = _evtx_records(path, reporter) if record_format == "evtx" else _xml_records(path)
+    try:
+        for number, xml in records:
+            stats.lines += 1
+            try:
+                event = event_from_xml(xml, source=str(path), line=number)
+            except LineRejected as rejected:
+                reporter.reject(number, rejected.reason, rejected.detail, raw=xml.encode("utf-8"))
+                continue
+            if event is None:
+                stats.skipped += 1
+                continue
+            stats.events[event.kind] += 1
+            stats.flags.update(event.flags)
+            yield event
+    finally:
+        reporter.finish()
+
+
+def _evtx_records(path: Path, reporter: LineReporter) -> Iterator[tuple[int, str]]:
+    from evtx import PyEvtxParser
+
+    try:
+        parser = PyEvtxParser(str(path))
+    except (OSError, RuntimeError) as err:
+        raise LogReadError(str(path), f"not a readable evtx file: {err}") from err
+    records = parser.records()
+    failures = 0
+    position = 0
+    while True:
+        position += 1
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except RuntimeError as err:
+            failures += 1
+            reporter.reject(position, "invalid_record", f"evtx record unreadable: {err}")
+            if failures >= MAX_CONSECUTIVE_RECORD_ERRORS:
+                raise LogReadError(str(path), f"{failures} unreadable records in a row") from err
+            continue
+        failures = 0
+        yield int(record["event_record_id"]), record["data"]
+
+
+def _xml_records(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as err:
+        raise LogReadError(str(path), err.strerror or str(err)) from err
+    for number, match in enumerate(_EVENT_SPAN.finditer(text), start=1):
+        yield number, match.group(0)

@@ -83,6 +83,9 @@ class SiteData:
     windows: list[Window]
     window_round: np.ndarray
     window_score: np.ndarray
+    # The detector's raw scores, min-max scaled over the baseline and clipped to [0, 1]: the
+    # ablation without calibration.
+    window_uncalibrated_score: np.ndarray
     baseline_rounds: int
     flow_label: np.ndarray
     flow_round: np.ndarray
@@ -132,8 +135,8 @@ def load_site(
 
     window_round = np.array([round_of(w.start + window_seconds / 2) for w in windows], dtype=int)
     window_index = {(w.entity, w.start): i for i, w in enumerate(windows)}
-    scores, taken, has_detector = _score(spec, windows, window_round, baseline_rounds,
-                                         min_baseline_windows, random_state)
+    scores, uncalibrated, taken, has_detector = _score(spec, windows, window_round, baseline_rounds,
+                                                       min_baseline_windows, random_state)
 
     flow_label, flow_round, flow_window, flow_remote = [], [], [], []
     oriented = {(c.source, c.line): c for c in connections}
@@ -158,6 +161,7 @@ def load_site(
              len(flow_label), len(windows), taken)
     return SiteData(
         spec=spec, windows=windows, window_round=window_round, window_score=scores,
+        window_uncalibrated_score=uncalibrated,
         baseline_rounds=taken, flow_label=np.array(flow_label, dtype=bool),
         flow_round=np.array(flow_round, dtype=int), flow_window=np.array(flow_window, dtype=int),
         flow_remote=flow_remote, raw_bytes=source.stat().st_size, has_detector=has_detector,
@@ -181,9 +185,9 @@ def baseline_mask(window_round: np.ndarray, baseline_rounds: int, min_windows: i
 def _score(
     spec: SiteSpec, windows: list[Window], window_round: np.ndarray, baseline_rounds: int,
     min_windows: int, random_state: int,
-) -> tuple[np.ndarray, int, bool]:
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
     if not windows:
-        return np.zeros(0), baseline_rounds, False
+        return np.zeros(0), np.zeros(0), baseline_rounds, False
     features = np.array([w.features for w in windows], dtype=float)
     mask, taken = baseline_mask(window_round, baseline_rounds, min_windows)
     detector = CalibratedDetector("iforest", min_baseline_windows=min_windows,
@@ -192,8 +196,12 @@ def _score(
         detector.fit(features[mask])
     except DetectorError as err:
         log.warning("site %s: no local detector (%s); its windows score 0", spec.site_id, err)
-        return np.zeros(len(windows)), taken, False
-    return detector.score(features), taken, True
+        return np.zeros(len(windows)), np.zeros(len(windows)), taken, False
+
+    raw = detector.raw_scores(features)
+    low, high = float(np.min(raw[mask])), float(np.max(raw[mask]))
+    uncalibrated = np.clip((raw - low) / (high - low), 0.0, 1.0) if high > low else np.zeros(len(raw))
+    return detector.calibrate(raw), uncalibrated, taken, True
 
 
 def _label(fields: dict) -> bool | None:

@@ -145,8 +145,10 @@ def run_scenario(
     progress.step("centralised")
 
     variants: dict[str, dict] = {}
+    uncalibrated = [replace(site, window_score=site.window_uncalibrated_score) for site in sites]
     for label, setup in extra:
-        outcome = run_fusion(sites, participation, setup, seed=settings.seed)
+        run_sites = uncalibrated if label == "ablation:without-calibration" else sites
+        outcome = run_fusion(run_sites, participation, setup, seed=settings.seed)
         variants[label] = _fusion_result(sites, settings, outcome, private=True)
         progress.step(label)
 
@@ -168,6 +170,8 @@ def _extra_runs(settings: EvalSettings) -> list[tuple[str, FusionSetup]]:
     runs = [(f"strategy:{name}", replace(base, strategy=name))
             for name in ("capped-noisy-or", "median", "trimmed-mean", "corroboration", "ensemble")]
     runs.append(("ablation:without-trust", replace(base, use_trust=False)))
+    # Scores are then the detector's raw scores, min-max scaled per site (see SiteData).
+    runs.append(("ablation:without-calibration", base))
     runs.append(("ablation:without-poisoning-site", replace(base, poison_site=None)))
     runs.append(("ablation:without-trust-without-poisoning-site",
                  replace(base, use_trust=False, poison_site=None)))

@@ -11,9 +11,9 @@ A site runs four stages, in order, on one :class:`SecAggClient`:
 4. :meth:`~SecAggClient.unmask`: for each neighbour, reveal the share of its self-mask
    seed if it submitted an input, or of its mask secret key if it dropped out, never both.
 
-The site refuses stage 4 when fewer than ``threshold`` sites submitted inputs, and answers it
-only once per round: a hub that asked twice with different survivor sets could obtain both
-the self-mask seed and the pairwise keys of one site, and so that site's input.
+The site rejects stage 4 when fewer than ``threshold`` sites submitted inputs. It responds to
+stage 4 only once per round, because a hub that asked twice with different survivor sets
+could obtain both the self-mask seed and the pairwise keys of one site, and so its input.
 """
 
 from __future__ import annotations
@@ -194,8 +194,10 @@ class SecAggClient:
         for peer in sorted(self._sharers - {self.site_id}):
             seed = agree_pairwise_seed(self._mask_secret_key, self._advertisements[peer].mask_public_key,
                                        round_id=self.config.round_id, site_a=self.site_id, site_b=peer)
-            mask = expand_mask(seed, self.config.vector_length)
-            masked = masked + mask if self.site_id < peer else masked - mask
+            if self.site_id < peer:
+                masked += expand_mask(seed, self.config.vector_length)
+            else:
+                masked -= expand_mask(seed, self.config.vector_length)
         return MaskedInput(self.config.round_id, self.site_id, masked)
 
     def _accept_share(self, message: EncryptedShare) -> None:
@@ -209,7 +211,7 @@ class SecAggClient:
         if sender in self._held_shares:
             raise ShareRejected(sender, "replayed: a share from this site was already accepted")
 
-        # Decryption authenticates the sender's key of this round; the header then binds
+        # Decryption authenticates the sender's key of this round. The header then binds
         # the plaintext to the round and both sites, so a relayed copy fails here.
         if self._encryption_key is None:
             raise RuntimeError("shares received before advertise_keys")
@@ -247,7 +249,7 @@ class SecAggClient:
         MessageRejected
             If ``survivors`` names a site outside the round or repeats one.
         RoundAborted
-            If this site already answered, or fewer than ``threshold`` of its neighbours
+            If this site already responded, or fewer than ``threshold`` of its neighbours
             survived. Nothing is revealed in either case.
         """
         if not self._sharers:

@@ -62,7 +62,9 @@ def expand_mask(seed: bytes, length: int) -> np.ndarray:
     stream = nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(
         bytes(4 * length), None, _NONCE, seed
     )
-    return np.frombuffer(stream, dtype="<u4", count=length).astype(np.uint32)
+    words = np.frombuffer(stream, dtype="<u4", count=length)
+    # On little-endian hosts "<u4" is uint32 already and the read-only view needs no copy.
+    return words if words.dtype == np.uint32 else words.astype(np.uint32)
 
 
 def agree_pairwise_seed(

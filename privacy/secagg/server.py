@@ -62,6 +62,8 @@ class SecAggServer:
         self.responders_: frozenset[str] = frozenset()
         self._masked_sum: np.ndarray | None = None
         self._responses: dict[str, UnmaskResponse] = {}
+        # owner -> kind -> [(holder, share)], filled as responses arrive.
+        self._shares_by_owner: dict[tuple[str, str], list[tuple[str, Share]]] = {}
         self._weights_cache: dict[tuple[int, ...], list[int]] = {}
 
     # Stage 1 ---------------------------------------------------------------------------
@@ -82,7 +84,7 @@ class SecAggServer:
         """Relay the encrypted shares and return them grouped by recipient.
 
         A site joins U2 only if it sent exactly one share to each neighbour that advertised
-        keys; shares from any other site are dropped, so every recipient masks with the
+        keys. Shares from any other site are dropped, so every recipient masks with the
         same set of sharers that the hub later unmasks.
         """
         by_sender: dict[str, dict[str, EncryptedShare]] = {}
@@ -141,7 +143,7 @@ class SecAggServer:
     # Stage 4 ---------------------------------------------------------------------------
 
     def collect_unmask_responses(self, responses: Iterable[UnmaskResponse]) -> frozenset[str]:
-        """Check and keep the revealed shares of the sites that answered."""
+        """Check and keep the revealed shares of the sites that responded."""
         survivors = set(self.survivors_)
         for response in responses:
             site = response.site_id
@@ -163,6 +165,9 @@ class SecAggServer:
                     raise ShareRejected(site, f"key share revealed for {owner!r}, which is not a dropped sharer")
                 self._check_share(site, owner, share, point)
             self._responses[site] = response
+            for kind in ("self_mask_shares", "mask_key_shares"):
+                for owner, share in getattr(response, kind).items():
+                    self._shares_by_owner.setdefault((owner, kind), []).append((site, share))
         self.responders_ = frozenset(self._responses)
         self._require_quorum("collect_unmask_responses", len(self.responders_))
         return self.responders_
@@ -206,24 +211,22 @@ class SecAggServer:
             for peer in sorted((self.config.neighbourhoods[owner] & survivors) - {owner}):
                 seed = agree_pairwise_seed(secret_key, self.advertisements_[peer].mask_public_key,
                                            round_id=self.config.round_id, site_a=owner, site_b=peer)
-                mask = expand_mask(seed, length)
                 # The survivor added the mask if its id is smaller, else subtracted it.
-                total = total - mask if peer < owner else total + mask
+                if peer < owner:
+                    total -= expand_mask(seed, length)
+                else:
+                    total += expand_mask(seed, length)
 
         log.info("secure aggregation round %s unmasked: %d sites summed, %d dropouts recovered",
                  self.config.round_id, len(self.survivors_), len(dropped))
         return total
 
     def _reconstruct(self, owner: str, kind: str) -> bytes:
-        holders = sorted(
-            site for site, response in self._responses.items()
-            if owner in getattr(response, kind)
-        )
-        if len(holders) < self.config.threshold:
-            self._abort("unmask", f"{len(holders)} shares of a secret of {owner!r} but "
-                                  f"{self.config.threshold} are needed", survivors=len(holders))
-        chosen = holders[: self.config.threshold]
-        shares = [getattr(self._responses[site], kind)[owner] for site in chosen]
+        held = sorted(self._shares_by_owner.get((owner, kind), []), key=lambda item: item[0])
+        if len(held) < self.config.threshold:
+            self._abort("unmask", f"{len(held)} shares of a secret of {owner!r} but "
+                                  f"{self.config.threshold} are needed", survivors=len(held))
+        shares = [share for _, share in held[: self.config.threshold]]
         xs = tuple(share.x for share in shares)
         weights = self._weights_cache.get(xs)
         if weights is None:

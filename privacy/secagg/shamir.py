@@ -14,6 +14,7 @@ A share on the wire is ``x`` (1 to 65535) and ``y`` as 66 big-endian bytes.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -68,9 +69,10 @@ class Share:
 
 def validate_share(share: Share, *, sender: str = "?") -> Share:
     """Return the share if ``x`` is in [1, 65535] and ``y`` in [0, PRIME), else raise."""
-    if not isinstance(share.x, numbers.Integral) or not 1 <= share.x <= MAX_SHARES:
+    # The exact-type test is the fast path; numpy and other integers go through the ABC.
+    if type(share.x) is not int and not isinstance(share.x, numbers.Integral) or not 1 <= share.x <= MAX_SHARES:
         raise ShareRejected(sender, f"share x must be in [1, {MAX_SHARES}]; got {share.x!r}")
-    if not isinstance(share.y, numbers.Integral) or not 0 <= share.y < PRIME:
+    if type(share.y) is not int and not isinstance(share.y, numbers.Integral) or not 0 <= share.y < PRIME:
         raise ShareRejected(sender, "share y must be in [0, 2^521 - 1)")
     return share
 
@@ -131,15 +133,26 @@ def lagrange_coefficients_at_zero(xs: Sequence[int]) -> list[int]:
     """
     if len(set(xs)) != len(xs):
         raise ValueError(f"share points must be distinct; got {list(xs)!r}")
-    weights = []
-    for i, xi in enumerate(xs):
-        numerator, denominator = 1, 1
-        for j, xj in enumerate(xs):
-            if i != j:
-                numerator = numerator * xj % PRIME
-                denominator = denominator * (xj - xi) % PRIME
-        weights.append(numerator * pow(denominator, -1, PRIME) % PRIME)
-    return weights
+    # The points are small integers, so the products are taken exactly and reduced once:
+    # this is several times faster than reducing after every 521-bit multiplication.
+    everything = math.prod(xs)
+    numerators = [everything // xi % PRIME for xi in xs]
+    denominators = [math.prod(xj - xi for xj in xs if xj != xi) % PRIME for xi in xs]
+    inverses = _invert_all(denominators)
+    return [n * inv % PRIME for n, inv in zip(numerators, inverses, strict=True)]
+
+
+def _invert_all(values: Sequence[int]) -> list[int]:
+    """Invert every value with one modular exponentiation (Montgomery's batch inversion)."""
+    prefix = [1]
+    for value in values:
+        prefix.append(prefix[-1] * value % PRIME)
+    inverse = pow(prefix[-1], -1, PRIME)
+    result = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        result[i] = inverse * prefix[i] % PRIME
+        inverse = inverse * values[i] % PRIME
+    return result
 
 
 def reconstruct_secret(
@@ -180,7 +193,7 @@ def reconstruct_secret(
         weights = lagrange_coefficients_at_zero([p.x for p in basis])
     secret = sum(w * p.y for w, p in zip(weights, basis, strict=True)) % PRIME
 
-    # Extra shares must agree with the interpolated polynomial; one that does not was
+    # Extra shares must agree with the interpolated polynomial. One that does not was
     # corrupted in transit or forged by a site, and using it would unmask garbage.
     for extra in points[threshold:]:
         if _interpolate_at(basis, extra.x) != extra.y:

@@ -3,7 +3,7 @@
 The hub must learn which observables many entities across sites contacted without seeing
 any site's list. Each site hashes its observables into a count-min sketch (Cormode and
 Muthukrishnan, "An Improved Data Stream Summary: The Count-Min Sketch", J. Algorithms
-2005): ``rows`` rows of ``width`` buckets, one hash function per row. A bucket holds the
+2005): ``rows`` rows of ``width`` buckets, one hash function per row. A bucket contains the
 number of distinct privacy units of the site with an observable in that bucket, so one
 unit adds at most 1 to a bucket. Sites add distributed noise (:mod:`privacy.secagg.noise`)
 and the sketches are summed by secure aggregation, so the hub sees only the noised sum.

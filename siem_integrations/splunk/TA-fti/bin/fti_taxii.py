@@ -1,0 +1,226 @@
+"""Modular input fti_taxii: poll a TAXII 2.1 collection into an index and the KV store.
+
+Each run reads every page added since the checkpoint (a JSON file in the input's checkpoint
+folder). It follows ``next``; when the server sets ``more`` without ``next`` it continues with
+``added_after`` set to the ``X-TAXII-Date-Added-Last`` response header. Every indicator
+version becomes an event. The current indicators are upserted into the ``fti_indicators``
+collection of this app and, with Enterprise Security installed, into its threat
+intelligence collections. Revoked and expired ones are deleted from them. The TAXII
+password is read from Splunk's credential store (realm ``TA-fti``).
+"""
+
+import base64
+import json
+import os
+import ssl
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+import splunklib.client as client  # noqa: E402
+from splunklib.binding import HTTPError  # noqa: E402
+from splunklib.modularinput import Argument, Event, Scheme, Script  # noqa: E402
+
+from fti_intel import ES_COLLECTIONS, indicator_to_intel, is_withdrawn, record_key  # noqa: E402
+
+MEDIA_TYPE = "application/taxii+json;version=2.1"
+REALM = "TA-fti"
+APP = "TA-fti"
+ES_APP = "SA-ThreatIntelligence"
+# Pages per run at most, so one run of a huge collection ends and saves its place.
+MAX_PAGES = 200
+TIMEOUT_SECS = 60
+
+
+class FtiTaxiiInput(Script):
+    """Splunk modular input polling one TAXII 2.1 collection per stanza."""
+
+    def get_scheme(self):
+        scheme = Scheme("fti TAXII 2.1 indicators")
+        scheme.description = "Poll fused indicators from an fti hub or any TAXII 2.1 collection."
+        scheme.use_external_validation = True
+        scheme.use_single_instance = False
+        for name, description, required in (
+                ("api_root", "TAXII 2.1 API root URL", True),
+                ("collection", "Collection id", True),
+                ("username", "TAXII user name (password in the credential store)", False),
+                ("verify_tls", "Verify the server certificate (default true)", False),
+                ("page_size", "Objects per page (default 500)", False),
+                ("write_es_collections", "Write the ES threat intelligence collections", False)):
+            argument = Argument(name, description=description, required_on_create=required)
+            scheme.add_argument(argument)
+        return scheme
+
+    def validate_input(self, definition):
+        api_root = definition.parameters.get("api_root", "")
+        parts = urllib.parse.urlsplit(api_root)
+        if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"api_root must be an https URL; got {api_root!r}")
+        if not definition.parameters.get("collection"):
+            raise ValueError("collection is required")
+        page_size = definition.parameters.get("page_size") or "500"
+        if not page_size.isdigit() or not 1 <= int(page_size) <= 10000:
+            raise ValueError(f"page_size must be an integer in [1, 10000]; got {page_size!r}")
+
+    def stream_events(self, inputs, ew):
+        session_key = self._input_definition.metadata["session_key"]
+        checkpoint_dir = inputs.metadata["checkpoint_dir"]
+        for stanza, config in inputs.inputs.items():
+            service = client.connect(token=session_key, app=APP, owner="nobody")
+            try:
+                poll_stanza(stanza, config, service, session_key, checkpoint_dir, ew)
+            except (OSError, ValueError, urllib.error.URLError) as err:
+                ew.log("ERROR", f"fti_taxii {stanza}: poll failed: {err}")
+
+
+def _bool(value, default):
+    if value is None or value == "":
+        return default
+    return str(value).strip().lower() in ("1", "true", "yes", "t", "y")
+
+
+def _password(service, username):
+    for credential in service.storage_passwords:
+        if credential.realm == REALM and credential.username == username:
+            return credential.clear_password
+    raise ValueError(f"no password stored for user {username!r} in realm {REALM}")
+
+
+def _checkpoint_path(checkpoint_dir, stanza):
+    name = base64.urlsafe_b64encode(stanza.encode("utf-8")).decode("ascii")
+    return os.path.join(checkpoint_dir, f"fti_taxii_{name}.json")
+
+
+def load_checkpoint(path):
+    """Return the stored ``{"next", "added_after"}``, or an empty checkpoint."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {"next": None, "added_after": None}
+
+
+def save_checkpoint(path, checkpoint):
+    """Replace the checkpoint file atomically."""
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(checkpoint, handle)
+    os.replace(temporary, path)
+
+
+def fetch_page(api_root, collection, checkpoint, *, page_size, auth_header, verify_tls):
+    """GET one page of indicators; return (envelope, X-TAXII-Date-Added-Last or None)."""
+    query = {"limit": str(page_size), "match[type]": "indicator"}
+    if checkpoint.get("next"):
+        query["next"] = checkpoint["next"]
+    elif checkpoint.get("added_after"):
+        query["added_after"] = checkpoint["added_after"]
+    url = (api_root.rstrip("/") + f"/collections/{urllib.parse.quote(collection)}/objects/?"
+           + urllib.parse.urlencode(query))
+    headers = {"Accept": MEDIA_TYPE}
+    if auth_header:
+        headers["Authorization"] = auth_header
+    context = ssl.create_default_context()
+    if not verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=TIMEOUT_SECS, context=context) as response:
+        envelope = json.loads(response.read().decode("utf-8") or "{}")
+        return envelope, response.headers.get("X-TAXII-Date-Added-Last")
+
+
+def advance_checkpoint(checkpoint, envelope, date_added_last):
+    """Return the checkpoint after a page, and whether more pages follow."""
+    if date_added_last:
+        checkpoint["added_after"] = date_added_last
+    more = bool(envelope.get("more"))
+    if more and envelope.get("next"):
+        checkpoint["next"] = envelope["next"]
+    else:
+        checkpoint["next"] = None
+        if more and not date_added_last:
+            raise ValueError("the server set more without next or X-TAXII-Date-Added-Last")
+    return checkpoint, more
+
+
+def poll_stanza(stanza, config, service, session_key, checkpoint_dir, ew):
+    """Read every new page of one input and write events and KV store records."""
+    username = config.get("username")
+    auth_header = None
+    if username:
+        secret = f"{username}:{_password(service, username)}".encode("utf-8")
+        auth_header = "Basic " + base64.b64encode(secret).decode("ascii")
+    verify_tls = _bool(config.get("verify_tls"), True)
+    write_es = _bool(config.get("write_es_collections"), True)
+    page_size = int(config.get("page_size") or 500)
+    path = _checkpoint_path(checkpoint_dir, stanza)
+    checkpoint = load_checkpoint(path)
+    es_service = None
+    if write_es:
+        es_service = client.connect(token=session_key, app=ES_APP, owner="nobody")
+
+    now = datetime.now(timezone.utc)
+    indicators = 0
+    for _ in range(MAX_PAGES):
+        envelope, date_added_last = fetch_page(
+            config["api_root"], config["collection"], checkpoint, page_size=page_size,
+            auth_header=auth_header, verify_tls=verify_tls)
+        objects = [o for o in envelope.get("objects", []) if o.get("type") == "indicator"]
+        for indicator in objects:
+            event = Event(stanza=stanza, data=json.dumps(indicator, sort_keys=True),
+                          sourcetype=config.get("sourcetype", "fti:indicator"),
+                          index=config.get("index"),
+                          time="%.3f" % datetime.fromisoformat(
+                              indicator["modified"].replace("Z", "+00:00")).timestamp())
+            ew.write_event(event)
+        update_collections(objects, service, es_service, now)
+        indicators += len(objects)
+
+        # The checkpoint moves only after the page's events and records were written.
+        checkpoint, more = advance_checkpoint(checkpoint, envelope, date_added_last)
+        save_checkpoint(path, checkpoint)
+        if not more:
+            break
+    ew.log("INFO", f"fti_taxii {stanza}: {indicators} indicators read")
+
+
+def update_collections(indicators, service, es_service, now):
+    """Upsert current indicators into the KV store and delete withdrawn ones."""
+    upserts = {}
+    deletes = []
+    for indicator in indicators:
+        mapped = indicator_to_intel(indicator)
+        if mapped is None:
+            continue
+        collection, record = mapped
+        if is_withdrawn(indicator, now):
+            deletes.append((collection, record_key(indicator["id"])))
+        else:
+            upserts.setdefault(collection, []).append(record)
+
+    targets = [(service, "fti_indicators", True)]
+    if es_service is not None:
+        names = {c.name for c in es_service.kvstore}
+        targets.extend((es_service, name, False) for name in ES_COLLECTIONS if name in names)
+    for target_service, name, is_all in targets:
+        data = target_service.kvstore[name].data
+        records = [r for c, rs in upserts.items() if is_all or c == name for r in rs]
+        for start in range(0, len(records), 500):
+            data.batch_save(*records[start:start + 500])
+        for collection, key in deletes:
+            if is_all or collection == name:
+                try:
+                    data.delete_by_id(key)
+                except HTTPError as err:
+                    # A record that was never stored needs no deletion.
+                    if err.status != 404:
+                        raise
+
+
+if __name__ == "__main__":
+    sys.exit(FtiTaxiiInput().run(sys.argv))

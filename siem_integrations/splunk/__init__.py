@@ -1,0 +1,1 @@
+"""The Splunk add-on TA-fti: its source tree and the build that packages it."""

@@ -1,0 +1,206 @@
+"""Tests of the TA-fti Splunk add-on: its indicator mapping, its TAXII polling, its build.
+
+The mapping and polling functions run here with the same splunklib the build vendors; the
+KV store is a small in-memory stand-in with splunklib's ``batch_save``/``delete_by_id``.
+The build test packages the add-on and runs Splunk AppInspect on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import tarfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siem_integrations.splunk.build import SOURCE, build_app
+from stix_mappings.indicator import build_fused_indicator
+from stix_mappings.splunk import indicator_to_hec_event
+from tests.siem_integrations.test_taxii_sync import COLLECTION, CREDENTIALS, added
+from tests.siem_integrations.taxii_server import TaxiiServer
+
+sys.path.insert(0, str(SOURCE / "bin"))
+import fti_intel  # noqa: E402
+import fti_taxii  # noqa: E402
+
+MOMENT = datetime(2024, 6, 3, 1, 0, tzinfo=timezone.utc)
+SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def indicator(kind: str, value: str, *, revoked: bool = False,
+              fused_score: float = 0.76) -> dict[str, Any]:
+    return build_fused_indicator(
+        observable_type=kind, value=value, fused_score=fused_score, corroborating_sites=2,
+        strategy="trust-weighted-noisy-or", round_start=MOMENT - timedelta(hours=1),
+        valid_from=MOMENT, valid_until=MOMENT + timedelta(days=1), created=MOMENT,
+        modified=MOMENT, hub_identity="identity--6f1c2a4e-8d3b-4c7a-9e0f-1a2b3c4d5e6f",
+        revoked=revoked,
+    )
+
+
+@pytest.mark.parametrize("kind, value, collection, field", [
+    ("ipv4-addr", "203.0.113.9", "ip_intel", "ip"),
+    ("ipv6-addr", "2001:db8::1", "ip_intel", "ip"),
+    ("domain-name", "login.example.org", "domain_intel", "domain"),
+    ("url", "https://login.example.org/a?b='c'", "http_intel", "url"),
+    ("sha256", SHA256, "file_intel", "file_hash"),
+    ("file_name", "o'brien.exe", "file_intel", "file_name"),
+])
+def test_intel_record_matches_hec_event(kind: str, value: str, collection: str,
+                                        field: str) -> None:
+    source = indicator(kind, value)
+    hec = indicator_to_hec_event(source, index=None, host="h")
+    event = hec["event"]
+
+    mapped = fti_intel.indicator_to_intel(source)
+
+    assert mapped is not None
+    assert mapped[0] == collection == event["threat_collection"]
+    assert mapped[1][field] == value == event[field]
+    assert mapped[1]["weight"] == event["weight"]
+    assert mapped[1]["threat_key"] == event["threat_key"]
+    assert mapped[1]["time"] == hec["time"]
+
+
+def test_intel_certificate_serial() -> None:
+    source = indicator("ipv4-addr", "203.0.113.9")
+    source["pattern"] = "[x509-certificate:serial_number = '36:f7:d4:32:f4:ab:70:ea']"
+
+    collection, record = fti_intel.indicator_to_intel(source)
+
+    assert collection == "certificate_intel"
+    assert record["certificate_serial"] == "36:f7:d4:32:f4:ab:70:ea"
+
+
+def test_intel_unsupported_pattern_none() -> None:
+    source = indicator("ipv4-addr", "203.0.113.9")
+    source["pattern"] = "[ipv4-addr:value = '203.0.113.9'] OR [domain-name:value = 'a.example']"
+
+    assert fti_intel.indicator_to_intel(source) is None
+
+
+def test_intel_key_stable_across_versions() -> None:
+    first = indicator("ipv4-addr", "203.0.113.9")
+    later = dict(first, modified="2024-06-03T02:00:00.000Z")
+
+    assert fti_intel.indicator_to_intel(first)[1]["_key"] == \
+        fti_intel.indicator_to_intel(later)[1]["_key"]
+
+
+class MemoryCollection:
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.data = self
+
+    def batch_save(self, *records: dict[str, Any]) -> None:
+        for record in records:
+            self.records[record["_key"]] = record
+
+    def delete_by_id(self, key: str) -> None:
+        self.records.pop(key)
+
+
+class MemoryService:
+    def __init__(self, *names: str) -> None:
+        self.collections = {name: MemoryCollection() for name in names}
+
+    @property
+    def kvstore(self) -> Any:
+        service = self
+
+        class Store(dict):  # type: ignore[type-arg]
+            def __iter__(self):  # type: ignore[no-untyped-def]
+                return iter(type("C", (), {"name": n}) for n in service.collections)
+
+        return Store(service.collections)
+
+
+def test_update_collections_upserts_and_deletes() -> None:
+    app = MemoryService("fti_indicators")
+    es = MemoryService("ip_intel", "domain_intel", "http_intel", "file_intel",
+                       "certificate_intel")
+    now = MOMENT + timedelta(hours=1)
+    fti_taxii.update_collections([indicator("ipv4-addr", "203.0.113.9"),
+                                  indicator("domain-name", "bad.example")], app, es, now)
+
+    fti_taxii.update_collections([indicator("ipv4-addr", "203.0.113.9", revoked=True)],
+                                 app, es, now)
+
+    assert [r["threat_match_value"] for r in app.collections["fti_indicators"].records.values()] \
+        == ["bad.example"]
+    assert es.collections["ip_intel"].records == {}
+    assert [r["domain"] for r in es.collections["domain_intel"].records.values()] == [
+        "bad.example"]
+
+
+def test_update_collections_removes_expired() -> None:
+    app = MemoryService("fti_indicators")
+    fti_taxii.update_collections([indicator("ipv4-addr", "203.0.113.9")], app, None, MOMENT)
+
+    fti_taxii.update_collections([indicator("ipv4-addr", "203.0.113.9")], app, None,
+                                 MOMENT + timedelta(days=2))
+
+    assert app.collections["fti_indicators"].records == {}
+
+
+@pytest.mark.parametrize("with_next", [True, False])
+def test_input_pages_with_checkpoint(tmp_path: Path, with_next: bool) -> None:
+    auth = "Basic " + base64.b64encode(":".join(CREDENTIALS).encode()).decode()
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=with_next) as server:
+        for n in range(5):
+            server.state.add(added(n), indicator("ipv4-addr", f"203.0.113.{n + 1}"))
+        checkpoint: dict[str, Any] = {"next": None, "added_after": None}
+        seen = []
+        for _ in range(10):
+            envelope, last = fti_taxii.fetch_page(server.api_root, COLLECTION, checkpoint,
+                                                  page_size=2, auth_header=auth,
+                                                  verify_tls=True)
+            seen.extend(o["pattern"] for o in envelope.get("objects", []))
+            checkpoint, more = fti_taxii.advance_checkpoint(checkpoint, envelope, last)
+            if not more:
+                break
+
+    assert len(seen) == 5
+    assert checkpoint == {"next": None, "added_after": added(4)}
+
+
+def test_checkpoint_file_round_trip(tmp_path: Path) -> None:
+    path = str(tmp_path / "cp.json")
+
+    fti_taxii.save_checkpoint(path, {"next": "n1", "added_after": added(1)})
+
+    assert fti_taxii.load_checkpoint(path) == {"next": "n1", "added_after": added(1)}
+    assert fti_taxii.load_checkpoint(str(tmp_path / "none.json")) == {
+        "next": None, "added_after": None}
+
+
+def test_scheme_declares_arguments() -> None:
+    scheme = fti_taxii.FtiTaxiiInput().get_scheme()
+
+    assert [a.name for a in scheme.arguments] == [
+        "api_root", "collection", "username", "verify_tls", "page_size", "write_es_collections"]
+
+
+@pytest.mark.slow
+def test_built_app_passes_appinspect(tmp_path: Path) -> None:
+    package = build_app(tmp_path / "dist")
+    report_path = tmp_path / "report.json"
+
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "splunk-appinspect"), "inspect", str(package),
+         "--output-file", str(report_path), "--data-format", "json"],
+        capture_output=True, text=True, timeout=600, check=False)
+
+    with tarfile.open(package) as archive:
+        names = archive.getnames()
+    summary = json.loads(report_path.read_text())["summary"]
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert (summary["failure"], summary["error"]) == (0, 0)
+    assert "TA-fti/bin/fti_taxii.py" in names
+    assert "TA-fti/lib/splunklib/modularinput/script.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test splunk-app clean
 
 setup: $(STAMP)
 
@@ -20,5 +20,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The Splunk add-on TA-fti, as dist/TA-fti and dist/TA-fti-<version>.tgz.
+splunk-app: setup
+	$(BIN)/python -m siem_integrations.splunk.build --out dist
+
 clean:
-	rm -rf $(VENV) demo-out build *.egg-info
+	rm -rf $(VENV) demo-out build dist *.egg-info

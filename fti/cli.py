@@ -61,6 +61,18 @@ def _agent_run(args: argparse.Namespace) -> int:
     return 0 if report.pending == 0 else 3
 
 
+def _agent_parse(args: argparse.Namespace) -> int:
+    from agent.parse_command import run_parse
+
+    try:
+        return run_parse(args.source_type, [Path(name) for name in args.files], out=sys.stdout, err=sys.stderr,
+                         time_zone=args.timezone,
+                         quarantine_path=Path(args.quarantine) if args.quarantine else None)
+    except ValueError as err:
+        print(f"fti agent parse: {err}", file=sys.stderr)
+        return 2
+
+
 def _agent_budget(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
@@ -223,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--config", required=True, help="agent configuration file (YAML)")
     budget.add_argument("--at", help="evaluate the period ending at this ISO 8601 time (default: now)")
     budget.set_defaults(handler=_agent_budget, default_level="warning")
+    parse = agent.add_parser("parse", help="print the events fti reads from log files, as JSON lines, "
+                             "with counts on stderr")
+    parse.add_argument("--source-type", required=True, choices=["zeek", "sshd", "suricata", "sysmon"],
+                       help="how to read the files")
+    parse.add_argument("--timezone", default="UTC",
+                       help="IANA time zone of syslog timestamps without a zone (default: UTC)")
+    parse.add_argument("--quarantine", default=None, help="JSON-lines file that keeps the raw rejected lines")
+    parse.add_argument("files", nargs="+", help="log files (plain or gzip)")
+    parse.set_defaults(handler=_agent_parse, default_level="warning")
 
     hub = commands.add_parser("hub", help="run and manage the fusion hub").add_subparsers(dest="hub_command",
                                                                                            required=True)

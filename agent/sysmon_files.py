@@ -2,8 +2,9 @@
 
 ``.evtx`` files are read with the ``evtx`` package, a binding to the Rust ``evtx`` crate,
 which renders each record as event XML. On the eight evtx-attack-samples files (670 records)
-it read about 10,800 records per second, against 53 for ``python-evtx`` 0.8.1, measured on
-one AMD EPYC core with ``benchmarks/evtx_readers.py``.
+it took 0.01 to 0.06 s, at least 10,000 records per second, where ``python-evtx`` 0.8.1
+took 11.7 to 12.7 s (53 to 57 records per second). Measured with
+``benchmarks/evtx_readers.py`` on one AMD EPYC core; see docs/benchmarks.md.
 
 An XML export (``wevtutil qe /f:xml``, Event Viewer's "Save as XML") is a sequence of
 ``<Event>`` documents, with or without an ``<Events>`` root. Each ``<Event>...</Event>`` span

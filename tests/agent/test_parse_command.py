@@ -1,0 +1,71 @@
+"""``fti agent parse``: events as JSON lines on stdout, counts on stderr, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fti.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict], list[dict]]:
+    status = main(["agent", "parse", *args])
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines()]
+    counts = [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")]
+    return status, events, counts
+
+
+def test_parse_sshd_prints_events_and_counts(cases_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, events, counts = run(capsys, "--source-type", "sshd",
+                                 str(cases_dir / "009-authlog-yearless-timestamps.input.log"))
+
+    assert status == 0
+    assert [e["kind"] for e in events] == ["failed_password", "failed_password", "accepted_publickey",
+                                           "session_opened", "invalid_user"]
+    assert events[4]["ts"] == "2025-01-01T00:00:05.123456Z"
+    assert counts[0]["events_by_kind"]["failed_password"] == 2
+    assert counts[-1] == {"total": {"files": 1, "lines": 5, "events": 5, "skipped": 0, "errors": 0}}
+
+
+def test_parse_counts_errors_and_quarantines(cases_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    quarantine = tmp_path / "rejected.jsonl"
+
+    status, events, counts = run(capsys, "--source-type", "sysmon", "--quarantine", str(quarantine),
+                                 str(cases_dir / "007-sysmon-linux-truncated-xml.input.log"))
+
+    assert status == 0
+    assert len(events) == 4
+    assert counts[0]["errors_by_reason"] == {"orphan_fragment": 1}
+    assert counts[0]["flags"] == {"sanitized": 1, "truncated": 1}
+    assert json.loads(quarantine.read_text(encoding="utf-8"))["reason"] == "orphan_fragment"
+
+
+def test_parse_zeek_records(cases_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, events, counts = run(capsys, "--source-type", "zeek",
+                                 str(cases_dir / "001-zeek-tsv-json-value-semantics.input.log"))
+
+    assert status == 0
+    assert {e["kind"] for e in events} == {"http"}
+    assert counts[0]["events"] == len(events) == 3
+
+
+def test_parse_missing_file_reported_and_others_read(cases_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    status, events, counts = run(capsys, "--source-type", "sshd", str(tmp_path / "absent.log"),
+                                 str(cases_dir / "009-authlog-yearless-timestamps.input.log"))
+
+    assert status == 1
+    assert len(events) == 5
+    assert "absent.log" in counts[0]["error"]
+    assert counts[-1]["total"]["files"] == 1
+
+
+def test_parse_unknown_time_zone_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["agent", "parse", "--source-type", "sshd", "--timezone", "Mars/Base", "auth.log"])
+
+    assert status == 2
+    assert "--timezone must be an IANA time zone such as Europe/Berlin; got 'Mars/Base'" in capsys.readouterr().err

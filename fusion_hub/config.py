@@ -101,6 +101,23 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """HTTPS of the TAXII server (YAML section ``tls``); without ``cert_file`` it is plain HTTP.
+
+    Relative paths are resolved against the configuration file's folder.
+    """
+
+    # PEM server certificate (with its chain) and private key.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # PEM CA bundle that client certificates must chain to; None asks for no client certificate.
+    client_ca_file: Path | None = None
+    # With a client CA: true rejects the TLS handshake of a client without a valid certificate;
+    # false accepts such clients but still rejects an invalid certificate.
+    require_client_cert: bool = True
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     """Password hashing of site and consumer credentials (YAML section ``auth``)."""
 
@@ -164,6 +181,15 @@ class SiemSettings:
     elastic_bulk_path: Path | None = None
     # Data stream named after the ECS ti_* integrations: logs-<dataset>-<namespace>.
     elastic_index: str = "logs-ti_fti.indicator-default"
+    # Push each round over HTTP too. The hub reads no environment variables, so each
+    # credential is the first line of a file readable by the hub's user only.
+    splunk_hec_url: str | None = None
+    splunk_hec_token_file: Path | None = None
+    splunk_ack: bool = False
+    elastic_url: str | None = None
+    elastic_api_key_file: Path | None = None
+    # Spool of events not yet confirmed by Splunk or Elasticsearch.
+    spool_dir: Path = Path("siem-spool")
 
 
 @dataclass(frozen=True)
@@ -172,6 +198,7 @@ class HubConfig:
 
     hub: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     rounds: RoundSettings = field(default_factory=RoundSettings)
     fusion: FusionSettings = field(default_factory=FusionSettings)
@@ -307,6 +334,17 @@ def validate_hub_config(
     require(re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", storage.postgresql_schema) is not None,
             "storage.postgresql_schema", storage.postgresql_schema,
             "must be a lower-case SQL identifier", "Use letters, digits and '_', e.g. fti_hub")
+
+    tls = config.tls
+    require((tls.cert_file is None) == (tls.key_file is None), "tls.key_file", tls.key_file,
+            "must be set together with tls.cert_file", "Give both the certificate and its key")
+    require(tls.client_ca_file is None or tls.cert_file is not None, "tls.client_ca_file",
+            tls.client_ca_file, "needs tls.cert_file",
+            "Client certificates need TLS: set tls.cert_file and tls.key_file")
+    for key, tls_path in (("tls.cert_file", tls.cert_file), ("tls.key_file", tls.key_file),
+                          ("tls.client_ca_file", tls.client_ca_file)):
+        require(tls_path is None or tls_path.is_file(), key, tls_path, "is not a readable file",
+                "Give the path of a PEM file")
 
     auth = config.auth
     require(1 <= auth.argon2_time_cost <= 100, "auth.argon2_time_cost", auth.argon2_time_cost,
@@ -517,6 +555,15 @@ def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
         config.siem,
         splunk_hec_path=resolve(config.siem.splunk_hec_path),
         elastic_bulk_path=resolve(config.siem.elastic_bulk_path),
+        splunk_hec_token_file=resolve(config.siem.splunk_hec_token_file),
+        elastic_api_key_file=resolve(config.siem.elastic_api_key_file),
+        spool_dir=resolve(config.siem.spool_dir),
     )
-    return dataclasses.replace(config, storage=storage, siem=siem)
+    tls = dataclasses.replace(
+        config.tls,
+        cert_file=resolve(config.tls.cert_file),
+        key_file=resolve(config.tls.key_file),
+        client_ca_file=resolve(config.tls.client_ca_file),
+    )
+    return dataclasses.replace(config, storage=storage, siem=siem, tls=tls)
 

@@ -33,7 +33,9 @@ from fusion_hub.registry import SiteRegistry
 from fusion_hub.rounds import RoundManager
 from fusion_hub.taxii import HubServices, create_app
 from fusion_hub.timeutil import utc_now
+from fusion_hub.tls import TlsServer
 from siem_integrations.elastic_bulk_file import ElasticBulkFileSink
+from siem_integrations.hub_sinks import build_http_sinks
 from siem_integrations.sink import IndicatorSink
 from siem_integrations.splunk_hec_file import SplunkHecFileSink
 
@@ -53,6 +55,7 @@ def build_sinks(config: HubConfig) -> list[IndicatorSink]:
     if config.siem.elastic_bulk_path is not None:
         sinks.append(ElasticBulkFileSink(config.siem.elastic_bulk_path,
                                          index=config.siem.elastic_index))
+    sinks.extend(build_http_sinks(config.siem, hub_name=config.hub.name))
     return sinks
 
 
@@ -95,6 +98,7 @@ class HubServer:
         self.publisher.publish_reference_objects()
 
         self._server: object | None = None
+        self._tls_server: TlsServer | None = None
         self._http_thread: threading.Thread | None = None
         self._ticker_thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -116,6 +120,8 @@ class HubServer:
         if self._server is not None:
             raise HubError(f"hub already running at {self.base_url}")
         settings = self.config.hub
+        if self.config.tls.cert_file is not None:
+            return self._start_tls()
         try:
             # Waitress caps bodies well above max_content_length, so Flask rejects oversized
             # envelopes itself, with a TAXII error resource.
@@ -134,9 +140,33 @@ class HubServer:
         self._http_thread = threading.Thread(target=server.run, name="fti-hub-http",
                                              daemon=True)
         self._http_thread.start()
+        self._start_ticker()
+        self._log_started()
+        return self.base_url
+
+    def _start_tls(self) -> str:
+        tls_server = TlsServer(self.app, settings=self.config.hub, tls=self.config.tls)
+        host, port = tls_server.bind()
+        self._tls_server = tls_server
+        self._server = tls_server
+        self.base_url = f"https://{_url_host(host)}:{port}"
+        self._stopping.clear()
+        self._http_thread = threading.Thread(target=tls_server.serve, name="fti-hub-https",
+                                             daemon=True)
+        self._http_thread.start()
+        self._start_ticker()
+        log.info("hub %s serves TLS (client certificates %s)", self.config.hub.name,
+                 tls_server.client_certificates)
+        self._log_started()
+        return self.base_url
+
+    def _start_ticker(self) -> None:
         self._ticker_thread = threading.Thread(target=self._tick, name="fti-hub-ticker",
                                                daemon=True)
         self._ticker_thread.start()
+
+    def _log_started(self) -> None:
+        settings = self.config.hub
         log.info("hub %s started at %s (api root /%s/, storage %s, quorum %d sites, deadline "
                  "%d s, round %d s, strategy %s, threshold %g, sinks: %s)", settings.name,
                  self.base_url, settings.api_root, describe_storage(self.config.storage),
@@ -144,7 +174,6 @@ class HubServer:
                  self.config.rounds.round_seconds, self.config.fusion.strategy,
                  self.config.fusion.publish_threshold,
                  ", ".join(s.name for s in self.publisher.sinks) or "none")
-        return self.base_url
 
     def is_alive(self) -> bool:
         """Whether the HTTP loop and the round ticker are both running."""
@@ -168,6 +197,9 @@ class HubServer:
             self.storage.close()
             return
         self._stopping.set()
+        if self._tls_server is not None:
+            self._stop_tls(self._tls_server)
+            return
 
         # Close the sockets from inside waitress's loop thread, which then returns.
         trigger = server.trigger  # type: ignore[attr-defined]
@@ -181,6 +213,17 @@ class HubServer:
         # Let requests already running finish before the database goes away.
         server.task_dispatcher.shutdown(timeout=_STOP_TIMEOUT_SECS)  # type: ignore[attr-defined]
         trigger.close()
+        self._server = None
+        self.storage.close()
+        log.info("hub %s stopped", self.config.hub.name)
+
+    def _stop_tls(self, tls_server: TlsServer) -> None:
+        # cheroot's stop() waits for its worker threads, so requests in flight finish first.
+        tls_server.stop()
+        for thread in (self._http_thread, self._ticker_thread):
+            if thread is not None:
+                thread.join(_STOP_TIMEOUT_SECS)
+        self._tls_server = None
         self._server = None
         self.storage.close()
         log.info("hub %s stopped", self.config.hub.name)

@@ -110,7 +110,7 @@ def test_load_unknown_section_rejected(tmp_path: Path) -> None:
         load_hub_config(write(tmp_path, "privacy:\n  epsilon: 1.0\n"))
 
     assert excinfo.value.key == "privacy"
-    assert "hub, storage, auth, rounds, fusion, siem" in excinfo.value.fix
+    assert "hub, storage, tls, auth, rounds, fusion, siem" in excinfo.value.fix
 
 
 def test_load_quoted_number_rejected_with_fix(tmp_path: Path) -> None:
@@ -162,3 +162,29 @@ def test_hub_config_is_frozen() -> None:
 
     with pytest.raises(AttributeError):
         config.hub = None  # type: ignore[misc]
+
+
+def test_load_postgresql_storage_and_limits(tmp_path: Path) -> None:
+    config = load_hub_config(write(
+        tmp_path, "storage:\n  backend: postgresql\n  postgresql_dsn: postgresql://fti:pw@db/fti\n"
+                  "  postgresql_schema: fti_hub\nhub:\n  rate_limit_per_minute: 0\n"
+                  "  max_objects_per_request: 10\n"))
+
+    assert config.storage.backend == "postgresql"
+    assert config.storage.postgresql_schema == "fti_hub"
+    assert "pw" not in repr(config)
+    assert (config.hub.rate_limit_per_minute, config.hub.max_objects_per_request) == (0, 10)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("storage:\n  backend: mysql\n", "storage.backend"),
+    ("storage:\n  backend: postgresql\n", "storage.postgresql_dsn"),
+    ("storage:\n  postgresql_schema: Bad-Name\n", "storage.postgresql_schema"),
+    ("hub:\n  rate_limit_per_minute: -1\n", "hub.rate_limit_per_minute"),
+    ("hub:\n  max_objects_per_request: 0\n", "hub.max_objects_per_request"),
+])
+def test_load_storage_and_limit_errors(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, text))
+
+    assert excinfo.value.key == key

@@ -1,0 +1,193 @@
+"""HTTPS from the configuration, with and without client certificates.
+
+A CA, a server certificate for 127.0.0.1 and client certificates are made in each test run
+with ``cryptography``; nothing leaves the loopback interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fusion_hub.config import HubConfig, TlsSettings, load_hub_config
+from fusion_hub.errors import HubConfigError
+from tests.fusion_hub.hub_testing import TAXII, make_config, running_hub
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class Pki:
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    stranger_cert: Path
+    stranger_key: Path
+
+
+def make_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+def write_cert(path: Path, cert: x509.Certificate) -> Path:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def make_ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = make_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(minutes=5))
+            .not_valid_after(NOW + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                         crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def issue(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str, *,
+          server: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = make_key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .issuer_name(ca.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(NOW - dt.timedelta(minutes=5))
+               .not_valid_after(NOW + dt.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                   ca_key.public_key()), critical=False))
+    if server:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("pki")
+    ca, ca_key = make_ca("fti test CA")
+    other_ca, other_key = make_ca("some other CA")
+    server, server_key = issue(ca, ca_key, "127.0.0.1", server=True)
+    client, client_key = issue(ca, ca_key, "site-a", server=False)
+    stranger, stranger_key = issue(other_ca, other_key, "stranger", server=False)
+    return Pki(
+        ca_file=write_cert(folder / "ca.pem", ca),
+        server_cert=write_cert(folder / "server.pem", server),
+        server_key=write_key(folder / "server.key", server_key),
+        client_cert=write_cert(folder / "client.pem", client),
+        client_key=write_key(folder / "client.key", client_key),
+        stranger_cert=write_cert(folder / "stranger.pem", stranger),
+        stranger_key=write_key(folder / "stranger.key", stranger_key),
+    )
+
+
+def tls_config(tmp_path: Path, pki: Pki, **tls: object) -> HubConfig:
+    config = make_config(tmp_path)
+    return dataclasses.replace(config, tls=TlsSettings(cert_file=pki.server_cert,
+                                                       key_file=pki.server_key, **tls))
+
+
+def get_discovery(url: str, pki: Pki, cert: tuple[Path, Path] | None,
+                  auth: tuple[str, str]) -> requests.Response:
+    return requests.get(f"{url}/taxii2/", headers={"Accept": TAXII}, auth=auth, timeout=10,
+                        verify=str(pki.ca_file),
+                        cert=(str(cert[0]), str(cert[1])) if cert else None)
+
+
+def test_https_serves_taxii_with_verified_certificate(tmp_path: Path, pki: Pki) -> None:
+    with running_hub(tls_config(tmp_path, pki)) as hub:
+        password = hub.registry.add_consumer("reader", read=["fused-indicators"])
+        url = hub.base_url or ""
+
+        response = get_discovery(url, pki, None, ("reader", password))
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://{url.removeprefix('https://')}/taxii2/", timeout=5)
+
+    assert url.startswith("https://127.0.0.1:")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == TAXII
+    assert response.json()["api_roots"] == [f"{url}/fti/"]
+
+
+def test_client_certificate_required(tmp_path: Path, pki: Pki) -> None:
+    config = tls_config(tmp_path, pki, client_ca_file=pki.ca_file, require_client_cert=True)
+    with running_hub(config) as hub:
+        password = hub.registry.add_consumer("reader", read=["fused-indicators"])
+        url, auth = hub.base_url or "", ("reader", password)
+
+        with_cert = get_discovery(url, pki, (pki.client_cert, pki.client_key), auth)
+        with_cert_no_password = get_discovery(url, pki, (pki.client_cert, pki.client_key),
+                                              ("reader", "wrong"))
+        with pytest.raises(requests.exceptions.SSLError):
+            get_discovery(url, pki, None, auth)
+        with pytest.raises(requests.exceptions.SSLError):
+            get_discovery(url, pki, (pki.stranger_cert, pki.stranger_key), auth)
+
+    assert with_cert.status_code == 200
+    # The certificate is a second factor; the password is still checked.
+    assert with_cert_no_password.status_code == 401
+
+
+def test_client_certificate_optional(tmp_path: Path, pki: Pki) -> None:
+    config = tls_config(tmp_path, pki, client_ca_file=pki.ca_file, require_client_cert=False)
+    with running_hub(config) as hub:
+        password = hub.registry.add_consumer("reader", read=["fused-indicators"])
+        url, auth = hub.base_url or "", ("reader", password)
+
+        without = get_discovery(url, pki, None, auth)
+        with pytest.raises(requests.exceptions.SSLError):
+            get_discovery(url, pki, (pki.stranger_cert, pki.stranger_key), auth)
+
+    assert without.status_code == 200
+
+
+def test_tls_settings_loaded_and_checked(tmp_path: Path, pki: Pki) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(f"tls:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
+                    f"  client_ca_file: {pki.ca_file}\n  require_client_cert: false\n")
+    key_missing = tmp_path / "key-missing.yaml"
+    key_missing.write_text(f"tls:\n  cert_file: {pki.server_cert}\n")
+    absent = tmp_path / "absent.yaml"
+    absent.write_text("tls:\n  cert_file: nowhere.pem\n  key_file: nowhere.key\n")
+
+    config = load_hub_config(good)
+    with pytest.raises(HubConfigError) as missing_error:
+        load_hub_config(key_missing)
+    with pytest.raises(HubConfigError) as absent_error:
+        load_hub_config(absent)
+
+    assert config.tls == TlsSettings(cert_file=pki.server_cert, key_file=pki.server_key,
+                                     client_ca_file=pki.ca_file, require_client_cert=False)
+    assert missing_error.value.key == "tls.key_file"
+    assert absent_error.value.key == "tls.cert_file"
+    assert str(tmp_path / "nowhere.pem") in str(absent_error.value)

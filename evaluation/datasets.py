@@ -105,8 +105,12 @@ def load_site(
     baseline_rounds: int,
     min_baseline_windows: int,
     random_state: int,
+    span: tuple[float, float] | None = None,
 ) -> SiteData:
     """Read one capture, build its windows and score them with the agent's detector.
+
+    ``span`` (first and last event time, epoch seconds) sets a round clock shared by all
+    sites; by default the capture's own span is cut into ``rounds`` rounds.
 
     Raises
     ------
@@ -126,8 +130,10 @@ def load_site(
     windows = build_windows(connections, window_seconds=window_seconds)
 
     # Rounds of equal length over the capture's own span.
-    times = [r.fields["ts"].timestamp() for r in records if r.fields.get("ts") is not None]
-    start, end = min(times), max(times)
+    if span is None:
+        times = [r.fields["ts"].timestamp() for r in records if r.fields.get("ts") is not None]
+        span = (min(times), max(times))
+    start, end = span
     round_length = max((end - start) / rounds, 1e-9)
 
     def round_of(ts: float) -> int:

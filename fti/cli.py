@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="compare local, FedAvg, fusion and pooled detection "
                                    "on real labelled data")
-    evaluate.add_argument("--scenario", required=True, choices=["iot23"], help="the sites and data")
+    evaluate.add_argument("--scenario", required=True, choices=["iot23", "cicids2017"],
+                          help="the sites and data")
     evaluate.add_argument("--out", required=True, help="folder for results.json, results.md and PNGs")
     evaluate.add_argument("--quick", action="store_true",
                           help="the five main approaches only, without strategy, ablation and "

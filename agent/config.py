@@ -12,10 +12,13 @@ is therefore reported with the file, line, key, value and the fix instead of fai
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NoReturn
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -132,9 +135,23 @@ class AgentConfig:
         return self.alerts.path or self.state_dir / "alerts.jsonl"
 
     def read_hub_password(self) -> str:
-        if self.hub.password_file is not None:
-            return self.hub.password_file.read_text(encoding="utf-8").strip()
-        return self.hub.password
+        """Return the hub password, from ``hub.password_file`` when it is set.
+
+        Raises
+        ------
+        ConfigError
+            If the password file cannot be read, with the file, the key and the reason.
+        """
+        path = self.hub.password_file
+        if path is None:
+            return self.hub.password
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise ConfigError(str(path), 0, "hub.password_file", None,
+                              f"cannot read the password file ({reason}); write the site's hub password "
+                              "into it or fix the path") from err
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -184,7 +201,8 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise ConfigError(str(path), line, "", None, f"invalid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(str(path), 1, "", raw, "the file must contain a mapping of sections")
-    config = _build(AgentConfig, raw, str(path), "", path.parent)
+    lines: dict[str, int] = {}
+    config = _build(AgentConfig, raw, str(path), "", path.parent, lines)
 
     # Source patterns, like every other path, are relative to the configuration file.
     sources = tuple(
@@ -192,7 +210,7 @@ def load_agent_config(path: Path) -> AgentConfig:
         for s in config.sources
     )
     config = replace(config, sources=sources)
-    check_agent_config(config, str(path))
+    check_agent_config(config, str(path), lines)
     return config
 
 
@@ -205,7 +223,8 @@ def _make_loader(path: Path) -> type[_UniqueKeyLoader]:
     return Loader
 
 
-def _build(cls: type, raw: dict, source: str, prefix: str, base: Path) -> Any:
+def _build(cls: type, raw: dict, source: str, prefix: str, base: Path, key_lines: dict[str, int]) -> Any:
+    """Build ``cls`` from a mapping; record each dotted key's line in ``key_lines``."""
     lines: dict[str, int] = raw.pop("__lines__", {})
     known = {f.name: f for f in fields(cls)}
     for key in raw:
@@ -217,25 +236,28 @@ def _build(cls: type, raw: dict, source: str, prefix: str, base: Path) -> Any:
     values: dict[str, Any] = {}
     for name, spec in known.items():
         line = lines.get(name, 0)
+        key_lines[prefix + name] = line
         if name not in raw:
             if spec.default is MISSING and spec.default_factory is MISSING:
                 raise ConfigError(source, 0, prefix + name, None, "required key is missing")
             continue
-        values[name] = _convert(spec.type, raw[name], source, line, prefix + name, base)
+        values[name] = _convert(spec.type, raw[name], source, line, prefix + name, base, key_lines)
     return cls(**values)
 
 
-def _convert(type_text: Any, value: Any, source: str, line: int, key: str, base: Path) -> Any:
+def _convert(type_text: Any, value: Any, source: str, line: int, key: str, base: Path,
+             key_lines: dict[str, int]) -> Any:
     nested = _SECTIONS.get(type_text)
     if nested is not None:
         if not isinstance(value, dict):
             raise ConfigError(source, line, key, value, "expected a mapping of keys")
-        return _build(nested, value, source, key + ".", base)
+        return _build(nested, value, source, key + ".", base, key_lines)
     if type_text == "tuple[SourceSection, ...]":
         if not isinstance(value, list) or not value:
             raise ConfigError(source, line, key, value, "expected a non-empty list of sources")
         return tuple(
-            _convert("SourceSection", item, source, line, f"{key}[{i}]", base) for i, item in enumerate(value)
+            _convert("SourceSection", item, source, line, f"{key}[{i}]", base, key_lines)
+            for i, item in enumerate(value)
         )
     if type_text == "tuple[str, ...]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -295,14 +317,35 @@ _SECTIONS: dict[str, type] = {
 }
 
 SOURCE_TYPES = ("zeek",)
+# The site id travels in every summary, whose schema allows exactly these ids.
+SITE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# scikit-learn takes a seed in [0, 2**32 - 1].
+MAX_RANDOM_STATE = 2**32 - 1
+# Ten years: the ledger's period arithmetic must stay inside datetime's range, and a longer
+# budget period is a typing mistake.
+MAX_PERIOD_DAYS = 3660
+MAX_SEND_ATTEMPTS = 10
+MAX_TIMEOUT_SECS = 600.0
+MAX_RETRY_BACKOFF_SECS = 60.0
 DETECTORS = ("iforest", "ecod", "hbos")
 PRIVACY_UNITS = ("entity", "entity-window")
 
 
-def check_agent_config(config: AgentConfig, source: str = "<config>") -> None:
-    """Check ranges and cross-field rules that types alone cannot express."""
-    def fail(key: str, value: Any, fix: str) -> None:
-        raise ConfigError(source, 0, key, value, fix)
+def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dict[str, int] | None = None) -> None:
+    """Check ranges and cross-field rules that types alone cannot express.
+
+    ``lines`` maps dotted keys to their line in the file, so that an error names the line.
+    """
+    lines = lines or {}
+
+    def fail(key: str, value: Any, fix: str) -> NoReturn:
+        line = lines.get(key) or lines.get(key.split("[", 1)[0], 0)
+        raise ConfigError(source, line, key, value, fix)
+
+    if not SITE_ID_PATTERN.fullmatch(config.site.id):
+        fail("site.id", config.site.id, "must be 1 to 128 letters, digits, '.', '_' or '-', starting with a "
+             "letter or digit")
+    _check_hub(config.hub, fail)
 
     for index, item in enumerate(config.sources):
         if item.type not in SOURCE_TYPES:
@@ -315,7 +358,12 @@ def check_agent_config(config: AgentConfig, source: str = "<config>") -> None:
     windows = config.windows
     if windows.window_seconds <= 0:
         fail("windows.window_seconds", windows.window_seconds, "must be > 0")
-    if windows.round_seconds <= 0 or windows.round_seconds % windows.window_seconds:
+    if windows.round_seconds <= 0:
+        fail("windows.round_seconds", windows.round_seconds, "must be a positive multiple of windows.window_seconds")
+    if windows.window_seconds > windows.round_seconds:
+        fail("windows.window_seconds", windows.window_seconds,
+             f"must be at most windows.round_seconds ({windows.round_seconds})")
+    if windows.round_seconds % windows.window_seconds:
         fail("windows.round_seconds", windows.round_seconds, "must be a positive multiple of windows.window_seconds")
     if config.detector.name not in DETECTORS:
         fail("detector.name", config.detector.name, f"choose one of {', '.join(DETECTORS)}")
@@ -323,6 +371,8 @@ def check_agent_config(config: AgentConfig, source: str = "<config>") -> None:
         fail("detector.baseline_rounds", config.detector.baseline_rounds, "must be >= 1")
     if config.detector.min_baseline_windows < 8:
         fail("detector.min_baseline_windows", config.detector.min_baseline_windows, "must be >= 8")
+    if not 0 <= config.detector.random_state <= MAX_RANDOM_STATE:
+        fail("detector.random_state", config.detector.random_state, f"must be in [0, {MAX_RANDOM_STATE}]")
     privacy = config.privacy
     if privacy.unit not in PRIVACY_UNITS:
         fail("privacy.unit", privacy.unit, f"choose one of {', '.join(PRIVACY_UNITS)}")
@@ -334,14 +384,43 @@ def check_agent_config(config: AgentConfig, source: str = "<config>") -> None:
         fail("privacy.budget_epsilon", privacy.budget_epsilon, "must be in (0, 1000]")
     if not 0 < privacy.budget_delta < 1:
         fail("privacy.budget_delta", privacy.budget_delta, "must be in (0, 1)")
-    if privacy.period_days < 1:
-        fail("privacy.period_days", privacy.period_days, "must be >= 1")
+    if privacy.epsilon_per_round > privacy.budget_epsilon:
+        fail("privacy.epsilon_per_round", privacy.epsilon_per_round,
+             f"must be at most privacy.budget_epsilon ({privacy.budget_epsilon}), or no round can be released")
+    if privacy.delta_per_round >= privacy.budget_delta:
+        fail("privacy.delta_per_round", privacy.delta_per_round,
+             f"must be below privacy.budget_delta ({privacy.budget_delta}), or no round can be released")
+    if not 1 <= privacy.period_days <= MAX_PERIOD_DAYS:
+        fail("privacy.period_days", privacy.period_days, f"must be in [1, {MAX_PERIOD_DAYS}]")
+    if windows.round_seconds > privacy.period_days * 86400:
+        fail("windows.round_seconds", windows.round_seconds,
+             f"must be at most the budget period (privacy.period_days = {privacy.period_days} days)")
     if privacy.max_observables_per_entity < 1:
         fail("privacy.max_observables_per_entity", privacy.max_observables_per_entity, "must be >= 1")
     if privacy.max_windows_per_entity < 1:
         fail("privacy.max_windows_per_entity", privacy.max_windows_per_entity, "must be >= 1")
     shares = (privacy.histogram_share, privacy.count_share, privacy.score_share)
-    if any(share <= 0 for share in shares) or abs(sum(shares) - 1.0) > 1e-9:
-        fail("privacy.histogram_share", shares, "the three shares must be > 0 and add up to 1")
+    if any(not math.isfinite(share) or share <= 0 for share in shares) or abs(sum(shares) - 1.0) > 1e-9:
+        key = next((f"privacy.{name}" for name, share in zip(("histogram_share", "count_share", "score_share"), shares)
+                    if not math.isfinite(share) or share <= 0), "privacy.histogram_share")
+        fail(key, shares, "the three shares (histogram, count, score) must be > 0 and add up to 1")
     if not config.hub.password and config.hub.password_file is None:
         fail("hub.password_file", None, "give hub.password_file (or hub.password) with the site's hub credential")
+
+
+def _check_hub(hub: HubSection, fail: Callable[[str, Any, str], NoReturn]) -> None:
+    example = "such as http://127.0.0.1:8443/taxii2/"
+    parts = urlsplit(hub.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail("hub.url", hub.url, f"expected the http:// or https:// URL of the hub's TAXII discovery resource, {example}")
+    try:
+        parts.port
+    except ValueError:
+        fail("hub.url", hub.url, f"invalid port; give a port in [1, 65535], {example}")
+    if not (math.isfinite(hub.timeout_secs) and 0 < hub.timeout_secs <= MAX_TIMEOUT_SECS):
+        fail("hub.timeout_secs", hub.timeout_secs, f"must be > 0 and at most {MAX_TIMEOUT_SECS:g} seconds")
+    if not 1 <= hub.max_send_attempts <= MAX_SEND_ATTEMPTS:
+        fail("hub.max_send_attempts", hub.max_send_attempts,
+             f"must be in [1, {MAX_SEND_ATTEMPTS}]; the outbox keeps what is not delivered for the next run")
+    if not (math.isfinite(hub.retry_backoff_secs) and 0 <= hub.retry_backoff_secs <= MAX_RETRY_BACKOFF_SECS):
+        fail("hub.retry_backoff_secs", hub.retry_backoff_secs, f"must be in [0, {MAX_RETRY_BACKOFF_SECS:g}] seconds")

@@ -455,9 +455,13 @@ def _build_query(
 
 
 def _parse_versions(text: str) -> VersionFilter:
+    tokens = _split(text)
+    if not tokens:
+        raise TaxiiError(400, "Bad Request", "match[version] must list first, last, all or "
+                                             f"timestamps, separated by commas; got {text!r}")
     first = last = every = False
     exact: list[int] = []
-    for token in _split(text):
+    for token in tokens:
         if token == "first":
             first = True
         elif token == "last":

@@ -462,6 +462,13 @@ def test_limit_invalid_400(hub: Hub) -> None:
         "description"]
 
 
+def test_empty_match_version_400(hub: Hub) -> None:
+    response = get(hub.objects_url(), hub.site_a.auth, **{"match[version]": ""})
+
+    body = assert_taxii_error(response, 400)
+    assert "match[version] must list first, last, all or timestamps" in body["description"]
+
+
 def test_collections_flags_per_caller(hub: Hub) -> None:
     as_reader = get(f"{hub.root}collections/", hub.reader).json()["collections"]
 

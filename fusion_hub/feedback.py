@@ -49,19 +49,25 @@ class Outcomes:
 
 
 def verdict_of(opinion: Mapping[str, Any]) -> int:
-    """Return +1, 0 or -1 for one STIX opinion object.
+    """Check one STIX opinion object and return its verdict: +1, 0 or -1.
 
     Raises
     ------
     ValueError
-        If the object is not an opinion or its ``opinion`` is not a STIX opinion-enum value.
+        If the object is not an opinion, its ``opinion`` is not a STIX opinion-enum value, or
+        its ``object_refs`` is not a non-empty list of strings.
     """
     if opinion.get("type") != "opinion":
         raise ValueError(f"feedback takes opinion objects; got type {opinion.get('type')!r}")
     value = opinion.get("opinion")
-    if value not in OPINION_VERDICTS:
+    if not isinstance(value, str) or value not in OPINION_VERDICTS:
         raise ValueError(f"opinion {opinion.get('id')!r}: 'opinion' must be one of "
                          f"{', '.join(OPINION_VERDICTS)}; got {value!r}")
+    # STIX 2.1 requires object_refs: a non-empty list of identifiers.
+    refs = opinion.get("object_refs")
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+        raise ValueError(f"opinion {opinion.get('id')!r}: 'object_refs' must be a non-empty list "
+                         f"of STIX identifiers; got {refs!r}")
     return OPINION_VERDICTS[value]
 
 

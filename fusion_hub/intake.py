@@ -22,7 +22,9 @@ Each collection then accepts only what its writers may send:
 
     The site's own ``identity`` and the fti ``extension-definition`` objects are accepted too.
 ``feedback``
-    ``opinion`` objects created by the posting site's identity.
+    ``opinion`` objects created by the posting site's identity, with an ``opinion`` value of
+    the STIX opinion-enum. Each newly stored opinion updates the trust of the sites behind the
+    indicators it refers to (``fusion_hub.feedback``).
 ``keys``
     Any STIX 2.1 object created by the posting site's identity.
 """
@@ -44,6 +46,7 @@ import rfc8785
 from fusion_hub.config import RoundSettings
 from fusion_hub.envelope import RawObject
 from fusion_hub.errors import ObjectRejected
+from fusion_hub.feedback import apply_feedback, verdict_of
 from fusion_hub.metrics import HubMetrics
 from fusion_hub.registry import Principal, SiteRegistry
 from fusion_hub.rounds import RoundManager
@@ -134,6 +137,15 @@ class Intake:
         # Quorum is checked after storing everything, so one envelope can complete a round.
         for round_start in sorted(new_rounds):
             self.rounds.on_contribution(round_start)
+
+        # Only newly stored opinions count, so a resent envelope does not count twice.
+        if collection == "feedback":
+            opinions = [raw.value for raw, result in zip(objects, results)
+                        if result.accepted and result.reason == "accepted"]
+            if opinions:
+                apply_feedback(self.registry, self.storage, opinions,
+                               round_seconds=self.settings.round_seconds,
+                               lookback_rounds=self.rounds.fusion.lookback_rounds)
         return build_status(results, request_time)
 
     def _add_one(
@@ -334,6 +346,11 @@ def check_collection_rules(
     if collection == "feedback" and object_type != "opinion":
         raise ObjectRejected(object_id, "type-not-accepted",
                              f"collection feedback takes opinion objects; got {object_type}")
+    if collection == "feedback":
+        try:
+            verdict_of(obj)
+        except ValueError as err:
+            raise ObjectRejected(object_id, "not-stix", str(err)) from err
     if obj.get("created_by_ref") != own_identity:
         raise ObjectRejected(
             object_id, "wrong-site",

@@ -11,7 +11,8 @@ Labelled evaluation data enters the same way: the evaluation builds one opinion 
 
 Notes
 -----
-Every opinion counts once per indicator and contributing site, whoever posted it. A site that
+Every opinion counts once per indicator and contributing site, whoever posted it. A new
+version of an opinion (a later ``modified``) is stored as a new object and counts again. A site that
 posts opinions on indicators it never saw can still push others' trust down; the hub keeps
 the poster's name with each stored opinion, so such a site can be found and revoked.
 """

@@ -37,7 +37,7 @@ from siem_integrations.errors import SiemAuthFailed, SiemRequestRejected, Transp
 from siem_integrations.ndjson_file import dump_line
 from siem_integrations.retry import Backoff, RetryPolicy
 from siem_integrations.sink import SinkResult
-from siem_integrations.spool import Spool, SpooledDocument
+from siem_integrations.spool import Spool, SpooledDocument, split_batches
 from siem_integrations.transport import HttpResponse, Transport
 from stix_mappings.ecs import ecs_document_id, indicator_to_ecs
 from stix_mappings.indicator import read_fused_indicator
@@ -198,7 +198,7 @@ class ElasticBulkClient:
         removals = [d for d in pending if d.payload.startswith(_DELETE_MARK)]
 
         delivered = dead = 0
-        for batch in self._batches(creates):
+        for batch in split_batches(creates, max_batch_bytes=self.max_batch_bytes):
             sent, rejected = self._send_batch(batch)
             delivered += sent
             dead += rejected
@@ -220,21 +220,6 @@ class ElasticBulkClient:
         log.info("elasticsearch at %s: %d documents created, %d dead-lettered, %d deleted, "
                  "%d still queued", self.url, delivered, dead, deleted, queued)
         return BulkReport(delivered=delivered, dead_lettered=dead, deleted=deleted, queued=queued)
-
-    def _batches(self, documents: Sequence[SpooledDocument]) -> list[list[SpooledDocument]]:
-        batches: list[list[SpooledDocument]] = []
-        current: list[SpooledDocument] = []
-        size = 0
-        for document in documents:
-            length = len(document.payload.encode()) + 1
-            if current and size + length > self.max_batch_bytes:
-                batches.append(current)
-                current, size = [], 0
-            current.append(document)
-            size += length
-        if current:
-            batches.append(current)
-        return batches
 
     def _send_batch(self, batch: list[SpooledDocument]) -> tuple[int, int]:
         """Post one batch and retry its retryable items alone; return (delivered, dead)."""

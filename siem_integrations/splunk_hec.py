@@ -44,7 +44,7 @@ from siem_integrations.ndjson_file import dump_line
 from siem_integrations.retry import Backoff, RetryPolicy
 from siem_integrations.sink import SinkResult
 from siem_integrations.splunk_hec_file import validate_hec_event
-from siem_integrations.spool import Spool, SpooledDocument
+from siem_integrations.spool import Spool, SpooledDocument, split_batches
 from siem_integrations.transport import HttpResponse, Transport
 from stix_mappings.ecs import ecs_document_id
 from stix_mappings.splunk import indicator_to_hec_event
@@ -257,7 +257,7 @@ class SplunkHecClient:
         if self.use_ack:
             delivered += self._poll_acks()
 
-        for batch in self._batches(self.spool.pending()):
+        for batch in split_batches(self.spool.pending(), max_batch_bytes=self.max_batch_bytes):
             sent, rejected = self._send_batch(batch)
             delivered += sent
             dead += rejected
@@ -271,21 +271,6 @@ class SplunkHecClient:
         log.info("splunk HEC at %s: %d events confirmed, %d dead-lettered, %d still queued",
                  self.url, delivered, dead, queued)
         return FlushReport(delivered=delivered, dead_lettered=dead, queued=queued)
-
-    def _batches(self, documents: Sequence[SpooledDocument]) -> list[list[SpooledDocument]]:
-        batches: list[list[SpooledDocument]] = []
-        current: list[SpooledDocument] = []
-        size = 0
-        for document in documents:
-            length = len(document.payload.encode()) + 1
-            if current and size + length > self.max_batch_bytes:
-                batches.append(current)
-                current, size = [], 0
-            current.append(document)
-            size += length
-        if current:
-            batches.append(current)
-        return batches
 
     def _send_batch(self, batch: list[SpooledDocument]) -> tuple[int, int]:
         """Post one batch; return (events confirmed or awaiting ack, events dead-lettered).

@@ -188,3 +188,25 @@ class Spool:
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)",
                              (name, value))
+
+
+def split_batches(documents: Sequence[SpooledDocument], *,
+                  max_batch_bytes: int) -> list[list[SpooledDocument]]:
+    """Group documents in order into batches whose newline-joined payloads fit the limit.
+
+    A document larger than the limit alone gets a batch of its own; callers reject such
+    documents before they are queued.
+    """
+    batches: list[list[SpooledDocument]] = []
+    current: list[SpooledDocument] = []
+    size = 0
+    for document in documents:
+        length = len(document.payload.encode()) + 1
+        if current and size + length > max_batch_bytes:
+            batches.append(current)
+            current, size = [], 0
+        current.append(document)
+        size += length
+    if current:
+        batches.append(current)
+    return batches

@@ -11,6 +11,9 @@ from evaluation.datasets import IOT23_SITES, load_site
 from evaluation.federation import FusionSetup, run_fusion
 from fti.cli import main
 
+# The quick run takes about 15 s on two cores.
+pytestmark = pytest.mark.slow
+
 APPROACHES = ["local-only", "fedavg-dp", "fusion", "fusion-dp", "centralised"]
 FIGURES = ["f1_per_approach.png", "f1_per_round.png", "latency_boxplot.png",
            "confusion_matrix.png", "epsilon_vs_f1.png"]

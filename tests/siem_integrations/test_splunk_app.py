@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 import tarfile
+from io import BytesIO, StringIO
+from types import SimpleNamespace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ from typing import Any
 import pytest
 
 from siem_integrations.splunk.build import SOURCE, build_app
+from splunklib.binding import HTTPError
+from splunklib.modularinput import EventWriter
+
 from stix_mappings.indicator import build_fused_indicator
 from stix_mappings.splunk import indicator_to_hec_event
 from tests.siem_integrations.test_taxii_sync import COLLECTION, CREDENTIALS, added
@@ -32,12 +37,12 @@ MOMENT = datetime(2024, 6, 3, 1, 0, tzinfo=timezone.utc)
 SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-def indicator(kind: str, value: str, *, revoked: bool = False,
-              fused_score: float = 0.76) -> dict[str, Any]:
+def indicator(kind: str, value: str, *, revoked: bool = False, fused_score: float = 0.76,
+              valid_until: datetime = MOMENT + timedelta(days=1)) -> dict[str, Any]:
     return build_fused_indicator(
         observable_type=kind, value=value, fused_score=fused_score, corroborating_sites=2,
         strategy="trust-weighted-noisy-or", round_start=MOMENT - timedelta(hours=1),
-        valid_from=MOMENT, valid_until=MOMENT + timedelta(days=1), created=MOMENT,
+        valid_from=MOMENT, valid_until=valid_until, created=MOMENT,
         modified=MOMENT, hub_identity="identity--6f1c2a4e-8d3b-4c7a-9e0f-1a2b3c4d5e6f",
         revoked=revoked,
     )
@@ -93,6 +98,8 @@ def test_intel_key_stable_across_versions() -> None:
 
 
 class MemoryCollection:
+    """A KV store collection with splunklib's ``data.batch_save`` and ``data.delete_by_id``."""
+
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
         self.data = self
@@ -102,22 +109,29 @@ class MemoryCollection:
             self.records[record["_key"]] = record
 
     def delete_by_id(self, key: str) -> None:
-        self.records.pop(key)
+        # splunklib raises HTTPError 404 for a key the collection does not hold.
+        if key not in self.records:
+            raise HTTPError(SimpleNamespace(status=404, reason="Not Found", headers=[],
+                                            body=BytesIO(b"")))
+        del self.records[key]
+
+
+class MemoryKvStore(dict):  # type: ignore[type-arg]
+    """``service.kvstore``: indexed by name, and iterating yields objects with a ``name``."""
+
+    def __iter__(self) -> Any:
+        return iter(SimpleNamespace(name=name) for name in self.keys())
 
 
 class MemoryService:
-    def __init__(self, *names: str) -> None:
+    """The parts of a splunklib ``Service`` the input uses: KV store and stored passwords."""
+
+    def __init__(self, *names: str, passwords: tuple[tuple[str, str], ...] = ()) -> None:
         self.collections = {name: MemoryCollection() for name in names}
-
-    @property
-    def kvstore(self) -> Any:
-        service = self
-
-        class Store(dict):  # type: ignore[type-arg]
-            def __iter__(self):  # type: ignore[no-untyped-def]
-                return iter(type("C", (), {"name": n}) for n in service.collections)
-
-        return Store(service.collections)
+        self.kvstore = MemoryKvStore(self.collections)
+        self.storage_passwords = [
+            SimpleNamespace(realm="TA-fti", username=user, clear_password=password)
+            for user, password in passwords]
 
 
 def test_update_collections_upserts_and_deletes() -> None:
@@ -167,6 +181,40 @@ def test_input_pages_with_checkpoint(tmp_path: Path, with_next: bool) -> None:
 
     assert len(seen) == 5
     assert checkpoint == {"next": None, "added_after": added(4)}
+
+
+def test_poll_stanza_writes_events_and_collections(tmp_path: Path) -> None:
+    app = MemoryService("fti_indicators", passwords=(CREDENTIALS,))
+    es = MemoryService("ip_intel", "domain_intel", "http_intel", "file_intel",
+                       "certificate_intel")
+    output, errors = StringIO(), StringIO()
+    config = {"api_root": "", "collection": COLLECTION, "username": CREDENTIALS[0],
+              "page_size": "2", "index": "threat"}
+    far = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=False) as server:
+        config["api_root"] = server.api_root
+        server.state.add(added(0), indicator("ipv4-addr", "203.0.113.1", valid_until=far))
+        server.state.add(added(1), indicator("domain-name", "bad.example", valid_until=far))
+        # Expired by the real clock: indexed, but kept out of the collections.
+        server.state.add(added(2), indicator("ipv4-addr", "203.0.113.3"))
+
+        fti_taxii.poll_stanza("fti_taxii://hub", config, app, es, str(tmp_path),
+                              EventWriter(output=output, error=errors))
+        server.state.add(added(3), indicator("domain-name", "bad.example", revoked=True,
+                                             valid_until=far))
+        fti_taxii.poll_stanza("fti_taxii://hub", config, app, es, str(tmp_path),
+                              EventWriter(output=output, error=errors))
+
+    values = [r["threat_match_value"] for r in app.collections["fti_indicators"].records.values()]
+    assert output.getvalue().count("<event stanza=") == 4
+    assert "<sourcetype>fti:indicator</sourcetype>" in output.getvalue()
+    assert "<index>threat</index>" in output.getvalue()
+    assert values == ["203.0.113.1"]
+    assert [r["ip"] for r in es.collections["ip_intel"].records.values()] == ["203.0.113.1"]
+    assert es.collections["domain_intel"].records == {}
+    assert "fti_taxii://hub: 3 indicators read" in errors.getvalue()
+    assert "fti_taxii://hub: 1 indicators read" in errors.getvalue()
+    assert server.state.queries[-1]["added_after"] == [added(2)]
 
 
 def test_checkpoint_file_round_trip(tmp_path: Path) -> None:

@@ -71,8 +71,11 @@ class FtiTaxiiInput(Script):
         checkpoint_dir = inputs.metadata["checkpoint_dir"]
         for stanza, config in inputs.inputs.items():
             service = client.connect(token=session_key, app=APP, owner="nobody")
+            es_service = None
+            if _bool(config.get("write_es_collections"), True):
+                es_service = client.connect(token=session_key, app=ES_APP, owner="nobody")
             try:
-                poll_stanza(stanza, config, service, session_key, checkpoint_dir, ew)
+                poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew)
             except (OSError, ValueError, urllib.error.URLError) as err:
                 ew.log("ERROR", f"fti_taxii {stanza}: poll failed: {err}")
 
@@ -148,21 +151,21 @@ def advance_checkpoint(checkpoint, envelope, date_added_last):
     return checkpoint, more
 
 
-def poll_stanza(stanza, config, service, session_key, checkpoint_dir, ew):
-    """Read every new page of one input and write events and KV store records."""
+def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
+    """Read every new page of one input and write events and KV store records.
+
+    ``service`` is connected to this app (credentials, ``fti_indicators``); ``es_service``
+    to SA-ThreatIntelligence, or None to leave the ES collections alone.
+    """
     username = config.get("username")
     auth_header = None
     if username:
         secret = f"{username}:{_password(service, username)}".encode("utf-8")
         auth_header = "Basic " + base64.b64encode(secret).decode("ascii")
     verify_tls = _bool(config.get("verify_tls"), True)
-    write_es = _bool(config.get("write_es_collections"), True)
     page_size = int(config.get("page_size") or 500)
     path = _checkpoint_path(checkpoint_dir, stanza)
     checkpoint = load_checkpoint(path)
-    es_service = None
-    if write_es:
-        es_service = client.connect(token=session_key, app=ES_APP, owner="nobody")
 
     now = datetime.now(timezone.utc)
     indicators = 0

@@ -1,12 +1,12 @@
 """Privacy audit of secure mode: released sums on neighbouring inputs, run many times.
 
-Each trial runs the whole secure path: three sites build count-min sketches of their
-hosts' observables, add their share of distributed discrete Gaussian noise, and run a full
-secure aggregation round in which one site drops out before sending its masked input. The
+Each trial runs the whole secure path. Three sites build count-min sketches of their
+hosts' observables and add their share of distributed discrete Gaussian noise. They then
+run a full secure aggregation round in which one site drops out before its masked input. The
 neighbouring inputs differ by one host of site A that contacted the target observable. The
 Clopper-Pearson lower bound on epsilon from threshold events on the released target bucket
-must stay below the configured epsilon; with noise far below the calibrated level the same
-audit must exceed it, which shows the audit can fail.
+must stay below the configured epsilon. When the sites add no noise, the same audit must
+exceed it, which shows the audit can fail.
 """
 
 from __future__ import annotations
@@ -35,7 +35,14 @@ DROPOUTS = Dropouts.at("mask_input", {"site-c"})
 MIN_SITES = 2
 
 
-def release(noise: DistributedGaussian, *, with_target_host: bool, trial: int, rng: RandomSource) -> int:
+class MissingNoise:
+    """A site that forgot to add its share of the noise: the bug the audit must catch."""
+
+    def add_noise(self, values: np.ndarray, rng: RandomSource) -> np.ndarray:
+        return np.asarray(values, dtype=np.int64)
+
+
+def release(noise: DistributedGaussian | MissingNoise, *, with_target_host: bool, trial: int, rng: RandomSource) -> int:
     """Run one secure round and return the released count of the target's bucket."""
     inputs = {}
     for site in SITES:
@@ -51,7 +58,7 @@ def release(noise: DistributedGaussian, *, with_target_host: bool, trial: int, r
     return int(total[SKETCH.buckets(TARGET)[0]])
 
 
-def audit(noise: DistributedGaussian, *, trials: int, seed: int) -> float:
+def audit(noise: DistributedGaussian | MissingNoise, *, trials: int, seed: int) -> float:
     """Return the largest epsilon lower bound over three thresholds fixed in advance."""
     rng = seeded_random(seed)
     with_host = [release(noise, with_target_host=True, trial=t, rng=rng) for t in range(trials)]
@@ -59,7 +66,7 @@ def audit(noise: DistributedGaussian, *, trials: int, seed: int) -> float:
 
     # Sites A and B hold two target hosts without the audited one; events sit at and above it.
     base = 2
-    thresholds = (base + 1, base + 3, base + 6)
+    thresholds = (base + 1, base + 2, base + 4, base + 7)
     bounds = [
         epsilon_lower_bound(sum(v >= c for v in with_host), sum(v >= c for v in without), trials,
                             delta=DELTA, alpha=0.05 / len(thresholds))
@@ -88,10 +95,8 @@ def test_secure_release_audit_stays_below_epsilon() -> None:
     assert bound < EPSILON
 
 
-def test_audit_detects_noise_below_calibration() -> None:
-    """Noise of variance 0.25 per site is far too little for epsilon 1, and the audit shows it."""
-    weak = DistributedGaussian(sigma_squared_per_site=0.25, min_sites=MIN_SITES)
-
-    bound = audit(weak, trials=300, seed=6)
+def test_audit_detects_missing_noise() -> None:
+    """Without noise the target bucket always moves by one, and the audit must show it."""
+    bound = audit(MissingNoise(), trials=300, seed=6)
 
     assert bound > EPSILON

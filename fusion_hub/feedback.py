@@ -3,11 +3,12 @@
 A site that checked a fused indicator against its own telemetry posts a STIX 2.1 ``opinion``
 (section 4.7) to the ``feedback`` collection, with the indicator in ``object_refs``. An
 ``agree`` or ``strongly-agree`` confirms the observable, a ``disagree`` or
-``strongly-disagree`` refutes it, and ``neutral`` says nothing. Each confirmation adds one to
+``strongly-disagree`` refutes it, and ``neutral`` changes nothing. Each confirmation adds one to
 the alpha, each refutation one to the beta, of every site whose released evidence produced the
 indicator, so a site's trust weight alpha / (alpha + beta) tracks its precision.
 
 Labelled evaluation data enters the same way: the evaluation builds one opinion per verdict.
+The same verdicts train the ``ensemble`` strategy's meta-model (``fit_ensemble_from_feedback``).
 
 Notes
 -----
@@ -21,13 +22,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fusion_hub.fusion import evidence_from_summary
+from fusion_hub.fusion import EnsembleFusion, SiteEvidence, evidence_from_summary
 from fusion_hub.registry import SiteRegistry
-from fusion_hub.storage import HubStorage
+from fusion_hub.storage import HubStorage, ObjectQuery
+from stix_mappings.ids import collection_id
 
 log = logging.getLogger(__name__)
 
@@ -123,26 +126,79 @@ def apply_outcomes(registry: SiteRegistry, outcomes: Mapping[str, Outcomes]) -> 
     return weights
 
 
-def contributors_of(
+def evidence_of(
     storage: HubStorage, indicator_id: str, *, round_seconds: int, lookback_rounds: int
-) -> tuple[str, ...]:
-    """Return the sites whose released evidence produced the latest version of an indicator.
+) -> list[SiteEvidence]:
+    """Return the released evidence behind the latest version of an indicator.
 
-    These are the sites that released the indicator's observable in the lookback window of
-    the round that published its latest version; an unknown indicator has none.
+    That is every release of the indicator's observable in the lookback window of the round
+    that published the version; an unknown indicator has none.
     """
     state = storage.get_indicator_state(indicator_id)
     if state is None:
-        return ()
+        return []
     span_us = (lookback_rounds - 1) * round_seconds * 1_000_000
-    sites = set()
+    evidence = []
     for contribution in storage.contributions_between(state.round_start_us - span_us,
                                                       state.round_start_us):
         summary = json.loads(contribution.raw)
         for item in evidence_from_summary(summary, round_start_us=contribution.round_start_us):
             if (item.observable_type, item.value) == (state.observable_type, state.value):
-                sites.add(item.site_id)
-    return tuple(sorted(sites))
+                evidence.append(item)
+    return evidence
+
+
+def contributors_of(
+    storage: HubStorage, indicator_id: str, *, round_seconds: int, lookback_rounds: int
+) -> tuple[str, ...]:
+    """Return the sites whose released evidence produced the latest version of an indicator."""
+    evidence = evidence_of(storage, indicator_id, round_seconds=round_seconds,
+                           lookback_rounds=lookback_rounds)
+    return tuple(sorted({item.site_id for item in evidence}))
+
+
+def fit_ensemble_from_feedback(
+    strategy: EnsembleFusion,
+    registry: SiteRegistry,
+    storage: HubStorage,
+    *,
+    round_seconds: int,
+    lookback_rounds: int,
+    page_size: int = 500,
+) -> int:
+    """Fit the ensemble on every indicator that stored opinions judged; return the example count.
+
+    An indicator's label is the sign of the sum of its verdicts; a tie is left out.
+
+    Notes
+    -----
+    It reads every stored opinion, so its cost grows with the feedback collection. The fitted
+    model lives in memory only: after a restart the ensemble fuses as noisy-OR until the next
+    opinion arrives.
+    """
+    votes: dict[str, int] = defaultdict(int)
+    after = None
+    while True:
+        page = storage.query_objects(ObjectQuery(collection_id=collection_id("feedback"),
+                                                 limit=page_size, types=("opinion",),
+                                                 after=after))
+        for stored in page.objects:
+            opinion = json.loads(stored.raw)
+            verdict = verdict_of(opinion)
+            for ref in opinion["object_refs"]:
+                votes[ref] += verdict
+        if not page.more or not page.objects:
+            break
+        after = (page.objects[-1].date_added_us, page.objects[-1].id)
+
+    examples = []
+    for ref, total in sorted(votes.items()):
+        evidence = evidence_of(storage, ref, round_seconds=round_seconds,
+                               lookback_rounds=lookback_rounds)
+        if evidence and total != 0:
+            examples.append((evidence, total > 0))
+    strategy.fit(examples, registry.trust_weights())
+    return len(examples)
 
 
 def apply_feedback(

@@ -46,7 +46,8 @@ import rfc8785
 from fusion_hub.config import RoundSettings
 from fusion_hub.envelope import RawObject
 from fusion_hub.errors import ObjectRejected
-from fusion_hub.feedback import apply_feedback, verdict_of
+from fusion_hub.feedback import apply_feedback, fit_ensemble_from_feedback, verdict_of
+from fusion_hub.fusion import EnsembleFusion
 from fusion_hub.metrics import HubMetrics
 from fusion_hub.registry import Principal, SiteRegistry
 from fusion_hub.rounds import RoundManager
@@ -146,6 +147,10 @@ class Intake:
                 apply_feedback(self.registry, self.storage, opinions,
                                round_seconds=self.settings.round_seconds,
                                lookback_rounds=self.rounds.fusion.lookback_rounds)
+                if isinstance(self.rounds.strategy, EnsembleFusion):
+                    fit_ensemble_from_feedback(self.rounds.strategy, self.registry, self.storage,
+                                               round_seconds=self.settings.round_seconds,
+                                               lookback_rounds=self.rounds.fusion.lookback_rounds)
         return build_status(results, request_time)
 
     def _add_one(

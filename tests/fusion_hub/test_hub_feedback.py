@@ -123,3 +123,23 @@ def test_feedback_intake_rejects_unknown_opinion_value(tmp_path: Path) -> None:
         assert status["failure_count"] == 1
         assert "'opinion' must be one of" in status["failures"][0]["message"]
         assert hub.registry.trust_weight("site-a") == pytest.approx(2 / 3)
+
+
+def test_feedback_intake_fits_ensemble_strategy(tmp_path: Path) -> None:
+    """One confirmed and one refuted indicator give the meta-model both classes."""
+    config = make_config(tmp_path, rounds={"quorum_sites": 2}, fusion={"strategy": "ensemble"})
+    with running_hub(config) as hub:
+        site_a, site_b = enroll(hub, "site-a"), enroll(hub, "site-b")
+        post(hub, site_a, "summaries", [signed_summary(
+            site_a, items=[evidence(BAD_IP, 0.6), evidence("198.51.100.7", 0.9)])])
+        post(hub, site_b, "summaries", [signed_summary(site_b, items=[evidence(BAD_IP, 0.6)])])
+        bad = indicator_id(f"[ipv4-addr:value = '{BAD_IP}']")
+        benign = indicator_id("[ipv4-addr:value = '198.51.100.7']")
+        ensemble = hub.rounds.strategy
+        assert not hasattr(ensemble, "model_")
+
+        status = post(hub, site_b, "feedback", [posted_opinion("site-b", "agree", bad, 3),
+                                                posted_opinion("site-b", "disagree", benign, 4)])
+
+        assert status["success_count"] == 2
+        assert hasattr(ensemble, "model_")

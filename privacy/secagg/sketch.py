@@ -59,8 +59,8 @@ class CountMinSketch:
         heavy values in every row.
     width : int, default 32768
         Buckets per row, in [16, 2^22]. Two rows of 32768 buckets are 65,536 words of
-        secure aggregation. With a few thousand distinct observables per round, a given
-        observable shares a bucket with another in a row with probability below 10 %.
+        secure aggregation. With up to 3,000 distinct observables per round, a given
+        observable shares its bucket in a row with another with probability below 9 %.
     """
 
     round_id: str

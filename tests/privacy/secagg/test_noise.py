@@ -18,7 +18,7 @@ from privacy.secagg.noise import (
 
 
 def test_rho_matches_single_gaussian_for_large_variance() -> None:
-    """With s² = 4 the correction τ is below 1e-30, so ρ = Δ2² / (2 m s²)."""
+    """With s² = 4 the correction τ is below 1e-16, so ρ = Δ2² / (2 m s²)."""
     rho = distributed_gaussian_rho(sigma_squared_per_site=4.0, sites=10, l1_sensitivity=3,
                                    l2_sensitivity=math.sqrt(3), dimension=100)
 

@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test splunk-app clean
+DIST ?= dist
+
+.PHONY: setup demo test splunk-app deb clean
 
 setup: $(STAMP)
 
@@ -23,6 +25,11 @@ test: setup
 # The Splunk add-on TA-fti, as dist/TA-fti and dist/TA-fti-<version>.tgz.
 splunk-app: setup
 	$(BIN)/python -m siem_integrations.splunk.build --out dist
+
+# The Debian package dist/fti_<version>_<arch>.deb (docs/install.md); needs Debian's
+# python3-venv and dpkg-deb.
+deb:
+	packaging/build-deb.sh $(DIST)
 
 clean:
 	rm -rf $(VENV) demo-out build dist *.egg-info

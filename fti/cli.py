@@ -35,9 +35,7 @@ def _agent_run(args: argparse.Namespace) -> int:
     from agent.service import Agent
 
     if not args.once:
-        print("fti agent run: following growing files live is not supported by this version; "
-              "run with --once to replay the configured files to their end", file=sys.stderr)
-        return 2
+        return _agent_follow(args)
     config = load_agent_config(Path(args.config))
     agent = Agent(config)
     try:
@@ -59,6 +57,27 @@ def _agent_run(args: argparse.Namespace) -> int:
         "epsilon_budget": report.epsilon_budget,
     }, sort_keys=True))
     return 0 if report.pending == 0 else 3
+
+
+def _agent_follow(args: argparse.Namespace) -> int:
+    """Follow the configured logs until SIGTERM or SIGINT, then commit the state and exit."""
+    import signal
+    import threading
+
+    from agent.config import load_agent_config
+    from agent.live import LiveAgent, LiveSettings
+    from agent.service import Agent
+
+    config = load_agent_config(Path(args.config))
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    agent = Agent(config)
+    try:
+        LiveAgent(agent, LiveSettings(start_at=args.start_at)).run(stop)
+    finally:
+        agent.close()
+    return 0
 
 
 def _agent_parse(args: argparse.Namespace) -> int:
@@ -226,10 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     agent = commands.add_parser("agent", help="run the site agent").add_subparsers(dest="agent_command", required=True)
-    run = agent.add_parser("run", help="replay the configured logs and send round summaries")
+    run = agent.add_parser("run", help="follow the configured logs live, or replay them with --once, and "
+                           "send round summaries")
     run.add_argument("--config", required=True, help="agent configuration file (YAML)")
     run.add_argument("--once", action="store_true", help="process the files to their end, send, and exit")
     run.add_argument("--no-poll", action="store_true", help="do not poll fused indicators after sending")
+    run.add_argument("--start-at", default="beginning", choices=["beginning", "end"],
+                     help="without --once: where to start files found at the first start (default: beginning)")
     run.set_defaults(handler=_agent_run, default_level="info")
     budget = agent.add_parser("budget", help="show the privacy budget spent in the current period")
     budget.add_argument("--config", required=True, help="agent configuration file (YAML)")

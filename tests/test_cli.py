@@ -31,11 +31,12 @@ def test_keys_generate_refuses_to_overwrite(tmp_path: Path) -> None:
     assert "--force" in second.stderr
 
 
-def test_agent_run_without_once_explains(tmp_path: Path) -> None:
+def test_agent_run_live_missing_config_named(tmp_path: Path) -> None:
     result = run_fti("agent", "run", "--config", "agent.yaml", cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "--once" in result.stderr
+    assert "agent.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_agent_run_bad_config_names_key(tmp_path: Path) -> None:

@@ -1,0 +1,286 @@
+"""Follow the configured Zeek logs live and release each round once its event time has passed.
+
+The live agent polls a :class:`agent.tailer.LogTailer` per source, parses the new lines into
+connections and buffers them by round. A round closes when the newest event time seen passes
+its end by ``round_grace_secs``. Its windows are then scored and summarised by the replay
+pipeline of :class:`agent.service.Agent`, which puts the summary in the outbox in the same
+transaction that records the round.
+
+Exactly-once rests on two rules:
+
+- The tailer's positions, the TSV headers and the connections of rounds still open are
+  stored together, as one checkpoint value, and only after the summaries of the rounds that
+  closed are in the outbox. After a crash the agent resumes from the last such snapshot, so
+  every line read after it is read again, and every line before it is either in a queued
+  round or in the restored buffer.
+- A round recorded in the state is never released again. When a crash loses the snapshot
+  that followed a release, the round closes a second time after the restart and is skipped.
+  Connections for a round that was already released are late: they are counted and dropped.
+
+Only Zeek ``conn`` records feed the network detector here; other logs the patterns match are
+parsed and counted but do not contribute.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from agent.detector import ScoredWindow
+from agent.features import build_windows
+from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
+from agent.service import Agent, RunReport
+from agent.tailer import LogTailer, TailCheckpoint, TailLine
+from agent.zeek import log_path_from_name
+from agent.zeek_json import parse_json_lines
+from agent.zeek_records import MalformedLineReporter, ParseStats
+from agent.zeek_tsv import parse_tsv_lines
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LiveAgent", "LiveSettings", "StepReport"]
+
+CHECKPOINT_NAME = "live"
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """How the live agent follows files and closes rounds.
+
+    Attributes
+    ----------
+    poll_interval_secs : float, default 1.0
+        Maximum wait between two polls; file-system events wake the loop earlier.
+    rotate_wait_secs : float, default 5.0
+        Quiet time at the end of a rotated file before it is closed.
+    start_at : {"beginning", "end"}, default "beginning"
+        Where files found at the first start are read from.
+    round_grace_secs : int, default 300
+        Event time past a round's end before the round closes. Zeek logs a connection when
+        it ends, so a record can trail its start time by up to the inactivity timeout, five
+        minutes for TCP by default.
+    commit_interval_secs : float, default 60.0
+        Maximum time between two checkpoints while no round closes, and so the most that a
+        crash makes the agent read again.
+    restart_horizon_rounds : int, default 24
+        How many of the newest closed rounds may be sent at once. Older ones are recorded as
+        ``beyond_horizon`` and not sent, so a restart on a long backlog does not flood the hub
+        with stale rounds. A day of hourly rounds is still worth sharing.
+    """
+
+    poll_interval_secs: float = 1.0
+    rotate_wait_secs: float = 5.0
+    start_at: str = "beginning"
+    round_grace_secs: int = 300
+    commit_interval_secs: float = 60.0
+    restart_horizon_rounds: int = 24
+
+    def __post_init__(self) -> None:
+        if self.round_grace_secs < 0:
+            raise ValueError(f"round_grace_secs must be >= 0; got {self.round_grace_secs}")
+        if self.commit_interval_secs <= 0:
+            raise ValueError(f"commit_interval_secs must be > 0; got {self.commit_interval_secs}")
+        if self.restart_horizon_rounds < 1:
+            raise ValueError(f"restart_horizon_rounds must be >= 1; got {self.restart_horizon_rounds}")
+
+
+@dataclass
+class StepReport:
+    """Counts of one poll: lines read, connections buffered and dropped, rounds closed."""
+
+    lines: int = 0
+    connections: int = 0
+    late: int = 0
+    rounds: dict[int, str] = field(default_factory=dict)
+    committed: bool = False
+
+
+class LiveAgent:
+    """Drive an :class:`Agent` from files that grow, rotate and truncate.
+
+    Stages of :meth:`step`: reading every source's new lines, ``buffer_connections``,
+    ``close_rounds`` (score, summarise and queue each round whose time has passed) and
+    ``commit`` (store the snapshot described in the module docstring).
+    """
+
+    def __init__(self, agent: Agent, settings: LiveSettings = LiveSettings(), *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.clock = clock
+        self.parse_stats = ParseStats()
+        self.orientation = OrientationStats()
+        self.late_connections = 0
+        self._internal = InternalNetworks(agent.config.site.internal_networks)
+        self._round_seconds = agent.config.windows.round_seconds
+        self._line_numbers: dict[str, int] = defaultdict(int)
+
+        snapshot = self._load_snapshot()
+        self._headers: dict[str, list[str]] = snapshot.get("headers", {})
+        self._buffer: list[Connection] = [Connection(**item) for item in snapshot.get("open", [])]
+        self._released_through: int = snapshot.get("released_through", 0)
+        self._watermark: float = snapshot.get("watermark", 0.0)
+        saved_tails = snapshot.get("tail", {})
+        self._tailers = [
+            LogTailer(source.paths, start_at=settings.start_at, poll_interval_secs=settings.poll_interval_secs,
+                      rotate_wait_secs=settings.rotate_wait_secs,
+                      checkpoints=[TailCheckpoint.from_dict(c) for c in saved_tails.get(str(index), [])])
+            for index, source in enumerate(agent.config.sources)
+        ]
+        self._last_commit = clock()
+        if snapshot:
+            log.info("site %s: resuming live run: %d buffered connections, rounds released through %s",
+                     agent.config.site.id, len(self._buffer), _utc(self._released_through).isoformat())
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def step(self) -> StepReport:
+        """Poll every source once, close the rounds whose time has passed and commit."""
+        report = StepReport()
+        lines_by_file: dict[str, list[TailLine]] = defaultdict(list)
+        for tailer in self._tailers:
+            for line in tailer.poll():
+                lines_by_file[line.path].append(line)
+                report.lines += 1
+
+        self.buffer_connections(lines_by_file, report)
+        closed = self.close_rounds(report)
+
+        if closed or self.clock() - self._last_commit >= self.settings.commit_interval_secs:
+            self.commit()
+            report.committed = True
+        return report
+
+    def buffer_connections(self, lines_by_file: dict[str, list[TailLine]], report: StepReport) -> None:
+        """Parse each file's new lines and keep the connections of rounds not yet released."""
+        for path, lines in lines_by_file.items():
+            for connection in orient_connections(self._parse(path, lines), self._internal,
+                                                 stats=self.orientation):
+                # A connection for a released round would change a summary already sent.
+                if connection.ts < self._released_through:
+                    self.late_connections += 1
+                    report.late += 1
+                    continue
+                self._buffer.append(connection)
+                self._watermark = max(self._watermark, connection.ts)
+                report.connections += 1
+        if report.late:
+            log.warning("site %s: %d connections arrived after their round was released; dropped",
+                        self.agent.config.site.id, report.late)
+
+    def close_rounds(self, report: StepReport) -> list[int]:
+        """Release every round whose end plus the grace time lies before the watermark."""
+        round_seconds = self._round_seconds
+        by_round: dict[int, list[Connection]] = defaultdict(list)
+        for connection in self._buffer:
+            by_round[int(connection.ts // round_seconds) * round_seconds].append(connection)
+        closable = sorted(start for start in by_round
+                          if start + round_seconds + self.settings.round_grace_secs <= self._watermark)
+        if not closable:
+            return []
+
+        # Old rounds of a backlog are recorded but not sent.
+        horizon = closable[-1] - (self.settings.restart_horizon_rounds - 1) * round_seconds
+        beyond = [start for start in closable if start < horizon]
+        for start in beyond:
+            if self.agent.state.round_status(start) is None:
+                self.agent.state.record_round(start, "beyond_horizon")
+            report.rounds[start] = "beyond_horizon"
+        if beyond:
+            log.warning("site %s: %d rounds older than the restart horizon of %d rounds not sent",
+                        self.agent.config.site.id, len(beyond), self.settings.restart_horizon_rounds)
+        closable = [start for start in closable if start >= horizon]
+
+        # The detector trains on the first baseline rounds, so it waits until they have closed.
+        if not (self.agent.config.state_dir / "detector.pickle").exists() and \
+                len(closable) < self.agent.config.detector.baseline_rounds:
+            return []
+
+        windows = build_windows([c for start in closable for c in by_round[start]],
+                                window_seconds=self.agent.config.windows.window_seconds)
+        scored: list[ScoredWindow] = self.agent.score_windows(windows)
+        run = RunReport(site_id=self.agent.config.site.id)
+        self.agent.release_rounds(scored, run)
+        report.rounds.update(run.rounds)
+
+        done = set(closable) | set(beyond)
+        self._buffer = [c for c in self._buffer if int(c.ts // round_seconds) * round_seconds not in done]
+        self._released_through = max(self._released_through, max(done) + round_seconds)
+        return sorted(done)
+
+    def commit(self) -> None:
+        """Store tail positions, TSV headers and open rounds as one checkpoint value."""
+        snapshot = {
+            "tail": {str(index): [c.to_dict() for c in tailer.checkpoints()]
+                     for index, tailer in enumerate(self._tailers)},
+            "headers": self._headers,
+            "open": [asdict(c) for c in self._buffer],
+            "released_through": self._released_through,
+            "watermark": self._watermark,
+        }
+        self.agent.state.set_checkpoint(CHECKPOINT_NAME, json.dumps(snapshot, separators=(",", ":")))
+        self._last_commit = self.clock()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, *, deliver: bool = True) -> None:
+        """Step until ``stop`` is set, delivering the outbox after each released round."""
+        log.info("site %s: following %d sources live (poll every %.1f s, grace %d s)", self.agent.config.site.id,
+                 len(self._tailers), self.settings.poll_interval_secs, self.settings.round_grace_secs)
+        try:
+            while not stop.is_set():
+                report = self.step()
+                if report.rounds and deliver:
+                    self.agent.deliver(RunReport(site_id=self.agent.config.site.id))
+                stop.wait(self.settings.poll_interval_secs)
+        finally:
+            self.commit()
+            for tailer in self._tailers:
+                tailer.close()
+            log.info("site %s: live run stopped; state committed", self.agent.config.site.id)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _parse(self, path: str, lines: list[TailLine]):  # type: ignore[no-untyped-def]
+        """Yield the Zeek records of one file's new lines, with the file's TSV header."""
+        numbered = []
+        for line in lines:
+            self._line_numbers[path] += 1
+            text = line.data.decode("utf-8", "replace")
+            if text.endswith("\r"):
+                text = text[:-1]
+            numbered.append((self._line_numbers[path], text))
+        reporter = MalformedLineReporter(path, self.parse_stats)
+        default_path = log_path_from_name(Path(path))
+        first = next((text for _, text in numbered if text.strip()), "")
+        if first.lstrip().startswith("{"):
+            yield from parse_json_lines(numbered, source=path, default_path=default_path, stats=self.parse_stats,
+                                        reporter=reporter)
+            return
+
+        # A TSV file states its header once, at its start; later reads reuse the stored one.
+        header = self._headers.get(path, [])
+        for _, text in numbered:
+            if text.startswith("#separator"):
+                header = []
+            if text.startswith("#") and text.split("\t", 1)[0].split(" ", 1)[0] != "#close":
+                header.append(text)
+        self._headers[path] = header[-16:]
+        stored = [(0, text) for text in self._headers[path] if not any(text == t for _, t in numbered)]
+        yield from parse_tsv_lines(stored + numbered, source=path, default_path=default_path,
+                                   stats=self.parse_stats, reporter=reporter)
+
+    def _load_snapshot(self) -> dict:
+        stored = self.agent.state.checkpoint(CHECKPOINT_NAME)
+        return json.loads(stored) if stored else {}
+
+
+def _utc(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)

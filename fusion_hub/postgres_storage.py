@@ -9,7 +9,9 @@ Several hub processes behind a load balancer may use one database. The guarantee
   sees a smaller ``date_added`` appear behind its cursor.
 - ``mark_round_closed`` is an ``UPDATE ... WHERE closed_us IS NULL``. Under READ COMMITTED a
   second closer waits for the first one's row lock, rereads the row and updates nothing, so a
-  round closes once (and the closing hub fuses it inside the same transaction).
+  round closes once (and the closing hub fuses it inside the same transaction). It first
+  takes a transaction-scoped advisory lock, so closes of different rounds also run one after
+  the other and each publishes from the indicator state the previous one committed.
 - ``add_summary`` locks the round's row (``SELECT ... FOR UPDATE``) before it checks that the
   round is open, so a summary is never stored into a round another process is closing.
 
@@ -52,8 +54,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
-# Key of the advisory lock that serialises schema creation by hubs starting together.
+# Keys of the advisory locks that serialise schema creation by hubs starting together, and
+# the closing of rounds (fusion and publication) by hubs sharing the database.
 _MIGRATION_LOCK_KEY = 0x66746968  # "ftih"
+_PUBLICATION_LOCK_KEY = 0x66746970  # "ftip"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -489,6 +493,10 @@ class PostgresHubStorage(HubStorage):
 
     def mark_round_closed(self, round_start_us: int, closed_us: int, reason: str) -> bool:
         with self.transaction():
+            # Closing hubs publish one after the other: each reads the indicator state that
+            # the previous closer committed. Without this, two processes closing different
+            # rounds could both build the next version of one indicator from the same state.
+            self._execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLICATION_LOCK_KEY,))
             cursor = self._execute(
                 "UPDATE rounds SET closed_us = %s, close_reason = %s "
                 "WHERE round_start_us = %s AND closed_us IS NULL",

@@ -74,15 +74,19 @@ def test_two_processes_close_each_round_once(tmp_path: Path, postgres_dsn: str,
         assert len(hub.storage.open_rounds()) == ROUNDS
     config_path = write_config(tmp_path / "hub.yaml", config)
 
-    # Both processes start closing at the same instant, after their imports are done.
+    # Both processes start at the same instant, after their imports are done, and both try
+    # every round: one from the oldest, one from the newest, so they meet in the middle.
+    expected = [to_micros(ROUND_START + timedelta(seconds=i * ROUND_SECONDS))
+                for i in range(ROUNDS)]
     start_at = f"{time.time() + 4.0:.3f}"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     workers = [
         subprocess.Popen([sys.executable, str(Path(__file__).with_name("round_closer.py")),
-                          str(config_path), HUB_NOW.isoformat(), start_at],
+                          str(config_path), HUB_NOW.isoformat(), start_at,
+                          ",".join(str(us) for us in order)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                          cwd=REPO_ROOT)
-        for _ in range(2)
+        for order in (expected, expected[::-1])
     ]
     closed_by: list[list[int]] = []
     for worker in workers:
@@ -90,8 +94,6 @@ def test_two_processes_close_each_round_once(tmp_path: Path, postgres_dsn: str,
         assert worker.returncode == 0, stderr
         closed_by.append(json.loads(stdout.strip().splitlines()[-1]))
 
-    expected = [to_micros(ROUND_START + timedelta(seconds=i * ROUND_SECONDS))
-                for i in range(ROUNDS)]
     assert sorted(closed_by[0] + closed_by[1]) == expected
     assert set(closed_by[0]).isdisjoint(closed_by[1])
     storage = PostgresHubStorage(postgres_dsn, schema=postgres_schema)

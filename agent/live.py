@@ -227,6 +227,7 @@ class LiveAgent:
         }
         self.agent.state.set_checkpoint(CHECKPOINT_NAME, json.dumps(snapshot, separators=(",", ":")))
         self._last_commit = self.clock()
+        self._write_metrics()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -276,6 +277,15 @@ class LiveAgent:
         stored = [(0, text) for text in self._headers[path] if not any(text == t for _, t in numbered)]
         yield from parse_tsv_lines(stored + numbered, source=path, default_path=default_path,
                                    stats=self.parse_stats, reporter=reporter)
+
+    def _write_metrics(self) -> None:
+        """Refresh ``metrics.prom`` in the state folder, as a replay run does at its end."""
+        metrics = self.agent.metrics
+        metrics.lines_read = self.parse_stats.records
+        metrics.lines_malformed = dict(self.parse_stats.malformed)
+        metrics.connections = self.orientation.connections
+        metrics.outbox_size = len(self.agent.state.pending())
+        metrics.write(self.agent.config.state_dir / "metrics.prom")
 
     def _load_snapshot(self) -> dict:
         stored = self.agent.state.checkpoint(CHECKPOINT_NAME)

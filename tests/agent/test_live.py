@@ -88,6 +88,9 @@ def test_live_rounds_close_on_event_time(tmp_path: Path) -> None:
     counts, statuses = counted_per_round(config.state_dir)
     assert counts == {START: ROUND_SECONDS}
     assert statuses == {START: "queued"}
+    metrics = (config.state_dir / "metrics.prom").read_text()
+    assert f'fti_agent_records_read_total{{site="site-live"}} {ROUND_SECONDS + 61}' in metrics
+    assert 'fti_agent_outbox_size{site="site-live"} 1' in metrics
 
 
 def test_live_restart_resumes_buffer_and_offsets(tmp_path: Path) -> None:

@@ -8,12 +8,15 @@ are skipped, so running the same replay twice sends nothing twice.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -67,20 +70,35 @@ class Agent:
         self.config = config
         self.rng = rng if rng is not None else system_random()
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.state = AgentState(config.state_dir / "agent.sqlite")
-        privacy = config.privacy
-        self.ledger = PrivacyLedger(
-            config.state_dir / "privacy-ledger.sqlite",
-            site_id=config.site.id,
-            budget_epsilon=privacy.budget_epsilon,
-            budget_delta=privacy.budget_delta,
-            period_seconds=privacy.period_days * 86400,
-        )
-        self.signing_key = SigningKey.from_file(config.site.signing_key)
+        self._lock: TextIO | None = _lock_state_dir(config.state_dir)
+        try:
+            self.signing_key = SigningKey.from_file(config.site.signing_key)
+            privacy = config.privacy
+            self.ledger = PrivacyLedger(
+                config.state_dir / "privacy-ledger.sqlite",
+                site_id=config.site.id,
+                budget_epsilon=privacy.budget_epsilon,
+                budget_delta=privacy.budget_delta,
+                period_seconds=privacy.period_days * 86400,
+            )
+            self.state = AgentState(config.state_dir / "agent.sqlite")
+        except BaseException:
+            self._release_lock()
+            raise
         self.metrics = AgentMetrics(config.site.id)
 
     def close(self) -> None:
+        """Close the state database and release the state folder for the next agent."""
+        if self._lock is None:
+            return
         self.state.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
 
     def run_once(self, *, poll: bool = True) -> RunReport:
         """Replay every configured file, send every round and optionally poll for alerts."""
@@ -301,6 +319,35 @@ def _contacts(round_start: int, windows: list[ScoredWindow], window_seconds: int
                 entry[3] = max(entry[3], window.start + window_seconds)
     return [Contact(round_start, remote, entity, n, score, first, last)
             for (remote, entity), (n, score, first, last) in sorted(merged.items())]
+
+
+def _lock_state_dir(state_dir: Path) -> TextIO:
+    """Take an exclusive lock on ``state_dir``, held until the agent closes.
+
+    Two agents sharing a state folder would each find a round unreleased and each draw fresh
+    noise for it, a second release of the same data. The lock is an flock(2) on
+    ``agent.lock``, so the kernel drops it when the process dies, even by SIGKILL.
+
+    Raises
+    ------
+    AgentError
+        If another process holds the lock.
+    """
+    path = state_dir / "agent.lock"
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise AgentError(f"another agent (pid {holder}) is running with state folder {state_dir}; wait for it "
+                         "to finish, or give each agent its own state_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _expand(patterns: tuple[str, ...]) -> list[Path]:

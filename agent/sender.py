@@ -43,9 +43,22 @@ class SummarySender:
         self._collection: Collection | None = None
 
     def deliver_pending(self) -> DeliveryReport:
+        """Send the outbox in round order until a summary cannot be delivered.
+
+        A failure that is not the hub's verdict on one summary (a refused connection, an
+        HTTP error, a bad credential) would repeat for every later summary. The run therefore
+        stops there and leaves the rest queued instead of spending every summary's retries.
+        """
         report = DeliveryReport()
-        for item in self.state.pending():
+        items = self.state.pending()
+        for index, item in enumerate(items):
             outcome = self._deliver_with_retries(item)
+            if outcome == "pending":
+                report.pending += len(items) - index
+                if len(items) - index > 1:
+                    log.error("site %s: delivery stopped at round %d; %d later summaries stay in the outbox "
+                              "for the next run", self.site_id, item.round_start, len(items) - index - 1)
+                break
             setattr(report, outcome, getattr(report, outcome) + 1)
         return report
 

@@ -23,6 +23,11 @@ from fusion_hub.errors import EnvelopeInvalid
 
 _WHITESPACE = " \t\n\r"
 
+# Deepest nesting of objects and arrays accepted in one posted object, the object itself
+# counting as one level. STIX objects nest a few levels (a summary's evidence is three), and
+# the checks after parsing (schema, RFC 8785 canonical form) recurse once per level.
+MAX_MEMBER_DEPTH = 64
+
 
 @dataclass(frozen=True)
 class RawObject:
@@ -73,6 +78,8 @@ def split_envelope(body: bytes) -> list[RawObject]:
         members, objects = _walk_envelope(text)
     except (ValueError, IndexError) as err:
         raise EnvelopeInvalid(str(err) or "truncated JSON") from err
+    except RecursionError as err:
+        raise EnvelopeInvalid("JSON nested too deeply to parse; post objects of ordinary depth") from err
 
     if members.get("type") == "bundle":
         raise EnvelopeInvalid("the body is a STIX bundle; send {\"objects\": [...]} with "
@@ -146,7 +153,30 @@ def _walk_objects(text: str, pos: int) -> tuple[list[RawObject], int]:
 
 
 def _strict_member(source: str) -> RawObject:
+    too_deep = f"the object is nested more than {MAX_MEMBER_DEPTH} levels deep"
     try:
-        return RawObject(text=source, value=_STRICT_DECODER.decode(source))
+        value = _STRICT_DECODER.decode(source)
     except ValueError as err:
         return RawObject(text=source, value=None, error=str(err))
+    except RecursionError:
+        return RawObject(text=source, value=None, error=too_deep)
+    if _depth(value) > MAX_MEMBER_DEPTH:
+        return RawObject(text=source, value=None, error=too_deep)
+    return RawObject(text=source, value=value)
+
+
+def _depth(value: Any) -> int:
+    """Return how many objects and arrays nest in ``value``, without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest

@@ -24,6 +24,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # SH and SHR (half-open, one side only), OTH (no SYN seen). See Zeek's base/protocols/conn.
 FAILED_CONN_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
 
+# Addresses repeat across a log, so their classification is cached. The cache is emptied when
+# it reaches this size, which bounds its memory to roughly 16 MiB (an estimate at about 250
+# bytes per entry) on a scan of many addresses.
+MAX_CACHED_ADDRESSES = 1 << 16
+
 
 @dataclass(frozen=True, slots=True)
 class Connection:
@@ -48,6 +53,24 @@ class InternalNetworks:
 
     def __init__(self, networks: Iterable[str]) -> None:
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._classified: dict[object, tuple[str, bool, bool] | None] = {}
+
+    def classify(self, value: object) -> tuple[str, bool, bool] | None:
+        """Return (normalised address, is internal, is shareable), or None if not an address."""
+        if not isinstance(value, (str, int, bytes)):
+            return None
+        if value in self._classified:
+            return self._classified[value]
+        try:
+            address = ipaddress.ip_address(value)  # type: ignore[arg-type]
+        except ValueError:
+            found = None
+        else:
+            found = (str(address), self.is_internal(address), self.is_shareable(address))
+        if len(self._classified) >= MAX_CACHED_ADDRESSES:
+            self._classified.clear()
+        self._classified[value] = found
+        return found
 
     def is_internal(self, address: IPAddress) -> bool:
         return any(address in network for network in self.networks if network.version == address.version)
@@ -89,28 +112,27 @@ def orient_connections(
         if not isinstance(ts, datetime) or orig is None or resp is None:
             stats.missing_fields += 1
             continue
-        try:
-            orig_address, resp_address = ipaddress.ip_address(orig), ipaddress.ip_address(resp)
-        except ValueError:
+        orig_class, resp_class = internal.classify(orig), internal.classify(resp)
+        if orig_class is None or resp_class is None:
             stats.missing_fields += 1
             continue
 
         # The internal side is the entity; when both are internal the originator is.
-        orig_internal, resp_internal = internal.is_internal(orig_address), internal.is_internal(resp_address)
+        orig_internal, resp_internal = orig_class[1], resp_class[1]
         if not orig_internal and not resp_internal:
             stats.both_external += 1
             continue
         outbound = orig_internal
-        entity_address, remote_address = (orig_address, resp_address) if outbound else (resp_address, orig_address)
-        remote = str(remote_address) if internal.is_shareable(remote_address) else None
+        entity_class, remote_class = (orig_class, resp_class) if outbound else (resp_class, orig_class)
+        remote = remote_class[0] if remote_class[2] else None
         remote_port = fields.get("id.resp_p") if outbound else fields.get("id.orig_p")
         orig_bytes, resp_bytes = fields.get("orig_bytes") or 0, fields.get("resp_bytes") or 0
 
         stats.connections += 1
         yield Connection(
             ts=ts.timestamp() + shift,
-            entity=str(entity_address),
-            peer=str(remote_address),
+            entity=entity_class[0],
+            peer=remote_class[0],
             remote=remote,
             remote_port=remote_port,
             outbound=outbound,

@@ -3,9 +3,11 @@
 Any TAXII 2.1 server works, the fti hub or another one. Paging follows TAXII 2.1's
 pagination rules: an envelope with ``more: true`` and a ``next`` value is continued with
 ``next``. A server may also set ``more: true`` without ``next``. The client then continues
-with ``added_after`` set to the ``X-TAXII-Date-Added-Last`` header of the last response,
-the ``date_added`` of the newest object returned. When ``more`` is false, the next poll
-starts from that same ``added_after``.
+from the ``X-TAXII-Date-Added-Last`` header of the last response, the ``date_added`` of
+the newest object returned. ``added_after`` is exclusive and several objects can share a
+``date_added``, so it asks for objects added after one microsecond before that time and
+skips those it already read. When ``more`` is false, the next poll starts from that
+``date_added``.
 
 The checkpoint (a small JSON file) is written only after the SIEM sink accepted a page, so
 a crash re-reads at most one page. The sinks deduplicate by indicator id and version, so a
@@ -20,6 +22,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +156,20 @@ class TaxiiSync:
         pages = seen = written = 0
         rejected: list[tuple[str, str]] = []
 
+        # Paging by added_after alone: added_after is exclusive, so the next request starts
+        # just before the page's last date_added and skips the objects already read there.
+        # When a whole page repeats, more objects share that date_added than the limit, so
+        # the limit doubles (up to 16 times page_size) before giving up on them.
+        request_after: str | None = None
+        limit = self.page_size
+        boundary: str | None = None
+        read_at_boundary: set[tuple[str, str]] = set()
         while pages < self.max_pages:
-            envelope = self._fetch(state)
+            envelope = self._fetch(state, after=request_after, limit=limit)
             pages += 1
-            indicators = [o for o in envelope.get("objects", []) if o.get("type") == "indicator"]
+            page = [o for o in envelope.get("objects", []) if o.get("type") == "indicator"]
+            keys = [(str(o.get("id")), str(o.get("modified"))) for o in page]
+            indicators = [o for o, key in zip(page, keys) if key not in read_at_boundary]
             if indicators:
                 result = self.sink.write_indicators(indicators)
                 written += result.written
@@ -169,13 +182,28 @@ class TaxiiSync:
             if date_added_last:
                 state.added_after = date_added_last
             more = bool(envelope.get("more"))
+            request_after = None
             if more and envelope.get("next"):
                 state.next = str(envelope["next"])
+                limit = self.page_size
             else:
                 state.next = None
                 if more and not date_added_last:
                     raise SyncFailed(self.source, "the server set more without next or "
                                      f"{DATE_ADDED_LAST}, so paging cannot continue")
+                if more:
+                    if date_added_last != boundary:
+                        boundary, read_at_boundary = date_added_last, set()
+                        limit = self.page_size
+                    read_at_boundary.update(keys)
+                    request_after = _just_before(date_added_last)
+                    if not indicators and len(page) >= limit and limit < 16 * self.page_size:
+                        limit *= 2
+                    elif not indicators or request_after is None:
+                        log.warning("sync from %s: more objects share date_added %s than one "
+                                    "page holds and the server sets no next; some may be "
+                                    "skipped", self.source, date_added_last)
+                        request_after, read_at_boundary = None, set()
             self.checkpoint.save(state)
             if not more:
                 break
@@ -188,10 +216,14 @@ class TaxiiSync:
         return SyncReport(pages=pages, indicators=seen, written=written,
                           rejected=tuple(rejected))
 
-    def _fetch(self, state: SyncCheckpoint) -> dict[str, Any]:
-        """Get one page, falling back from a stale ``next`` to ``added_after`` once."""
+    def _fetch(self, state: SyncCheckpoint, *, after: str | None = None,
+               limit: int | None = None) -> dict[str, Any]:
+        """Get one page, falling back from a stale ``next`` to ``added_after`` once.
+
+        ``after`` replaces the checkpoint's ``added_after`` and ``limit`` the page size.
+        """
         try:
-            return self._get_objects(state)
+            return self._get_objects(state, after=after, limit=limit)
         except requests.HTTPError as err:
             status = err.response.status_code if err.response is not None else None
             if state.next is None or status not in (400, 404):
@@ -206,12 +238,13 @@ class TaxiiSync:
                 status = retry_err.response.status_code if retry_err.response is not None else None
                 raise SyncFailed(self.source, f"HTTP {status}") from retry_err
 
-    def _get_objects(self, state: SyncCheckpoint) -> dict[str, Any]:
-        filters: dict[str, Any] = {"limit": self.page_size, "type": "indicator"}
+    def _get_objects(self, state: SyncCheckpoint, *, after: str | None = None,
+                     limit: int | None = None) -> dict[str, Any]:
+        filters: dict[str, Any] = {"limit": limit or self.page_size, "type": "indicator"}
         if state.next:
             filters["next"] = state.next
-        elif state.added_after:
-            filters["added_after"] = state.added_after
+        elif after or state.added_after:
+            filters["added_after"] = after or state.added_after
         try:
             envelope = self._collection.get_objects(**filters)
         except (requests.ConnectionError, requests.Timeout, TAXIIServiceException) as err:
@@ -219,6 +252,18 @@ class TaxiiSync:
         if not isinstance(envelope, dict):
             raise SyncFailed(self.source, "the response is not a TAXII envelope")
         return envelope
+
+
+def _just_before(timestamp: str) -> str | None:
+    """Return ``timestamp`` minus one microsecond in TAXII form, or None if it cannot be read."""
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = (moment - timedelta(microseconds=1)).astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _with_timeout(request: Any, timeout_secs: float) -> Any:

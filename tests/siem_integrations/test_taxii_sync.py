@@ -99,9 +99,13 @@ def test_sync_more_without_next_uses_date_added_last(tmp_path: Path) -> None:
 
         report = make_sync(server, sink, tmp_path, page_size=2).poll_once()
 
+    # added_after is exclusive, so each request starts one microsecond before the last
+    # date_added read and the object read again there is skipped.
     assert report.indicators == 5
     assert [q.get("added_after") for q in server.state.queries] == [
-        None, [added(1)], [added(3)]]
+        None, ["2024-06-03T02:00:00.999999Z"], ["2024-06-03T02:00:01.999999Z"],
+        ["2024-06-03T02:00:02.999999Z"]]
+    assert len(sum(sink.batches, [])) == 5
     assert all("next" not in q for q in server.state.queries)
 
 
@@ -210,3 +214,37 @@ def test_sync_into_splunk_marks_revoked(tmp_path: Path) -> None:
     assert events == [("203.0.113.1", "false"), ("203.0.113.2", "false"),
                       ("203.0.113.2", "true")]
     assert json.loads(json.dumps(splunk.state.events[-1]))["event"]["revoked"] is True
+
+
+def test_sync_more_without_next_keeps_objects_sharing_date_added(tmp_path: Path) -> None:
+    # added_after is exclusive, so continuing from the last date_added of a page would skip
+    # the objects of that same date_added that did not fit in the page.
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=False) as server:
+        objects = [indicator(f"203.0.113.{n + 1}") for n in range(5)]
+        server.state.add(added(0), objects[0])
+        for obj in objects[1:4]:
+            server.state.add(added(1), obj)
+        server.state.add(added(2), objects[4])
+        sink = RecordingSink()
+
+        report = make_sync(server, sink, tmp_path, page_size=2).poll_once()
+
+    assert sorted(sum(sink.batches, [])) == sorted(o["id"] for o in objects)
+    assert report.indicators == 5
+    assert CheckpointFile(tmp_path / "checkpoint.json").load().added_after == added(2)
+
+
+def test_sync_more_without_next_pages_full_of_one_date_added(tmp_path: Path) -> None:
+    # More objects share one date_added than fit in a page: the sync must not loop on it.
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=False) as server:
+        objects = [indicator(f"203.0.113.{n + 1}") for n in range(4)]
+        for obj in objects[:3]:
+            server.state.add(added(1), obj)
+        server.state.add(added(2), objects[3])
+        sink = RecordingSink()
+
+        report = make_sync(server, sink, tmp_path, page_size=2, max_pages=10).poll_once()
+
+    assert report.pages < 10
+    assert objects[3]["id"] in sum(sink.batches, [])
+    assert len(set(sum(sink.batches, []))) == len(sum(sink.batches, []))

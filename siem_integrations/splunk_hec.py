@@ -289,8 +289,15 @@ class SplunkHecClient:
             keys = [document.key for document in remaining]
 
             if response.status == 200:
-                if self.use_ack and "ackId" in answer:
-                    self.spool.mark_awaiting_ack(keys, int(answer["ackId"]), sent_at=self.clock())
+                ack_id = answer.get("ackId")
+                if self.use_ack and isinstance(ack_id, int) and not isinstance(ack_id, bool):
+                    self.spool.mark_awaiting_ack(keys, ack_id, sent_at=self.clock())
+                    return 0, dead
+                if self.use_ack and ("ackId" in answer or answer.get("code") != 0):
+                    # Not HEC's success response, so nothing shows the events were indexed.
+                    log.warning("splunk HEC at %s responded 200 without a readable ackId (%s); "
+                                "%d events stay queued", self.url,
+                                str(answer.get("text", ""))[:80], len(keys))
                     return 0, dead
                 self.spool.mark_delivered(keys)
                 return len(keys), dead

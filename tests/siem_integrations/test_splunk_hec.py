@@ -253,6 +253,22 @@ def test_r6_delivered_only_after_ack_true(tmp_path: Path, cases_dir: Path) -> No
     assert client.spool.is_delivered("ev-0")
 
 
+@pytest.mark.parametrize("body", [b"<html>Success</html>", b'{"text":"Success","code":0,"ackId":null}'])
+def test_ack_success_without_readable_ack_id_stays_queued(tmp_path: Path, body: bytes) -> None:
+    # With acknowledgment on, only a true ack confirms events, never an unreadable 200.
+    def transport(method: str, url: str, *, headers: Mapping[str, str],
+                  body_sent: bytes | None = None, **kwargs: Any) -> HttpResponse:
+        return HttpResponse(status=200, body=body)
+
+    client = make_client(tmp_path, transport, use_ack=True, ack_poll_attempts=1)
+    client.queue_events([("ev-0", {"event": {"n": 0}})])
+
+    report = client.flush()
+
+    assert (report.delivered, report.queued) == (0, 1)
+    assert not client.spool.is_delivered("ev-0")
+
+
 def test_unacked_batch_resent_after_ack_timeout(tmp_path: Path) -> None:
     now = [1000.0]
     transport = CannedTransport((200, {"text": "Success", "code": 0, "ackId": 3}),

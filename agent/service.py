@@ -12,7 +12,8 @@ import fcntl
 import glob
 import logging
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +31,7 @@ from agent.network import Connection, InternalNetworks, OrientationStats, orient
 from agent.sender import SummarySender
 from agent.state import AgentState, Contact
 from agent.summariser import BIN_EDGES, RoundRelease, summarise_round
-from agent.zeek import ParseStats, iter_zeek_records
+from agent.zeek import ParseStats, ZeekRecord, iter_zeek_records
 from privacy.errors import BudgetExhausted
 from privacy.ledger import PrivacyLedger
 from privacy.random import RandomSource, system_random
@@ -129,23 +130,42 @@ class Agent:
             paths = _expand(source.paths)
             if not paths:
                 raise AgentError(f"source patterns {list(source.paths)} match no file; check sources[].paths")
-            orientation = OrientationStats()
             connections: list[Connection] = []
             for path in paths:
-                connections.extend(orient_connections(iter_zeek_records(path, stats=parse_stats), internal,
-                                                      stats=orientation))
+                other_logs: Counter[str] = Counter()
+                orientation = OrientationStats()
+                records = _conn_records(iter_zeek_records(path, stats=parse_stats), other_logs)
+                found = list(orient_connections(records, internal, stats=orientation))
+                self._log_skipped(path, other_logs, orientation, len(found))
+                connections.extend(found)
             if source.replay_start is not None and connections:
                 shift = source.replay_start.timestamp() - min(c.ts for c in connections)
                 connections = [replace(c, ts=c.ts + shift) for c in connections]
-            if orientation.both_external:
-                log.info("site %s: %d connections between two external hosts skipped (no site entity)",
-                         self.config.site.id, orientation.both_external)
             everything.extend(connections)
         everything.sort(key=lambda c: c.ts)
         report.connections = len(everything)
         report.parse_stats = parse_stats
         self.metrics.observe_parse(parse_stats, len(everything))
         return everything
+
+    def _log_skipped(self, path: Path, other_logs: Counter[str], orientation: OrientationStats,
+                     connections: int) -> None:
+        """Log every record of ``path`` that was read but did not become a connection."""
+        site = self.config.site.id
+        for log_path, count in sorted(other_logs.items()):
+            log.warning("site %s: %s: %d records skipped: their Zeek log path is %r, not conn (taken from "
+                        "#path, from _path, or else from the file name); point sources[].paths at conn logs, "
+                        "and name a JSON conn log that has no _path field conn*.log or conn*.json",
+                        site, path, count, log_path)
+        if orientation.missing_fields:
+            log.warning("site %s: %s: %d conn records skipped: ts, id.orig_h or id.resp_h is missing or not "
+                        "a valid value", site, path, orientation.missing_fields)
+        if orientation.both_external and not connections:
+            log.warning("site %s: %s: none of its %d connections involves an address in site.internal_networks, "
+                        "so nothing was read from it; check that setting", site, path, orientation.both_external)
+        elif orientation.both_external:
+            log.info("site %s: %s: %d connections between two external hosts skipped (no site entity)",
+                     site, path, orientation.both_external)
 
     def score_windows(self, windows: list[Window]) -> list[ScoredWindow]:
         """Train (or load) the detector on the baseline rounds, then score every window."""
@@ -348,6 +368,15 @@ def _lock_state_dir(state_dir: Path) -> TextIO:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def _conn_records(records: Iterable[ZeekRecord], other_logs: Counter[str]) -> Iterator[ZeekRecord]:
+    """Yield the ``conn`` records and count the others by their log path."""
+    for record in records:
+        if record.log_path == "conn":
+            yield record
+        else:
+            other_logs[record.log_path] += 1
 
 
 def _expand(patterns: tuple[str, ...]) -> list[Path]:

@@ -73,17 +73,25 @@ class InternalNetworks:
         return found
 
     def is_internal(self, address: IPAddress) -> bool:
-        return any(address in network for network in self.networks if network.version == address.version)
+        """Return whether the address, or an IPv4 address embedded in it, is the site's own."""
+        return any(
+            candidate in network
+            for candidate in _with_embedded_ipv4(address)
+            for network in self.networks
+            if network.version == candidate.version
+        )
 
     def is_shareable(self, address: IPAddress) -> bool:
         """Return whether an external address may leave the site as an observable.
 
         Besides the site's own ranges, addresses that identify nothing outside the site are
         withheld: private, loopback, link-local, multicast, unspecified and reserved space.
+        An IPv6 address that carries an IPv4 address (mapped, compatible, 6to4, Teredo or the
+        NAT64 prefix 64:ff9b::/96) is shareable only when the embedded address is too.
         """
         if self.is_internal(address):
             return False
-        return address.is_global and not address.is_multicast
+        return all(c.is_global and not c.is_multicast for c in _with_embedded_ipv4(address))
 
 
 @dataclass
@@ -143,3 +151,23 @@ def orient_connections(
             source=record.source,
             line=record.line,
         )
+
+
+_NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _with_embedded_ipv4(address: IPAddress) -> list[IPAddress]:
+    """Return the address and every IPv4 address that an IPv6 form of it embeds."""
+    found: list[IPAddress] = [address]
+    if address.version != 6:
+        return found
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in _NAT64_PREFIX or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime, timezone
 
 import pytest
@@ -68,3 +69,33 @@ def test_classify_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert results[9] == ("10.0.0.9", True, False)
     assert len(internal._classified) <= 4
+
+
+@pytest.mark.parametrize("address", [
+    "::ffff:10.1.2.3",
+    "::ffff:81.2.69.5",
+    "64:ff9b::10.1.2.3",
+    "64:ff9b::81.2.69.5",
+    "2002:a01:203::1",
+    "::10.1.2.3",
+    "2001:0:4136:e378:8000:63bf:f5fe:fdfc",
+])
+def test_ipv6_forms_of_internal_ipv4_are_withheld(address: str) -> None:
+    """An internal IPv4 address wrapped in an IPv6 form must never be shared."""
+    internal = InternalNetworks(["10.0.0.0/8", "81.2.69.0/24"])
+
+    assert not internal.is_shareable(ipaddress.ip_address(address))
+
+
+def test_ipv6_form_of_site_range_is_internal() -> None:
+    internal = InternalNetworks(["81.2.69.0/24"])
+
+    assert internal.is_internal(ipaddress.ip_address("::ffff:81.2.69.5"))
+    assert internal.is_internal(ipaddress.ip_address("64:ff9b::81.2.69.5"))
+
+
+def test_ipv6_form_of_public_ipv4_is_shareable() -> None:
+    internal = InternalNetworks(["10.0.0.0/8"])
+
+    assert internal.is_shareable(ipaddress.ip_address("64:ff9b::8.8.8.8"))
+    assert internal.is_shareable(ipaddress.ip_address("2001:4860:4860::8888"))

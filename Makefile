@@ -20,7 +20,7 @@ demo: setup
 	$(BIN)/fti demo --out demo-out
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 # The Splunk add-on TA-fti, as dist/TA-fti and dist/TA-fti-<version>.tgz.
 splunk-app: setup

@@ -239,7 +239,8 @@ def _print_report(reports: dict[str, RunReport], indicators: list[dict], labels:
                 cells.append(f"{site.site_id}:{released}" + ("" if report.rounds[round_start] == "sent" else
                                                               f"({report.rounds[round_start]})"))
         stamp = datetime.fromtimestamp(round_start, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
-        print(f"  {stamp}Z  {len(cells)} summaries  " + "  ".join(cells))
+        noun = "summary" if len(cells) == 1 else "summaries"
+        print(f"  {stamp}Z  {len(cells)} {noun}  " + "  ".join(cells))
 
     latest = sorted(_latest_versions(indicators), key=lambda i: (-_details(i).get("corroborating_sites", 0),
                                                                   -i.get("confidence", 0), i["pattern"]))

@@ -1,6 +1,6 @@
 """The normalised event that the sshd, Suricata and Sysmon parsers produce, and their counters.
 
-Each parser turns one line (or one record) into at most one :class:`Event`. A line that holds
+Each parser turns one line (or one record) into at most one :class:`Event`. A line that contains
 nothing the agent uses (an sshd ``Connection closed`` line, a Suricata ``stats`` event) is
 counted as skipped. A line that cannot be read is counted as an error by reason, the first few
 per file are logged, and a sample of the raw bytes with file and offset goes to the
@@ -132,7 +132,7 @@ class Quarantine:
     path : Path
         The quarantine file. Its folder is created when missing.
     max_bytes : int, default 10 MiB
-        Size at which sampling stops; later rejects are still counted, not kept. Ten MiB holds
+        Size at which sampling stops; later rejects are still counted, not kept. Ten MiB stores
         thousands of samples, which is plenty to diagnose a systematic defect.
     """
 

@@ -185,7 +185,7 @@ class LogTailer:
     max_line_bytes : int, default MAX_LINE_BYTES (1 MiB)
         Longest line yielded whole; a longer one is cut.
     poll_interval_secs : float, default 1.0
-        Longest wait between two polls in :meth:`follow`. One second keeps the delay behind a
+        Maximum wait between two polls in :meth:`follow`. One second keeps the delay behind a
         live log short without measurable CPU cost for a few dozen files.
     rotate_wait_secs : float, default 5.0
         How long a file that is no longer reachable under its path must stay quiet at its end
@@ -342,7 +342,7 @@ class LogTailer:
             return None
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != key:
-            os.close(fd)  # replaced between stat and open; the next poll sees the new file
+            os.close(fd)  # replaced between stat and open; the next poll reads the new file
             return None
         head = os.pread(fd, FINGERPRINT_BYTES, 0)
         compressed = head.startswith(GZIP_MAGIC)
@@ -352,7 +352,7 @@ class LogTailer:
                 os.close(fd)  # still being written by gzip; read it once it is whole
                 return None
 
-        # A copy of a file that is still open holds nothing new yet.
+        # A copy of a file that is still open contains nothing new yet.
         if head and any(_matches(head, s.fingerprint, s.fingerprint_size) for s in self._open.values()):
             os.close(fd)
             self.stats.copies_found += 1
@@ -511,7 +511,7 @@ class LogTailer:
         """Yield the complete lines of ``block``, which starts at ``state.offset``.
 
         Returns the number of bytes consumed. A trailing partial line is left unconsumed,
-        unless ``at_end`` says the data is complete (a compressed file), where it is yielded.
+        unless ``at_end`` marks the data is complete (a compressed file), where it is yielded.
         """
         position = 0
         end = len(block)

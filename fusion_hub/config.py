@@ -110,7 +110,7 @@ class TlsSettings:
     # PEM server certificate (with its chain) and private key.
     cert_file: Path | None = None
     key_file: Path | None = None
-    # PEM CA bundle that client certificates must chain to; None asks for no client certificate.
+    # PEM CA bundle that client certificates must chain to; None requests no client certificate.
     client_ca_file: Path | None = None
     # With a client CA: true rejects the TLS handshake of a client without a valid certificate;
     # false accepts such clients but still rejects an invalid certificate.

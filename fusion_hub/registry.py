@@ -48,7 +48,7 @@ _TOKEN_PREFIX = "fti_"
 CONSUMER_READABLE = ("fused-indicators",)
 SITE_WRITABLE = ("summaries", "feedback", "keys")
 SITE_READABLE = ("summaries", "fused-indicators", "feedback", "keys")
-# Collections where a site sees only what it posted itself.
+# Collections where a site reads only what it posted itself.
 OWNER_ONLY = ("summaries", "feedback")
 
 
@@ -62,15 +62,15 @@ class Principal:
     writable: frozenset[str]
 
     def may_read(self, collection: str) -> bool:
-        """Whether the caller may read the collection (possibly only its own objects)."""
+        """Return whether the caller may read the collection (possibly only its own objects)."""
         return collection in self.readable
 
     def may_write(self, collection: str) -> bool:
-        """Whether the caller may add objects to the collection."""
+        """Return whether the caller may add objects to the collection."""
         return collection in self.writable
 
     def sees_only_own(self, collection: str) -> bool:
-        """Whether reads of the collection are limited to objects the caller posted."""
+        """Return whether reads of the collection are limited to objects the caller posted."""
         return self.kind == "site" and collection in OWNER_ONLY
 
 

@@ -181,7 +181,7 @@ class Contribution:
 
 @dataclass(frozen=True)
 class IndicatorState:
-    """What the publisher remembers about the latest version of one fused indicator."""
+    """State the publisher keeps about the latest version of one fused indicator."""
 
     indicator_id: str
     observable_type: str
@@ -297,7 +297,7 @@ class HubStorage(abc.ABC):
 
     @abc.abstractmethod
     def get_round(self, round_start_us: int) -> RoundRecord | None:
-        """Return a round's state, or None if nobody contributed to it."""
+        """Return a round's state, or None if no site contributed to it."""
 
     @abc.abstractmethod
     def open_rounds(self) -> list[RoundRecord]:

@@ -5,7 +5,7 @@ pagination rules: an envelope with ``more: true`` and a ``next`` value is contin
 ``next``. A server may also set ``more: true`` without ``next``. The client then continues
 from the ``X-TAXII-Date-Added-Last`` header of the last response, the ``date_added`` of
 the newest object returned. ``added_after`` is exclusive and several objects can share a
-``date_added``, so it asks for objects added after one microsecond before that time and
+``date_added``, so it requests objects added after one microsecond before that time and
 skips those it already read. When ``more`` is false, the next poll starts from that
 ``date_added``.
 

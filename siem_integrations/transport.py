@@ -1,7 +1,7 @@
 """HTTP transport for the SIEM clients, injectable so tests can play Splunk or Elasticsearch.
 
 A transport takes one request and returns status, headers and body, or raises
-``TransportFailed`` when no HTTP answer arrived (refused connection, timeout, TLS failure).
+``TransportFailed`` when no HTTP response arrived (refused connection, timeout, TLS failure).
 ``RequestsTransport`` is the production one; tests pass a small callable or point it at a
 local server on 127.0.0.1.
 """
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HttpResponse:
-    """One HTTP answer: status code, headers with lower-case names, and the raw body."""
+    """One HTTP response: status code, headers with lower-case names, and the raw body."""
 
     status: int
     body: bytes = b""
@@ -30,7 +30,7 @@ class HttpResponse:
 
 
 class Transport(Protocol):
-    """Send one HTTP request and return its answer."""
+    """Send one HTTP request and return its response."""
 
     def __call__(self, method: str, url: str, *, headers: Mapping[str, str],
                  body: bytes | None = None) -> HttpResponse:

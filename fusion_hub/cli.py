@@ -25,7 +25,7 @@ from fusion_hub.backends import open_storage
 from fusion_hub.config import HubConfig, load_hub_config
 from fusion_hub.errors import HubConfigError, HubError
 from fusion_hub.registry import SiteRegistry, beta_mean
-from fusion_hub.sd_notify import SystemdNotifier
+from fti.sd_notify import SystemdNotifier
 from fusion_hub.server import HubServer
 from fusion_hub.timeutil import from_micros
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_hub.sd_notify import SystemdNotifier
+from fti.sd_notify import SystemdNotifier
 
 FTI = [sys.executable, "-m", "fti.cli"]
 

@@ -1,4 +1,7 @@
-"""Tell systemd about the hub's state over the ``sd_notify`` datagram protocol.
+"""Tell systemd about a service's state over the ``sd_notify`` datagram protocol.
+
+Both services use it: the hub (``fti hub serve``) and the agent (``fti agent run``). The module
+imports only the standard library, so either may import it without importing the other.
 
 A unit with ``Type=notify`` waits for ``READY=1`` before it counts the service as started, and
 with ``WatchdogSec=`` it restarts the service when no ``WATCHDOG=1`` arrives in time. systemd
@@ -55,7 +58,7 @@ class SystemdNotifier:
         """Send ``fields`` (such as ``"READY=1"``) as one datagram; return whether it was sent.
 
         A failed send is logged once at WARNING and never raised: losing a notification must
-        not stop the hub, but systemd will then time out the start or fire the watchdog.
+        not stop the service, but systemd will then time out the start or fire the watchdog.
         """
         if self._address is None:
             return False

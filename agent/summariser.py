@@ -75,6 +75,65 @@ class RoundRelease:
     units: int  # true number of units (stays on the site; logged at DEBUG only)
 
 
+@dataclass(frozen=True)
+class BoundedRound:
+    """One round's exact counts after contribution bounding, before any noise; never leaves the site."""
+
+    kept: dict[object, list[ScoredWindow]]
+    histogram: tuple[int, ...]
+    unit_observables: dict[object, list[str]]
+    unit_counts: dict[str, int]
+    score_sums: dict[str, int]
+
+
+def bound_round(windows: list[ScoredWindow], *, privacy: PrivacySection, rng: RandomSource) -> BoundedRound:
+    """Enforce the contribution bounds of the module docstring and count what remains.
+
+    Plain mode noises these counts on the site; secure mode adds a share of distributed noise
+    and sums them across sites first.
+    """
+    per_unit_windows = privacy.max_windows_per_entity if privacy.unit == "entity" else 1
+    max_observables = privacy.max_observables_per_entity
+
+    # Group windows into privacy units, then bound each unit's windows.
+    units: dict[object, list[ScoredWindow]] = defaultdict(list)
+    for window in windows:
+        unit = window.entity if privacy.unit == "entity" else (window.entity, window.start)
+        units[unit].append(window)
+    ordered_units = {unit: sorted(ws, key=lambda w: w.start) for unit, ws in units.items()}
+    kept = sample_per_unit(ordered_units, max_items=per_unit_windows, rng=rng)
+
+    # Histogram of calibrated scores: one unit moves at most per_unit_windows counts.
+    counts = [0] * HISTOGRAM_BINS
+    for unit_windows in kept.values():
+        for window in unit_windows:
+            counts[min(int(window.score * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+
+    # Each unit's candidate observables, most anomalous first; the unit's score for an
+    # observable is the highest calibrated score among its windows that contacted it.
+    unit_scores: dict[object, dict[str, float]] = {}
+    for unit, unit_windows in kept.items():
+        best: dict[str, float] = {}
+        contacts: dict[str, int] = defaultdict(int)
+        for window in unit_windows:
+            for remote, n in window.remotes.items():
+                best[remote] = max(best.get(remote, 0.0), window.score)
+                contacts[remote] += n
+        ranked = sorted(best, key=lambda r: (-best[r], -contacts[r], r))
+        unit_scores[unit] = {r: best[r] for r in ranked}
+    bounded = bound_keys_per_unit({u: list(s) for u, s in unit_scores.items()}, max_keys=max_observables)
+
+    # Distinct-unit counts and quantised score sums per observable.
+    unit_counts: dict[str, int] = defaultdict(int)
+    score_sums: dict[str, int] = defaultdict(int)
+    for unit, remotes in bounded.items():
+        for remote in remotes:
+            unit_counts[remote] += 1
+            score_sums[remote] += round(unit_scores[unit][remote] * SCORE_QUANTUM)
+    return BoundedRound(kept=kept, histogram=tuple(counts), unit_observables={u: list(r) for u, r in bounded.items()},
+                        unit_counts=dict(unit_counts), score_sums=dict(score_sums))
+
+
 def summarise_round(
     windows: list[ScoredWindow],
     *,
@@ -99,44 +158,10 @@ def summarise_round(
     epsilon, delta = privacy.epsilon_per_round, privacy.delta_per_round
     per_unit_windows = privacy.max_windows_per_entity if privacy.unit == "entity" else 1
     max_observables = privacy.max_observables_per_entity
-
-    # Group windows into privacy units, then bound each unit's windows.
-    units: dict[object, list[ScoredWindow]] = defaultdict(list)
-    for window in windows:
-        unit = window.entity if privacy.unit == "entity" else (window.entity, window.start)
-        units[unit].append(window)
-    ordered_units = {unit: sorted(ws, key=lambda w: w.start) for unit, ws in units.items()}
-    kept = sample_per_unit(ordered_units, max_items=per_unit_windows, rng=rng)
-
-    # Histogram of calibrated scores: one unit moves at most per_unit_windows counts.
-    counts = [0] * HISTOGRAM_BINS
-    for unit_windows in kept.values():
-        for window in unit_windows:
-            counts[min(int(window.score * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+    bounded = bound_round(windows, privacy=privacy, rng=rng)
+    kept, unit_counts, score_sums = bounded.kept, bounded.unit_counts, bounded.score_sums
     histogram_mechanism = DiscreteLaplaceMechanism(privacy.histogram_share * epsilon, per_unit_windows)
-    histogram = tuple(max(0, n) for n in histogram_mechanism.release(counts, rng))
-
-    # Each unit's candidate observables, most anomalous first; the unit's score for an
-    # observable is the highest calibrated score among its windows that contacted it.
-    unit_scores: dict[object, dict[str, float]] = {}
-    for unit, unit_windows in kept.items():
-        best: dict[str, float] = {}
-        contacts: dict[str, int] = defaultdict(int)
-        for window in unit_windows:
-            for remote, n in window.remotes.items():
-                best[remote] = max(best.get(remote, 0.0), window.score)
-                contacts[remote] += n
-        ranked = sorted(best, key=lambda r: (-best[r], -contacts[r], r))
-        unit_scores[unit] = {r: best[r] for r in ranked}
-    bounded = bound_keys_per_unit({u: list(s) for u, s in unit_scores.items()}, max_keys=max_observables)
-
-    # Distinct-unit counts and quantised score sums per observable.
-    unit_counts: dict[str, int] = defaultdict(int)
-    score_sums: dict[str, int] = defaultdict(int)
-    for unit, remotes in bounded.items():
-        for remote in remotes:
-            unit_counts[remote] += 1
-            score_sums[remote] += round(unit_scores[unit][remote] * SCORE_QUANTUM)
+    histogram = tuple(max(0, n) for n in histogram_mechanism.release(list(bounded.histogram), rng))
 
     # Partition selection releases only observables whose noised count clears the threshold.
     count_epsilon = privacy.count_share * epsilon

@@ -112,6 +112,14 @@ class PrivacySection:
     histogram_share: float = 0.2
     count_share: float = 0.5
     score_share: float = 0.3
+    # plain: each site noises its own summary. secure: counts are summed across sites by
+    # secure aggregation with distributed noise, so the hub sees only sums (docs/privacy.md).
+    mode: str = "plain"
+    # Secure mode: each site's noise share assumes at least this many honest sites in every
+    # sum, and the site leaves any round whose threshold is lower.
+    secure_min_sites: int = 3
+    # Secure mode: how long the site waits for the hub to move on to each stage.
+    secure_stage_timeout_secs: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -329,6 +337,7 @@ MAX_TIMEOUT_SECS = 600.0
 MAX_RETRY_BACKOFF_SECS = 60.0
 DETECTORS = ("iforest", "ecod", "hbos")
 PRIVACY_UNITS = ("entity", "entity-window")
+PRIVACY_MODES = ("plain", "secure")
 
 
 def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dict[str, int] | None = None) -> None:
@@ -399,6 +408,13 @@ def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dic
         fail("privacy.max_observables_per_entity", privacy.max_observables_per_entity, "must be >= 1")
     if privacy.max_windows_per_entity < 1:
         fail("privacy.max_windows_per_entity", privacy.max_windows_per_entity, "must be >= 1")
+    if privacy.mode not in PRIVACY_MODES:
+        fail("privacy.mode", privacy.mode, f"choose one of {', '.join(PRIVACY_MODES)}")
+    if not 2 <= privacy.secure_min_sites <= 1000:
+        fail("privacy.secure_min_sites", privacy.secure_min_sites,
+             "must be in [2, 1000]; a sum of two sites reveals each to the other, so use 3 or more")
+    if not 0 < privacy.secure_stage_timeout_secs <= 86400:
+        fail("privacy.secure_stage_timeout_secs", privacy.secure_stage_timeout_secs, "must be in (0, 86400]")
     shares = (privacy.histogram_share, privacy.count_share, privacy.score_share)
     if any(not math.isfinite(share) or share <= 0 for share in shares) or abs(sum(shares) - 1.0) > 1e-9:
         key = next((f"privacy.{name}" for name, share in zip(("histogram_share", "count_share", "score_share"), shares)

@@ -15,7 +15,7 @@ is not in the expected shape:
 
 The kind of file is taken from its top-level keys: ``site``, ``sources``, ``state_dir``,
 ``windows``, ``detector``, ``privacy`` and ``alerts`` belong to the agent; ``storage``,
-``auth``, ``rounds``, ``fusion`` and ``siem`` belong to the hub; ``hub`` is in both. The
+``auth``, ``rounds``, ``fusion``, ``siem`` and ``secure`` belong to the hub; ``hub`` is in both. The
 caller passes ``kind`` when a file has none of them or keys of both.
 """
 
@@ -36,7 +36,7 @@ from fusion_hub.errors import HubConfigError
 
 KINDS = ("agent", "hub")
 AGENT_ONLY_KEYS = frozenset({"site", "sources", "state_dir", "windows", "detector", "privacy", "alerts"})
-HUB_ONLY_KEYS = frozenset({"storage", "auth", "rounds", "fusion", "siem"})
+HUB_ONLY_KEYS = frozenset({"storage", "auth", "rounds", "fusion", "siem", "secure"})
 
 _TOP_LEVEL_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:")
 _STRING_TAG = "tag:yaml.org,2002:str"

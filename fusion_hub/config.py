@@ -192,6 +192,31 @@ class SiemSettings:
     spool_dir: Path = Path("siem-spool")
 
 
+PRIVACY_MODES = ("plain", "secure")
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    """Secure aggregation rounds (YAML section ``secure``); see docs/privacy.md."""
+
+    # plain: sites send signed DP summaries. secure: the hub also runs secure aggregation
+    # rounds in the keys collection and learns only sums across sites.
+    mode: str = "plain"
+    # The hub refuses a secure round with fewer surviving sites: sums over fewer sites say
+    # too much about each of them, and the sites' noise is calibrated for this many.
+    min_sites: int = 3
+    # SecAgg+ neighbours per site (even); None masks every pair of sites (Bonawitz et al.).
+    neighbours_per_site: int | None = None
+    # Count-min sketch of observables: 2 rows of 32768 buckets are 65,536 words.
+    sketch_rows: int = 2
+    sketch_width: int = 32768
+    # Summed, noised distinct-entity count from which a sketch bucket is heavy. The sum is
+    # already DP, so this only trades missed observables against reveals to check.
+    sketch_threshold: int = 10
+    # A stage waits this long for missing sites, then goes on without them (dropouts).
+    stage_timeout_seconds: float = 300.0
+
+
 @dataclass(frozen=True)
 class HubConfig:
     """Complete hub configuration; see the module docstring for the file format."""
@@ -203,6 +228,7 @@ class HubConfig:
     rounds: RoundSettings = field(default_factory=RoundSettings)
     fusion: FusionSettings = field(default_factory=FusionSettings)
     siem: SiemSettings = field(default_factory=SiemSettings)
+    secure: SecureSettings = field(default_factory=SecureSettings)
     # File the configuration came from; None when built in code.
     source: Path | None = None
 
@@ -369,6 +395,24 @@ def validate_hub_config(
             rounds.max_clock_skew_seconds, "must be >= 0", "Use 300")
     require(rounds.retention_days >= 1, "rounds.retention_days", rounds.retention_days,
             "must be >= 1", "Use 30, or more when replaying old captures")
+
+    secure = config.secure
+    require(secure.mode in PRIVACY_MODES, "secure.mode", secure.mode, "is not a known mode",
+            f"Use one of: {', '.join(PRIVACY_MODES)}")
+    require(2 <= secure.min_sites <= 1000, "secure.min_sites", secure.min_sites,
+            "must be in [2, 1000]", "Use 3 or more; a sum of two sites reveals each to the other")
+    require(secure.neighbours_per_site is None
+            or (secure.neighbours_per_site >= 2 and secure.neighbours_per_site % 2 == 0),
+            "secure.neighbours_per_site", secure.neighbours_per_site, "must be an even number >= 2",
+            "Leave it unset to mask every pair of sites, or use an even degree such as 16")
+    require(1 <= secure.sketch_rows <= 8, "secure.sketch_rows", secure.sketch_rows,
+            "must be in [1, 8]", "Use 2")
+    require(16 <= secure.sketch_width <= 1 << 22, "secure.sketch_width", secure.sketch_width,
+            "must be in [16, 4194304]", "Use 32768")
+    require(secure.sketch_threshold >= 1, "secure.sketch_threshold", secure.sketch_threshold,
+            "must be >= 1", "Use 10")
+    require(0 < secure.stage_timeout_seconds <= 86400, "secure.stage_timeout_seconds",
+            secure.stage_timeout_seconds, "must be in (0, 86400]", "Use 300")
 
     fusion = config.fusion
     require(fusion.strategy in STRATEGIES, "fusion.strategy", fusion.strategy,

@@ -128,6 +128,47 @@ class AlertSection:
 
 
 @dataclass(frozen=True)
+class LiveSection:
+    """How ``fti agent run`` follows files and closes rounds (see :class:`agent.live.LiveSettings`)."""
+
+    # One second keeps a round's release within seconds of its grace time; file-system
+    # events wake the loop earlier, so a longer poll only delays logs on network shares.
+    poll_interval_secs: float = 1.0
+    # Zeek logs a connection when it ends, up to its five-minute TCP inactivity timeout
+    # after it started, so a round waits that long for its last records.
+    round_grace_secs: int = 300
+    # "beginning" reads the files found at the first start in full; "end" skips their
+    # backlog. Files that appear later are always read from their beginning.
+    start_at: str = "beginning"
+    # A day of hourly rounds is still worth sharing; older closed rounds are recorded as
+    # beyond_horizon and not sent, so a restart on a long backlog does not flood the hub.
+    restart_horizon_rounds: int = 24
+    # The most a crash makes the agent read again while no round closes.
+    commit_interval_secs: float = 60.0
+    # Quiet time at the end of a rotated file before it is closed.
+    rotate_wait_secs: float = 5.0
+
+
+@dataclass(frozen=True)
+class OutboxSection:
+    # A week of hourly rounds rides out a long hub outage. The hub rejects a summary for a
+    # round it has closed, so older summaries are worth less than the space they take.
+    max_summaries: int = 168
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    """The Prometheus endpoint of ``fti agent run``, served at ``http://address:port/metrics``."""
+
+    enabled: bool = True
+    # Loopback only by default: the metrics name log files and count the site's activity.
+    address: str = "127.0.0.1"
+    port: int = 9477
+    # A non-loopback address is rejected unless this is true.
+    allow_non_loopback: bool = False
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     site: SiteSection
     hub: HubSection
@@ -137,6 +178,9 @@ class AgentConfig:
     detector: DetectorSection = DetectorSection()
     privacy: PrivacySection = PrivacySection()
     alerts: AlertSection = AlertSection()
+    live: LiveSection = LiveSection()
+    outbox: OutboxSection = OutboxSection()
+    metrics: MetricsSection = MetricsSection()
 
     @property
     def alerts_path(self) -> Path:
@@ -322,6 +366,9 @@ _SECTIONS: dict[str, type] = {
     "DetectorSection": DetectorSection,
     "PrivacySection": PrivacySection,
     "AlertSection": AlertSection,
+    "LiveSection": LiveSection,
+    "OutboxSection": OutboxSection,
+    "MetricsSection": MetricsSection,
 }
 
 SOURCE_TYPES = ("zeek",)
@@ -355,6 +402,7 @@ def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dic
         fail("site.id", config.site.id, "must be 1 to 128 letters, digits, '.', '_' or '-', starting with a "
              "letter or digit")
     _check_hub(config.hub, fail)
+    _check_live(config, fail)
 
     for index, item in enumerate(config.sources):
         if item.type not in SOURCE_TYPES:
@@ -440,3 +488,42 @@ def _check_hub(hub: HubSection, fail: Callable[[str, Any, str], NoReturn]) -> No
              f"must be in [1, {MAX_SEND_ATTEMPTS}]; the outbox keeps what is not delivered for the next run")
     if not (math.isfinite(hub.retry_backoff_secs) and 0 <= hub.retry_backoff_secs <= MAX_RETRY_BACKOFF_SECS):
         fail("hub.retry_backoff_secs", hub.retry_backoff_secs, f"must be in [0, {MAX_RETRY_BACKOFF_SECS:g}] seconds")
+
+
+START_POSITIONS = ("beginning", "end")
+# Beyond a minute between polls the agent is no longer live; past an hour of grace a round's
+# release lags far behind the hub's deadline.
+MAX_POLL_INTERVAL_SECS = 60.0
+MAX_ROUND_GRACE_SECS = 3600
+MAX_OUTBOX_SUMMARIES = 100_000
+
+
+def _check_live(config: AgentConfig, fail: Callable[[str, Any, str], NoReturn]) -> None:
+    """Check the settings of ``fti agent run``: the live loop, the outbox and the metrics endpoint."""
+    live = config.live
+    if not (math.isfinite(live.poll_interval_secs) and 0 < live.poll_interval_secs <= MAX_POLL_INTERVAL_SECS):
+        fail("live.poll_interval_secs", live.poll_interval_secs,
+             f"must be > 0 and at most {MAX_POLL_INTERVAL_SECS:g} seconds")
+    if not 0 <= live.round_grace_secs <= MAX_ROUND_GRACE_SECS:
+        fail("live.round_grace_secs", live.round_grace_secs, f"must be in [0, {MAX_ROUND_GRACE_SECS}] seconds")
+    if live.start_at not in START_POSITIONS:
+        fail("live.start_at", live.start_at, f"choose one of {', '.join(START_POSITIONS)}")
+    if live.restart_horizon_rounds < 1:
+        fail("live.restart_horizon_rounds", live.restart_horizon_rounds, "must be >= 1")
+    if not (math.isfinite(live.commit_interval_secs) and live.commit_interval_secs > 0):
+        fail("live.commit_interval_secs", live.commit_interval_secs, "must be > 0 seconds")
+    if not (math.isfinite(live.rotate_wait_secs) and live.rotate_wait_secs >= 0):
+        fail("live.rotate_wait_secs", live.rotate_wait_secs, "must be >= 0 seconds")
+    if not 1 <= config.outbox.max_summaries <= MAX_OUTBOX_SUMMARIES:
+        fail("outbox.max_summaries", config.outbox.max_summaries, f"must be in [1, {MAX_OUTBOX_SUMMARIES}]")
+
+    metrics = config.metrics
+    try:
+        address = ipaddress.ip_address(metrics.address)
+    except ValueError:
+        fail("metrics.address", metrics.address, "expected an IP address such as 127.0.0.1 or ::1")
+    if not address.is_loopback and not metrics.allow_non_loopback:
+        fail("metrics.address", metrics.address, "is not a loopback address, and the metrics name log files; "
+             "use 127.0.0.1, or set metrics.allow_non_loopback: true to serve them to other hosts")
+    if not 0 <= metrics.port <= 65535:
+        fail("metrics.port", metrics.port, "must be in [0, 65535]; 0 lets the system pick a free port")

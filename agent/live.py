@@ -37,7 +37,7 @@ from agent.detector import ScoredWindow
 from agent.features import build_windows
 from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
 from agent.service import Agent, RunReport
-from agent.tailer import LogTailer, TailCheckpoint, TailLine
+from agent.tailer import LogTailer, TailCheckpoint, TailLine, TailStats
 from agent.zeek import log_path_from_name
 from agent.zeek_json import parse_json_lines
 from agent.zeek_records import MalformedLineReporter, ParseStats
@@ -231,8 +231,13 @@ class LiveAgent:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, *, deliver: bool = True) -> None:
-        """Step until ``stop`` is set, delivering the outbox after each released round."""
+    def run(self, stop: threading.Event, *, deliver: bool = True,
+            on_step: Callable[[StepReport], None] | None = None) -> None:
+        """Step until ``stop`` is set, delivering the outbox after each released round.
+
+        ``on_step`` is called after every step, in this thread; the service loop uses it to
+        deliver with backoff, ping the watchdog, refresh its metrics and handle a reload.
+        """
         log.info("site %s: following %d sources live (poll every %.1f s, grace %d s)", self.agent.config.site.id,
                  len(self._tailers), self.settings.poll_interval_secs, self.settings.round_grace_secs)
         try:
@@ -240,12 +245,18 @@ class LiveAgent:
                 report = self.step()
                 if report.rounds and deliver:
                     self.agent.deliver(RunReport(site_id=self.agent.config.site.id))
+                if on_step is not None:
+                    on_step(report)
                 stop.wait(self.settings.poll_interval_secs)
         finally:
             self.commit()
             for tailer in self._tailers:
                 tailer.close()
             log.info("site %s: live run stopped; state committed", self.agent.config.site.id)
+
+    def tail_stats(self) -> list[TailStats]:
+        """Return the counters of each source's tailer, in the order of the configured sources."""
+        return [tailer.stats for tailer in self._tailers]
 
     # -- helpers ---------------------------------------------------------------------------
 

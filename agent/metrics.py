@@ -1,7 +1,8 @@
 """Agent metrics in the Prometheus text exposition format.
 
 A replay run writes them to ``metrics.prom`` in the state folder, the file layout that the
-node exporter's textfile collector reads.
+node exporter's textfile collector reads. ``fti agent run`` writes the same file at each
+checkpoint and also serves the text over HTTP on loopback (:mod:`agent.metrics_server`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ class AgentMetrics:
     epsilon_spent: float = 0.0
     epsilon_budget: float = 0.0
     budget_exhausted: bool = False
+    # Live run only: complete lines read per source ("sources[0]"), bytes between the last
+    # line read and each open file's end, summaries dropped from a full outbox, and rounds in
+    # the state by status (queued, sent, beyond_horizon, dropped, ...).
+    tail_lines: dict[str, int] = field(default_factory=dict)
+    bytes_behind: dict[str, int] = field(default_factory=dict)
+    outbox_dropped: int = 0
+    rounds_by_status: dict[str, int] = field(default_factory=dict)
 
     def observe_parse(self, stats: Any, connections: int) -> None:
         self.lines_read += getattr(stats, "records", 0)
@@ -59,6 +67,12 @@ class AgentMetrics:
                 lines.append(f"# TYPE {name} {kind}")
             lines.append(f'{name}{{site="{site}"{labels}}} {value}')
 
+        for source, count in sorted(self.tail_lines.items()):
+            metric("fti_agent_lines_read_total", "counter", "Complete log lines read, by configured source.",
+                   count, f',source="{_label(source)}"')
+        for path, behind in sorted(self.bytes_behind.items()):
+            metric("fti_agent_bytes_behind", "gauge", "Bytes between the last line read and the end of the file.",
+                   behind, f',file="{_label(path)}"')
         metric("fti_agent_records_read_total", "counter", "Log records parsed.", self.lines_read)
         for reason, count in sorted(self.lines_malformed.items()):
             metric("fti_agent_lines_malformed_total", "counter", "Malformed log lines skipped, by reason.",
@@ -74,6 +88,11 @@ class AgentMetrics:
         metric("fti_agent_summaries_rejected_total", "counter", "Summaries the hub rejected for good.",
                self.summaries_rejected)
         metric("fti_agent_outbox_size", "gauge", "Summaries waiting for delivery.", self.outbox_size)
+        metric("fti_agent_outbox_dropped_total", "counter",
+               "Summaries of the oldest rounds dropped because the outbox was full.", self.outbox_dropped)
+        for status, count in sorted(self.rounds_by_status.items()):
+            metric("fti_agent_rounds", "gauge", "Rounds recorded in the agent's state, by status.",
+                   count, f',status="{_label(status)}"')
         metric("fti_agent_alerts_written_total", "counter", "Local alerts written.", self.alerts_written)
         metric("fti_agent_privacy_epsilon_spent", "gauge", "Epsilon composed over the budget period.",
                self.epsilon_spent)

@@ -27,6 +27,24 @@ log = logging.getLogger(__name__)
 # Seconds between polls of a pending status resource; the hub usually returns it complete.
 _STATUS_POLL_SECS = 0.2
 
+# Longest wait between two attempts, whatever the attempt count: the doubling reaches it
+# after a handful of failures, and a hub back after an outage is then found within minutes.
+MAX_RETRY_DELAY_SECS = 300.0
+
+
+def backoff_delay_secs(attempt: int, base_secs: float, *, rng: random.Random) -> float:
+    """Return the wait after failed attempt ``attempt`` (1-based): exponential, capped, full jitter.
+
+    The wait is uniform in ``[0, min(MAX_RETRY_DELAY_SECS, base_secs * 2 ** (attempt - 1))]``.
+    Full jitter keeps many agents from retrying in lockstep after a hub restart ("Exponential
+    Backoff And Jitter", AWS Architecture Blog, 2015).
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1; got {attempt}")
+    # The exponent is capped too, so that a long outage cannot overflow the float.
+    ceiling = min(MAX_RETRY_DELAY_SECS, base_secs * 2.0 ** min(attempt - 1, 64))
+    return rng.uniform(0.0, ceiling)
+
 
 @dataclass
 class DeliveryReport:
@@ -38,9 +56,12 @@ class DeliveryReport:
 class SummarySender:
     """Send outbox items, retrying transient failures with exponential backoff and jitter."""
 
-    def __init__(self, hub: HubSection, password: str, state: AgentState, *, site_id: str) -> None:
+    def __init__(self, hub: HubSection, password: str, state: AgentState, *, site_id: str,
+                 rng: random.Random | None = None) -> None:
         self.hub, self._password, self.state, self.site_id = hub, password, state, site_id
         self._collection: Collection | None = None
+        # Jitter only spreads retries in time, so it needs no cryptographic generator.
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311
 
     def deliver_pending(self) -> DeliveryReport:
         """Send the outbox in round order until a summary cannot be delivered.
@@ -76,8 +97,7 @@ class SummarySender:
                     log.error("site %s: summary %s for round %d still undelivered after %d attempts: %s; "
                               "kept in the outbox", self.site_id, item.summary_id, item.round_start, attempt, err)
                     return "pending"
-                # Full jitter keeps many agents from retrying in lockstep after a hub restart.
-                delay = random.uniform(0, self.hub.retry_backoff_secs * 2 ** (attempt - 1))  # noqa: S311
+                delay = backoff_delay_secs(attempt, self.hub.retry_backoff_secs, rng=self._rng)
                 log.warning("site %s: delivery of round %d failed (%s); retry %d of %d in %.2f s",
                             self.site_id, item.round_start, err.reason, attempt, self.hub.max_send_attempts - 1, delay)
                 self._collection = None

@@ -30,7 +30,8 @@ from agent.metrics import AgentMetrics
 from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
 from agent.sender import SummarySender
 from agent.state import AgentState, Contact
-from agent.summariser import BIN_EDGES, RoundRelease, summarise_round
+from agent.secure_round import SecureRoundAborted, SecureRoundRunner
+from agent.summariser import BIN_EDGES, RoundRelease, bound_round, summarise_round
 from agent.zeek import ParseStats, ZeekRecord, iter_zeek_records
 from privacy.errors import BudgetExhausted
 from privacy.ledger import PrivacyLedger
@@ -82,7 +83,7 @@ class Agent:
                 budget_delta=privacy.budget_delta,
                 period_seconds=privacy.period_days * 86400,
             )
-            self.state = AgentState(config.state_dir / "agent.sqlite")
+            self.state = AgentState(config.state_dir / "agent.sqlite", max_outbox=config.outbox.max_summaries)
         except BaseException:
             self._release_lock()
             raise
@@ -248,6 +249,8 @@ class Agent:
             self.metrics.rounds_budget_exhausted += 1
             return "budget_exhausted"
 
+        if privacy.mode == "secure":
+            return self._release_secure_round(round_start, windows, contacts, report)
         release = summarise_round(windows, round_start=round_start, round_seconds=config.windows.round_seconds,
                                   privacy=privacy, rng=self.rng)
         budget = self.ledger.charge(round_start, release.epsilon, release.delta,
@@ -297,6 +300,28 @@ class Agent:
             },
             created=datetime.now(timezone.utc),
         )
+
+    def _release_secure_round(self, round_start: int, windows: list[ScoredWindow], contacts: list[Contact],
+                              report: RunReport) -> str:
+        """Sum the round with the other sites by secure aggregation; nothing goes to the outbox."""
+        privacy = self.config.privacy
+        bounded = bound_round(windows, privacy=privacy, rng=self.rng)
+
+        def charge(epsilon: float, delta: float) -> None:
+            self.ledger.charge(round_start, epsilon, delta, f"secagg-distributed-gaussian/{privacy.unit}")
+
+        runner = SecureRoundRunner(self.config, self.config.read_hub_password(), rng=self.rng, charge=charge)
+        try:
+            revealed = runner.run(round_start, bounded)
+        except (SecureRoundAborted, DeliveryError) as err:
+            log.warning("site %s: round %d not summed: %s", self.config.site.id, round_start, err)
+            self.state.record_round(round_start, "aborted", contacts)
+            return "aborted"
+        self.state.record_round(round_start, "sent", contacts)
+        report.released[round_start] = [{"value": value, "noised_entity_count": count}
+                                        for value, count in sorted(revealed.items())]
+        self.metrics.observe_release(len(revealed))
+        return "sent"
 
     def deliver(self, report: RunReport) -> None:
         password = self.config.read_hub_password()

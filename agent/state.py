@@ -10,6 +10,7 @@ the alert matcher reads them when fused indicators come back.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,7 +20,7 @@ from typing import Iterable
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
     round_start INTEGER PRIMARY KEY,
-    status TEXT NOT NULL,            -- queued | sent | rejected | budget_exhausted | lost
+    status TEXT NOT NULL,            -- queued | sent | rejected | budget_exhausted | lost | beyond_horizon | dropped
     summary_id TEXT,
     observables INTEGER NOT NULL DEFAULT 0,
     updated_at TEXT NOT NULL
@@ -56,8 +57,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
+log = logging.getLogger(__name__)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def _iso(epoch_seconds: int) -> str:
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat()
 
 
 @dataclass(frozen=True)
@@ -80,11 +88,26 @@ class OutboxItem:
 
 
 class AgentState:
-    """SQLite-backed state of one agent. Not shared between processes."""
+    """SQLite-backed state of one agent. Not shared between processes.
 
-    def __init__(self, path: Path) -> None:
+    Parameters
+    ----------
+    path : Path
+        The SQLite file.
+    max_outbox : int or None, default None
+        Most summaries the outbox holds. When a new one would exceed it, the oldest rounds'
+        summaries are dropped, marked ``dropped`` and counted in ``outbox_dropped``. None
+        leaves the outbox unbounded.
+    """
+
+    def __init__(self, path: Path, *, max_outbox: int | None = None) -> None:
+        if max_outbox is not None and max_outbox < 1:
+            raise ValueError(f"max_outbox must be >= 1; got {max_outbox}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.max_outbox = max_outbox
+        # Summaries dropped from a full outbox since this object was built.
+        self.outbox_dropped = 0
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -115,6 +138,34 @@ class AgentState:
                 "INSERT INTO rounds (round_start, status, summary_id, observables, updated_at) VALUES (?, 'queued', ?, ?, ?)",
                 (round_start, summary["id"], len(summary.get("evidence", [])), _now()),
             )
+            dropped = self._drop_oldest_beyond_limit(keep=summary["id"])
+        if dropped:
+            self.outbox_dropped += len(dropped)
+            log.warning("outbox full (%d summaries, outbox.max_summaries): dropped the summaries of the oldest "
+                        "rounds %s; they will not be sent", self.max_outbox,
+                        ", ".join(_iso(start) for start in dropped))
+
+    def _drop_oldest_beyond_limit(self, *, keep: str) -> list[int]:
+        """Delete the oldest summaries beyond ``max_outbox``, never ``keep``; return their rounds.
+
+        The oldest go first because the hub is the least likely to still accept them: it
+        rejects a summary for a round it has closed.
+        """
+        if self.max_outbox is None:
+            return []
+        (size,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        excess = size - self.max_outbox
+        if excess <= 0:
+            return []
+        rows = self._db.execute(
+            "SELECT summary_id, round_start FROM outbox WHERE summary_id != ? ORDER BY round_start, created_at "
+            "LIMIT ?", (keep, excess),
+        ).fetchall()
+        for summary_id, _ in rows:
+            self._db.execute("DELETE FROM outbox WHERE summary_id = ?", (summary_id,))
+            self._db.execute("UPDATE rounds SET status = 'dropped', updated_at = ? WHERE summary_id = ?",
+                             (_now(), summary_id))
+        return [round_start for _, round_start in rows]
 
     def record_round(self, round_start: int, status: str, contacts: Iterable[Contact] = ()) -> None:
         """Record a round that releases nothing (budget spent, or lost in a crash)."""
@@ -126,6 +177,14 @@ class AgentState:
                 "INSERT OR REPLACE INTO rounds (round_start, status, updated_at) VALUES (?, ?, ?)",
                 (round_start, status, _now()),
             )
+
+    def count_rounds_by_status(self) -> dict[str, int]:
+        """Return how many rounds the state holds in each status."""
+        return dict(self._db.execute("SELECT status, COUNT(*) FROM rounds GROUP BY status"))
+
+    def outbox_size(self) -> int:
+        (size,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(size)
 
     def pending(self) -> list[OutboxItem]:
         rows = self._db.execute(

@@ -26,10 +26,12 @@ round clock across them.
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -295,6 +297,15 @@ def _fedavg(sites: list[SiteData], participation: list[set[str]], settings: Eval
 
 
 def _centralised(sites: list[SiteData], settings: EvalSettings) -> dict:
+    """Pool every site's raw windows in one place: the upper bound, evaluation only.
+
+    One detector is trained on the pooled baseline windows, so each site benefits from the
+    other sites' normal traffic. Its raw scores are calibrated against each site's own
+    baseline: calibrating against the pooled baseline would compare a quiet lock with a
+    Mirai-infected camera, and the largest captures would set every site's threshold. Without
+    noise, an address that flagged windows at two or more sites contacted in the lookback
+    rounds flags its flows at every site, for as long as a fused indicator stays valid.
+    """
     features = [np.array([w.features for w in s.windows], dtype=float) for s in sites]
     masks = [baseline_mask(s.window_round, s.baseline_rounds, 1)[0] for s in sites]
     pooled_baseline = np.concatenate([f[m] for f, m in zip(features, masks)])
@@ -304,20 +315,32 @@ def _centralised(sites: list[SiteData], settings: EvalSettings) -> dict:
         detector.fit(pooled_baseline)
     except DetectorError as err:
         raise RuntimeError(f"centralised detector cannot be trained: {err}") from err
-    window_scores = [detector.score(f) for f in features]
+    window_scores = []
+    for site_features, mask in zip(features, masks):
+        raw = detector.raw_scores(site_features)
+        # The agent's calibration, with the site's own baseline scores as the reference.
+        site_detector = copy.copy(detector)
+        site_detector.baseline_scores_ = np.sort(raw[mask])
+        window_scores.append(site_detector.calibrate(raw))
 
-    # An address contacted by a flagged window anywhere is flagged everywhere from then on.
-    first_flagged: dict[str, int] = {}
+    # Rounds in which each address was contacted by a flagged window, per site.
+    flagged_at: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
     for site, scores in zip(sites, window_scores):
         for window, round_index, score in zip(site.windows, site.window_round, scores):
             if score >= settings.score_threshold:
                 for remote in window.remotes:
-                    first_flagged[remote] = min(first_flagged.get(remote, 10**9), int(round_index))
+                    flagged_at[remote][int(round_index)].add(site.spec.site_id)
+
+    def corroborated(remote: str | None, round_index: int) -> bool:
+        if remote is None or remote not in flagged_at:
+            return False
+        recent = range(round_index - settings.indicator_ttl_rounds + 1, round_index + 1)
+        return len(set().union(*(flagged_at[remote].get(r, set()) for r in recent))) >= 2
 
     decided = {}
     for site, scores in zip(sites, window_scores):
         local = flow_scores(site, scores)
-        matched = np.array([remote is not None and first_flagged.get(remote, 10**9) <= r
+        matched = np.array([corroborated(remote, int(r))
                             for r, remote in zip(site.flow_round, site.flow_remote)], dtype=bool)
         decided[site.spec.site_id] = ((local >= settings.score_threshold) | matched,
                                       np.where(matched, 1.0, local))

@@ -40,6 +40,19 @@ _HASH_KINDS = {
     "sha512": ("file:hashes.'SHA-512'", 128, "SHA-512"),
 }
 
+# Fingerprint kinds outside file hashes: (pattern property path, hex digits, name in messages).
+# X.509 certificates are the standard x509-certificate object, hashed over the DER encoding
+# as Zeek's x509.log ``fingerprint`` and ssl.log ``cert_chain_fps`` are. STIX 2.1 has no
+# property for a TLS client or server fingerprint, so JA3 and JA3S (MD5 digests of the TLS
+# ClientHello and ServerHello parameters) use the custom object type x-fti-tls-fingerprint.
+_FINGERPRINT_KINDS = {
+    "x509-sha1": ("x509-certificate:hashes.'SHA-1'", 40, "X.509 SHA-1 fingerprint"),
+    "x509-sha256": ("x509-certificate:hashes.'SHA-256'", 64, "X.509 SHA-256 fingerprint"),
+    "ja3": ("x-fti-tls-fingerprint:ja3", 32, "JA3 fingerprint"),
+    "ja3s": ("x-fti-tls-fingerprint:ja3s", 32, "JA3S fingerprint"),
+}
+_HASH_KINDS.update(_FINGERPRINT_KINDS)
+
 OBSERVABLE_KINDS = NETWORK_OBSERVABLE_TYPES + ("file_name", "file_path") + tuple(_HASH_KINDS)
 
 # Short names that evidence fusion uses for the same kinds.
@@ -421,6 +434,11 @@ def pattern_observable(pattern: str) -> tuple[str, str]:
             return "file_path", _join_file_path(found[("parent_directory_ref", "path")], found[("name",)])
         for kind, (path, _, _) in _HASH_KINDS.items():
             algorithm = path.split(".", 1)[1].strip("'")
-            if set(found) == {("hashes", algorithm)}:
+            if path.startswith("file:") and set(found) == {("hashes", algorithm)}:
                 return kind, found[("hashes", algorithm)]
+    for kind, (path, _, _) in _FINGERPRINT_KINDS.items():
+        path_type, _, prop = path.partition(":")
+        key = tuple(part.strip("'") for part in prop.split(".", 1))
+        if object_type == path_type and set(found) == {key}:
+            return kind, found[key]
     raise PatternRejected(pattern, "pattern", f"no supported observable in {object_type!r} comparisons")

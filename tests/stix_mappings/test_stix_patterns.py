@@ -205,3 +205,21 @@ def test_escape_and_unescape_are_inverse() -> None:
 
     assert escape_string_literal(value) == "a\\'b\\\\c\\\\\\'d"
     assert unescape_string_literal("'" + escape_string_literal(value) + "'") == value
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "pattern"),
+    [
+        ("ja3", "6734F37431670B3AB4292B8F60F29984", "[x-fti-tls-fingerprint:ja3 = '6734f37431670b3ab4292b8f60f29984']"),
+        ("ja3s", "e7d705a3286e19ea42f587b344ee6865", "[x-fti-tls-fingerprint:ja3s = 'e7d705a3286e19ea42f587b344ee6865']"),
+        ("x509-sha1", "0a6b201a7bff643cc5dd6631e5940e858ee07d25",
+         "[x509-certificate:hashes.'SHA-1' = '0a6b201a7bff643cc5dd6631e5940e858ee07d25']"),
+        ("x509-sha256", "b2dafbcdbc75210672f137f27ce882ccb799887631655d4f11191d5a678e44fe",
+         "[x509-certificate:hashes.'SHA-256' = 'b2dafbcdbc75210672f137f27ce882ccb799887631655d4f11191d5a678e44fe']"),
+    ],
+)
+def test_build_pattern_fingerprints_round_trip(kind: str, value: str, pattern: str) -> None:
+    built = build_pattern(kind, value)
+
+    assert built == pattern
+    assert pattern_observable(built) == (kind, value.lower())

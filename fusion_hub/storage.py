@@ -19,6 +19,7 @@ the same guarantees, checked by one contract test suite:
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
@@ -222,6 +223,15 @@ class HubStorage(abc.ABC):
 
         Returns ``DUPLICATE`` for a resend with the same content, ``ROUND_CONFLICT`` when the
         site contributed different content, and ``ROUND_CLOSED`` when the round is closed.
+        """
+
+    @abc.abstractmethod
+    def load_objects(self, objects: Sequence[NewObject]) -> int:
+        """Insert many new objects in one transaction; return how many were inserted.
+
+        This is the bulk path for imports and benchmarks: it skips the duplicate and conflict
+        checks of ``add_object``, so an id and version that is already stored raises
+        ``StorageError`` and nothing is inserted.
         """
 
     @abc.abstractmethod

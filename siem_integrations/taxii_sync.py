@@ -2,11 +2,9 @@
 
 Any TAXII 2.1 server works, the fti hub or another one. Paging follows TAXII 2.1's
 pagination rules: an envelope with ``more: true`` and a ``next`` value is continued with
-``next``. A server may also set ``more: true`` without ``next``. The client then continues
-from the ``X-TAXII-Date-Added-Last`` header of the last response, the ``date_added`` of
-the newest object returned. ``added_after`` is exclusive and several objects can share a
-``date_added``, so it requests objects added after one microsecond before that time and
-skips those it already read. When ``more`` is false, the next poll starts from that
+``next``. A server may also set ``more: true`` without ``next``, and the client then
+continues with ``added_after`` from the ``X-TAXII-Date-Added-Last`` header.
+``siem_integrations.taxii_cursor`` keeps that resume point exact when many objects share one
 ``date_added``.
 
 The checkpoint (a small JSON file) is written only after the SIEM sink accepted a page, so
@@ -22,7 +20,6 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +30,23 @@ from taxii2client.v21 import Collection
 
 from siem_integrations.errors import SyncFailed
 from siem_integrations.sink import IndicatorSink
+from siem_integrations.taxii_cursor import DATE_ADDED_LAST, CursorError, TaxiiCursor
 
 log = logging.getLogger(__name__)
-
-DATE_ADDED_LAST = "X-TAXII-Date-Added-Last"
 
 
 @dataclass
 class SyncCheckpoint:
-    """Resume point of the next poll: a pending ``next`` value or an ``added_after`` time."""
+    """Resume point of the next poll, the stored form of a ``TaxiiCursor``.
+
+    ``next`` is a pending ``next`` value. ``added_after`` is the newest ``date_added`` read,
+    and ``delivered`` contains the keys of the objects already written that may carry it.
+    """
 
     next: str | None = None
     added_after: str | None = None
+    delivered: tuple[str, ...] = ()
+    past_added_after: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,10 @@ class CheckpointFile:
             return SyncCheckpoint()
         try:
             data = json.loads(self.path.read_text())
-            return SyncCheckpoint(next=data.get("next"), added_after=data.get("added_after"))
-        except (ValueError, AttributeError) as err:
+            return SyncCheckpoint(next=data.get("next"), added_after=data.get("added_after"),
+                                  delivered=tuple(data.get("delivered") or ()),
+                                  past_added_after=bool(data.get("past_added_after", False)))
+        except (ValueError, AttributeError, TypeError) as err:
             raise SyncFailed(str(self.path), f"checkpoint is not valid JSON ({err}); remove it "
                              "to poll the collection from its start") from err
 
@@ -152,24 +156,15 @@ class TaxiiSync:
         SiemError
             From the sink; the checkpoint is not advanced past the page it rejected.
         """
-        state = self.checkpoint.load()
+        cursor = TaxiiCursor(asdict(self.checkpoint.load()), page_size=self.page_size)
         pages = seen = written = 0
         rejected: list[tuple[str, str]] = []
 
-        # Paging by added_after alone: added_after is exclusive, so the next request starts
-        # just before the page's last date_added and skips the objects already read there.
-        # When a whole page repeats, more objects share that date_added than the limit, so
-        # the limit doubles (up to 16 times page_size) before giving up on them.
-        request_after: str | None = None
-        limit = self.page_size
-        boundary: str | None = None
-        read_at_boundary: set[tuple[str, str]] = set()
         while pages < self.max_pages:
-            envelope = self._fetch(state, after=request_after, limit=limit)
+            envelope = self._fetch(cursor)
             pages += 1
             page = [o for o in envelope.get("objects", []) if o.get("type") == "indicator"]
-            keys = [(str(o.get("id")), str(o.get("modified"))) for o in page]
-            indicators = [o for o, key in zip(page, keys) if key not in read_at_boundary]
+            indicators = cursor.new_objects(page)
             if indicators:
                 result = self.sink.write_indicators(indicators)
                 written += result.written
@@ -177,34 +172,20 @@ class TaxiiSync:
             seen += len(indicators)
 
             # Advance only after the sink accepted the page, so a failure re-reads it.
-            # added_after follows every page too, so a stale next falls back close by.
-            date_added_last = self._last_headers.get(DATE_ADDED_LAST)
-            if date_added_last:
-                state.added_after = date_added_last
-            more = bool(envelope.get("more"))
-            request_after = None
-            if more and envelope.get("next"):
-                state.next = str(envelope["next"])
-                limit = self.page_size
-            else:
-                state.next = None
-                if more and not date_added_last:
-                    raise SyncFailed(self.source, "the server set more without next or "
-                                     f"{DATE_ADDED_LAST}, so paging cannot continue")
-                if more:
-                    if date_added_last != boundary:
-                        boundary, read_at_boundary = date_added_last, set()
-                        limit = self.page_size
-                    read_at_boundary.update(keys)
-                    request_after = _just_before(date_added_last)
-                    if not indicators and len(page) >= limit and limit < 16 * self.page_size:
-                        limit *= 2
-                    elif not indicators or request_after is None:
-                        log.warning("sync from %s: more objects share date_added %s than one "
-                                    "page holds and the server sets no next; some may be "
-                                    "skipped", self.source, date_added_last)
-                        request_after, read_at_boundary = None, set()
-            self.checkpoint.save(state)
+            try:
+                more = cursor.advance(page, more=bool(envelope.get("more")),
+                                      next_value=envelope.get("next"),
+                                      date_added_last=self._last_headers.get(DATE_ADDED_LAST))
+            except CursorError as err:
+                raise SyncFailed(self.source, str(err)) from err
+            if cursor.skipped_at:
+                log.warning("sync from %s: more objects share date_added %s than one page "
+                            "holds and the server sets no next; the rest of them are skipped",
+                            self.source, cursor.skipped_at)
+            self.checkpoint.save(SyncCheckpoint(
+                next=cursor.next, added_after=cursor.added_after,
+                delivered=tuple(sorted(cursor.delivered)),
+                past_added_after=cursor.past_added_after))
             if not more:
                 break
         else:
@@ -216,35 +197,26 @@ class TaxiiSync:
         return SyncReport(pages=pages, indicators=seen, written=written,
                           rejected=tuple(rejected))
 
-    def _fetch(self, state: SyncCheckpoint, *, after: str | None = None,
-               limit: int | None = None) -> dict[str, Any]:
-        """Get one page, falling back from a stale ``next`` to ``added_after`` once.
-
-        ``after`` replaces the checkpoint's ``added_after`` and ``limit`` the page size.
-        """
+    def _fetch(self, cursor: TaxiiCursor) -> dict[str, Any]:
+        """Get one page, falling back from a stale ``next`` to ``added_after`` once."""
         try:
-            return self._get_objects(state, after=after, limit=limit)
+            return self._get_objects(cursor.query())
         except requests.HTTPError as err:
             status = err.response.status_code if err.response is not None else None
-            if state.next is None or status not in (400, 404):
+            if cursor.next is None or status not in (400, 404):
                 raise SyncFailed(self.source, f"HTTP {status}") from err
             log.warning("sync from %s: the server rejected the saved next value with %s; "
                         "continuing from added_after %s", self.source, status,
-                        state.added_after or "(start)")
-            state.next = None
+                        cursor.added_after or "(start)")
+            cursor.drop_next()
             try:
-                return self._get_objects(state)
+                return self._get_objects(cursor.query())
             except requests.HTTPError as retry_err:
                 status = retry_err.response.status_code if retry_err.response is not None else None
                 raise SyncFailed(self.source, f"HTTP {status}") from retry_err
 
-    def _get_objects(self, state: SyncCheckpoint, *, after: str | None = None,
-                     limit: int | None = None) -> dict[str, Any]:
-        filters: dict[str, Any] = {"limit": limit or self.page_size, "type": "indicator"}
-        if state.next:
-            filters["next"] = state.next
-        elif after or state.added_after:
-            filters["added_after"] = after or state.added_after
+    def _get_objects(self, query: dict[str, str]) -> dict[str, Any]:
+        filters: dict[str, Any] = {"type": "indicator", **query}
         try:
             envelope = self._collection.get_objects(**filters)
         except (requests.ConnectionError, requests.Timeout, TAXIIServiceException) as err:
@@ -252,18 +224,6 @@ class TaxiiSync:
         if not isinstance(envelope, dict):
             raise SyncFailed(self.source, "the response is not a TAXII envelope")
         return envelope
-
-
-def _just_before(timestamp: str) -> str | None:
-    """Return ``timestamp`` minus one microsecond in TAXII form, or None if it cannot be read."""
-    try:
-        moment = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    moment = (moment - timedelta(microseconds=1)).astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _with_timeout(request: Any, timeout_secs: float) -> Any:

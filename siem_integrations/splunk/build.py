@@ -2,7 +2,8 @@
 
 ``python -m siem_integrations.splunk.build --out dist`` copies ``TA-fti`` and vendors the
 installed Splunk SDK for Python (``splunklib``, Apache-2.0) into ``TA-fti/lib``, because
-Splunk's own Python has no splunklib. The archive lists files in sorted order with fixed
+Splunk's own Python has no splunklib. It also copies ``siem_integrations/taxii_cursor.py``
+there, so the add-on and ``fti siem sync`` page TAXII collections with the same code. The archive lists files in sorted order with fixed
 owner and mode bits, so the same sources always give the same listing.
 """
 
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "TA-fti"
 SOURCE = Path(__file__).resolve().parent / APP_NAME
+# Standard-library modules of this package that the add-on imports from its lib/ folder.
+SHARED_MODULES = (Path(__file__).resolve().parent.parent / "taxii_cursor.py",)
 
 
 def app_version(app_dir: Path) -> str:
@@ -46,6 +49,8 @@ def build_app(out_dir: Path) -> Path:
     shutil.copytree(SOURCE, app_dir, ignore=ignore)
     shutil.copytree(Path(splunklib.__file__).parent, app_dir / "lib" / "splunklib",
                     ignore=ignore)
+    for module in SHARED_MODULES:
+        shutil.copy2(module, app_dir / "lib" / module.name)
 
     # Splunk runs bin/ scripts itself; nothing else needs the executable bit.
     for path in sorted(app_dir.rglob("*")):

@@ -5,6 +5,8 @@ It serves the collection resource and Get Objects of TAXII 2.1 with
 ``application/taxii+json;version=2.1`` media type and the ``X-TAXII-Date-Added-First`` and
 ``X-TAXII-Date-Added-Last`` headers. ``with_next=False`` makes it page like servers that set
 ``more: true`` but return no ``next``, so the client must continue with ``added_after``.
+``max_page_size`` caps ``limit``, as TAXII 2.1 lets servers do. Objects sharing
+a ``date_added`` keep the order they were added in.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class TaxiiState:
     collection_id: str
     credentials: tuple[str, str]
     with_next: bool = True
+    max_page_size: int = 1000
     entries: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     queries: list[dict[str, list[str]]] = field(default_factory=list)
     cursors: dict[str, int] = field(default_factory=dict)
@@ -65,7 +68,7 @@ class _TaxiiHandler(BaseHTTPRequestHandler):
                 self._send(404, {"title": "Not found", "http_status": "404"}, {})
 
     def _objects(self, state: TaxiiState, query: dict[str, list[str]]) -> None:
-        limit = int(query.get("limit", ["100"])[0])
+        limit = min(int(query.get("limit", ["100"])[0]), state.max_page_size)
         entries = state.entries
         if "match[type]" in query:
             wanted = query["match[type]"][0].split(",")

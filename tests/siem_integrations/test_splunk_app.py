@@ -8,7 +8,9 @@ The build test packages the add-on and runs Splunk AppInspect on it.
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from siem_integrations import taxii_cursor
 from siem_integrations.splunk.build import SOURCE, build_app
 from splunklib.binding import HTTPError
 from splunklib.modularinput import EventWriter
@@ -30,6 +33,9 @@ from tests.siem_integrations.test_taxii_sync import COLLECTION, CREDENTIALS, add
 from tests.siem_integrations.taxii_server import TaxiiServer
 
 sys.path.insert(0, str(SOURCE / "bin"))
+# The build copies taxii_cursor into the add-on's lib/ folder; from the source tree the
+# add-on imports the package's module under that top-level name.
+sys.modules.setdefault("taxii_cursor", taxii_cursor)
 import fti_intel  # noqa: E402
 import fti_taxii  # noqa: E402
 
@@ -38,12 +44,13 @@ SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 def indicator(kind: str, value: str, *, revoked: bool = False, fused_score: float = 0.76,
-              valid_until: datetime = MOMENT + timedelta(days=1)) -> dict[str, Any]:
+              valid_until: datetime = MOMENT + timedelta(days=1),
+              modified: datetime = MOMENT) -> dict[str, Any]:
     return build_fused_indicator(
         observable_type=kind, value=value, fused_score=fused_score, corroborating_sites=2,
         strategy="trust-weighted-noisy-or", round_start=MOMENT - timedelta(hours=1),
         valid_from=MOMENT, valid_until=valid_until, created=MOMENT,
-        modified=MOMENT, hub_identity="identity--6f1c2a4e-8d3b-4c7a-9e0f-1a2b3c4d5e6f",
+        modified=modified, hub_identity="identity--6f1c2a4e-8d3b-4c7a-9e0f-1a2b3c4d5e6f",
         revoked=revoked,
     )
 
@@ -168,19 +175,20 @@ def test_input_pages_with_checkpoint(tmp_path: Path, with_next: bool) -> None:
     with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=with_next) as server:
         for n in range(5):
             server.state.add(added(n), indicator("ipv4-addr", f"203.0.113.{n + 1}"))
-        checkpoint: dict[str, Any] = {"next": None, "added_after": None}
+        cursor = taxii_cursor.TaxiiCursor(None, page_size=2)
         seen = []
         for _ in range(10):
-            envelope, last = fti_taxii.fetch_page(server.api_root, COLLECTION, checkpoint,
-                                                  page_size=2, auth_header=auth,
-                                                  verify_tls=True)
-            seen.extend(o["pattern"] for o in envelope.get("objects", []))
-            checkpoint, more = fti_taxii.advance_checkpoint(checkpoint, envelope, last)
+            envelope, last = fti_taxii.fetch_page(server.api_root, COLLECTION, cursor.query(),
+                                                  auth_header=auth, verify_tls=True)
+            page = envelope.get("objects", [])
+            seen.extend(o["pattern"] for o in cursor.new_objects(page))
+            more = cursor.advance(page, more=bool(envelope.get("more")),
+                                  next_value=envelope.get("next"), date_added_last=last)
             if not more:
                 break
 
     assert len(seen) == 5
-    assert checkpoint == {"next": None, "added_after": added(4)}
+    assert (cursor.next, cursor.added_after) == (None, added(4))
 
 
 def test_poll_stanza_writes_events_and_collections(tmp_path: Path) -> None:
@@ -200,8 +208,10 @@ def test_poll_stanza_writes_events_and_collections(tmp_path: Path) -> None:
 
         fti_taxii.poll_stanza("fti_taxii://hub", config, app, es, str(tmp_path),
                               EventWriter(output=output, error=errors))
+        # A new version has a later modified; the cursor keys versions by it.
         server.state.add(added(3), indicator("domain-name", "bad.example", revoked=True,
-                                             valid_until=far))
+                                             valid_until=far,
+                                             modified=MOMENT + timedelta(hours=1)))
         fti_taxii.poll_stanza("fti_taxii://hub", config, app, es, str(tmp_path),
                               EventWriter(output=output, error=errors))
 
@@ -214,17 +224,78 @@ def test_poll_stanza_writes_events_and_collections(tmp_path: Path) -> None:
     assert es.collections["domain_intel"].records == {}
     assert "fti_taxii://hub: 3 indicators read" in errors.getvalue()
     assert "fti_taxii://hub: 1 indicators read" in errors.getvalue()
-    assert server.state.queries[-1]["added_after"] == [added(2)]
+    assert server.state.queries[-1]["added_after"] == ["2024-06-03T02:00:01.999999Z"]
+
+
+class SimulatedCrash(BaseException):
+    """Stands for the process being killed; BaseException passes every except clause."""
+
+
+def written_keys(output: StringIO) -> list[str]:
+    """Return ``<id>@<modified>`` of every event the input wrote, in order."""
+    data = re.findall(r"<data>(.*?)</data>", output.getvalue(), re.DOTALL)
+    objects = [json.loads(html.unescape(text)) for text in data]
+    return [f"{o['id']}@{o['modified']}" for o in objects]
+
+
+@pytest.mark.parametrize("with_next", [True, False])
+def test_poll_crash_before_checkpoint_rereads_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_next: bool) -> None:
+    """Objects sharing date_added across pages and polls are written, none skipped."""
+    app = MemoryService("fti_indicators", passwords=(CREDENTIALS,))
+    output = StringIO()
+    config = {"api_root": "", "collection": COLLECTION, "username": CREDENTIALS[0],
+              "page_size": "3"}
+    objects = [indicator("ipv4-addr", f"203.0.113.{n + 1}") for n in range(12)]
+    saves: list[int] = []
+    real_save = fti_taxii.save_checkpoint
+
+    def crash_on_second_save(path: str, checkpoint: dict[str, Any]) -> None:
+        saves.append(1)
+        if len(saves) == 2:
+            raise SimulatedCrash()
+        real_save(path, checkpoint)
+
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=with_next) as server:
+        config["api_root"] = server.api_root
+        server.state.add(added(0), objects[0])
+        for obj in objects[1:8]:
+            server.state.add(added(1), obj)
+        monkeypatch.setattr(fti_taxii, "save_checkpoint", crash_on_second_save)
+        with pytest.raises(SimulatedCrash):
+            fti_taxii.poll_stanza("fti_taxii://hub", config, app, None, str(tmp_path),
+                                  EventWriter(output=output, error=StringIO()))
+        crashed = written_keys(output)
+        monkeypatch.setattr(fti_taxii, "save_checkpoint", real_save)
+
+        fti_taxii.poll_stanza("fti_taxii://hub", config, app, None, str(tmp_path),
+                              EventWriter(output=output, error=StringIO()))
+        # Later objects that share the last date_added seen, and one after it.
+        for obj in objects[8:11]:
+            server.state.add(added(1), obj)
+        server.state.add(added(2), objects[11])
+        fti_taxii.poll_stanza("fti_taxii://hub", config, app, None, str(tmp_path),
+                              EventWriter(output=output, error=StringIO()))
+
+    keys = written_keys(output)
+    expected = [f"{o['id']}@{o['modified']}" for o in objects]
+    # The first page (3 objects) was checkpointed; the second one was written, then the crash.
+    crashed_page = crashed[3:]
+    assert len(crashed_page) >= 3
+    assert sorted(set(keys)) == sorted(expected)
+    assert sorted(k for k in set(keys) if keys.count(k) > 1) == sorted(crashed_page)
+    assert len(keys) == len(expected) + len(crashed_page)
 
 
 def test_checkpoint_file_round_trip(tmp_path: Path) -> None:
     path = str(tmp_path / "cp.json")
+    state = {"next": "n1", "added_after": added(1), "delivered": ["indicator--a@1"],
+             "past_added_after": False}
 
-    fti_taxii.save_checkpoint(path, {"next": "n1", "added_after": added(1)})
+    fti_taxii.save_checkpoint(path, state)
 
-    assert fti_taxii.load_checkpoint(path) == {"next": "n1", "added_after": added(1)}
-    assert fti_taxii.load_checkpoint(str(tmp_path / "none.json")) == {
-        "next": None, "added_after": None}
+    assert fti_taxii.load_checkpoint(path) == state
+    assert fti_taxii.load_checkpoint(str(tmp_path / "none.json")) is None
 
 
 def test_scheme_declares_arguments() -> None:

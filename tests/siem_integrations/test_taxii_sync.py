@@ -40,6 +40,10 @@ def indicator(value: str, *, revoked: bool = False, hours: int = 0) -> dict[str,
     )
 
 
+def key(obj: Mapping[str, Any]) -> str:
+    return f"{obj['id']}@{obj['modified']}"
+
+
 def added(n: int) -> str:
     return f"2024-06-03T02:00:{n:02d}.000000Z"
 
@@ -89,7 +93,7 @@ def test_sync_follows_next_pages(tmp_path: Path) -> None:
     assert all(q["match[type]"] == ["indicator"] for q in server.state.queries)
     assert sum(sink.batches, []) == [o["id"] for o in objects]
     assert CheckpointFile(tmp_path / "checkpoint.json").load() == SyncCheckpoint(
-        next=None, added_after=added(4))
+        next=None, added_after=added(4), delivered=(key(objects[4]),))
 
 
 def test_sync_more_without_next_uses_date_added_last(tmp_path: Path) -> None:
@@ -99,12 +103,11 @@ def test_sync_more_without_next_uses_date_added_last(tmp_path: Path) -> None:
 
         report = make_sync(server, sink, tmp_path, page_size=2).poll_once()
 
-    # added_after is exclusive, so each request starts one microsecond before the last
-    # date_added read and the object read again there is skipped.
+    # added_after is exclusive, so the next request starts one microsecond before the last
+    # date_added read, requests as many more objects as it read there, and drops them.
     assert report.indicators == 5
-    assert [q.get("added_after") for q in server.state.queries] == [
-        None, ["2024-06-03T02:00:00.999999Z"], ["2024-06-03T02:00:01.999999Z"],
-        ["2024-06-03T02:00:02.999999Z"]]
+    assert [(q.get("added_after"), q["limit"]) for q in server.state.queries] == [
+        (None, ["2"]), (["2024-06-03T02:00:00.999999Z"], ["4"])]
     assert len(sum(sink.batches, [])) == 5
     assert all("next" not in q for q in server.state.queries)
 
@@ -120,13 +123,13 @@ def test_sync_resumes_from_checkpoint(tmp_path: Path) -> None:
 
     assert second.indicators == 1
     # The identity added at added(3) is filtered out by match[type], so it is not the last.
-    assert server.state.queries[-1]["added_after"] == [added(2)]
+    assert server.state.queries[-1]["added_after"] == ["2024-06-03T02:00:01.999999Z"]
     assert sink.batches[-1] == [indicator("198.51.100.7")["id"]]
 
 
 def test_sync_sink_failure_keeps_checkpoint(tmp_path: Path) -> None:
     with TaxiiServer(COLLECTION, credentials=CREDENTIALS) as server:
-        fill(server, 4)
+        objects = fill(server, 4)
         sink = RecordingSink(fail_on=2)
         with pytest.raises(OSError):
             make_sync(server, sink, tmp_path, page_size=2).poll_once()
@@ -134,23 +137,26 @@ def test_sync_sink_failure_keeps_checkpoint(tmp_path: Path) -> None:
 
         make_sync(server, sink, tmp_path, page_size=2).poll_once()
 
-    assert saved == SyncCheckpoint(next="cursor-1", added_after=added(1))
+    assert saved == SyncCheckpoint(next="cursor-1", added_after=added(1),
+                                   delivered=tuple(sorted(key(o) for o in objects[:2])))
     # The server accepts each next value only once, so the resumed poll falls back to added_after.
-    assert server.state.queries[-1]["added_after"] == [added(1)]
-    assert [len(batch) for batch in sink.batches] == [2, 2]
+    stale = [n for n, q in enumerate(server.state.queries) if q.get("next") == ["cursor-1"]][-1]
+    assert server.state.queries[stale + 1]["added_after"] == ["2024-06-03T02:00:00.999999Z"]
+    assert sum(sink.batches, []) == [o["id"] for o in objects]
 
 
 def test_sync_stale_next_falls_back(tmp_path: Path) -> None:
     with TaxiiServer(COLLECTION, credentials=CREDENTIALS) as server:
-        fill(server, 2)
+        objects = fill(server, 2)
         CheckpointFile(tmp_path / "checkpoint.json").save(
-            SyncCheckpoint(next="forgotten", added_after=added(0)))
+            SyncCheckpoint(next="forgotten", added_after=added(0), delivered=(key(objects[0]),)))
         sink = RecordingSink()
 
         report = make_sync(server, sink, tmp_path).poll_once()
 
     assert report.indicators == 1
-    assert server.state.queries[-1]["added_after"] == [added(0)]
+    assert sink.batches == [[objects[1]["id"]]]
+    assert server.state.queries[-1]["added_after"] == ["2024-06-03T01:59:59.999999Z"]
 
 
 def test_sync_wrong_password_raises(tmp_path: Path) -> None:
@@ -248,3 +254,66 @@ def test_sync_more_without_next_pages_full_of_one_date_added(tmp_path: Path) -> 
     assert report.pages < 10
     assert objects[3]["id"] in sum(sink.batches, [])
     assert len(set(sum(sink.batches, []))) == len(sum(sink.batches, []))
+
+
+class CrashingCheckpoint(CheckpointFile):
+    """A checkpoint file whose ``save`` number ``crash_on`` fails as a killed process would."""
+
+    def __init__(self, path: Path, crash_on: int) -> None:
+        super().__init__(path)
+        self.crash_on = crash_on
+        self.saves = 0
+
+    def save(self, checkpoint: SyncCheckpoint) -> None:
+        self.saves += 1
+        if self.saves == self.crash_on:
+            raise KeyboardInterrupt("killed between the sink write and the checkpoint")
+        super().save(checkpoint)
+
+
+@pytest.mark.parametrize("with_next", [True, False])
+def test_sync_crash_before_checkpoint_rereads_page(tmp_path: Path,
+                                                   with_next: bool) -> None:
+    """Objects sharing date_added across pages and polls are all written, none skipped."""
+    objects = [indicator(f"203.0.113.{n + 1}") for n in range(12)]
+    sink = RecordingSink()
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=with_next) as server:
+        server.state.add(added(0), objects[0])
+        for obj in objects[1:8]:
+            server.state.add(added(1), obj)
+        crashing = CrashingCheckpoint(tmp_path / "checkpoint.json", crash_on=2)
+        with pytest.raises(KeyboardInterrupt):
+            TaxiiSync(server.api_root, COLLECTION, sink=sink, checkpoint=crashing,
+                      user=CREDENTIALS[0], password=CREDENTIALS[1], page_size=3).poll_once()
+        crashed_page = sink.batches[1]
+
+        make_sync(server, sink, tmp_path, page_size=3).poll_once()
+        for obj in objects[8:11]:
+            server.state.add(added(1), obj)
+        server.state.add(added(2), objects[11])
+        make_sync(server, sink, tmp_path, page_size=3).poll_once()
+
+    written = sum(sink.batches, [])
+    assert sorted(set(written)) == sorted(o["id"] for o in objects)
+    assert sorted(i for i in set(written) if written.count(i) > 1) == sorted(crashed_page)
+    assert len(written) == len(objects) + len(crashed_page)
+
+
+def test_sync_server_page_cap_below_shared_date_added(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A server capping limit below one date_added's objects and without next: warn, go on."""
+    objects = [indicator(f"203.0.113.{n + 1}") for n in range(6)]
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=False) as server:
+        server.state.max_page_size = 2
+        for obj in objects[:5]:
+            server.state.add(added(1), obj)
+        server.state.add(added(2), objects[5])
+        sink = RecordingSink()
+
+        report = make_sync(server, sink, tmp_path, page_size=2, max_pages=10).poll_once()
+
+    written = sum(sink.batches, [])
+    assert report.pages < 10
+    assert written == [objects[0]["id"], objects[1]["id"], objects[5]["id"]]
+    assert (f"more objects share date_added {added(1)} than one page holds and the server "
+            "sets no next; the rest of them are skipped") in caplog.text

@@ -2,8 +2,12 @@
 
 Each run reads every page added since the checkpoint (a JSON file in the input's checkpoint
 folder). It follows ``next``; when the server sets ``more`` without ``next`` it continues with
-``added_after`` set to the ``X-TAXII-Date-Added-Last`` response header. Every indicator
-version becomes an event. The current indicators are upserted into the ``fti_indicators``
+``added_after`` from the ``X-TAXII-Date-Added-Last`` response header. The checkpoint holds
+that time and the objects already written that may share it (``taxii_cursor``, shipped in
+``lib/``), so objects sharing one ``date_added`` are neither skipped nor indexed twice. It
+is saved after a page's events and records are written, so a crash repeats at most that
+page. A saved ``next`` the server no longer knows (400 or 404) falls back to
+``added_after``. Every indicator version becomes an event. The current indicators are upserted into the ``fti_indicators``
 collection of this app and, with Enterprise Security installed, into its threat
 intelligence collections. Revoked and expired ones are deleted from them. The TAXII
 password is read from Splunk's credential store (realm ``TA-fti``).
@@ -26,6 +30,7 @@ from splunklib.binding import HTTPError  # noqa: E402
 from splunklib.modularinput import Argument, Event, Scheme, Script  # noqa: E402
 
 from fti_intel import ES_COLLECTIONS, indicator_to_intel, is_withdrawn, record_key  # noqa: E402
+from taxii_cursor import DATE_ADDED_LAST, TaxiiCursor  # noqa: E402
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
 REALM = "TA-fti"
@@ -99,29 +104,27 @@ def _checkpoint_path(checkpoint_dir, stanza):
 
 
 def load_checkpoint(path):
-    """Return the stored ``{"next", "added_after"}``, or an empty checkpoint."""
+    """Return the stored cursor state, or None when the input has not run yet."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
-        return {"next": None, "added_after": None}
+        return None
 
 
 def save_checkpoint(path, checkpoint):
-    """Replace the checkpoint file atomically."""
+    """Replace the checkpoint file atomically, synced to disk before the rename."""
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(checkpoint, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
 
 
-def fetch_page(api_root, collection, checkpoint, *, page_size, auth_header, verify_tls):
+def fetch_page(api_root, collection, query, *, auth_header, verify_tls):
     """GET one page of indicators; return (envelope, X-TAXII-Date-Added-Last or None)."""
-    query = {"limit": str(page_size), "match[type]": "indicator"}
-    if checkpoint.get("next"):
-        query["next"] = checkpoint["next"]
-    elif checkpoint.get("added_after"):
-        query["added_after"] = checkpoint["added_after"]
+    query = dict(query, **{"match[type]": "indicator"})
     url = (api_root.rstrip("/") + f"/collections/{urllib.parse.quote(collection)}/objects/?"
            + urllib.parse.urlencode(query))
     headers = {"Accept": MEDIA_TYPE}
@@ -134,21 +137,22 @@ def fetch_page(api_root, collection, checkpoint, *, page_size, auth_header, veri
     request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=TIMEOUT_SECS, context=context) as response:
         envelope = json.loads(response.read().decode("utf-8") or "{}")
-        return envelope, response.headers.get("X-TAXII-Date-Added-Last")
+        return envelope, response.headers.get(DATE_ADDED_LAST)
 
 
-def advance_checkpoint(checkpoint, envelope, date_added_last):
-    """Return the checkpoint after a page, and whether more pages follow."""
-    if date_added_last:
-        checkpoint["added_after"] = date_added_last
-    more = bool(envelope.get("more"))
-    if more and envelope.get("next"):
-        checkpoint["next"] = envelope["next"]
-    else:
-        checkpoint["next"] = None
-        if more and not date_added_last:
-            raise ValueError("the server set more without next or X-TAXII-Date-Added-Last")
-    return checkpoint, more
+def fetch_next_page(api_root, collection, cursor, ew, stanza, **options):
+    """Fetch the cursor's next page, dropping a ``next`` value the server rejects."""
+    try:
+        return fetch_page(api_root, collection, cursor.query(), **options)
+    except urllib.error.HTTPError as err:
+        # TAXII servers forget next values; added_after still marks the place exactly.
+        if cursor.next is None or err.code not in (400, 404):
+            raise
+        ew.log("WARNING", f"fti_taxii {stanza}: the server rejected the saved next value "
+                          f"with {err.code}; continuing from added_after "
+                          f"{cursor.added_after or '(start)'}")
+        cursor.drop_next()
+        return fetch_page(api_root, collection, cursor.query(), **options)
 
 
 def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
@@ -165,15 +169,16 @@ def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
     verify_tls = _bool(config.get("verify_tls"), True)
     page_size = int(config.get("page_size") or 500)
     path = _checkpoint_path(checkpoint_dir, stanza)
-    checkpoint = load_checkpoint(path)
+    cursor = TaxiiCursor(load_checkpoint(path), page_size=page_size)
 
     now = datetime.now(timezone.utc)
     indicators = 0
     for _ in range(MAX_PAGES):
-        envelope, date_added_last = fetch_page(
-            config["api_root"], config["collection"], checkpoint, page_size=page_size,
+        envelope, date_added_last = fetch_next_page(
+            config["api_root"], config["collection"], cursor, ew, stanza,
             auth_header=auth_header, verify_tls=verify_tls)
-        objects = [o for o in envelope.get("objects", []) if o.get("type") == "indicator"]
+        page = [o for o in envelope.get("objects", []) if o.get("type") == "indicator"]
+        objects = cursor.new_objects(page)
         for indicator in objects:
             event = Event(stanza=stanza, data=json.dumps(indicator, sort_keys=True),
                           sourcetype=config.get("sourcetype", "fti:indicator"),
@@ -185,8 +190,13 @@ def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
         indicators += len(objects)
 
         # The checkpoint moves only after the page's events and records were written.
-        checkpoint, more = advance_checkpoint(checkpoint, envelope, date_added_last)
-        save_checkpoint(path, checkpoint)
+        more = cursor.advance(page, more=bool(envelope.get("more")),
+                              next_value=envelope.get("next"), date_added_last=date_added_last)
+        if cursor.skipped_at:
+            ew.log("WARNING", f"fti_taxii {stanza}: more objects share date_added "
+                              f"{cursor.skipped_at} than one page holds and the server sets "
+                              "no next; the rest of them are skipped")
+        save_checkpoint(path, cursor.to_dict())
         if not more:
             break
     ew.log("INFO", f"fti_taxii {stanza}: {indicators} indicators read")

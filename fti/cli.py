@@ -210,7 +210,8 @@ def _check_config(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from fti.demo import run_demo
 
-    return run_demo(out_dir=Path(args.out), data_dir=Path(args.data_dir) if args.data_dir else None)
+    return run_demo(out_dir=Path(args.out), data_dir=Path(args.data_dir) if args.data_dir else None,
+                    secure=args.secure)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -316,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a hub and five sites on the bundled real captures")
     demo.add_argument("--out", default="demo-out", help="folder for the outputs (default: demo-out)")
     demo.add_argument("--data-dir", default=None, help="folder with the captures (default: the bundled ones)")
+    demo.add_argument("--secure", action="store_true",
+                      help="run the sites in secure mode: the hub learns only sums across sites")
     demo.set_defaults(handler=_demo, default_level="warning")
 
     evaluate = commands.add_parser("eval", help="compare local, FedAvg, fusion and pooled detection "

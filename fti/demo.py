@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +34,15 @@ import yaml
 from agent.config import load_agent_config
 from agent.service import Agent, RunReport
 from agent.zeek import iter_zeek_records
-from fusion_hub.config import FusionSettings, HubConfig, RoundSettings, ServerSettings, SiemSettings, StorageSettings
+from fusion_hub.config import (
+    FusionSettings,
+    HubConfig,
+    RoundSettings,
+    SecureSettings,
+    ServerSettings,
+    SiemSettings,
+    StorageSettings,
+)
 from fusion_hub.server import HubServer
 from privacy.signing import generate_signing_key
 
@@ -44,6 +54,13 @@ REPLAY_START = "2024-06-03T00:00:00Z"
 # Eight-hour rounds give the persistent scanners enough windows to clear partition selection.
 ROUND_SECONDS = 8 * 3600
 WINDOW_SECONDS = 60
+# Secure mode: three of the five sites make a round. A sketch of 2 x 1024 buckets is plenty
+# for the few hundred observables of the captures. The distributed noise of the summed
+# sketch has a standard deviation of about 14 at the demo's epsilon, so a bucket is heavy
+# from 40, three standard deviations. A site with no data in a round holds it up for the
+# stage timeout.
+SECURE_SETTINGS = SecureSettings(mode="secure", min_sites=3, sketch_rows=2, sketch_width=1024,
+                                 sketch_threshold=40, stage_timeout_seconds=8.0)
 
 
 @dataclass(frozen=True)
@@ -69,8 +86,12 @@ SITES: tuple[DemoSite, ...] = (
 )
 
 
-def run_demo(*, out_dir: Path, data_dir: Path | None = None) -> int:
-    """Run the whole federation once and print the report; return the exit status."""
+def run_demo(*, out_dir: Path, data_dir: Path | None = None, secure: bool = False) -> int:
+    """Run the whole federation once and print the report; return the exit status.
+
+    With ``secure`` the sites run secure aggregation rounds at the same time, in one thread
+    each, and the hub learns only sums across sites (``privacy.mode: secure``).
+    """
     data_dir = data_dir or BUNDLED_DATA
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,12 +100,12 @@ def run_demo(*, out_dir: Path, data_dir: Path | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="fti-demo-") as work:
         workdir = Path(work)
-        hub = HubServer(_hub_config(workdir, out_dir))
+        hub = HubServer(_hub_config(workdir, out_dir, secure=secure))
         base_url = hub.start()
         try:
-            reports = _run_sites(hub, base_url, workdir, data_dir)
+            reports = _run_sites(hub, base_url, workdir, data_dir, secure=secure)
             hub.rounds.close_all_open_rounds()
-            for site, agent in reports.values():
+            for site, agent in reports.values() if not secure else ():
                 agent.poll_fused_indicators(site)
                 agent.close()
             indicators = _export_indicators(hub, base_url, out_dir)
@@ -93,13 +114,16 @@ def run_demo(*, out_dir: Path, data_dir: Path | None = None) -> int:
         _merge_alerts(workdir, out_dir)
 
     labels = _labels_by_address(data_dir)
-    _print_report({k: v[0] for k, v in reports.items()}, indicators, labels, out_dir, time.monotonic() - started)
+    _print_report({k: v[0] for k, v in reports.items()}, indicators, labels, out_dir, time.monotonic() - started,
+                  secure=secure)
     return 0
 
 
-def _hub_config(workdir: Path, out_dir: Path) -> HubConfig:
+def _hub_config(workdir: Path, out_dir: Path, *, secure: bool = False) -> HubConfig:
     return HubConfig(
-        hub=ServerSettings(name="fti-demo-hub", host="127.0.0.1", port=0, tick_seconds=3600.0),
+        # In secure mode the ticker moves stages on when a site has no data for a round.
+        hub=ServerSettings(name="fti-demo-hub", host="127.0.0.1", port=0, tick_seconds=0.2 if secure else 3600.0),
+        secure=SECURE_SETTINGS if secure else SecureSettings(),
         storage=StorageSettings(path=workdir / "hub.sqlite3"),
         rounds=RoundSettings(round_seconds=ROUND_SECONDS, quorum_sites=len(SITES), deadline_seconds=3600,
                              max_clock_skew_seconds=300, retention_days=100_000),
@@ -110,8 +134,9 @@ def _hub_config(workdir: Path, out_dir: Path) -> HubConfig:
     )
 
 
-def _run_sites(hub: HubServer, base_url: str, workdir: Path, data_dir: Path) -> dict[str, tuple[RunReport, Agent]]:
-    reports: dict[str, tuple[RunReport, Agent]] = {}
+def _run_sites(hub: HubServer, base_url: str, workdir: Path, data_dir: Path, *,
+               secure: bool = False) -> dict[str, tuple[RunReport, Agent]]:
+    paths: dict[str, Path] = {}
     for site in SITES:
         site_dir = workdir / site.site_id
         site_dir.mkdir()
@@ -121,15 +146,34 @@ def _run_sites(hub: HubServer, base_url: str, workdir: Path, data_dir: Path) -> 
         (site_dir / "hub.password").write_text(password + "\n", encoding="utf-8")
         (site_dir / "hub.password").chmod(0o600)
         config_path = site_dir / "agent.yaml"
-        config_path.write_text(yaml.safe_dump(_agent_config(site, base_url, data_dir), sort_keys=False),
-                               encoding="utf-8")
-        agent = Agent(load_agent_config(config_path))
-        reports[site.site_id] = (agent.run_once(poll=False), agent)
-    return reports
+        config_path.write_text(yaml.safe_dump(_agent_config(site, base_url, data_dir, secure=secure),
+                                              sort_keys=False), encoding="utf-8")
+        paths[site.site_id] = config_path
+    if not secure:
+        return {site_id: _run_site(path) for site_id, path in paths.items()}
+
+    # Secure rounds need every site at once: each stage waits for the others. An agent's
+    # state database belongs to the thread that opened it, so each thread runs one agent
+    # from start to end, and the demo polls and closes it there too.
+    finished = threading.Barrier(len(paths))
+    with ThreadPoolExecutor(max_workers=len(paths), thread_name_prefix="fti-demo-site") as pool:
+        futures = {site_id: pool.submit(_run_site, path, finished) for site_id, path in paths.items()}
+        return {site_id: future.result() for site_id, future in futures.items()}
 
 
-def _agent_config(site: DemoSite, base_url: str, data_dir: Path) -> dict:
-    return {
+def _run_site(config_path: Path, finished: threading.Barrier | None = None) -> tuple[RunReport, Agent]:
+    agent = Agent(load_agent_config(config_path))
+    report = agent.run_once(poll=False)
+    if finished is not None:
+        # Every secure round has closed once all sites are done; then the fused indicators are final.
+        finished.wait(timeout=600)
+        agent.poll_fused_indicators(report)
+        agent.close()
+    return report, agent
+
+
+def _agent_config(site: DemoSite, base_url: str, data_dir: Path, *, secure: bool = False) -> dict:
+    config = {
         "site": {"id": site.site_id, "signing_key": "signing.key",
                  "internal_networks": list(site.internal_networks)},
         "hub": {"url": base_url.rstrip("/") + "/taxii2/", "username": site.site_id,
@@ -152,6 +196,10 @@ def _agent_config(site: DemoSite, base_url: str, data_dir: Path) -> dict:
             "max_windows_per_entity": 1,
         },
     }
+    if secure:
+        config["privacy"].update({"mode": "secure", "secure_min_sites": SECURE_SETTINGS.min_sites,
+                                  "secure_stage_timeout_secs": 60.0})
+    return config
 
 
 def _export_indicators(hub: HubServer, base_url: str, out_dir: Path) -> list[dict]:
@@ -211,10 +259,13 @@ def _latest_versions(indicators: list[dict]) -> list[dict]:
 
 
 def _print_report(reports: dict[str, RunReport], indicators: list[dict], labels: dict[str, Counter[str]],
-                  out_dir: Path, elapsed_seconds: float) -> None:
+                  out_dir: Path, elapsed_seconds: float, *, secure: bool = False) -> None:
     line = "-" * 78
     print(line)
     print("fti demo: 5 sites, one hub on 127.0.0.1, real labelled Zeek captures")
+    if secure:
+        print("secure mode: the hub saw only sums across sites (secure aggregation, distributed noise);")
+        print(f"a round needs {SECURE_SETTINGS.min_sites} sites, and sites reveal only observables in heavy sketch buckets")
     print(line)
     print(f"privacy unit: one {WINDOW_SECONDS}-second window of one host (entity-window); each capture has a")
     print("single host, so whole-host privacy would release nothing. Per round a host's guarantee")

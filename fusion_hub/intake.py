@@ -26,7 +26,9 @@ Each collection then accepts only what its writers may send:
     the STIX opinion-enum. Each newly stored opinion updates the trust of the sites behind the
     indicators it refers to (``fusion_hub.feedback``).
 ``keys``
-    Any STIX 2.1 object created by the posting site's identity.
+    Any STIX 2.1 object created by the posting site's identity. In secure mode an
+    ``x-fti-secagg-message`` first goes to :mod:`fusion_hub.secure_rounds`; only key
+    advertisements and encrypted shares are then stored.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from fusion_hub.fusion import EnsembleFusion
 from fusion_hub.metrics import HubMetrics
 from fusion_hub.registry import Principal, SiteRegistry
 from fusion_hub.rounds import RoundManager
+from fusion_hub.secure_rounds import SecureRoundCoordinator
 from fusion_hub.storage import AddOutcome, HubStorage, NewObject
 from fusion_hub.timeutil import format_millis, parse_timestamp, to_micros, utc_now
 from privacy.errors import SignatureInvalid
@@ -62,6 +65,7 @@ from stix_mappings.ids import (
     collection_id,
     site_identity_id,
 )
+from stix_mappings.secagg_objects import SECAGG_MESSAGE_TYPE
 from stix_mappings.summary import validate_summary
 
 log = logging.getLogger(__name__)
@@ -101,6 +105,8 @@ class Intake:
         Accepted and rejected summaries by reason.
     clock : callable returning datetime, optional
         Hub time.
+    secure : SecureRoundCoordinator, optional
+        Runs the secure rounds; without it the ``keys`` collection only stores objects.
     """
 
     def __init__(
@@ -112,8 +118,10 @@ class Intake:
         settings: RoundSettings,
         metrics: HubMetrics,
         clock: Callable[[], datetime] = utc_now,
+        secure: SecureRoundCoordinator | None = None,
     ) -> None:
         self.storage = storage
+        self.secure = secure
         self.registry = registry
         self.rounds = rounds
         self.settings = settings
@@ -165,6 +173,11 @@ class Intake:
                 return self._add_summary_collection_object(principal, raw, obj, object_id,
                                                            version, request_time)
             check_collection_rules(collection, principal, obj, object_id)
+            # Secure aggregation messages go to the round first; masked inputs, unmask
+            # shares and reveals are for the hub alone and are never stored.
+            if collection == "keys" and obj["type"] == SECAGG_MESSAGE_TYPE and self.secure is not None:
+                if not self.secure.accept_message(principal, obj):
+                    return ObjectResult(object_id, version, True, None, "accepted"), None
             outcome, _ = self.storage.add_object(_new_object(collection, raw, obj, principal))
             return _result_for(outcome, object_id, version, round_text=None), None
         except ObjectRejected as err:

@@ -31,6 +31,7 @@ from fusion_hub.publisher import Publisher
 from fusion_hub.ratelimit import RateLimiter
 from fusion_hub.registry import SiteRegistry
 from fusion_hub.rounds import RoundManager
+from fusion_hub.secure_rounds import SecureRoundCoordinator
 from fusion_hub.taxii import HubServices, create_app
 from fusion_hub.timeutil import utc_now
 from fusion_hub.tls import TlsServer
@@ -85,8 +86,16 @@ class HubServer:
             strategy=create_strategy(config.fusion.strategy), publisher=self.publisher,
             metrics=self.metrics, clock=clock,
         )
+        self.secure: SecureRoundCoordinator | None = None
+        if config.secure.mode == "secure":
+            self.secure = SecureRoundCoordinator(
+                self.storage, settings=config.secure, rounds=config.rounds, fusion=config.fusion,
+                registry=self.registry, strategy=create_strategy(config.fusion.strategy),
+                publisher=self.publisher, metrics=self.metrics, hub_name=config.hub.name, clock=clock,
+            )
         self.intake = Intake(self.storage, registry=self.registry, rounds=self.rounds,
-                             settings=config.rounds, metrics=self.metrics, clock=clock)
+                             settings=config.rounds, metrics=self.metrics, clock=clock,
+                             secure=self.secure)
         self.app = create_app(HubServices(
             config=config, storage=self.storage,
             authenticator=Authenticator(self.registry, self.metrics, realm=config.hub.name),
@@ -233,6 +242,8 @@ class HubServer:
         while not self._stopping.wait(interval):
             try:
                 self.rounds.close_due_rounds(self._clock())
+                if self.secure is not None:
+                    self.secure.advance_due(self._clock())
             except Exception:
                 # The ticker must survive a failed round; the next tick retries it.
                 log.exception("closing rounds past their deadline failed")

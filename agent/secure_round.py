@@ -1,0 +1,270 @@
+"""The site's side of a secure round: sum the round's counts with the other sites through the hub.
+
+In secure mode (``privacy.mode: secure``) a site sends no round summary. It runs the client
+stages of secure aggregation (:class:`privacy.secagg.SecAggClient`) over the hub's ``keys``
+collection, in this order, each after the hub's round object reaches that stage:
+
+1. ``join``: ask the hub to open the round, then read its parameters and check them (this
+   site is invited, the threshold is at least ``privacy.secure_min_sites``);
+2. ``advertise_keys``; 3. ``share_keys`` (read the advertisements of the sites the hub lists);
+4. ``mask_input``: the bounded score histogram and the count-min sketch of observables, each
+   with this site's share of distributed discrete Gaussian noise, masked modulo 2^32. The
+   ledger is charged for the whole round just before this first release;
+5. ``unmask``; 6. ``reveal``: the site's values in the sketch buckets that the unmasked sum
+   made heavy, after its own partition selection, with noised counts and mean scores.
+
+The round's epsilon is split as in plain mode: ``histogram_share`` for the summed histogram,
+``count_share`` halved between the summed sketch and the reveal's partition selection, and
+``score_share`` for the revealed score sums. Delta is split in three equal parts between the
+histogram, the sketch and the partition selection. Basic composition adds them up to the
+round's (epsilon, delta), which the ledger charges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import requests
+from taxii2client.exceptions import TAXIIServiceException
+from taxii2client.v21 import Collection
+
+from agent.config import AgentConfig
+from agent.errors import DeliveryError
+from agent.summariser import HISTOGRAM_BINS, SCORE_QUANTUM, BoundedRound
+from agent.taxii_client import open_collection
+from privacy.mechanisms import DiscreteLaplaceMechanism
+from privacy.random import RandomSource
+from privacy.secagg import EncryptedShare, KeyAdvertisement, SecAggClient, SecAggConfig, encode_signed
+from privacy.secagg.errors import SecAggError
+from privacy.secagg.noise import calibrate_distributed_gaussian
+from privacy.secagg.sketch import CountMinSketch
+from stix_mappings.patterns import observable_type_of
+from stix_mappings.secagg_objects import build_secagg_message, secagg_message_id, secagg_round_id
+from stix_mappings.timestamps import format_timestamp
+
+log = logging.getLogger(__name__)
+
+_POLL_SECS = 0.05
+_IDS_PER_REQUEST = 100
+
+
+@dataclass(frozen=True)
+class SecureBudget:
+    """The round's (epsilon, delta) split between the secure releases; see the module docstring."""
+
+    histogram_epsilon: float
+    sketch_epsilon: float
+    reveal_epsilon: float
+    score_epsilon: float
+    part_delta: float
+
+    @classmethod
+    def split(cls, *, epsilon: float, delta: float, histogram_share: float, count_share: float,
+              score_share: float) -> SecureBudget:
+        """Return the split of one round's (epsilon, delta)."""
+        return cls(histogram_share * epsilon, count_share * epsilon / 2, count_share * epsilon / 2,
+                   score_share * epsilon, delta / 3)
+
+
+class SecureRoundAborted(Exception):
+    """The secure round ended without this site's contribution being summed."""
+
+    def __init__(self, round_id: str, reason: str) -> None:
+        self.round_id, self.reason = round_id, reason
+        super().__init__(f"secure round {round_id} aborted: {reason}")
+
+
+class SecureRoundRunner:
+    """Run the client stages of one secure round for one site.
+
+    Parameters
+    ----------
+    config : AgentConfig
+        The site's configuration; ``privacy`` gives the budget split and bounds.
+    password : str
+        The site's hub password.
+    rng : RandomSource
+        Secure generator for keys, shares and noise; tests inject a seeded one.
+    charge : callable
+        Called with (epsilon, delta) just before the first release of the round; it
+        raises to stop the round when the budget cannot pay.
+    """
+
+    def __init__(self, config: AgentConfig, password: str, *, rng: RandomSource,
+                 charge: Any) -> None:
+        self.config = config
+        self.site_id = config.site.id
+        self._password = password
+        self._rng = rng
+        self._charge = charge
+        self._collection: Collection | None = None
+
+    def run(self, round_start: int, bounded: BoundedRound) -> dict[str, int]:
+        """Take part in the round starting at ``round_start``; return the values revealed.
+
+        Raises
+        ------
+        SecureRoundAborted
+            If the hub aborted the round, the parameters are unsafe for this site, a stage
+            timed out, or a message was rejected.
+        DeliveryError
+            If the hub cannot be reached.
+        """
+        round_id = format_timestamp(datetime.fromtimestamp(round_start, tz=timezone.utc))
+        try:
+            return self._run(round_id, bounded)
+        except SecAggError as err:
+            raise SecureRoundAborted(round_id, str(err)) from err
+
+    def _run(self, round_id: str, bounded: BoundedRound) -> dict[str, int]:
+        privacy = self.config.privacy
+
+        # Stage 1: join and check the round's parameters before sending anything else.
+        self._post([self._message(round_id, "join", {})])
+        state = self._wait(round_id, "advertise_keys")
+        config = self._check_round(round_id, state)
+        sketch = CountMinSketch(round_id=round_id, rows=state["sketch_rows"], width=state["sketch_width"])
+        client = SecAggClient(config, self.site_id, rng=self._rng)
+
+        # Stages 2 and 3: keys, then one encrypted share per neighbour that advertised.
+        self._post([self._message(round_id, "advertise_keys", client.advertise_keys().to_dict())])
+        state = self._wait(round_id, "share_keys")
+        adverts = [KeyAdvertisement.from_dict(o["payload"]) for o in self._read(
+            [secagg_message_id(round_id, "advertise_keys", site) for site in state["participants"]])]
+        shares = client.share_keys(adverts)
+        self._post([self._message(round_id, "share_keys", m.to_dict(), recipient=m.recipient) for m in shares])
+
+        # Stage 4: charge the ledger, then send the noised, masked sums of this site.
+        state = self._wait(round_id, "mask_input")
+        received = [EncryptedShare.from_dict(o["payload"]) for o in self._read(
+            [secagg_message_id(round_id, "share_keys", sender, self.site_id)
+             for sender in state["participants"] if sender != self.site_id])]
+        budget = SecureBudget.split(epsilon=privacy.epsilon_per_round, delta=privacy.delta_per_round,
+                                    histogram_share=privacy.histogram_share, count_share=privacy.count_share,
+                                    score_share=privacy.score_share)
+        vector = self._noised_vector(bounded, sketch, budget)
+        self._charge(privacy.epsilon_per_round, privacy.delta_per_round)
+        masked = client.mask_input(encode_signed(vector), received)
+        self._post([self._message(round_id, "mask_input", masked.to_dict())])
+
+        # Stage 5: reveal exactly one share of each neighbour, once.
+        state = self._wait(round_id, "unmask")
+        self._post([self._message(round_id, "unmask", client.unmask(tuple(state["participants"])).to_dict())])
+
+        # Stage 6: reveal the site's own heavy values, gated by its partition selection.
+        state = self._wait(round_id, "reveal")
+        heavy = frozenset(state.get("heavy_buckets", ()))
+        revealed = sketch.reveal(bounded.unit_counts, heavy, epsilon=budget.reveal_epsilon,
+                                 delta=budget.part_delta,
+                                 max_partitions_per_unit=privacy.max_observables_per_entity, rng=self._rng)
+        score_mechanism = DiscreteLaplaceMechanism(budget.score_epsilon,
+                                                   privacy.max_observables_per_entity * SCORE_QUANTUM)
+        evidence = []
+        for value in sorted(revealed):
+            (noised_sum,) = score_mechanism.release([bounded.score_sums[value]], self._rng)
+            mean = min(1.0, max(0.0, noised_sum / (SCORE_QUANTUM * max(revealed[value], 1))))
+            evidence.append({"observable_type": observable_type_of(value), "value": value,
+                             "noised_entity_count": max(1, revealed[value]), "noised_mean_score": round(mean, 4)})
+        self._post([self._message(round_id, "reveal", {"evidence": evidence})])
+        self._wait(round_id, "done")
+        log.info("site %s: secure round %s done: %d sites summed, %d observables revealed",
+                 self.site_id, round_id, len(state["participants"]), len(evidence))
+        return revealed
+
+    def _noised_vector(self, bounded: BoundedRound, sketch: CountMinSketch, budget: SecureBudget) -> np.ndarray:
+        """Return the histogram and the sketch, each with this site's share of the noise."""
+        privacy = self.config.privacy
+        per_unit_windows = privacy.max_windows_per_entity if privacy.unit == "entity" else 1
+        histogram_noise = calibrate_distributed_gaussian(
+            epsilon=budget.histogram_epsilon, delta=budget.part_delta, min_sites=privacy.secure_min_sites,
+            l1_sensitivity=per_unit_windows, l2_sensitivity=per_unit_windows, dimension=HISTOGRAM_BINS)
+        l1, l2 = sketch.sensitivity(privacy.max_observables_per_entity)
+        sketch_noise = calibrate_distributed_gaussian(
+            epsilon=budget.sketch_epsilon, delta=budget.part_delta, min_sites=privacy.secure_min_sites,
+            l1_sensitivity=l1, l2_sensitivity=l2, dimension=sketch.length)
+        histogram = histogram_noise.add_noise(np.asarray(bounded.histogram, dtype=np.int64), self._rng)
+        counts = sketch_noise.add_noise(sketch.build(bounded.unit_observables), self._rng)
+        return np.concatenate([histogram, counts])
+
+    def _check_round(self, round_id: str, state: Mapping[str, Any]) -> SecAggConfig:
+        privacy = self.config.privacy
+        if self.site_id not in state["site_ids"]:
+            raise SecureRoundAborted(round_id, f"site {self.site_id} is not invited to the round")
+        if state["threshold"] < privacy.secure_min_sites:
+            raise SecureRoundAborted(round_id, f"the round's threshold {state['threshold']} is below "
+                                               f"privacy.secure_min_sites ({privacy.secure_min_sites}); "
+                                               "the noise would not cover the sum")
+        if state["vector_length"] != HISTOGRAM_BINS + state["sketch_rows"] * state["sketch_width"]:
+            raise SecureRoundAborted(round_id, "the round's vector length does not match its layout")
+        return SecAggConfig(round_id=round_id, site_ids=tuple(state["site_ids"]), threshold=state["threshold"],
+                            vector_length=state["vector_length"],
+                            neighbours_per_site=state.get("neighbours_per_site"))
+
+    # TAXII -----------------------------------------------------------------------------
+
+    def _keys(self) -> Collection:
+        if self._collection is None:
+            self._collection = open_collection(self.config.hub, self._password, "keys")
+        return self._collection
+
+    def _message(self, round_id: str, stage: str, payload: dict[str, Any], *,
+                 recipient: str | None = None) -> dict[str, Any]:
+        return build_secagg_message(round_id=round_id, stage=stage, sender=self.site_id, payload=payload,
+                                    created=datetime.now(timezone.utc), recipient=recipient)
+
+    def _post(self, objects: list[dict[str, Any]]) -> None:
+        collection = self._keys()
+        envelope = json.dumps({"objects": objects}, separators=(",", ":"))
+        try:
+            status = collection.add_objects(envelope, wait_for_completion=True, poll_interval=_POLL_SECS,
+                                            timeout=self.config.hub.timeout_secs)
+        except (requests.RequestException, TAXIIServiceException, ValueError) as err:
+            raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
+        failures = status.failures or []
+        if failures:
+            first = failures[0]
+            raise SecureRoundAborted(objects[0]["round_id"],
+                                     f"the hub rejected {first.get('id')}: {first.get('message')}")
+
+    def _read(self, ids: list[str]) -> list[dict[str, Any]]:
+        collection = self._keys()
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), _IDS_PER_REQUEST):
+            chunk = ids[start:start + _IDS_PER_REQUEST]
+            try:
+                envelope = collection.get_objects(id=",".join(chunk), limit=_IDS_PER_REQUEST)
+            except (requests.RequestException, TAXIIServiceException, ValueError) as err:
+                raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
+            found.extend(envelope.get("objects", []))
+        return found
+
+    def _wait(self, round_id: str, stage: str) -> dict[str, Any]:
+        """Poll the hub's round object until it reaches ``stage``; return that version."""
+        object_id = secagg_round_id(round_id)
+        deadline = time.monotonic() + self.config.privacy.secure_stage_timeout_secs
+        while True:
+            objects = self._read([object_id])
+            state = max(objects, key=lambda o: o["modified"]) if objects else None
+            if state is not None and state["stage"] == "aborted":
+                raise SecureRoundAborted(round_id, state.get("reason", "aborted by the hub"))
+            if state is not None and state["stage"] == stage:
+                if stage != "done" and self.site_id not in state.get("participants", ()):
+                    raise SecureRoundAborted(round_id, f"the hub went on to {stage} without this site")
+                return state
+            if state is not None and _STAGE_ORDER.index(state["stage"]) > _STAGE_ORDER.index(stage):
+                raise SecureRoundAborted(round_id, f"the round moved past {stage} without this site")
+            if time.monotonic() > deadline:
+                raise SecureRoundAborted(round_id, f"stage {stage} did not start within "
+                                                   f"{self.config.privacy.secure_stage_timeout_secs} s")
+            time.sleep(_POLL_SECS)
+
+
+_STAGE_ORDER = ("advertise_keys", "share_keys", "mask_input", "unmask", "reveal", "done", "aborted")
+

@@ -1,0 +1,428 @@
+"""Secure aggregation rounds at the hub: run the server stages over the ``keys`` collection.
+
+In secure mode (``secure.mode: secure``) the hub learns only sums across sites. Sites post
+``x-fti-secagg-message`` objects to ``keys``; the hub answers with versions of one
+``x-fti-secagg-round`` object per round, which sites poll. One round runs these stages in
+order over one :class:`SecureRound` (the secure aggregation stages are those of
+:class:`privacy.secagg.SecAggServer`):
+
+1. ``open`` (on a site's ``join``): fix the round's parameters; the invited sites are the
+   enrolled, unrevoked ones, and a round with fewer than ``min_sites`` of them is refused;
+2. ``collect_advertisements``: public keys, stored in ``keys`` for the other sites;
+3. ``collect_shares``: encrypted shares, stored in ``keys`` for their recipients;
+4. ``collect_masked_inputs``: masked vectors, added to a running sum in memory and never
+   stored, logged or kept one by one;
+5. ``collect_unmask_responses`` and ``unmask``: the sum of the survivors' vectors; the
+   score histogram and the count-min sketch are split out of it, and the sketch's heavy
+   buckets are published;
+6. ``collect_reveals``: each surviving site's values in heavy buckets that passed its own
+   partition selection (never stored);
+7. ``fuse``: the reveals, gated by the unmasked sketch, go through the configured fusion
+   strategy and the publisher, as the summaries of plain mode do.
+
+A stage closes when every expected site has posted, or ``stage_timeout_seconds`` after it
+opened (the server's ticker calls :meth:`SecureRoundCoordinator.advance_due`), so sites that
+drop out are recovered as the protocol allows. Below ``threshold`` sites, or below
+``min_sites``, the round is aborted and nothing about the inputs is revealed.
+
+Notes
+-----
+Round state lives in this process's memory only: a hub restart aborts the secure rounds in
+progress (sites time out and record the round as aborted). The hub is honest-but-curious:
+it follows these stages. A malicious hub could tell different sites different survivor
+sets; the consistency round of Bonawitz et al. that detects this is not implemented, and
+docs/privacy.md states what such a hub could learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fusion_hub.config import FusionSettings, RoundSettings, SecureSettings
+from fusion_hub.errors import ObjectRejected
+from fusion_hub.fusion import FusionStrategy, SiteEvidence, should_publish
+from fusion_hub.metrics import HubMetrics
+from fusion_hub.publisher import Publisher
+from fusion_hub.registry import Principal, SiteRegistry
+from fusion_hub.storage import AddOutcome, HubStorage, NewObject
+from fusion_hub.timeutil import parse_timestamp, to_micros, utc_now
+from privacy.secagg import MaskedInput, SecAggConfig, SecAggServer, UnmaskResponse, decode_signed
+from privacy.secagg.errors import RoundAborted, SecAggError
+from privacy.secagg.messages import EncryptedShare, KeyAdvertisement
+from privacy.secagg.sketch import CountMinSketch
+from privacy.signing import canonical_json
+from stix_mappings.errors import PatternRejected
+from stix_mappings.ids import collection_id, hub_identity_id
+from stix_mappings.patterns import normalize_value
+from stix_mappings.secagg_objects import (
+    HUB_ONLY_STAGES,
+    build_secagg_round,
+    secagg_extension_definitions,
+    validate_secagg_object,
+)
+
+log = logging.getLogger(__name__)
+
+HISTOGRAM_BINS = 10
+_KEYS = "keys"
+_OBSERVABLE_TYPES = ("ipv4-addr", "ipv6-addr", "domain-name", "url")
+
+
+@dataclass
+class SecureRound:
+    """The hub's state of one secure round; every vector in it is masked or a sum."""
+
+    round_id: str
+    round_start: datetime
+    config: SecAggConfig
+    sketch: CountMinSketch
+    server: SecAggServer
+    created: datetime
+    modified: datetime
+    stage: str = "advertise_keys"
+    stage_opened: datetime | None = None
+    participants: tuple[str, ...] = ()
+    heavy: frozenset[int] = frozenset()
+    advertisements: dict[str, KeyAdvertisement] = field(default_factory=dict)
+    shares: dict[str, dict[str, EncryptedShare]] = field(default_factory=dict)
+    masked: dict[str, MaskedInput] = field(default_factory=dict)
+    responses: dict[str, UnmaskResponse] = field(default_factory=dict)
+    reveals: dict[str, list[SiteEvidence]] = field(default_factory=dict)
+    histogram_sum: tuple[int, ...] = ()
+    reason: str = ""
+
+
+class SecureRoundCoordinator:
+    """Run the hub's stages of every secure round; thread-safe.
+
+    Parameters
+    ----------
+    storage : HubStorage
+        Where the round objects, advertisements and shares go (collection ``keys``).
+    settings : SecureSettings
+        Minimum sites, sketch shape, heavy-bucket threshold and stage timeout. A higher
+        ``min_sites`` protects each site better and tolerates fewer absent sites.
+    rounds : RoundSettings
+        Round length, to check that a round id starts on a round boundary.
+    fusion : FusionSettings
+        Lookback and publication thresholds, as in plain mode.
+    registry : SiteRegistry
+        Enrolled sites and their trust weights.
+    strategy : FusionStrategy
+        How the revealed evidence is fused.
+    publisher : Publisher
+        Builds, stores and exports indicators.
+    metrics : HubMetrics
+        Counter of closed rounds.
+    hub_name : str
+        Name of the hub's identity, the creator of the round objects.
+    clock : callable returning datetime, optional
+        Hub time, for stage timeouts and object timestamps.
+    """
+
+    def __init__(
+        self, storage: HubStorage, *, settings: SecureSettings, rounds: RoundSettings,
+        fusion: FusionSettings, registry: SiteRegistry, strategy: FusionStrategy,
+        publisher: Publisher, metrics: HubMetrics, hub_name: str,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.round_settings = rounds
+        self.fusion = fusion
+        self.registry = registry
+        self.strategy = strategy
+        self.publisher = publisher
+        self.metrics = metrics
+        self.hub_identity = hub_identity_id(hub_name)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._rounds: dict[str, SecureRound] = {}
+        # Revealed evidence of recent finished rounds, for the fusion lookback.
+        self._evidence: dict[str, list[SiteEvidence]] = {}
+        for definition in secagg_extension_definitions(self.hub_identity):
+            self._store(definition)
+
+    # Entry point from the intake -------------------------------------------------------
+
+    def accept_message(self, principal: Principal, obj: dict[str, Any]) -> bool:
+        """Check a posted ``x-fti-secagg-message`` and feed it to its round.
+
+        Returns
+        -------
+        bool
+            True if the intake should store the object in ``keys`` (advertisements and
+            shares); False for messages only the hub may read, which are consumed here.
+
+        Raises
+        ------
+        ObjectRejected
+            If the object is malformed, not the poster's own, or does not fit the round's
+            current stage.
+        """
+        object_id = str(obj.get("id"))
+        problems = validate_secagg_object(obj)
+        if problems:
+            raise ObjectRejected(object_id, "schema", "; ".join(problems))
+        if obj["sender"] != principal.name:
+            raise ObjectRejected(object_id, "wrong-site",
+                                 f"{principal.name} may not post a message for site {obj['sender']}")
+        stage, round_id = obj["stage"], obj["round_id"]
+        with self._lock:
+            if stage == "join":
+                self._open(round_id, object_id)
+                return False
+            state = self._rounds.get(round_id)
+            if state is None:
+                raise ObjectRejected(object_id, "round-unknown",
+                                     f"secure round {round_id} is not open; post a join message first")
+            if state.stage != stage:
+                raise ObjectRejected(object_id, "stage-closed",
+                                     f"secure round {round_id} is at stage {state.stage}, not {stage}")
+            try:
+                self._take(state, principal.name, stage, obj)
+            except SecAggError as err:
+                raise ObjectRejected(object_id, "secagg", str(err)) from err
+            self._advance_if_complete(state)
+        return stage not in HUB_ONLY_STAGES
+
+    def advance_due(self, now: datetime | None = None) -> None:
+        """Close every stage open longer than ``stage_timeout_seconds``, without the missing sites."""
+        now = now or self._clock()
+        timeout = timedelta(seconds=self.settings.stage_timeout_seconds)
+        with self._lock:
+            for state in list(self._rounds.values()):
+                if state.stage_opened is not None and now - state.stage_opened >= timeout:
+                    log.warning("secure round %s: stage %s timed out; going on without the missing sites",
+                                state.round_id, state.stage)
+                    self._close_stage(state)
+
+    def round_stage(self, round_id: str) -> str | None:
+        """Return the current stage of a round held in memory, or None."""
+        with self._lock:
+            state = self._rounds.get(round_id)
+            return None if state is None else state.stage
+
+    # Stages ----------------------------------------------------------------------------
+
+    def _open(self, round_id: str, object_id: str) -> None:
+        if round_id in self._rounds:
+            return
+        round_start = parse_timestamp(round_id)
+        if to_micros(round_start) % (self.round_settings.round_seconds * 1_000_000):
+            raise ObjectRejected(object_id, "round-misaligned",
+                                 f"round {round_id} is not a multiple of the hub's round length "
+                                 f"({self.round_settings.round_seconds} s)")
+        sites = sorted(self.registry.trust_weights())
+        if len(sites) < self.settings.min_sites:
+            raise ObjectRejected(object_id, "too-few-sites",
+                                 f"{len(sites)} sites are enrolled but a secure round needs "
+                                 f"{self.settings.min_sites} (secure.min_sites)")
+        neighbours = self.settings.neighbours_per_site
+        if neighbours is not None and neighbours >= len(sites) - 1:
+            neighbours = None
+        neighbourhood = len(sites) if neighbours is None else neighbours + 1
+        threshold = max(self.settings.min_sites, neighbourhood // 2 + 1)
+        sketch = CountMinSketch(round_id=round_id, rows=self.settings.sketch_rows, width=self.settings.sketch_width)
+        config = SecAggConfig(round_id=round_id, site_ids=tuple(sites), threshold=threshold,
+                              vector_length=HISTOGRAM_BINS + sketch.length, neighbours_per_site=neighbours)
+        now = self._clock()
+        state = SecureRound(round_id=round_id, round_start=round_start, config=config, sketch=sketch,
+                            server=SecAggServer(config), created=now, modified=now, stage_opened=now,
+                            participants=config.site_ids)
+        self._rounds[round_id] = state
+        log.info("secure round %s opened: %d sites invited, threshold %d, %d words per site",
+                 round_id, len(sites), threshold, config.vector_length)
+        self._publish_state(state)
+
+    def _take(self, state: SecureRound, site: str, stage: str, obj: Mapping[str, Any]) -> None:
+        if site not in state.participants:
+            raise SecAggError(f"site {site} is not taking part in stage {stage} of round {state.round_id}")
+        payload = obj["payload"]
+        if stage == "advertise_keys":
+            advert = KeyAdvertisement.from_dict(payload)
+            self._check_names(advert.round_id, advert.site_id, state, site)
+            state.advertisements[site] = advert
+        elif stage == "share_keys":
+            share = EncryptedShare.from_dict(payload)
+            self._check_names(share.round_id, share.sender, state, site)
+            if share.recipient != obj.get("recipient"):
+                raise SecAggError("the share's recipient differs from the object's recipient")
+            state.shares.setdefault(site, {})[share.recipient] = share
+        elif stage == "mask_input":
+            masked = MaskedInput.from_dict(payload)
+            self._check_names(masked.round_id, masked.site_id, state, site)
+            if site in state.masked:
+                raise SecAggError(f"second masked input from site {site}")
+            state.masked[site] = masked
+        elif stage == "unmask":
+            response = UnmaskResponse.from_dict(payload)
+            self._check_names(response.round_id, response.site_id, state, site)
+            if site in state.responses:
+                raise SecAggError(f"second unmask response from site {site}")
+            state.responses[site] = response
+        elif stage == "reveal":
+            if site in state.reveals:
+                raise SecAggError(f"second reveal from site {site}")
+            state.reveals[site] = self._parse_reveal(state, site, payload)
+
+    def _advance_if_complete(self, state: SecureRound) -> None:
+        received = {
+            "advertise_keys": state.advertisements,
+            "share_keys": {s: m for s, m in state.shares.items() if len(m) >= self._expected_shares(state, s)},
+            "mask_input": state.masked,
+            "unmask": state.responses,
+            "reveal": state.reveals,
+        }.get(state.stage)
+        if received is not None and set(state.participants) <= set(received):
+            self._close_stage(state)
+
+    def _close_stage(self, state: SecureRound) -> None:
+        server = state.server
+        try:
+            if state.stage == "advertise_keys":
+                relayed = server.collect_advertisements(state.advertisements[s] for s in sorted(state.advertisements))
+                self._enter(state, "share_keys", [a.site_id for a in relayed])
+            elif state.stage == "share_keys":
+                routed = server.route_shares(m for sent in state.shares.values() for m in sent.values()
+                                             if m.sender in state.participants)
+                self._enter(state, "mask_input", sorted(routed))
+            elif state.stage == "mask_input":
+                survivors = server.collect_masked_inputs(state.masked.values())
+                state.masked.clear()  # the running sum stays in the server; no single vector is kept
+                self._require_min_sites(state, len(survivors))
+                self._enter(state, "unmask", list(survivors))
+            elif state.stage == "unmask":
+                server.collect_unmask_responses(state.responses.values())
+                self._unmask(state)
+            elif state.stage == "reveal":
+                self._fuse(state)
+        except SecAggError as err:
+            # A share that fails its check makes the round unusable; abort it, revealing nothing.
+            self._abort(state, str(err))
+
+    def _unmask(self, state: SecureRound) -> None:
+        total = decode_signed(state.server.unmask())
+        state.histogram_sum = tuple(int(v) for v in total[:HISTOGRAM_BINS])
+        sketch_sum = total[HISTOGRAM_BINS:]
+        state.heavy = state.sketch.heavy_buckets(sketch_sum, threshold=self.settings.sketch_threshold)
+        survivors = state.server.survivors_
+        # Only the sums are logged: they carry the distributed DP noise of every survivor.
+        log.info("secure round %s unmasked: %d sites summed, noised window histogram %s, "
+                 "%d heavy sketch buckets", state.round_id, len(survivors), list(state.histogram_sum),
+                 len(state.heavy))
+        self._enter(state, "reveal", list(survivors))
+
+    def _fuse(self, state: SecureRound) -> None:
+        evidence = [item for items in state.reveals.values() for item in items]
+        self._evidence[state.round_id] = evidence
+        for old in sorted(self._evidence)[:-self.fusion.lookback_rounds]:
+            del self._evidence[old]
+        window = [item for items in self._evidence.values() for item in items]
+        now = self._clock()
+        fused = self.strategy.fuse(window, self.registry.trust_weights())
+        selected = [item for item in fused if should_publish(
+            item, publish_threshold=self.fusion.publish_threshold,
+            min_corroborating_sites=self.fusion.min_corroborating_sites)]
+        with self.storage.transaction():
+            report = self.publisher.publish_round(selected, round_start=state.round_start, now=now,
+                                                  strategy=self.strategy.name)
+        self.publisher.export(report)
+        self.metrics.rounds_closed.labels(reason="secure").inc()
+        log.info("secure round %s closed: %d sites revealed %d observables, %d fused, %d indicators "
+                 "published", state.round_id, len(state.reveals), len(evidence), len(fused),
+                 len(report.published))
+        self._enter(state, "done", list(state.reveals))
+        del self._rounds[state.round_id]
+
+    def _abort(self, state: SecureRound, reason: str) -> None:
+        log.error("secure round %s aborted at %s: %s", state.round_id, state.stage, reason)
+        state.reason = reason[:1000]
+        self._enter(state, "aborted", [])
+        del self._rounds[state.round_id]
+
+    # Helpers ---------------------------------------------------------------------------
+
+    def _enter(self, state: SecureRound, stage: str, participants: list[str]) -> None:
+        state.stage = stage
+        state.participants = tuple(sorted(participants))
+        state.stage_opened = None if stage in ("done", "aborted") else self._clock()
+        self._publish_state(state)
+
+    def _require_min_sites(self, state: SecureRound, count: int) -> None:
+        if count < self.settings.min_sites:
+            raise RoundAborted(state.round_id, state.stage, survivors=count, threshold=self.settings.min_sites,
+                               reason=f"{count} sites left but secure.min_sites is {self.settings.min_sites}")
+
+    def _expected_shares(self, state: SecureRound, sender: str) -> int:
+        advertised = {a for a in state.advertisements}
+        return len((state.config.neighbourhoods[sender] & advertised) - {sender})
+
+    @staticmethod
+    def _check_names(round_id: str, sender: str, state: SecureRound, site: str) -> None:
+        if round_id != state.round_id or sender != site:
+            raise SecAggError(f"payload names round {round_id} and site {sender}, not {state.round_id} and {site}")
+
+    def _parse_reveal(self, state: SecureRound, site: str, payload: Mapping[str, Any]) -> list[SiteEvidence]:
+        items = payload.get("evidence")
+        if not isinstance(items, list) or len(items) > 10_000:
+            raise SecAggError("reveal payload needs an evidence list of at most 10000 items")
+        round_start_us = to_micros(state.round_start)
+        evidence = []
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping) or item.get("observable_type") not in _OBSERVABLE_TYPES:
+                raise SecAggError(f"evidence[{index}] needs an observable_type of {', '.join(_OBSERVABLE_TYPES)}")
+            try:
+                value = normalize_value(item["observable_type"], str(item.get("value")), allow_cidr=False)
+            except PatternRejected as err:
+                raise SecAggError(f"evidence[{index}].value: {err}") from err
+            count, score = item.get("noised_entity_count"), item.get("noised_mean_score")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise SecAggError(f"evidence[{index}].noised_entity_count must be an integer >= 1")
+            if not isinstance(score, (int, float)) or not math.isfinite(score) or not 0 <= score <= 1:
+                raise SecAggError(f"evidence[{index}].noised_mean_score must be in [0, 1]")
+            # A site may reveal only values heavy in every row of the unmasked sketch.
+            if not all(bucket in state.heavy for bucket in state.sketch.buckets(value)):
+                raise SecAggError(f"evidence[{index}] is not in heavy buckets of the summed sketch")
+            evidence.append(SiteEvidence(site_id=site, round_start_us=round_start_us,
+                                         observable_type=item["observable_type"], value=value,
+                                         noised_mean_score=float(score), noised_entity_count=count))
+        return evidence
+
+    def _publish_state(self, state: SecureRound) -> None:
+        # Each stage is a new version; STIX versions must increase, so two stages within
+        # one millisecond are a millisecond apart.
+        now = max(self._clock(), state.modified + timedelta(milliseconds=1))
+        state.modified = now
+        config = state.config
+        obj = build_secagg_round(
+            round_id=state.round_id, created_by_ref=self.hub_identity, created=state.created, modified=now,
+            stage=state.stage, site_ids=config.site_ids, threshold=config.threshold,
+            min_sites=self.settings.min_sites, vector_length=config.vector_length,
+            histogram_bins=HISTOGRAM_BINS, sketch_rows=state.sketch.rows, sketch_width=state.sketch.width,
+            participants=state.participants, neighbours_per_site=config.neighbours_per_site,
+            heavy_buckets=sorted(state.heavy) if state.stage == "reveal" else None,
+            reason=state.reason or None,
+        )
+        self._store(obj)
+
+    def _store(self, obj: dict[str, Any]) -> None:
+        raw = json.dumps(obj, separators=(",", ":"))
+        version = obj.get("modified") or obj.get("created")
+        outcome, _ = self.storage.add_object(NewObject(
+            collection_id=collection_id(_KEYS), id=obj["id"], type=obj["type"], spec_version="2.1",
+            version_us=to_micros(parse_timestamp(version)), raw=raw,
+            content_sha256=hashlib.sha256(canonical_json(obj)).hexdigest(), owner=None,
+        ))
+        if outcome is AddOutcome.CONFLICT:
+            log.error("object %s version %s is stored with other content; the round state was not updated",
+                      obj["id"], version)
+

@@ -21,7 +21,7 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from agent.detector import ScoredWindow
 from agent.features import FEATURE_SCHEMA_VERSION
 from agent.summariser import BIN_EDGES, summarise_round
 from evaluation.datasets import SiteData
+from evaluation.secure import heavy_observables, sketch_noise, sketch_vector_bytes
 from fusion_hub.config import AuthSettings, FusionSettings
 from fusion_hub.feedback import apply_outcomes, tally_opinions
 from fusion_hub.fusion import (
@@ -45,7 +46,10 @@ from fusion_hub.fusion import (
 from fusion_hub.registry import SiteRegistry
 from fusion_hub.sqlite_storage import SQLiteHubStorage
 from privacy.accountant import PrivacyAccountant
-from privacy.random import seeded_random
+from privacy.partition import partition_threshold
+from privacy.random import RandomSource, seeded_random
+from privacy.secagg.noise import DistributedGaussian
+from privacy.secagg.sketch import CountMinSketch
 from privacy.signing import canonical_json, generate_signing_key, sign_object
 from stix_mappings.ids import indicator_id
 from stix_mappings.patterns import build_pattern
@@ -77,6 +81,10 @@ class FusionSetup:
     round_seconds: int
     poison_site: str | None
     poison_observables: int
+    # Gate every reveal on a securely summed count-min sketch (evaluation.secure), which
+    # spends sketch_epsilon per round on top of epsilon_per_round.
+    secure_aggregation: bool = False
+    sketch_epsilon: float = 0.5
 
 
 @dataclass
@@ -118,6 +126,13 @@ def run_fusion(
                 registry.enroll_site(site.spec.site_id, keys[site.spec.site_id].public_key_b64)
             rngs = {site.spec.site_id: seeded_random(seed * 1000 + i) for i, site in enumerate(sites)}
             poison_rng = np.random.default_rng(seed + 7)
+            sketch_noise_share = None
+            if setup.secure_aggregation:
+                # The noise must hold with the fewest sites a round can have.
+                sketch_noise_share = sketch_noise(
+                    epsilon=setup.sketch_epsilon, delta=setup.delta_per_round,
+                    min_sites=min(len(p) for p in participation),
+                    max_observables_per_unit=setup.max_observables_per_entity)
 
             released: list[tuple[int, SiteEvidence]] = []
             known: list[dict[str, float]] = []
@@ -128,6 +143,8 @@ def run_fusion(
                 round_start = EPOCH + timedelta(seconds=round_index * setup.round_seconds)
                 round_start_us = int(round_start.timestamp() * 1_000_000)
                 sent_bytes = 0
+                gate = _secure_gate(sites, participation[round_index], windows_by_round, round_index,
+                                    setup, privacy, sketch_noise_share, rngs) if sketch_noise_share else None
                 for site in sites:
                     site_id = site.spec.site_id
                     if site_id not in participation[round_index]:
@@ -137,6 +154,12 @@ def run_fusion(
                                               round_start=int(round_start.timestamp()),
                                               round_seconds=setup.round_seconds, privacy=privacy,
                                               rng=rngs[site_id])
+                    if gate is not None:
+                        sketch, heavy = gate
+                        kept = set(sketch.candidates([e.value for e in release.evidence], heavy))
+                        release = replace(release, evidence=tuple(e for e in release.evidence
+                                                                  if e.value in kept))
+                        sent_bytes += sketch_vector_bytes()
                     summary = sign_object(_summary(site_id, release, round_start, setup, privacy),
                                           keys[site_id])
                     outcome.seconds_per_site_round.append(time.process_time() - began)
@@ -189,6 +212,10 @@ def run_fusion(
     accountant = PrivacyAccountant()
     accountant.compose(setup.epsilon_per_round, setup.delta_per_round,
                        count=max(rounds_sent.values(), default=0))
+    if setup.secure_aggregation:
+        outcome.epsilon_per_round += setup.sketch_epsilon
+        accountant.compose(setup.sketch_epsilon, setup.delta_per_round,
+                           count=max(rounds_sent.values(), default=0))
     outcome.epsilon_total = accountant.get_epsilon(1e-3) if rounds_sent else 0.0
 
     for site in sites:
@@ -208,6 +235,23 @@ def flow_scores(site: SiteData, window_scores: np.ndarray) -> np.ndarray:
     oriented = site.flow_window >= 0
     scores[oriented] = window_scores[site.flow_window[oriented]]
     return scores
+
+
+def _secure_gate(
+    sites: list[SiteData], present: set[str], windows_by_round: dict[str, dict[int, list[ScoredWindow]]],
+    round_index: int, setup: FusionSetup, privacy: PrivacySection, noise: DistributedGaussian,
+    rngs: dict[str, RandomSource],
+) -> tuple[CountMinSketch, frozenset[int]]:
+    """Sum the present sites' sketches of the round; the threshold is the summary's own."""
+    threshold = partition_threshold(epsilon=privacy.count_share * setup.epsilon_per_round,
+                                    delta=setup.delta_per_round,
+                                    max_partitions_per_unit=setup.max_observables_per_entity)
+    windows = {s.spec.site_id: windows_by_round[s.spec.site_id].get(round_index, [])
+               for s in sites if s.spec.site_id in present}
+    # The protocol's own randomness (keys, shares) comes from the first present site's stream.
+    return heavy_observables(f"round-{round_index}", windows,
+                             max_observables_per_unit=setup.max_observables_per_entity,
+                             threshold=threshold, noise=noise, rng=rngs[min(windows)])
 
 
 def _scored_windows_by_round(site: SiteData) -> dict[int, list[ScoredWindow]]:

@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="compare local, FedAvg, fusion and pooled detection "
                                    "on real labelled data")
-    evaluate.add_argument("--scenario", required=True, choices=["iot23", "cicids2017"],
+    evaluate.add_argument("--scenario", required=True, choices=["iot23", "cicids2017", "nsl-kdd", "nsl-kdd-shift"],
                           help="the sites and data")
     evaluate.add_argument("--out", required=True, help="folder for results.json, results.md and PNGs")
     evaluate.add_argument("--quick", action="store_true",

@@ -15,6 +15,14 @@ Event Collector Indexer Acknowledgment"):
 - A 400 for a batch names the first bad event in ``invalid-event-number``, with Splunk's
   ``text`` and ``code``. That event goes to the dead-letter table and the rest of the batch
   is sent again, so one bad event neither blocks the queue nor takes good events down with it.
+- A 413 (body over the server's ``max_content_length``), or a 400 about the events (codes 6,
+  7, 12, 13 and 15) that names no event, splits the batch in halves, each sent on its own.
+  A single event that still gets the error goes to the dead-letter table with Splunk's text,
+  so the batch never comes back unchanged. A 400 with any other code concerns the request
+  (no data, channel, ack settings: codes 5, 10, 11 and 14) and is raised instead, because
+  every half would fail alike.
+- The ack endpoint answers ``{"acks": {"<ackId>": true|false}}``. Any other body counts as
+  no ack yet: the events wait, and are sent again after ``ack_timeout_secs``.
 - 401 and 403 (token required, invalid or disabled) stop the client: nothing more is sent,
   documents stay in the spool, and the error names the endpoint, never the token.
 - 429, 5xx (503 "Server is busy", code 9) and connection failures are retried with
@@ -56,6 +64,21 @@ ACK_PATH = "/services/collector/ack"
 CHANNEL_HEADER = "X-Splunk-Request-Channel"
 # Statuses worth a retry: Splunk busy or failing, or a proxy in front of it rate-limiting.
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# HEC codes of a 400 caused by the events themselves: 6 Invalid data format, 7 Incorrect
+# index, 12 Event field is required, 13 Event field cannot be blank, 15 Error in handling
+# indexed fields.
+_EVENT_ERROR_CODES = frozenset({6, 7, 12, 13, 15})
+
+
+@dataclass
+class BatchOutcome:
+    """Events of one batch confirmed, awaiting their ack and dead-lettered, and whether Splunk
+    stayed unavailable."""
+
+    delivered: int = 0
+    awaiting_ack: int = 0
+    dead_lettered: int = 0
+    unavailable: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,10 +281,10 @@ class SplunkHecClient:
             delivered += self._poll_acks()
 
         for batch in split_batches(self.spool.pending(), max_batch_bytes=self.max_batch_bytes):
-            sent, rejected = self._send_batch(batch)
-            delivered += sent
-            dead += rejected
-            if sent == 0 and rejected == 0:
+            outcome = self._send_batch(batch)
+            delivered += outcome.delivered
+            dead += outcome.dead_lettered
+            if outcome.unavailable:
                 # Splunk stayed unavailable through every retry; keep the rest for later.
                 break
 
@@ -272,57 +295,93 @@ class SplunkHecClient:
                  self.url, delivered, dead, queued)
         return FlushReport(delivered=delivered, dead_lettered=dead, queued=queued)
 
-    def _send_batch(self, batch: list[SpooledDocument]) -> tuple[int, int]:
-        """Post one batch; return (events confirmed or awaiting ack, events dead-lettered).
+    def _send_batch(self, batch: list[SpooledDocument]) -> BatchOutcome:
+        """Post one batch, splitting it until each event is accepted or dead-lettered.
 
-        Each 400 naming an event removes that event, so the loop runs at most len(batch)
-        times and never re-sends an unchanged batch.
+        Every rejection removes an event or splits the batch, so the loop makes fewer than
+        ``3 * len(batch)`` requests and never re-sends an unchanged batch.
         """
-        remaining = list(batch)
-        dead = 0
-        while remaining:
+        outcome = BatchOutcome()
+        # Sub-batches still to send, the next one last.
+        todo = [list(batch)]
+        while todo:
+            remaining = todo.pop()
             body = "".join(document.payload + "\n" for document in remaining).encode()
             response = self._post_with_retry(EVENT_PATH, body)
             if response is None:
-                return 0, dead
+                outcome.unavailable = True
+                return outcome
             answer = _hec_answer(response)
             keys = [document.key for document in remaining]
 
             if response.status == 200:
-                ack_id = answer.get("ackId")
-                if self.use_ack and isinstance(ack_id, int) and not isinstance(ack_id, bool):
-                    self.spool.mark_awaiting_ack(keys, ack_id, sent_at=self.clock())
-                    return 0, dead
-                if self.use_ack and ("ackId" in answer or answer.get("code") != 0):
-                    # Not HEC's success response, so nothing shows the events were indexed.
-                    log.warning("splunk HEC at %s responded 200 without a readable ackId (%s); "
-                                "%d events stay queued", self.url,
-                                str(answer.get("text", ""))[:80], len(keys))
-                    return 0, dead
-                self.spool.mark_delivered(keys)
-                return len(keys), dead
+                self._record_success(answer, keys, outcome)
+                continue
 
             if response.status in (401, 403):
                 self._stopped = SiemAuthFailed(self.name, self.url + EVENT_PATH, response.status,
-                                               str(answer.get("text", "")), answer.get("code"))
+                                               str(answer.get("text", "")), _code(answer))
                 log.error("%s", self._stopped)
                 raise self._stopped
 
             number = answer.get("invalid-event-number")
-            if response.status == 400 and isinstance(number, int) and 0 <= number < len(remaining):
+            if (response.status == 400 and isinstance(number, int)
+                    and not isinstance(number, bool) and 0 <= number < len(remaining)):
                 bad = remaining.pop(number)
-                reason = str(answer.get("text", "rejected"))
-                self.spool.dead_letter(bad.key, reason=reason, code=str(answer.get("code")))
-                dead += 1
+                self._dead_letter(bad, answer, response.status)
+                outcome.dead_lettered += 1
                 log.error("splunk HEC at %s rejected event %s (%s, code %s); sending the other "
-                          "%d again", self.url, bad.key, reason, answer.get("code"), len(remaining))
+                          "%d again", self.url, bad.key, answer.get("text"), answer.get("code"),
+                          len(remaining))
+                if remaining:
+                    todo.append(remaining)
+                continue
+
+            if response.status == 413 or (response.status == 400
+                                          and _code(answer) in _EVENT_ERROR_CODES):
+                if len(remaining) == 1:
+                    self._dead_letter(remaining[0], answer, response.status)
+                    outcome.dead_lettered += 1
+                    log.error("splunk HEC at %s rejected event %s alone with %d (%s); it is "
+                              "dead-lettered", self.url, remaining[0].key, response.status,
+                              str(answer.get("text", ""))[:120])
+                    continue
+                half = len(remaining) // 2
+                log.warning("splunk HEC at %s rejected a batch of %d events with %d (%s) "
+                            "naming no event; sending it in two halves", self.url,
+                            len(remaining), response.status, str(answer.get("text", ""))[:120])
+                todo.extend([remaining[half:], remaining[:half]])
                 continue
 
             error = SiemRequestRejected(self.name, self.url + EVENT_PATH, response.status,
-                                        str(answer.get("text", "")), answer.get("code"))
+                                        str(answer.get("text", "")), _code(answer))
             log.error("%s", error)
             raise error
-        return 0, dead
+        return outcome
+
+    def _record_success(self, answer: dict[str, Any], keys: list[str],
+                        outcome: BatchOutcome) -> None:
+        """Mark events of a 200 delivered, or awaiting their ack when acknowledgment is on."""
+        if not self.use_ack:
+            self.spool.mark_delivered(keys)
+            outcome.delivered += len(keys)
+            return
+        ack_id = answer.get("ackId")
+        if isinstance(ack_id, int) and not isinstance(ack_id, bool):
+            self.spool.mark_awaiting_ack(keys, ack_id, sent_at=self.clock())
+            outcome.awaiting_ack += len(keys)
+            return
+        # Not HEC's success response, so nothing shows the events were indexed.
+        log.warning("splunk HEC at %s responded 200 without a readable ackId (%s); "
+                    "%d events stay queued", self.url, str(answer.get("text", ""))[:80],
+                    len(keys))
+
+    def _dead_letter(self, document: SpooledDocument, answer: dict[str, Any],
+                     status: int) -> None:
+        reason = str(answer.get("text") or f"HTTP {status}")
+        code = _code(answer)
+        self.spool.dead_letter(document.key, reason=reason,
+                               code=str(status if code is None else code))
 
     def _post_with_retry(self, path: str, body: bytes) -> HttpResponse | None:
         """Post with retries on 429, 5xx and connection failures; None when all failed."""
@@ -381,7 +440,14 @@ class SplunkHecClient:
                                             str(answer.get("text", "")), answer.get("code"))
                 log.error("%s", error)
                 raise error
-            statuses = _hec_answer(response).get("acks", {})
+            statuses = _hec_answer(response).get("acks")
+            if not isinstance(statuses, dict):
+                # Only {"acks": {"<ackId>": true}} confirms events; polling again now would
+                # read the same body.
+                log.warning("splunk HEC at %s: ack response has no acks object (%s); %d "
+                            "batches stay unconfirmed", self.url,
+                            response.body[:80].decode("utf-8", "replace"), len(waiting))
+                break
             for ack_id, keys in waiting.items():
                 if statuses.get(str(ack_id)) is True:
                     self.spool.mark_delivered(keys)
@@ -395,6 +461,12 @@ class SplunkHecClient:
             log.warning("splunk HEC at %s: ack %d not confirmed within %.0f s; sending its %d "
                         "events again", self.url, ack_id, self.ack_timeout_secs, len(keys))
             self.spool.requeue(keys)
+
+
+def _code(answer: dict[str, Any]) -> int | None:
+    """Return the integer HEC ``code`` of a response body, or None."""
+    code = answer.get("code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def _hec_answer(response: HttpResponse) -> dict[str, Any]:

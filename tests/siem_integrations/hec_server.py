@@ -25,6 +25,11 @@ code  status  text
 15    400     Error in handling indexed fields
 ====  ======  ==================================
 
+A body longer than ``max_content_length`` (``limits.conf`` ``[http_input]``) gets 413 with
+the text ``Content-Length of N too large (maximum is M)``. NOTE: that text is the one Splunk
+users report; Splunk's status code table does not list 413, so clients should rely on the
+status alone.
+
 A rejected batch indexes nothing here. NOTE: real HEC may index the events before the
 invalid one; the client under test does not rely on either behaviour, because every event
 carries its indicator id and version.
@@ -62,6 +67,8 @@ class HecState:
     requests: list[dict[str, Any]] = field(default_factory=list)
     # Answer this many next event requests with 503 "Server is busy".
     busy_requests: int = 0
+    # Bytes of the largest request body accepted, as sent (compressed or not); None for any.
+    max_content_length: int | None = None
     # An ack turns true only after this many polls that asked for it.
     ack_after_polls: int = 0
     next_ack_id: dict[str, int] = field(default_factory=dict)
@@ -90,10 +97,23 @@ class _HecHandler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append({"path": parts.path, "headers": dict(self.headers),
                                    "body": raw})
+            limit = state.max_content_length
+            if limit is not None and length > limit:
+                self._send_too_large(length, limit)
+                return
             status, payload = self._route(state, parts.path, raw, query)
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_too_large(self, length: int, limit: int) -> None:
+        text = f"Content-Length of {length} too large (maximum is {limit})"
+        body = text.encode()
+        self.send_response(413, text)
+        self.send_header("Content-Type", "text/plain; charset=UTF-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -175,7 +175,7 @@ def test_event_over_max_batch_bytes_rejected_locally(tmp_path: Path) -> None:
 
 # -- canned responses R1 to R6 ----------------------------------------------------------------
 
-@pytest.mark.parametrize("name, bad_index", [("R1", 1), ("R2", 2)])
+@pytest.mark.parametrize("name, bad_index", [("R1", 1), ("R2", 2), ("R2b", 0)])
 def test_invalid_event_number_dead_letters_that_event(tmp_path: Path, cases_dir: Path,
                                                       name: str, bad_index: int) -> None:
     _, answers = load_case(cases_dir)
@@ -267,6 +267,94 @@ def test_ack_success_without_readable_ack_id_stays_queued(tmp_path: Path, body: 
 
     assert (report.delivered, report.queued) == (0, 1)
     assert not client.spool.is_delivered("ev-0")
+
+
+@pytest.mark.parametrize("body", [b'{"acks": [7]}', b'{"acks": "7"}', b'{"acks": null}',
+                                  b'[true]', b"<html>Bad gateway</html>"])
+def test_ack_body_without_acks_object_not_acked(tmp_path: Path, body: bytes,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Only {"acks": {"7": true}} confirms events; any other ack body leaves them waiting."""
+    answers: list[HttpResponse] = [
+        HttpResponse(status=200, body=b'{"text":"Success","code":0,"ackId":7}'),
+        HttpResponse(status=200, body=body),
+        HttpResponse(status=200, body=b'{"acks": {"7": true}}')]
+
+    def transport(method: str, url: str, *, headers: Mapping[str, str],
+                  body: bytes | None = None) -> HttpResponse:
+        return answers.pop(0)
+
+    client = make_client(tmp_path, transport, use_ack=True, ack_poll_attempts=3)
+    client.queue_events([("ev-0", {"event": {"n": 0}})])
+
+    first = client.flush()
+    second = client.flush()
+
+    assert (first.delivered, first.queued) == (0, 1)
+    assert "ack response has no acks object" in caplog.text
+    assert (second.delivered, second.queued) == (1, 0)
+    assert answers == []
+
+
+def test_ack_on_every_batch_of_a_flush_sent(tmp_path: Path) -> None:
+    """With acknowledgment on, a batch awaiting its ack does not stop the flush."""
+    transport = CannedTransport(*[(200, {"text": "Success", "code": 0, "ackId": n})
+                                  for n in range(3)],
+                                (200, {"acks": {"0": True, "1": True, "2": True}}))
+    client = make_client(tmp_path, transport, use_ack=True, max_batch_bytes=1024)
+    client.queue_events([(f"ev-{n}", {"event": {"blob": "x" * 600}}) for n in range(3)])
+
+    report = client.flush()
+
+    assert len(transport.event_bodies()) == 3
+    assert (report.delivered, report.queued) == (3, 0)
+
+
+def test_413_batch_split_in_halves(tmp_path: Path) -> None:
+    too_large = (413, {"text": "Content-Length of 4000 too large (maximum is 3000)"})
+    success = (200, {"text": "Success", "code": 0})
+    transport = CannedTransport(too_large, success, success)
+    client = make_client(tmp_path, transport)
+    client.queue_events([(f"ev-{n}", {"event": {"n": n}}) for n in range(4)])
+
+    report = client.flush()
+
+    assert [[e["event"]["n"] for e in body] for body in transport.event_bodies()] == [
+        [0, 1, 2, 3], [0, 1], [2, 3]]
+    assert (report.delivered, report.dead_lettered, report.queued) == (4, 0, 0)
+
+
+def test_400_without_event_number_isolates_bad_event(tmp_path: Path) -> None:
+    """A 400 about the events that names none is split down to the one bad event."""
+    invalid = (400, {"text": "Invalid data format", "code": 6})
+    success = (200, {"text": "Success", "code": 0})
+    transport = CannedTransport(invalid, success, invalid, invalid, success)
+    client = make_client(tmp_path, transport)
+    client.queue_events([(f"ev-{n}", {"event": {"n": n}}) for n in range(4)])
+
+    report = client.flush()
+
+    assert [[e["event"]["n"] for e in body] for body in transport.event_bodies()] == [
+        [0, 1, 2, 3], [0, 1], [2, 3], [2], [3]]
+    assert [(d.key, d.reason, d.code) for d in client.spool.dead_letters()] == [
+        ("ev-2", "Invalid data format", "6")]
+    assert (report.delivered, report.dead_lettered, report.queued) == (3, 1, 0)
+
+    assert client.flush().delivered == 0
+    assert len(transport.event_bodies()) == 5
+
+
+def test_400_about_request_not_split(tmp_path: Path, cases_dir: Path) -> None:
+    _, answers = load_case(cases_dir)
+    transport = CannedTransport(answers["R3"])
+    client = make_client(tmp_path, transport)
+    client.queue_events([(f"ev-{n}", {"event": {"n": n}}) for n in range(4)])
+
+    with pytest.raises(SiemRequestRejected):
+        client.flush()
+
+    assert len(transport.requests) == 1
+    assert client.spool.dead_letters() == []
+    assert client.spool.queued_count() == 4
 
 
 def test_unacked_batch_resent_after_ack_timeout(tmp_path: Path) -> None:
@@ -458,6 +546,36 @@ def test_server_down_spools_until_it_returns(tmp_path: Path) -> None:
 
     assert (first.written, report.delivered, report.queued) == (0, 1, 0)
     assert [e["event"]["ip"] for e in server.state.events] == ["203.0.113.9"]
+
+
+def test_server_413_splits_and_dead_letters_oversized(tmp_path: Path) -> None:
+    with HecServer(HecToken(TOKEN)) as server:
+        server.state.max_content_length = 3000
+        client = real_client(tmp_path, server.url, compress=False)
+        client.queue_events([(f"ev-{n}", {"event": {"n": n, "pad": "x" * 700}})
+                             for n in range(5)])
+        client.queue_events([("huge", {"event": {"pad": "y" * 4000}})])
+
+        report = client.flush()
+
+    dead = client.spool.dead_letters()
+    assert sorted(e["event"]["n"] for e in server.state.events) == [0, 1, 2, 3, 4]
+    assert (report.delivered, report.dead_lettered, report.queued) == (5, 1, 0)
+    assert [(d.key, d.code) for d in dead] == [("huge", "413")]
+    assert re.fullmatch(r"Content-Length of \d+ too large \(maximum is 3000\)", dead[0].reason)
+
+
+def test_server_ack_several_batches_one_flush(tmp_path: Path) -> None:
+    with HecServer(HecToken(TOKEN, use_ack=True)) as server:
+        client = real_client(tmp_path, server.url, use_ack=True, max_batch_bytes=2048,
+                             ack_poll_interval_secs=0.0)
+
+        result = client.write_indicators([indicator(f"203.0.113.{n}") for n in range(1, 7)])
+
+    event_requests = [r for r in server.state.requests if r["path"] == "/services/collector/event"]
+    assert len(event_requests) > 1
+    assert result.written == 6
+    assert client.spool.queued_count() == 0
 
 
 def test_server_invalid_token_answers_403(tmp_path: Path) -> None:

@@ -76,6 +76,15 @@ _KEYS = "keys"
 _OBSERVABLE_TYPES = ("ipv4-addr", "ipv6-addr", "domain-name", "url")
 
 
+@dataclass(frozen=True)
+class SecureRoundResult:
+    """What an unmasked round made public: who was summed, the noised sums' histogram part."""
+
+    survivors: tuple[str, ...]
+    histogram_sum: tuple[int, ...]
+    heavy_buckets: int
+
+
 @dataclass
 class SecureRound:
     """The hub's state of one secure round; every vector in it is masked or a sum."""
@@ -148,6 +157,8 @@ class SecureRoundCoordinator:
         self._rounds: dict[str, SecureRound] = {}
         # Revealed evidence of recent finished rounds, for the fusion lookback.
         self._evidence: dict[str, list[SiteEvidence]] = {}
+        # Public outcome of each unmasked round: survivors and the noised histogram sum.
+        self.results_: dict[str, SecureRoundResult] = {}
         for definition in secagg_extension_definitions(self.hub_identity):
             self._store(definition)
 
@@ -315,6 +326,7 @@ class SecureRoundCoordinator:
         sketch_sum = total[HISTOGRAM_BINS:]
         state.heavy = state.sketch.heavy_buckets(sketch_sum, threshold=self.settings.sketch_threshold)
         survivors = state.server.survivors_
+        self.results_[state.round_id] = SecureRoundResult(survivors, state.histogram_sum, len(state.heavy))
         # Only the sums are logged: they carry the distributed DP noise of every survivor.
         log.info("secure round %s unmasked: %d sites summed, noised window histogram %s, "
                  "%d heavy sketch buckets", state.round_id, len(survivors), list(state.histogram_sum),

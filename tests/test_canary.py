@@ -4,18 +4,23 @@ Internal addresses (private and the site's own public range), connection uids an
 are planted in the agent's input; a recording proxy between the agent and the hub keeps every
 byte the agent sends, and none of the canaries may appear in them. The test also checks that
 the agent did send summaries with released observables, so the assertion is not vacuous.
+
+The secure-mode test runs three sites, because a secure round needs at least three, and
+records the canary site's bytes: key advertisements, encrypted shares, the masked vector,
+unmask shares and the reveal of observables in heavy sketch buckets.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
 from agent.config import load_agent_config
-from agent.service import Agent
-from fusion_hub.config import HubConfig, RoundSettings, ServerSettings, StorageSettings
+from agent.service import Agent, RunReport
+from fusion_hub.config import HubConfig, RoundSettings, SecureSettings, ServerSettings, StorageSettings
 from fusion_hub.server import HubServer
 from privacy.random import seeded_random
 from privacy.signing import generate_signing_key
@@ -107,3 +112,67 @@ def test_canaries_never_leave_the_agent(tmp_path: Path, hub: tuple[HubServer, st
     canaries = CANARY_HOSTS + [CANARY_INTERNAL_PEER, CANARY_UID, "canary-secret-path", "10.1.0."]
     for canary in canaries:
         assert canary.encode() not in sent, f"{canary} left the agent"
+
+
+def _site_config(site_id: str, hub_port: int, capture: Path) -> dict:
+    return {
+        "site": {"id": site_id, "signing_key": "site.key", "internal_networks": ["10.0.0.0/8", "81.2.69.0/24"]},
+        "hub": {"url": f"http://127.0.0.1:{hub_port}/taxii2/", "username": site_id, "password_file": "hub.password"},
+        "sources": [{"type": "zeek", "paths": [str(capture)]}],
+        "state_dir": "state",
+        "windows": {"window_seconds": 60, "round_seconds": ROUND_SECONDS},
+        "detector": {"name": "hbos", "baseline_rounds": 1},
+        "privacy": {"epsilon_per_round": 2.0, "max_observables_per_entity": 2, "mode": "secure",
+                    "secure_min_sites": 3, "secure_stage_timeout_secs": 60.0},
+    }
+
+
+@pytest.mark.slow
+def test_canaries_never_leave_the_agent_in_secure_mode(tmp_path: Path) -> None:
+    """Three sites sum their rounds by secure aggregation; only the canary site's bytes are recorded."""
+    config = HubConfig(
+        hub=ServerSettings(host="127.0.0.1", port=0, tick_seconds=0.2),
+        storage=StorageSettings(path=tmp_path / "hub.sqlite3"),
+        rounds=RoundSettings(round_seconds=ROUND_SECONDS, quorum_sites=3, deadline_seconds=3600,
+                             retention_days=100_000),
+        secure=SecureSettings(mode="secure", min_sites=3, sketch_rows=2, sketch_width=256, sketch_threshold=60,
+                              stage_timeout_seconds=30.0),
+    )
+    server = HubServer(config)
+    port = int(server.start().rstrip("/").rsplit(":", 1)[1])
+    sites = ("site-canary", "site-b", "site-c")
+    try:
+        with RecordingProxy("127.0.0.1", port) as proxy:
+            paths = []
+            for index, site_id in enumerate(sites):
+                site_dir = tmp_path / site_id
+                site_dir.mkdir()
+                capture = site_dir / "canary-secret-path-conn.log"
+                write_capture(capture)
+                key = generate_signing_key()
+                key.to_file(site_dir / "site.key")
+                (site_dir / "hub.password").write_text(server.registry.enroll_site(site_id, key.public_key_b64))
+                (site_dir / "agent.yaml").write_text(yaml.safe_dump(
+                    _site_config(site_id, proxy.port if index == 0 else port, capture)))
+                paths.append(site_dir / "agent.yaml")
+
+            def run(path: Path, seed: int) -> RunReport:
+                agent = Agent(load_agent_config(path), rng=seeded_random(seed))
+                try:
+                    return agent.run_once(poll=False)
+                finally:
+                    agent.close()
+
+            with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+                reports = list(pool.map(run, paths, range(len(paths))))
+            sent = proxy.client_bytes()
+    finally:
+        server.stop()
+
+    assert all(status == "sent" for status in reports[0].rounds.values()), reports[0].rounds
+    assert b'"stage":"mask_input"' in sent and b'"stage":"reveal"' in sent
+    assert b"x-fti-round-summary" not in sent
+    assert any(scanner.encode() in sent for scanner in SCANNERS), "no observable was revealed"
+    canaries = CANARY_HOSTS + [CANARY_INTERNAL_PEER, CANARY_UID, "canary-secret-path", "10.1.0."]
+    for canary in canaries:
+        assert canary.encode() not in sent, f"{canary} left the agent in secure mode"

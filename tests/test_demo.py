@@ -54,3 +54,18 @@ def test_demo_alerts_name_local_entities_only(demo_out: Path) -> None:
     assert {a["site"] for a in alerts} <= site_ids
     assert all(a["indicator_id"].startswith("indicator--") for a in alerts)
     assert all(a["connections"] >= 1 for a in alerts)
+
+
+@pytest.mark.slow
+def test_secure_demo_publishes_fused_indicators(tmp_path: Path) -> None:
+    """The five sites in secure mode: the hub fuses from unmasked sums and the sites' reveals."""
+    out = tmp_path / "secure-out"
+
+    assert run_demo(out_dir=out, secure=True) == 0
+
+    bundle = json.loads((out / "fused-indicators.json").read_text())
+    indicators = [o for o in bundle["objects"] if o["type"] == "indicator"]
+    assert indicators, "the secure demo published no indicator"
+    assert validate_stix(bundle["objects"]) == []
+    alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    assert alerts, "no site raised a local alert in secure mode"

@@ -60,24 +60,16 @@ def _agent_run(args: argparse.Namespace) -> int:
 
 
 def _agent_follow(args: argparse.Namespace) -> int:
-    """Follow the configured logs until SIGTERM or SIGINT, then commit the state and exit."""
-    import signal
-    import threading
+    """Follow the configured logs until SIGTERM or SIGINT, reloading on SIGHUP (agent.daemon)."""
+    import os
 
     from agent.config import load_agent_config
-    from agent.live import LiveAgent, LiveSettings
-    from agent.service import Agent
+    from agent.daemon import AgentService
+    from fti.sd_notify import SystemdNotifier
 
-    config = load_agent_config(Path(args.config))
-    stop = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop.set())
-    agent = Agent(config)
-    try:
-        LiveAgent(agent, LiveSettings(start_at=args.start_at)).run(stop)
-    finally:
-        agent.close()
-    return 0
+    config_path = Path(args.config)
+    config = load_agent_config(config_path)
+    return AgentService(config_path, config, notifier=SystemdNotifier(os.environ), start_at=args.start_at).run()
 
 
 def _agent_parse(args: argparse.Namespace) -> int:
@@ -251,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="agent configuration file (YAML)")
     run.add_argument("--once", action="store_true", help="process the files to their end, send, and exit")
     run.add_argument("--no-poll", action="store_true", help="do not poll fused indicators after sending")
-    run.add_argument("--start-at", default="beginning", choices=["beginning", "end"],
-                     help="without --once: where to start files found at the first start (default: beginning)")
+    run.add_argument("--start-at", default=None, choices=["beginning", "end"],
+                     help="without --once: where to start files found at the first start (default: live.start_at "
+                     "in the configuration, itself beginning by default)")
     run.set_defaults(handler=_agent_run, default_level="info")
     budget = agent.add_parser("budget", help="show the privacy budget spent in the current period")
     budget.add_argument("--config", required=True, help="agent configuration file (YAML)")

@@ -18,30 +18,15 @@ from pathlib import Path
 import pytest
 
 from fti.sd_notify import SystemdNotifier
+from tests.support.notify_socket import notify_socket, receive_until
 
 FTI = [sys.executable, "-m", "fti.cli"]
 
 
 @pytest.fixture
 def manager(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    """A datagram socket playing systemd's notification socket."""
-    path = str(tmp_path / "notify.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(path)
-    server.settimeout(20)
-    yield server, path
-    server.close()
-
-
-def receive_until(server: socket.socket, field: str, *, limit: int = 200) -> list[str]:
-    """Return every message up to and including the first that contains ``field``."""
-    messages: list[str] = []
-    for _ in range(limit):
-        message = server.recv(4096).decode("utf-8")
-        messages.append(message)
-        if field in message.split("\n"):
-            return messages
-    raise AssertionError(f"{field} not among {limit} messages: {messages[-5:]}")
+    with notify_socket(tmp_path) as bound:
+        yield bound
 
 
 def test_notifier_sends_fields_as_one_datagram(manager: tuple[socket.socket, str]) -> None:

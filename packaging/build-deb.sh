@@ -45,7 +45,7 @@ find "$venv" -name direct_url.json -delete
 
 # 3. Units, users, state directories, configuration and documentation.
 install -D -m 0644 -t "$stage/lib/systemd/system" "$packaging"/systemd/fti-agent.service \
-    "$packaging"/systemd/fti-agent.timer "$packaging"/systemd/fti-hub.service
+    "$packaging"/systemd/fti-hub.service
 install -D -m 0644 "$packaging/sysusers.d/fti.conf" "$stage/usr/lib/sysusers.d/fti.conf"
 install -D -m 0644 "$packaging/tmpfiles.d/fti.conf" "$stage/usr/lib/tmpfiles.d/fti.conf"
 install -D -m 0644 -t "$stage/etc/fti" "$packaging"/etc/agent.yaml "$packaging"/etc/hub.yaml

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import HubSection
 from fti.check_config import check_config_file
 from fusion_hub import server
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
-UNITS = ("fti-hub.service", "fti-agent.service", "fti-agent.timer")
+UNITS = ("fti-hub.service", "fti-agent.service")
 SYSTEMD_UNITS_DIR = Path("/usr/lib/systemd/system")
 
 
@@ -105,12 +106,13 @@ def test_units_sandbox_settings(unit: str) -> None:
     assert settings["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
 
 
-def test_hub_unit_is_notify_with_watchdog() -> None:
-    settings = read_unit("fti-hub.service")
+@pytest.mark.parametrize(("unit", "watchdog_secs"), [("fti-hub.service", "60"), ("fti-agent.service", "120")])
+def test_unit_is_notify_with_watchdog(unit: str, watchdog_secs: str) -> None:
+    settings = read_unit(unit)
 
     assert settings["Type"] == ["notify"]
     assert settings["NotifyAccess"] == ["main"]
-    assert settings["WatchdogSec"] == ["60"]
+    assert settings["WatchdogSec"] == [watchdog_secs]
     assert settings["Restart"] == ["on-failure"]
     assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
 
@@ -122,14 +124,20 @@ def test_hub_unit_stop_timeout_covers_graceful_stop() -> None:
     assert timeout_stop_secs > 3 * server._STOP_TIMEOUT_SECS
 
 
-def test_agent_unit_started_by_timer() -> None:
-    timer = read_unit("fti-agent.timer")
+def test_agent_unit_runs_live_agent() -> None:
     agent = read_unit("fti-agent.service")
 
-    assert timer["OnUnitActiveSec"] == ["15min"]
-    assert agent["Type"] == ["oneshot"]
-    assert agent["ExecStart"] == ["/opt/fti/bin/fti agent run --config /etc/fti/agent.yaml --once"]
+    assert agent["ExecStart"] == ["/opt/fti/bin/fti agent run --config /etc/fti/agent.yaml"]
     assert agent["SupplementaryGroups"] == ["adm"]
+    assert agent["WantedBy"] == ["multi-user.target"]
+    assert not (PACKAGING / "systemd" / "fti-agent.timer").exists()
+
+
+def test_agent_unit_stop_timeout_covers_one_delivery() -> None:
+    """A stop waits for one step, whose delivery attempt makes a few requests of hub.timeout_secs."""
+    timeout_stop_secs = int(read_unit("fti-agent.service")["TimeoutStopSec"][0])
+
+    assert timeout_stop_secs >= 6 * HubSection.timeout_secs
 
 
 def test_sysusers_creates_service_users(tmp_path: Path) -> None:

@@ -12,8 +12,15 @@ Wire format (Elasticsearch 8.x reference, "Bulk API" and "Data streams"):
   ``status``. Items with 429 or 5xx are retried alone with backoff. Items with another 4xx
   (``document_parsing_exception`` and the like) go to the dead-letter table with their
   ``error.type`` and ``error.reason``.
-- A whole request that gets 429, 5xx or no response is retried with backoff; 401 and 403
-  stop the client without logging the credential.
+- A whole request that gets 429, 5xx or no response (connection refused, timed out) is
+  retried with backoff and jitter, bounded by ``RetryPolicy.max_elapsed_secs``. A cluster
+  still unavailable then ends the flush: the rest stays in the spool for the next one, so
+  one flush never waits on every batch in turn. 401 and 403 stop the client without
+  logging the credential.
+- A 200 whose body is not a bulk response (not JSON, no ``items`` list, a different number
+  of items than actions, an item without an integer ``status``) confirms nothing: the
+  batch stays queued and ``SiemResponseInvalid`` is raised. Fixed ``_id``s make the
+  re-sent documents that were indexed after all come back as 409.
 
 Revoked and expired indicators are removed: for a revoked version the client deletes every
 document of that indicator with ``_delete_by_query`` (a ``term`` on ``fti.indicator.id``),
@@ -33,7 +40,8 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
-from siem_integrations.errors import SiemAuthFailed, SiemRequestRejected, TransportFailed
+from siem_integrations.errors import (SiemAuthFailed, SiemRequestRejected, SiemResponseInvalid,
+                                      TransportFailed)
 from siem_integrations.ndjson_file import dump_line
 from siem_integrations.retry import Backoff, RetryPolicy
 from siem_integrations.sink import SinkResult
@@ -50,6 +58,16 @@ ILM_POLICY_NAME = "logs-ti_fti.indicator"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Spool payload of a removal; a document payload always starts with the create action.
 _DELETE_MARK = "delete-indicator "
+
+
+@dataclass
+class BatchOutcome:
+    """Documents of one batch delivered and dead-lettered, and whether the cluster stayed
+    unavailable."""
+
+    delivered: int = 0
+    dead_lettered: int = 0
+    unavailable: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,74 +215,119 @@ class ElasticBulkClient:
         creates = [d for d in pending if not d.payload.startswith(_DELETE_MARK)]
         removals = [d for d in pending if d.payload.startswith(_DELETE_MARK)]
 
-        delivered = dead = 0
+        delivered = dead = deleted = 0
+        unavailable = False
         for batch in split_batches(creates, max_batch_bytes=self.max_batch_bytes):
-            sent, rejected = self._send_batch(batch)
-            delivered += sent
-            dead += rejected
+            outcome = self._send_batch(batch)
+            delivered += outcome.delivered
+            dead += outcome.dead_lettered
+            if outcome.unavailable:
+                unavailable = True
+                break
 
         # Removals follow the creates, so an earlier version sent in this flush goes too.
-        deleted = 0
-        for removal in removals:
+        for removal in removals if not unavailable else []:
             indicator_id = removal.payload[len(_DELETE_MARK):]
             count = self._delete_by_query({"term": {"fti.indicator.id": indicator_id}})
             if count is None:
+                unavailable = True
                 break
             deleted += count
             self.spool.mark_delivered([removal.key])
-        expired = self._delete_by_query(
-            {"range": {"fti.indicator.valid_until": {"lt": self.clock().isoformat()}}})
-        deleted += expired or 0
+        if not unavailable:
+            expired = self._delete_by_query(
+                {"range": {"fti.indicator.valid_until": {"lt": self.clock().isoformat()}}})
+            deleted += expired or 0
 
         queued = self.spool.queued_count()
         log.info("elasticsearch at %s: %d documents created, %d dead-lettered, %d deleted, "
                  "%d still queued", self.url, delivered, dead, deleted, queued)
         return BulkReport(delivered=delivered, dead_lettered=dead, deleted=deleted, queued=queued)
 
-    def _send_batch(self, batch: list[SpooledDocument]) -> tuple[int, int]:
-        """Post one batch and retry its retryable items alone; return (delivered, dead)."""
+    def _send_batch(self, batch: list[SpooledDocument]) -> BatchOutcome:
+        """Post one batch and retry its retryable items alone.
+
+        Raises
+        ------
+        SiemResponseInvalid
+            If a 200 response is not a bulk response; the unconfirmed documents stay queued.
+        """
         remaining = list(batch)
-        delivered = dead = 0
-        attempts = self.backoff.policy.max_attempts
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                self.backoff.wait(attempt - 1)
+        outcome = BatchOutcome()
+        attempt = 0
+        for attempt in self.backoff.attempts():
             body = "".join(document.payload + "\n" for document in remaining).encode()
             response = self._request("POST", "/_bulk", body, "application/x-ndjson")
-            if response is None:
-                return delivered, dead
-            if response.status in _RETRY_STATUSES:
-                log.debug("elasticsearch at %s responded %d to a bulk request; attempt %d of %d",
-                          self.url, response.status, attempt, attempts)
+            if response is None or response.status in _RETRY_STATUSES:
+                log.debug("elasticsearch at %s: bulk request failed (%s); attempt %d of %d",
+                          self.url, "no response" if response is None else response.status,
+                          attempt, self.backoff.policy.max_attempts)
                 continue
             self._raise_for_status("/_bulk", response)
 
-            items = json.loads(response.body)["items"]
             retry: list[SpooledDocument] = []
-            for document, item in zip(remaining, items, strict=True):
-                result = next(iter(item.values()))
-                status = result["status"]
+            for document, (status, error) in zip(remaining, self._bulk_results(response,
+                                                                                remaining)):
                 if status in (200, 201, 409):
                     # 409: this version is already indexed, from an earlier send.
                     self.spool.mark_delivered([document.key])
-                    delivered += 1
+                    outcome.delivered += 1
                 elif status in _RETRY_STATUSES:
                     retry.append(document)
                 else:
-                    error = result.get("error", {})
-                    reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
-                    self.spool.dead_letter(document.key, reason=reason, code=str(status))
-                    dead += 1
+                    self.spool.dead_letter(document.key, reason=error, code=str(status))
+                    outcome.dead_lettered += 1
                     log.error("elasticsearch at %s rejected %s with %d %s", self.url,
-                              document.key, status, reason)
+                              document.key, status, error)
             if not retry:
-                return delivered, dead
+                return outcome
             log.debug("elasticsearch at %s: %d items to retry alone; attempt %d of %d",
-                      self.url, len(retry), attempt, attempts)
+                      self.url, len(retry), attempt, self.backoff.policy.max_attempts)
             remaining = retry
         log.warning("elasticsearch at %s: %d documents not accepted after %d attempts; they "
-                    "stay in the spool", self.url, len(remaining), attempts)
-        return delivered, dead
+                    "stay in the spool", self.url, len(remaining), attempt)
+        outcome.unavailable = True
+        return outcome
+
+    def _bulk_results(self, response: HttpResponse,
+                      documents: list[SpooledDocument]) -> list[tuple[int, str]]:
+        """Return ``(status, "type: reason")`` of each item of a 200 bulk response, in order.
+
+        Raises
+        ------
+        SiemResponseInvalid
+            If the body is not a bulk response with one item per document.
+        """
+        def invalid(reason: str) -> SiemResponseInvalid:
+            error = SiemResponseInvalid(self.name, self.url + "/_bulk", response.status, reason,
+                                        len(documents))
+            log.error("%s", error)
+            return error
+
+        try:
+            answer = json.loads(response.body)
+        except ValueError as err:
+            raise invalid(f"not JSON: {response.body[:80]!r}") from err
+        items = answer.get("items") if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise invalid("no items list")
+        if len(items) != len(documents):
+            raise invalid(f"{len(items)} items for {len(documents)} actions")
+
+        results = []
+        for number, item in enumerate(items):
+            result = next(iter(item.values()), None) if isinstance(item, dict) and \
+                len(item) == 1 else None
+            status = result.get("status") if isinstance(result, dict) else None
+            if not isinstance(status, int) or isinstance(status, bool):
+                raise invalid(f"item {number} has no integer status")
+            error = result.get("error")
+            if isinstance(error, dict):
+                reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+            else:
+                reason = str(error or f"HTTP {status}")
+            results.append((status, reason))
+        return results
 
     def _delete_by_query(self, query: dict[str, Any]) -> int | None:
         """Delete the data stream's documents matching ``query``; None when unreachable."""
@@ -276,18 +339,23 @@ class ElasticBulkClient:
             # The data stream does not exist yet, so there is nothing to delete.
             return 0
         self._raise_for_status(path, response)
-        return int(json.loads(response.body).get("deleted", 0))
+        try:
+            deleted = json.loads(response.body)["deleted"]
+        except (ValueError, KeyError, TypeError) as err:
+            error = SiemResponseInvalid(self.name, self.url + path.split("?")[0],
+                                        response.status, "no deleted count", 0)
+            log.error("%s", error)
+            raise error from err
+        return int(deleted)
 
     def _request_with_retry(self, method: str, path: str, body: bytes) -> HttpResponse | None:
-        attempts = self.backoff.policy.max_attempts
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                self.backoff.wait(attempt - 1)
+        attempt = 0
+        for attempt in self.backoff.attempts():
             response = self._request(method, path, body, "application/json")
             if response is not None and response.status not in _RETRY_STATUSES:
                 return response
         log.warning("elasticsearch at %s unavailable after %d attempts for %s", self.url,
-                    attempts, path.split("?")[0])
+                    attempt, path.split("?")[0])
         return None
 
     def _request(self, method: str, path: str, body: bytes,

@@ -8,6 +8,7 @@
     ├── TransportFailed    no HTTP response from the SIEM (connection refused, timeout, TLS)
     ├── SiemAuthFailed     the SIEM rejected the credential (401/403); sending stops
     ├── SiemRequestRejected the SIEM rejected a whole request for a configuration reason
+    ├── SiemResponseInvalid the SIEM (or a proxy) answered with a body the client cannot read
     └── SyncFailed         a TAXII to SIEM sync round could not read its source or checkpoint
 """
 
@@ -79,6 +80,21 @@ class SiemRequestRejected(SiemError):
         self.sink, self.url, self.status, self.text, self.code = sink, url, status, text, code
         super().__init__(f"{sink}: {url} rejected the request with {status} {text!r}"
                          f"{'' if code is None else f' (code {code})'}; documents stay queued")
+
+
+class SiemResponseInvalid(SiemError):
+    """A response could not be read, so nothing in it counts as confirmed.
+
+    The documents of the request stay queued and are sent again; fixed ids make the
+    repeat harmless.
+    """
+
+    def __init__(self, sink: str, url: str, status: int, reason: str, queued: int) -> None:
+        self.sink, self.url, self.status, self.reason, self.queued = (sink, url, status, reason,
+                                                                      queued)
+        super().__init__(f"{sink}: {url} responded {status} with an invalid body ({reason}); "
+                         f"its {queued} documents stay queued for the next flush; check for a "
+                         "proxy in front of the SIEM")
 
 
 class SyncFailed(SiemError):

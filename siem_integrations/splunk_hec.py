@@ -392,9 +392,8 @@ class SplunkHecClient:
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
         attempts = self.backoff.policy.max_attempts
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                self.backoff.wait(attempt - 1)
+        attempt = 0
+        for attempt in self.backoff.attempts():
             try:
                 response = self.transport("POST", self.url + path, headers=headers, body=body)
             except TransportFailed as err:
@@ -408,7 +407,7 @@ class SplunkHecClient:
                 continue
             return response
         log.warning("splunk HEC at %s unavailable after %d attempts; events stay in the spool",
-                    self.url, attempts)
+                    self.url, attempt)
         return None
 
     def _poll_acks(self) -> int:

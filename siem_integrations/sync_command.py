@@ -61,6 +61,9 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target data stream (default: logs-ti_fti.indicator-default)")
     parser.add_argument("--install-templates", action="store_true",
                         help="create or update the ILM policy and index template first")
+    parser.add_argument("--retry-secs", type=float, default=30.0,
+                        help="seconds after which retries to an unavailable SIEM stop and the "
+                             "documents wait in the spool for the next poll (default: 30)")
 
 
 def _require(value: str | None, name: str) -> str:
@@ -72,22 +75,26 @@ def _require(value: str | None, name: str) -> str:
 def build_sink(args: argparse.Namespace, env: Mapping[str, str], state_dir: Path) -> Any:
     """Return the SIEM client named by ``--to``, with its spool in ``state_dir``."""
     from siem_integrations.elastic_bulk import ElasticBulkClient
+    from siem_integrations.retry import RetryPolicy
     from siem_integrations.splunk_hec import SplunkHecClient
     from siem_integrations.spool import Spool
     from siem_integrations.transport import RequestsTransport
 
+    if args.retry_secs < 0:
+        raise SystemExit(f"fti siem sync: --retry-secs must be >= 0; got {args.retry_secs}")
+    retry = RetryPolicy(max_elapsed_secs=args.retry_secs)
     transport = RequestsTransport(verify_tls=args.ca_bundle or True)
     if args.target == "splunk":
         url = _require(args.splunk_url, "--splunk-url")
         token = _require(env.get(SPLUNK_TOKEN_ENV), f"the environment variable {SPLUNK_TOKEN_ENV}")
         return SplunkHecClient(url, token=token, spool=Spool(state_dir / "splunk-spool.sqlite"),
                                transport=transport, index=args.splunk_index,
-                               use_ack=args.splunk_ack)
+                               use_ack=args.splunk_ack, retry=retry)
     url = _require(args.elastic_url, "--elastic-url")
     key = _require(env.get(ELASTIC_KEY_ENV), f"the environment variable {ELASTIC_KEY_ENV}")
     client = ElasticBulkClient(url, spool=Spool(state_dir / "elastic-spool.sqlite"),
                                transport=transport, api_key=key,
-                               data_stream=args.elastic_data_stream)
+                               data_stream=args.elastic_data_stream, retry=retry)
     if args.install_templates:
         client.install_templates()
     return client

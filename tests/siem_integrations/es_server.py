@@ -8,7 +8,8 @@ streams (indices matching an installed template with ``data_stream``, or the bui
 template's ``ip``, ``long`` and ``date`` mappings (400 ``document_parsing_exception``).
 It also serves ``PUT _ilm/policy``, ``PUT _index_template`` and ``_delete_by_query`` with a
 ``term`` or ``range`` query, and rejects requests without the expected credential with 401
-``security_exception``.
+``security_exception``. ``proxy_bodies`` plays a proxy in front of Elasticsearch that
+responds to bulk requests with 200 and a body of its own, which indexes nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class EsState:
     reject_requests: int = 0
     # _id -> item status to answer once (429, 503 ...) before accepting it.
     reject_items_once: dict[str, int] = field(default_factory=dict)
+    # Raw 200 bodies sent in order in response to the next bulk requests, indexing nothing.
+    proxy_bodies: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -84,8 +87,11 @@ class _EsHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         with state.lock:
             state.requests.append({"method": method, "path": path, "body": raw})
-            status, payload = self._route(state, method, path, raw)
-        body = json.dumps(payload).encode()
+            if path == "/_bulk" and state.proxy_bodies:
+                status, body = 200, state.proxy_bodies.pop(0)
+            else:
+                status, payload = self._route(state, method, path, raw)
+                body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

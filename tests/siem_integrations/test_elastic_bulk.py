@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,10 @@ import pytest
 
 from siem_integrations.elastic_bulk import (DEFAULT_DATA_STREAM, ElasticBulkClient,
                                             load_bundled_json)
-from siem_integrations.errors import SiemAuthFailed
+from siem_integrations.errors import SiemAuthFailed, SiemResponseInvalid, TransportFailed
 from siem_integrations.retry import Backoff, RetryPolicy
 from siem_integrations.spool import Spool, SpooledDocument
-from siem_integrations.transport import RequestsTransport
+from siem_integrations.transport import HttpResponse, RequestsTransport
 from stix_mappings.indicator import build_fused_indicator
 from tests.siem_integrations.es_server import EsServer
 
@@ -149,15 +149,92 @@ def test_whole_request_429_retried_with_backoff(tmp_path: Path, server: EsServer
     assert 0.0 <= sleeps[1] <= 0.02
 
 
-def test_unreachable_keeps_documents_queued(tmp_path: Path) -> None:
+def test_unreachable_retried_then_spooled(tmp_path: Path) -> None:
     with EsServer(authorization=f"ApiKey {API_KEY}") as stopped:
         down_url = stopped.url
-    client = make_client(tmp_path, down_url)
+    sleeps: list[float] = []
+    client = make_client(tmp_path, down_url, sleeps=sleeps)
 
     result = client.write_indicators([indicator("203.0.113.9")])
 
     assert result.written == 0
     assert client.spool.queued_count() == 1
+    # Connection refused is retried with jittered delays, then the flush ends.
+    assert len(sleeps) == 2
+    assert 0.0 <= sleeps[0] <= 0.01
+    assert 0.0 <= sleeps[1] <= 0.02
+
+    with EsServer(authorization=f"ApiKey {API_KEY}") as server:
+        client.url = server.url
+        report = client.flush()
+
+    assert (report.delivered, report.queued) == (1, 0)
+
+
+class TimingOutTransport:
+    """A transport whose every request times out after ``timeout_secs`` of a fake clock."""
+
+    def __init__(self, clock: list[float], timeout_secs: float) -> None:
+        self.clock, self.timeout_secs = clock, timeout_secs
+        self.urls: list[str] = []
+
+    def __call__(self, method: str, url: str, *, headers: Mapping[str, str],
+                 body: bytes | None = None) -> HttpResponse:
+        self.urls.append(url)
+        self.clock[0] += self.timeout_secs
+        raise TransportFailed(url, "ReadTimeout")
+
+
+def test_unavailable_cluster_gives_up_within_budget(tmp_path: Path) -> None:
+    """Retries stop at max_elapsed_secs and the other batches wait for the next flush."""
+    now = [0.0]
+    transport = TimingOutTransport(now, timeout_secs=10.0)
+
+    def sleep(delay: float) -> None:
+        now[0] += delay
+
+    backoff = Backoff(RetryPolicy(max_attempts=10, base_delay_secs=1.0, max_elapsed_secs=15.0),
+                      rng=random.Random(5), sleep=sleep, clock=lambda: now[0])
+    client = ElasticBulkClient("https://es.example.org:9200", api_key=API_KEY,
+                               spool=Spool(tmp_path / "spool.sqlite"), transport=transport,
+                               backoff=backoff, max_batch_bytes=2048)
+
+    result = client.write_indicators([indicator(f"203.0.113.{n}") for n in range(1, 7)])
+
+    assert result.written == 0
+    assert client.spool.queued_count() == 6
+    assert transport.urls == ["https://es.example.org:9200/_bulk"] * 2
+    assert now[0] <= 15.0 + 10.0
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"<html><body>OK</body></html>", "not JSON"),
+    (b'["created"]', "no items list"),
+    (b'{"took": 3, "errors": false}', "no items list"),
+    (b'{"took": 3, "errors": false, "items": [{"create": {"status": 201}}]}',
+     "1 items for 2 actions"),
+    (b'{"took": 3, "errors": false, "items": [{"create": {"status": 201}}, '
+     b'{"create": {"_id": "x"}}]}', "item 1 has no integer status"),
+    (b'{"took": 3, "errors": false, "items": [{"create": {"status": 201}}, "created"]}',
+     "item 1 has no integer status"),
+])
+def test_malformed_bulk_response_keeps_batch(tmp_path: Path, server: EsServer, body: bytes,
+                                             reason: str) -> None:
+    client = make_client(tmp_path, server.url)
+    server.state.proxy_bodies.append(body)
+    indicators = [indicator("203.0.113.9"), indicator("203.0.113.10")]
+
+    with pytest.raises(SiemResponseInvalid) as excinfo:
+        client.write_indicators(indicators)
+    queued = client.spool.queued_count()
+    report = client.flush()
+
+    assert reason in excinfo.value.reason
+    assert (excinfo.value.status, excinfo.value.queued) == (200, 2)
+    assert "stay queued for the next flush" in str(excinfo.value)
+    assert queued == 2
+    assert (report.delivered, report.queued) == (2, 0)
+    assert len(stream_documents(server)) == 2
 
 
 def test_wrong_key_stops_without_logging_it(tmp_path: Path, server: EsServer,

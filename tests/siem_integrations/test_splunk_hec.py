@@ -442,6 +442,31 @@ def test_retry_policy_delay_bounds() -> None:
     assert max(delays) > 4.0
 
 
+def test_backoff_attempts_stop_at_elapsed_budget() -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(delay: float) -> None:
+        sleeps.append(delay)
+        now[0] += delay
+
+    backoff = Backoff(RetryPolicy(max_attempts=50, base_delay_secs=1.0, max_delay_secs=4.0,
+                                  max_elapsed_secs=10.0),
+                      rng=random.Random(2), sleep=sleep, clock=lambda: now[0])
+
+    attempts = list(backoff.attempts())
+
+    assert len(attempts) < 50
+    assert attempts == list(range(1, len(attempts) + 1))
+    assert now[0] <= 10.0
+    assert now[0] + 4.0 > 10.0
+
+
+def test_retry_policy_negative_elapsed_budget() -> None:
+    with pytest.raises(ValueError, match="max_elapsed_secs must be >= 0; got -1"):
+        RetryPolicy(max_elapsed_secs=-1)
+
+
 def test_retry_policy_invalid_attempts() -> None:
     with pytest.raises(ValueError, match="max_attempts must be >= 1; got 0"):
         RetryPolicy(max_attempts=0)

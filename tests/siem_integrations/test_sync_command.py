@@ -71,7 +71,7 @@ def test_sync_other_server_into_splunk_twice(tmp_path: Path, monkeypatch: pytest
     assert status == 0
     assert [(r["indicators"], r["written"]) for r in rounds] == [(2, 2), (0, 0)]
     assert [e["event"]["ip"] for e in splunk.state.events] == ["203.0.113.9", "203.0.113.10"]
-    # added_after is exclusive, so the second poll asks from just before the last date_added
+    # added_after is exclusive, so the second poll requests objects from just before the last date_added
     # and drops the object it already wrote there.
     assert taxii.state.queries[-1]["added_after"] == ["2024-06-03T02:00:01.999999Z"]
 
@@ -87,3 +87,33 @@ def test_sync_without_token_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert str(excinfo.value) == ("fti siem sync: the environment variable FTI_SPLUNK_HEC_TOKEN "
                                   "is required for this target")
     assert "FTI_SPLUNK_HEC_TOKEN" not in os.environ
+
+
+def test_sync_unavailable_elastic_spools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """With --retry-secs 0 an unavailable cluster costs one attempt; the document waits."""
+    monkeypatch.setenv("FTI_TAXII_PASSWORD", CREDENTIALS[1])
+    monkeypatch.setenv("FTI_ELASTIC_API_KEY", "ZXM6a2V5")
+    with EsServer(authorization="ApiKey ZXM6a2V5") as stopped:
+        down_url = stopped.url
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS) as taxii:
+        taxii.state.add(added(1), indicator("203.0.113.9"))
+
+        status = main(["siem", "sync", "--from", taxii.api_root, "--collection", COLLECTION,
+                       "--to", "elastic", "--user", CREDENTIALS[0], "--elastic-url", down_url,
+                       "--retry-secs", "0", "--state-dir", str(tmp_path / "state")])
+
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert status == 3
+    assert (summary["indicators"], summary["written"], summary["queued"]) == (1, 0, 1)
+
+
+def test_sync_negative_retry_secs_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FTI_ELASTIC_API_KEY", "ZXM6a2V5")
+
+    with pytest.raises(SystemExit) as excinfo:
+        main(["siem", "sync", "--from", "http://127.0.0.1:9/api/", "--collection", COLLECTION,
+              "--to", "elastic", "--elastic-url", "http://127.0.0.1:9", "--retry-secs", "-1",
+              "--state-dir", str(tmp_path / "state")])
+
+    assert str(excinfo.value) == "fti siem sync: --retry-secs must be >= 0; got -1.0"

@@ -1,7 +1,7 @@
 """Serve the agent's metrics over HTTP for Prometheus to scrape.
 
 The text is rendered by the agent's loop and handed over whole, so the server thread never
-reads counters the loop is changing. Only ``GET /metrics`` is answered. The address is
+reads counters the loop is changing. Only ``GET /metrics`` is served. The address is
 checked by the configuration loader: loopback unless ``metrics.allow_non_loopback`` is set.
 """
 

@@ -241,3 +241,21 @@ def test_cli_missing_file_exits_two(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "absent.yaml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_agent_live_settings_named_with_fix(tmp_path: Path) -> None:
+    """A boolean where start_at needs a word, and metrics on all interfaces, each name key and fix."""
+    base = ("site:\n  id: site-a\n  signing_key: site.key\nhub:\n  url: http://127.0.0.1:8443/taxii2/\n"
+            "  username: site-a\n  password_file: hub.password\nsources:\n  - type: zeek\n"
+            "    paths: [\"conn.log\"]\nstate_dir: state\n")
+    write(tmp_path, "start.yaml", base + "live:\n  start_at: no\n")
+    write(tmp_path, "metrics.yaml", base + "metrics:\n  address: 0.0.0.0\n")
+
+    start = run_check("start.yaml", cwd=tmp_path)
+    metrics = run_check("metrics.yaml", cwd=tmp_path)
+
+    assert start.returncode == 1
+    assert "start.yaml:13: live.start_at = False: expected a string; put the value in quotes" in start.stderr
+    assert metrics.returncode == 1
+    assert "metrics.yaml:13: metrics.address = '0.0.0.0': is not a loopback address" in metrics.stderr
+    assert "set metrics.allow_non_loopback: true" in metrics.stderr

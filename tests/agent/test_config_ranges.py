@@ -50,6 +50,18 @@ CASES = [
     ("privacy", "score_share", float("nan"), "add up to 1"),
     ("privacy", "delta_per_round", 5e-3, "privacy.budget_delta"),
     ("privacy", "epsilon_per_round", 10.0, "privacy.budget_epsilon"),
+    ("live", "poll_interval_secs", 0.0, "> 0 and at most 60"),
+    ("live", "poll_interval_secs", float("inf"), "> 0 and at most 60"),
+    ("live", "round_grace_secs", -1, "[0, 3600]"),
+    ("live", "start_at", "middle", "choose one of beginning, end"),
+    ("live", "restart_horizon_rounds", 0, ">= 1"),
+    ("live", "commit_interval_secs", 0.0, "> 0"),
+    ("live", "rotate_wait_secs", -1.0, ">= 0"),
+    ("outbox", "max_summaries", 0, "[1, 100000]"),
+    ("metrics", "address", "localhost", "IP address"),
+    ("metrics", "address", "0.0.0.0", "metrics.allow_non_loopback: true"),
+    ("metrics", "address", "192.0.2.7", "not a loopback address"),
+    ("metrics", "port", 70000, "[0, 65535]"),
 ]
 
 
@@ -92,3 +104,23 @@ def test_missing_password_file_names_the_key(tmp_path: Path) -> None:
     assert excinfo.value.key == "hub.password_file"
     assert "missing.password" in str(excinfo.value)
     assert "No such file" in str(excinfo.value)
+
+
+def test_live_defaults_apply_without_sections(tmp_path: Path) -> None:
+    config = load_agent_config(write(tmp_path, "site", "id", "site-a"))
+
+    assert (config.live.poll_interval_secs, config.live.round_grace_secs) == (1.0, 300)
+    assert (config.live.start_at, config.live.restart_horizon_rounds) == ("beginning", 24)
+    assert config.outbox.max_summaries == 168
+    assert (config.metrics.enabled, config.metrics.address, config.metrics.port) == (True, "127.0.0.1", 9477)
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::"])
+def test_non_loopback_metrics_allowed_when_explicit(tmp_path: Path, address: str) -> None:
+    path = write(tmp_path, "metrics", "address", address)
+    text = path.read_text(encoding="utf-8").replace("metrics:\n", "metrics:\n  allow_non_loopback: true\n")
+    path.write_text(text, encoding="utf-8")
+
+    config = load_agent_config(path)
+
+    assert config.metrics.address == address

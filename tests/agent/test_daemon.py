@@ -24,6 +24,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.config import load_agent_config
+from agent.daemon import changed_settings
 from fusion_hub.config import HubConfig, RoundSettings, ServerSettings, StorageSettings
 from fusion_hub.server import HubServer
 from privacy.signing import generate_signing_key
@@ -187,3 +189,15 @@ def test_agent_service_sends_reloads_and_stops(tmp_path: Path, hub: HubServer,
         snapshot = json.loads(db.execute("SELECT value FROM checkpoints WHERE name = 'live'").fetchone()[0])
     assert statuses == {START: "sent", START + ROUND_SECONDS: "sent"}
     assert snapshot["tail"]
+
+
+def test_changed_settings_lists_dotted_keys(tmp_path: Path) -> None:
+    write_config(tmp_path, "http://127.0.0.1:9/taxii2/", metrics_port=0)
+    (tmp_path / "hub.password").write_text("secret")
+    old = load_agent_config(tmp_path / "agent.yaml")
+    write_config(tmp_path, "http://127.0.0.1:9/taxii2/", metrics_port=0, round_grace_secs=60, start_at="end")
+    new = load_agent_config(tmp_path / "agent.yaml")
+
+    changes = changed_settings(old, new)
+
+    assert changes == {"live.round_grace_secs": (30, 60), "live.start_at": ("beginning", "end")}

@@ -39,6 +39,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -135,11 +136,20 @@ class Intake:
         request_time = self._clock()
         results: list[ObjectResult] = []
         new_rounds: set[datetime] = set()
-        for index, raw in enumerate(objects):
-            result, round_start = self._add_one(collection, principal, raw, index, request_time)
-            results.append(result)
-            if round_start is not None:
-                new_rounds.add(round_start)
+
+        # One commit (and disk flush) per envelope instead of one per object. Summaries keep
+        # a transaction each: on PostgreSQL each one locks its round's row, and holding
+        # several round locks at once could deadlock against another site's envelope. So do
+        # secure-mode messages, which may advance a secure round as they arrive.
+        per_object = collection == "summaries" or self.secure is not None
+        batch = nullcontext() if per_object else self.storage.transaction()
+        with batch:
+            for index, raw in enumerate(objects):
+                result, round_start = self._add_one(collection, principal, raw, index,
+                                                    request_time)
+                results.append(result)
+                if round_start is not None:
+                    new_rounds.add(round_start)
 
         self._count_and_log(collection, principal, results)
 

@@ -125,6 +125,9 @@ INSERT INTO collection_clocks (collection_id, last_date_added_us)
     ON CONFLICT (collection_id) DO NOTHING
 """
 
+BULK_OBJECT_COLUMNS = (
+    "collection_id, id, version_us, date_added_us, spec_version, type, raw, content_sha256, owner"
+)
 _OBJECT_COLUMNS = "collection_id, id, type, spec_version, version_us, date_added_us, raw, owner"
 _CREDENTIAL_COLUMNS = (
     "name, kind, password_hash, created_us, revoked_us, public_key_b64, read_collections, "
@@ -263,13 +266,15 @@ class SQLStorage(HubStorage):
                      obj.owner)
                     for offset, obj in enumerate(members)
                 ]
-                self._executemany(
-                    "INSERT INTO objects (collection_id, id, version_us, date_added_us, "
-                    "spec_version, type, raw, content_sha256, owner) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                self._bulk_insert_objects(rows)
         return len(objects)
+
+    def _bulk_insert_objects(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows of the ``objects`` table, columns in ``BULK_OBJECT_COLUMNS`` order."""
+        self._executemany(
+            f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
     def add_summary(
         self, obj: NewObject, *, site_id: str, round_start_us: int, received_us: int
@@ -564,19 +569,22 @@ def object_filters(query: ObjectQuery) -> tuple[list[str], list[Any]]:
         params.extend(query.ids)
 
     # match[version]: "first" and "last" are the oldest and newest versions of each object
-    # among all of its versions in the collection, before added_after is applied.
+    # among all of its versions in the collection, before added_after is applied. They are
+    # written as NOT EXISTS so that PostgreSQL plans an anti-join that walks the date_added
+    # index and stops at the page's end; with MAX() it underestimated the matching rows and
+    # sorted the whole collection for every first page.
     versions = query.versions
     if not versions.all:
         alternatives: list[str] = []
         inner = " AND ".join(["v.collection_id = o.collection_id", "v.id = o.id",
                               *(clause.format(t="v") for clause in scope)])
         if versions.last:
-            alternatives.append(f"o.version_us = (SELECT MAX(v.version_us) FROM objects v "
-                                f"WHERE {inner})")
+            alternatives.append(f"NOT EXISTS (SELECT 1 FROM objects v WHERE {inner} "
+                                "AND v.version_us > o.version_us)")
             params.extend(scope_params)
         if versions.first:
-            alternatives.append(f"o.version_us = (SELECT MIN(v.version_us) FROM objects v "
-                                f"WHERE {inner})")
+            alternatives.append(f"NOT EXISTS (SELECT 1 FROM objects v WHERE {inner} "
+                                "AND v.version_us < o.version_us)")
             params.extend(scope_params)
         if versions.exact_us:
             alternatives.append(f"o.version_us IN ({_marks(versions.exact_us)})")

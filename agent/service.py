@@ -270,13 +270,17 @@ class Agent:
             site=config.site.id,
             round_start=_utc(release.round_start),
             round_end=_utc(release.round_end),
-            detector={"family": "network", "name": config.detector.name,
-                      "version": CalibratedDetector(config.detector.name).version},
-            feature_schema_version=FEATURE_SCHEMA_VERSION,
-            score_histogram={"bin_edges": list(BIN_EDGES), "noised_counts": list(release.histogram)},
-            noised_window_count=release.noised_window_count,
+            families=[{
+                "family": "network",
+                "detector": {"name": config.detector.name,
+                             "version": CalibratedDetector(config.detector.name).version},
+                "feature_schema_version": FEATURE_SCHEMA_VERSION,
+                "score_histogram": {"bin_edges": list(BIN_EDGES), "noised_counts": list(release.histogram)},
+                "noised_window_count": release.noised_window_count,
+            }],
             evidence=[
                 {
+                    "family": "network",
                     "observable_type": e.observable_type,
                     "value": e.value,
                     "noised_entity_count": e.noised_unit_count,

@@ -28,7 +28,7 @@ COLLECTIONS = ("summaries", "fused-indicators", "feedback", "keys")
 # validator's strictest custom-prefix check (101) as well as its extensions check.
 SUMMARY_TYPE = "x-fti-round-summary"
 
-# extension-definition of the round summary (extension_types ["new-sdo"]), version 1.0.0.
+# extension-definition of the round summary (extension_types ["new-sdo"]), version 2.0.0.
 SUMMARY_EXTENSION_ID = "extension-definition--a45ba354-d240-4548-8651-a7578acf97da"
 
 # extension-definition of the fusion details on indicators (["property-extension"]), 1.0.0.

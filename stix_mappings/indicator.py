@@ -73,6 +73,12 @@ PROTOCOL_OBJECTS_CREATED = "2026-12-04T00:00:00.000Z"
 
 PROTOCOL_VERSION = "1.0.0"
 
+# Version 2.0.0 of the round summary replaced the single detector by one section per
+# detector family. Its definition keeps its id, so a new version of the same object
+# (STIX 2.1 section 3.6) announces the change to consumers that track it.
+SUMMARY_PROTOCOL_VERSION = "2.0.0"
+SUMMARY_PROTOCOL_MODIFIED = "2026-12-05T00:00:00.000Z"
+
 
 def tlp_name_of(marking_id: str) -> str | None:
     """Return "WHITE", "GREEN", "AMBER" or "RED" for a TLP 1.0 marking id, else None."""
@@ -116,6 +122,8 @@ def _extension_definition(
     description: str,
     schema_name: str,
     extension_type: str,
+    version: str = PROTOCOL_VERSION,
+    modified: str = PROTOCOL_OBJECTS_CREATED,
 ) -> dict[str, Any]:
     # Keys in stix2's property order, so a parsed copy serializes to the same text.
     return {
@@ -124,15 +132,15 @@ def _extension_definition(
         "id": definition_id,
         "created_by_ref": created_by_ref,
         "created": PROTOCOL_OBJECTS_CREATED,
-        "modified": PROTOCOL_OBJECTS_CREATED,
+        "modified": modified,
         "name": name,
         "description": description,
         "schema": (
-            f"JSON Schema draft 2020-12 urn:fti:schema:{schema_name}:{PROTOCOL_VERSION}, shipped in "
+            f"JSON Schema draft 2020-12 urn:fti:schema:{schema_name}:{version}, shipped in "
             f"the fti distribution as stix_mappings/schemas/{schema_name}.json and described in "
             "docs/protocol.md."
         ),
-        "version": PROTOCOL_VERSION,
+        "version": version,
         "extension_types": [extension_type],
     }
 
@@ -150,7 +158,7 @@ def extension_definitions(created_by_ref: str) -> list[dict[str, Any]]:
     list of dict
         The "new-sdo" definition of ``x-fti-round-summary`` (SUMMARY_EXTENSION_ID),
         then the "property-extension" definition of the fusion details
-        (FUSION_EXTENSION_ID), both version 1.0.0.
+        (FUSION_EXTENSION_ID), versions 2.0.0 and 1.0.0.
     """
     summary_definition = _extension_definition(
         SUMMARY_EXTENSION_ID,
@@ -158,12 +166,15 @@ def extension_definitions(created_by_ref: str) -> list[dict[str, Any]]:
         name="fti round summary",
         description=(
             "New SDO x-fti-round-summary: one site's differentially private anomaly summary "
-            "for one round (noised score histogram, noised window count, evidence released "
-            "by DP partition selection, privacy parameters), signed with Ed25519 over the "
-            "RFC 8785 canonical JSON of the object without its signature property."
+            "for one round (per detector family: noised score histogram and noised window "
+            "count; evidence released by DP partition selection; privacy parameters), signed "
+            "with Ed25519 over the RFC 8785 canonical JSON of the object without its signature "
+            "property."
         ),
         schema_name="round-summary",
         extension_type="new-sdo",
+        version=SUMMARY_PROTOCOL_VERSION,
+        modified=SUMMARY_PROTOCOL_MODIFIED,
     )
     fusion_definition = _extension_definition(
         FUSION_EXTENSION_ID,

@@ -6,7 +6,12 @@ extension-definition :data:`SUMMARY_EXTENSION_ID` with ``extension_types: ["new-
 without checking any property, even with ``allow_custom=False``, so the checks live
 here: the JSON schema ``schemas/round-summary.json`` first, then the rules a schema
 cannot express (round_end after round_start, the deterministic id, first_seen before
-last_seen, evidence above the partition threshold, no internal addresses).
+last_seen, evidence above the partition threshold, evidence of a listed family, no
+internal addresses or names).
+
+Version 2.0.0 of the extension carries one section per detector family (network,
+authentication, process): each with its detector, feature schema version, noised score
+histogram and noised window count. Evidence items name the family that released them.
 
 Nothing is registered with stix2 (no ``@CustomObject``), because stix2's registry
 is process-wide.
@@ -26,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from stix_mappings.errors import PatternRejected, SummaryInvalid, TimestampInvalid
 from stix_mappings.ids import SUMMARY_EXTENSION_ID, SUMMARY_TYPE, site_identity_id, summary_id
@@ -37,8 +43,10 @@ __all__ = [
     "HISTOGRAM_BINS",
     "SUMMARY_EXTENSION_ID",
     "SUMMARY_TYPE",
+    "FAMILIES",
     "Detector",
     "Evidence",
+    "FamilySummary",
     "PrivacyParameters",
     "RoundSummary",
     "ScoreHistogram",
@@ -51,6 +59,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HISTOGRAM_BINS = 10
+
+# Detector families, in the order a summary lists them: one per kind of telemetry.
+FAMILIES = ("network", "authentication", "process")
 
 # Internal ranges that must never appear as evidence: RFC 1918, RFC 6598 shared
 # address space, loopback, link-local, "this network", and the IPv6 equivalents
@@ -74,6 +85,11 @@ INTERNAL_NETWORKS = tuple(
 )
 INTERNAL_DOMAIN_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
+# Observable types evidence may carry: the network types, TLS and certificate fingerprints,
+# and file hashes (see stix_mappings.patterns for their STIX patterns).
+EVIDENCE_OBSERVABLE_TYPES = NETWORK_OBSERVABLE_TYPES + ("ja3", "ja3s", "x509-sha1", "x509-sha256", "md5", "sha1",
+                                                     "sha256")
+
 # The ledger composes epsilon in floating point; allow for its rounding when
 # comparing what a site reports as spent against its budget.
 _BUDGET_TOLERANCE = 1e-9
@@ -81,9 +97,8 @@ _BUDGET_TOLERANCE = 1e-9
 
 @dataclass(frozen=True, slots=True)
 class Detector:
-    """Detector that scored the windows: family ("network"), name and version."""
+    """Detector that scored one family's windows: name and version."""
 
-    family: str
     name: str
     version: str
 
@@ -97,9 +112,21 @@ class ScoreHistogram:
 
 
 @dataclass(frozen=True, slots=True)
+class FamilySummary:
+    """One detector family's section: detector, feature schema, noised histogram and window count."""
+
+    family: str
+    detector: Detector
+    feature_schema_version: str
+    score_histogram: ScoreHistogram
+    noised_window_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """One observable released by DP partition selection, with its noised statistics."""
 
+    family: str
     observable_type: str
     value: str
     noised_entity_count: int
@@ -144,10 +171,7 @@ class RoundSummary:
     site: str
     round_start: datetime
     round_end: datetime
-    detector: Detector
-    feature_schema_version: str
-    score_histogram: ScoreHistogram
-    noised_window_count: int
+    families: tuple[FamilySummary, ...]
     evidence: tuple[Evidence, ...]
     privacy: PrivacyParameters
     signature: Signature | None
@@ -184,10 +208,7 @@ def build_summary(
     site: str,
     round_start: datetime,
     round_end: datetime,
-    detector: Mapping[str, Any] | Detector,
-    feature_schema_version: str,
-    score_histogram: Mapping[str, Any] | ScoreHistogram,
-    noised_window_count: int,
+    families: Sequence[Mapping[str, Any] | FamilySummary],
     evidence: Sequence[Mapping[str, Any] | Evidence],
     privacy: Mapping[str, Any] | PrivacyParameters,
     created: datetime | None = None,
@@ -200,22 +221,19 @@ def build_summary(
         The site id (1 to 128 letters, digits, '.', '_' or '-').
     round_start, round_end : datetime
         Aware datetimes; written with millisecond precision.
-    detector : mapping or Detector
-        ``family`` ("network"), ``name`` ("iforest", "ecod" or "hbos"), ``version``.
-    feature_schema_version : str
-        Version of the feature vector the detector scored.
-    score_histogram : mapping or ScoreHistogram
-        ``bin_edges`` (11 increasing numbers from 0.0 to 1.0) and ``noised_counts``
-        (10 integers).
-    noised_window_count : int
-        DP-noised number of windows scored in the round.
+    families : sequence of mappings or FamilySummary
+        One section per detector family (see FAMILIES): ``family``, ``detector``
+        (``name`` "iforest", "ecod" or "hbos", and ``version``),
+        ``feature_schema_version``, ``score_histogram`` (``bin_edges``, 11 increasing
+        numbers from 0.0 to 1.0, and ``noised_counts``, 10 integers) and
+        ``noised_window_count``. Written in the order of FAMILIES.
     evidence : sequence of mappings or Evidence
-        Released observables with ``observable_type``, ``value``,
+        Released observables with ``family``, ``observable_type``, ``value``,
         ``noised_entity_count`` (>= privacy.partition_threshold),
         ``noised_mean_score`` in [0, 1], ``first_seen`` and ``last_seen`` (datetimes
         or STIX timestamps). Values are written in canonical form (lower-case domain,
-        compressed IPv6) and the list is sorted by (observable_type, value), so equal
-        inputs give equal bytes whatever order the caller used.
+        compressed IPv6) and the list is sorted by (family, observable_type, value), so
+        equal inputs give equal bytes whatever order the caller used.
     privacy : mapping or PrivacyParameters
         The ten privacy properties (see docs/protocol.md).
     created : datetime, optional
@@ -239,11 +257,8 @@ def build_summary(
     end_text = format_timestamp(round_end, "round_end")
     created_text = format_timestamp(created, "created") if created is not None else end_text
 
-    histogram = _as_dict(score_histogram, "score_histogram")
-    histogram = {
-        "bin_edges": [_float_or_keep(edge) for edge in histogram.get("bin_edges", [])],
-        "noised_counts": list(histogram.get("noised_counts", [])),
-    }
+    sections = [_family_fields(family, index) for index, family in enumerate(families)]
+    sections.sort(key=lambda fields: _family_order(fields.get("family")))
     privacy_fields = _as_dict(privacy, "privacy")
     for name in ("epsilon", "delta", "epsilon_spent_in_period", "epsilon_budget"):
         if name in privacy_fields:
@@ -264,7 +279,8 @@ def build_summary(
         except (KeyError, PatternRejected):
             pass  # reported by validate_summary below
         items.append(fields)
-    items.sort(key=lambda fields: (str(fields.get("observable_type")), str(fields.get("value"))))
+    items.sort(key=lambda fields: (_family_order(fields.get("family")), str(fields.get("observable_type")),
+                                   str(fields.get("value"))))
 
     summary: dict[str, Any] = {
         "type": SUMMARY_TYPE,
@@ -277,10 +293,7 @@ def build_summary(
         "site": site,
         "round_start": start_text,
         "round_end": end_text,
-        "detector": _as_dict(detector, "detector"),
-        "feature_schema_version": feature_schema_version,
-        "score_histogram": histogram,
-        "noised_window_count": noised_window_count,
+        "families": sections,
         "evidence": items,
         "privacy": privacy_fields,
     }
@@ -289,6 +302,23 @@ def build_summary(
     if errors:
         raise SummaryInvalid(summary["id"], errors)
     return summary
+
+
+def _family_order(family: object) -> tuple[int, str]:
+    return (FAMILIES.index(family), "") if family in FAMILIES else (len(FAMILIES), str(family))
+
+
+def _family_fields(family: Mapping[str, Any] | FamilySummary, index: int) -> dict[str, Any]:
+    fields = _as_dict(family, f"families[{index}]")
+    if "detector" in fields:
+        fields["detector"] = _as_dict(fields["detector"], f"families[{index}].detector")
+    if "score_histogram" in fields:
+        histogram = _as_dict(fields["score_histogram"], f"families[{index}].score_histogram")
+        fields["score_histogram"] = {
+            "bin_edges": [_float_or_keep(edge) for edge in histogram.get("bin_edges", [])],
+            "noised_counts": list(histogram.get("noised_counts", [])),
+        }
+    return fields
 
 
 def _parsed_time(obj: Mapping[str, Any], name: str, label: str, errors: list[str]) -> datetime | None:
@@ -322,6 +352,14 @@ def _internal_reason(observable_type: str, value: str) -> str | None:
         domain = value.lower().rstrip(".")
         if domain == "localhost" or domain.endswith(INTERNAL_DOMAIN_SUFFIXES):
             return "is an internal name"
+    if observable_type == "url":
+        # A URL on an internal host names that host as surely as the host itself would.
+        host = urlsplit(value).hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return _internal_reason("domain-name", host) if host else None
+        return _internal_reason(f"ipv{address.version}-addr", str(address))
     return None
 
 
@@ -343,18 +381,33 @@ def _check_identity(obj: Mapping[str, Any], round_start: datetime | None, errors
             )
 
 
-def _check_histogram(obj: Mapping[str, Any], errors: list[str]) -> None:
-    histogram = obj.get("score_histogram")
-    if not isinstance(histogram, Mapping):
+def _check_families(obj: Mapping[str, Any], errors: list[str]) -> None:
+    families = obj.get("families")
+    if not isinstance(families, list):
         return
-    edges = histogram.get("bin_edges")
-    if isinstance(edges, list) and len(edges) == HISTOGRAM_BINS + 1 and all(map(_is_number, edges)):
-        increasing = all(low < high for low, high in zip(edges, edges[1:]))
-        if edges[0] != 0 or edges[-1] != 1 or not increasing:
-            errors.append(
-                "score_histogram.bin_edges must increase strictly from 0.0 to 1.0; "
-                f"got {show_value(edges)}"
-            )
+    seen: dict[str, int] = {}
+    for index, section in enumerate(families):
+        if not isinstance(section, Mapping):
+            continue
+        name = section.get("family")
+        if isinstance(name, str):
+            # One section per family: two would let a site split a family's windows and
+            # charge each part a share of epsilon meant for the whole.
+            if name in seen:
+                errors.append(f"families[{index}] repeats family {name!r} from families[{seen[name]}]")
+            else:
+                seen[name] = index
+        histogram = section.get("score_histogram")
+        if not isinstance(histogram, Mapping):
+            continue
+        edges = histogram.get("bin_edges")
+        if isinstance(edges, list) and len(edges) == HISTOGRAM_BINS + 1 and all(map(_is_number, edges)):
+            increasing = all(low < high for low, high in zip(edges, edges[1:]))
+            if edges[0] != 0 or edges[-1] != 1 or not increasing:
+                errors.append(
+                    f"families[{index}].score_histogram.bin_edges must increase strictly from 0.0 to 1.0; "
+                    f"got {show_value(edges)}"
+                )
 
 
 def _check_privacy(privacy: object, errors: list[str]) -> None:
@@ -376,7 +429,11 @@ def _check_evidence(obj: Mapping[str, Any], errors: list[str]) -> None:
         return
     privacy = obj.get("privacy")
     threshold = privacy.get("partition_threshold") if isinstance(privacy, Mapping) else None
-    seen: dict[tuple[str, str], int] = {}
+    families = obj.get("families")
+    listed = None
+    if isinstance(families, list):
+        listed = {f["family"] for f in families if isinstance(f, Mapping) and isinstance(f.get("family"), str)}
+    seen: dict[tuple[str, str, str], int] = {}
 
     for index, item in enumerate(evidence):
         if not isinstance(item, Mapping):
@@ -400,8 +457,12 @@ def _check_evidence(obj: Mapping[str, Any], errors: list[str]) -> None:
                 f"({threshold}); got {count}"
             )
 
+        family = item.get("family")
+        if listed is not None and isinstance(family, str) and family in FAMILIES and family not in listed:
+            errors.append(f"{label}.family {family!r} has no section in families; list it there or drop the item")
+
         kind, value = item.get("observable_type"), item.get("value")
-        if kind not in NETWORK_OBSERVABLE_TYPES or not isinstance(value, str) or not value:
+        if kind not in EVIDENCE_OBSERVABLE_TYPES or not isinstance(value, str) or not value:
             continue
         try:
             canonical = normalize_value(kind, value, allow_cidr=False)
@@ -413,9 +474,9 @@ def _check_evidence(obj: Mapping[str, Any], errors: list[str]) -> None:
         internal = _internal_reason(kind, canonical)
         if internal:
             errors.append(f"{label}.value {internal}; internal observables must never leave the site")
-        key = (kind, canonical)
+        key = (str(family), kind, canonical)
         if key in seen:
-            errors.append(f"{label} repeats {kind} {canonical} from evidence[{seen[key]}]")
+            errors.append(f"{label} repeats {family} {kind} {canonical} from evidence[{seen[key]}]")
         else:
             seen[key] = index
 
@@ -468,7 +529,7 @@ def validate_summary(obj: dict[str, Any]) -> list[str]:
         )
 
     _check_identity(obj, start, errors)
-    _check_histogram(obj, errors)
+    _check_families(obj, errors)
     _check_privacy(obj.get("privacy"), errors)
     _check_evidence(obj, errors)
     return errors
@@ -487,7 +548,6 @@ def parse_summary(obj: dict[str, Any]) -> RoundSummary:
         object_id = obj.get("id", "") if isinstance(obj, Mapping) else ""
         raise SummaryInvalid(object_id if isinstance(object_id, str) else "", errors)
 
-    histogram = obj["score_histogram"]
     privacy = obj["privacy"]
     signature = obj.get("signature")
     return RoundSummary(
@@ -498,15 +558,22 @@ def parse_summary(obj: dict[str, Any]) -> RoundSummary:
         site=obj["site"],
         round_start=parse_timestamp(obj["round_start"], "round_start"),
         round_end=parse_timestamp(obj["round_end"], "round_end"),
-        detector=Detector(**obj["detector"]),
-        feature_schema_version=obj["feature_schema_version"],
-        score_histogram=ScoreHistogram(
-            bin_edges=tuple(float(edge) for edge in histogram["bin_edges"]),
-            noised_counts=tuple(histogram["noised_counts"]),
+        families=tuple(
+            FamilySummary(
+                family=section["family"],
+                detector=Detector(**section["detector"]),
+                feature_schema_version=section["feature_schema_version"],
+                score_histogram=ScoreHistogram(
+                    bin_edges=tuple(float(edge) for edge in section["score_histogram"]["bin_edges"]),
+                    noised_counts=tuple(section["score_histogram"]["noised_counts"]),
+                ),
+                noised_window_count=section["noised_window_count"],
+            )
+            for section in obj["families"]
         ),
-        noised_window_count=obj["noised_window_count"],
         evidence=tuple(
             Evidence(
+                family=item["family"],
                 observable_type=item["observable_type"],
                 value=item["value"],
                 noised_entity_count=item["noised_entity_count"],

@@ -137,7 +137,7 @@ def unsigned_summary(
     """Build a valid, unsigned round summary with stix_mappings.summary.build_summary."""
     adjusted = []
     for item in items:
-        shifted = dict(item)
+        shifted = {"family": "network", **item}
         offset = round_start - ROUND_START
         shifted["first_seen"] = item["first_seen"] + offset
         shifted["last_seen"] = item["last_seen"] + offset
@@ -145,11 +145,12 @@ def unsigned_summary(
     return build_summary(
         site=site_id, round_start=round_start,
         round_end=round_start + timedelta(seconds=ROUND_SECONDS),
-        detector={"family": "network", "name": "iforest", "version": "1.0"},
-        feature_schema_version="1",
-        score_histogram={"bin_edges": [i / 10 for i in range(11)],
-                         "noised_counts": [4, 4, 4, 4, 4, 4, 4, 4, 4, 4]},
-        noised_window_count=window_count, evidence=adjusted,
+        families=[{"family": "network", "detector": {"name": "iforest", "version": "1.0"},
+                   "feature_schema_version": "1",
+                   "score_histogram": {"bin_edges": [i / 10 for i in range(11)],
+                                       "noised_counts": [4, 4, 4, 4, 4, 4, 4, 4, 4, 4]},
+                   "noised_window_count": window_count}],
+        evidence=adjusted,
         privacy={"unit": "entity", "mechanism": "discrete-laplace", "epsilon": 1.0,
                  "delta": 1e-6, "partition_threshold": 3, "max_observables_per_entity": 5,
                  "max_windows_per_entity": 5, "epsilon_spent_in_period": 1.0,

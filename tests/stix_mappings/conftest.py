@@ -21,15 +21,21 @@ def make_summary_fields() -> dict[str, Any]:
         "site": "site-a",
         "round_start": ROUND_START,
         "round_end": ROUND_END,
-        "detector": {"family": "network", "name": "iforest", "version": "1.4.2"},
-        "feature_schema_version": "1",
-        "score_histogram": {
-            "bin_edges": [i / 10 for i in range(11)],
-            "noised_counts": [40, 22, 13, 9, 5, 2, 0, -1, 3, 4],
-        },
-        "noised_window_count": 97,
+        "families": [
+            {
+                "family": "network",
+                "detector": {"name": "iforest", "version": "1.4.2"},
+                "feature_schema_version": "1",
+                "score_histogram": {
+                    "bin_edges": [i / 10 for i in range(11)],
+                    "noised_counts": [40, 22, 13, 9, 5, 2, 0, -1, 3, 4],
+                },
+                "noised_window_count": 97,
+            },
+        ],
         "evidence": [
             {
+                "family": "network",
                 "observable_type": "ipv4-addr",
                 "value": "203.0.113.5",
                 "noised_entity_count": 6,
@@ -38,6 +44,7 @@ def make_summary_fields() -> dict[str, Any]:
                 "last_seen": ROUND_START + timedelta(minutes=4),
             },
             {
+                "family": "network",
                 "observable_type": "domain-name",
                 "value": "Login.Example.ORG",
                 "noised_entity_count": 5,

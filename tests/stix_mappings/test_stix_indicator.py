@@ -262,7 +262,7 @@ def test_extension_definitions_ids_types_and_parse(hub: dict[str, Any]) -> None:
     definitions = extension_definitions(hub["id"])
 
     assert [(d["id"], d["extension_types"], d["version"]) for d in definitions] == [
-        (SUMMARY_EXTENSION_ID, ["new-sdo"], "1.0.0"),
+        (SUMMARY_EXTENSION_ID, ["new-sdo"], "2.0.0"),
         (FUSION_EXTENSION_ID, ["property-extension"], "1.0.0"),
     ]
     for definition in definitions:

@@ -18,6 +18,8 @@ from stix_mappings.schema_validation import load_schema
 from stix_mappings.summary import (
     Detector,
     Evidence,
+    FamilySummary,
+    ScoreHistogram,
     build_summary,
     parse_summary,
     validate_summary,
@@ -34,15 +36,21 @@ EXPECTED_SUMMARY: dict[str, Any] = {
     "site": "site-a",
     "round_start": "2024-05-01T10:00:00.000Z",
     "round_end": "2024-05-01T10:05:00.000Z",
-    "detector": {"family": "network", "name": "iforest", "version": "1.4.2"},
-    "feature_schema_version": "1",
-    "score_histogram": {
-        "bin_edges": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-        "noised_counts": [40, 22, 13, 9, 5, 2, 0, -1, 3, 4],
-    },
-    "noised_window_count": 97,
+    "families": [
+        {
+            "family": "network",
+            "detector": {"name": "iforest", "version": "1.4.2"},
+            "feature_schema_version": "1",
+            "score_histogram": {
+                "bin_edges": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+                "noised_counts": [40, 22, 13, 9, 5, 2, 0, -1, 3, 4],
+            },
+            "noised_window_count": 97,
+        },
+    ],
     "evidence": [
         {
+            "family": "network",
             "observable_type": "domain-name",
             "value": "login.example.org",
             "noised_entity_count": 5,
@@ -51,6 +59,7 @@ EXPECTED_SUMMARY: dict[str, Any] = {
             "last_seen": "2024-05-01T10:05:00.000Z",
         },
         {
+            "family": "network",
             "observable_type": "ipv4-addr",
             "value": "203.0.113.5",
             "noised_entity_count": 6,
@@ -88,10 +97,13 @@ def test_build_summary_accepts_dataclasses(summary_fields: dict[str, Any]) -> No
     start = summary_fields["round_start"]
     fields = dict(
         summary_fields,
-        detector=Detector(family="network", name="iforest", version="1.4.2"),
+        families=[FamilySummary("network", Detector(name="iforest", version="1.4.2"), "1",
+                                ScoreHistogram(tuple(i / 10 for i in range(11)), (40, 22, 13, 9, 5, 2, 0, -1, 3, 4)),
+                                97)],
         evidence=[
-            Evidence("ipv4-addr", "203.0.113.5", 6, 0.91, start + timedelta(minutes=1), start + timedelta(minutes=4)),
-            Evidence("domain-name", "login.example.org", 5, 0.75, start, start + timedelta(minutes=5)),
+            Evidence("network", "ipv4-addr", "203.0.113.5", 6, 0.91, start + timedelta(minutes=1),
+                     start + timedelta(minutes=4)),
+            Evidence("network", "domain-name", "login.example.org", 5, 0.75, start, start + timedelta(minutes=5)),
         ],
     )
 
@@ -153,12 +165,16 @@ def _duplicate_first_evidence(summary: dict[str, Any]) -> None:
     summary["evidence"].append(copy.deepcopy(summary["evidence"][0]))
 
 
+def _duplicate_first_family(summary: dict[str, Any]) -> None:
+    summary["families"].append(copy.deepcopy(summary["families"][0]))
+
+
 def _reverse_bin_edges(summary: dict[str, Any]) -> None:
-    summary["score_histogram"]["bin_edges"].reverse()
+    summary["families"][0]["score_histogram"]["bin_edges"].reverse()
 
 
 def _drop_last_count(summary: dict[str, Any]) -> None:
-    summary["score_histogram"]["noised_counts"].pop()
+    summary["families"][0]["score_histogram"]["noised_counts"].pop()
 
 
 INVALID_CASES: list[tuple[str, list[Callable[[dict[str, Any]], None]], list[str]]] = [
@@ -174,8 +190,10 @@ INVALID_CASES: list[tuple[str, list[Callable[[dict[str, Any]], None]], list[str]
     ("missing spec_version", [_drop("spec_version")], ["spec_version required (STIX 2.1)"]),
     ("missing privacy", [_drop("privacy")], ["privacy is required"]),
     ("custom property", [_set("x_extra", 1)], ["x_extra is not an allowed property"]),
-    ("count written as float", [_set("noised_window_count", 97.0)], ["noised_window_count must be an integer; got 97.0"]),
-    ("boolean count", [_set("noised_window_count", True)], ["noised_window_count must be an integer; got true"]),
+    ("count written as float", [_set("families.0.noised_window_count", 97.0)],
+     ["families[0].noised_window_count must be an integer; got 97.0"]),
+    ("boolean count", [_set("families.0.noised_window_count", True)],
+     ["families[0].noised_window_count must be an integer; got true"]),
     ("NaN epsilon", [_set("privacy.epsilon", float("nan"))], ["privacy.epsilon must be a finite number; got nan"]),
     ("delta of one", [_set("privacy.delta", 1)], ["privacy.delta must be < 1; got 1"]),
     (
@@ -185,8 +203,8 @@ INVALID_CASES: list[tuple[str, list[Callable[[dict[str, Any]], None]], list[str]
     ),
     (
         "unknown detector",
-        [_set("detector.name", "lof")],
-        ['detector.name must be one of "iforest", "ecod", "hbos"; got "lof"'],
+        [_set("families.0.detector.name", "lof")],
+        ['families[0].detector.name must be one of "iforest", "ecod", "hbos"; got "lof"'],
     ),
     (
         "timestamp without milliseconds",
@@ -222,11 +240,11 @@ INVALID_CASES: list[tuple[str, list[Callable[[dict[str, Any]], None]], list[str]
         "bin edges decreasing",
         [_reverse_bin_edges],
         [
-            "score_histogram.bin_edges must increase strictly from 0.0 to 1.0; "
+            "families[0].score_histogram.bin_edges must increase strictly from 0.0 to 1.0; "
             "got [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]"
         ],
     ),
-    ("nine counts", [_drop_last_count], ["score_histogram.noised_counts must have exactly 10 items; got 9"]),
+    ("nine counts", [_drop_last_count], ["families[0].score_histogram.noised_counts must have exactly 10 items; got 9"]),
     (
         "internal address",
         [_set("evidence.1.value", "10.1.2.3")],
@@ -260,7 +278,38 @@ INVALID_CASES: list[tuple[str, list[Callable[[dict[str, Any]], None]], list[str]
     (
         "duplicate evidence",
         [_duplicate_first_evidence],
-        ["evidence[2] repeats domain-name login.example.org from evidence[0]"],
+        ["evidence[2] repeats network domain-name login.example.org from evidence[0]"],
+    ),
+    (
+        "URL on an internal host",
+        [_set("evidence.0.observable_type", "url"), _set("evidence.0.value", "http://intranet.corp.internal/a")],
+        ["evidence[0].value is an internal name; internal observables must never leave the site"],
+    ),
+    (
+        "URL on an internal address",
+        [_set("evidence.0.observable_type", "url"), _set("evidence.0.value", "http://192.168.1.9/a")],
+        ["evidence[0].value is an internal address (192.168.0.0/16); internal observables must never leave the site"],
+    ),
+    (
+        "JA3 of the wrong length",
+        [_set("evidence.0.observable_type", "ja3"), _set("evidence.0.value", "6734f374")],
+        ['evidence[0].value must be a valid ja3: a JA3 fingerprint must be 32 hex digits; got 8 characters; '
+         'got "6734f374"'],
+    ),
+    (
+        "evidence of an unlisted family",
+        [_set("evidence.0.family", "process")],
+        ["evidence[0].family 'process' has no section in families; list it there or drop the item"],
+    ),
+    (
+        "unknown family",
+        [_set("evidence.0.family", "email")],
+        ['evidence[0].family must be one of "network", "authentication", "process"; got "email"'],
+    ),
+    (
+        "family listed twice",
+        [_duplicate_first_family],
+        ["families[1] repeats family 'network' from families[0]"],
     ),
     (
         "count below partition threshold",
@@ -316,9 +365,10 @@ def test_parse_summary_typed_fields(valid_summary: dict[str, Any]) -> None:
 
     assert summary.id == EXPECTED_SUMMARY["id"]
     assert summary.round_start == datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
-    assert summary.detector == Detector(family="network", name="iforest", version="1.4.2")
-    assert summary.score_histogram.noised_counts == (40, 22, 13, 9, 5, 2, 0, -1, 3, 4)
+    assert summary.families[0].detector == Detector(name="iforest", version="1.4.2")
+    assert summary.families[0].score_histogram.noised_counts == (40, 22, 13, 9, 5, 2, 0, -1, 3, 4)
     assert summary.evidence[1] == Evidence(
+        family="network",
         observable_type="ipv4-addr",
         value="203.0.113.5",
         noised_entity_count=6,
@@ -403,3 +453,23 @@ def test_validate_summary_any_wrong_type_reported_not_raised(
 
         assert isinstance(errors, list)
         assert all(isinstance(error, str) for error in errors)
+
+
+def test_build_summary_families_and_fingerprints(summary_fields: dict[str, Any]) -> None:
+    """Sections follow FAMILIES order and evidence sorts by family; fingerprints are lower-cased."""
+    network = summary_fields["families"][0]
+    process = dict(network, family="process", feature_schema_version="process-1")
+    start, end = summary_fields["round_start"], summary_fields["round_end"]
+    ja3 = {"family": "network", "observable_type": "ja3", "value": "6734F37431670B3AB4292B8F60F29984",
+           "noised_entity_count": 5, "noised_mean_score": 0.5, "first_seen": start, "last_seen": end}
+    sha256 = {"family": "process", "observable_type": "sha256", "value": "AB" * 32,
+              "noised_entity_count": 5, "noised_mean_score": 0.5, "first_seen": start, "last_seen": end}
+    fields = dict(summary_fields, families=[process, network], evidence=[sha256, *summary_fields["evidence"], ja3])
+
+    summary = build_summary(**fields)
+
+    assert [f["family"] for f in summary["families"]] == ["network", "process"]
+    assert [(e["family"], e["observable_type"]) for e in summary["evidence"]] == [
+        ("network", "domain-name"), ("network", "ipv4-addr"), ("network", "ja3"), ("process", "sha256")]
+    assert summary["evidence"][2]["value"] == "6734f37431670b3ab4292b8f60f29984"
+    assert summary["evidence"][3]["value"] == "ab" * 32

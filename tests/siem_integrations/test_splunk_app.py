@@ -115,6 +115,17 @@ class MemoryCollection:
         for record in records:
             self.records[record["_key"]] = record
 
+    def query(self, query: str = "{}", fields: str = "", sort: str = "_key", skip: int = 0,
+              limit: int = 0) -> list[dict[str, Any]]:
+        # splunklib passes the KV store's JSON query; equality on each field is enough here.
+        wanted = json.loads(query)
+        found = sorted((r for r in self.records.values()
+                        if all(r.get(k) == v for k, v in wanted.items())),
+                       key=lambda r: r[sort])
+        found = found[skip:skip + limit] if limit else found[skip:]
+        names = fields.split(",") if fields else None
+        return [{k: v for k, v in r.items() if names is None or k in names} for r in found]
+
     def delete_by_id(self, key: str) -> None:
         # splunklib raises HTTPError 404 for a key the collection does not hold.
         if key not in self.records:
@@ -157,6 +168,40 @@ def test_update_collections_upserts_and_deletes() -> None:
     assert es.collections["ip_intel"].records == {}
     assert [r["domain"] for r in es.collections["domain_intel"].records.values()] == [
         "bad.example"]
+
+
+def test_purge_expired_reads_every_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fti_taxii, "PURGE_PAGE_SIZE", 2)
+    app = MemoryService("fti_indicators")
+    fti_taxii.update_collections([indicator("ipv4-addr", f"203.0.113.{n}") for n in range(1, 6)],
+                                 app, None, MOMENT)
+
+    deleted = fti_taxii.purge_expired(app, None, MOMENT + timedelta(days=2))
+
+    assert deleted == 5
+    assert app.collections["fti_indicators"].records == {}
+
+
+def test_purge_expired_without_new_version() -> None:
+    """An indicator that expires with no revocation published leaves every collection."""
+    app = MemoryService("fti_indicators")
+    es = MemoryService("ip_intel", "domain_intel", "http_intel", "file_intel",
+                       "certificate_intel")
+    es.collections["ip_intel"].records["other"] = {"_key": "other", "ip": "198.51.100.1",
+                                                  "threat_key": "other-feed",
+                                                  "valid_until": "2000-01-01T00:00:00Z"}
+    fti_taxii.update_collections([indicator("ipv4-addr", "203.0.113.9"),
+                                  indicator("domain-name", "bad.example",
+                                            valid_until=MOMENT + timedelta(days=5))],
+                                 app, es, MOMENT)
+
+    deleted = fti_taxii.purge_expired(app, es, MOMENT + timedelta(days=2))
+
+    assert deleted == 2
+    assert [r["threat_match_value"] for r in app.collections["fti_indicators"].records.values()] \
+        == ["bad.example"]
+    assert list(es.collections["ip_intel"].records) == ["other"]
+    assert len(es.collections["domain_intel"].records) == 1
 
 
 def test_update_collections_removes_expired() -> None:
@@ -222,8 +267,8 @@ def test_poll_stanza_writes_events_and_collections(tmp_path: Path) -> None:
     assert values == ["203.0.113.1"]
     assert [r["ip"] for r in es.collections["ip_intel"].records.values()] == ["203.0.113.1"]
     assert es.collections["domain_intel"].records == {}
-    assert "fti_taxii://hub: 3 indicators read" in errors.getvalue()
-    assert "fti_taxii://hub: 1 indicators read" in errors.getvalue()
+    assert "fti_taxii://hub: 3 indicators read, 0 expired records deleted" in errors.getvalue()
+    assert "fti_taxii://hub: 1 indicators read, 0 expired records deleted" in errors.getvalue()
     assert server.state.queries[-1]["added_after"] == ["2024-06-03T02:00:01.999999Z"]
 
 

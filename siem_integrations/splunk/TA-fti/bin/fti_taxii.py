@@ -7,10 +7,13 @@ that time and the objects already written that may share it (``taxii_cursor``, s
 ``lib/``), so objects sharing one ``date_added`` are neither skipped nor indexed twice. It
 is saved after a page's events and records are written, so a crash repeats at most that
 page. A saved ``next`` the server no longer knows (400 or 404) falls back to
-``added_after``. Every indicator version becomes an event. The current indicators are upserted into the ``fti_indicators``
-collection of this app and, with Enterprise Security installed, into its threat
-intelligence collections. Revoked and expired ones are deleted from them. The TAXII
-password is read from Splunk's credential store (realm ``TA-fti``).
+``added_after``.
+
+Every indicator version becomes an event. The current indicators are upserted into the
+``fti_indicators`` collection of this app and, with Enterprise Security installed, into its
+threat intelligence collections. Revoked ones are deleted from them, and every run deletes
+the fti records whose ``valid_until`` has passed. The TAXII password is read from Splunk's
+credential store (realm ``TA-fti``).
 """
 
 import base64
@@ -29,7 +32,8 @@ import splunklib.client as client  # noqa: E402
 from splunklib.binding import HTTPError  # noqa: E402
 from splunklib.modularinput import Argument, Event, Scheme, Script  # noqa: E402
 
-from fti_intel import ES_COLLECTIONS, indicator_to_intel, is_withdrawn, record_key  # noqa: E402
+from fti_intel import (ES_COLLECTIONS, THREAT_KEY, indicator_to_intel, is_withdrawn,  # noqa: E402
+                       parse_timestamp, record_key)
 from taxii_cursor import DATE_ADDED_LAST, TaxiiCursor  # noqa: E402
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
@@ -39,6 +43,8 @@ ES_APP = "SA-ThreatIntelligence"
 # Pages per run at most, so one run of a huge collection ends and saves its place.
 MAX_PAGES = 200
 TIMEOUT_SECS = 60
+# KV store records read per query while purging; below the default max_rows_per_query.
+PURGE_PAGE_SIZE = 1000
 
 
 class FtiTaxiiInput(Script):
@@ -199,7 +205,28 @@ def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
         save_checkpoint(path, cursor.to_dict())
         if not more:
             break
-    ew.log("INFO", f"fti_taxii {stanza}: {indicators} indicators read")
+
+    purged = purge_expired(service, es_service, now)
+    ew.log("INFO", f"fti_taxii {stanza}: {indicators} indicators read, {purged} expired "
+                   "records deleted")
+
+
+def _targets(service, es_service):
+    """Return ``(service, collection name, takes every type)`` of each collection to write."""
+    targets = [(service, "fti_indicators", True)]
+    if es_service is not None:
+        names = {c.name for c in es_service.kvstore}
+        targets.extend((es_service, name, False) for name in ES_COLLECTIONS if name in names)
+    return targets
+
+
+def _delete_record(data, key):
+    try:
+        data.delete_by_id(key)
+    except HTTPError as err:
+        # A record that was never stored needs no deletion.
+        if err.status != 404:
+            raise
 
 
 def update_collections(indicators, service, es_service, now):
@@ -216,23 +243,43 @@ def update_collections(indicators, service, es_service, now):
         else:
             upserts.setdefault(collection, []).append(record)
 
-    targets = [(service, "fti_indicators", True)]
-    if es_service is not None:
-        names = {c.name for c in es_service.kvstore}
-        targets.extend((es_service, name, False) for name in ES_COLLECTIONS if name in names)
-    for target_service, name, is_all in targets:
+    for target_service, name, is_all in _targets(service, es_service):
         data = target_service.kvstore[name].data
         records = [r for c, rs in upserts.items() if is_all or c == name for r in rs]
         for start in range(0, len(records), 500):
             data.batch_save(*records[start:start + 500])
         for collection, key in deletes:
             if is_all or collection == name:
-                try:
-                    data.delete_by_id(key)
-                except HTTPError as err:
-                    # A record that was never stored needs no deletion.
-                    if err.status != 404:
-                        raise
+                _delete_record(data, key)
+
+
+def purge_expired(service, es_service, now):
+    """Delete fti records whose ``valid_until`` has passed; return how many were deleted.
+
+    An indicator can expire without a new version: other TAXII servers publish no
+    revocation for it, and the fti hub revokes it only when its next round closes.
+    """
+    deleted = 0
+    for target_service, name, _ in _targets(service, es_service):
+        data = target_service.kvstore[name].data
+
+        # Collect first and delete after, so deletions do not shift the pages being read.
+        expired = []
+        skip = 0
+        while True:
+            page = data.query(query=json.dumps({"threat_key": THREAT_KEY}),
+                              fields="_key,valid_until", sort="_key", skip=skip,
+                              limit=PURGE_PAGE_SIZE)
+            expired.extend(record["_key"] for record in page if record.get("valid_until")
+                           and parse_timestamp(record["valid_until"]) <= now)
+            if len(page) < PURGE_PAGE_SIZE:
+                break
+            skip += len(page)
+
+        for key in expired:
+            _delete_record(data, key)
+        deleted += len(expired)
+    return deleted
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ def open_storage(
         from fusion_hub.postgres_storage import PostgresHubStorage
 
         return PostgresHubStorage(settings.postgresql_dsn, schema=settings.postgresql_schema,
-                                  clock=clock)
+                                  clock=clock, sslmode=settings.postgresql_sslmode or None,
+                                  sslrootcert=settings.postgresql_sslrootcert,
+                                  sslcert=settings.postgresql_sslcert,
+                                  sslkey=settings.postgresql_sslkey)
     from fusion_hub.sqlite_storage import SQLiteHubStorage
 
     return SQLiteHubStorage(settings.path, clock=clock)
@@ -38,5 +41,7 @@ def open_storage(
 def describe_storage(settings: StorageSettings) -> str:
     """Return where the hub keeps its state, with any password masked, for log lines."""
     if settings.backend == "postgresql":
-        return f"postgresql {mask_dsn(settings.postgresql_dsn)} schema {settings.postgresql_schema}"
+        sslmode = settings.postgresql_sslmode or "from the DSN or libpq's default"
+        return (f"postgresql {mask_dsn(settings.postgresql_dsn)} schema "
+                f"{settings.postgresql_schema} sslmode {sslmode}")
     return f"sqlite {settings.path}"

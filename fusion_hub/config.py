@@ -27,6 +27,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ class ServerSettings:
 
 
 STORAGE_BACKENDS = ("sqlite", "postgresql")
+# libpq's sslmode values, weakest first (PostgreSQL documentation, section 34.19.1).
+POSTGRESQL_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def mask_dsn(dsn: str) -> str:
@@ -93,11 +96,21 @@ class StorageSettings:
     postgresql_dsn: str = ""
     # Schema that contains the hub's tables, so one database can serve several hubs.
     postgresql_schema: str = "public"
+    # TLS to the PostgreSQL server, passed to libpq and overriding the same keys in the DSN.
+    # Empty keeps the DSN's sslmode or libpq's default, "prefer", which encrypts when the
+    # server offers TLS but checks no certificate; use verify-full across a network.
+    postgresql_sslmode: str = ""
+    # CA bundle that the server's certificate must chain to (verify-ca, verify-full).
+    postgresql_sslrootcert: Path | None = None
+    # Client certificate and key, for servers that authenticate clients by certificate.
+    postgresql_sslcert: Path | None = None
+    postgresql_sslkey: Path | None = None
 
     def __repr__(self) -> str:
         return (f"StorageSettings(backend={self.backend!r}, path={str(self.path)!r}, "
                 f"postgresql_dsn={mask_dsn(self.postgresql_dsn)!r}, "
-                f"postgresql_schema={self.postgresql_schema!r})")
+                f"postgresql_schema={self.postgresql_schema!r}, "
+                f"postgresql_sslmode={self.postgresql_sslmode!r})")
 
 
 @dataclass(frozen=True)
@@ -360,6 +373,7 @@ def validate_hub_config(
     require(re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", storage.postgresql_schema) is not None,
             "storage.postgresql_schema", storage.postgresql_schema,
             "must be a lower-case SQL identifier", "Use letters, digits and '_', e.g. fti_hub")
+    validate_postgresql_tls(storage, require)
 
     tls = config.tls
     require((tls.cert_file is None) == (tls.key_file is None), "tls.key_file", tls.key_file,
@@ -437,6 +451,36 @@ def validate_hub_config(
             "siem.elastic_index", siem.elastic_index,
             "is not a valid Elasticsearch index or data stream name",
             "Use lower case, for example logs-ti_fti.indicator-default")
+
+
+def validate_postgresql_tls(
+    storage: StorageSettings, require: Callable[[bool, str, Any, str, str], None]
+) -> None:
+    """Check the ``storage.postgresql_ssl*`` keys with ``require(ok, key, value, problem, fix)``."""
+    tls_keys = (("storage.postgresql_sslmode", storage.postgresql_sslmode or None),
+                ("storage.postgresql_sslrootcert", storage.postgresql_sslrootcert),
+                ("storage.postgresql_sslcert", storage.postgresql_sslcert),
+                ("storage.postgresql_sslkey", storage.postgresql_sslkey))
+    for key, value in tls_keys:
+        require(value is None or storage.backend == "postgresql", key, value,
+                "applies only to storage.backend postgresql",
+                "Remove the key, or set storage.backend: postgresql")
+    sslmode = storage.postgresql_sslmode
+    require(sslmode == "" or sslmode in POSTGRESQL_SSLMODES, "storage.postgresql_sslmode",
+            sslmode, "is not a libpq sslmode",
+            f"Use one of: {', '.join(POSTGRESQL_SSLMODES)} (verify-full across a network)")
+    require(sslmode not in ("verify-ca", "verify-full")
+            or storage.postgresql_sslrootcert is not None,
+            "storage.postgresql_sslrootcert", storage.postgresql_sslrootcert,
+            f"must be set when storage.postgresql_sslmode is {sslmode}",
+            "Give the PEM file of the CA that signed the PostgreSQL server's certificate")
+    require((storage.postgresql_sslcert is None) == (storage.postgresql_sslkey is None),
+            "storage.postgresql_sslkey", storage.postgresql_sslkey,
+            "must be set together with storage.postgresql_sslcert",
+            "Give both the client certificate and its key, or neither")
+    for key, tls_path in tls_keys[1:]:
+        require(tls_path is None or tls_path.is_file(), key, tls_path,
+                "is not a readable file", "Give the path of a PEM file")
 
 
 def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[str, int], dict[str, str]]:
@@ -594,7 +638,13 @@ def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
             return candidate
         return base / candidate
 
-    storage = dataclasses.replace(config.storage, path=resolve(config.storage.path))
+    storage = dataclasses.replace(
+        config.storage,
+        path=resolve(config.storage.path),
+        postgresql_sslrootcert=resolve(config.storage.postgresql_sslrootcert),
+        postgresql_sslcert=resolve(config.storage.postgresql_sslcert),
+        postgresql_sslkey=resolve(config.storage.postgresql_sslkey),
+    )
     siem = dataclasses.replace(
         config.siem,
         splunk_hec_path=resolve(config.siem.splunk_hec_path),

@@ -569,10 +569,10 @@ def object_filters(query: ObjectQuery) -> tuple[list[str], list[Any]]:
         params.extend(query.ids)
 
     # match[version]: "first" and "last" are the oldest and newest versions of each object
-    # among all of its versions in the collection, before added_after is applied. They are
-    # written as NOT EXISTS so that PostgreSQL plans an anti-join that walks the date_added
-    # index and stops at the page's end; with MAX() it underestimated the matching rows and
-    # sorted the whole collection for every first page.
+    # among all of its versions in the collection, before added_after is applied. NOT EXISTS
+    # lets PostgreSQL plan an anti-join that walks the date_added index and stops at the
+    # page's end. With "= (SELECT MAX ...)" it underestimated the matching rows, so it sorted
+    # the whole collection for every first page.
     versions = query.versions
     if not versions.all:
         alternatives: list[str] = []

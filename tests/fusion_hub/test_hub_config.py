@@ -188,3 +188,42 @@ def test_load_storage_and_limit_errors(tmp_path: Path, text: str, key: str) -> N
         load_hub_config(write(tmp_path, text))
 
     assert excinfo.value.key == key
+
+
+POSTGRES = "storage:\n  backend: postgresql\n  postgresql_dsn: postgresql://fti@db/fti\n"
+
+
+def test_load_postgresql_tls_paths_resolved(tmp_path: Path) -> None:
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("PEM", encoding="utf-8")
+
+    config = load_hub_config(write(tmp_path, POSTGRES + (
+        "  postgresql_sslmode: verify-full\n  postgresql_sslrootcert: ca.pem\n"
+        "  postgresql_sslcert: client.pem\n  postgresql_sslkey: client.key\n")))
+
+    assert config.storage.postgresql_sslmode == "verify-full"
+    assert config.storage.postgresql_sslrootcert == tmp_path / "ca.pem"
+    assert config.storage.postgresql_sslcert == tmp_path / "client.pem"
+    assert config.storage.postgresql_sslkey == tmp_path / "client.key"
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), [
+    (POSTGRES + "  postgresql_sslmode: required\n", "storage.postgresql_sslmode",
+     "is not a libpq sslmode"),
+    (POSTGRES + "  postgresql_sslmode: verify-full\n", "storage.postgresql_sslrootcert",
+     "must be set when storage.postgresql_sslmode is verify-full"),
+    (POSTGRES + "  postgresql_sslmode: verify-ca\n  postgresql_sslrootcert: missing.pem\n",
+     "storage.postgresql_sslrootcert", "is not a readable file"),
+    (POSTGRES + "  postgresql_sslcert: ca.pem\n", "storage.postgresql_sslkey",
+     "must be set together with storage.postgresql_sslcert"),
+    ("storage:\n  postgresql_sslmode: require\n", "storage.postgresql_sslmode",
+     "applies only to storage.backend postgresql"),
+])
+def test_load_postgresql_tls_errors(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    (tmp_path / "ca.pem").write_text("PEM", encoding="utf-8")
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, text))
+
+    assert excinfo.value.key == key
+    assert problem in str(excinfo.value)

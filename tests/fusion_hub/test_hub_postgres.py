@@ -14,7 +14,8 @@ import pytest
 import requests
 import yaml
 
-from fusion_hub.config import HubConfig, StorageSettings, mask_dsn
+from fusion_hub.backends import open_storage
+from fusion_hub.config import HubConfig, StorageSettings, load_hub_config, mask_dsn
 from fusion_hub.errors import StorageError
 from fusion_hub.postgres_storage import PostgresHubStorage
 from fusion_hub.storage import ObjectQuery, VersionFilter
@@ -155,3 +156,51 @@ def test_storage_settings_repr_masks_dsn() -> None:
 
     assert "hunter2" not in repr(settings)
     assert mask_dsn("postgresql://fti:hunter2@db/fti") == "postgresql://fti:***@db/fti"
+
+
+def write_tls_config(path: Path, dsn: str, schema: str, sslmode: str) -> Path:
+    document = {"storage": {"backend": "postgresql", "postgresql_dsn": dsn,
+                            "postgresql_schema": schema, "postgresql_sslmode": sslmode}}
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def test_sslmode_disable_reaches_connection(tmp_path: Path, postgres_dsn: str,
+                                            postgres_schema: str) -> None:
+    config = load_hub_config(write_tls_config(tmp_path / "hub.yaml", postgres_dsn,
+                                              postgres_schema, "disable"))
+
+    storage = open_storage(config.storage)
+    try:
+        info = storage.connection_info  # type: ignore[attr-defined]
+        assert info.get_parameters()["sslmode"] == "disable"
+        assert not info.pgconn.ssl_in_use
+        assert storage.count_objects(collection_id("keys")) == 0
+    finally:
+        storage.close()
+
+
+def test_sslmode_require_without_server_tls_fails(tmp_path: Path, postgres_dsn: str,
+                                                  postgres_schema: str) -> None:
+    """The test server has no TLS, so libpq must refuse instead of falling back."""
+    config = load_hub_config(write_tls_config(tmp_path / "hub.yaml", postgres_dsn,
+                                              postgres_schema, "require"))
+
+    with pytest.raises(StorageError) as excinfo:
+        open_storage(config.storage)
+
+    message = str(excinfo.value)
+    assert "server does not support SSL, but SSL was required" in message
+    assert "(TLS settings: sslmode=require)" in message
+    assert mask_dsn(postgres_dsn) in message
+
+
+def test_sslmode_overrides_dsn_value(postgres_dsn: str, postgres_schema: str) -> None:
+    separator = "&" if "?" in postgres_dsn else "?"
+    dsn = f"{postgres_dsn}{separator}sslmode=require"
+
+    storage = PostgresHubStorage(dsn, schema=postgres_schema, sslmode="disable")
+    try:
+        assert storage.connection_info.get_parameters()["sslmode"] == "disable"
+    finally:
+        storage.close()

@@ -16,7 +16,8 @@ variance still holds. Intermediate values stay below 2^63 for candidates below
 :data:`_INT64_SAFE` in magnitude; the rare larger ones are decided in Python integers.
 
 Random words are the ChaCha20 keystream under a fresh 256-bit key drawn from the
-:class:`~privacy.random.RandomSource` for every batch (:func:`privacy.secagg.masking.expand_mask`).
+:class:`~privacy.random.RandomSource` for every block of words
+(:func:`privacy.secagg.masking.expand_mask`).
 In production that key comes from the operating system's CSPRNG, and ChaCha20 is a
 cryptographic stream generator, so the words are as unpredictable as the key. Reading
 millions of bytes through ``os.urandom`` one call at a time took most of the run time.
@@ -42,32 +43,49 @@ _SIGMA2_DENOMINATOR = 4
 _MAX_SIGMA2 = 1 << 20
 # |y| above this is decided with Python integers: (|y|·t·4 - a)² must stay below 2^63.
 _INT64_SAFE = 700_000
+# Words expanded at a time: 2 MiB of keystream, about 1 ms of ChaCha20.
+_POOL_WORDS = 1 << 18
 
 
-def _uniform_words(rng: RandomSource, count: int) -> np.ndarray:
-    """Return ``count`` uniform 64-bit words: ChaCha20 keystream under a fresh 256-bit key from ``rng``."""
-    if count == 0:
-        return np.zeros(0, dtype=np.uint64)
-    seed = rng.getrandbits(8 * SEED_BYTES).to_bytes(SEED_BYTES, "little")
-    return expand_mask(seed, 2 * count).view(np.uint64).copy()
+class _WordPool:
+    """Uniform 64-bit words: ChaCha20 keystream under fresh 256-bit keys drawn from ``rng``.
+
+    Words are expanded in blocks of at least :data:`_POOL_WORDS`, because one call per
+    small batch cost more than the sampling itself.
+    """
+
+    def __init__(self, rng: RandomSource) -> None:
+        self._rng = rng
+        self._words = np.zeros(0, dtype=np.uint64)
+        self._position = 0
+
+    def take(self, count: int) -> np.ndarray:
+        if self._position + count > self._words.size:
+            seed = self._rng.getrandbits(8 * SEED_BYTES).to_bytes(SEED_BYTES, "little")
+            fresh = expand_mask(seed, 2 * max(count, _POOL_WORDS)).view(np.uint64)
+            self._words = np.concatenate([self._words[self._position:], fresh])
+            self._position = 0
+        words = self._words[self._position:self._position + count]
+        self._position += count
+        return words
 
 
-def _uniform_below(rng: RandomSource, bounds: np.ndarray) -> np.ndarray:
+def _uniform_below(words: _WordPool, bounds: np.ndarray) -> np.ndarray:
     """Return one exactly uniform integer in ``[0, bound)`` per entry of ``bounds`` (each < 2^63)."""
     bounds = bounds.astype(np.uint64)
     out = np.empty(bounds.shape, dtype=np.uint64)
     todo = np.arange(bounds.size)
     while todo.size:
-        words = _uniform_words(rng, todo.size)
+        drawn = words.take(todo.size)
         b = bounds[todo]
         limit = (np.uint64(2**64 - 1) // b) * b  # largest multiple of b not above 2^64 - 1
-        ok = words < limit
-        out[todo[ok]] = words[ok] % b[ok]
+        ok = drawn < limit
+        out[todo[ok]] = drawn[ok] % b[ok]
         todo = todo[~ok]
     return out
 
 
-def _bernoulli_exp_fraction(rng: RandomSource, numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
+def _bernoulli_exp_fraction(words: _WordPool, numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
     """Return Bernoulli(exp(-n/d)) per entry for 0 <= n <= d (Algorithm 1, for gamma in [0, 1])."""
     size = numerators.size
     k = np.ones(size, dtype=np.uint64)
@@ -75,14 +93,14 @@ def _bernoulli_exp_fraction(rng: RandomSource, numerators: np.ndarray, denominat
     while active.any():
         index = np.flatnonzero(active)
         # A ~ Bernoulli(gamma / k): a uniform integer below d·k that is below n.
-        draws = _uniform_below(rng, denominators[index] * k[index])
+        draws = _uniform_below(words, denominators[index] * k[index])
         success = draws < numerators[index]
         k[index[success]] += np.uint64(1)
         active[index[~success]] = False
     return (k % np.uint64(2)) == 1
 
 
-def _bernoulli_exp_integer(rng: RandomSource, counts: np.ndarray) -> np.ndarray:
+def _bernoulli_exp_integer(words: _WordPool, counts: np.ndarray) -> np.ndarray:
     """Return Bernoulli(exp(-c)) per entry for integers c >= 0: c Bernoulli(exp(-1)) draws all succeed."""
     alive = np.ones(counts.size, dtype=bool)
     remaining = counts.astype(np.int64).copy()
@@ -91,27 +109,27 @@ def _bernoulli_exp_integer(rng: RandomSource, counts: np.ndarray) -> np.ndarray:
         index = np.flatnonzero(alive & (remaining > 0))
         if index.size == 0:
             return alive
-        draws = _bernoulli_exp_fraction(rng, np.repeat(one, index.size), np.repeat(one, index.size))
+        draws = _bernoulli_exp_fraction(words, np.repeat(one, index.size), np.repeat(one, index.size))
         alive[index[~draws]] = False
         remaining[index] -= 1
 
 
-def _bernoulli_exp_rational(rng: RandomSource, numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
+def _bernoulli_exp_rational(words: _WordPool, numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
     """Return Bernoulli(exp(-n/d)) per entry for n >= 0 (uint64 arrays)."""
     whole = numerators // denominators
     rest = numerators % denominators
-    return _bernoulli_exp_integer(rng, whole) & _bernoulli_exp_fraction(rng, rest, denominators)
+    return _bernoulli_exp_integer(words, whole) & _bernoulli_exp_fraction(words, rest, denominators)
 
 
-def _discrete_laplace(rng: RandomSource, scale: int, count: int) -> np.ndarray:
+def _discrete_laplace(words: _WordPool, scale: int, count: int) -> np.ndarray:
     """Return ``count`` draws with P(x) proportional to exp(-|x| / scale) (Algorithm 2)."""
     out = np.empty(count, dtype=np.int64)
     filled = 0
     t = np.uint64(scale)
     while filled < count:
         batch = count - filled + 16
-        u = _uniform_below(rng, np.full(batch, t, dtype=np.uint64))
-        keep = _bernoulli_exp_fraction(rng, u, np.full(batch, t, dtype=np.uint64))
+        u = _uniform_below(words, np.full(batch, t, dtype=np.uint64))
+        keep = _bernoulli_exp_fraction(words, u, np.full(batch, t, dtype=np.uint64))
         u = u[keep]
         # V counts Bernoulli(exp(-1)) successes before the first failure.
         v = np.zeros(u.size, dtype=np.int64)
@@ -119,11 +137,11 @@ def _discrete_laplace(rng: RandomSource, scale: int, count: int) -> np.ndarray:
         one = np.ones(1, dtype=np.uint64)
         while running.any():
             index = np.flatnonzero(running)
-            success = _bernoulli_exp_fraction(rng, np.repeat(one, index.size), np.repeat(one, index.size))
+            success = _bernoulli_exp_fraction(words, np.repeat(one, index.size), np.repeat(one, index.size))
             v[index[success]] += 1
             running[index[~success]] = False
         x = u.astype(np.int64) + scale * v
-        sign = (_uniform_words(rng, x.size) & np.uint64(1)).astype(bool)
+        sign = (words.take(x.size) & np.uint64(1)).astype(bool)
         valid = ~(sign & (x == 0))
         values = np.where(sign, -x, x)[valid]
         take = min(values.size, count - filled)
@@ -166,12 +184,13 @@ def sample_discrete_gaussian_vector(sigma_squared: Fraction | int | float, size:
     b = _SIGMA2_DENOMINATOR
     a = math.ceil(exact * b)
     t = math.isqrt(a // b) + 1
+    words = _WordPool(rng)
     out = np.empty(size, dtype=np.int64)
     filled = 0
     while filled < size:
         # About 1 - e^-1/2 of the candidates pass, so a 60 % larger batch usually suffices.
         batch = int((size - filled) * 1.6) + 16
-        y = _discrete_laplace(rng, t, batch)
+        y = _discrete_laplace(words, t, batch)
         magnitude = np.abs(y)
         safe = magnitude < _INT64_SAFE
         accept = np.zeros(batch, dtype=bool)
@@ -180,7 +199,7 @@ def sample_discrete_gaussian_vector(sigma_squared: Fraction | int | float, size:
         delta = magnitude[safe] * (t * b) - a
         numerators = (delta * delta).astype(np.uint64)
         denominators = np.full(numerators.size, 2 * a * b * t * t, dtype=np.uint64)
-        accept[safe] = _bernoulli_exp_rational(rng, numerators, denominators)
+        accept[safe] = _bernoulli_exp_rational(words, numerators, denominators)
         for index in np.flatnonzero(~safe):
             gamma = Fraction((int(magnitude[index]) * t * b - a) ** 2, 2 * a * b * t * t)
             accept[index] = sample_bernoulli_exp(gamma, rng)

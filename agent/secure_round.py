@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -92,13 +92,14 @@ class SecureRoundRunner:
         The site's hub password.
     rng : RandomSource
         Secure generator for keys, shares and noise; tests inject a seeded one.
-    charge : callable
+    charge : callable or None
         Called with (epsilon, delta) just before the first release of the round; it
-        raises to stop the round when the budget cannot pay.
+        raises to stop the round when the budget cannot pay. None charges nothing, for
+        tests of the checks made before any release.
     """
 
     def __init__(self, config: AgentConfig, password: str, *, rng: RandomSource,
-                 charge: Any) -> None:
+                 charge: Callable[[float, float], None] | None) -> None:
         self.config = config
         self.site_id = config.site.id
         self._password = password
@@ -150,7 +151,8 @@ class SecureRoundRunner:
                                     histogram_share=privacy.histogram_share, count_share=privacy.count_share,
                                     score_share=privacy.score_share)
         vector = self._noised_vector(bounded, sketch, budget)
-        self._charge(privacy.epsilon_per_round, privacy.delta_per_round)
+        if self._charge is not None:
+            self._charge(privacy.epsilon_per_round, privacy.delta_per_round)
         masked = client.mask_input(encode_signed(vector), received)
         self._post([self._message(round_id, "mask_input", masked.to_dict())])
 

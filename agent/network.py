@@ -12,7 +12,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.zeek import ZeekRecord
@@ -29,8 +30,12 @@ FAILED_CONN_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OT
 # bytes per entry) on a scan of many addresses.
 MAX_CACHED_ADDRESSES = 1 << 16
 
+_NOT_CACHED = object()
 
-@dataclass(frozen=True, slots=True)
+
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made
+# building a Connection several times slower than parsing its line.
+@dataclass(slots=True)
 class Connection:
     """One connection seen from the site: its entity, the remote endpoint and the traffic."""
 
@@ -59,8 +64,9 @@ class InternalNetworks:
         """Return (normalised address, is internal, is shareable), or None if not an address."""
         if not isinstance(value, (str, int, bytes)):
             return None
-        if value in self._classified:
-            return self._classified[value]
+        found = self._classified.get(value, _NOT_CACHED)
+        if found is not _NOT_CACHED:
+            return found  # type: ignore[return-value]
         try:
             address = ipaddress.ip_address(value)  # type: ignore[arg-type]
         except ValueError:
@@ -114,43 +120,62 @@ def orient_connections(
     for record in records:
         if record.log_path != "conn":
             continue
-        fields = record.fields
-        ts = fields.get("ts")
-        orig, resp = fields.get("id.orig_h"), fields.get("id.resp_h")
-        if not isinstance(ts, datetime) or orig is None or resp is None:
-            stats.missing_fields += 1
-            continue
-        orig_class, resp_class = internal.classify(orig), internal.classify(resp)
-        if orig_class is None or resp_class is None:
-            stats.missing_fields += 1
-            continue
+        connection = orient_fields(record.fields, internal, source=record.source, line=record.line,
+                                   time_shift_secs=shift, stats=stats)
+        if connection is not None:
+            yield connection
 
-        # The internal side is the entity; when both are internal the originator is.
-        orig_internal, resp_internal = orig_class[1], resp_class[1]
-        if not orig_internal and not resp_internal:
-            stats.both_external += 1
-            continue
-        outbound = orig_internal
-        entity_class, remote_class = (orig_class, resp_class) if outbound else (resp_class, orig_class)
-        remote = remote_class[0] if remote_class[2] else None
-        remote_port = fields.get("id.resp_p") if outbound else fields.get("id.orig_p")
-        orig_bytes, resp_bytes = fields.get("orig_bytes") or 0, fields.get("resp_bytes") or 0
 
-        stats.connections += 1
-        yield Connection(
-            ts=ts.timestamp() + shift,
-            entity=entity_class[0],
-            peer=remote_class[0],
-            remote=remote,
-            remote_port=remote_port,
-            outbound=outbound,
-            bytes_out=orig_bytes if outbound else resp_bytes,
-            bytes_in=resp_bytes if outbound else orig_bytes,
-            duration=float(fields.get("duration") or 0.0),
-            failed=fields.get("conn_state") in FAILED_CONN_STATES,
-            source=record.source,
-            line=record.line,
-        )
+def orient_fields(
+    fields: Mapping[str, Any],
+    internal: InternalNetworks,
+    *,
+    source: str,
+    line: int,
+    time_shift_secs: float,
+    stats: OrientationStats,
+) -> Connection | None:
+    """Return the connection of one conn record's typed fields, or None when it has no entity.
+
+    A record without a usable ``ts``, ``id.orig_h`` or ``id.resp_h`` is counted in
+    ``stats.missing_fields``, one between two external hosts in ``stats.both_external``.
+    """
+    ts = fields.get("ts")
+    orig, resp = fields.get("id.orig_h"), fields.get("id.resp_h")
+    if not isinstance(ts, datetime) or orig is None or resp is None:
+        stats.missing_fields += 1
+        return None
+    orig_class, resp_class = internal.classify(orig), internal.classify(resp)
+    if orig_class is None or resp_class is None:
+        stats.missing_fields += 1
+        return None
+
+    # The internal side is the entity; when both are internal the originator is.
+    orig_internal, resp_internal = orig_class[1], resp_class[1]
+    if not orig_internal and not resp_internal:
+        stats.both_external += 1
+        return None
+    outbound = orig_internal
+    entity_class, remote_class = (orig_class, resp_class) if outbound else (resp_class, orig_class)
+    remote = remote_class[0] if remote_class[2] else None
+    remote_port = fields.get("id.resp_p") if outbound else fields.get("id.orig_p")
+    orig_bytes, resp_bytes = fields.get("orig_bytes") or 0, fields.get("resp_bytes") or 0
+
+    stats.connections += 1
+    return Connection(
+        ts=ts.timestamp() + time_shift_secs,
+        entity=entity_class[0],
+        peer=remote_class[0],
+        remote=remote,
+        remote_port=remote_port,
+        outbound=outbound,
+        bytes_out=orig_bytes if outbound else resp_bytes,
+        bytes_in=resp_bytes if outbound else orig_bytes,
+        duration=float(fields.get("duration") or 0.0),
+        failed=fields.get("conn_state") in FAILED_CONN_STATES,
+        source=source,
+        line=line,
+    )
 
 
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")

@@ -41,6 +41,7 @@ JOINED_COLUMNS = "   "
 class ColumnLayout:
     """The columns declared by one ``#fields``/``#types`` pair, with a converter per column.
 
+    ``unset_field`` and ``empty_field`` are the header's tokens when the layout was built.
     ``joined`` lists (position in a row, number of columns) for each header token that
     contained several columns joined by spaces. ``raw_width`` is the row width with those
     joins. ``unknown_types`` names the columns whose type has no converter, which are read as
@@ -51,6 +52,7 @@ class ColumnLayout:
     types: tuple[str, ...]
     converters: tuple[Converter, ...]
     unset_field: str
+    empty_field: str
     joined: tuple[tuple[int, int], ...]
     raw_width: int
     unknown_types: tuple[str, ...]
@@ -128,43 +130,56 @@ def parse_tsv_lines(
     ``lines`` yields (1-based line number, text without the line ending) pairs.
     """
     header = TsvHeader()
+    for number, text in iter_data_lines(lines, header, stats, reporter):
+        fields = convert_row(header, text, number, reporter)
+        if fields is not None:
+            stats.records += 1
+            yield ZeekRecord(header.path or default_path, fields, source, number)
+
+
+def iter_data_lines(
+    lines: Iterable[tuple[int, str]], header: TsvHeader, stats: ParseStats, reporter: MalformedLineReporter
+) -> Iterator[tuple[int, str]]:
+    """Apply header lines to ``header`` and count blank lines; yield the other (data) lines."""
     for number, text in lines:
         if not text:
             stats.skipped += 1
             continue
 
         # A header line, possibly after stray whitespace. Zeek writes a data line that would
-        # start with "#" as "\x23...", so a line starting with "#" is never a record.
-        if text[0] == "#" or (text[0] in " \t" and _directive_name(text.lstrip(" \t"), header) in DIRECTIVES):
+        # start with "#" as "\\x23...", so a line starting with "#" is never a record.
+        first = text[0]
+        if first == "#" or (first in " \t" and _directive_name(text.lstrip(" \t"), header) in DIRECTIVES):
             _read_header_line(header, text.lstrip(" \t"), number, stats, reporter)
             continue
+        yield number, text
 
-        layout = header.layout
-        if layout is None:
-            missing = "#fields" if header.fields is None else "#types"
-            reporter.report(number, "no_header", f"data line with no usable {missing} header line before it")
-            continue
 
-        values = text.split(header.separator)
-        if len(values) != len(layout.names):
-            expanded = layout.split_joined(values)
-            if expanded is None:
-                reporter.report(number, "column_count",
-                                f"{len(values)} values but #fields declares {len(layout.names)} columns")
-                continue
-            values = expanded
+def convert_row(header: TsvHeader, text: str, number: int, reporter: MalformedLineReporter) -> dict[str, Any] | None:
+    """Return the typed fields of one data line, or None after reporting why it has none."""
+    layout = header.layout
+    if layout is None:
+        missing = "#fields" if header.fields is None else "#types"
+        reporter.report(number, "no_header", f"data line with no usable {missing} header line before it")
+        return None
 
-        try:
-            fields = layout.convert(values)
-        except InvalidColumnValue as invalid:
-            if isinstance(invalid.error, ImplausibleTimestamp):
-                reporter.report(number, "implausible_timestamp", f"field {invalid.name}: {invalid.error}")
-            else:
-                reporter.report(number, f"invalid_value:{invalid.name}", str(invalid))
-            continue
+    values = text.split(header.separator)
+    if len(values) != len(layout.names):
+        expanded = layout.split_joined(values)
+        if expanded is None:
+            reporter.report(number, "column_count",
+                            f"{len(values)} values but #fields declares {len(layout.names)} columns")
+            return None
+        values = expanded
 
-        stats.records += 1
-        yield ZeekRecord(header.path or default_path, fields, source, number)
+    try:
+        return layout.convert(values)
+    except InvalidColumnValue as invalid:
+        if isinstance(invalid.error, ImplausibleTimestamp):
+            reporter.report(number, "implausible_timestamp", f"field {invalid.name}: {invalid.error}")
+        else:
+            reporter.report(number, f"invalid_value:{invalid.name}", str(invalid))
+        return None
 
 
 def _directive_name(text: str, header: TsvHeader) -> str:
@@ -258,6 +273,7 @@ def build_layout(header: TsvHeader, raw_types: list[str]) -> ColumnLayout | str:
         types=tuple(types),
         converters=tuple(converters),
         unset_field=header.unset_field,
+        empty_field=header.empty_field,
         joined=tuple(joined),
         raw_width=len(raw_names),
         unknown_types=tuple(unknown),

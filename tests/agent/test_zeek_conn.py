@@ -1,0 +1,163 @@
+"""The conn fast path against the general reader: same connections, counts and reports, line by line."""
+
+from __future__ import annotations
+
+import gzip
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from agent.network import InternalNetworks, OrientationStats, orient_connections
+from agent.zeek_conn import iter_connections
+from agent.zeek_json import parse_json_lines
+from agent.zeek_records import MalformedLineReporter, ParseStats
+from agent.zeek_tsv import parse_tsv_lines
+
+# The Stratosphere and IoT-23 captures monitor hosts of CTU's network, 147.32.0.0/16.
+NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "147.32.0.0/16")
+
+HEADER = [
+    "#separator \\x09",
+    "#set_separator\t,",
+    "#empty_field\t(empty)",
+    "#unset_field\t-",
+    "#path\tconn",
+    "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\t"
+    "resp_bytes\tconn_state\tlocal_orig\tmissed_bytes\thistory\torig_pkts\ttunnel_parents",
+    "#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\tbool\tcount\t"
+    "string\tcount\tset[string]",
+]
+ROW = ["1655071198.444458", "C1", "192.168.1.5", "62771", "40.74.108.123", "443", "tcp", "ssl", "1.135424",
+       "1596", "4039", "SF", "T", "0", "ShADdaFf", "14", "(empty)"]
+
+
+def read_both(lines: list[str], source: str = "conn.log", *, is_json: bool = False) -> tuple[tuple, tuple]:
+    """Run the general reader with orientation and the fast path; return what each produced."""
+    numbered = list(enumerate(lines, start=1))
+    results = []
+    for fast in (False, True):
+        internal = InternalNetworks(NETWORKS)
+        stats, orientation = ParseStats(), OrientationStats()
+        reporter = MalformedLineReporter(source, stats)
+        if fast:
+            connections = list(iter_connections(numbered, is_json=is_json, source=source, default_path="conn",
+                                                internal=internal, stats=stats, orientation=orientation,
+                                                reporter=reporter))
+        else:
+            parse = parse_json_lines if is_json else parse_tsv_lines
+            records = parse(numbered, source=source, default_path="conn", stats=stats, reporter=reporter)
+            connections = list(orient_connections(records, internal, stats=orientation))
+        counts = {"records": stats.records, "header_lines": stats.header_lines, "skipped": stats.skipped,
+                  "malformed": dict(stats.malformed), "errors": [str(error) for error in stats.errors]}
+        results.append(([asdict(c) for c in connections], counts, asdict(orientation)))
+    return results[0], results[1]
+
+
+def row(**changes: str) -> str:
+    names = HEADER[5].split("\t")[1:]
+    values = dict(zip(names, ROW)) | changes
+    return "\t".join(values[name] for name in names)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"id.orig_h": "40.74.108.7", "id.resp_h": "192.168.1.9"},  # inbound
+        {"id.orig_h": "40.74.108.7"},  # both external
+        {"id.resp_h": "192.168.7.7"},  # both internal
+        {"id.resp_h": "2001:db8::1"},
+        {"id.resp_h": "-"},
+        {"id.resp_h": "300.1.1.1"},
+        {"ts": "-"},
+        {"ts": "1655071198"},
+        {"ts": "1655071198."},
+        {"ts": "1.655071198444458e+09"},
+        {"ts": "1655071198.4444581"},
+        {"ts": "5000000000.0"},
+        {"ts": "١٢.٣"},
+        {"duration": "-"},
+        {"duration": "inf"},
+        {"duration": "1e3"},
+        {"duration": "x"},
+        {"orig_bytes": "-", "resp_bytes": "-"},
+        {"orig_bytes": ""},
+        {"orig_bytes": "12a"},
+        {"missed_bytes": "-"},
+        {"missed_bytes": "١"},
+        {"orig_pkts": "-1"},
+        {"id.resp_p": "-"},
+        {"local_orig": "-"},
+        {"local_orig": "Y"},
+        {"conn_state": "S0"},
+        {"conn_state": "\\x53\\x30"},
+        {"conn_state": "-"},
+        {"conn_state": "(empty)"},
+    ],
+)
+def test_fast_path_row_matches_general_reader(changes: dict[str, str]) -> None:
+    general, fast = read_both(HEADER + [row(**changes)])
+
+    assert fast == general
+
+
+def test_fast_path_header_changes_match_general_reader() -> None:
+    """A second header with another column order, a #path of another log, a data line before any header."""
+    reordered = [HEADER[5].replace("\tproto", "").replace("\tuid", "\tuid\tproto"),
+                 HEADER[6].replace("\tenum", "").replace("\tstring", "\tstring\tenum", 1)]
+    lines = (["1655071198.1\tC0"] + HEADER + [row(), row(conn_state="REJ")] + reordered
+             + ["\t".join(ROW[:2] + ["tcp"] + ROW[2:6] + ROW[7:])] + ["#path\tdns", row(), "", "#close\tx"])
+
+    general, fast = read_both(lines)
+
+    assert fast == general
+    assert len(fast[0]) == 3
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled",
+        "stratosphere-testing/002-zeek-scenario-port-scanning/conn.log",
+        "slips/test10-mixed-zeek-dir/conn.log",
+        "iot23/raw/CTU-Honeypot-Capture-4-1.conn.log.labeled",
+        "slips/test9-mixed-zeek-dir/conn.log",
+        "stratosphere-testing/001-zeek-scenario-malicious/conn.log",
+    ],
+)
+def test_fast_path_real_log_matches_general_reader(shared_data_dir: Path, relative: str) -> None:
+    path = shared_data_dir / relative
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    lines = [text.removesuffix("\r") for text in data.decode("utf-8").split("\n")[:20000]]
+
+    general, fast = read_both(lines, is_json=lines[0].startswith("{"))
+
+    assert fast == general
+    assert len(fast[0]) > 0
+
+
+def test_fast_path_damaged_lines_match_general_reader(shared_data_dir: Path) -> None:
+    """Real rows with one byte replaced, deleted or duplicated."""
+    path = shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled"
+    lines = path.read_text(encoding="utf-8").split("\n")[:3000]
+    generator = random.Random(7)
+    damaged = lines[:8]
+    for text in lines[8:]:
+        position = generator.randrange(len(text) + 1)
+        choice = generator.choice(["replace", "delete", "insert", "keep"])
+        if choice == "replace":
+            text = text[:position] + generator.choice("0-.\tx:T") + text[position + 1:]
+        elif choice == "delete":
+            text = text[:position] + text[position + 1:]
+        elif choice == "insert":
+            text = text[:position] + text[position:position + 1] + text[position:]
+        damaged.append(text)
+
+    general, fast = read_both(damaged)
+
+    assert fast == general
+    assert general[1]["malformed"]

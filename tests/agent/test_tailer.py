@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import gzip
 import os
+import random
 import re
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from agent.tailer import LogTailer, TailCheckpoint, TailLine
+from agent.tailer import LogTailer, TailBatch, TailCheckpoint, TailLine
 
 
 def drain(tailer: LogTailer) -> list[bytes]:
@@ -381,3 +384,52 @@ def test_follow_delivers_appended_lines_and_stops(tmp_path: Path, use_inotify: b
     assert not worker.is_alive()
     assert received == [b"one", b"two"]
     assert threading.active_count() == threads_before
+
+
+def flatten(batches: Iterable[TailBatch]) -> list[tuple[int, bytes, bool]]:
+    """Return (offset, data, truncated) for each line of ``batches``."""
+    found = []
+    for batch in batches:
+        offset = batch.offset
+        for data in batch.lines:
+            found.append((offset, data, batch.truncated))
+            offset += len(data) + 1
+    return found
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_poll_batches_match_poll_line_by_line(tmp_path: Path, compressed: bool) -> None:
+    """Partial lines, NUL runs, over-long lines and CRs, appended in random pieces."""
+    generator = random.Random(11)
+    pieces = [b"a\n", b"bb\r\n", b"\0\0\0c\n", b"x" * 40 + b"\n", b"y" * 25, b"z" * 30 + b"\n", b"\n",
+              b"partial", b" end\n", "é\n".encode(), b"\0", b"q\n"]
+    content = b"".join(generator.choice(pieces) for _ in range(400))
+    tailers = []
+    for name in ("lines", "batches"):
+        folder = tmp_path / name
+        folder.mkdir()
+        tailers.append((folder / "app.log", LogTailer([str(folder / "app.log*")], max_line_bytes=32,
+                                                      use_inotify=False)))
+
+    seen: dict[str, list[tuple[int, bytes, bool]]] = {"lines": [], "batches": []}
+    position = 0
+    while position < len(content):
+        step = generator.randrange(1, 200)
+        for path, _ in tailers:
+            with open(path, "ab") as stream:
+                stream.write(content[position:position + step])
+        position += step
+        seen["lines"].extend((line.offset, line.data, line.truncated) for line in tailers[0][1].poll())
+        seen["batches"].extend(flatten(tailers[1][1].poll_batches()))
+        assert tailers[0][1].checkpoints()[0].offset == tailers[1][1].checkpoints()[0].offset
+    if compressed:
+        for path, _ in tailers:
+            path.with_name("app.log.1.gz").write_bytes(gzip.compress(path.read_bytes() + b"tail"))
+            path.unlink()
+        seen["lines"].extend((line.offset, line.data, line.truncated) for line in tailers[0][1].poll())
+        seen["batches"].extend(flatten(tailers[1][1].poll_batches()))
+
+    assert seen["batches"] == seen["lines"]
+    stats = [replace(tailer.stats, bytes_behind=list(tailer.stats.bytes_behind.values())) for _, tailer in tailers]
+    assert stats[0] == stats[1]
+    assert len(seen["lines"]) > 200

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SiteEvidence:
-    """One observable released by one site in one round."""
+    """One observable released by one site in one round, by one detector family."""
 
     site_id: str
     round_start_us: int
@@ -53,6 +53,7 @@ class SiteEvidence:
     value: str
     noised_mean_score: float
     noised_entity_count: int
+    family: str = "network"
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,10 @@ def strongest_per_site(
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Group evidence by observable and keep each site's strongest score in [0, 1].
 
-    A site counts once per observable, with its strongest score in the window of rounds, so
-    resending the same observable every round does not inflate the fused score. Evidence from
+    A site counts once per observable, with its strongest score in the window of rounds and
+    over its detector families, so resending the same observable every round does not inflate
+    the fused score, and neither does a site whose network and process detectors both flag
+    it: both read the same site's telemetry, so they are one witness, not two. Evidence from
     sites missing from ``trust`` (unknown or revoked) is dropped with one warning.
     """
     strongest: dict[tuple[str, str], dict[str, float]] = {}
@@ -406,6 +409,7 @@ def evidence_from_summary(summary: Mapping[str, Any], *, round_start_us: int) ->
             observable_type=str(item["observable_type"]), value=str(item["value"]),
             noised_mean_score=float(item["noised_mean_score"]),
             noised_entity_count=int(item["noised_entity_count"]),
+            family=str(item.get("family", "network")),
         )
         for item in summary.get("evidence", [])
     ]

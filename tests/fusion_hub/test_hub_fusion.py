@@ -98,6 +98,19 @@ def test_evidence_from_summary_reads_released_observables() -> None:
     assert evidence == [SiteEvidence("site-a", 42, "domain-name", "bad.example", 0.8, 7)]
 
 
+def test_evidence_from_summary_families_count_one_site() -> None:
+    """A site whose network and process detectors both release a domain is one witness."""
+    items = [{"family": family, "observable_type": "domain-name", "value": "bad.example",
+              "noised_entity_count": 7, "noised_mean_score": score, "first_seen": "x", "last_seen": "y"}
+             for family, score in (("network", 0.4), ("process", 0.9))]
+
+    evidence = evidence_from_summary({"site": "site-a", "evidence": items}, round_start_us=42)
+    fused = NoisyOrFusion().fuse(evidence, {"site-a": 1.0})
+
+    assert [e.family for e in evidence] == ["network", "process"]
+    assert [(f.value, f.corroborating_sites, f.fused_score) for f in fused] == [("bad.example", 1, 0.9)]
+
+
 def test_create_strategy_unknown_name_raises() -> None:
     assert create_strategy("noisy-or").name == "trust-weighted-noisy-or"
     with pytest.raises(ValueError, match="unknown fusion strategy 'no-such-strategy'"):

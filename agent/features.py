@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from functools import reduce
+from operator import add
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -57,6 +59,21 @@ class WindowAccumulator:
         self.duration_sum += connection.duration
         if connection.remote is not None:
             self.remotes[connection.remote] += 1
+
+    def add_many(self, connections: list[Connection]) -> None:
+        """Add connections in order, with the same result as :meth:`add` for each of them.
+
+        Each field is updated by one C-level call over the whole list. The durations are
+        still summed one by one, in order, so the float sum does not change.
+        """
+        self.timestamps.extend([c.ts for c in connections])
+        self.peers.update([c.peer for c in connections])
+        self.ports.update([c.remote_port for c in connections if c.remote_port is not None])
+        self.bytes_out += sum([c.bytes_out for c in connections])
+        self.bytes_in += sum([c.bytes_in for c in connections])
+        self.failed += sum([c.failed for c in connections])
+        self.duration_sum = reduce(add, [c.duration for c in connections], self.duration_sum)
+        self.remotes.update([c.remote for c in connections if c.remote is not None])
 
 
 @dataclass(frozen=True)
@@ -117,14 +134,20 @@ def build_windows(connections: Iterable[Connection], *, window_seconds: int) -> 
 
     Replay reads whole files, so every window is complete once the input ends.
     """
-    open_windows: dict[tuple[str, int], WindowAccumulator] = {}
+    # Grouping first and adding each group at once is several times faster than adding one
+    # connection at a time.
+    groups: dict[tuple[str, int], list[Connection]] = {}
     for connection in connections:
-        start = int(connection.ts // window_seconds) * window_seconds
-        key = (connection.entity, start)
-        accumulator = open_windows.get(key)
-        if accumulator is None:
-            accumulator = open_windows[key] = WindowAccumulator(connection.entity, start)
-        accumulator.add(connection)
-    windows = [close_window(a) for a in open_windows.values()]
+        key = (connection.entity, int(connection.ts // window_seconds) * window_seconds)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [connection]
+        else:
+            group.append(connection)
+    windows = []
+    for (entity, start), group in groups.items():
+        accumulator = WindowAccumulator(entity, start)
+        accumulator.add_many(group)
+        windows.append(close_window(accumulator))
     windows.sort(key=lambda w: (w.start, w.entity))
     return windows

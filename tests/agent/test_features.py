@@ -75,3 +75,28 @@ def test_build_windows_separates_entities() -> None:
     windows = build_windows(connections, window_seconds=60)
 
     assert sorted(w.entity for w in windows) == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_add_many_equals_add_one_by_one() -> None:
+    import random
+    from dataclasses import asdict
+
+    from agent.features import WindowAccumulator
+
+    generator = random.Random(3)
+    connections = [Connection(ts=1000 + generator.random() * 60, entity="192.168.1.5",
+                              peer=f"203.0.113.{generator.randrange(5)}",
+                              remote=None if generator.random() < 0.3 else f"203.0.113.{generator.randrange(5)}",
+                              remote_port=None if generator.random() < 0.2 else generator.choice([22, 80, 443]),
+                              outbound=True, bytes_out=generator.randrange(10**6), bytes_in=generator.randrange(10**6),
+                              duration=generator.random() * 3, failed=generator.random() < 0.4, source="test", line=n)
+                   for n in range(500)]
+    one_by_one, at_once = WindowAccumulator("192.168.1.5", 960), WindowAccumulator("192.168.1.5", 960)
+
+    for item in connections:
+        one_by_one.add(item)
+    at_once.add_many(connections)
+
+    assert asdict(at_once) == asdict(one_by_one)
+    assert list(at_once.ports) == list(one_by_one.ports)
+    assert list(at_once.remotes) == list(one_by_one.remotes)

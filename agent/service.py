@@ -21,7 +21,7 @@ from typing import TextIO
 
 import numpy as np
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, PrivacySection
 from agent.consumer import FusedIndicatorConsumer
 from agent.detector import CalibratedDetector, ScoredWindow
 from agent.errors import AgentError, DeliveryError
@@ -184,14 +184,12 @@ class Agent:
         until it has enough, and the agent logs that it did.
         """
         settings, round_seconds = self.config.detector, self.config.windows.round_seconds
-        rounds = sorted({w.start - w.start % round_seconds for w in windows})
-        taken = settings.baseline_rounds
-        while True:
-            end = rounds[min(taken, len(rounds)) - 1] + round_seconds
-            baseline = [w for w in windows if w.start < end]
-            if len(baseline) >= settings.min_baseline_windows or taken >= len(rounds):
-                break
-            taken += 1
+        per_round = Counter(w.start - w.start % round_seconds for w in windows)
+        rounds = sorted(per_round)
+        taken = baseline_round_count([per_round[r] for r in rounds], baseline_rounds=settings.baseline_rounds,
+                                     min_baseline_windows=settings.min_baseline_windows)
+        end = rounds[min(taken, len(rounds)) - 1] + round_seconds
+        baseline = [w for w in windows if w.start < end]
         if taken > settings.baseline_rounds:
             log.warning("site %s: the first %d rounds hold too few windows for a baseline; training on the "
                         "first %d rounds (%d windows)", self.config.site.id, settings.baseline_rounds,
@@ -265,45 +263,10 @@ class Agent:
         return "queued"
 
     def _summary_object(self, release: RoundRelease, epsilon_spent: float) -> dict:
-        config, privacy = self.config, self.config.privacy
-        return build_summary(
-            site=config.site.id,
-            round_start=_utc(release.round_start),
-            round_end=_utc(release.round_end),
-            families=[{
-                "family": "network",
-                "detector": {"name": config.detector.name,
-                             "version": CalibratedDetector(config.detector.name).version},
-                "feature_schema_version": FEATURE_SCHEMA_VERSION,
-                "score_histogram": {"bin_edges": list(BIN_EDGES), "noised_counts": list(release.histogram)},
-                "noised_window_count": release.noised_window_count,
-            }],
-            evidence=[
-                {
-                    "family": "network",
-                    "observable_type": e.observable_type,
-                    "value": e.value,
-                    "noised_entity_count": e.noised_unit_count,
-                    "noised_mean_score": e.noised_mean_score,
-                    "first_seen": _utc(release.round_start),
-                    "last_seen": _utc(release.round_end),
-                }
-                for e in release.evidence
-            ],
-            privacy={
-                "unit": privacy.unit,
-                "mechanism": "discrete-laplace",
-                "epsilon": release.epsilon,
-                "delta": release.delta,
-                "partition_threshold": release.partition_threshold,
-                "max_observables_per_entity": privacy.max_observables_per_entity,
-                "max_windows_per_entity": privacy.max_windows_per_entity,
-                "epsilon_spent_in_period": round(epsilon_spent, 6),
-                "epsilon_budget": privacy.budget_epsilon,
-                "period_days": privacy.period_days,
-            },
-            created=datetime.now(timezone.utc),
-        )
+        name = self.config.detector.name
+        return build_round_summary(release, site_id=self.config.site.id, detector_name=name,
+                                   detector_version=CalibratedDetector(name).version, privacy=self.config.privacy,
+                                   epsilon_spent=epsilon_spent, created=datetime.now(timezone.utc))
 
     def _release_secure_round(self, round_start: int, windows: list[ScoredWindow], contacts: list[Contact],
                               report: RunReport) -> str:
@@ -350,6 +313,68 @@ class Agent:
         except DeliveryError as err:
             log.error("site %s: fused-indicator poll failed: %s", self.config.site.id, err)
         self.metrics.alerts_written += report.alerts
+
+
+def build_round_summary(
+    release: RoundRelease, *, site_id: str, detector_name: str, detector_version: str,
+    privacy: PrivacySection, epsilon_spent: float, created: datetime,
+) -> dict:
+    """Build the unsigned network-family summary of one round's release.
+
+    ``epsilon_spent`` is the epsilon the site's ledger has charged in the current period,
+    this round included.
+    """
+    return build_summary(
+        site=site_id,
+        round_start=_utc(release.round_start),
+        round_end=_utc(release.round_end),
+        families=[{
+            "family": "network",
+            "detector": {"name": detector_name, "version": detector_version},
+            "feature_schema_version": FEATURE_SCHEMA_VERSION,
+            "score_histogram": {"bin_edges": list(BIN_EDGES), "noised_counts": list(release.histogram)},
+            "noised_window_count": release.noised_window_count,
+        }],
+        evidence=[
+            {
+                "family": "network",
+                "observable_type": e.observable_type,
+                "value": e.value,
+                "noised_entity_count": e.noised_unit_count,
+                "noised_mean_score": e.noised_mean_score,
+                "first_seen": _utc(release.round_start),
+                "last_seen": _utc(release.round_end),
+            }
+            for e in release.evidence
+        ],
+        privacy={
+            "unit": privacy.unit,
+            "mechanism": "discrete-laplace",
+            "epsilon": release.epsilon,
+            "delta": release.delta,
+            "partition_threshold": release.partition_threshold,
+            "max_observables_per_entity": privacy.max_observables_per_entity,
+            "max_windows_per_entity": privacy.max_windows_per_entity,
+            "epsilon_spent_in_period": round(epsilon_spent, 6),
+            "epsilon_budget": privacy.budget_epsilon,
+            "period_days": privacy.period_days,
+        },
+        created=created,
+    )
+
+
+def baseline_round_count(windows_per_round: list[int], *, baseline_rounds: int, min_baseline_windows: int) -> int:
+    """Return how many of the first rounds that hold windows the detector's baseline takes.
+
+    ``windows_per_round`` lists the window count of each round that holds any, in time order.
+    The baseline is the first ``baseline_rounds`` of them, grown by whole rounds until it holds
+    ``min_baseline_windows`` windows or no round is left. The result may exceed the number of
+    rounds when ``baseline_rounds`` does.
+    """
+    taken = baseline_rounds
+    while sum(windows_per_round[:taken]) < min_baseline_windows and taken < len(windows_per_round):
+        taken += 1
+    return taken
 
 
 def _contacts(round_start: int, windows: list[ScoredWindow], window_seconds: int) -> list[Contact]:

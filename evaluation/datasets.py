@@ -27,6 +27,7 @@ from agent.detector import CalibratedDetector
 from agent.errors import DetectorError
 from agent.features import Window, build_windows
 from agent.network import InternalNetworks, orient_connections
+from agent.service import baseline_round_count
 from agent.zeek import iter_zeek_records
 
 log = logging.getLogger(__name__)
@@ -175,17 +176,17 @@ def load_site(
 
 
 def baseline_mask(window_round: np.ndarray, baseline_rounds: int, min_windows: int) -> tuple[np.ndarray, int]:
-    """Select the windows of the first rounds, growing by whole rounds to ``min_windows``.
+    """Select the baseline windows by the agent's rule, on round indices.
 
-    This is the agent's baseline rule (``agent.service.Agent._baseline``) on round indices.
+    Returns the mask and the first round after the baseline, where evaluation starts.
     """
-    taken = baseline_rounds
-    rounds_present = int(window_round.max()) + 1 if window_round.size else 0
-    while True:
-        mask = window_round < taken
-        if mask.sum() >= min_windows or taken >= rounds_present:
-            return mask, taken
-        taken += 1
+    present, counts = np.unique(window_round, return_counts=True)
+    if present.size == 0:
+        return np.zeros(0, dtype=bool), baseline_rounds
+    taken = baseline_round_count(counts.tolist(), baseline_rounds=baseline_rounds,
+                                 min_baseline_windows=min_windows)
+    end = int(present[min(taken, present.size) - 1]) + 1
+    return window_round < end, end
 
 
 def _score(

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import PrivacySection
-from agent.detector import ScoredWindow
-from agent.features import FEATURE_SCHEMA_VERSION
-from agent.summariser import BIN_EDGES, summarise_round
+from agent.detector import CalibratedDetector, ScoredWindow
+from agent.service import build_round_summary
+from agent.summariser import summarise_round
 from evaluation.datasets import SiteData
 from evaluation.secure import heavy_observables, sketch_noise, sketch_vector_bytes
 from fusion_hub.config import AuthSettings, FusionSettings
@@ -53,9 +53,10 @@ from privacy.secagg.sketch import CountMinSketch
 from privacy.signing import canonical_json, generate_signing_key, sign_object
 from stix_mappings.ids import indicator_id
 from stix_mappings.patterns import build_pattern
-from stix_mappings.summary import build_summary
 
 log = logging.getLogger(__name__)
+
+DETECTOR_VERSION = CalibratedDetector("iforest").version
 
 # Evaluation rounds are placed on a fixed calendar so summaries carry valid timestamps.
 EPOCH = datetime(2024, 6, 3, tzinfo=timezone.utc)
@@ -160,8 +161,13 @@ def run_fusion(
                         release = replace(release, evidence=tuple(e for e in release.evidence
                                                                   if e.value in kept))
                         sent_bytes += sketch_vector_bytes()
-                    summary = sign_object(_summary(site_id, release, round_start, setup, privacy),
-                                          keys[site_id])
+                    # Signed as the agent builds it, with the round's end as its creation time
+                    # so that runs repeat byte for byte.
+                    summary = sign_object(build_round_summary(
+                        release, site_id=site_id, detector_name="iforest",
+                        detector_version=DETECTOR_VERSION, privacy=privacy,
+                        epsilon_spent=release.epsilon,
+                        created=round_start + timedelta(seconds=setup.round_seconds)), keys[site_id])
                     outcome.seconds_per_site_round.append(time.process_time() - began)
                     sent_bytes += len(canonical_json(summary))
                     rounds_sent[site_id] += 1
@@ -293,26 +299,3 @@ def _poisoned(
     chosen = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
     return [SiteEvidence(site_id, round_start_us, "ipv4-addr" if ":" not in pool[i] else "ipv6-addr",
                          pool[i], 1.0, 100) for i in sorted(chosen)]
-
-
-def _summary(site_id: str, release, round_start: datetime, setup: FusionSetup,
-             privacy: PrivacySection) -> dict:
-    round_end = round_start + timedelta(seconds=setup.round_seconds)
-    return build_summary(
-        site=site_id, round_start=round_start, round_end=round_end,
-        families=[{"family": "network", "detector": {"name": "iforest", "version": "evaluation"},
-                   "feature_schema_version": FEATURE_SCHEMA_VERSION,
-                   "score_histogram": {"bin_edges": list(BIN_EDGES), "noised_counts": list(release.histogram)},
-                   "noised_window_count": release.noised_window_count}],
-        evidence=[{"family": "network", "observable_type": e.observable_type, "value": e.value,
-                   "noised_entity_count": e.noised_unit_count,
-                   "noised_mean_score": e.noised_mean_score,
-                   "first_seen": round_start, "last_seen": round_end} for e in release.evidence],
-        privacy={"unit": privacy.unit, "mechanism": "discrete-laplace", "epsilon": release.epsilon,
-                 "delta": release.delta, "partition_threshold": release.partition_threshold,
-                 "max_observables_per_entity": privacy.max_observables_per_entity,
-                 "max_windows_per_entity": privacy.max_windows_per_entity,
-                 "epsilon_spent_in_period": release.epsilon, "epsilon_budget": privacy.budget_epsilon,
-                 "period_days": privacy.period_days},
-        created=round_end,
-    )

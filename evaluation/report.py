@@ -35,6 +35,13 @@ def markdown_tables(results: dict) -> str:
     if results["variants"]:
         lines += ["", "## Strategies, ablations, poisoning and epsilon (fusion-dp variants)", "",
                   _table(results["variants"])]
+    ablations = _ablation_rows(results)
+    if len(ablations) > 1:
+        lines += ["", "## Ablations of fusion-dp", "",
+                  "| variant | F1 | FPR | change in F1 |", "| --- | --- | --- | --- |"]
+        reference = ablations["fusion-dp"]["f1"]
+        lines += [f"| {name} | {_cell(row['f1'])} | {_cell(row['fpr'])} | {row['f1'] - reference:+.4f} |"
+                  for name, row in ablations.items()]
     fused = results["approaches"].get("fusion-dp")
     if fused:
         lines += ["", "## Confusion matrix of fusion-dp (flows)", "",
@@ -48,6 +55,16 @@ def markdown_tables(results: dict) -> str:
                      f"{site['malicious']} | {site['windows']} | {site['baseline_rounds']} |")
     lines += ["", f"Run time: {results['elapsed_seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def _ablation_rows(results: dict) -> dict[str, dict]:
+    """Return fusion-dp, the same without DP (the fusion approach) and every ablation variant."""
+    approaches = results["approaches"]
+    rows = {"fusion-dp": approaches["fusion-dp"]} if "fusion-dp" in approaches else {}
+    if rows and "fusion" in approaches and results["variants"]:
+        rows["ablation:without-dp"] = approaches["fusion"]
+    rows.update((k, v) for k, v in results["variants"].items() if k.startswith("ablation:"))
+    return rows
 
 
 def _table(rows: dict) -> str:
@@ -123,11 +140,11 @@ def _figures(results: dict, out_dir: Path) -> list[Path]:
         axes.set_ylim(0, 1)
         paths.append(_save(figure, out_dir / "epsilon_vs_f1.png"))
 
-    poisoning = {k: v for k, v in results["variants"].items() if k.startswith("ablation:")}
-    if poisoning:
-        labels = ["fusion-dp", *poisoning]
-        values = [approaches["fusion-dp"]["f1"], *(v["f1"] for v in poisoning.values())]
-        figure, axes = plt.subplots(figsize=(8, 4))
+    ablations = _ablation_rows(results)
+    if len(ablations) > 1:
+        labels = list(ablations)
+        values = [row["f1"] for row in ablations.values()]
+        figure, axes = plt.subplots(figsize=(8, 4.5))
         axes.barh(labels, values, color="tab:orange")
         axes.set_xlabel("F1")
         axes.set_xlim(0, 1)

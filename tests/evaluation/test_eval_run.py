@@ -68,6 +68,15 @@ def test_eval_quick_reports_privacy_and_cost(quick_results: Path) -> None:
     assert all(0.0 <= a["f1"] <= 1.0 for a in approaches.values())
 
 
+def test_eval_quick_pooled_bound_beats_local(quick_results: Path) -> None:
+    """Pooling every site's windows in one place does at least as well as each site alone."""
+    approaches = json.loads((quick_results / "results.json").read_text(
+        encoding="utf-8"))["approaches"]
+
+    assert approaches["centralised"]["f1"] >= approaches["local-only"]["f1"]
+    assert approaches["centralised"]["fpr"] <= approaches["local-only"]["fpr"]
+
+
 def test_run_fusion_same_seed_same_decisions(shared_data_dir: Path, tmp_path: Path) -> None:
     """Two runs with one seed agree flow by flow, and the poisoning site loses trust."""
     specs = [s for s in IOT23_SITES if s.site_id in ("iot-44-1", "iot-4-1", "ctu-010")]

@@ -9,7 +9,7 @@ dns        ``query`` as a domain name
 http       ``host`` as a domain name, and ``http://host[:port]uri`` as a URL
 ssl        ``server_name`` as a domain name, ``ja3`` and ``ja3s`` (from the ja3
            package, where installed), ``cert_chain_fps`` as certificate fingerprints
-files      ``md5``, ``sha1`` and ``sha256``; for a certificate (MIME type
+files      ``sha256``, else ``sha1``, else ``md5``; for a certificate (MIME type
            ``application/x-x509-*``) the hash is the certificate's fingerprint
 x509       ``fingerprint`` (Zeek 4.2 and later), with no entity: x509 has no endpoints
 notice     the remote address of ``id`` or of ``src``/``dst``
@@ -121,13 +121,16 @@ def observe_record(record: ZeekRecord, observables: ObservableFilter, ts: float)
     elif path == "files":
         if entity is None:
             entity = _internal_of(observables, [*_strings(fields.get("tx_hosts")), *_strings(fields.get("rx_hosts"))])
+        # One hash per file, the strongest Zeek computed, so that one file counts once against
+        # the entity's observable bound.
         mime = fields.get("mime_type")
-        if isinstance(mime, str) and mime.startswith("application/x-x509"):
-            found.append(observables.fingerprint("x509-sha1", fields.get("sha1")))
-            found.append(observables.fingerprint("x509-sha256", fields.get("sha256")))
-        else:
-            for kind in ("md5", "sha1", "sha256"):
-                found.append(observables.fingerprint(kind, fields.get(kind)))
+        certificate = isinstance(mime, str) and mime.startswith("application/x-x509")
+        for name in ("sha256", "sha1", "md5"):
+            kind = f"x509-{name}" if certificate else name
+            key = observables.fingerprint(kind, fields.get(name)) if kind != "x509-md5" else None
+            if key is not None:
+                found.append(key)
+                break
     elif path == "x509":
         found.append(_certificate(observables, fields.get("fingerprint")))
     elif path == "notice":

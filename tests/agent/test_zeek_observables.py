@@ -37,13 +37,13 @@ def observe(path: Path, networks: tuple[str, ...] = DEFAULT_INTERNAL_NETWORKS,
         (f"{SLIPS}/dns.log", 239, {"domain-name": 190}),
         (f"{SLIPS}/http.log", 516, {"domain-name": 402, "url": 503, "ipv4-addr": 112}),
         (f"{SLIPS}/ssl.log", 205, {"domain-name": 205, "ja3": 2, "ja3s": 1}),
-        (f"{SLIPS}/files.log", 936, {"md5": 535, "sha1": 535, "x509-sha1": 401}),
+        (f"{SLIPS}/files.log", 936, {"sha1": 535, "x509-sha1": 401}),
         (f"{SLIPS}/notice.log", 18, {}),
         (f"{ZED_TSV}/notice.log.gz", 207, {"ipv4-addr": 155}),
         (f"{ZED_JSON}/notice.json.gz", 207, {"ipv4-addr": 155}),
         (f"{ZED_TSV}/ssh.log.gz", 22, {}),
         (f"{ZED_JSON}/ssh.json.gz", 22, {}),
-        ("stratosphere-testing/009-zeek-malicious/data/files.log.labeled", 2029, {"md5": 2029, "sha1": 2029}),
+        ("stratosphere-testing/009-zeek-malicious/data/files.log.labeled", 2029, {"sha1": 2029}),
     ],
 )
 def test_observables_counts_real_logs(shared_data_dir: Path, relative: str, records: int,
@@ -101,7 +101,7 @@ def test_observables_files_without_internal_host(shared_data_dir: Path) -> None:
     assert default_stats.without_entity == {"files": 6}
     assert not default_kinds
     assert {o.entity for o in observations} == {"147.32.83.156"}
-    assert dict(kinds) == {"x509-sha1": 4, "x509-sha256": 4, "md5": 2, "sha1": 2}
+    assert dict(kinds) == {"x509-sha256": 4, "sha1": 2}
 
 
 def test_observables_internal_domains_withheld(shared_data_dir: Path) -> None:

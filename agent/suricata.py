@@ -17,6 +17,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from agent.events import Event, LineRejected
 
 __all__ = ["KEPT_EVENT_TYPES", "SuricataParser"]
@@ -42,13 +44,12 @@ class SuricataParser:
         if not text.strip():
             return None
 
-        # ValueError also covers integers longer than Python's 4300-digit conversion limit.
+        # orjson parses several times faster; where it rejects a line that json accepts (NaN,
+        # lone surrogate escapes, deep nesting), json decides, so such lines read as before.
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise LineRejected("invalid_json", f"invalid JSON: {err.msg} at column {err.colno}") from err
-        except (ValueError, RecursionError) as err:
-            raise LineRejected("invalid_json", f"invalid JSON: {type(err).__name__}") from err
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            obj = _loads_with_json(text)
         if not isinstance(obj, dict):
             raise LineRejected("not_json_object", f"JSON {type(obj).__name__} where EVE writes an object")
 
@@ -59,6 +60,16 @@ class SuricataParser:
             return None
         ts = _timestamp(obj.get("timestamp"))
         return Event("suricata", event_type, ts, _flatten(obj), source, line)
+
+
+def _loads_with_json(text: str) -> Any:
+    # ValueError also covers integers longer than Python's 4300-digit conversion limit.
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LineRejected("invalid_json", f"invalid JSON: {err.msg} at column {err.colno}") from err
+    except (ValueError, RecursionError) as err:
+        raise LineRejected("invalid_json", f"invalid JSON: {type(err).__name__}") from err
 
 
 def _timestamp(value: Any) -> datetime:

@@ -30,7 +30,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # a few seconds after the epoch still pass.
 TS_MIN = EPOCH
 TS_MAX = datetime(2100, 1, 1, tzinfo=timezone.utc)
-_TS_MAX_MICROS = (TS_MAX - EPOCH) // timedelta(microseconds=1)
+TS_MAX_MICROS = (TS_MAX - EPOCH) // timedelta(microseconds=1)
 
 STRING_TYPES = frozenset({"string", "enum", "file", "func"})
 CONTAINER_TYPE = re.compile(r"(set|vector|table)\[(\w+)\]")
@@ -153,7 +153,7 @@ def datetime_from_micros(micros: int) -> datetime:
 
 def check_plausible_ts(micros: int, text: str) -> None:
     """Raise :class:`ImplausibleTimestamp` if a `ts` lies outside [TS_MIN, TS_MAX)."""
-    if not 0 <= micros < _TS_MAX_MICROS:
+    if not 0 <= micros < TS_MAX_MICROS:
         raise ImplausibleTimestamp(text)
 
 

@@ -17,6 +17,8 @@ Wire format (Elasticsearch 8.x reference, "Bulk API" and "Data streams"):
   still unavailable then ends the flush: the rest stays in the spool for the next one, so
   one flush never waits on every batch in turn. 401 and 403 stop the client without
   logging the credential.
+- A 413 (body over ``http.max_content_length`` or a proxy's limit) splits the batch in
+  halves; a single document still too large goes to the dead-letter table.
 - A 200 whose body is not a bulk response (not JSON, no ``items`` list, a different number
   of items than actions, an item without an integer ``status``) confirms nothing: the
   batch stays queued and ``SiemResponseInvalid`` is raised. Fixed ``_id``s make the
@@ -263,6 +265,8 @@ class ElasticBulkClient:
                           self.url, "no response" if response is None else response.status,
                           attempt, self.backoff.policy.max_attempts)
                 continue
+            if response.status == 413:
+                return self._split_too_large(remaining, response, outcome)
             self._raise_for_status("/_bulk", response)
 
             retry: list[SpooledDocument] = []
@@ -287,6 +291,32 @@ class ElasticBulkClient:
         log.warning("elasticsearch at %s: %d documents not accepted after %d attempts; they "
                     "stay in the spool", self.url, len(remaining), attempt)
         outcome.unavailable = True
+        return outcome
+
+    def _split_too_large(self, documents: list[SpooledDocument], response: HttpResponse,
+                         outcome: BatchOutcome) -> BatchOutcome:
+        """Send a body over ``http.max_content_length`` (or a proxy's limit) in halves.
+
+        A single document still too large is dead-lettered, so the batch never comes back
+        unchanged.
+        """
+        if len(documents) == 1:
+            reason = f"request too large (413): {_es_error(response) or 'no body'}"
+            self.spool.dead_letter(documents[0].key, reason=reason, code="413")
+            outcome.dead_lettered += 1
+            log.error("elasticsearch at %s rejected %s alone with 413; it is dead-lettered",
+                      self.url, documents[0].key)
+            return outcome
+        log.warning("elasticsearch at %s rejected a bulk request of %d documents with 413; "
+                    "sending it in two halves", self.url, len(documents))
+        half = len(documents) // 2
+        for part in (documents[:half], documents[half:]):
+            result = self._send_batch(part)
+            outcome.delivered += result.delivered
+            outcome.dead_lettered += result.dead_lettered
+            if result.unavailable:
+                outcome.unavailable = True
+                break
         return outcome
 
     def _bulk_results(self, response: HttpResponse,

@@ -8,7 +8,8 @@ streams (indices matching an installed template with ``data_stream``, or the bui
 template's ``ip``, ``long`` and ``date`` mappings (400 ``document_parsing_exception``).
 It also serves ``PUT _ilm/policy``, ``PUT _index_template`` and ``_delete_by_query`` with a
 ``term`` or ``range`` query, and rejects requests without the expected credential with 401
-``security_exception``. ``proxy_bodies`` plays a proxy in front of Elasticsearch that
+``security_exception``. A body over ``max_content_length`` gets 413 with an empty body, as
+Elasticsearch does past ``http.max_content_length``. ``proxy_bodies`` plays a proxy in front of Elasticsearch that
 responds to bulk requests with 200 and a body of its own, which indexes nothing.
 """
 
@@ -41,6 +42,8 @@ class EsState:
     reject_items_once: dict[str, int] = field(default_factory=dict)
     # Raw 200 bodies sent in order in response to the next bulk requests, indexing nothing.
     proxy_bodies: list[bytes] = field(default_factory=list)
+    # http.max_content_length: larger request bodies get 413 with an empty body.
+    max_content_length: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -87,7 +90,9 @@ class _EsHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         with state.lock:
             state.requests.append({"method": method, "path": path, "body": raw})
-            if path == "/_bulk" and state.proxy_bodies:
+            if state.max_content_length is not None and len(raw) > state.max_content_length:
+                status, body = 413, b""
+            elif path == "/_bulk" and state.proxy_bodies:
                 status, body = 200, state.proxy_bodies.pop(0)
             else:
                 status, payload = self._route(state, method, path, raw)

@@ -87,6 +87,23 @@ def test_bulk_creates_with_fixed_ids(tmp_path: Path, server: EsServer) -> None:
         "203.0.113.10", "203.0.113.9"]
 
 
+def test_413_split_and_oversized_dead_lettered(tmp_path: Path, server: EsServer) -> None:
+    client = make_client(tmp_path, server.url)
+    client.install_templates()
+    server.state.max_content_length = 3000
+    huge = indicator("203.0.113.99")
+    huge["description"] = "x" * 4000
+
+    result = client.write_indicators([indicator(f"203.0.113.{n}") for n in range(1, 5)]
+                                     + [huge])
+
+    dead = client.spool.dead_letters()
+    assert result.written == 4
+    assert len(stream_documents(server)) == 4
+    assert [(d.code, d.reason) for d in dead] == [("413", "request too large (413): no body")]
+    assert client.spool.queued_count() == 0
+
+
 def test_resent_version_conflict_counts_delivered(tmp_path: Path, server: EsServer) -> None:
     """A second sender with its own spool gets 409 for the version the first one created."""
     (tmp_path / "first").mkdir()

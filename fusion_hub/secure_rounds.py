@@ -65,6 +65,7 @@ from stix_mappings.patterns import normalize_value
 from stix_mappings.secagg_objects import (
     HUB_ONLY_STAGES,
     build_secagg_round,
+    secagg_round_id,
     secagg_extension_definitions,
     validate_secagg_object,
 )
@@ -227,6 +228,10 @@ class SecureRoundCoordinator:
     def _open(self, round_id: str, object_id: str) -> None:
         if round_id in self._rounds:
             return
+        # A finished round is never opened again: its sites would draw fresh noise for the
+        # same data. The stored round object outlives a hub restart.
+        if self.storage.object_exists(collection_id(_KEYS), secagg_round_id(round_id), None):
+            raise ObjectRejected(object_id, "round-closed", f"secure round {round_id} has already run")
         round_start = parse_timestamp(round_id)
         if to_micros(round_start) % (self.round_settings.round_seconds * 1_000_000):
             raise ObjectRejected(object_id, "round-misaligned",

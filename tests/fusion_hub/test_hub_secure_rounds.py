@@ -259,3 +259,16 @@ def test_secure_round_keeps_no_masked_vector(tmp_path: Path, clock: SettableCloc
         assert secagg_message_id(ROUND_ID, "mask_input", site) not in stored_ids
         assert secagg_message_id(ROUND_ID, "unmask", site) not in stored_ids
     assert hub.secure._rounds[ROUND_ID].masked == {}  # type: ignore[union-attr]
+
+
+def test_secure_round_not_opened_twice(tmp_path: Path, clock: SettableClock) -> None:
+    hub = make_hub(tmp_path, clock)
+    run = Round(hub, inputs_for(26))
+    run.advertise(SITES[:2])
+    run.time_out()
+
+    with pytest.raises(ObjectRejected) as excinfo:
+        post(hub, SITES[0], "join", {})
+
+    assert run.stage() is None
+    assert excinfo.value.reason == "round-closed"

@@ -35,6 +35,8 @@ def markdown_tables(results: dict) -> str:
     if results["variants"]:
         lines += ["", "## Strategies, ablations, poisoning and epsilon (fusion-dp variants)", "",
                   _table(results["variants"])]
+    if results.get("references"):
+        lines += ["", "## References from the labels (not detectors)", "", _table(results["references"])]
     ablations = _ablation_rows(results)
     if len(ablations) > 1:
         lines += ["", "## Ablations of fusion-dp", "",

@@ -182,6 +182,7 @@ def run_scenario(
         "participation": [sorted(p) for p in participation],
         "approaches": approaches,
         "variants": variants,
+        "references": _references(sites, settings),
         "elapsed_seconds": round(time.monotonic() - started, 1),
     }
 
@@ -367,6 +368,23 @@ def _centralised(sites: list[SiteData], settings: EvalSettings) -> dict:
     raw_bytes = float(np.mean([s.raw_bytes for s in sites])) / settings.rounds
     return _summarise(sites, settings, decided, bytes_per_site_round=raw_bytes,
                       epsilon=float("inf"), seconds=None)
+
+
+def _references(sites: list[SiteData], settings: EvalSettings) -> dict[str, dict]:
+    """Two label-derived references, not detectors: what the metrics mean on this data.
+
+    ``flag-every-flow`` shows the F1 that the share of malicious flows alone gives.
+    ``window-oracle`` flags every flow of each window that contains a malicious flow: the
+    best any rule that decides whole windows can do, and so its false-positive floor.
+    """
+    every, oracle = {}, {}
+    for site in sites:
+        every[site.spec.site_id] = (np.ones(site.flow_label.size, dtype=bool), np.ones(site.flow_label.size))
+        malicious_windows = np.unique(site.flow_window[site.flow_label & (site.flow_window >= 0)])
+        flagged = np.isin(site.flow_window, malicious_windows) & (site.flow_window >= 0)
+        oracle[site.spec.site_id] = (flagged, flagged.astype(float))
+    return {name: _summarise(sites, settings, decided, bytes_per_site_round=0.0, epsilon=0.0, seconds=None)
+            for name, decided in (("flag-every-flow", every), ("window-oracle", oracle))}
 
 
 def _fusion_result(sites: list[SiteData], settings: EvalSettings, outcome: FusionOutcome,

@@ -182,6 +182,8 @@ class AgentService:
         """Deliver when due, refresh metrics and status, ping the watchdog, handle a reload."""
         now = self.clock()
         self._deliver_if_due(now, force=bool(report.rounds))
+        assert self._live is not None
+        self._live.malformed.flush()
         self._refresh_metrics()
         status = self._status_line()
         if status != self._status:
@@ -265,6 +267,7 @@ class AgentService:
             metrics.bytes_behind.update(stats.bytes_behind)
         metrics.lines_read = live.parse_stats.records
         metrics.lines_malformed = dict(live.parse_stats.malformed)
+        metrics.parse_errors = dict(live.malformed.counts)
         metrics.outbox_size = agent.state.outbox_size()
         metrics.outbox_dropped = agent.state.outbox_dropped
         metrics.rounds_by_status = agent.state.count_rounds_by_status()

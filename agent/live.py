@@ -34,13 +34,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.detector import ScoredWindow
+from agent.events import Quarantine
 from agent.features import build_windows
+from agent.malformed import MalformedInput
 from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
 from agent.service import Agent, RunReport
 from agent.tailer import LogTailer, TailCheckpoint, TailLine, TailStats
 from agent.zeek import log_path_from_name
 from agent.zeek_json import parse_json_lines
-from agent.zeek_records import MalformedLineReporter, ParseStats
+from agent.zeek_records import ParseStats
 from agent.zeek_tsv import parse_tsv_lines
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,7 @@ class LiveAgent:
             for index, source in enumerate(agent.config.sources)
         ]
         self._last_commit = clock()
+        self.malformed = MalformedInput(self._tailers, Quarantine(agent.config.state_dir / "quarantine.jsonl"))
         if snapshot:
             log.info("site %s: resuming live run: %d buffered connections, rounds released through %s",
                      agent.config.site.id, len(self._buffer), _utc(self._released_through).isoformat())
@@ -207,7 +210,7 @@ class LiveAgent:
                                 window_seconds=self.agent.config.windows.window_seconds)
         scored: list[ScoredWindow] = self.agent.score_windows(windows)
         run = RunReport(site_id=self.agent.config.site.id)
-        self.agent.release_rounds(scored, run)
+        self.agent.release_rounds({"network": scored}, run)
         report.rounds.update(run.rounds)
 
         done = set(closable) | set(beyond)
@@ -269,7 +272,7 @@ class LiveAgent:
             if text.endswith("\r"):
                 text = text[:-1]
             numbered.append((self._line_numbers[path], text))
-        reporter = MalformedLineReporter(path, self.parse_stats)
+        reporter = self.malformed.reporter(path, self.parse_stats, lines, numbered[0][0] if numbered else 1)
         default_path = log_path_from_name(Path(path))
         first = next((text for _, text in numbered if text.strip()), "")
         if first.lstrip().startswith("{"):

@@ -36,6 +36,8 @@ class AgentMetrics:
     bytes_behind: dict[str, int] = field(default_factory=dict)
     outbox_dropped: int = 0
     rounds_by_status: dict[str, int] = field(default_factory=dict)
+    # Live run only: malformed lines by (source, reason).
+    parse_errors: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def observe_parse(self, stats: Any, connections: int) -> None:
         self.lines_read += getattr(stats, "records", 0)
@@ -77,6 +79,9 @@ class AgentMetrics:
         for reason, count in sorted(self.lines_malformed.items()):
             metric("fti_agent_lines_malformed_total", "counter", "Malformed log lines skipped, by reason.",
                    count, f',reason="{_label(reason)}"')
+        for (source, reason), count in sorted(self.parse_errors.items()):
+            metric("fti_agent_parse_errors_total", "counter", "Malformed log lines skipped, by source and reason.",
+                   count, f',source="{_label(source)}",reason="{_label(reason)}"')
         metric("fti_agent_connections_total", "counter", "Connections with a site entity.", self.connections)
         metric("fti_agent_rounds_released_total", "counter", "Rounds summarised and queued.", self.rounds_released)
         metric("fti_agent_rounds_budget_exhausted_total", "counter",

@@ -36,8 +36,8 @@ def backoff_delay_secs(attempt: int, base_secs: float, *, rng: random.Random) ->
     """Return the wait after failed attempt ``attempt`` (1-based): exponential, capped, full jitter.
 
     The wait is uniform in ``[0, min(MAX_RETRY_DELAY_SECS, base_secs * 2 ** (attempt - 1))]``.
-    Full jitter keeps many agents from retrying in lockstep after a hub restart ("Exponential
-    Backoff And Jitter", AWS Architecture Blog, 2015).
+    Drawing it from the whole range keeps agents that failed together from retrying in
+    lockstep after a hub restart.
     """
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1; got {attempt}")

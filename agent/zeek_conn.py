@@ -37,7 +37,7 @@ from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_tsv import ColumnLayout, TsvHeader, convert_row, iter_data_lines
 from agent.zeek_values import CONTAINER_TYPE, STRING_TYPES, TS_MAX, EPOCH, unescape
 
-__all__ = ["iter_connections"]
+__all__ = ["decode_lines", "iter_connections"]
 
 # The plain form of a Zeek time: digits with at most six decimals. Other forms (exponent
 # notation, more decimals) are rare and take the general path.
@@ -132,6 +132,21 @@ def _tuple_getter(indexes: list[int]) -> Callable[[Sequence[str]], tuple[str, ..
         only = indexes[0]
         return lambda values: (values[only],)
     return itemgetter(*indexes)  # type: ignore[return-value]
+
+
+def decode_lines(lines: list[bytes]) -> list[str]:
+    """Decode framed lines as UTF-8, invalid bytes replaced by U+FFFD, each without a final CR.
+
+    The lines are joined, decoded and split again, which is several times faster than
+    decoding each one. A newline ends any invalid byte sequence, so the result is the same.
+    """
+    if not lines:
+        return []
+    joined = b"\n".join(lines)
+    texts = joined.decode("utf-8", "replace").split("\n")
+    if b"\r" in joined:
+        texts = [text[:-1] if text.endswith("\r") else text for text in texts]
+    return texts
 
 
 def iter_connections(

@@ -97,7 +97,7 @@ def parse_json_lines(
         if not isinstance(obj, dict):
             reporter.report(number, "not_json_object", f"JSON {type(obj).__name__} where Zeek writes an object")
             continue
-        if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
             reporter.count_invalid_utf8()
             obj = _replace_lone_surrogates(obj)
 

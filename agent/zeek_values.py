@@ -119,7 +119,12 @@ def micros_from_float(value: float) -> int:
     """
     if not math.isfinite(value):
         raise ValueError(f"invalid seconds value {value!r}")
-    return int((Decimal(repr(value)) * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
+    text = repr(value)
+
+    # Without an exponent the text is plain decimal seconds, whose common form needs no Decimal.
+    if "e" not in text:
+        return micros_from_decimal(text)
+    return int((Decimal(text) * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
 
 
 def micros_from_iso8601(text: str) -> int:

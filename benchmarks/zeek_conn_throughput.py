@@ -1,23 +1,34 @@
-"""Lines per second and peak memory of fti's Zeek readers beside plain Python and zat.
+"""Lines per second and peak memory of fti's log readers and live pipeline, beside plain Python and zat.
 
-Usage: python benchmarks/zeek_conn_throughput.py CONN_LOG [--lines N] [--only NAME ...]
+Usage: python benchmarks/zeek_conn_throughput.py CONN_LOG [--lines N] [--data DIR] [--only NAME ...]
 
 CONN_LOG is a Zeek TSV conn log. Its data rows are repeated, with the header once, into a
-temporary file of N lines (default 1,000,000); a Zeek JSON copy is written beside it. Each
+temporary file of N lines (default 1,000,000); a Zeek JSON copy is written beside it. With
+``--data``, the folder of the shared datasets, the sshd, Suricata and Sysmon parsers are
+measured too, each on one real file repeated to N / 4 lines (``PARSER_INPUTS``). Each
 measurement runs in a fresh child process, one after the other in the same run, so its peak
 resident memory (``ru_maxrss``) is its own:
 
+- ``agent-imports``: no lines, only the peak memory and CPU time of importing the live agent
+  with everything it loads at start-up (configuration, STIX, privacy, detectors).
 - ``python-lines``: ``for line in file`` over the TSV file, the floor of any reader.
 - ``split-and-type``: split on tabs and convert ts, ports and byte counts, no header logic.
-- ``zat``: ``zat.zeek_log_reader.ZeekLogReader(...).readrows()`` (needs ``pip install zat``).
-- ``fti-reader``: :func:`agent.zeek.iter_zeek_records` on the TSV file.
-- ``fti-reader-json``: the same on the JSON copy.
-- ``fti-tail-parse``: :class:`agent.tailer.LogTailer` and the TSV parser, as the live agent
-  reads, with each record oriented into a connection.
-- ``fti-pipeline``: tail, parse, orient, per-entity windows, and an IsolationForest detector
-  trained on the first fifth of the windows and scoring all of them.
+- ``zat``: ``zat.zeek_log_reader.ZeekLogReader(...).readrows()`` (``pip install zat``, or
+  the ``bench`` extra).
+- ``fti-reader`` and ``fti-reader-json``: :func:`agent.zeek.iter_zeek_records`, the general
+  reader that types every column, on the TSV file and on the JSON copy.
+- ``fti-tail-parse`` and ``fti-tail-parse-json``: what the live agent does with new lines:
+  :meth:`agent.tailer.LogTailer.poll_batches`, :func:`agent.zeek_conn.decode_lines` and
+  :func:`agent.zeek_conn.iter_connections`, which parses and orients each conn line.
+- ``fti-pipeline`` and ``fti-pipeline-json``: the same, then per-entity windows
+  (:func:`agent.features.build_windows`) and an IsolationForest detector trained on the first
+  fifth of the windows and scoring all of them.
+- ``sshd``, ``suricata`` and ``sysmon``: :func:`agent.sources.iter_file_events` on each
+  parser's input.
 
-Prints one line per measurement: lines per second on one core and peak RSS in MiB.
+Rates are lines per CPU second of the child (``time.process_time``), so they are per core.
+The clock starts after the child has imported what it measures: an agent pays its imports
+once at start-up, not per line. The import time is printed too.
 """
 
 from __future__ import annotations
@@ -30,10 +41,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
+from typing import Callable
 
-MEASUREMENTS = ("python-lines", "split-and-type", "zat", "fti-reader", "fti-reader-json", "fti-tail-parse",
-                "fti-pipeline")
+ZEEK_MEASUREMENTS = ("agent-imports", "python-lines", "split-and-type", "zat", "fti-reader", "fti-reader-json", "fti-tail-parse",
+                     "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-json")
+PARSER_MEASUREMENTS = ("sshd", "suricata", "sysmon")
+MEASUREMENTS = ZEEK_MEASUREMENTS + PARSER_MEASUREMENTS
+
+# Real files under the shared datasets folder, by parser. A .zip holds one file.
+PARSER_INPUTS = {
+    "sshd": "loghub/OpenSSH_2k.log",
+    "suricata": "slips/suricata/test6-malicious.suricata.json",
+    "sysmon": "otrf-security-datasets/atomic/windows/execution/host/psh_python_webserver.zip",
+}
+
+# Private ranges, and CTU's network 147.32.0.0/16, whose hosts the Stratosphere captures monitor.
+BENCH_INTERNAL_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "147.32.0.0/16")
 
 
 def build_inputs(source: Path, lines: int, folder: Path) -> tuple[Path, Path]:
@@ -66,86 +91,155 @@ def build_inputs(source: Path, lines: int, folder: Path) -> tuple[Path, Path]:
     return tsv, jsonl
 
 
-def measure(name: str, tsv: Path, jsonl: Path) -> int:
-    """Run one measurement in this process; return the number of lines or records it read."""
+def build_parser_input(source: Path, lines: int, folder: Path) -> Path:
+    """Write ``source``'s lines (from a .zip, its one member) repeated to ``lines`` lines."""
+    if source.suffix == ".zip":
+        with zipfile.ZipFile(source) as archive:
+            data = archive.read(archive.namelist()[0])
+    else:
+        data = source.read_bytes()
+    rows = [row for row in data.split(b"\n") if row.strip()]
+    target = folder / source.name.removesuffix(".zip")
+    with open(target, "wb") as stream:
+        for start in range(0, lines, len(rows)):
+            stream.write(b"\n".join(rows[: min(len(rows), lines - start)]) + b"\n")
+    return target
+
+
+def prepare(name: str, inputs: dict[str, Path]) -> Callable[[], int]:
+    """Import what measurement ``name`` needs; return a function that runs it and returns its line count."""
+    tsv, jsonl = inputs["tsv"], inputs["json"]
+    if name == "agent-imports":
+        import agent.live  # noqa: F401
+        import agent.service  # noqa: F401
+
+        return lambda: 0
     if name == "python-lines":
-        with open(tsv, encoding="utf-8") as stream:
-            return sum(1 for _ in stream)
+        def run() -> int:
+            with open(tsv, encoding="utf-8") as stream:
+                return sum(1 for _ in stream)
+        return run
     if name == "split-and-type":
-        count = 0
-        with open(tsv, encoding="utf-8") as stream:
-            for text in stream:
-                if text.startswith("#"):
-                    continue
-                values = text.rstrip("\n").split("\t")
-                float(values[0]), int(values[3]), int(values[5])
-                count += 1
-        return count
+        return lambda: _split_and_type(tsv)
     if name == "zat":
         from zat.zeek_log_reader import ZeekLogReader
 
-        return sum(1 for _ in ZeekLogReader(str(tsv)).readrows())
+        return lambda: sum(1 for _ in ZeekLogReader(str(tsv)).readrows())
     if name in ("fti-reader", "fti-reader-json"):
         from agent.zeek import iter_zeek_records
 
-        return sum(1 for _ in iter_zeek_records(tsv if name == "fti-reader" else jsonl))
-    return _measure_tail(tsv, score=name == "fti-pipeline")
+        return lambda: sum(1 for _ in iter_zeek_records(tsv if name == "fti-reader" else jsonl))
+    if name in PARSER_MEASUREMENTS:
+        from agent.events import EventStats
+        from agent.sources import iter_file_events
+
+        def run_parser() -> int:
+            stats = EventStats()
+            for _ in iter_file_events(inputs[name], name, stats=stats):
+                pass
+            return stats.lines
+        return run_parser
+
+    # Imported here so that the clock starts after them; _tail_connections finds them loaded.
+    import agent.network
+    import agent.tailer
+    import agent.zeek_conn  # noqa: F401
+
+    is_json = name.endswith("-json")
+    if name.startswith("fti-pipeline"):
+        import numpy as np
+
+        from agent.detector import CalibratedDetector
+        from agent.features import build_windows
+
+        def run_pipeline() -> int:
+            lines, connections = _tail_connections(jsonl if is_json else tsv, is_json=is_json)
+            windows = build_windows(connections, window_seconds=60)
+            features = np.array([w.features for w in windows], dtype=float)
+            detector = CalibratedDetector("iforest", min_baseline_windows=8)
+            detector.fit(features[: max(8, len(features) // 5)]).score(features)
+            return lines
+        return run_pipeline
+    return lambda: _tail_connections(jsonl if is_json else tsv, is_json=is_json)[0]
 
 
-def _measure_tail(tsv: Path, *, score: bool) -> int:
-    from agent.config import DEFAULT_INTERNAL_NETWORKS
-    from agent.network import InternalNetworks, orient_connections
+def _split_and_type(tsv: Path) -> int:
+    count = 0
+    with open(tsv, encoding="utf-8") as stream:
+        for text in stream:
+            if text.startswith("#"):
+                continue
+            values = text.rstrip("\n").split("\t")
+            float(values[0]), int(values[3]), int(values[5])
+            count += 1
+    return count
+
+
+def _tail_connections(path: Path, *, is_json: bool) -> tuple[int, list]:
+    """Follow ``path`` once as the live agent does; return the lines read and the connections."""
+    from agent.network import InternalNetworks, OrientationStats
     from agent.tailer import LogTailer
+    from agent.zeek_conn import decode_lines, iter_connections
     from agent.zeek_records import MalformedLineReporter, ParseStats
-    from agent.zeek_tsv import parse_tsv_lines
 
-    tailer = LogTailer([str(tsv)], use_inotify=False)
-    stats = ParseStats()
-    numbered = ((number, line.data.decode("utf-8")) for number, line in enumerate(tailer.poll(), start=1))
-    records = parse_tsv_lines(numbered, source=str(tsv), default_path="conn", stats=stats,
-                              reporter=MalformedLineReporter(str(tsv), stats))
-    # The Stratosphere captures monitor hosts of CTU's network, 147.32.0.0/16.
-    internal = InternalNetworks(DEFAULT_INTERNAL_NETWORKS + ("147.32.0.0/16",))
-    connections = orient_connections(records, internal)
-    if not score:
-        return sum(1 for _ in connections)
-    import numpy as np
+    tailer = LogTailer([str(path)], use_inotify=False)
+    internal = InternalNetworks(BENCH_INTERNAL_NETWORKS)
+    stats, orientation = ParseStats(), OrientationStats()
+    reporter = MalformedLineReporter(str(path), stats)
+    connections: list = []
+    number = 0
+    for batch in tailer.poll_batches():
+        texts = decode_lines(batch.lines)
+        numbered = zip(range(number + 1, number + len(texts) + 1), texts)
+        number += len(texts)
+        connections.extend(iter_connections(numbered, is_json=is_json, source=str(path), default_path="conn",
+                                            internal=internal, stats=stats, orientation=orientation,
+                                            reporter=reporter))
+    tailer.close()
+    return number, connections
 
-    from agent.detector import CalibratedDetector
-    from agent.features import build_windows
 
-    windows = build_windows(connections, window_seconds=60)
-    features = np.array([w.features for w in windows], dtype=float)
-    detector = CalibratedDetector("iforest", min_baseline_windows=8).fit(features[: max(8, len(features) // 5)])
-    detector.score(features)
-    return stats.records
+def run_child(name: str, inputs: dict[str, Path]) -> dict[str, object]:
+    """Run one measurement in this process and return its figures."""
+    started = time.process_time()
+    run = prepare(name, inputs)
+    imported = time.process_time()
+    count = run()
+    seconds = time.process_time() - imported
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"name": name, "lines": count, "cpu_seconds": round(seconds, 3),
+            "lines_per_second": round(count / seconds) if count else None, "import_cpu_seconds": round(imported - started, 3),
+            "peak_rss_mib": round(peak_mib)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("conn_log", type=Path)
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--only", nargs="*", choices=MEASUREMENTS, default=list(MEASUREMENTS))
-    parser.add_argument("--child", nargs=3, metavar=("NAME", "TSV", "JSON"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help="folder of the shared datasets, for the sshd, Suricata and "
+                                                  "Sysmon parsers; without it they are skipped")
+    parser.add_argument("--only", nargs="*", choices=MEASUREMENTS)
+    parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
-        name, tsv, jsonl = args.child
-        started = time.process_time()
-        count = measure(name, Path(tsv), Path(jsonl))
-        seconds = time.process_time() - started
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps({"name": name, "lines": count, "cpu_seconds": round(seconds, 3),
-                          "lines_per_second": round(count / seconds), "peak_rss_mib": round(peak_mib)}))
+        inputs = {key: Path(value) for key, value in json.loads(args.inputs).items()}
+        print(json.dumps(run_child(args.child, inputs)))
         return 0
 
+    names = args.only or [n for n in MEASUREMENTS if args.data is not None or n not in PARSER_MEASUREMENTS]
     with tempfile.TemporaryDirectory() as folder:
         tsv, jsonl = build_inputs(args.conn_log, args.lines, Path(folder))
+        inputs = {"tsv": str(tsv), "json": str(jsonl)}
+        for name in PARSER_MEASUREMENTS:
+            if name in names:
+                inputs[name] = str(build_parser_input(args.data / PARSER_INPUTS[name], args.lines // 4, Path(folder)))
         print(f"# {args.lines} conn lines from {args.conn_log.name}; TSV {tsv.stat().st_size >> 20} MiB, "
               f"JSON {jsonl.stat().st_size >> 20} MiB; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
-        for name in args.only:
-            result = subprocess.run([sys.executable, __file__, args.conn_log, "--child", name, tsv, jsonl],
-                                    capture_output=True, text=True, check=False)
+        for name in names:
+            result = subprocess.run([sys.executable, __file__, str(args.conn_log), "--child", name,
+                                     "--inputs", json.dumps(inputs)], capture_output=True, text=True, check=False)
             print(result.stdout.strip() or json.dumps({"name": name, "error": result.stderr.strip()[-300:]}))
     return 0
 

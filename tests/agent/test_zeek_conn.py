@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.network import InternalNetworks, OrientationStats, orient_connections
-from agent.zeek_conn import iter_connections
+from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_json import parse_json_lines
 from agent.zeek_records import MalformedLineReporter, ParseStats
 from agent.zeek_tsv import parse_tsv_lines
@@ -161,3 +161,17 @@ def test_fast_path_damaged_lines_match_general_reader(shared_data_dir: Path) -> 
 
     assert fast == general
     assert general[1]["malformed"]
+
+
+def test_decode_lines_matches_line_by_line_decoding() -> None:
+    lines = [b"plain", b"caf\xc3\xa9", b"cut \xc3", b"\xff\xfe bad", b"crlf\r", b"two\r\r", b"", b"\xe2\x82"]
+
+    decoded = decode_lines(lines)
+    nothing = decode_lines([])
+
+    expected = []
+    for data in lines:
+        text = data.decode("utf-8", "replace")
+        expected.append(text[:-1] if text.endswith("\r") else text)
+    assert decoded == expected
+    assert nothing == []

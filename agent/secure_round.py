@@ -37,6 +37,7 @@ from taxii2client.v21 import Collection
 
 from agent.config import AgentConfig
 from agent.errors import DeliveryError
+from agent.observables import split_observable_key
 from agent.summariser import HISTOGRAM_BINS, SCORE_QUANTUM, BoundedRound
 from agent.taxii_client import open_collection
 from privacy.mechanisms import DiscreteLaplaceMechanism
@@ -45,13 +46,14 @@ from privacy.secagg import EncryptedShare, KeyAdvertisement, SecAggClient, SecAg
 from privacy.secagg.errors import SecAggError
 from privacy.secagg.noise import calibrate_distributed_gaussian
 from privacy.secagg.sketch import CountMinSketch
-from stix_mappings.patterns import observable_type_of
 from stix_mappings.secagg_objects import build_secagg_message, secagg_message_id, secagg_round_id
 from stix_mappings.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
 _POLL_SECS = 0.05
+# Observable types the hub's secure rounds fuse.
+REVEALED_TYPES = frozenset({"ipv4-addr", "ipv6-addr", "domain-name", "url"})
 _IDS_PER_REQUEST = 100
 
 
@@ -169,11 +171,16 @@ class SecureRoundRunner:
         score_mechanism = DiscreteLaplaceMechanism(budget.score_epsilon,
                                                    privacy.max_observables_per_entity * SCORE_QUANTUM)
         evidence = []
-        for value in sorted(revealed):
-            (noised_sum,) = score_mechanism.release([bounded.score_sums[value]], self._rng)
-            mean = min(1.0, max(0.0, noised_sum / (SCORE_QUANTUM * max(revealed[value], 1))))
-            evidence.append({"observable_type": observable_type_of(value), "value": value,
-                             "noised_entity_count": max(1, revealed[value]), "noised_mean_score": round(mean, 4)})
+        for key in sorted(revealed):
+            kind, value = split_observable_key(key)
+            # NOTE: the hub fuses network observables only; a revealed file hash or other
+            # fingerprint is left out, and its noise was drawn for nothing.
+            if kind not in REVEALED_TYPES:
+                continue
+            (noised_sum,) = score_mechanism.release([bounded.score_sums[key]], self._rng)
+            mean = min(1.0, max(0.0, noised_sum / (SCORE_QUANTUM * max(revealed[key], 1))))
+            evidence.append({"observable_type": kind, "value": value,
+                             "noised_entity_count": max(1, revealed[key]), "noised_mean_score": round(mean, 4)})
         self._post([self._message(round_id, "reveal", {"evidence": evidence})])
         self._wait(round_id, "done")
         log.info("site %s: secure round %s done: %d sites summed, %d observables revealed",

@@ -397,8 +397,9 @@ class SecureRoundCoordinator:
         for index, item in enumerate(items):
             if not isinstance(item, Mapping) or item.get("observable_type") not in _OBSERVABLE_TYPES:
                 raise SecAggError(f"evidence[{index}] needs an observable_type of {', '.join(_OBSERVABLE_TYPES)}")
+            raw_value = str(item.get("value"))
             try:
-                value = normalize_value(item["observable_type"], str(item.get("value")), allow_cidr=False)
+                value = normalize_value(item["observable_type"], raw_value, allow_cidr=False)
             except PatternRejected as err:
                 raise SecAggError(f"evidence[{index}].value: {err}") from err
             count, score = item.get("noised_entity_count"), item.get("noised_mean_score")
@@ -407,7 +408,8 @@ class SecureRoundCoordinator:
             if not isinstance(score, (int, float)) or not math.isfinite(score) or not 0 <= score <= 1:
                 raise SecAggError(f"evidence[{index}].noised_mean_score must be in [0, 1]")
             # A site may reveal only values heavy in every row of the unmasked sketch.
-            if not all(bucket in state.heavy for bucket in state.sketch.buckets(value)):
+            # The site hashed the value as it holds it, so the check uses that text.
+            if not all(bucket in state.heavy for bucket in state.sketch.buckets(raw_value)):
                 raise SecAggError(f"evidence[{index}] is not in heavy buckets of the summed sketch")
             evidence.append(SiteEvidence(site_id=site, round_start_us=round_start_us,
                                          observable_type=item["observable_type"], value=value,

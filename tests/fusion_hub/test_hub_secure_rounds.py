@@ -140,7 +140,7 @@ def test_secure_round_unmasks_exact_sum(tmp_path: Path, clock: SettableClock) ->
     assert run.stage() == "reveal"
 
 
-def test_secure_round_recovers_dropouts_up_to_n_minus_t(tmp_path: Path, clock: SettableClock) -> None:
+def test_secure_round_recovers_n_minus_t_dropouts(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
     inputs = inputs_for(26)
     run = Round(hub, inputs)

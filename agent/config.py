@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from agent.errors import ConfigError
+from agent.families import ALLOWED_FAMILIES
 
 # Ranges that are never shared as observables and, by default, count as the site's own
 # hosts: RFC 1918 private space, loopback, link-local, carrier-grade NAT (RFC 6598) and
@@ -74,6 +75,10 @@ class SourceSection:
     # Replay only: shift event times so the earliest event of this source lands at this
     # instant. Lets captures from different days share rounds in a demonstration.
     replay_start: datetime | None = None
+    # Detector families this source feeds; empty means its type's default (zeek and
+    # suricata: network, sshd: authentication, sysmon: process). A zeek source may add
+    # authentication to score ssh.log.
+    families: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,9 +134,9 @@ class AlertSection:
 
 @dataclass(frozen=True)
 class LiveSection:
-    """How ``fti agent run`` follows files and closes rounds (see :class:`agent.live.LiveSettings`)."""
+    """Settings of ``fti agent run``'s file following and round closing (see :class:`agent.live.LiveSettings`)."""
 
-    # One second keeps a round's release within seconds of its grace time; file-system
+    # One second keeps a round's release within seconds of its grace time. File-system
     # events wake the loop earlier, so a longer poll only delays logs on network shares.
     poll_interval_secs: float = 1.0
     # Zeek logs a connection when it ends, up to its five-minute TCP inactivity timeout
@@ -140,10 +145,11 @@ class LiveSection:
     # "beginning" reads the files found at the first start in full; "end" skips their
     # backlog. Files that appear later are always read from their beginning.
     start_at: str = "beginning"
-    # A day of hourly rounds is still worth sharing; older closed rounds are recorded as
+    # A day of hourly rounds is still worth sharing. Older closed rounds are recorded as
     # beyond_horizon and not sent, so a restart on a long backlog does not flood the hub.
     restart_horizon_rounds: int = 24
-    # The most a crash makes the agent read again while no round closes.
+    # Maximum time between checkpoints while no round closes, so the maximum a crash
+    # makes the agent read again.
     commit_interval_secs: float = 60.0
     # Quiet time at the end of a rotated file before it is closed.
     rotate_wait_secs: float = 5.0
@@ -371,7 +377,7 @@ _SECTIONS: dict[str, type] = {
     "MetricsSection": MetricsSection,
 }
 
-SOURCE_TYPES = ("zeek",)
+SOURCE_TYPES = ("zeek", "suricata", "sshd", "sysmon")
 # The site id travels in every summary, whose schema allows exactly these ids.
 SITE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # scikit-learn takes a seed in [0, 2**32 - 1].
@@ -407,6 +413,11 @@ def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dic
     for index, item in enumerate(config.sources):
         if item.type not in SOURCE_TYPES:
             fail(f"sources[{index}].type", item.type, f"supported source types: {', '.join(SOURCE_TYPES)}")
+        allowed = ALLOWED_FAMILIES[item.type]
+        for family in item.families:
+            if family not in allowed:
+                fail(f"sources[{index}].families", list(item.families),
+                     f"a {item.type} source feeds only: {', '.join(allowed)}")
     for network in config.site.internal_networks:
         try:
             ipaddress.ip_network(network, strict=False)

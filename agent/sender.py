@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # Seconds between polls of a pending status resource; the hub usually returns it complete.
 _STATUS_POLL_SECS = 0.2
 
-# Longest wait between two attempts, whatever the attempt count: the doubling reaches it
+# Maximum wait between two attempts, whatever the attempt count. The doubling reaches it
 # after a handful of failures, and a hub back after an outage is then found within minutes.
 MAX_RETRY_DELAY_SECS = 300.0
 

@@ -179,7 +179,7 @@ class AgentState:
             )
 
     def count_rounds_by_status(self) -> dict[str, int]:
-        """Return how many rounds the state holds in each status."""
+        """Return the number of rounds in each status."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM rounds GROUP BY status"))
 
     def outbox_size(self) -> int:

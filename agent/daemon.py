@@ -116,8 +116,11 @@ class AgentService:
         try:
             self._start(self.config)
             self.notifier.notify("READY=1", f"STATUS={self._status_line()}")
-            while not self._stopping:
+            while True:
+                # Cleared before the check: a SIGTERM between the two still ends the run.
                 self._run_stop.clear()
+                if self._stopping:
+                    break
                 assert self._live is not None
                 self._live.run(self._run_stop, deliver=False, on_step=self._after_step)
                 if self._pending_config is not None and not self._stopping:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fusion_hub.errors import StorageError
 from fusion_hub.postgres_storage import PostgresHubStorage
 from fusion_hub.sqlite_storage import SQLiteHubStorage
 from fusion_hub.storage import (
@@ -304,3 +305,33 @@ def test_api_token_insert_get_revoke(storage: HubStorage) -> None:
     assert storage.get_api_token("a1b2c3") == ApiToken("a1b2c3", "site-a", "$argon2id$x", 5, 9)
     assert storage.get_api_token("ffffff") is None
     assert "argon2id" not in repr(token)
+
+
+def test_load_objects_continues_date_added(storage: HubStorage) -> None:
+    storage.add_object(new_object("indicator--first", T1, owner="site-a"))
+    loaded = [new_object(f"indicator--bulk-{index}", T1, raw=f'{{"n":{index}}}', owner="site-a")
+              for index in range(3)]
+
+    count = storage.load_objects(loaded)
+    storage.add_object(new_object("indicator--after", None))
+
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10))
+    assert count == 3
+    assert [o.id for o in page.objects] == ["indicator--first", "indicator--bulk-0",
+                                            "indicator--bulk-1", "indicator--bulk-2",
+                                            "indicator--after"]
+    stamps = [o.date_added_us for o in page.objects]
+    assert stamps == [to_micros(FROZEN) + i for i in range(5)]
+    assert page.objects[2].raw == '{"n":1}'
+    assert page.objects[2].owner == "site-a"
+    assert page.objects[4].version_us == stamps[4]
+
+
+def test_load_objects_existing_version_rolls_back(storage: HubStorage) -> None:
+    storage.add_object(new_object("indicator--taken", T1))
+
+    with pytest.raises(StorageError):
+        storage.load_objects([new_object("indicator--new", T1),
+                              new_object("indicator--taken", T1)])
+
+    assert storage.count_objects(COLLECTION) == 1

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,13 +37,12 @@ from agent.detector import ScoredWindow
 from agent.events import Quarantine
 from agent.features import build_windows
 from agent.malformed import MalformedInput
-from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
+from agent.network import Connection, InternalNetworks, OrientationStats
 from agent.service import Agent, RunReport
-from agent.tailer import LogTailer, TailCheckpoint, TailLine, TailStats
+from agent.tailer import LogTailer, TailCheckpoint, TailLines, TailStats
 from agent.zeek import log_path_from_name
-from agent.zeek_json import parse_json_lines
+from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_records import ParseStats
-from agent.zeek_tsv import parse_tsv_lines
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +146,11 @@ class LiveAgent:
     def step(self) -> StepReport:
         """Poll every source once, close the rounds whose time has passed and commit."""
         report = StepReport()
-        lines_by_file: dict[str, list[TailLine]] = defaultdict(list)
+        lines_by_file: dict[str, TailLines] = defaultdict(TailLines)
         for tailer in self._tailers:
-            for line in tailer.poll():
-                lines_by_file[line.path].append(line)
-                report.lines += 1
+            for batch in tailer.poll_batches():
+                lines_by_file[batch.path].append(batch)
+                report.lines += len(batch.lines)
 
         self.buffer_connections(lines_by_file, report)
         closed = self.close_rounds(report)
@@ -161,11 +160,10 @@ class LiveAgent:
             report.committed = True
         return report
 
-    def buffer_connections(self, lines_by_file: dict[str, list[TailLine]], report: StepReport) -> None:
+    def buffer_connections(self, lines_by_file: dict[str, TailLines], report: StepReport) -> None:
         """Parse each file's new lines and keep the connections of rounds not yet released."""
         for path, lines in lines_by_file.items():
-            for connection in orient_connections(self._parse(path, lines), self._internal,
-                                                 stats=self.orientation):
+            for connection in self._read_connections(path, lines):
                 # A connection for a released round would change a summary already sent.
                 if connection.ts < self._released_through:
                     self.late_connections += 1
@@ -263,34 +261,34 @@ class LiveAgent:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _parse(self, path: str, lines: list[TailLine]):  # type: ignore[no-untyped-def]
-        """Yield the Zeek records of one file's new lines, with the file's TSV header."""
-        numbered = []
-        for line in lines:
-            self._line_numbers[path] += 1
-            text = line.data.decode("utf-8", "replace")
-            if text.endswith("\r"):
-                text = text[:-1]
-            numbered.append((self._line_numbers[path], text))
+    def _read_connections(self, path: str, lines: TailLines) -> Iterator[Connection]:
+        """Yield the connections of one file's new lines, read with the file's TSV header."""
+        texts = decode_lines(lines.data())
+        first_line = self._line_numbers[path] + 1
+        self._line_numbers[path] += len(texts)
+        numbered = list(zip(range(first_line, first_line + len(texts)), texts))
         reporter = self.malformed.reporter(path, self.parse_stats, lines, numbered[0][0] if numbered else 1)
         default_path = log_path_from_name(Path(path))
-        first = next((text for _, text in numbered if text.strip()), "")
-        if first.lstrip().startswith("{"):
-            yield from parse_json_lines(numbered, source=path, default_path=default_path, stats=self.parse_stats,
-                                        reporter=reporter)
-            return
+        first = next((text for text in texts if text.strip()), "")
+        is_json = first.lstrip().startswith("{")
 
         # A TSV file states its header once, at its start; later reads reuse the stored one.
-        header = self._headers.get(path, [])
-        for _, text in numbered:
-            if text.startswith("#separator"):
-                header = []
-            if text.startswith("#") and text.split("\t", 1)[0].split(" ", 1)[0] != "#close":
-                header.append(text)
-        self._headers[path] = header[-16:]
-        stored = [(0, text) for text in self._headers[path] if not any(text == t for _, t in numbered)]
-        yield from parse_tsv_lines(stored + numbered, source=path, default_path=default_path,
-                                   stats=self.parse_stats, reporter=reporter)
+        if not is_json:
+            header = self._headers.get(path, [])
+            header_lines = set()
+            for text in texts:
+                if text[:1] != "#":
+                    continue
+                header_lines.add(text)
+                if text.startswith("#separator"):
+                    header = []
+                if text.split("\t", 1)[0].split(" ", 1)[0] != "#close":
+                    header.append(text)
+            self._headers[path] = header[-16:]
+            numbered = [(0, text) for text in self._headers[path] if text not in header_lines] + numbered
+        yield from iter_connections(numbered, is_json=is_json, source=path, default_path=default_path,
+                                    internal=self._internal, stats=self.parse_stats, orientation=self.orientation,
+                                    reporter=reporter)
 
     def _write_metrics(self) -> None:
         """Refresh ``metrics.prom`` in the state folder, as a replay run does at its end."""

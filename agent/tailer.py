@@ -46,13 +46,15 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import overload
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FINGERPRINT_BYTES", "LogTailer", "TailBatch", "TailCheckpoint", "TailLine", "TailStats"]
+__all__ = ["FINGERPRINT_BYTES", "LogTailer", "TailBatch", "TailCheckpoint", "TailLine", "TailLines", "TailStats"]
 
 # The OpenTelemetry collector's filelog receiver uses 1000 bytes; 1 KiB covers a Zeek TSV
 # header including its ``#open`` time, which is what makes two Zeek logs differ.
@@ -117,6 +119,50 @@ class TailBatch:
     offset: int
     lines: list[bytes]
     truncated: bool = False
+
+
+class TailLines(Sequence[TailLine]):
+    """The lines of consecutive batches of one file, seen as one sequence of :class:`TailLine`.
+
+    A :class:`TailLine` is built only when an item is read, which callers do for the few lines
+    they report, so the batches keep their speed.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[TailBatch] = []
+        self._ends: list[int] = []  # lines up to and including each batch
+
+    def append(self, batch: TailBatch) -> None:
+        self.batches.append(batch)
+        self._ends.append(len(self) + len(batch.lines))
+
+    def data(self) -> list[bytes]:
+        """Return the bytes of every line, in order."""
+        if len(self.batches) == 1:
+            return self.batches[0].lines
+        return [data for batch in self.batches for data in batch.lines]
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    @overload
+    def __getitem__(self, index: int) -> TailLine: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TailLine]: ...
+
+    def __getitem__(self, index: int | slice) -> TailLine | list[TailLine]:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"line index {index} out of range for {len(self)} lines")
+        which = bisect_right(self._ends, index)
+        batch = self.batches[which]
+        within = index - (self._ends[which - 1] if which else 0)
+        offset = batch.offset + sum(map(len, batch.lines[:within])) + within
+        return TailLine(batch.path, offset, batch.lines[within], batch.truncated)
 
 
 @dataclass(frozen=True, slots=True)

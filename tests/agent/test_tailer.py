@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.tailer import LogTailer, TailBatch, TailCheckpoint, TailLine
+from agent.tailer import LogTailer, TailBatch, TailCheckpoint, TailLine, TailLines
 
 
 def drain(tailer: LogTailer) -> list[bytes]:
@@ -412,6 +412,7 @@ def test_poll_batches_match_poll_line_by_line(tmp_path: Path, compressed: bool) 
                                                       use_inotify=False)))
 
     seen: dict[str, list[tuple[int, bytes, bool]]] = {"lines": [], "batches": []}
+    as_lines = TailLines()
     position = 0
     while position < len(content):
         step = generator.randrange(1, 200)
@@ -420,7 +421,10 @@ def test_poll_batches_match_poll_line_by_line(tmp_path: Path, compressed: bool) 
                 stream.write(content[position:position + step])
         position += step
         seen["lines"].extend((line.offset, line.data, line.truncated) for line in tailers[0][1].poll())
-        seen["batches"].extend(flatten(tailers[1][1].poll_batches()))
+        batches = list(tailers[1][1].poll_batches())
+        for batch in batches:
+            as_lines.append(batch)
+        seen["batches"].extend(flatten(batches))
         assert tailers[0][1].checkpoints()[0].offset == tailers[1][1].checkpoints()[0].offset
     if compressed:
         for path, _ in tailers:
@@ -430,6 +434,8 @@ def test_poll_batches_match_poll_line_by_line(tmp_path: Path, compressed: bool) 
         seen["batches"].extend(flatten(tailers[1][1].poll_batches()))
 
     assert seen["batches"] == seen["lines"]
+    assert [(line.offset, line.data, line.truncated) for line in as_lines] == seen["lines"][:len(as_lines)]
+    assert as_lines[-1] == as_lines[len(as_lines) - 1]
     stats = [replace(tailer.stats, bytes_behind=list(tailer.stats.bytes_behind.values())) for _, tailer in tailers]
     assert stats[0] == stats[1]
     assert len(seen["lines"]) > 200

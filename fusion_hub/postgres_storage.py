@@ -125,6 +125,10 @@ class PostgresHubStorage(SQLStorage):
             for statement in schema_statements(int64="BIGINT", float_type="DOUBLE PRECISION",
                                                bool_type="BOOLEAN"):
                 self._execute(statement)
+            # Rate-limit buckets shared by the hub processes (ratelimit.SharedRateLimiter).
+            self._execute("CREATE TABLE IF NOT EXISTS rate_buckets (name TEXT PRIMARY KEY, "
+                          "tokens DOUBLE PRECISION NOT NULL, updated_us BIGINT NOT NULL, "
+                          "allowed BOOLEAN NOT NULL)")
             self._execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                           "ON CONFLICT (key) DO NOTHING", (str(SCHEMA_VERSION),))
             (version,) = self._execute(
@@ -135,6 +139,27 @@ class PostgresHubStorage(SQLStorage):
                 f"{version}, newer than this hub's {SCHEMA_VERSION}; upgrade fti or use "
                 "another storage.schema"
             )
+
+    def take_rate_token(self, name: str, *, capacity: float, per_second: float) -> float:
+        """Take one token from the credential's shared bucket, refilled at ``per_second``.
+
+        Returns 0 when the request may proceed, else the seconds until a token is free. The
+        database's clock times the refill, so hub hosts need not agree on the time.
+        """
+        now = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint"
+        refilled = f"LEAST(?, b.tokens + GREATEST(0, {now} - b.updated_us) * ?)"
+        per_us = per_second / 1_000_000
+        with self._lock:
+            tokens, allowed = self._execute(
+                f"INSERT INTO rate_buckets AS b (name, tokens, updated_us, allowed) "
+                f"VALUES (?, ? - 1, {now}, TRUE) ON CONFLICT (name) DO UPDATE SET "
+                f"tokens = CASE WHEN {refilled} >= 1 THEN {refilled} - 1 ELSE {refilled} END, "
+                f"allowed = {refilled} >= 1, updated_us = GREATEST(b.updated_us, {now}) "
+                "RETURNING tokens, allowed",
+                (name, capacity, capacity, per_us, capacity, per_us, capacity, per_us,
+                 capacity, per_us),
+            ).fetchone()
+        return 0.0 if allowed else (1.0 - float(tokens)) / per_second
 
     def _lock_publication(self) -> None:
         # Closing hubs publish one after the other: each reads the indicator state that the

@@ -28,7 +28,7 @@ from fusion_hub.intake import Intake
 from fusion_hub.metrics import HubMetrics
 from fusion_hub.pagination import PageTokens
 from fusion_hub.publisher import Publisher
-from fusion_hub.ratelimit import RateLimiter
+from fusion_hub.ratelimit import build_rate_limiter
 from fusion_hub.registry import SiteRegistry
 from fusion_hub.rounds import RoundManager
 from fusion_hub.secure_rounds import SecureRoundCoordinator
@@ -101,7 +101,7 @@ class HubServer:
             authenticator=Authenticator(self.registry, self.metrics, realm=config.hub.name),
             intake=self.intake, metrics=self.metrics,
             page_tokens=PageTokens.from_storage(self.storage),
-            rate_limiter=RateLimiter(config.hub.rate_limit_per_minute),
+            rate_limiter=build_rate_limiter(self.storage, config.hub.rate_limit_per_minute),
         ))
         # Consumers need the hub identity and extension definitions before any indicator.
         self.publisher.publish_reference_objects()

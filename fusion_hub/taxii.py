@@ -46,7 +46,7 @@ from fusion_hub.errors import EnvelopeInvalid, PaginationTokenInvalid, TaxiiErro
 from fusion_hub.intake import Intake
 from fusion_hub.metrics import METRICS_CONTENT_TYPE, HubMetrics
 from fusion_hub.pagination import PageTokens, query_fingerprint
-from fusion_hub.ratelimit import RateLimiter, retry_after_header
+from fusion_hub.ratelimit import RateLimiter, SharedRateLimiter, retry_after_header
 from fusion_hub.registry import Principal
 from fusion_hub.storage import HubStorage, ObjectPage, ObjectQuery, StoredObject, VersionFilter
 from fusion_hub.timeutil import format_micros, parse_timestamp, to_micros
@@ -75,7 +75,7 @@ class HubServices:
     intake: Intake
     metrics: HubMetrics
     page_tokens: PageTokens
-    rate_limiter: RateLimiter
+    rate_limiter: RateLimiter | SharedRateLimiter
 
 
 def accepts_taxii21(header: str | None) -> bool:

@@ -18,6 +18,7 @@ from fusion_hub.backends import open_storage
 from fusion_hub.config import HubConfig, StorageSettings, load_hub_config, mask_dsn
 from fusion_hub.errors import StorageError
 from fusion_hub.postgres_storage import PostgresHubStorage
+from fusion_hub.ratelimit import SharedRateLimiter
 from fusion_hub.storage import ObjectQuery, VersionFilter
 from fusion_hub.timeutil import to_micros
 from stix_mappings.ids import collection_id
@@ -204,3 +205,41 @@ def test_sslmode_overrides_dsn_value(postgres_dsn: str, postgres_schema: str) ->
         assert storage.connection_info.get_parameters()["sslmode"] == "disable"
     finally:
         storage.close()
+
+
+def test_rate_limit_shared_by_two_connections(postgres_dsn: str, postgres_schema: str) -> None:
+    """Two hub processes (two connections) draw from one bucket per credential."""
+    first = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    second = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    limiters = [SharedRateLimiter(first, 4), SharedRateLimiter(second, 4)]
+    try:
+        waits = [limiters[i % 2].acquire("site-a") for i in range(5)]
+        other_site = limiters[1].acquire("site-b")
+    finally:
+        first.close()
+        second.close()
+
+    assert waits[:4] == [0.0, 0.0, 0.0, 0.0]
+    # The fifth request finds the shared bucket empty; 4 a minute refill one in 15 s.
+    assert 14.0 < waits[4] <= 15.0
+    assert other_site == 0.0
+
+
+def test_hub_on_postgres_uses_shared_rate_limit(tmp_path: Path, postgres_dsn: str,
+                                                postgres_schema: str) -> None:
+    """Requests counted by another process leave the hub's bucket for the credential empty."""
+    config = make_config(tmp_path, hub={"rate_limit_per_minute": 2},
+                         storage=postgres_settings(postgres_dsn, postgres_schema))
+    with running_hub(config) as hub:
+        site = enroll(hub, "site-a")
+        other_process = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+        try:
+            drained = [SharedRateLimiter(other_process, 2).acquire("site-a") for _ in range(2)]
+        finally:
+            other_process.close()
+        response = requests.get(f"{hub.api_root_url}collections/", auth=site.auth,
+                                headers={"Accept": TAXII}, timeout=10)
+
+    assert drained == [0.0, 0.0]
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "30"

@@ -487,3 +487,27 @@ def test_request_logged_once_with_id(hub: Hub, caplog: pytest.LogCaptureFixture)
     assert re.fullmatch(
         rf"request {response.headers['X-Request-ID']} site-a GET /fti/collections/ 200 "
         r"\d+\.\d ms", lines[0])
+
+
+def test_keys_envelope_failures_reported_rest_stored(hub: Hub) -> None:
+    """Objects outside summaries share one transaction; a bad one still fails alone."""
+    keys_url = hub.objects_url(collection_id("keys"))
+    stored = key_note("site-a", "2024-06-03T00:00:00.000Z")
+    assert post(keys_url, hub.site_a.auth, {"objects": [stored]}).status_code == 202
+    changed = dict(stored, content="other share")
+    other_sites = dict(key_note("site-b", "2024-06-03T00:00:01.000Z"),
+                       id="note--0b0e4c64-4c1f-4d0c-8f6e-3f2a8a6c1e01")
+    fresh = dict(stored, id="note--5d1c7a52-9a0e-4f55-a7f4-2f0b9c8e3d02")
+
+    response = post(keys_url, hub.site_a.auth,
+                    {"objects": [changed, other_sites, {"type": "note"}, fresh]})
+
+    status = response.json()
+    assert response.status_code == 202
+    assert (status["total_count"], status["success_count"], status["failure_count"]) == (4, 1, 3)
+    assert [s["id"] for s in status["successes"]] == [fresh["id"]]
+    assert [f["id"] for f in status["failures"]] == [stored["id"], other_sites["id"],
+                                                     "objects[2]"]
+    listed = get(keys_url, hub.site_a.auth).json()["objects"]
+    assert sorted(o["id"] for o in listed) == sorted([stored["id"], fresh["id"]])
+    assert next(o for o in listed if o["id"] == stored["id"])["content"] == "key share"

@@ -178,7 +178,7 @@ def _split_and_type(tsv: Path) -> int:
 def _tail_connections(path: Path, *, is_json: bool) -> tuple[int, list]:
     """Follow ``path`` once as the live agent does; return the lines read and the connections."""
     from agent.network import InternalNetworks, OrientationStats
-    from agent.tailer import LogTailer
+    from agent.tailer import LogTailer, TailLines
     from agent.zeek_conn import decode_lines, iter_connections
     from agent.zeek_records import MalformedLineReporter, ParseStats
 
@@ -186,17 +186,19 @@ def _tail_connections(path: Path, *, is_json: bool) -> tuple[int, list]:
     internal = InternalNetworks(BENCH_INTERNAL_NETWORKS)
     stats, orientation = ParseStats(), OrientationStats()
     reporter = MalformedLineReporter(str(path), stats)
-    connections: list = []
-    number = 0
+
+    # Like LiveAgent.step: every new line of the poll, decoded at once, then read in one pass.
+    lines = TailLines()
     for batch in tailer.poll_batches():
-        texts = decode_lines(batch.lines)
-        numbered = zip(range(number + 1, number + len(texts) + 1), texts)
-        number += len(texts)
-        connections.extend(iter_connections(numbered, is_json=is_json, source=str(path), default_path="conn",
-                                            internal=internal, stats=stats, orientation=orientation,
-                                            reporter=reporter))
+        lines.append(batch)
     tailer.close()
-    return number, connections
+    texts = decode_lines(lines.data())
+    connections = list(iter_connections(enumerate(texts, start=1), is_json=is_json, source=str(path),
+                                        default_path="conn", internal=internal, stats=stats,
+                                        orientation=orientation, reporter=reporter))
+    if stats.malformed_total or orientation.connections != len(connections) or not connections:
+        raise RuntimeError(f"{path}: {dict(stats.malformed)} malformed lines, {len(connections)} connections")
+    return len(texts), connections
 
 
 def run_child(name: str, inputs: dict[str, Path]) -> dict[str, object]:

@@ -29,10 +29,14 @@ _LOG_SCALED = frozenset({"connection_count", "distinct_remote_hosts", "distinct_
 _LOG_COLUMNS = np.array([name in _LOG_SCALED for name in FEATURE_NAMES])
 
 
-def transform_features(matrix: np.ndarray) -> np.ndarray:
-    """Apply the fixed per-feature transform shared by training and scoring."""
+def transform_features(matrix: np.ndarray, log_columns: np.ndarray | None = None) -> np.ndarray:
+    """Apply the fixed per-feature transform shared by training and scoring.
+
+    ``log_columns`` marks the columns to log1p; the default is the network family's.
+    """
+    columns = _LOG_COLUMNS if log_columns is None else np.asarray(log_columns, dtype=bool)
     transformed = np.array(matrix, dtype=float, copy=True)
-    transformed[:, _LOG_COLUMNS] = np.log1p(np.clip(transformed[:, _LOG_COLUMNS], 0.0, None))
+    transformed[:, columns] = np.log1p(np.clip(transformed[:, columns], 0.0, None))
     return transformed
 
 
@@ -65,6 +69,13 @@ class CalibratedDetector:
         Training on fewer windows raises :class:`BaselineTooSmall`.
     random_state : int, default 0
         Seed of IsolationForest's tree sampling; it affects scores, not privacy.
+    feature_names : tuple of str, default the network family's FEATURE_NAMES
+        Names of the feature columns, used in log messages.
+    log_columns : tuple of bool or None, default None
+        Columns to log1p before fitting; None means the network family's heavy-tailed ones.
+    feature_schema_version : str, default FEATURE_SCHEMA_VERSION
+        Version of the feature vector; part of :attr:`version`, so a detector stored for
+        another vector is never loaded.
 
     Notes
     -----
@@ -76,21 +87,26 @@ class CalibratedDetector:
     is ever NaN.
     """
 
-    def __init__(self, name: str = "iforest", *, min_baseline_windows: int = 32, random_state: int = 0) -> None:
+    def __init__(self, name: str = "iforest", *, min_baseline_windows: int = 32, random_state: int = 0,
+                 feature_names: tuple[str, ...] = FEATURE_NAMES, log_columns: tuple[bool, ...] | None = None,
+                 feature_schema_version: str = FEATURE_SCHEMA_VERSION) -> None:
         self.name = name
         self.min_baseline_windows = min_baseline_windows
         self.random_state = random_state
+        self.feature_names = feature_names
+        self.log_columns = log_columns
+        self.feature_schema_version = feature_schema_version
 
     @property
     def version(self) -> str:
-        return f"pyod-{pyod.__version__}/{self.name}/{FEATURE_SCHEMA_VERSION}"
+        return f"pyod-{pyod.__version__}/{self.name}/{self.feature_schema_version}"
 
     def fit(self, features: np.ndarray) -> "CalibratedDetector":
         """Train on baseline windows and record their scores for calibration."""
         # Too few windows make the empirical CDF too coarse to tell 0.9 from 0.99.
         if features.shape[0] < self.min_baseline_windows:
             raise BaselineTooSmall(features.shape[0], self.min_baseline_windows)
-        transformed = transform_features(features)
+        transformed = transform_features(features, self.log_columns)
 
         # Drop columns with no spread; a model cannot split on them, ECOD divides by them and
         # HBOS cannot bin them. Spread at rounding-error level counts as none.
@@ -98,7 +114,7 @@ class CalibratedDetector:
         self.feature_mask_ = spread > 1e-9 * np.maximum(1.0, np.abs(transformed).max(axis=0))
         if not self.feature_mask_.any():
             raise DegenerateBaseline(features.shape[0], features.shape[1])
-        dropped = [n for n, kept in zip(FEATURE_NAMES, self.feature_mask_) if not kept]
+        dropped = [n for n, kept in zip(self.feature_names, self.feature_mask_) if not kept]
         if dropped:
             log.info("detector %s: dropping features constant over the baseline: %s", self.name, ", ".join(dropped))
 
@@ -109,7 +125,7 @@ class CalibratedDetector:
 
     def raw_scores(self, features: np.ndarray) -> np.ndarray:
         self._check_fitted()
-        transformed = transform_features(features)[:, self.feature_mask_]
+        transformed = transform_features(features, self.log_columns)[:, self.feature_mask_]
         return self._finite(self.model_.decision_function(transformed))
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
@@ -135,12 +151,16 @@ class CalibratedDetector:
         temporary.replace(path)
 
     @classmethod
-    def load(cls, path: Path, *, name: str) -> "CalibratedDetector | None":
+    def load(cls, path: Path, *, name: str,
+             feature_schema_version: str = FEATURE_SCHEMA_VERSION) -> "CalibratedDetector | None":
         """Load a stored detector, or return None when it was trained for another setup."""
         with path.open("rb") as handle:
             stored = pickle.load(handle)  # noqa: S301 - the agent's own state file
         detector = stored.get("detector")
-        if not isinstance(detector, cls) or detector.name != name or stored.get("version") != detector.version:
+        # Detectors stored before families existed lack feature_schema_version: retrain them.
+        if not isinstance(detector, cls) or detector.name != name or \
+                getattr(detector, "feature_schema_version", None) != feature_schema_version or \
+                stored.get("version") != detector.version:
             log.warning("stored detector at %s does not match detector %s; retraining", path, name)
             return None
         return detector

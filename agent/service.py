@@ -25,14 +25,22 @@ from agent.config import AgentConfig, PrivacySection
 from agent.consumer import FusedIndicatorConsumer
 from agent.detector import CalibratedDetector, ScoredWindow
 from agent.errors import AgentError, DeliveryError
-from agent.features import FEATURE_SCHEMA_VERSION, Window, build_windows
+from agent.events import Event, EventStats
+from agent.families import configured_families, families_of_source
+from agent.families.feeding import FamilyFeeder, FeedItem
+from agent.families.release import FamiliesRelease, evidence_items, family_sections, summarise_families
+from agent.families.scoring import FAMILY_SPECS, FamilyScorer, baseline_round_count
+from agent.features import FEATURE_SCHEMA_VERSION, Window
 from agent.metrics import AgentMetrics
-from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
+from agent.network import OrientationStats
+from agent.observables import split_observable_key
+from agent.sources import iter_file_events
 from agent.sender import SummarySender
 from agent.state import AgentState, Contact
 from agent.secure_round import SecureRoundAborted, SecureRoundRunner
 from agent.summariser import BIN_EDGES, RoundRelease, bound_round, summarise_round
-from agent.zeek import ParseStats, ZeekRecord, iter_zeek_records
+from agent.zeek import ParseStats, iter_zeek_records
+from agent.zeek_observables import OBSERVED_LOGS
 from privacy.errors import BudgetExhausted
 from privacy.ledger import PrivacyLedger
 from privacy.random import RandomSource, system_random
@@ -58,6 +66,7 @@ class RunReport:
     pending: int = 0
     alerts: int = 0
     parse_stats: ParseStats | None = None
+    event_stats: EventStats | None = None  # sshd, Suricata and Sysmon sources
 
 
 class Agent:
@@ -88,6 +97,8 @@ class Agent:
             self._release_lock()
             raise
         self.metrics = AgentMetrics(config.site.id)
+        self.scorer = FamilyScorer(config.detector, state_dir=config.state_dir,
+                                   round_seconds=config.windows.round_seconds, site_id=config.site.id)
 
     def close(self) -> None:
         """Close the state database and release the state folder for the next agent."""
@@ -108,10 +119,10 @@ class Agent:
         log.info("site %s: replay started (detector %s, unit %s, epsilon %.3g per round)",
                  self.config.site.id, self.config.detector.name, self.config.privacy.unit,
                  self.config.privacy.epsilon_per_round)
-        connections = self.read_connections(report)
-        windows = build_windows(connections, window_seconds=self.config.windows.window_seconds)
-        report.windows = len(windows)
-        scored = self.score_windows(windows)
+        feeder = self.read_sources(report)
+        windows = feeder.close()
+        report.windows = sum(len(family_windows) for family_windows in windows.values())
+        scored = {family: self.scorer.score(family, family_windows) for family, family_windows in windows.items()}
         self.release_rounds(scored, report)
         self.deliver(report)
         if poll:
@@ -122,42 +133,58 @@ class Agent:
                  report.epsilon_spent, report.epsilon_budget)
         return report
 
-    def read_connections(self, report: RunReport) -> list[Connection]:
-        """Parse every source and orient its connections, shifted for replay when configured."""
-        internal = InternalNetworks(self.config.site.internal_networks)
-        parse_stats = ParseStats()
-        everything: list[Connection] = []
-        for source in self.config.sources:
+    def read_sources(self, report: RunReport) -> FamilyFeeder:
+        """Parse every source into the windows of its families, shifted for replay when configured."""
+        config = self.config
+        feeder = self.new_feeder()
+        parse_stats, event_stats = ParseStats(), EventStats()
+        for source in config.sources:
             paths = _expand(source.paths)
             if not paths:
                 raise AgentError(f"source patterns {list(source.paths)} match no file; check sources[].paths")
-            connections: list[Connection] = []
+            items: list[FeedItem] = []
             for path in paths:
-                other_logs: Counter[str] = Counter()
-                orientation = OrientationStats()
-                records = _conn_records(iter_zeek_records(path, stats=parse_stats), other_logs)
-                found = list(orient_connections(records, internal, stats=orientation))
-                self._log_skipped(path, other_logs, orientation, len(found))
-                connections.extend(found)
-            if source.replay_start is not None and connections:
-                shift = source.replay_start.timestamp() - min(c.ts for c in connections)
-                connections = [replace(c, ts=c.ts + shift) for c in connections]
-            everything.extend(connections)
-        everything.sort(key=lambda c: c.ts)
-        report.connections = len(everything)
-        report.parse_stats = parse_stats
-        self.metrics.observe_parse(parse_stats, len(everything))
-        return everything
+                if source.type == "zeek":
+                    items.extend(self._read_zeek(path, feeder, parse_stats))
+                else:
+                    items.extend(iter_file_events(path, source.type, stats=event_stats))
+            shift = 0.0
+            if source.replay_start is not None and items:
+                shift = source.replay_start.timestamp() - min(_event_time(item) for item in items)
+            feeder.feed(items, families=families_of_source(source), shift_secs=shift)
+        report.connections = feeder.orientation.connections
+        report.parse_stats, report.event_stats = parse_stats, event_stats
+        if feeder.unused:
+            log.info("site %s: records read but feeding no configured family: %s", config.site.id,
+                     ", ".join(f"{kind} {count}" for kind, count in sorted(feeder.unused.items())))
+        self.metrics.observe_parse(parse_stats, report.connections)
+        return feeder
+
+    def new_feeder(self) -> FamilyFeeder:
+        """Return empty windows for every configured family."""
+        config = self.config
+        return FamilyFeeder(configured_families(config.sources), window_seconds=config.windows.window_seconds,
+                            internal_networks=config.site.internal_networks,
+                            internal_domains=config.site.internal_domains)
+
+    def _read_zeek(self, path: Path, feeder: FamilyFeeder, parse_stats: ParseStats) -> list[FeedItem]:
+        orientation = OrientationStats()
+        records = list(iter_zeek_records(path, stats=parse_stats))
+        items = feeder.parse_zeek(records, orientation=orientation)
+        other_logs = Counter(r.log_path for r in records if r.log_path != "conn" and r.log_path not in OBSERVED_LOGS)
+        self._log_skipped(path, other_logs, orientation, orientation.connections)
+        return items
 
     def _log_skipped(self, path: Path, other_logs: Counter[str], orientation: OrientationStats,
                      connections: int) -> None:
         """Log every record of ``path`` that was read but did not become a connection."""
         site = self.config.site.id
         for log_path, count in sorted(other_logs.items()):
-            log.warning("site %s: %s: %d records skipped: their Zeek log path is %r, not conn (taken from "
-                        "#path, from _path, or else from the file name); point sources[].paths at conn logs, "
-                        "and name a JSON conn log that has no _path field conn*.log or conn*.json",
-                        site, path, count, log_path)
+            log.warning("site %s: %s: %d records skipped: their Zeek log path is %r, not conn or another log "
+                        "the agent reads (%s; taken from #path, from _path, or else from the file name); point "
+                        "sources[].paths at those logs, and name a JSON log that has no _path field after its "
+                        "log, such as conn*.log or conn*.json", site, path, count, log_path,
+                        ", ".join(sorted(OBSERVED_LOGS)))
         if orientation.missing_fields:
             log.warning("site %s: %s: %d conn records skipped: ts, id.orig_h or id.resp_h is missing or not "
                         "a valid value", site, path, orientation.missing_fields)
@@ -168,55 +195,20 @@ class Agent:
             log.info("site %s: %s: %d connections between two external hosts skipped (no site entity)",
                      site, path, orientation.both_external)
 
-    def score_windows(self, windows: list[Window]) -> list[ScoredWindow]:
-        """Train (or load) the detector on the baseline rounds, then score every window."""
-        if not windows:
-            return []
-        detector = self._detector(self._baseline(windows))
-        scores = detector.score(np.array([w.features for w in windows], dtype=float))
-        return [ScoredWindow(w.entity, w.start, float(s), w.remotes) for w, s in zip(windows, scores)]
+    def score_windows(self, windows: list[Window], family: str = "network") -> list[ScoredWindow]:
+        """Train (or load) the family's detector on its baseline rounds, then score every window."""
+        return self.scorer.score(family, windows)
 
-    def _baseline(self, windows: list[Window]) -> list[Window]:
-        """Return the windows of the first ``baseline_rounds`` rounds that hold any data.
+    def release_rounds(self, scored: dict[str, list[ScoredWindow]], report: RunReport) -> None:
+        """Summarise each round not yet recorded, charge the ledger and queue the summary.
 
-        When those rounds hold fewer than ``min_baseline_windows`` windows (a capture that
-        starts with a lone early connection, a quiet night), the baseline grows by whole rounds
-        until it has enough, and the agent logs that it did.
+        ``scored`` holds each family's scored windows; a round's summary covers every family.
         """
-        settings, round_seconds = self.config.detector, self.config.windows.round_seconds
-        per_round = Counter(w.start - w.start % round_seconds for w in windows)
-        rounds = sorted(per_round)
-        taken = baseline_round_count([per_round[r] for r in rounds], baseline_rounds=settings.baseline_rounds,
-                                     min_baseline_windows=settings.min_baseline_windows)
-        end = rounds[min(taken, len(rounds)) - 1] + round_seconds
-        baseline = [w for w in windows if w.start < end]
-        if taken > settings.baseline_rounds:
-            log.warning("site %s: the first %d rounds hold too few windows for a baseline; training on the "
-                        "first %d rounds (%d windows)", self.config.site.id, settings.baseline_rounds,
-                        min(taken, len(rounds)), len(baseline))
-        return baseline
-
-    def _detector(self, baseline: list[Window]) -> CalibratedDetector:
-        settings = self.config.detector
-        path = self.config.state_dir / "detector.pickle"
-        if path.exists():
-            stored = CalibratedDetector.load(path, name=settings.name)
-            if stored is not None:
-                return stored
-        detector = CalibratedDetector(settings.name, min_baseline_windows=settings.min_baseline_windows,
-                                      random_state=settings.random_state)
-        detector.fit(np.array([w.features for w in baseline], dtype=float).reshape(len(baseline), -1))
-        detector.save(path)
-        log.info("site %s: detector %s trained on %d baseline windows", self.config.site.id, settings.name,
-                 len(baseline))
-        return detector
-
-    def release_rounds(self, scored: list[ScoredWindow], report: RunReport) -> None:
-        """Summarise each round not yet recorded, charge the ledger and queue the summary."""
         round_seconds = self.config.windows.round_seconds
-        by_round: dict[int, list[ScoredWindow]] = defaultdict(list)
-        for window in scored:
-            by_round[window.start - window.start % round_seconds].append(window)
+        by_round: dict[int, dict[str, list[ScoredWindow]]] = defaultdict(lambda: defaultdict(list))
+        for family, windows in scored.items():
+            for window in windows:
+                by_round[window.start - window.start % round_seconds][family].append(window)
         for round_start in sorted(by_round):
             status = self.state.round_status(round_start)
             if status is None:
@@ -226,8 +218,9 @@ class Agent:
         report.epsilon_spent = spent.epsilon_spent
         self.metrics.observe_budget(spent)
 
-    def _release_round(self, round_start: int, windows: list[ScoredWindow], report: RunReport) -> str:
+    def _release_round(self, round_start: int, scored: dict[str, list[ScoredWindow]], report: RunReport) -> str:
         config = self.config
+        windows = [window for family_windows in scored.values() for window in family_windows]
         contacts = _contacts(round_start, windows, config.windows.window_seconds)
 
         # A round charged in the ledger but absent from the state was lost in a crash after the
@@ -248,25 +241,39 @@ class Agent:
             return "budget_exhausted"
 
         if privacy.mode == "secure":
-            return self._release_secure_round(round_start, windows, contacts, report)
-        release = summarise_round(windows, round_start=round_start, round_seconds=config.windows.round_seconds,
-                                  privacy=privacy, rng=self.rng)
+            # TODO: secure aggregation sums the network family only; the other families'
+            # windows of a secure round are not released at all. Needs one masked vector per
+            # family in agent.secure_round.
+            return self._release_secure_round(round_start, scored.get("network", []), contacts, report)
+        families = configured_families(config.sources)
+        release = summarise_families(scored, families, round_start=round_start,
+                                     round_seconds=config.windows.round_seconds, privacy=privacy, rng=self.rng)
         budget = self.ledger.charge(round_start, release.epsilon, release.delta,
                                     f"discrete-laplace/{privacy.unit}")
         summary = sign_object(self._summary_object(release, budget.epsilon_spent), self.signing_key)
         self.state.queue_summary(round_start, summary, contacts)
         report.released[round_start] = summary["evidence"]
-        self.metrics.observe_release(len(release.evidence))
-        log.info("site %s: round %s summarised: %d observables released (threshold %d), epsilon %.3g",
-                 config.site.id, _utc(round_start).isoformat(), len(release.evidence), release.partition_threshold,
-                 release.epsilon)
+        self.metrics.observe_release(release.evidence_count)
+        log.info("site %s: round %s summarised (%s): %d observables released (threshold %d), epsilon %.3g",
+                 config.site.id, _utc(round_start).isoformat(), ", ".join(families), release.evidence_count,
+                 release.partition_threshold, release.epsilon)
         return "queued"
 
-    def _summary_object(self, release: RoundRelease, epsilon_spent: float) -> dict:
-        name = self.config.detector.name
-        return build_round_summary(release, site_id=self.config.site.id, detector_name=name,
-                                   detector_version=CalibratedDetector(name).version, privacy=self.config.privacy,
-                                   epsilon_spent=epsilon_spent, created=datetime.now(timezone.utc))
+    def _summary_object(self, release: FamiliesRelease, epsilon_spent: float) -> dict:
+        config, privacy = self.config, self.config.privacy
+        detectors = {family: (config.detector.name, self.scorer.new_detector(family).version)
+                     for family in release.families}
+        versions = {family: FAMILY_SPECS[family].feature_schema_version for family in release.families}
+        return build_summary(
+            site=config.site.id,
+            round_start=_utc(release.round_start),
+            round_end=_utc(release.round_end),
+            families=family_sections(release, detectors, versions),
+            evidence=evidence_items(release),
+            privacy=summary_privacy(privacy, epsilon=release.epsilon, delta=release.delta,
+                                    partition_threshold=release.partition_threshold, epsilon_spent=epsilon_spent),
+            created=datetime.now(timezone.utc),
+        )
 
     def _release_secure_round(self, round_start: int, windows: list[ScoredWindow], contacts: list[Contact],
                               report: RunReport) -> str:
@@ -347,41 +354,35 @@ def build_round_summary(
             }
             for e in release.evidence
         ],
-        privacy={
-            "unit": privacy.unit,
-            "mechanism": "discrete-laplace",
-            "epsilon": release.epsilon,
-            "delta": release.delta,
-            "partition_threshold": release.partition_threshold,
-            "max_observables_per_entity": privacy.max_observables_per_entity,
-            "max_windows_per_entity": privacy.max_windows_per_entity,
-            "epsilon_spent_in_period": round(epsilon_spent, 6),
-            "epsilon_budget": privacy.budget_epsilon,
-            "period_days": privacy.period_days,
-        },
+        privacy=summary_privacy(privacy, epsilon=release.epsilon, delta=release.delta,
+                                partition_threshold=release.partition_threshold, epsilon_spent=epsilon_spent),
         created=created,
     )
 
 
-def baseline_round_count(windows_per_round: list[int], *, baseline_rounds: int, min_baseline_windows: int) -> int:
-    """Return how many of the first rounds that hold windows the detector's baseline takes.
-
-    ``windows_per_round`` lists the window count of each round that holds any, in time order.
-    The baseline is the first ``baseline_rounds`` of them, grown by whole rounds until it holds
-    ``min_baseline_windows`` windows or no round is left. The result may exceed the number of
-    rounds when ``baseline_rounds`` does.
-    """
-    taken = baseline_rounds
-    while sum(windows_per_round[:taken]) < min_baseline_windows and taken < len(windows_per_round):
-        taken += 1
-    return taken
+def summary_privacy(privacy: PrivacySection, *, epsilon: float, delta: float, partition_threshold: int,
+                    epsilon_spent: float) -> dict:
+    """Return a summary's ``privacy`` object for a round that spent (``epsilon``, ``delta``)."""
+    return {
+        "unit": privacy.unit,
+        "mechanism": "discrete-laplace",
+        "epsilon": epsilon,
+        "delta": delta,
+        "partition_threshold": partition_threshold,
+        "max_observables_per_entity": privacy.max_observables_per_entity,
+        "max_windows_per_entity": privacy.max_windows_per_entity,
+        "epsilon_spent_in_period": round(epsilon_spent, 6),
+        "epsilon_budget": privacy.budget_epsilon,
+        "period_days": privacy.period_days,
+    }
 
 
 def _contacts(round_start: int, windows: list[ScoredWindow], window_seconds: int) -> list[Contact]:
     """Collapse a round's windows into (observable, entity) contacts for the local matcher."""
     merged: dict[tuple[str, str], list] = {}
     for window in windows:
-        for remote, connections in window.remotes.items():
+        for key, connections in window.remotes.items():
+            remote = split_observable_key(key)[1]
             entry = merged.get((remote, window.entity))
             if entry is None:
                 merged[(remote, window.entity)] = [connections, window.score, window.start,
@@ -424,21 +425,16 @@ def _lock_state_dir(state_dir: Path) -> TextIO:
     return handle
 
 
-def _conn_records(records: Iterable[ZeekRecord], other_logs: Counter[str]) -> Iterator[ZeekRecord]:
-    """Yield the ``conn`` records and count the others by their log path."""
-    for record in records:
-        if record.log_path == "conn":
-            yield record
-        else:
-            other_logs[record.log_path] += 1
-
-
 def _expand(patterns: tuple[str, ...]) -> list[Path]:
     paths: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern))
         paths.extend(Path(m) for m in matches if Path(m).is_file())
     return paths
+
+
+def _event_time(item: FeedItem) -> float:
+    return item.ts.timestamp() if isinstance(item, Event) else item.ts
 
 
 def _utc(epoch_seconds: int) -> datetime:

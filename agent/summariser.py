@@ -37,11 +37,11 @@ from dataclasses import dataclass
 
 from agent.config import PrivacySection
 from agent.detector import ScoredWindow
+from agent.observables import split_observable_key
 from privacy.bounding import bound_keys_per_unit, sample_per_unit
 from privacy.mechanisms import DiscreteLaplaceMechanism
 from privacy.partition import partition_threshold, select_partitions
 from privacy.random import RandomSource
-from stix_mappings.patterns import observable_type_of
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ def summarise_round(
         noised_count = released[remote]
         (noised_sum,) = score_mechanism.release([score_sums[remote]], rng)
         mean = min(1.0, max(0.0, noised_sum / (SCORE_QUANTUM * max(noised_count, 1))))
-        evidence.append(EvidenceRelease(observable_type_of(remote), remote, noised_count, round(mean, 4)))
+        kind, value = split_observable_key(remote)
+        evidence.append(EvidenceRelease(kind, value, noised_count, round(mean, 4)))
 
     log.debug("round %d: %d units, %d candidate observables, %d released",
               round_start, len(kept), len(unit_counts), len(evidence))

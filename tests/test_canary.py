@@ -178,3 +178,114 @@ def test_canaries_never_leave_the_agent_in_secure_mode(tmp_path: Path) -> None:
     canaries = CANARY_HOSTS + [CANARY_INTERNAL_PEER, CANARY_UID, "canary-secret-path", "10.1.0."]
     for canary in canaries:
         assert canary.encode() not in sent, f"{canary} left the agent in secure mode"
+
+
+CANARY_DOMAIN = "corp-canary.example"
+EVIL_DOMAIN = "evil-c2.example"
+EVIL_JA3 = "e7d705a3286e19ea42f587b344ee6865"
+EVIL_SHA256 = "5f" * 32
+# Names that must stay on the site: the site's own zone, a bare host name, mDNS, a reverse
+# lookup of a canary host, a URL path, the sshd host, a user and a program.
+NAME_CANARIES = [CANARY_DOMAIN, "CANARYHOST", "printer.canary.local", "88.77.66.10.in-addr.arpa",
+                 "canary-secret-uri", "canary-sshd-host", "canaryuser", "canary-secret-binary"]
+
+
+def zeek_log(path: Path, log_path: str, fields: list[tuple[str, str]], rows: list[list[str]]) -> None:
+    header = ("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n"
+              f"#path\t{log_path}\n#open\t2024-06-03-00-00-00\n"
+              "#fields\t" + "\t".join(name for name, _ in fields) + "\n"
+              "#types\t" + "\t".join(kind for _, kind in fields) + "\n")
+    path.write_text(header + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+
+
+ENDPOINTS = [("ts", "time"), ("uid", "string"), ("id.orig_h", "addr"), ("id.orig_p", "port"),
+             ("id.resp_h", "addr"), ("id.resp_p", "port")]
+
+
+def write_family_inputs(folder: Path) -> None:
+    """Zeek dns, http and ssl logs, an auth.log and Sysmon for Linux lines, all planted with canaries."""
+    hosts = [f"10.1.0.{i}" for i in range(1, 61)] + CANARY_HOSTS
+    dns, http, ssl = [], [], []
+    for minute in range(30):
+        for index, host in enumerate(hosts):
+            ts = f"{START + minute * 60 + index * 0.7 + 0.3:.6f}"
+            endpoints = [ts, CANARY_UID, host, "53000", "8.8.8.8"]
+            # The evil name and fingerprint come thrice a window, so they rank first among a
+            # host's observables, ahead of the scanners.
+            for query in (EVIL_DOMAIN, EVIL_DOMAIN, EVIL_DOMAIN, f"fileserver.{CANARY_DOMAIN}", "CANARYHOST",
+                          "printer.canary.local", "88.77.66.10.in-addr.arpa"):
+                dns.append([*endpoints, "53", query])
+            http.append([ts, CANARY_UID, host, "53001", SCANNERS[0], "80", f"intranet.{CANARY_DOMAIN}",
+                         "/canary-secret-uri"])
+            http.append([ts, CANARY_UID, host, "53002", SCANNERS[0], "80", "10.66.77.88", "/canary-secret-uri"])
+            ssl.extend([ts, CANARY_UID, host, "53003", SCANNERS[1], "443", EVIL_DOMAIN, EVIL_JA3] for _ in range(3))
+    zeek_log(folder / "dns.log", "dns", [*ENDPOINTS, ("query", "string")], dns)
+    zeek_log(folder / "http.log", "http", [*ENDPOINTS, ("host", "string"), ("uri", "string")], http)
+    zeek_log(folder / "ssl.log", "ssl", [*ENDPOINTS, ("server_name", "string"), ("ja3", "string")], ssl)
+
+    auth, sysmon = [], []
+    for minute in range(30):
+        clock = f"{minute // 60:02d}:{minute % 60:02d}"
+        for index in range(40):
+            host = "canary-sshd-host" if index == 0 else f"srv{index:02d}"
+            for scanner in SCANNERS[: 1 + (index + minute) % 5]:
+                auth.append(f"2024-06-03T00:{clock[3:]}:{index:02d}+00:00 {host} sshd[{1000 + index}]: Failed password for "
+                            f"canaryuser from {scanner} port {40000 + minute} ssh2\n")
+            computer = f"ws{index:02d}.{CANARY_DOMAIN}"
+            system = (f'<Provider Name="Linux-Sysmon"/><EventID>{{event_id}}</EventID><TimeCreated '
+                      f'SystemTime="2024-06-03T00:{clock[3:]}:{index:02d}.000000000Z"/><Computer>{computer}</Computer>')
+            for event_id, data in (
+                    (1, f'<Data Name="Image">/usr/bin/canary-secret-binary</Data><Data Name="User">canaryuser</Data>'
+                        f'<Data Name="Hashes">SHA256={EVIL_SHA256}</Data>'),
+                    (3, f'<Data Name="Image">/usr/bin/canary-secret-binary</Data><Data Name="DestinationIp">'
+                        f'{SCANNERS[2 + index % 3]}</Data><Data Name="DestinationHostname">db.{CANARY_DOMAIN}</Data>'),
+                    (22, f'<Data Name="QueryName">CANARYHOST</Data>')):
+                for _ in range(1 + (index * 3 + minute + event_id) % 3):
+                    sysmon.append(f"Jun  3 00:{clock[3:]}:{index:02d} {computer} sysmon: <Event><System>"
+                                  f"{system.format(event_id=event_id)}</System><EventData>{data}</EventData>"
+                                  "</Event>\n")
+    (folder / "auth.syslog").write_text("".join(auth), encoding="utf-8")
+    (folder / "sysmon.syslog").write_text("".join(sysmon), encoding="utf-8")
+
+
+def test_canaries_never_leave_the_agent_in_any_family(tmp_path: Path, hub: tuple[HubServer, str]) -> None:
+    """Names planted in dns, http, ssl, sshd and Sysmon input stay on the site; evidence of each kind leaves."""
+    server, base_url = hub
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_capture(logs / "conn.log")
+    write_family_inputs(logs)
+    key = generate_signing_key()
+    key.to_file(tmp_path / "site.key")
+    (tmp_path / "hub.password").write_text(server.registry.enroll_site("site-canary", key.public_key_b64))
+    port = int(base_url.rstrip("/").rsplit(":", 1)[1])
+
+    with RecordingProxy("127.0.0.1", port) as proxy:
+        config = {
+            "site": {"id": "site-canary", "signing_key": "site.key",
+                     "internal_networks": ["10.0.0.0/8", "81.2.69.0/24"], "internal_domains": [CANARY_DOMAIN]},
+            "hub": {"url": f"http://127.0.0.1:{proxy.port}/taxii2/", "username": "site-canary",
+                    "password_file": "hub.password"},
+            "sources": [{"type": "zeek", "paths": [str(logs / "*.log")]},
+                        {"type": "sshd", "paths": [str(logs / "auth.syslog")]},
+                        {"type": "sysmon", "paths": [str(logs / "sysmon.syslog")]}],
+            "state_dir": "state",
+            "windows": {"window_seconds": 60, "round_seconds": ROUND_SECONDS},
+            "detector": {"name": "hbos", "baseline_rounds": 1},
+            # Three families share the round's epsilon; this much lets each release its evidence.
+            "privacy": {"epsilon_per_round": 10.0, "max_observables_per_entity": 3, "budget_epsilon": 100.0},
+        }
+        (tmp_path / "agent.yaml").write_text(yaml.safe_dump(config))
+        agent = Agent(load_agent_config(tmp_path / "agent.yaml"), rng=seeded_random(7))
+        report = agent.run_once(poll=True)
+        agent.close()
+        sent = proxy.client_bytes()
+
+    released = {(e["family"], e["observable_type"]) for items in report.released.values() for e in items}
+    assert report.delivered == 3
+    assert {("network", "domain-name"), ("network", "ja3"), ("authentication", "ipv4-addr"),
+            ("process", "sha256")} <= released
+    assert EVIL_DOMAIN.encode() in sent and EVIL_JA3.encode() in sent and EVIL_SHA256.encode() in sent
+    canaries = CANARY_HOSTS + [CANARY_INTERNAL_PEER, CANARY_UID, "10.1.0.", *NAME_CANARIES]
+    for canary in canaries:
+        assert canary.encode() not in sent, f"{canary} left the agent"

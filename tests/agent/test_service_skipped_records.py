@@ -43,7 +43,7 @@ def warning_about(caplog: pytest.LogCaptureFixture, file_name: str) -> str:
 def read(agent: Agent) -> RunReport:
     report = RunReport(site_id="site-t")
     try:
-        agent.read_connections(report)
+        agent.read_sources(report)
     finally:
         agent.close()
     return report

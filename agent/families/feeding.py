@@ -1,0 +1,181 @@
+"""Route parsed records of every source type into the open windows of their families.
+
+One :class:`FamilyFeeder` holds the window tables of the configured families. Replay and live
+mode both call it: replay with whole files, live mode with the lines each poll read. Records
+of a family that is not configured for their source are counted in ``unused`` and dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from agent.events import Event
+from agent.families.authentication import AuthenticationWindows, attempt_from_sshd, attempt_from_zeek
+from agent.families.network import NetworkWindows, connection_from_flow, observables_of_suricata
+from agent.families.process import ProcessWindows
+from agent.features import Window
+from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
+from agent.observables import ObservableFilter
+from agent.zeek_observables import OBSERVED_LOGS, ObservationStats, ZeekObservation, observe_records
+from agent.zeek_records import ZeekRecord
+
+__all__ = ["FamilyFeeder", "FeedItem"]
+
+# What a source yields once parsed: a conn record's connection, an application log's
+# observation, or a normalised event of sshd, Suricata or Sysmon.
+FeedItem = Connection | ZeekObservation | Event
+
+
+class FamilyFeeder:
+    """The open windows of every configured family, and the routing of records into them.
+
+    Parameters
+    ----------
+    families : tuple of str
+        The configured families (see :func:`agent.families.configured_families`).
+    window_seconds : int
+        Window length.
+    internal_networks, internal_domains : tuple of str
+        The site's own address ranges and DNS zones; they decide entities and which
+        observables may leave the site.
+    """
+
+    def __init__(self, families: tuple[str, ...], *, window_seconds: int, internal_networks: tuple[str, ...],
+                 internal_domains: tuple[str, ...] = ()) -> None:
+        self.families = families
+        self.internal = InternalNetworks(internal_networks)
+        self.observables = ObservableFilter(self.internal, internal_domains)
+        self.tables = {}
+        if "network" in families:
+            self.tables["network"] = NetworkWindows(window_seconds)
+        if "authentication" in families:
+            self.tables["authentication"] = AuthenticationWindows(window_seconds)
+        if "process" in families:
+            self.tables["process"] = ProcessWindows(window_seconds)
+        self.orientation = OrientationStats()
+        self.observation_stats = ObservationStats()
+        self.fed: Counter[str] = Counter()  # items fed, by family
+        self.unused: Counter[str] = Counter()  # items read but feeding no configured family, by kind
+
+    def parse_zeek(self, records: Iterable[ZeekRecord], *, orientation: OrientationStats | None = None
+                   ) -> list[FeedItem]:
+        """Return the connections of conn records and the observations of application logs.
+
+        ``orientation`` receives this call's conn counts; they are also added to ``self.orientation``.
+        """
+        records = list(records)
+        stats = orientation if orientation is not None else OrientationStats()
+        items: list[FeedItem] = list(orient_connections(records, self.internal, stats=stats))
+        self.orientation.connections += stats.connections
+        self.orientation.both_external += stats.both_external
+        self.orientation.missing_fields += stats.missing_fields
+        items.extend(observe_records((r for r in records if r.log_path in OBSERVED_LOGS), self.observables,
+                                     stats=self.observation_stats))
+        for record in records:
+            if record.log_path != "conn" and record.log_path not in OBSERVED_LOGS:
+                self.unused[f"zeek:{record.log_path}"] += 1
+        return items
+
+    def feed(self, items: Iterable[FeedItem], *, families: tuple[str, ...], shift_secs: float = 0.0,
+             not_before: float | None = None) -> int:
+        """Add items of one source to the windows of ``families`` (the source's own families).
+
+        ``shift_secs`` moves event times (replay only). Items earlier than ``not_before`` are
+        not added; the count of those is returned.
+        """
+        late = 0
+        for item in items:
+            ts = _time_of(item) + shift_secs
+            if not_before is not None and ts < not_before:
+                late += 1
+                continue
+            self._route(item, ts, shift_secs, families)
+        return late
+
+    def close(self, rounds: set[int] | None = None, *, round_seconds: int = 1) -> dict[str, list[Window]]:
+        """Close the windows of ``rounds`` (all when None) and return them by family."""
+        return {family: table.close(rounds, round_seconds=round_seconds) for family, table in self.tables.items()}
+
+    def open_rounds(self, round_seconds: int) -> set[int]:
+        """Return the starts of the rounds that have an open window in any family."""
+        found: set[int] = set()
+        for table in self.tables.values():
+            found |= table.rounds(round_seconds)
+        return found
+
+    def discard(self, rounds: set[int], *, round_seconds: int) -> None:
+        for table in self.tables.values():
+            table.discard(rounds, round_seconds=round_seconds)
+
+    def to_state(self) -> dict[str, Any]:
+        return {family: table.to_state() for family, table in self.tables.items()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for family, items in state.items():
+            if family in self.tables:
+                self.tables[family].load_state(items)
+
+    def _route(self, item: FeedItem, ts: float, shift_secs: float, families: tuple[str, ...]) -> None:
+        if isinstance(item, Connection):
+            self._to_network(families, "zeek:conn", lambda t: t.add_connection(
+                replace(item, ts=ts) if shift_secs else item))
+        elif isinstance(item, ZeekObservation):
+            self._route_observation(item, ts, families)
+        elif item.source_type == "suricata":
+            self._route_suricata(item, ts, families)
+        elif item.source_type == "sshd":
+            attempt = attempt_from_sshd(item, self.observables)
+            if attempt is not None:
+                self._to("authentication", families, "sshd", lambda t: t.add(replace(attempt, ts=ts)))
+        elif item.source_type == "sysmon":
+            event = replace(item, ts=_shifted(item, shift_secs)) if shift_secs else item
+            self._to("process", families, "sysmon", lambda t: t.add(event, self.observables))
+
+    def _route_observation(self, item: ZeekObservation, ts: float, families: tuple[str, ...]) -> None:
+        if item.entity is None:
+            return
+        if item.log_path == "ssh":
+            attempt = attempt_from_zeek(item)
+            if attempt is not None and "authentication" in families:
+                self._to("authentication", families, "zeek:ssh", lambda t: t.add(replace(attempt, ts=ts)))
+                return
+        self._to_network(families, f"zeek:{item.log_path}",
+                         lambda t: t.add_observables(item.entity, ts, item.observables))
+
+    def _route_suricata(self, item: Event, ts: float, families: tuple[str, ...]) -> None:
+        if item.kind == "flow":
+            connection = connection_from_flow(item, self.internal)
+            if connection is not None:
+                self._to_network(families, "suricata:flow", lambda t: t.add_connection(replace(connection, ts=ts)))
+        elif item.kind in ("dns", "http", "tls"):
+            entity, keys = observables_of_suricata(item, self.observables)
+            if entity is not None:
+                self._to_network(families, f"suricata:{item.kind}", lambda t: t.add_observables(entity, ts, keys))
+        else:
+            self.unused[f"suricata:{item.kind}"] += 1
+
+    def _to_network(self, families: tuple[str, ...], kind: str, add: Any) -> None:
+        self._to("network", families, kind, add)
+
+    def _to(self, family: str, families: tuple[str, ...], kind: str, add: Any) -> None:
+        table = self.tables.get(family)
+        if table is None or family not in families:
+            self.unused[kind] += 1
+            return
+        add(table)
+        self.fed[family] += 1
+
+
+def _time_of(item: FeedItem) -> float:
+    if isinstance(item, (Connection, ZeekObservation)):
+        return item.ts
+    return item.ts.timestamp()
+
+
+def _shifted(event: Event, shift_secs: float):  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    return event.ts + timedelta(seconds=shift_secs)

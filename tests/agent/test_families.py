@@ -1,0 +1,126 @@
+"""Feature families on real files: windows per family, evidence kinds, snapshots and the budget split."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.config import DEFAULT_INTERNAL_NETWORKS, PrivacySection, load_agent_config
+from agent.detector import ScoredWindow
+from agent.errors import ConfigError
+from agent.events import EventStats
+from agent.families import configured_families
+from agent.families.feeding import FamilyFeeder
+from agent.families.release import summarise_families
+from agent.observables import split_observable_key
+from agent.sources import iter_file_events
+from agent.zeek import iter_zeek_records
+from privacy.random import seeded_random
+
+SLIPS = "slips/test9-mixed-zeek-dir"
+SYSMON = "evtx-attack-samples/automatedtestingtools/PanacheSysmon_vs_AtomicRedTeam01.evtx"
+
+
+def feed_real_files(data: Path) -> FamilyFeeder:
+    feeder = FamilyFeeder(("network", "authentication", "process"), window_seconds=60,
+                          internal_networks=DEFAULT_INTERNAL_NETWORKS)
+    for name in ("conn", "dns", "http", "ssl", "files", "x509", "notice"):
+        feeder.feed(feeder.parse_zeek(iter_zeek_records(data / SLIPS / f"{name}.log")), families=("network",))
+    feeder.feed(list(iter_file_events(data / "loghub/OpenSSH_2k.log", "sshd", stats=EventStats())),
+                families=("authentication",))
+    feeder.feed(list(iter_file_events(data / SYSMON, "sysmon", stats=EventStats())), families=("process",))
+    return feeder
+
+
+def kinds_of(windows: list) -> dict[str, int]:
+    return dict(Counter(split_observable_key(key)[0] for window in windows for key in window.remotes))
+
+
+def test_families_real_files_windows_and_evidence(shared_data_dir: Path) -> None:
+    feeder = feed_real_files(shared_data_dir)
+
+    windows = feeder.close()
+
+    assert {family: len(found) for family, found in windows.items()} == {
+        "network": 10, "authentication": 55, "process": 18}
+    assert {window.entity for window in windows["authentication"]} == {"LabSZ"}
+    assert kinds_of(windows["network"]) == {"ipv4-addr": 132, "domain-name": 179, "url": 325, "sha1": 341,
+                                            "ja3": 2, "ja3s": 1, "x509-sha1": 107}
+    assert kinds_of(windows["authentication"]) == {"ipv4-addr": 65}
+    assert kinds_of(windows["process"]) == {"sha256": 67, "ipv4-addr": 4, "domain-name": 1}
+    assert all(len(w.features) == 8 for w in windows["authentication"])
+    assert all(len(w.features) == 10 for w in windows["process"])
+
+
+def test_families_snapshot_round_trip_closes_same_windows(shared_data_dir: Path) -> None:
+    """A snapshot written to JSON and read back closes into the very windows it came from."""
+    original = feed_real_files(shared_data_dir)
+    text = json.dumps(original.to_state(), separators=(",", ":"))
+    restored = FamilyFeeder(("network", "authentication", "process"), window_seconds=60,
+                            internal_networks=DEFAULT_INTERNAL_NETWORKS)
+
+    restored.load_state(json.loads(text))
+
+    assert restored.close() == original.close()
+
+
+def test_families_unconfigured_family_counted_not_fed(shared_data_dir: Path) -> None:
+    feeder = FamilyFeeder(("network",), window_seconds=60, internal_networks=DEFAULT_INTERNAL_NETWORKS)
+
+    feeder.feed(list(iter_file_events(shared_data_dir / "loghub/OpenSSH_2k.log", "sshd", stats=EventStats())),
+                families=("authentication",))
+
+    assert feeder.close() == {"network": []}
+    assert feeder.unused["sshd"] == 638
+
+
+def scored(entity: str, start: int, score: float, remotes: dict[str, int]) -> ScoredWindow:
+    return ScoredWindow(entity, start, score, remotes)
+
+
+def test_summarise_families_splits_budget_and_keeps_empty_family() -> None:
+    privacy = PrivacySection(epsilon_per_round=1.0, delta_per_round=1e-6, max_observables_per_entity=2)
+    windows = {"network": [scored(f"10.0.0.{i}", 60, 0.9, {"ja3:" + "ab" * 16: 1}) for i in range(200)]}
+
+    release = summarise_families(windows, ("network", "process"), round_start=0, round_seconds=3600,
+                                 privacy=privacy, rng=seeded_random(3))
+
+    assert list(release.families) == ["network", "process"]
+    assert (release.epsilon, release.delta) == (1.0, 1e-6)
+    assert release.families["network"].epsilon == 0.5
+    assert release.families["process"].evidence == ()
+    assert len(release.families["process"].histogram) == 10
+    assert [(e.observable_type, e.value) for e in release.families["network"].evidence] == [("ja3", "ab" * 16)]
+
+
+def write_config(tmp_path: Path, sources: list[dict]) -> Path:
+    config = {"site": {"id": "site-f", "signing_key": "site.key"},
+              "hub": {"url": "http://127.0.0.1:9/taxii2/", "username": "site-f", "password": "pw"},
+              "sources": sources, "state_dir": "state"}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_config_source_types_map_to_families(tmp_path: Path) -> None:
+    path = write_config(tmp_path, [{"type": "zeek", "paths": ["z/*.log"], "families": ["network", "authentication"]},
+                                   {"type": "sysmon", "paths": ["s/*.evtx"]},
+                                   {"type": "suricata", "paths": ["eve.json"]}])
+
+    config = load_agent_config(path)
+
+    assert configured_families(config.sources) == ("network", "authentication", "process")
+
+
+def test_config_family_not_fed_by_source_type_rejected(tmp_path: Path) -> None:
+    path = write_config(tmp_path, [{"type": "sshd", "paths": ["auth.log"], "families": ["process"]}])
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_agent_config(path)
+
+    assert excinfo.value.key == "sources[0].families"
+    assert "a sshd source feeds only: authentication" in str(excinfo.value)

@@ -43,26 +43,27 @@ _SIGMA2_DENOMINATOR = 4
 _MAX_SIGMA2 = 1 << 20
 # |y| above this is decided with Python integers: (|y|·t·4 - a)² must stay below 2^63.
 _INT64_SAFE = 700_000
-# Words expanded at a time: 2 MiB of keystream, about 1 ms of ChaCha20.
+# Most words expanded at a time: 2 MiB of keystream, about 1 ms of ChaCha20.
 _POOL_WORDS = 1 << 18
 
 
 class _WordPool:
     """Uniform 64-bit words: ChaCha20 keystream under fresh 256-bit keys drawn from ``rng``.
 
-    Words are expanded in blocks of at least :data:`_POOL_WORDS`, because one call per
-    small batch cost more than the sampling itself.
+    Words are expanded in blocks of ``block_words``, because one call per small batch cost
+    more than the sampling itself.
     """
 
-    def __init__(self, rng: RandomSource) -> None:
+    def __init__(self, rng: RandomSource, block_words: int) -> None:
         self._rng = rng
+        self._block_words = block_words
         self._words = np.zeros(0, dtype=np.uint64)
         self._position = 0
 
     def take(self, count: int) -> np.ndarray:
         if self._position + count > self._words.size:
             seed = self._rng.getrandbits(8 * SEED_BYTES).to_bytes(SEED_BYTES, "little")
-            fresh = expand_mask(seed, 2 * max(count, _POOL_WORDS)).view(np.uint64)
+            fresh = expand_mask(seed, 2 * max(count, self._block_words)).view(np.uint64)
             self._words = np.concatenate([self._words[self._position:], fresh])
             self._position = 0
         words = self._words[self._position:self._position + count]
@@ -184,7 +185,8 @@ def sample_discrete_gaussian_vector(sigma_squared: Fraction | int | float, size:
     b = _SIGMA2_DENOMINATOR
     a = math.ceil(exact * b)
     t = math.isqrt(a // b) + 1
-    words = _WordPool(rng)
+    # A draw takes about 20 words on average; small vectors get small blocks.
+    words = _WordPool(rng, min(_POOL_WORDS, 32 * size + 256))
     out = np.empty(size, dtype=np.int64)
     filled = 0
     while filled < size:

@@ -255,9 +255,8 @@ def _secure_gate(
     windows = {s.spec.site_id: windows_by_round[s.spec.site_id].get(round_index, [])
                for s in sites if s.spec.site_id in present}
     # The protocol's own randomness (keys, shares) comes from the first present site's stream.
-    return heavy_observables(f"round-{round_index}", windows,
-                             max_observables_per_unit=setup.max_observables_per_entity,
-                             threshold=threshold, noise=noise, rng=rngs[min(windows)])
+    return heavy_observables(f"round-{round_index}", windows, privacy=privacy, threshold=threshold,
+                             noise=noise, rng=rngs[min(windows)])
 
 
 def _scored_windows_by_round(site: SiteData) -> dict[int, list[ScoredWindow]]:

@@ -1,9 +1,9 @@
 """Secure-aggregation gate of the evaluation: a summed count-min sketch before any reveal.
 
 This runs the library of ``privacy.secagg`` directly on each round's windows, not the
-agent's and hub's secure mode. Each participating site sketches the observables of its
-privacy units, bounded as the summariser bounds them (one window per unit, its most
-contacted remote first). It adds its share of distributed discrete Gaussian noise, and the
+agent's and hub's secure mode, which runs over a live hub's ``keys`` collection. Each
+participating site sketches the observables of its privacy units, bounded by the agent's own
+``bound_round``. It adds its share of distributed discrete Gaussian noise, and the
 pairwise-masking protocol (``run_local_round``) sums the sites' sketches. A site then reveals an
 observable from its plain DP release only when the summed sketch marks it heavy in every
 row, so the hub sees a value only when the cross-site count clears the threshold too.
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agent.config import PrivacySection
 from agent.detector import ScoredWindow
-from privacy.bounding import bound_keys_per_unit
+from agent.summariser import bound_round
 from privacy.random import RandomSource
 from privacy.secagg import SecAggConfig, decode_signed, encode_signed, run_local_round
 from privacy.secagg.noise import DistributedGaussian, calibrate_distributed_gaussian
@@ -45,7 +46,7 @@ def heavy_observables(
     round_id: str,
     windows_by_site: Mapping[str, list[ScoredWindow]],
     *,
-    max_observables_per_unit: int,
+    privacy: PrivacySection,
     threshold: int,
     noise: DistributedGaussian,
     rng: RandomSource,
@@ -60,12 +61,8 @@ def heavy_observables(
     sketch = CountMinSketch(round_id, rows=SKETCH_ROWS, width=SKETCH_WIDTH)
     inputs = {}
     for site_id, windows in windows_by_site.items():
-        # One unit per window: its most contacted remotes, as the summariser ranks the
-        # observables of a unit whose windows share one score.
-        ranked = {(w.entity, w.start): sorted(w.remotes, key=lambda r, w=w: (-w.remotes[r], r))
-                  for w in windows}
-        bounded = bound_keys_per_unit(ranked, max_keys=max_observables_per_unit)
-        inputs[site_id] = encode_signed(noise.add_noise(sketch.build(bounded), rng))
+        bounded = bound_round(windows, privacy=privacy, rng=rng)
+        inputs[site_id] = encode_signed(noise.add_noise(sketch.build(bounded.unit_observables), rng))
 
     site_ids = tuple(sorted(inputs))
     # A strict majority of the sites must survive each stage.

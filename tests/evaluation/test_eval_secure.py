@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from agent.config import PrivacySection
 from agent.detector import ScoredWindow
 from evaluation.secure import heavy_observables, sketch_noise
 from privacy.random import seeded_random
+
+
+PRIVACY = PrivacySection(unit="entity-window", epsilon_per_round=1.0, delta_per_round=1e-5,
+                         max_observables_per_entity=1, max_windows_per_entity=1)
 
 
 def _windows(site: str, *, common: int, rare: bool) -> list[ScoredWindow]:
@@ -22,7 +27,7 @@ def test_heavy_observables_marks_common_not_rare(seed: int) -> None:
     by_site = {site: _windows(site, common=30, rare=site == "a") for site in ("a", "b", "c")}
     noise = sketch_noise(epsilon=2.0, delta=1e-5, min_sites=3, max_observables_per_unit=1)
 
-    sketch, heavy = heavy_observables("round-0", by_site, max_observables_per_unit=1, threshold=24,
+    sketch, heavy = heavy_observables("round-0", by_site, privacy=PRIVACY, threshold=24,
                                       noise=noise, rng=seeded_random(seed))
 
     assert sketch.candidates(["8.8.4.4", "1.1.1.1"], heavy) == ["8.8.4.4"]
@@ -34,7 +39,7 @@ def test_heavy_observables_counts_each_window_once() -> None:
                "b": _windows("b", common=0, rare=False), "c": _windows("c", common=0, rare=False)}
     noise = sketch_noise(epsilon=2.0, delta=1e-5, min_sites=3, max_observables_per_unit=1)
 
-    sketch, heavy = heavy_observables("round-1", by_site, max_observables_per_unit=1, threshold=24,
+    sketch, heavy = heavy_observables("round-1", by_site, privacy=PRIVACY, threshold=24,
                                       noise=noise, rng=seeded_random(5))
 
     assert sketch.candidates(["9.9.9.9"], heavy) == []

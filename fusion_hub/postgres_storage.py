@@ -74,7 +74,7 @@ class PostgresHubStorage(SQLStorage):
     ------
     StorageError
         If the schema name is invalid, the server is unreachable, rejects the login or the
-        TLS settings, or the database holds a newer schema version.
+        TLS settings, or the database contains a newer schema version.
     """
 
     _LOCK_ROW = " FOR UPDATE"
@@ -191,6 +191,35 @@ class PostgresHubStorage(SQLStorage):
         except psycopg.Error as err:
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                f"(in: {sql.split()[0]})") from err
+
+    def _insert_new_objects(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
+        # One statement for the whole batch: each round trip to the server costs more than
+        # inserting a row.
+        if not rows:
+            return set()
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        try:
+            cursor = self._conn.execute(
+                f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) VALUES {values} "
+                "ON CONFLICT (collection_id, id, version_us) DO NOTHING RETURNING id, version_us",
+                [value for row in rows for value in row], prepare=False,
+            )
+            return {(object_id, int(version_us)) for object_id, version_us in cursor.fetchall()}
+        except psycopg.Error as err:
+            raise StorageError(f"hub database {self.where}: {_first_line(err)} "
+                               "(in: INSERT objects)") from err
+
+    def _stored_digests(
+        self, collection_id: str, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], str]:
+        if not keys:
+            return {}
+        rows = self._execute(
+            "SELECT id, version_us, content_sha256 FROM objects WHERE collection_id = ? "
+            "AND (id, version_us) IN (SELECT * FROM unnest(?::text[], ?::bigint[]))",
+            (collection_id, [key[0] for key in keys], [key[1] for key in keys]),
+        ).fetchall()
+        return {(object_id, int(version_us)): digest for object_id, version_us, digest in rows}
 
     def _bulk_insert_objects(self, rows: Sequence[Sequence[Any]]) -> None:
         # COPY streams every row in one statement instead of one INSERT per row.

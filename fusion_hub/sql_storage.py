@@ -252,6 +252,62 @@ class SQLStorage(HubStorage):
             outcome, date_added, _ = self._insert_object(obj)
             return outcome, date_added
 
+    def add_objects(self, objects: Sequence[NewObject]) -> list[AddOutcome]:
+        with self.transaction():
+            outcomes: list[AddOutcome] = [AddOutcome.CREATED] * len(objects)
+            by_collection: dict[str, list[int]] = {}
+            for index, obj in enumerate(objects):
+                by_collection.setdefault(obj.collection_id, []).append(index)
+            for collection, indexes in by_collection.items():
+                members = [objects[index] for index in indexes]
+                first = self._reserve_date_added(collection, len(members))
+                rows = [_object_row(obj, first + offset) for offset, obj in enumerate(members)]
+                inserted = self._insert_new_objects(rows)
+
+                # Rows already stored (before or earlier in this batch): same content is a
+                # resend, other content a conflict. Of rows sharing an id and version, only the
+                # first can have been inserted.
+                skipped: list[tuple[int, tuple[Any, ...]]] = []
+                seen: set[tuple[str, int]] = set()
+                for index, row in zip(indexes, rows):
+                    key = (row[1], row[2])
+                    if key not in inserted or key in seen:
+                        skipped.append((index, row))
+                    seen.add(key)
+                stored = self._stored_digests(collection, [(row[1], row[2])
+                                                           for _, row in skipped])
+                for index, row in skipped:
+                    same = stored.get((row[1], row[2])) == row[7]
+                    outcomes[index] = AddOutcome.DUPLICATE if same else AddOutcome.CONFLICT
+            return outcomes
+
+    def _insert_new_objects(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
+        """Insert rows unless their id and version exist; return ``(id, version_us)`` inserted."""
+        inserted: set[tuple[str, int]] = set()
+        for row in rows:
+            cursor = self._execute(
+                f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (collection_id, id, version_us) DO NOTHING",
+                row,
+            )
+            if cursor.rowcount == 1:
+                inserted.add((row[1], row[2]))
+        return inserted
+
+    def _stored_digests(
+        self, collection_id: str, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], str]:
+        digests: dict[tuple[str, int], str] = {}
+        for object_id, version_us in keys:
+            found = self._execute(
+                "SELECT content_sha256 FROM objects WHERE collection_id = ? AND id = ? "
+                "AND version_us = ?",
+                (collection_id, object_id, version_us),
+            ).fetchone()
+            if found is not None:
+                digests[(object_id, version_us)] = found[0]
+        return digests
+
     def load_objects(self, objects: Sequence[NewObject]) -> int:
         with self.transaction():
             by_collection: dict[str, list[NewObject]] = {}
@@ -259,13 +315,7 @@ class SQLStorage(HubStorage):
                 by_collection.setdefault(obj.collection_id, []).append(obj)
             for collection, members in by_collection.items():
                 first = self._reserve_date_added(collection, len(members))
-                rows = [
-                    (obj.collection_id, obj.id,
-                     obj.version_us if obj.version_us is not None else first + offset,
-                     first + offset, obj.spec_version, obj.type, obj.raw, obj.content_sha256,
-                     obj.owner)
-                    for offset, obj in enumerate(members)
-                ]
+                rows = [_object_row(obj, first + offset) for offset, obj in enumerate(members)]
                 self._bulk_insert_objects(rows)
         return len(objects)
 
@@ -542,6 +592,13 @@ class SQLStorage(HubStorage):
             (stored,) = self._execute("SELECT value FROM meta WHERE key = ?",
                                       (key,)).fetchone()
             return str(stored)
+
+
+def _object_row(obj: NewObject, date_added_us: int) -> tuple[Any, ...]:
+    """Return the ``BULK_OBJECT_COLUMNS`` values of an object; no version means date_added."""
+    version_us = obj.version_us if obj.version_us is not None else date_added_us
+    return (obj.collection_id, obj.id, version_us, date_added_us, obj.spec_version, obj.type,
+            obj.raw, obj.content_sha256, obj.owner)
 
 
 def object_filters(query: ObjectQuery) -> tuple[list[str], list[Any]]:

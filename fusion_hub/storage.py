@@ -226,6 +226,14 @@ class HubStorage(abc.ABC):
         """
 
     @abc.abstractmethod
+    def add_objects(self, objects: Sequence[NewObject]) -> list[AddOutcome]:
+        """Store several objects in one transaction, as ``add_object`` would one by one.
+
+        Returns the outcome of each object, in order. Only ``CREATED``, ``DUPLICATE`` and
+        ``CONFLICT`` occur: summaries that join rounds go through ``add_summary``.
+        """
+
+    @abc.abstractmethod
     def load_objects(self, objects: Sequence[NewObject]) -> int:
         """Insert many new objects in one transaction; return how many were inserted.
 

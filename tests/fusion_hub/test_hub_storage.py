@@ -335,3 +335,27 @@ def test_load_objects_existing_version_rolls_back(storage: HubStorage) -> None:
                               new_object("indicator--taken", T1)])
 
     assert storage.count_objects(COLLECTION) == 1
+
+
+def test_add_objects_batch_outcomes_in_order(storage: HubStorage) -> None:
+    storage.add_object(new_object("indicator--old", T1, digest="same"))
+    batch = [
+        new_object("indicator--new", T1, digest="a"),
+        new_object("indicator--old", T1, digest="same"),
+        new_object("indicator--old", T2, digest="b"),
+        new_object("indicator--new", T1, digest="a"),
+        new_object("indicator--new", T1, digest="changed"),
+        new_object("indicator--unversioned", None, digest="c"),
+    ]
+
+    outcomes = storage.add_objects(batch)
+
+    assert outcomes == [AddOutcome.CREATED, AddOutcome.DUPLICATE, AddOutcome.CREATED,
+                        AddOutcome.DUPLICATE, AddOutcome.CONFLICT, AddOutcome.CREATED]
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10,
+                                             versions=VersionFilter(all=True)))
+    assert [(o.id, o.version_us) for o in page.objects] == [
+        ("indicator--old", T1), ("indicator--new", T1), ("indicator--old", T2),
+        ("indicator--unversioned", page.objects[3].date_added_us)]
+    stamps = [o.date_added_us for o in page.objects]
+    assert stamps == sorted(set(stamps))

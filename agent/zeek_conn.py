@@ -161,6 +161,7 @@ def iter_connections(
     reporter: MalformedLineReporter,
     time_shift_secs: float = 0.0,
     on_other_record: RecordCallback | None = None,
+    header: TsvHeader | None = None,
 ) -> Iterator[Connection]:
     """Yield the connections of a Zeek log's lines, counting every line as the general readers do.
 
@@ -182,6 +183,9 @@ def iter_connections(
         Added to every connection's time.
     on_other_record : callable or None, default None
         Called with each record of a log path other than ``conn``, which has no connection.
+    header : TsvHeader or None, default None
+        The TSV header state, updated in place; pass the same object to read a file's lines
+        in several calls. None starts from no header.
     """
     if is_json:
         records = parse_json_lines(lines, source=source, default_path=default_path, stats=stats, reporter=reporter)
@@ -189,7 +193,8 @@ def iter_connections(
         return
     yield from _iter_tsv_connections(lines, source=source, default_path=default_path, internal=internal,
                                      stats=stats, orientation=orientation, reporter=reporter,
-                                     time_shift_secs=time_shift_secs, on_other_record=on_other_record)
+                                     time_shift_secs=time_shift_secs, on_other_record=on_other_record,
+                                     header=header if header is not None else TsvHeader())
 
 
 def _orient_records(records: Iterable[ZeekRecord], internal: InternalNetworks, time_shift_secs: float,
@@ -216,8 +221,8 @@ def _iter_tsv_connections(  # noqa: C901 - one loop, kept flat for speed
     reporter: MalformedLineReporter,
     time_shift_secs: float,
     on_other_record: RecordCallback | None,
+    header: TsvHeader,
 ) -> Iterator[Connection]:
-    header = TsvHeader()
     planned_for: tuple[object, object] = (None, None)
     plan: _ConnPlan | None = None
     classified = internal._classified

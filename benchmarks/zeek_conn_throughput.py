@@ -19,9 +19,10 @@ resident memory (``ru_maxrss``) is its own:
   reader that types every column, on the TSV file and on the JSON copy.
 - ``fti-tail-parse`` and ``fti-tail-parse-json``: what the live agent does with new lines:
   :meth:`agent.tailer.LogTailer.poll_batches`, :func:`agent.zeek_conn.decode_lines` and
-  :func:`agent.zeek_conn.iter_connections`, which parses and orients each conn line.
-- ``fti-pipeline`` and ``fti-pipeline-json``: the same, then per-entity windows
-  (:func:`agent.features.build_windows`) and an IsolationForest detector trained on the first
+  :func:`agent.zeek_conn.iter_connections`, which parses and orients each conn line. Each
+  batch is read as it arrives and its connections are not kept.
+- ``fti-pipeline`` and ``fti-pipeline-json``: the same, streamed into per-entity windows
+  (:func:`agent.features.build_windows`), and an IsolationForest detector trained on the first
   fifth of the windows and scoring all of them.
 - ``sshd``, ``suricata`` and ``sysmon``: :func:`agent.sources.iter_file_events` on each
   parser's input.
@@ -43,14 +44,17 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from agent.network import Connection
 
 ZEEK_MEASUREMENTS = ("agent-imports", "python-lines", "split-and-type", "zat", "fti-reader", "fti-reader-json", "fti-tail-parse",
                      "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-json")
 PARSER_MEASUREMENTS = ("sshd", "suricata", "sysmon")
 MEASUREMENTS = ZEEK_MEASUREMENTS + PARSER_MEASUREMENTS
 
-# Real files under the shared datasets folder, by parser. A .zip holds one file.
+# Real files under the shared datasets folder, by parser. A .zip contains one file.
 PARSER_INPUTS = {
     "sshd": "loghub/OpenSSH_2k.log",
     "suricata": "slips/suricata/test6-malicious.suricata.json",
@@ -143,7 +147,8 @@ def prepare(name: str, inputs: dict[str, Path]) -> Callable[[], int]:
     # Imported here so that the clock starts after them; _tail_connections finds them loaded.
     import agent.network
     import agent.tailer
-    import agent.zeek_conn  # noqa: F401
+    import agent.zeek_conn
+    import agent.zeek_tsv  # noqa: F401
 
     is_json = name.endswith("-json")
     if name.startswith("fti-pipeline"):
@@ -153,14 +158,21 @@ def prepare(name: str, inputs: dict[str, Path]) -> Callable[[], int]:
         from agent.features import build_windows
 
         def run_pipeline() -> int:
-            lines, connections = _tail_connections(jsonl if is_json else tsv, is_json=is_json)
+            lines_read: list[int] = []
+            connections = _tail_connections(jsonl if is_json else tsv, is_json=is_json, lines_read=lines_read)
             windows = build_windows(connections, window_seconds=60)
             features = np.array([w.features for w in windows], dtype=float)
             detector = CalibratedDetector("iforest", min_baseline_windows=8)
             detector.fit(features[: max(8, len(features) // 5)]).score(features)
-            return lines
+            return lines_read[0]
         return run_pipeline
-    return lambda: _tail_connections(jsonl if is_json else tsv, is_json=is_json)[0]
+
+    def run_tail() -> int:
+        lines_read: list[int] = []
+        for _ in _tail_connections(jsonl if is_json else tsv, is_json=is_json, lines_read=lines_read):
+            pass
+        return lines_read[0]
+    return run_tail
 
 
 def _split_and_type(tsv: Path) -> int:
@@ -175,30 +187,40 @@ def _split_and_type(tsv: Path) -> int:
     return count
 
 
-def _tail_connections(path: Path, *, is_json: bool) -> tuple[int, list]:
-    """Follow ``path`` once as the live agent does; return the lines read and the connections."""
+def _tail_connections(path: Path, *, is_json: bool, lines_read: list[int]) -> Iterator[Connection]:
+    """Follow ``path`` once as the live agent does and yield its connections.
+
+    Each tailer batch is decoded at once and read with one TSV header kept across batches.
+    ``lines_read`` gets the number of lines read appended once the file is exhausted.
+
+    Raises
+    ------
+    RuntimeError
+        If a line is malformed or no connection is found, because the rate would then
+        measure error handling.
+    """
     from agent.network import InternalNetworks, OrientationStats
-    from agent.tailer import LogTailer, TailLines
+    from agent.tailer import LogTailer
     from agent.zeek_conn import decode_lines, iter_connections
     from agent.zeek_records import MalformedLineReporter, ParseStats
+    from agent.zeek_tsv import TsvHeader
 
     tailer = LogTailer([str(path)], use_inotify=False)
     internal = InternalNetworks(BENCH_INTERNAL_NETWORKS)
-    stats, orientation = ParseStats(), OrientationStats()
+    stats, orientation, header = ParseStats(), OrientationStats(), TsvHeader()
     reporter = MalformedLineReporter(str(path), stats)
-
-    # Like LiveAgent.step: every new line of the poll, decoded at once, then read in one pass.
-    lines = TailLines()
+    number = 0
     for batch in tailer.poll_batches():
-        lines.append(batch)
+        texts = decode_lines(batch.lines)
+        yield from iter_connections(enumerate(texts, start=number + 1), is_json=is_json, source=str(path),
+                                    default_path="conn", internal=internal, stats=stats,
+                                    orientation=orientation, reporter=reporter, header=header)
+        number += len(texts)
     tailer.close()
-    texts = decode_lines(lines.data())
-    connections = list(iter_connections(enumerate(texts, start=1), is_json=is_json, source=str(path),
-                                        default_path="conn", internal=internal, stats=stats,
-                                        orientation=orientation, reporter=reporter))
-    if stats.malformed_total or orientation.connections != len(connections) or not connections:
-        raise RuntimeError(f"{path}: {dict(stats.malformed)} malformed lines, {len(connections)} connections")
-    return len(texts), connections
+    if stats.malformed_total or not orientation.connections:
+        raise RuntimeError(f"{path}: expected no malformed line and some connections; got "
+                           f"{orientation.connections} connections and malformed lines {dict(stats.malformed)}")
+    lines_read.append(number)
 
 
 def run_child(name: str, inputs: dict[str, Path]) -> dict[str, object]:

@@ -158,6 +158,7 @@ class TaxiiSync:
         """
         cursor = TaxiiCursor(asdict(self.checkpoint.load()), page_size=self.page_size)
         pages = seen = written = 0
+        flushed = False
         rejected: list[tuple[str, str]] = []
 
         while pages < self.max_pages:
@@ -167,6 +168,7 @@ class TaxiiSync:
             indicators = cursor.new_objects(page)
             if indicators:
                 result = self.sink.write_indicators(indicators)
+                flushed = True
                 written += result.written
                 rejected.extend(result.rejected)
             seen += len(indicators)
@@ -191,6 +193,12 @@ class TaxiiSync:
         else:
             log.warning("sync from %s stopped after %d pages; the next poll continues from the "
                         "checkpoint", self.source, pages)
+
+        # A poll with nothing new still flushes the sink: documents spooled while the SIEM
+        # was down go out, and Elasticsearch deletes documents whose valid_until has passed.
+        if not flushed:
+            result = self.sink.write_indicators([])
+            written += result.written
 
         log.info("sync from %s: %d pages, %d indicators, %d written, %d rejected", self.source,
                  pages, seen, written, len(rejected))

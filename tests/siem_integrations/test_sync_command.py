@@ -117,3 +117,32 @@ def test_sync_negative_retry_secs_exits(tmp_path: Path, monkeypatch: pytest.Monk
               "--state-dir", str(tmp_path / "state")])
 
     assert str(excinfo.value) == "fti siem sync: --retry-secs must be >= 0; got -1.0"
+
+
+def test_sync_quiet_poll_sends_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A poll that reads nothing new still sends what an outage left in the spool."""
+    monkeypatch.setenv("FTI_TAXII_PASSWORD", CREDENTIALS[1])
+    monkeypatch.setenv("FTI_ELASTIC_API_KEY", "ZXM6a2V5")
+    with EsServer(authorization="ApiKey ZXM6a2V5") as stopped:
+        down_url = stopped.url
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS) as taxii:
+        taxii.state.add(added(1), indicator("203.0.113.9"))
+        arguments = ["siem", "sync", "--from", taxii.api_root, "--collection", COLLECTION,
+                     "--to", "elastic", "--user", CREDENTIALS[0], "--retry-secs", "0",
+                     "--state-dir", str(tmp_path / "state")]
+        first_status = main([*arguments, "--elastic-url", down_url])
+        with EsServer(authorization="ApiKey ZXM6a2V5") as elastic:
+            second_status = main([*arguments, "--elastic-url", elastic.url])
+
+    first, second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = indicator("203.0.113.9")
+    bulk = [r for r in elastic.state.requests if r["path"] == "/_bulk"]
+    assert (first_status, first["queued"]) == (3, 1)
+    assert (second["indicators"], second["written"], second["queued"]) == (0, 1, 0)
+    assert second_status == 0
+    assert len(bulk) == 1
+    action = json.loads(bulk[0]["body"].decode().splitlines()[0])
+    assert action["create"]["_id"] == f"{expected['id']}@{expected['modified']}"
+    # valid_until is in 2024, so the same flush deleted the document as expired.
+    assert elastic.state.documents["logs-ti_fti.indicator-default"] == {}

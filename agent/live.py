@@ -1,24 +1,26 @@
-"""Follow the configured Zeek logs live and release each round once its event time has passed.
+"""Follow the configured logs live and release each round once its event time has passed.
 
-The live agent polls a :class:`agent.tailer.LogTailer` per source, parses the new lines into
-connections and buffers them by round. A round closes when the newest event time seen passes
+The live agent polls a :class:`agent.tailer.LogTailer` per source and parses the new lines of
+every source type (Zeek logs, sshd, Suricata EVE, Sysmon lines) into the open windows of
+their families (:mod:`agent.families`). A round closes when the newest event time seen passes
 its end by ``round_grace_secs``. Its windows are then scored and summarised by the replay
 pipeline of :class:`agent.service.Agent`, which puts the summary in the outbox in the same
 transaction that records the round.
 
 Exactly-once rests on two rules:
 
-- The tailer's positions, the TSV headers and the connections of rounds still open are
-  stored together, as one checkpoint value, and only after the summaries of the rounds that
-  closed are in the outbox. After a crash the agent resumes from the last such snapshot, so
-  every line read after it is read again, and every line before it is either in a queued
-  round or in the restored buffer.
+- The tailer's positions, the TSV headers and the window accumulators of rounds still open
+  are stored together, as one checkpoint value, and only after the summaries of the rounds
+  that closed are in the outbox. After a crash the agent resumes from the last such
+  snapshot, so every line read after it is read again, and every line before it is either in
+  a queued round or in the restored accumulators.
 - A round recorded in the state is never released again. When a crash loses the snapshot
   that followed a release, the round closes a second time after the restart and is skipped.
-  Connections for a round that was already released are late: they are counted and dropped.
+  Events for a round that was already released are late: they are counted and dropped.
 
-Only Zeek ``conn`` records feed the network detector here; other logs the patterns match are
-parsed and counted but do not contribute.
+The checkpoint holds each open window's counters and sets, not its events. A network window
+still keeps one event time per connection, because burstiness needs the gaps between them.
+Sysmon ``.evtx`` files are records, not lines, and are read by replay only.
 """
 
 from __future__ import annotations
@@ -29,20 +31,23 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from agent.detector import ScoredWindow
-from agent.events import Quarantine
-from agent.features import build_windows
+from agent.config import SourceSection
+from agent.events import Event, EventStats, LineReporter, Quarantine
+from agent.families import families_of_source
+from agent.families.feeding import FeedItem
 from agent.malformed import MalformedInput
 from agent.network import Connection, InternalNetworks, OrientationStats
 from agent.service import Agent, RunReport
 from agent.tailer import LogTailer, TailCheckpoint, TailLines, TailStats
 from agent.zeek import log_path_from_name
 from agent.zeek_conn import decode_lines, iter_connections
-from agent.zeek_records import ParseStats
+from agent.sources import LineParser, make_line_parser, parse_line
+from agent.zeek_observables import observe_records
+from agent.zeek_records import ParseStats, ZeekRecord
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +99,7 @@ class LiveSettings:
 
 @dataclass
 class StepReport:
-    """Counts of one poll: lines read, connections buffered and dropped, rounds closed."""
+    """Counts of one poll: lines read, events added to windows and dropped as late, rounds closed."""
 
     lines: int = 0
     connections: int = 0
@@ -125,7 +130,12 @@ class LiveAgent:
 
         snapshot = self._load_snapshot()
         self._headers: dict[str, list[str]] = snapshot.get("headers", {})
-        self._buffer: list[Connection] = [Connection(**item) for item in snapshot.get("open", [])]
+        self.event_stats = EventStats()
+        self._feeder = agent.new_feeder()
+        self._feeder.load_state(snapshot.get("windows", {}))
+        # Snapshots written before families existed buffered whole connections.
+        self._feeder.feed([Connection(**item) for item in snapshot.get("open", [])], families=("network",))
+        self._line_parsers: dict[str, LineParser] = {}
         self._released_through: int = snapshot.get("released_through", 0)
         self._watermark: float = snapshot.get("watermark", 0.0)
         saved_tails = snapshot.get("tail", {})
@@ -137,9 +147,12 @@ class LiveAgent:
         ]
         self._last_commit = clock()
         self.malformed = MalformedInput(self._tailers, Quarantine(agent.config.state_dir / "quarantine.jsonl"))
+        self._source_of_path: dict[str, SourceSection] = {}
+        self._quarantine = Quarantine(agent.config.state_dir / "quarantine.jsonl")
         if snapshot:
-            log.info("site %s: resuming live run: %d buffered connections, rounds released through %s",
-                     agent.config.site.id, len(self._buffer), _utc(self._released_through).isoformat())
+            log.info("site %s: resuming live run: %d open windows, rounds released through %s",
+                     agent.config.site.id, sum(len(t.open) for t in self._feeder.tables.values()),
+                     _utc(self._released_through).isoformat())
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -147,8 +160,9 @@ class LiveAgent:
         """Poll every source once, close the rounds whose time has passed and commit."""
         report = StepReport()
         lines_by_file: dict[str, TailLines] = defaultdict(TailLines)
-        for tailer in self._tailers:
+        for source, tailer in zip(self.agent.config.sources, self._tailers):
             for batch in tailer.poll_batches():
+                self._source_of_path[batch.path] = source
                 lines_by_file[batch.path].append(batch)
                 report.lines += len(batch.lines)
 
@@ -161,28 +175,32 @@ class LiveAgent:
         return report
 
     def buffer_connections(self, lines_by_file: dict[str, TailLines], report: StepReport) -> None:
-        """Parse each file's new lines and keep the connections of rounds not yet released."""
+        """Parse each file's new lines into the windows of rounds not yet released."""
         for path, lines in lines_by_file.items():
-            for connection in self._read_connections(path, lines):
-                # A connection for a released round would change a summary already sent.
-                if connection.ts < self._released_through:
-                    self.late_connections += 1
-                    report.late += 1
-                    continue
-                self._buffer.append(connection)
-                self._watermark = max(self._watermark, connection.ts)
-                report.connections += 1
+            source = self._source_of_path[path]
+            if source.type == "zeek":
+                others: list[ZeekRecord] = []
+                items: list[FeedItem] = list(self._read_connections(path, lines, others.append))
+                items.extend(observe_records(others, self._feeder.observables,
+                                             stats=self._feeder.observation_stats))
+            else:
+                items = self._read_events(path, source.type, lines)
+
+            # An event of a released round would change a summary already sent.
+            late = self._feeder.feed(items, families=families_of_source(source), not_before=self._released_through)
+            self.late_connections += late
+            report.late += late
+            report.connections += len(items) - late
+            if len(items) > late:
+                self._watermark = max(self._watermark, max(_event_time(item) for item in items))
         if report.late:
-            log.warning("site %s: %d connections arrived after their round was released; dropped",
+            log.warning("site %s: %d events arrived after their round was released; dropped",
                         self.agent.config.site.id, report.late)
 
     def close_rounds(self, report: StepReport) -> list[int]:
         """Release every round whose end plus the grace time lies before the watermark."""
         round_seconds = self._round_seconds
-        by_round: dict[int, list[Connection]] = defaultdict(list)
-        for connection in self._buffer:
-            by_round[int(connection.ts // round_seconds) * round_seconds].append(connection)
-        closable = sorted(start for start in by_round
+        closable = sorted(start for start in self._feeder.open_rounds(round_seconds)
                           if start + round_seconds + self.settings.round_grace_secs <= self._watermark)
         if not closable:
             return []
@@ -199,20 +217,20 @@ class LiveAgent:
                         self.agent.config.site.id, len(beyond), self.settings.restart_horizon_rounds)
         closable = [start for start in closable if start >= horizon]
 
-        # The detector trains on the first baseline rounds, so it waits until they have closed.
-        if not (self.agent.config.state_dir / "detector.pickle").exists() and \
-                len(closable) < self.agent.config.detector.baseline_rounds:
+        # The detectors train on the first baseline rounds, so they wait until those have closed.
+        untrained = [f for f in self._feeder.tables if not self.agent.scorer.is_trained(f)]
+        if untrained and len(closable) < self.agent.config.detector.baseline_rounds:
             return []
 
-        windows = build_windows([c for start in closable for c in by_round[start]],
-                                window_seconds=self.agent.config.windows.window_seconds)
-        scored: list[ScoredWindow] = self.agent.score_windows(windows)
+        windows = self._feeder.close(set(closable), round_seconds=round_seconds)
+        self._feeder.discard(set(beyond), round_seconds=round_seconds)
+        scored = {family: self.agent.scorer.score(family, family_windows)
+                  for family, family_windows in windows.items()}
         run = RunReport(site_id=self.agent.config.site.id)
-        self.agent.release_rounds({"network": scored}, run)
+        self.agent.release_rounds(scored, run)
         report.rounds.update(run.rounds)
 
         done = set(closable) | set(beyond)
-        self._buffer = [c for c in self._buffer if int(c.ts // round_seconds) * round_seconds not in done]
         self._released_through = max(self._released_through, max(done) + round_seconds)
         return sorted(done)
 
@@ -222,7 +240,7 @@ class LiveAgent:
             "tail": {str(index): [c.to_dict() for c in tailer.checkpoints()]
                      for index, tailer in enumerate(self._tailers)},
             "headers": self._headers,
-            "open": [asdict(c) for c in self._buffer],
+            "windows": self._feeder.to_state(),
             "released_through": self._released_through,
             "watermark": self._watermark,
         }
@@ -261,7 +279,25 @@ class LiveAgent:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _read_connections(self, path: str, lines: TailLines) -> Iterator[Connection]:
+    def _read_events(self, path: str, source_type: str, lines: TailLines) -> list[FeedItem]:
+        """Return the events of one sshd, Suricata or Sysmon file's new lines."""
+        parser = self._line_parsers.get(path)
+        if parser is None:
+            # Year-less sshd timestamps of a followed file are placed before the current time.
+            parser = self._line_parsers[path] = make_line_parser(source_type, reference=datetime.now(timezone.utc))
+        reporter = LineReporter(path, self.event_stats, quarantine=self._quarantine)
+        events: list[FeedItem] = []
+        for line in lines[:]:
+            self._line_numbers[path] += 1
+            event = parse_line(parser, line.data, truncated=line.truncated, line=self._line_numbers[path],
+                               offset=line.offset, stats=self.event_stats, reporter=reporter)
+            if event is not None:
+                events.append(event)
+        reporter.finish()
+        return events
+
+    def _read_connections(self, path: str, lines: TailLines,
+                          on_other_record: Callable[[ZeekRecord], None] | None = None) -> Iterator[Connection]:
         """Yield the connections of one file's new lines, read with the file's TSV header."""
         texts = decode_lines(lines.data())
         first_line = self._line_numbers[path] + 1
@@ -288,7 +324,7 @@ class LiveAgent:
             numbered = [(0, text) for text in self._headers[path] if text not in header_lines] + numbered
         yield from iter_connections(numbered, is_json=is_json, source=path, default_path=default_path,
                                     internal=self._internal, stats=self.parse_stats, orientation=self.orientation,
-                                    reporter=reporter)
+                                    reporter=reporter, on_other_record=on_other_record)
 
     def _write_metrics(self) -> None:
         """Refresh ``metrics.prom`` in the state folder, as a replay run does at its end."""
@@ -302,6 +338,10 @@ class LiveAgent:
     def _load_snapshot(self) -> dict:
         stored = self.agent.state.checkpoint(CHECKPOINT_NAME)
         return json.loads(stored) if stored else {}
+
+
+def _event_time(item: FeedItem) -> float:
+    return item.ts.timestamp() if isinstance(item, Event) else item.ts
 
 
 def _utc(epoch_seconds: float) -> datetime:

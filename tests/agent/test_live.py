@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,14 @@ def conn_line(number: int) -> str:
     return json.dumps(record) + "\n"
 
 
-def write_config(folder: Path, *, hub_port: int = 9) -> Path:
+def auth_line(number: int) -> str:
+    """The ``number``-th failed sshd login, at the time of the ``number``-th connection."""
+    stamp = datetime.fromtimestamp(START + number, tz=timezone.utc).isoformat()
+    return (f"{stamp} srv{number % ENTITIES} sshd[{2000 + number % 97}]: Failed password for root from "
+            f"{SCANNERS[number % 3]} port {50000 + number % 1000} ssh2\n")
+
+
+def write_config(folder: Path, *, hub_port: int = 9, with_auth: bool = False) -> Path:
     key = generate_signing_key()
     key.to_file(folder / "site.key")
     config = {
@@ -51,7 +59,8 @@ def write_config(folder: Path, *, hub_port: int = 9) -> Path:
         # Port 9 (discard) on loopback refuses the connection: summaries stay in the outbox.
         "hub": {"url": f"http://127.0.0.1:{hub_port}/taxii2/", "username": "site-live", "password": "unused",
                 "max_send_attempts": 1, "retry_backoff_secs": 0.01, "timeout_secs": 1.0},
-        "sources": [{"type": "zeek", "paths": [str(folder / "logs" / "conn*.log")]}],
+        "sources": [{"type": "zeek", "paths": [str(folder / "logs" / "conn*.log")]}]
+                   + ([{"type": "sshd", "paths": [str(folder / "logs" / "auth*.log")]}] if with_auth else []),
         "state_dir": "state",
         "windows": {"window_seconds": 60, "round_seconds": ROUND_SECONDS},
         "detector": {"name": "ecod", "baseline_rounds": 1},
@@ -174,7 +183,8 @@ LiveAgent(agent, LiveSettings(poll_interval_secs=0.05, rotate_wait_secs=0.2, rou
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_counts_each_line_once(tmp_path: Path) -> None:
-    config_path = write_config(tmp_path)
+    """Zeek conn and sshd lines, each counted once in the contacts of its round's families."""
+    config_path = write_config(tmp_path, with_auth=True)
     config = load_agent_config(config_path)
     logs = tmp_path / "logs"
     rng = random.Random(20261204)
@@ -200,6 +210,8 @@ def test_sigkill_at_random_points_counts_each_line_once(tmp_path: Path) -> None:
                 burst = rng.randint(20, 400)
                 with (logs / "conn.log").open("a") as stream:
                     stream.write("".join(conn_line(n) for n in range(written, written + burst)))
+                with (logs / "auth.log").open("a") as stream:
+                    stream.write("".join(auth_line(n) for n in range(written, written + burst)))
                 written += burst
                 time.sleep(rng.uniform(0.0, 0.15))
 
@@ -220,7 +232,7 @@ def test_sigkill_at_random_points_counts_each_line_once(tmp_path: Path) -> None:
         for number in range(written):
             round_start = (START + number) // ROUND_SECONDS * ROUND_SECONDS
             if round_start in expected:
-                expected[round_start] += 1
+                expected[round_start] += 2  # one connection and one login attempt
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             counts, statuses = counted_per_round(config.state_dir)
@@ -260,3 +272,44 @@ def test_fti_agent_run_follows_until_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 0
     assert "live run stopped; state committed" in stderr
     assert counted_per_round(config.state_dir)[0] == {START: ROUND_SECONDS}
+
+
+def test_live_checkpoint_holds_window_counters_not_events(tmp_path: Path) -> None:
+    """An open round of conn and sshd lines is checkpointed as per-window counters."""
+    config = load_agent_config(write_config(tmp_path, with_auth=True))
+    (tmp_path / "logs" / "conn.log").write_text("".join(conn_line(n) for n in range(300)))
+    (tmp_path / "logs" / "auth.log").write_text("".join(auth_line(n) for n in range(300)))
+    agent = Agent(config, rng=seeded_random(1))
+    live = LiveAgent(agent, LiveSettings(round_grace_secs=60))
+
+    report = live.step()
+    live.commit()
+    agent.close()
+    snapshot = json.loads(live_snapshot(config.state_dir) or "{}")
+
+    assert report.connections == 600
+    assert "open" not in snapshot
+    assert {family: len(windows) for family, windows in snapshot["windows"].items()} == {
+        "network": ENTITIES * 5, "authentication": ENTITIES * 5}
+    assert sum(sum(w["o"].values()) for w in snapshot["windows"]["authentication"]) == 300
+
+
+def test_live_sshd_lines_counted_once_across_restart(tmp_path: Path) -> None:
+    config = load_agent_config(write_config(tmp_path, with_auth=True))
+    conn_log, auth_log = tmp_path / "logs" / "conn.log", tmp_path / "logs" / "auth.log"
+    conn_log.write_text("".join(conn_line(n) for n in range(300)))
+    auth_log.write_text("".join(auth_line(n) for n in range(300)))
+    agent = Agent(config, rng=seeded_random(1))
+    first = LiveAgent(agent, LiveSettings(round_grace_secs=60))
+    first.step()
+    first.commit()
+
+    with conn_log.open("a") as stream:
+        stream.write("".join(conn_line(n) for n in range(300, ROUND_SECONDS + 61)))
+    with auth_log.open("a") as stream:
+        stream.write("".join(auth_line(n) for n in range(300, ROUND_SECONDS)))
+    second = LiveAgent(agent, LiveSettings(round_grace_secs=60))
+    second.step()
+    agent.close()
+
+    assert counted_per_round(config.state_dir)[0] == {START: 2 * ROUND_SECONDS}

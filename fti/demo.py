@@ -57,8 +57,8 @@ WINDOW_SECONDS = 60
 # Secure mode: three of the five sites make a round. A sketch of 2 x 1024 buckets is plenty
 # for the few hundred observables of the captures. The distributed noise of the summed
 # sketch has a standard deviation of about 14 at the demo's epsilon, so a bucket is heavy
-# from 40, three standard deviations. A site with no data in a round holds it up for the
-# stage timeout.
+# from 40, three standard deviations. A site with no data in a round delays it by the stage
+# timeout.
 SECURE_SETTINGS = SecureSettings(mode="secure", min_sites=3, sketch_rows=2, sketch_width=1024,
                                  sketch_threshold=40, stage_timeout_seconds=8.0)
 

@@ -172,7 +172,8 @@ def test_canaries_never_leave_the_agent_in_secure_mode(tmp_path: Path) -> None:
     assert all(status == "sent" for status in reports[0].rounds.values()), reports[0].rounds
     # Each summed round is charged to the site's ledger, composed by the PLD accountant.
     assert 2.0 <= reports[0].epsilon_spent <= 2.0 * len(reports[0].rounds)
-    assert b'"stage":"mask_input"' in sent and b'"stage":"reveal"' in sent
+    assert b'"stage":"mask_input"' in sent
+    assert b'"stage":"reveal"' in sent
     assert b"x-fti-round-summary" not in sent
     assert any(scanner.encode() in sent for scanner in SCANNERS), "no observable was revealed"
     canaries = CANARY_HOSTS + [CANARY_INTERNAL_PEER, CANARY_UID, "canary-secret-path", "10.1.0."]

@@ -1,9 +1,8 @@
 """Statistical tests of the vectorised discrete Gaussian against its exact probability mass function.
 
 The pmf is computed in exact rationals times exp, summed far into the tails. Each check uses
-a bound that a correct sampler fails with probability far below 1e-6 for any seed, so the
-tests pass for every seed in the range while a biased sampler (a wrong acceptance
-probability, a lost sign, an off-by-one scale) fails them.
+a bound that a correct sampler fails with probability far below 1e-6 for any seed. A biased
+sampler (a wrong acceptance probability, a lost sign, an off-by-one scale) fails them.
 """
 
 from __future__ import annotations
@@ -38,7 +37,8 @@ def test_fast_sampler_matches_exact_pmf(sigma_squared: Fraction, seed: int) -> N
 
     draws = sample_discrete_gaussian_vector(sigma_squared, DRAWS, seeded_random(seed))
 
-    assert draws.dtype == np.int64 and draws.shape == (DRAWS,)
+    assert draws.dtype == np.int64
+    assert draws.shape == (DRAWS,)
     # Mean: zero within 6 standard errors.
     assert abs(draws.mean()) < 6 * math.sqrt(mean_variance / DRAWS)
     # Variance: within 6 standard errors of the pmf's (the fourth moment bounds its spread).

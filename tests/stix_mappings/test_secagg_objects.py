@@ -51,7 +51,8 @@ def test_secagg_message_id_names_slot() -> None:
 def test_secagg_round_leaves_out_empty_lists() -> None:
     obj = round_object(stage="advertise_keys", participants=[], heavy_buckets=[])
 
-    assert "participants" not in obj and "heavy_buckets" not in obj
+    assert "participants" not in obj
+    assert "heavy_buckets" not in obj
     assert validate_secagg_object(obj) == []
 
 

@@ -18,7 +18,7 @@ Exactly-once rests on two rules:
   that followed a release, the round closes a second time after the restart and is skipped.
   Events for a round that was already released are late: they are counted and dropped.
 
-The checkpoint holds each open window's counters and sets, not its events. A network window
+The checkpoint stores each open window's counters and sets, not its events. A network window
 still keeps one event time per connection, because burstiness needs the gaps between them.
 Sysmon ``.evtx`` files are records, not lines, and are read by replay only.
 """

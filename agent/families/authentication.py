@@ -5,7 +5,7 @@ The entity is the host that wrote the line (syslog's host field), because that i
 being logged into. The remote address is the observable when it may be shared. An rsyslog
 ``message repeated N times`` line counts N attempts.
 
-Zeek's ssh.log sees the same logins on the wire: its ``auth_success`` is T, F or unset (Zeek
+Zeek's ssh.log records the same logins on the wire: its ``auth_success`` is T, F or unset (Zeek
 could not tell), and ``auth_attempts`` counts the tries in the session. The entity is the
 internal endpoint. Zeek sees no user names, so ``distinct_users`` stays 0 for its windows.
 """
@@ -128,7 +128,11 @@ def attempt_from_zeek(observation: ZeekObservation) -> AuthAttempt | None:
     if observation.log_path != "ssh" or observation.entity is None:
         return None
     success = observation.fields.get("auth_success")
-    outcome = "accepted" if success is True else "failed" if success is False else "unknown"
+    outcome = "unknown"
+    if success is True:
+        outcome = "accepted"
+    elif success is False:
+        outcome = "failed"
     remote = observation.observables[0] if observation.observables else None
     return AuthAttempt(ts=observation.ts, entity=observation.entity, outcome=outcome,
                        count=int(observation.fields.get("auth_attempts", 1)), peer=remote, remote=remote, user=None)

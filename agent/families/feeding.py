@@ -1,6 +1,6 @@
 """Route parsed records of every source type into the open windows of their families.
 
-One :class:`FamilyFeeder` holds the window tables of the configured families. Replay and live
+One :class:`FamilyFeeder` contains the window tables of the configured families. Replay and live
 mode both call it: replay with whole files, live mode with the lines each poll read. Records
 of a family that is not configured for their source are counted in ``unused`` and dropped.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from agent.events import Event
@@ -24,7 +25,7 @@ from agent.zeek_records import ZeekRecord
 
 __all__ = ["FamilyFeeder", "FeedItem"]
 
-# What a source yields once parsed: a conn record's connection, an application log's
+# A parsed item of any source: a conn record's connection, an application log's
 # observation, or a normalised event of sshd, Suricata or Sysmon.
 FeedItem = Connection | ZeekObservation | Event
 
@@ -175,7 +176,5 @@ def _time_of(item: FeedItem) -> float:
     return item.ts.timestamp()
 
 
-def _shifted(event: Event, shift_secs: float):  # type: ignore[no-untyped-def]
-    from datetime import timedelta
-
+def _shifted(event: Event, shift_secs: float) -> datetime:
     return event.ts + timedelta(seconds=shift_secs)

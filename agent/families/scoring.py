@@ -1,9 +1,9 @@
 """One calibrated detector per family: baseline selection, training or loading, and scoring.
 
 Every family trains its own :class:`agent.detector.CalibratedDetector` (the configured pyod
-model) on the windows of its first ``baseline_rounds`` rounds that hold data, and stores it in
-the state folder: ``detector.pickle`` for the network family, as before families existed, and
-``detector-<family>.pickle`` for the others.
+model) on the windows of its first ``baseline_rounds`` rounds that contain data. The detector
+is stored in the state folder: ``detector.pickle`` for the network family, as before families
+existed, and ``detector-<family>.pickle`` for the others.
 
 A family whose baseline is too small or constant cannot be calibrated. For the network family
 that stops the run (:class:`agent.errors.BaselineTooSmall`), as it always has. For the others
@@ -124,8 +124,8 @@ class FamilyScorer:
         try:
             detector.fit(np.array([w.features for w in baseline], dtype=float).reshape(len(baseline), -1))
         except (BaselineTooSmall, DegenerateBaseline) as err:
-            # Failing the whole run would also stop the other families; the summary says
-            # nothing of this family's windows instead.
+            # Failing the whole run would also stop the other families, so the summary
+            # leaves this family's windows out instead.
             if family == "network":
                 raise
             log.warning("site %s: %s family not scored: %s; its windows are left out of this run's summaries",

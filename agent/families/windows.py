@@ -1,6 +1,6 @@
 """Open feature windows of one family, keyed by (entity, window start), with a compact snapshot.
 
-A table holds one accumulator per open window. The live agent closes the windows of a round
+A table keeps one accumulator per open window. The live agent closes the windows of a round
 once the round's time has passed and stores the rest in its checkpoint, so each accumulator
 can be written as a small JSON value and read back: counters and sets of the window, and
 the event times that burstiness needs, instead of every event.
@@ -78,7 +78,7 @@ class WindowTable(ABC, Generic[A]):
 
     @abstractmethod
     def close_accumulator(self, accumulator: A) -> Window | None:
-        """Return the window's features and observables, or None when it holds no scorable event."""
+        """Return the window's features and observables, or None when it has no scorable event."""
 
     @abstractmethod
     def dump_accumulator(self, accumulator: A) -> Any: ...

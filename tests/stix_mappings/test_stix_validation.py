@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stix_mappings.ids import FUSION_EXTENSION_ID
-from stix_mappings.indicator import extension_definitions, site_identity
+from stix_mappings.indicator import build_fused_indicator, extension_definitions, site_identity
 from stix_mappings.validation import UNKNOWN_TYPE_MESSAGE, validate_object, validate_stix
 
 UNKNOWN_EXTENSION_ID = "extension-definition--00000000-0000-4000-8000-000000000000"
@@ -208,3 +209,20 @@ def test_validate_stix_short_md5_in_foreign_indicator(fused_indicator: dict[str,
         f'{INDICATOR_ID}: pattern value "d41d8cd98f00b204e9800998ecf8427" is not a valid md5: '
         "an MD5 must be 32 hex digits; got 31 characters",
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [("ja3", "6734f37431670b3ab4292b8f60f29984"), ("ja3s", "e7d705a3286e19ea42f587b344ee6865"),
+     ("x509-sha256", "b2dafbcdbc75210672f137f27ce882ccb799887631655d4f11191d5a678e44fe"),
+     ("x509-sha1", "0a6b201a7bff643cc5dd6631e5940e858ee07d25"), ("sha256", "5f" * 32)],
+)
+def test_validate_stix_fingerprint_indicators_pass(hub: dict[str, Any], kind: str, value: str) -> None:
+    """Indicators on the evidence kinds that Zeek's ssl and files logs add pass the OASIS validator."""
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    indicator = build_fused_indicator(
+        observable_type=kind, value=value, fused_score=0.9, corroborating_sites=2, strategy="noisy-or",
+        round_start=start, valid_from=start, valid_until=start + timedelta(days=1), created=start, modified=start,
+        hub_identity=hub)
+
+    assert validate_stix([hub, *extension_definitions(hub["id"]), indicator]) == []

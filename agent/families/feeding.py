@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.events import Event
 from agent.families.authentication import AuthenticationWindows, attempt_from_sshd, attempt_from_zeek
-from agent.families.network import NetworkWindows, connection_from_flow, observables_of_suricata
+from agent.families.network import NetworkWindows, connection_from_flow, flow_start, observables_of_suricata
 from agent.families.process import ProcessWindows
 from agent.features import Window
 from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
@@ -173,6 +173,8 @@ class FamilyFeeder:
 def _time_of(item: FeedItem) -> float:
     if isinstance(item, (Connection, ZeekObservation)):
         return item.ts
+    if item.source_type == "suricata" and item.kind == "flow":
+        return flow_start(item.fields.get("flow.start"), item.ts.timestamp())
     return item.ts.timestamp()
 
 

@@ -23,7 +23,7 @@ from agent.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, Window, Window
 from agent.network import FAILED_CONN_STATES, Connection, InternalNetworks
 from agent.observables import ObservableFilter
 
-__all__ = ["NETWORK", "NetworkWindows", "connection_from_flow", "observables_of_suricata"]
+__all__ = ["NETWORK", "NetworkWindows", "connection_from_flow", "flow_start", "observables_of_suricata"]
 
 NETWORK = FamilySpec(
     name="network",
@@ -84,7 +84,10 @@ class NetworkWindows(WindowTable[NetworkAccumulator]):
 def connection_from_flow(event: Event, internal: InternalNetworks) -> Connection | None:
     """Orient a Suricata ``flow`` event as :func:`agent.network.orient_connections` orients conn.
 
-    A flow whose responder sent no packet counts as failed, as Zeek's S0 and OTH states do.
+    The connection's time is ``flow.start``, as a Zeek conn record's is its first packet: the
+    event's own ``timestamp`` is when Suricata wrote it, which in an offline run can be the
+    same for every flow. A flow whose responder sent no packet counts as failed, as Zeek's S0
+    and OTH states do.
     """
     fields = event.fields
     source, destination = internal.classify(fields.get("src_ip")), internal.classify(fields.get("dest_ip"))
@@ -95,7 +98,7 @@ def connection_from_flow(event: Event, internal: InternalNetworks) -> Connection
     to_server, to_client = _count(fields.get("flow.bytes_toserver")), _count(fields.get("flow.bytes_toclient"))
     port = fields.get("dest_port") if outbound else fields.get("src_port")
     return Connection(
-        ts=_flow_start(fields.get("flow.start"), event.ts.timestamp()),
+        ts=flow_start(fields.get("flow.start"), event.ts.timestamp()),
         entity=entity[0], peer=remote[0], remote=remote[0] if remote[2] else None,
         remote_port=port if isinstance(port, int) else None, outbound=outbound,
         bytes_out=to_server if outbound else to_client, bytes_in=to_client if outbound else to_server,
@@ -134,7 +137,8 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def _flow_start(value: object, fallback: float) -> float:
+def flow_start(value: object, fallback: float) -> float:
+    """Return a flow's ``flow.start`` in epoch seconds, or ``fallback`` when it is missing or invalid."""
     if isinstance(value, str):
         try:
             return datetime.fromisoformat(value).timestamp()

@@ -124,3 +124,33 @@ def test_config_family_not_fed_by_source_type_rejected(tmp_path: Path) -> None:
 
     assert excinfo.value.key == "sources[0].families"
     assert "a sshd source feeds only: authentication" in str(excinfo.value)
+
+
+def test_families_suricata_flows_windowed_by_flow_start(shared_data_dir: Path) -> None:
+    """slips' offline Suricata run stamps its flow events alike; flow.start spreads them over 1701 windows."""
+    feeder = FamilyFeeder(("network",), window_seconds=60, internal_networks=DEFAULT_INTERNAL_NETWORKS)
+    events = list(iter_file_events(shared_data_dir / "slips/suricata/test6-malicious.suricata.json", "suricata",
+                                   stats=EventStats()))
+
+    feeder.feed(events, families=("network",))
+    windows = feeder.close()["network"]
+
+    assert len(windows) == 1701
+    assert {w.entity for w in windows} == {"192.168.1.129", "192.168.1.132"}
+    assert sum(w.features[0] for w in windows) == 3512  # every flow event
+    assert feeder.unused == {"suricata:alert": 745}
+    assert kinds_of(windows) == {"ipv4-addr": 2265, "domain-name": 105, "url": 14, "ja3": 1, "ja3s": 1,
+                                 "x509-sha1": 1}
+
+
+def test_families_zeek_ssh_feeds_authentication(shared_data_dir: Path) -> None:
+    feeder = FamilyFeeder(("network", "authentication"), window_seconds=60,
+                          internal_networks=DEFAULT_INTERNAL_NETWORKS)
+
+    feeder.feed(feeder.parse_zeek(iter_zeek_records(shared_data_dir / "zed-sample-data/zeek-default/ssh.log.gz")),
+                families=("network", "authentication"))
+    windows = feeder.close()
+
+    assert windows["network"] == []
+    assert len(windows["authentication"]) == 9
+    assert sum(w.features[0] for w in windows["authentication"]) == 22  # one attempt per record

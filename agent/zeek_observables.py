@@ -142,7 +142,7 @@ def observe_record(record: ZeekRecord, observables: ObservableFilter, ts: float)
         if path == "ssh":
             attempts = fields.get("auth_attempts")
             extra = {"auth_success": fields.get("auth_success"),
-                     "auth_attempts": attempts if isinstance(attempts, int) and attempts > 0 else 1}
+                     "auth_attempts": attempts if isinstance(attempts, int) and attempts > 0 else 0}
 
     kept = tuple(dict.fromkeys(key for key in found if key is not None))
     return ZeekObservation(ts, path, entity, kept if entity is not None else (), record.source, record.line, extra)

@@ -6,8 +6,8 @@ being logged into. The remote address is the observable when it may be shared. A
 ``message repeated N times`` line counts N attempts.
 
 Zeek's ssh.log records the same logins on the wire: its ``auth_success`` is T, F or unset (Zeek
-could not tell), and ``auth_attempts`` counts the tries in the session. The entity is the
-internal endpoint. Zeek sees no user names, so ``distinct_users`` stays 0 for its windows.
+could not tell), and ``auth_attempts`` counts the tries in the session; a session without a
+try is left to the network family. The entity is the internal endpoint. Zeek records no user names, so ``distinct_users`` stays 0 for its windows.
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def attempt_from_sshd(event: Event, observables: ObservableFilter) -> AuthAttemp
 
 def attempt_from_zeek(observation: ZeekObservation) -> AuthAttempt | None:
     """Return the attempts of a Zeek ssh observation that has an entity."""
-    if observation.log_path != "ssh" or observation.entity is None:
+    # A session without an attempt (a banner grab, a scan) is the network family's to score.
+    attempts = int(observation.fields.get("auth_attempts", 0))
+    if observation.log_path != "ssh" or observation.entity is None or attempts == 0:
         return None
     success = observation.fields.get("auth_success")
     outcome = "unknown"
@@ -135,4 +137,4 @@ def attempt_from_zeek(observation: ZeekObservation) -> AuthAttempt | None:
         outcome = "failed"
     remote = observation.observables[0] if observation.observables else None
     return AuthAttempt(ts=observation.ts, entity=observation.entity, outcome=outcome,
-                       count=int(observation.fields.get("auth_attempts", 1)), peer=remote, remote=remote, user=None)
+                       count=attempts, peer=remote, remote=remote, user=None)

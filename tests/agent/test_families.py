@@ -151,6 +151,9 @@ def test_families_zeek_ssh_feeds_authentication(shared_data_dir: Path) -> None:
                 families=("network", "authentication"))
     windows = feeder.close()
 
+    # 22 records: 5 accepted and 2 failed logins, and 15 sessions without an attempt.
     assert windows["network"] == []
-    assert len(windows["authentication"]) == 9
-    assert sum(w.features[0] for w in windows["authentication"]) == 22  # one attempt per record
+    assert len(windows["authentication"]) == 5
+    assert sum(w.features[0] for w in windows["authentication"]) == 7
+    assert sum(w.features[1] for w in windows["authentication"]) == 2
+    assert sum(w.features[2] for w in windows["authentication"]) == 5

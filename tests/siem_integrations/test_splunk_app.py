@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -87,6 +88,58 @@ def test_intel_certificate_serial() -> None:
 
     assert collection == "certificate_intel"
     assert record["certificate_serial"] == "36:f7:d4:32:f4:ab:70:ea"
+
+
+# STIX timestamps may carry any number of fractional digits.
+STIX_TIMESTAMPS = {
+    "2024-06-03T01:00:00Z": "2024-06-03T01:00:00+00:00",
+    "2024-06-03T01:00:00.1Z": "2024-06-03T01:00:00.100000+00:00",
+    "2024-06-03T01:00:00.12Z": "2024-06-03T01:00:00.120000+00:00",
+    "2024-06-03T01:00:00.123Z": "2024-06-03T01:00:00.123000+00:00",
+    "2024-06-03T01:00:00.123456789Z": "2024-06-03T01:00:00.123456+00:00",
+    "2024-06-03T03:00:00.5+02:00": "2024-06-03T01:00:00.500000+00:00",
+}
+
+
+def python39() -> str | None:
+    """Return a Python 3.9 interpreter, the Python of Splunk 9.x, or None if none runs here."""
+    candidates = [shutil.which("python3.9")]
+    if shutil.which("pyenv") is not None:
+        versions = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True,
+                                  text=True, timeout=30, check=False).stdout.split()
+        for version in (v for v in versions if v.startswith("3.9.")):
+            prefix = subprocess.run(["pyenv", "prefix", version], capture_output=True,
+                                    text=True, timeout=30, check=False).stdout.strip()
+            candidates.append(str(Path(prefix, "bin", "python3.9")) if prefix else None)
+
+    # A pyenv shim named python3.9 exists even when it cannot run that version.
+    for candidate in filter(None, candidates):
+        check = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=30, check=False)
+        if check.returncode == 0 and check.stdout.strip() == "(3, 9)":
+            return candidate
+    return None
+
+
+def test_intel_timestamps_any_fraction() -> None:
+    for text, expected in STIX_TIMESTAMPS.items():
+        assert fti_intel.parse_timestamp(text).isoformat() == expected, text
+
+
+def test_intel_timestamps_on_python39() -> None:
+    interpreter = python39()
+    if interpreter is None:
+        pytest.skip("no Python 3.9 interpreter is installed")
+    script = ("import json, sys, fti_intel\n"
+              "print(json.dumps([fti_intel.parse_timestamp(t).isoformat() "
+              "for t in json.load(sys.stdin)]))")
+
+    completed = subprocess.run([interpreter, "-c", script], input=json.dumps(list(STIX_TIMESTAMPS)),
+                               capture_output=True, text=True, timeout=60, check=False,
+                               cwd=SOURCE / "bin")
+
+    assert completed.returncode == 0, completed.stderr[-1000:]
+    assert json.loads(completed.stdout) == list(STIX_TIMESTAMPS.values())
 
 
 def test_intel_unsupported_pattern_none() -> None:

@@ -33,8 +33,26 @@ ES_COLLECTIONS = ("ip_intel", "domain_intel", "http_intel", "file_intel", "certi
 
 
 def parse_timestamp(value):
-    """Return a STIX timestamp as an aware UTC datetime."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+    """Return a STIX timestamp as an aware UTC datetime.
+
+    STIX allows any number of fractional digits, but ``datetime.fromisoformat`` before
+    Python 3.11 (Splunk runs the add-on on 3.9) reads exactly 3 or 6, so the fraction is cut
+    or padded to 6 digits first.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not an RFC 3339 timestamp.
+    """
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        length = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:length][:6].ljust(6, '0')}{rest[length:]}"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
 
 
 def confidence_weight(confidence):

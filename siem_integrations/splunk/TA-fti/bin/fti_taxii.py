@@ -189,8 +189,7 @@ def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
             event = Event(stanza=stanza, data=json.dumps(indicator, sort_keys=True),
                           sourcetype=config.get("sourcetype", "fti:indicator"),
                           index=config.get("index"),
-                          time="%.3f" % datetime.fromisoformat(
-                              indicator["modified"].replace("Z", "+00:00")).timestamp())
+                          time="%.3f" % parse_timestamp(indicator["modified"]).timestamp())
             ew.write_event(event)
         update_collections(objects, service, es_service, now)
         indicators += len(objects)

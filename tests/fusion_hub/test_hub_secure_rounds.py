@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fusion_hub.config import SecureSettings
+from fusion_hub.config import SecureSettings, load_hub_config
 from fusion_hub.envelope import RawObject
-from fusion_hub.errors import ObjectRejected
+from fusion_hub.errors import HubConfigError, ObjectRejected
 from fusion_hub.registry import Principal
 from fusion_hub.server import HubServer
 from fusion_hub.storage import ObjectQuery, VersionFilter
@@ -272,3 +272,18 @@ def test_secure_round_not_opened_twice(tmp_path: Path, clock: SettableClock) -> 
 
     assert run.stage() is None
     assert excinfo.value.reason == "round-closed"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("secure:\n  mode: hidden\n", "secure.mode"),
+    ("secure:\n  min_sites: 1\n", "secure.min_sites"),
+    ("secure:\n  neighbours_per_site: 3\n", "secure.neighbours_per_site"),
+])
+def test_secure_settings_rejected_with_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "hub.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(path)
+
+    assert excinfo.value.key == key

@@ -22,7 +22,8 @@ resident memory (``ru_maxrss``) is its own:
   :func:`agent.zeek_conn.iter_connections`, which parses and orients each conn line. Each
   batch is read as it arrives and its connections are not kept.
 - ``fti-pipeline`` and ``fti-pipeline-json``: the same, streamed into per-entity windows
-  (:func:`agent.features.build_windows`), and an IsolationForest detector trained on the first
+  (:func:`agent.features.build_windows`, the evaluation's window path; the live agent's
+  family feeder is not measured), and an IsolationForest detector trained on the first
   fifth of the windows and scoring all of them.
 - ``sshd``, ``suricata`` and ``sysmon``: :func:`agent.sources.iter_file_events` on each
   parser's input.

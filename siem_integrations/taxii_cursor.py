@@ -49,6 +49,27 @@ def object_key(obj: dict[str, Any]) -> str:
     return f"{obj.get('id', '')}@{version}"
 
 
+def envelope_indicators(envelope: Any) -> list[dict[str, Any]]:
+    """Return the ``indicator`` objects of a TAXII 2.1 envelope, in page order.
+
+    Raises
+    ------
+    CursorError
+        If the envelope is not a JSON object, its ``objects`` is not a list, or an item of
+        ``objects`` is not a JSON object (TAXII 2.1 section 3.7, "Envelope").
+    """
+    if not isinstance(envelope, dict):
+        raise CursorError(f"the response is not a TAXII envelope but {type(envelope).__name__}")
+    objects = envelope.get("objects", [])
+    if not isinstance(objects, list):
+        raise CursorError(f"the envelope's objects is {type(objects).__name__}, not a list")
+    for number, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise CursorError(f"object {number} of the envelope is {type(obj).__name__}, "
+                              "not a STIX object")
+    return [obj for obj in objects if obj.get("type") == "indicator"]
+
+
 def just_before(timestamp: str) -> str | None:
     """Return ``timestamp`` minus one microsecond in TAXII form, or None if it is unreadable."""
     text = timestamp.strip()

@@ -30,7 +30,8 @@ from taxii2client.v21 import Collection
 
 from siem_integrations.errors import SyncFailed
 from siem_integrations.sink import IndicatorSink
-from siem_integrations.taxii_cursor import DATE_ADDED_LAST, CursorError, TaxiiCursor
+from siem_integrations.taxii_cursor import (DATE_ADDED_LAST, CursorError, TaxiiCursor,
+                                             envelope_indicators)
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,10 @@ class TaxiiSync:
         while pages < self.max_pages:
             envelope = self._fetch(cursor)
             pages += 1
-            page = [o for o in envelope.get("objects", []) if o.get("type") == "indicator"]
+            try:
+                page = envelope_indicators(envelope)
+            except CursorError as err:
+                raise SyncFailed(self.source, str(err)) from err
             indicators = cursor.new_objects(page)
             if indicators:
                 result = self.sink.write_indicators(indicators)

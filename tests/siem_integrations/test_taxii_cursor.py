@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from siem_integrations.taxii_cursor import CursorError, TaxiiCursor, just_before, object_key
+from siem_integrations.taxii_cursor import (CursorError, TaxiiCursor, envelope_indicators,
+                                             just_before, object_key)
 
 
 def obj(n: int) -> dict[str, Any]:
@@ -115,3 +116,25 @@ def test_cursor_limit_capped() -> None:
 def test_cursor_invalid_page_size() -> None:
     with pytest.raises(ValueError, match="page_size and max_limit_factor must be >= 1; got 0"):
         TaxiiCursor(None, page_size=0)
+
+
+def test_envelope_indicators_keeps_indicators() -> None:
+    identity = {"type": "identity", "id": "identity--6f1c2a4e-8d3b-4c7a-9e0f-1a2b3c4d5e6f"}
+
+    assert envelope_indicators({"objects": [obj(1), identity, obj(2)], "more": False}) == [
+        obj(1), obj(2)]
+    assert envelope_indicators({"more": False}) == []
+
+
+@pytest.mark.parametrize("envelope, message", [
+    ([obj(1)], "the response is not a TAXII envelope but list"),
+    ({"objects": None}, "the envelope's objects is NoneType, not a list"),
+    ({"objects": {"type": "indicator"}}, "the envelope's objects is dict, not a list"),
+    ({"objects": [obj(1), 7]}, "object 1 of the envelope is int, not a STIX object"),
+    ({"objects": ["indicator"]}, "object 0 of the envelope is str, not a STIX object"),
+])
+def test_envelope_indicators_malformed_raises(envelope: Any, message: str) -> None:
+    with pytest.raises(CursorError) as excinfo:
+        envelope_indicators(envelope)
+
+    assert str(excinfo.value) == message

@@ -317,3 +317,16 @@ def test_sync_server_page_cap_below_shared_date_added(tmp_path: Path,
     assert written == [objects[0]["id"], objects[1]["id"], objects[5]["id"]]
     assert (f"more objects share date_added {added(1)} than one page holds and the server "
             "sets no next; the rest of them are skipped") in caplog.text
+
+
+def test_sync_malformed_envelope_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page whose objects are not STIX objects fails the poll and keeps the checkpoint."""
+    with TaxiiServer(COLLECTION, credentials=CREDENTIALS) as server:
+        sync = make_sync(server, RecordingSink(), tmp_path)
+        monkeypatch.setattr(sync, "_get_objects", lambda query: {"objects": [1, None]})
+
+        with pytest.raises(SyncFailed) as excinfo:
+            sync.poll_once()
+
+    assert excinfo.value.reason == "object 0 of the envelope is int, not a STIX object"
+    assert not (tmp_path / "checkpoint.json").exists()

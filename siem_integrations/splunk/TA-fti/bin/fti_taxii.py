@@ -34,7 +34,7 @@ from splunklib.modularinput import Argument, Event, Scheme, Script  # noqa: E402
 
 from fti_intel import (ES_COLLECTIONS, THREAT_KEY, indicator_to_intel, is_withdrawn,  # noqa: E402
                        parse_timestamp, record_key)
-from taxii_cursor import DATE_ADDED_LAST, TaxiiCursor  # noqa: E402
+from taxii_cursor import DATE_ADDED_LAST, TaxiiCursor, envelope_indicators  # noqa: E402
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
 REALM = "TA-fti"
@@ -183,7 +183,7 @@ def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
         envelope, date_added_last = fetch_next_page(
             config["api_root"], config["collection"], cursor, ew, stanza,
             auth_header=auth_header, verify_tls=verify_tls)
-        page = [o for o in envelope.get("objects", []) if o.get("type") == "indicator"]
+        page = envelope_indicators(envelope)
         objects = cursor.new_objects(page)
         for indicator in objects:
             event = Event(stanza=stanza, data=json.dumps(indicator, sort_keys=True),

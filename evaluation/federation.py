@@ -9,6 +9,11 @@ lookback window with each site's trust weight from a real ``SiteRegistry`` on SQ
 labelled flows as STIX opinions, which ``fusion_hub.feedback`` turns into trust updates, and
 the ensemble strategy is refitted on all verdicts so far.
 
+The secure variant (``secure_aggregation``) instead runs every round through a real hub in
+secure mode, with the agent's secure rounds at the sites (``evaluation.secure``). The hub then
+fuses what the sites reveal in the heavy buckets of the summed sketch, and the evaluation reads
+the published indicators back over TAXII.
+
 A flow is flagged when its window's calibrated score reaches the threshold or when its remote
 address has an indicator valid in the flow's round (published in this round or in the
 ``indicator_ttl_rounds - 1`` rounds before): the agent's consumer also matches the contacts of
@@ -21,7 +26,7 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,7 +37,7 @@ from agent.detector import CalibratedDetector, ScoredWindow
 from agent.service import build_round_summary
 from agent.summariser import summarise_round
 from evaluation.datasets import SiteData
-from evaluation.secure import heavy_observables, sketch_noise, sketch_vector_bytes
+from evaluation.secure import SecureFederation, poison_windows
 from fusion_hub.config import AuthSettings, FusionSettings
 from fusion_hub.feedback import apply_outcomes, tally_opinions
 from fusion_hub.fusion import (
@@ -46,10 +51,7 @@ from fusion_hub.fusion import (
 from fusion_hub.registry import SiteRegistry
 from fusion_hub.sqlite_storage import SQLiteHubStorage
 from privacy.accountant import PrivacyAccountant
-from privacy.partition import partition_threshold
-from privacy.random import RandomSource, seeded_random
-from privacy.secagg.noise import DistributedGaussian
-from privacy.secagg.sketch import CountMinSketch
+from privacy.random import seeded_random
 from privacy.signing import canonical_json, generate_signing_key, sign_object
 from stix_mappings.ids import indicator_id
 from stix_mappings.patterns import build_pattern
@@ -60,6 +62,9 @@ DETECTOR_VERSION = CalibratedDetector("iforest").version
 
 # Evaluation rounds are placed on a fixed calendar so summaries carry valid timestamps.
 EPOCH = datetime(2024, 6, 3, tzinfo=timezone.utc)
+# The poisoning site's forged entity count per decoy in the plain variant (_poisoned), and
+# its invented units per decoy in the secure one.
+_POISON_UNITS_PER_DECOY = 100
 # Registry passwords in the evaluation protect nothing; minimal argon2 cost keeps enrolment fast.
 EVAL_AUTH = AuthSettings(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1,
                          credential_cache_seconds=0.0)
@@ -82,10 +87,10 @@ class FusionSetup:
     round_seconds: int
     poison_site: str | None
     poison_observables: int
-    # Gate every reveal on a securely summed count-min sketch (evaluation.secure), which
-    # spends sketch_epsilon per round on top of epsilon_per_round.
+    # Run the rounds through a real hub in secure mode (evaluation.secure) instead of
+    # signed plain summaries. The sites then split each round's epsilon between the
+    # secure releases.
     secure_aggregation: bool = False
-    sketch_epsilon: float = 0.5
 
 
 @dataclass
@@ -100,6 +105,8 @@ class FusionOutcome:
     epsilon_total: float = 0.0
     published_per_round: list[int] = field(default_factory=list)
     final_trust: dict[str, float] = field(default_factory=dict)
+    # Secure variant only: site-rounds that ended without the site's contribution summed.
+    aborted_site_rounds: int | None = None
 
 
 def run_fusion(
@@ -115,6 +122,8 @@ def run_fusion(
     windows_by_round = {site.spec.site_id: _scored_windows_by_round(site) for site in sites}
     verdicts = {site.spec.site_id: _verdicts_by_round(site) for site in sites}
     poison_pool = _benign_pool(sites, setup.poison_site)
+    if setup.secure_aggregation:
+        return _run_secure_fusion(sites, participation, setup, privacy, windows_by_round, poison_pool, seed=seed)
     outcome = FusionOutcome(decisions={}, scores={}, epsilon_per_round=setup.epsilon_per_round)
 
     with tempfile.TemporaryDirectory(prefix="fti-eval-hub-") as work:
@@ -127,13 +136,6 @@ def run_fusion(
                 registry.enroll_site(site.spec.site_id, keys[site.spec.site_id].public_key_b64)
             rngs = {site.spec.site_id: seeded_random(seed * 1000 + i) for i, site in enumerate(sites)}
             poison_rng = np.random.default_rng(seed + 7)
-            sketch_noise_share = None
-            if setup.secure_aggregation:
-                # The noise must hold with the fewest sites a round can have.
-                sketch_noise_share = sketch_noise(
-                    epsilon=setup.sketch_epsilon, delta=setup.delta_per_round,
-                    min_sites=min(len(p) for p in participation),
-                    max_observables_per_unit=setup.max_observables_per_entity)
 
             released: list[tuple[int, SiteEvidence]] = []
             known: list[dict[str, float]] = []
@@ -144,8 +146,6 @@ def run_fusion(
                 round_start = EPOCH + timedelta(seconds=round_index * setup.round_seconds)
                 round_start_us = int(round_start.timestamp() * 1_000_000)
                 sent_bytes = 0
-                gate = _secure_gate(sites, participation[round_index], windows_by_round, round_index,
-                                    setup, privacy, sketch_noise_share, rngs) if sketch_noise_share else None
                 for site in sites:
                     site_id = site.spec.site_id
                     if site_id not in participation[round_index]:
@@ -155,12 +155,6 @@ def run_fusion(
                                               round_start=int(round_start.timestamp()),
                                               round_seconds=setup.round_seconds, privacy=privacy,
                                               rng=rngs[site_id])
-                    if gate is not None:
-                        sketch, heavy = gate
-                        kept = set(sketch.candidates([e.value for e in release.evidence], heavy))
-                        release = replace(release, evidence=tuple(e for e in release.evidence
-                                                                  if e.value in kept))
-                        sent_bytes += sketch_vector_bytes()
                     # Signed as the agent builds it, with the round's end as its creation time
                     # so that runs repeat byte for byte.
                     summary = sign_object(build_round_summary(
@@ -186,10 +180,8 @@ def run_fusion(
                     f, publish_threshold=setup.publish_threshold,
                     min_corroborating_sites=setup.min_corroborating_sites)]
                 outcome.published_per_round.append(len(published))
-                for item in published:
-                    active[item.value] = (round_index, item.fused_score)
-                known.append({value: score for value, (published_round, score) in active.items()
-                              if published_round > round_index - setup.indicator_ttl_rounds})
+                known.append(_valid_indicators(active, {item.value: item.fused_score for item in published},
+                                               round_index, setup.indicator_ttl_rounds))
 
                 # Participating sites judge the new indicators on their own labelled flows.
                 opinions, contributors = [], {}
@@ -214,14 +206,71 @@ def run_fusion(
         finally:
             storage.close()
 
+    _decide_flows(sites, known, rounds_sent, setup, outcome)
+    return outcome
+
+
+def _run_secure_fusion(
+    sites: list[SiteData], participation: list[set[str]], setup: FusionSetup, privacy: PrivacySection,
+    windows_by_round: dict[str, dict[int, list[ScoredWindow]]], poison_pool: list[str], *, seed: int,
+) -> FusionOutcome:
+    """Run every round through a real secure-mode hub and the agent's secure rounds."""
+    outcome = FusionOutcome(decisions={}, scores={}, epsilon_per_round=setup.epsilon_per_round,
+                            aborted_site_rounds=0)
+    rngs = {site.spec.site_id: seeded_random(seed * 1000 + i) for i, site in enumerate(sites)}
+    poison_rng = np.random.default_rng(seed + 7)
+    fusion = FusionSettings(strategy=setup.strategy, lookback_rounds=setup.lookback_rounds,
+                            publish_threshold=setup.publish_threshold,
+                            min_corroborating_sites=setup.min_corroborating_sites)
+    rounds_sent: dict[str, int] = defaultdict(int)
+
+    def charge(site_id: str, epsilon: float, delta: float) -> None:
+        rounds_sent[site_id] += 1
+
+    active: dict[str, tuple[int, float]] = {}
+    known: list[dict[str, float]] = []
+    # The sites' noise must hold with the fewest sites a round can have.
+    with SecureFederation([s.spec.site_id for s in sites], privacy=privacy, fusion=fusion,
+                          round_seconds=setup.round_seconds,
+                          min_sites=min(len(p) for p in participation)) as federation:
+        for round_index, present in enumerate(participation):
+            round_start = int((EPOCH + timedelta(seconds=round_index * setup.round_seconds)).timestamp())
+            windows = {site_id: windows_by_round[site_id].get(round_index, []) for site_id in sorted(present)}
+            if setup.poison_site in windows:
+                # As many invented units per decoy as the plain variant's forged entity count.
+                windows[setup.poison_site] = poison_windows(
+                    poison_pool, count=setup.poison_observables, windows_per_decoy=_POISON_UNITS_PER_DECOY,
+                    round_start=round_start, rng=poison_rng)
+            report = federation.run_round(round_start, windows, rngs=rngs, charge=charge)
+            outcome.aborted_site_rounds = (outcome.aborted_site_rounds or 0) + len(report.aborted_sites)
+            outcome.bytes_per_round.append(sum(report.bytes_by_site.values()))
+            outcome.seconds_per_site_round.extend(report.seconds_by_site.values())
+            outcome.published_per_round.append(len(report.published))
+            known.append(_valid_indicators(active, report.published, round_index, setup.indicator_ttl_rounds))
+            log.info("secure round %d: %d sites, %d aborted, %d indicators", round_index, len(present),
+                     len(report.aborted_sites), len(report.published))
+        outcome.final_trust = federation.trust_weights()
+
+    _decide_flows(sites, known, rounds_sent, setup, outcome)
+    return outcome
+
+
+def _valid_indicators(active: dict[str, tuple[int, float]], published: dict[str, float], round_index: int,
+                      ttl_rounds: int) -> dict[str, float]:
+    """Record the round's indicators in ``active``; return those valid in the round."""
+    for value, score in published.items():
+        active[value] = (round_index, score)
+    return {value: score for value, (published_round, score) in active.items()
+            if published_round > round_index - ttl_rounds}
+
+
+def _decide_flows(sites: list[SiteData], known: list[dict[str, float]], rounds_sent: dict[str, int],
+                  setup: FusionSetup, outcome: FusionOutcome) -> None:
+    """Fill in the privacy spent and every flow's decision and score."""
     # Composition over the rounds the busiest site sent, at the delta of the agents' budget.
     accountant = PrivacyAccountant()
     accountant.compose(setup.epsilon_per_round, setup.delta_per_round,
                        count=max(rounds_sent.values(), default=0))
-    if setup.secure_aggregation:
-        outcome.epsilon_per_round += setup.sketch_epsilon
-        accountant.compose(setup.sketch_epsilon, setup.delta_per_round,
-                           count=max(rounds_sent.values(), default=0))
     outcome.epsilon_total = accountant.get_epsilon(1e-3) if rounds_sent else 0.0
 
     for site in sites:
@@ -232,7 +281,6 @@ def run_fusion(
                             for r, remote in zip(site.flow_round, site.flow_remote)], dtype=bool)
         outcome.decisions[site.spec.site_id] = (local >= setup.score_threshold) | matched
         outcome.scores[site.spec.site_id] = np.maximum(local, fused)
-    return outcome
 
 
 def flow_scores(site: SiteData, window_scores: np.ndarray) -> np.ndarray:
@@ -241,22 +289,6 @@ def flow_scores(site: SiteData, window_scores: np.ndarray) -> np.ndarray:
     oriented = site.flow_window >= 0
     scores[oriented] = window_scores[site.flow_window[oriented]]
     return scores
-
-
-def _secure_gate(
-    sites: list[SiteData], present: set[str], windows_by_round: dict[str, dict[int, list[ScoredWindow]]],
-    round_index: int, setup: FusionSetup, privacy: PrivacySection, noise: DistributedGaussian,
-    rngs: dict[str, RandomSource],
-) -> tuple[CountMinSketch, frozenset[int]]:
-    """Sum the present sites' sketches of the round; the threshold is the summary's own."""
-    threshold = partition_threshold(epsilon=privacy.count_share * setup.epsilon_per_round,
-                                    delta=setup.delta_per_round,
-                                    max_partitions_per_unit=setup.max_observables_per_entity)
-    windows = {s.spec.site_id: windows_by_round[s.spec.site_id].get(round_index, [])
-               for s in sites if s.spec.site_id in present}
-    # The protocol's own randomness (keys, shares) comes from the first present site's stream.
-    return heavy_observables(f"round-{round_index}", windows, privacy=privacy, threshold=threshold,
-                             noise=noise, rng=rngs[min(windows)])
 
 
 def _scored_windows_by_round(site: SiteData) -> dict[int, list[ScoredWindow]]:
@@ -297,4 +329,4 @@ def _poisoned(
         return []
     chosen = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
     return [SiteEvidence(site_id, round_start_us, "ipv4-addr" if ":" not in pool[i] else "ipv6-addr",
-                         pool[i], 1.0, 100) for i in sorted(chosen)]
+                         pool[i], 1.0, _POISON_UNITS_PER_DECOY) for i in sorted(chosen)]

@@ -209,7 +209,8 @@ def _extra_runs(settings: EvalSettings) -> list[tuple[str, FusionSetup]]:
     runs = [(f"strategy:{name}", replace(base, strategy=name))
             for name in ("capped-noisy-or", "median", "trimmed-mean", "corroboration", "ensemble")]
     runs.append(("ablation:without-trust", replace(base, use_trust=False)))
-    # fusion-dp itself runs without secure aggregation; this variant adds it.
+    # fusion-dp itself runs without secure aggregation. This variant runs every round through
+    # a real hub in secure mode; it waits out a stage timeout per round, so --quick skips it.
     runs.append(("ablation:with-secure-aggregation", replace(base, secure_aggregation=True)))
     # Scores are then the detector's raw scores, min-max scaled per site (see SiteData).
     runs.append(("ablation:without-calibration", base))
@@ -401,6 +402,8 @@ def _fusion_result(sites: list[SiteData], settings: EvalSettings, outcome: Fusio
     result["epsilon_per_round"] = outcome.epsilon_per_round if private else None
     result["published_per_round"] = outcome.published_per_round
     result["final_trust"] = {k: round(v, 4) for k, v in sorted(outcome.final_trust.items())}
+    if outcome.aborted_site_rounds is not None:
+        result["aborted_site_rounds"] = outcome.aborted_site_rounds
     return result
 
 

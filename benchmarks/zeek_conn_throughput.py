@@ -25,6 +25,9 @@ resident memory (``ru_maxrss``) is its own:
   (:func:`agent.features.build_windows`, the evaluation's window path; the live agent's
   family feeder is not measured), and an IsolationForest detector trained on the first
   fifth of the windows and scoring all of them.
+- ``fti-pipeline-blocks``: the TSV pipeline with each tailer batch added to the windows by
+  :func:`agent.zeek_conn_batch.add_tsv_lines_to_windows`, with no connection object per line,
+  then the same detector.
 - ``sshd``, ``suricata`` and ``sysmon``: :func:`agent.sources.iter_file_events` on each
   parser's input.
 
@@ -48,10 +51,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
-    from agent.network import Connection
+    import numpy as np
+
+    from agent.network import Connection, OrientationStats
+    from agent.zeek_records import ParseStats
 
 ZEEK_MEASUREMENTS = ("agent-imports", "python-lines", "split-and-type", "zat", "fti-reader", "fti-reader-json", "fti-tail-parse",
-                     "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-json")
+                     "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-blocks", "fti-pipeline-json")
 PARSER_MEASUREMENTS = ("sshd", "suricata", "sysmon")
 MEASUREMENTS = ZEEK_MEASUREMENTS + PARSER_MEASUREMENTS
 
@@ -152,6 +158,16 @@ def prepare(name: str, inputs: dict[str, Path]) -> Callable[[], int]:
     import agent.zeek_tsv  # noqa: F401
 
     is_json = name.endswith("-json")
+    if name == "fti-pipeline-blocks":
+        from agent.detector import CalibratedDetector
+
+        def run_blocks() -> int:
+            lines_read: list[int] = []
+            features = _tail_block_windows(tsv, lines_read=lines_read)
+            detector = CalibratedDetector("iforest", min_baseline_windows=8)
+            detector.fit(features[: max(8, len(features) // 5)]).score(features)
+            return lines_read[0]
+        return run_blocks
     if name.startswith("fti-pipeline"):
         import numpy as np
 
@@ -218,10 +234,61 @@ def _tail_connections(path: Path, *, is_json: bool, lines_read: list[int]) -> It
                                     orientation=orientation, reporter=reporter, header=header)
         number += len(texts)
     tailer.close()
+    _check_clean_read(path, stats, orientation)
+    lines_read.append(number)
+
+
+def _tail_block_windows(path: Path, *, lines_read: list[int]) -> np.ndarray:
+    """Follow a TSV conn log once, add each batch of lines to the windows, and return their features.
+
+    ``lines_read`` gets the number of lines read appended.
+
+    Raises
+    ------
+    RuntimeError
+        If a line is malformed or no connection is found, as in :func:`_tail_connections`.
+    """
+    import numpy as np
+
+    from agent.features import WindowAccumulator, close_window
+    from agent.network import InternalNetworks, OrientationStats
+    from agent.tailer import LogTailer
+    from agent.zeek_conn import decode_lines
+    from agent.zeek_conn_batch import add_tsv_lines_to_windows
+    from agent.zeek_records import MalformedLineReporter, ParseStats
+    from agent.zeek_tsv import TsvHeader
+
+    tailer = LogTailer([str(path)], use_inotify=False)
+    internal = InternalNetworks(BENCH_INTERNAL_NETWORKS)
+    stats, orientation, header = ParseStats(), OrientationStats(), TsvHeader()
+    reporter = MalformedLineReporter(str(path), stats)
+    open_windows: dict[tuple[str, int], WindowAccumulator] = {}
+
+    def accumulator_for(entity: str, start: int) -> WindowAccumulator:
+        found = open_windows.get((entity, start))
+        if found is None:
+            found = open_windows[(entity, start)] = WindowAccumulator(entity, start)
+        return found
+
+    number = 0
+    for batch in tailer.poll_batches():
+        texts = decode_lines(batch.lines)
+        add_tsv_lines_to_windows(texts, number + 1, header=header, source=str(path), default_path="conn",
+                                 internal=internal, stats=stats, orientation=orientation, reporter=reporter,
+                                 window_seconds=60, accumulator_for=accumulator_for)
+        number += len(texts)
+    tailer.close()
+    _check_clean_read(path, stats, orientation)
+    lines_read.append(number)
+    windows = sorted((close_window(a) for a in open_windows.values()), key=lambda w: (w.start, w.entity))
+    return np.array([w.features for w in windows], dtype=float)
+
+
+def _check_clean_read(path: Path, stats: ParseStats, orientation: OrientationStats) -> None:
+    """Raise RuntimeError unless every line parsed and some connection was found."""
     if stats.malformed_total or not orientation.connections:
         raise RuntimeError(f"{path}: expected no malformed line and some connections; got "
                            f"{orientation.connections} connections and malformed lines {dict(stats.malformed)}")
-    lines_read.append(number)
 
 
 def run_child(name: str, inputs: dict[str, Path]) -> dict[str, object]:

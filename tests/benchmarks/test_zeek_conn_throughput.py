@@ -20,7 +20,7 @@ def bench():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("name", ["split-and-type", "fti-reader", "fti-reader-json", "fti-tail-parse",
-                                  "fti-tail-parse-json", "fti-pipeline"])
+                                  "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-blocks"])
 def test_conn_measurement_counts_every_line(bench, shared_data_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                             name: str) -> None:
     conn_log = shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled"
@@ -29,7 +29,7 @@ def test_conn_measurement_counts_every_line(bench, shared_data_dir: Path, tmp_pa
     result = bench.run_child(name, {"tsv": tsv, "json": jsonl})
 
     # The TSV readers that see every line also count the 8 header lines.
-    header_lines = 8 if name in ("fti-tail-parse", "fti-pipeline") else 0
+    header_lines = 8 if name in ("fti-tail-parse", "fti-pipeline", "fti-pipeline-blocks") else 0
     assert result["lines"] == 3000 + header_lines
     assert result["lines_per_second"] > 0
     assert result["peak_rss_mib"] > 0

@@ -1,0 +1,293 @@
+"""Add blocks of Zeek TSV ``conn`` lines to per-entity windows without a connection per line.
+
+:mod:`agent.zeek_conn` builds one :class:`agent.network.Connection` per line, and the window
+accumulator then reads it back. Here a run of data lines is split once, each needed column is
+taken as a list, and every check of the conn fast path is made on whole columns. Rows are
+oriented and grouped by (entity, window) with numpy, and each group is added to its
+accumulator with a few list and ``Counter`` calls.
+
+A run that any check rejects, header lines and blank lines go through
+:func:`agent.zeek_conn.iter_connections` instead, one connection at a time. Every check is the
+fast path's own rule, so each line gets the verdict, counts and messages it gets there, and
+every window gets the same state: groups keep line order, and sums are taken in that order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import reduce
+from itertools import compress
+from operator import add
+
+import numpy as np
+
+from agent.features import WindowAccumulator
+from agent.network import FAILED_CONN_STATES, Connection, InternalNetworks, OrientationStats
+from agent.zeek_conn import _TS_MAX_SECS, _ConnPlan, _plan, iter_connections
+from agent.zeek_records import MalformedLineReporter, ParseStats
+from agent.zeek_tsv import TsvHeader
+from agent.zeek_values import unescape
+
+__all__ = ["add_tsv_lines_to_windows"]
+
+# A column of plain Zeek times joined by newlines, each ended by one (see _PLAIN_SECONDS).
+_PLAIN_SECONDS_COLUMN = re.compile(r"(?:[0-9]+(?:\.[0-9]{0,6})?\n)*")
+
+# Longer digit strings may not fit numpy's int64; their runs take the line path.
+_MAX_INT64_DIGITS = 18
+
+AccumulatorFor = Callable[[str, int], WindowAccumulator]
+
+
+def add_tsv_lines_to_windows(
+    texts: list[str],
+    first_line: int,
+    *,
+    header: TsvHeader,
+    source: str,
+    default_path: str,
+    internal: InternalNetworks,
+    stats: ParseStats,
+    orientation: OrientationStats,
+    reporter: MalformedLineReporter,
+    window_seconds: int,
+    accumulator_for: AccumulatorFor,
+    time_shift_secs: float = 0.0,
+    not_before: float | None = None,
+) -> int:
+    """Add the connections of a block of TSV lines to their windows and return how many were late.
+
+    Parameters
+    ----------
+    texts : list of str
+        Consecutive lines of one file, without line endings.
+    first_line : int
+        The 1-based line number of ``texts[0]``.
+    header : TsvHeader
+        The file's header state, updated in place; pass the same object for every block.
+    source, default_path, internal, stats, orientation, reporter
+        As for :func:`agent.zeek_conn.iter_connections`.
+    window_seconds : int
+        Window length; a connection at ``ts`` goes to the window starting at
+        ``int(ts // window_seconds) * window_seconds``.
+    accumulator_for : callable
+        Returns the accumulator of an (entity, window start), opening it if needed.
+    time_shift_secs : float, default 0.0
+        Added to every connection's time.
+    not_before : float or None, default None
+        Connections earlier than this (after the shift) are counted and not added.
+
+    Returns
+    -------
+    int
+        The number of connections earlier than ``not_before``.
+    """
+    adder = _WindowAdder(window_seconds, accumulator_for, not_before)
+    for start, end, is_data in _runs(texts):
+        plan = _current_plan(header, default_path) if is_data else None
+        if plan is None or not _add_run(texts[start:end], plan, header, internal, stats, orientation,
+                                        adder, time_shift_secs):
+            numbered = zip(range(first_line + start, first_line + end), texts[start:end])
+            for connection in iter_connections(numbered, is_json=False, source=source, default_path=default_path,
+                                               internal=internal, stats=stats, orientation=orientation,
+                                               reporter=reporter, time_shift_secs=time_shift_secs,
+                                               header=header):
+                adder.add_connection(connection)
+    return adder.late
+
+
+class _WindowAdder:
+    def __init__(self, window_seconds: int, accumulator_for: AccumulatorFor, not_before: float | None) -> None:
+        self.window_seconds = window_seconds
+        self.accumulator_for = accumulator_for
+        self.not_before = not_before
+        self.late = 0
+
+    def add_connection(self, connection: Connection) -> None:
+        ts = connection.ts
+        if self.not_before is not None and ts < self.not_before:
+            self.late += 1
+            return
+        start = int(ts // self.window_seconds) * self.window_seconds
+        self.accumulator_for(connection.entity, start).add(connection)
+
+
+def _runs(texts: list[str]) -> list[tuple[int, int, bool]]:
+    """Split a block into runs of data lines and single header or blank lines: (start, end, is_data)."""
+    # Header and blank lines are rare; the first characters of all lines show whether there are any.
+    firsts = set([text[:1] for text in texts])
+    if texts and not firsts & {"", "#", " ", "\t"}:
+        return [(0, len(texts), True)]
+    runs, start = [], 0
+    for index, text in enumerate(texts):
+        if not text or text[0] in "# \t":
+            if start < index:
+                runs.append((start, index, True))
+            runs.append((index, index + 1, False))
+            start = index + 1
+    if start < len(texts):
+        runs.append((start, len(texts), True))
+    return runs
+
+
+def _current_plan(header: TsvHeader, default_path: str) -> _ConnPlan | None:
+    if header.layout is None or (header.path or default_path) != "conn" or len(header.separator) != 1:
+        return None
+    return _plan(header.layout)
+
+
+def _add_run(  # noqa: C901 - one check per column kind, in the fast path's order
+    texts: list[str],
+    plan: _ConnPlan,
+    header: TsvHeader,
+    internal: InternalNetworks,
+    stats: ParseStats,
+    orientation: OrientationStats,
+    adder: _WindowAdder,
+    time_shift_secs: float,
+) -> bool:
+    """Add a run of data lines if every row passes the fast path's checks; return whether it did."""
+    separator, width, unset, count = header.separator, plan.width, plan.unset, len(texts)
+
+    # Every line must split into the declared columns; then one split of the joined run
+    # lines the columns up.
+    joined = "\n".join(texts) + "\n"
+    buffer = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    separators_before = np.searchsorted(np.flatnonzero(buffer == ord(separator)), np.flatnonzero(buffer == 10))
+    if not (np.diff(separators_before, prepend=0) == width - 1).all():
+        return False
+    values = joined[:-1].replace("\n", separator).split(separator)
+
+    def column(index: int) -> list[str]:
+        return values[index::width]
+
+    # Times in the plain form only, inside the plausible range.
+    ts_texts = column(plan.ts)
+    if _PLAIN_SECONDS_COLUMN.fullmatch("\n".join(ts_texts) + "\n") is None:
+        return False
+    ts = np.fromiter(map(float, ts_texts), dtype=np.float64, count=count)
+    if not (ts < _TS_MAX_SECS).all():
+        return False
+
+    # Counts, ports and booleans by the general converters' rules; other typed columns converted.
+    for index in plan.counts(range(width)):
+        if not all(value == unset or (value.isdigit() and value.isascii()) for value in set(column(index))):
+            return False
+    if plan.bools is not None and not all(plan.bool_tokens.issuperset(column(i)) for i in plan.bools(range(width))):
+        return False
+    for index, convert in plan.checked:
+        try:
+            for value in column(index):
+                if value != unset:
+                    convert(value)
+        except (ValueError, OverflowError):
+            return False
+    try:
+        durations = _convert_column(column(plan.duration), float, unset, 0.0, np.float64)
+    except ValueError:
+        return False
+
+    # Addresses from the orientation cache; an invalid one sends the run to the line path.
+    classified, classify = internal._classified, internal.classify
+    sides = []
+    for index in (plan.orig_h, plan.resp_h):
+        texts_of_side = column(index)
+        distinct = list(set(texts_of_side))
+        classes = [classified.get(text) or classify(text) for text in distinct]
+        if None in classes:
+            return False
+        code_of = {text: code for code, text in enumerate(distinct)}
+        codes = np.fromiter(map(code_of.__getitem__, texts_of_side), dtype=np.int64, count=count)
+        names = np.array([found[0] for found in classes], dtype=object)
+        internal_flags = np.array([found[1] for found in classes], dtype=bool)
+        shareable_flags = np.array([found[2] for found in classes], dtype=bool)
+        sides.append((names[codes], internal_flags[codes], shareable_flags[codes]))
+    integers = {}
+    for name, index in (("orig_p", plan.orig_p), ("resp_p", plan.resp_p), ("orig_bytes", plan.orig_bytes),
+                        ("resp_bytes", plan.resp_bytes)):
+        texts_of_column = column(index)
+        if max(map(len, set(texts_of_column))) > _MAX_INT64_DIGITS:
+            return False
+        integers[name] = _convert_column(texts_of_column, int, unset, -1, np.int64)
+    states = column(plan.conn_state)
+    failed = np.fromiter(map(FAILED_CONN_STATES.__contains__, states), dtype=bool, count=count)
+    if "\\" in "".join(states):
+        failed |= np.array(["\\" in s and unescape(s) in FAILED_CONN_STATES for s in states], dtype=bool)
+
+    # Orient: the internal side is the entity, the originator when both are internal.
+    stats.records += count
+    (orig_names, orig_internal, orig_shareable), (resp_names, resp_internal, resp_shareable) = sides
+    kept = orig_internal | resp_internal
+    orientation.both_external += count - int(kept.sum())
+    orientation.connections += int(kept.sum())
+    out = orig_internal
+    columns = _Columns(
+        ts=ts + time_shift_secs if time_shift_secs else ts,
+        entity=np.where(out, orig_names, resp_names),
+        peer=np.where(out, resp_names, orig_names),
+        shareable=np.where(out, resp_shareable, orig_shareable),
+        port=np.where(out, integers["resp_p"], integers["orig_p"]),
+        bytes_out=np.maximum(np.where(out, integers["orig_bytes"], integers["resp_bytes"]), 0),
+        bytes_in=np.maximum(np.where(out, integers["resp_bytes"], integers["orig_bytes"]), 0),
+        duration=durations,
+        failed=failed,
+    )
+    keep = kept
+    if adder.not_before is not None:
+        early = kept & (columns.ts < adder.not_before)
+        adder.late += int(early.sum())
+        keep = kept & ~early
+    _add_groups(columns.select(keep), adder)
+    return True
+
+
+def _convert_column(texts: list[str], convert: Callable[[str], object], unset: str, unset_value: object,
+                    dtype: type) -> np.ndarray:
+    """Convert each distinct value once; runs repeat ports, byte counts and durations a lot."""
+    values = {text: convert(text) for text in set(texts) if text != unset}
+    values[unset] = unset_value
+    return np.fromiter(map(values.__getitem__, texts), dtype=dtype, count=len(texts))
+
+
+class _Columns:
+    """The connections of a run, one array per field, in line order."""
+
+    def __init__(self, **arrays: np.ndarray) -> None:
+        self.__dict__.update(arrays)
+
+    def select(self, mask: np.ndarray) -> _Columns:
+        return _Columns(**{name: array[mask] for name, array in self.__dict__.items()})
+
+
+def _add_groups(columns: _Columns, adder: _WindowAdder) -> None:
+    """Add each (entity, window) group of the rows to its accumulator, rows in line order."""
+    if not len(columns.ts):
+        return
+    window_seconds = adder.window_seconds
+    starts = (np.floor_divide(columns.ts, window_seconds).astype(np.int64) * window_seconds)
+    entities = columns.entity.tolist()
+    codes: dict[str, int] = {name: code for code, name in enumerate(set(entities))}
+    entity_codes = np.fromiter(map(codes.__getitem__, entities), dtype=np.int64, count=len(entities))
+
+    # A stable sort keeps each group's rows in line order. Each column is sorted and turned
+    # into a list once; a group is then a slice of every list.
+    order = np.lexsort((starts, entity_codes))
+    sorted_codes, sorted_starts = entity_codes[order], starts[order]
+    bounds = (np.flatnonzero((np.diff(sorted_codes) != 0) | (np.diff(sorted_starts) != 0)) + 1).tolist()
+    ts, peers, ports = columns.ts[order].tolist(), columns.peer[order].tolist(), columns.port[order].tolist()
+    shareable, failed = columns.shareable[order].tolist(), columns.failed[order].tolist()
+    bytes_out, bytes_in = columns.bytes_out[order].tolist(), columns.bytes_in[order].tolist()
+    durations, group_starts = columns.duration[order].tolist(), sorted_starts.tolist()
+    sorted_entities = columns.entity[order].tolist()
+    for first, end in zip([0] + bounds, bounds + [len(order)]):
+        accumulator = adder.accumulator_for(sorted_entities[first], group_starts[first])
+        accumulator.timestamps.extend(ts[first:end])
+        group_peers = peers[first:end]
+        accumulator.peers.update(group_peers)
+        accumulator.ports.update([port for port in ports[first:end] if port >= 0])
+        accumulator.bytes_out += sum(bytes_out[first:end])
+        accumulator.bytes_in += sum(bytes_in[first:end])
+        accumulator.failed += sum(failed[first:end])
+        accumulator.duration_sum = reduce(add, durations[first:end], accumulator.duration_sum)
+        accumulator.remotes.update(compress(group_peers, shareable[first:end]))

@@ -105,8 +105,18 @@ def run_sync(args: argparse.Namespace, *, env: Mapping[str, str],
     """Run ``--rounds`` polls, print one JSON line per poll, and return the exit status.
 
     Returns 0 when the SIEM confirmed everything read, and 3 when some indicators were
-    rejected (they are in the spool's dead-letter table) or are still queued.
+    rejected (they are in the spool's dead-letter table) or are still queued. A poll that
+    cannot read the TAXII server is logged and the next one tries again, because a hub
+    restart must not end a day-long run; when the last poll failed so, its error is raised.
+
+    Raises
+    ------
+    SyncFailed
+        If the last poll could not read the TAXII server or its checkpoint.
+    SiemError
+        If the SIEM rejected the credential or a request; no later poll would succeed.
     """
+    from siem_integrations.errors import SyncFailed
     from siem_integrations.taxii_sync import CheckpointFile, TaxiiSync
 
     if args.rounds < 1:
@@ -129,7 +139,16 @@ def run_sync(args: argparse.Namespace, *, env: Mapping[str, str],
     for number in range(args.rounds):
         if number > 0:
             sleep(args.interval_secs)
-        report = sync.poll_once()
+        try:
+            report = sync.poll_once()
+        except SyncFailed as err:
+            if number + 1 == args.rounds:
+                raise
+            log.error("siem sync: round %d of %d failed, the next starts in %.0f s: %s",
+                      number + 1, args.rounds, args.interval_secs, err)
+            print(json.dumps({"round": number + 1, "error": err.reason}, sort_keys=True),
+                  flush=True)
+            continue
         queued = sink.spool.queued_count()
         print(json.dumps({"round": number + 1, "pages": report.pages,
                           "indicators": report.indicators, "written": report.written,

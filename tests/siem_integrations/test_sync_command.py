@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fti.cli import main
+from siem_integrations import sync_command
 from stix_mappings.ids import collection_id
 from tests.fusion_hub.hub_testing import (HUB_NOW, SettableClock, enroll, evidence, make_config,
                                           running_hub)
@@ -146,3 +149,35 @@ def test_sync_quiet_poll_sends_spool(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert action["create"]["_id"] == f"{expected['id']}@{expected['modified']}"
     # valid_until is in 2024, so the same flush deleted the document as expired.
     assert elastic.state.documents["logs-ti_fti.indicator-default"] == {}
+
+
+def test_sync_failed_round_retried_next_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A TAXII failure in one poll leaves the later polls of the run to try again."""
+    monkeypatch.setenv("FTI_TAXII_PASSWORD", CREDENTIALS[1])
+    monkeypatch.setenv("FTI_SPLUNK_HEC_TOKEN", "hec-token")
+    with TaxiiServer(COLLECTION, credentials=(CREDENTIALS[0], "rotated")) as taxii, \
+            HecServer(HecToken("hec-token")) as splunk:
+        taxii.state.add(added(1), indicator("203.0.113.9"))
+        arguments = ["siem", "sync", "--from", taxii.api_root, "--collection", COLLECTION,
+                     "--to", "splunk", "--user", CREDENTIALS[0], "--splunk-url", splunk.url,
+                     "--rounds", "2", "--interval-secs", "0",
+                     "--state-dir", str(tmp_path / "state")]
+
+        # The server accepts the password again during the pause before the second poll.
+        original_run = sync_command.run_sync
+
+        def restore_password(secs: float) -> None:
+            taxii.state.credentials = CREDENTIALS
+
+        def run_restoring_password(args: Any, *, env: Mapping[str, str]) -> int:
+            return original_run(args, env=env, sleep=restore_password)
+        monkeypatch.setattr(sync_command, "run_sync", run_restoring_password)
+
+        status = main(arguments)
+
+    first, second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first == {"round": 1, "error": "HTTP 401"}
+    assert (second["round"], second["indicators"], second["written"]) == (2, 1, 1)
+    assert status == 0
+    assert [e["event"]["ip"] for e in splunk.state.events] == ["203.0.113.9"]

@@ -41,8 +41,16 @@ THREAT_KEY = "fti"
 _WEIGHTS = {"Not Specified": 1, "None": 1, "Low": 1, "Medium": 2, "High": 3}
 
 
-def _collection_fields(fused: FusedIndicator) -> tuple[str, str, dict[str, str]]:
-    """Return (threat_collection, threat_match_field, observable fields) for the event."""
+# Kinds that no ES threat intelligence collection holds: certificate_intel keys on issuer,
+# subject and serial, not on fingerprints, and no collection has TLS client fingerprints.
+# Such events carry the value under the kind's own name and no threat_collection, so that
+# a JA3 hash is never matched as a file hash.
+_NO_ES_COLLECTION = {"ja3": "ja3", "ja3s": "ja3s", "x509-sha1": "certificate_sha1",
+                     "x509-sha256": "certificate_sha256"}
+
+
+def _collection_fields(fused: FusedIndicator) -> tuple[str | None, str, dict[str, str]]:
+    """Return (threat_collection or None, threat_match_field, observable fields) for the event."""
     if fused.kind in ("ipv4-addr", "ipv6-addr"):
         return "ip_intel", "ip", {"ip": fused.value}
     if fused.kind == "domain-name":
@@ -54,6 +62,9 @@ def _collection_fields(fused: FusedIndicator) -> tuple[str, str, dict[str, str]]
     if fused.kind == "file_path":
         directory, name = split_file_path(fused.value)
         return "file_intel", "file_name", {"file_name": name, "file_path": directory}
+    if fused.kind in _NO_ES_COLLECTION:
+        field = _NO_ES_COLLECTION[fused.kind]
+        return None, field, {field: fused.value}
     return "file_intel", "file_hash", {"file_hash": fused.value}
 
 
@@ -115,9 +126,10 @@ def indicator_to_hec_event(indicator: dict[str, Any], *, index: str | None, host
     fields = {
         "indicator_id": fused.id,
         "observable_type": fused.kind,
-        "threat_collection": collection,
         "revoked": "true" if fused.revoked else "false",
     }
+    if collection is not None:
+        fields["threat_collection"] = collection
     if fused.tlp is not None:
         fields["tlp"] = fused.tlp
 

@@ -35,6 +35,10 @@ def indicator(kind: str, value: str, *, fused_score: float = 0.76, tlp: str = "a
     ("sha256", SHA256),
     ("file_name", "dropper.exe"),
     ("file_path", "C:\\Users\\alice\\AppData\\x.ps1"),
+    ("ja3", "e7d705a3286e19ea42f587b344ee6865"),
+    ("ja3s", "f4febc55ea12b31ae17cfb7e614afda8"),
+    ("x509-sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+    ("x509-sha256", SHA256),
 ])
 def test_indicator_documents_follow_ecs(kind: str, value: str) -> None:
     assert ecs_document_problems(indicator_to_ecs(indicator(kind, value))) == []
@@ -112,3 +116,15 @@ def test_bundled_definitions_cover_threat_indicator() -> None:
         "Not Specified", "None", "Low", "Medium", "High"]
     assert "enrichment" in fields["event.kind"]["allowed_values"]
     assert fields["threat.indicator.ip"]["type"] == "ip"
+
+
+@pytest.mark.parametrize("kind, value, extra", [
+    ("ja3", "e7d705a3286e19ea42f587b344ee6865", {"ja3": "e7d705a3286e19ea42f587b344ee6865"}),
+    ("x509-sha256", SHA256, {"certificate_hash": {"sha256": SHA256}}),
+])
+def test_fingerprints_go_to_fti_not_file_hash(kind: str, value: str, extra: dict[str, Any]) -> None:
+    """ECS has no indicator field for these, and a fingerprint is not a file hash."""
+    document = indicator_to_ecs(indicator(kind, value))
+
+    assert "file" not in document["threat"]["indicator"]
+    assert {key: document["fti"]["indicator"][key] for key in extra} == extra

@@ -147,3 +147,23 @@ def test_case_015_batch_problems_found_before_sending(cases_dir: Path) -> None:
 )
 def test_hec_event_problems_each_rule(event: dict[str, Any], problem: str) -> None:
     assert hec_event_problems(event) == [problem]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "field"),
+    [
+        ("ja3", "e7d705a3286e19ea42f587b344ee6865", "ja3"),
+        ("ja3s", "f4febc55ea12b31ae17cfb7e614afda8", "ja3s"),
+        ("x509-sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709", "certificate_sha1"),
+    ],
+)
+def test_hec_fingerprints_stay_out_of_file_intel(make_indicator: MakeIndicator, kind: str, value: str,
+                                                 field: str) -> None:
+    """No ES collection holds a TLS or certificate fingerprint, so none is claimed for one."""
+    event = indicator_to_hec_event(make_indicator(observable_type=kind, value=value), index=None, host="h")
+
+    assert event["event"]["threat_collection"] is None
+    assert "threat_collection" not in event["fields"]
+    assert event["event"][field] == value
+    assert "file_hash" not in event["event"]
+    assert hec_event_problems(event) == []

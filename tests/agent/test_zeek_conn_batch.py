@@ -131,3 +131,33 @@ def test_block_path_damaged_lines_match_fast_path(shared_data_dir: Path) -> None
     assert batch == general
     assert general[1]["malformed"]
     assert general[1]["skipped"] >= 1
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"conn_state": "\\x53\\x30"},
+        {"conn_state": "REJ"},
+        {"duration": "inf"},
+        {"duration": "-", "orig_bytes": "-", "resp_bytes": "-"},
+        {"id.resp_p": "-"},
+        {"id.orig_h": "40.74.108.7", "id.resp_h": "40.74.108.8"},
+        {"id.orig_h": "2001:db8::1"},
+        {"id.resp_h": "-"},
+        {"ts": "1.655071198444458e+09"},
+        {"ts": "5000000000.0"},
+        {"local_orig": "-"},
+        {"missed_bytes": "12345678901234567890"},
+    ],
+)
+def test_block_path_changed_row_matches_fast_path(shared_data_dir: Path, changes: dict[str, str]) -> None:
+    """One row of a real log changed in the named columns, among unchanged rows."""
+    lines = read_lines(shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled", 400)
+    names = next(text for text in lines if text.startswith("#fields")).split("\t")[1:]
+    values = dict(zip(names, lines[300].split("\t"))) | changes
+    lines[300] = "\t".join(values[name] for name in names)
+
+    general, batch = windows_both(lines, block_lines=200)
+
+    assert batch == general
+    assert general[0]

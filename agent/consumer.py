@@ -23,7 +23,8 @@ from taxii2client.v21 import Collection, as_pages
 from agent.config import HubSection
 from agent.errors import DeliveryError
 from agent.state import AgentState
-from agent.taxii_client import open_collection
+from agent.taxii_client import last_date_added, open_collection
+from stix_mappings.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class FusedIndicatorConsumer:
     def __init__(self, hub: HubSection, password: str, state: AgentState, *, site_id: str, alerts_path: Path) -> None:
         self.hub, self._password, self.state = hub, password, state
         self.site_id, self.alerts_path = site_id, alerts_path
+        self._warned_no_header = False
 
     def poll(self) -> int:
         """Fetch indicators added since the last poll; return the number of alerts written."""
@@ -81,7 +83,7 @@ class FusedIndicatorConsumer:
             for envelope in self._pages(collection, newest):
                 for indicator in envelope.get("objects", []):
                     alerts += self._handle(indicator)
-                newest = self._last_added(envelope, newest)
+                newest = self._last_added(envelope, newest, last_date_added(collection))
         except (requests.RequestException, TAXIIServiceException, ValueError) as err:
             raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
         if newest:
@@ -93,13 +95,28 @@ class FusedIndicatorConsumer:
         filters = {"added_after": added_after} if added_after else {}
         yield from as_pages(collection.get_objects, per_request=500, **filters)
 
-    @staticmethod
-    def _last_added(envelope: dict, current: str | None) -> str | None:
-        # taxii2-client drops response headers, so the checkpoint comes from the objects' own
-        # `modified`, which for hub-published versions is their publication time.
-        stamps = [o.get("modified") for o in envelope.get("objects", []) if o.get("modified")]
-        candidates = [s for s in stamps + [current] if s]
-        return max(candidates) if candidates else None
+    def _last_added(self, envelope: dict, current: str | None, header: str | None) -> str | None:
+        """Return the checkpoint after one page: the newest date_added read so far.
+
+        TAXII filters ``added_after`` on the date the server added an object, which only the
+        page's ``X-TAXII-Date-Added-Last`` header tells. Without that header (a server that
+        does not follow TAXII 2.1 here), the objects' ``modified`` stands in. It is the
+        publication time of hub versions, but a publisher's clock ahead of the server's
+        could then skip objects, so that case is logged.
+        """
+        if not envelope.get("objects"):
+            return current
+        if header:
+            stamp = header
+        else:
+            if not self._warned_no_header:
+                log.warning("site %s: the fused-indicator collection sent no X-TAXII-Date-Added-Last; "
+                            "checkpointing on the objects' modified times instead", self.site_id)
+                self._warned_no_header = True
+            stamp = max(o["modified"] for o in envelope["objects"] if isinstance(o.get("modified"), str))
+        if current is None or _instant(stamp) > _instant(current):
+            return stamp
+        return current
 
     def _handle(self, indicator: dict) -> int:
         if indicator.get("type") != "indicator" or indicator.get("revoked"):
@@ -160,3 +177,9 @@ class FusedIndicatorConsumer:
 
 def _iso(epoch_seconds: int) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _instant(stamp: str) -> datetime:
+    """Read a TAXII timestamp; a bad one raises ValueError, which the poll treats as transient."""
+    return parse_timestamp(stamp)
+

@@ -6,6 +6,8 @@ the connection built here gives its ``requests`` session a default timeout.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import requests
 from taxii2client.common import _HTTPConnection
 from taxii2client.exceptions import TAXIIServiceException
@@ -16,13 +18,34 @@ from agent.errors import DeliveryError
 
 
 class _TimeoutSession(requests.Session):
+    """A session with a default timeout that keeps the headers of its last response.
+
+    taxii2-client returns only the body, but a reader's checkpoint needs the
+    ``X-TAXII-Date-Added-Last`` header of each page.
+    """
+
     def __init__(self, timeout_secs: float) -> None:
         super().__init__()
         self.timeout_secs = timeout_secs
+        self.last_headers: Mapping[str, str] = {}
 
     def request(self, method: str, url: str, **kwargs: object) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self.timeout_secs)
-        return super().request(method, url, **kwargs)
+        response = super().request(method, url, **kwargs)
+        self.last_headers = response.headers
+        return response
+
+
+def last_date_added(collection: Collection) -> str | None:
+    """Return ``X-TAXII-Date-Added-Last`` of the collection's last response, if it had one.
+
+    Only collections opened through :func:`open_collection` keep headers; for any other,
+    None is returned.
+    """
+    session = getattr(getattr(collection, "_conn", None), "session", None)
+    if not isinstance(session, _TimeoutSession):
+        return None
+    return session.last_headers.get("X-TAXII-Date-Added-Last")
 
 
 def connect(hub: HubSection, password: str) -> _HTTPConnection:

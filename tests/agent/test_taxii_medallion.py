@@ -133,3 +133,28 @@ def test_consumer_alerts_once_per_indicator(tmp_path: Path, medallion: Any) -> N
               (tmp_path / "alerts.ndjson").read_text(encoding="utf-8").splitlines()]
     assert [(a["observable"], a["entity"]) for a in alerts] == [(BAD_IP, "10.0.0.5")]
     state.close()
+
+
+def test_consumer_checkpoint_follows_date_added_not_modified(tmp_path: Path, medallion: Any) -> None:
+    """A version whose modified lies ahead of the server's clock must not hide later additions."""
+    state = AgentState(tmp_path / "state.sqlite3")
+    early, late = "203.0.113.20", "203.0.113.21"
+    contacts = [Contact(round_start=FIRST_ROUND, observable=value, entity="10.0.0.7", connections=1,
+                        max_score=0.9, first_seen=FIRST_ROUND, last_seen=FIRST_ROUND + 60)
+                for value in (early, late)]
+    state.queue_summary(FIRST_ROUND, summary(FIRST_ROUND), contacts)
+    collection = Collection(medallion.collection_url("fused-indicators"), user=medallion.user,
+                            password=medallion.password)
+    ahead = {**indicator(early), "created": "2099-01-01T00:00:00.000Z", "modified": "2099-01-01T00:00:00.000Z"}
+    collection.add_objects(json.dumps({"objects": [ahead]}))
+    consumer = FusedIndicatorConsumer(hub_section(medallion), medallion.password, state,
+                                      site_id=SITE, alerts_path=tmp_path / "alerts.ndjson")
+    consumer.poll()
+    collection.add_objects(json.dumps({"objects": [indicator(late)]}))
+
+    assert consumer.poll() == 1
+    alerts = [json.loads(line) for line in
+              (tmp_path / "alerts.ndjson").read_text(encoding="utf-8").splitlines()]
+    assert [a["observable"] for a in alerts][-1] == late
+    assert state.checkpoint("fused_indicators_added_after") < "2099"
+    state.close()

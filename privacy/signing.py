@@ -31,6 +31,7 @@ from typing import Any
 
 import nacl.exceptions
 import nacl.signing
+import orjson
 import rfc8785
 
 from privacy.errors import KeyFileInvalid, SignatureInvalid
@@ -53,6 +54,10 @@ _SIGNATURE_FIELDS = frozenset({"alg", "key_id", "value"})
 # prefix lets a reader reject a file of another kind before decoding it.
 _KEY_FILE_PREFIX = "ed25519-seed:"
 
+# RFC 8785 writes numbers as IEEE 754 doubles, so it takes integers only up to 2^53 - 1.
+_MAX_EXACT_INTEGER = 2**53 - 1
+_MIN_EXACT_INTEGER = -_MAX_EXACT_INTEGER
+
 
 def canonical_json(obj: Any) -> bytes:
     """Return the RFC 8785 canonical JSON serialisation of ``obj`` as UTF-8 bytes.
@@ -63,7 +68,43 @@ def canonical_json(obj: Any) -> bytes:
         (a ValueError) for NaN or infinite floats, integers beyond 2^53, and strings
         that are not valid Unicode.
     """
+    # orjson writes the same bytes much faster whenever _has_plain_json_form holds. If it
+    # rejects a string (a lone surrogate), rfc8785 raises the documented error.
+    if _has_plain_json_form(obj):
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass
     return rfc8785.dumps(obj)
+
+
+def _has_plain_json_form(obj: Any) -> bool:
+    """Return whether orjson with sorted keys writes ``obj`` exactly as RFC 8785 does.
+
+    That holds for dicts with string keys, lists, strings, booleans, None and integers in
+    RFC 8785's exact range. Floats are excluded because orjson does not print them as
+    ECMAScript does. Keys outside the Basic Multilingual Plane are excluded because orjson
+    sorts keys by code point and RFC 8785 by UTF-16 code unit, and only such keys sort
+    differently. Strings are escaped alike: the seven short escapes, other control characters
+    as lower-case ``\\u00xx``, everything else as UTF-8.
+    """
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key in item:
+                if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+                    return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is int:
+            if not _MIN_EXACT_INTEGER <= item <= _MAX_EXACT_INTEGER:
+                return False
+        elif kind is not str and kind is not bool and item is not None:
+            return False
+    return True
 
 
 def key_id_for(public_key_b64: str) -> str:

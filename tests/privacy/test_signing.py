@@ -16,6 +16,8 @@ from typing import Any
 import nacl.signing
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privacy.errors import KeyFileInvalid, SignatureInvalid
 from privacy.signing import (
@@ -140,6 +142,48 @@ def test_canonical_json_nested_order_and_escapes() -> None:
 def test_canonical_json_rejects_unrepresentable(value: object) -> None:
     with pytest.raises(rfc8785.CanonicalizationError):
         canonical_json({"x": value})
+
+
+# Strings reach every case the orjson fast path must match or hand over: control
+# characters, lone surrogates, BMP characters above U+E000 and characters beyond the BMP,
+# which sort differently by code point and by UTF-16 code unit.
+_JSON_TEXT = st.text(alphabet=st.one_of(
+    st.characters(codec=None, categories=None),
+    st.sampled_from("\x00\x1f\x7f\"\\/\ud800\udfff\ue000\ufb33\uffff\U00010000\U0001f600"),
+), max_size=8)
+_JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), _JSON_TEXT,
+    st.integers(min_value=-(2**53) - 2, max_value=2**53 + 2),
+    st.integers(min_value=-(2**64), max_value=2**64),
+)
+_JSON_DOCUMENTS = st.recursive(
+    st.one_of(_JSON_SCALARS, st.floats(allow_nan=True, allow_infinity=True)),
+    lambda children: st.one_of(st.lists(children, max_size=5),
+                               st.dictionaries(_JSON_TEXT, children, max_size=5)),
+    max_leaves=30,
+)
+_FLOAT_FREE_DOCUMENTS = st.recursive(
+    _JSON_SCALARS,
+    lambda children: st.one_of(st.lists(children, max_size=5),
+                               st.dictionaries(_JSON_TEXT, children, max_size=5)),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_JSON_DOCUMENTS, _FLOAT_FREE_DOCUMENTS))
+def test_canonical_json_matches_rfc8785_package(document: Any) -> None:
+    """The orjson fast path writes the same bytes as the full implementation, or both fail."""
+    try:
+        expected = rfc8785.dumps(document)
+    except ValueError as err:
+        # rfc8785 raises CanonicalizationError, or UnicodeEncodeError when it sorts a key
+        # with a lone surrogate; canonical_json must raise the same.
+        with pytest.raises(type(err)):
+            canonical_json(document)
+        return
+
+    assert canonical_json(document) == expected
 
 
 def test_ed25519_matches_rfc8032_vector(key: SigningKey) -> None:

@@ -143,8 +143,8 @@ def _walk_objects(text: str, pos: int) -> tuple[list[RawObject], int]:
     if pos < len(text) and text[pos] == "]":
         return items, pos + 1
     while True:
-        _, end = _DECODER.raw_decode(text, pos)
-        items.append(_strict_member(text[pos:end]))
+        item, end = _decode_member(text, pos)
+        items.append(item)
         pos = _skip(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip(text, pos + 1)
@@ -152,17 +152,22 @@ def _walk_objects(text: str, pos: int) -> tuple[list[RawObject], int]:
         return items, _expect(text, pos, "]")
 
 
-def _strict_member(source: str) -> RawObject:
+def _decode_member(text: str, pos: int) -> tuple[RawObject, int]:
+    """Parse the member starting at ``pos``; return it and the offset where it ends.
+
+    Most members pass the strict decoder, which then also gives their end. Only a member it
+    rejects is parsed again by the lenient decoder, to find its end, and fails alone.
+    """
     too_deep = f"the object is nested more than {MAX_MEMBER_DEPTH} levels deep"
     try:
-        value = _STRICT_DECODER.decode(source)
-    except ValueError as err:
-        return RawObject(text=source, value=None, error=str(err))
-    except RecursionError:
-        return RawObject(text=source, value=None, error=too_deep)
+        value, end = _STRICT_DECODER.raw_decode(text, pos)
+    except (ValueError, RecursionError) as err:
+        _, end = _DECODER.raw_decode(text, pos)
+        error = too_deep if isinstance(err, RecursionError) else str(err)
+        return RawObject(text=text[pos:end], value=None, error=error), end
     if _depth(value) > MAX_MEMBER_DEPTH:
-        return RawObject(text=source, value=None, error=too_deep)
-    return RawObject(text=source, value=value)
+        return RawObject(text=text[pos:end], value=None, error=too_deep), end
+    return RawObject(text=text[pos:end], value=value), end
 
 
 def _depth(value: Any) -> int:

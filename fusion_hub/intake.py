@@ -180,7 +180,6 @@ class Intake:
         passed: list[tuple[int, NewObject, str, str]] = []
         for index, raw in enumerate(objects):
             placeholder_id = _guess_id(raw.value, index)
-            version = _version_text(raw.value) or format_millis(request_time)
             try:
                 obj, object_id, version = check_stix_object(raw, placeholder_id)
                 check_collection_rules(collection, principal, obj, object_id)
@@ -188,6 +187,7 @@ class Intake:
                                version))
                 results.append(None)
             except ObjectRejected as err:
+                version = _version_text(raw.value) or format_millis(request_time)
                 results.append(ObjectResult(err.object_id, version, False, err.message,
                                             err.reason))
 
@@ -463,7 +463,7 @@ def _result_for(
 def _new_object(
     collection: str, raw: RawObject, obj: dict[str, Any], principal: Principal
 ) -> NewObject:
-    version = _version_text(obj)
+    version = _version_of(obj)
     try:
         digest = hashlib.sha256(canonical_json(obj)).hexdigest()
     except rfc8785.CanonicalizationError as err:
@@ -472,22 +472,27 @@ def _new_object(
     return NewObject(
         collection_id=collection_id(collection), id=obj["id"], type=obj["type"],
         spec_version=obj["spec_version"],
-        version_us=to_micros(parse_timestamp(version)) if version else None,
+        version_us=to_micros(version[1]) if version else None,
         raw=raw.text, content_sha256=digest, owner=principal.name,
     )
 
 
 def _version_text(obj: Any) -> str | None:
+    version = _version_of(obj)
+    return version[0] if version else None
+
+
+def _version_of(obj: Any) -> tuple[str, datetime] | None:
+    """Return the text and time of the object's version: ``modified``, else ``created``."""
     if not isinstance(obj, dict):
         return None
     for name in ("modified", "created"):
         value = obj.get(name)
         if isinstance(value, str):
             try:
-                parse_timestamp(value)
+                return value, parse_timestamp(value)
             except ValueError:
                 continue
-            return value
     return None
 
 

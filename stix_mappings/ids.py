@@ -15,6 +15,7 @@ the wire format, not things derived from data.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 
@@ -35,6 +36,8 @@ SUMMARY_EXTENSION_ID = "extension-definition--a45ba354-d240-4548-8651-a7578acf97
 FUSION_EXTENSION_ID = "extension-definition--c1848ec5-a246-4e74-ab7b-64b6837a0093"
 
 
+# The hub derives the same few collection and site ids for every object it takes in.
+@functools.lru_cache(maxsize=1024)
 def _uuid5(name: str) -> str:
     return str(uuid.uuid5(FTI_NAMESPACE, name))
 

@@ -75,7 +75,11 @@ def canonical_json(obj: Any) -> bytes:
             return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:
             pass
-    return rfc8785.dumps(obj)
+    try:
+        return rfc8785.dumps(obj)
+    except UnicodeEncodeError as err:
+        # rfc8785 0.1.4 raises this, not its own error, for a key with a lone surrogate.
+        raise rfc8785.CanonicalizationError("input contains non-UTF-8 codepoints") from err
 
 
 def _has_plain_json_form(obj: Any) -> bool:

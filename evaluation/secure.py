@@ -5,7 +5,8 @@ The variant starts the hub that ``fti hub serve`` runs (``fusion_hub.server.HubS
 the evaluation's sites. In each round, every participating site runs the agent's own
 ``agent.secure_round.SecureRoundRunner`` in a thread of its own, because each stage waits for
 the other sites. The hub's ``SecureRoundCoordinator`` unmasks only the sum of the sites'
-noised sketches and fuses the values the sites reveal in its heavy buckets. The evaluation
+noised score histograms and count-min sketches, and fuses the values the sites reveal in the
+sketch's heavy buckets. The evaluation
 reads the published indicators back from the ``fused-indicators`` collection over TAXII.
 
 Sites absent from a round are invited and drop out at the first stage, so such a round waits
@@ -85,7 +86,7 @@ _READER = "eval-reader"
 
 @dataclass(frozen=True)
 class SecureRoundReport:
-    """What one secure round published and what it cost each site that took part."""
+    """Indicators one secure round published, and the cost of each site that took part."""
 
     published: dict[str, float]
     aborted_sites: tuple[str, ...]
@@ -103,8 +104,8 @@ class _RequestBytes:
     def take(self) -> dict[str, int]:
         """Return the totals so far and start counting from zero."""
         with self.lock:
-            taken, self.by_user = self.by_user, {}
-        return taken
+            totals, self.by_user = self.by_user, {}
+        return totals
 
 
 class SecureFederation:
@@ -122,8 +123,9 @@ class SecureFederation:
     round_seconds : int
         Round length; round starts must be multiples of it.
     min_sites : int
-        Fewest sites in any round. Both the hub's ``secure.min_sites`` and the sites' noise
-        assume it: a larger value protects each site better but aborts more rounds.
+        Minimum number of sites in any round. Both the hub's ``secure.min_sites`` and the
+        sites' noise assume it. A larger value protects each site better but aborts more
+        rounds.
     stage_timeout_secs : float, default 3.0
         How long the hub waits for the missing sites of a stage. Every round with an absent
         site lasts at least this long. A site slower than this under load is dropped from

@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,14 +159,20 @@ class LiveAgent:
     def step(self) -> StepReport:
         """Poll every source once, close the rounds whose time has passed and commit."""
         report = StepReport()
-        lines_by_file: dict[str, TailLines] = defaultdict(TailLines)
+        runs: list[tuple[str, TailLines]] = []
+        run_of_path: dict[str, TailLines] = {}
         for source, tailer in zip(self.agent.config.sources, self._tailers):
             for batch in tailer.poll_batches():
                 self._source_of_path[batch.path] = source
-                lines_by_file[batch.path].append(batch)
+                # A batch at offset 0 starts another file under the same path (the successor
+                # of a renamed file, or a truncated one), which has its own TSV header.
+                if batch.path not in run_of_path or batch.offset == 0:
+                    run_of_path[batch.path] = TailLines()
+                    runs.append((batch.path, run_of_path[batch.path]))
+                run_of_path[batch.path].append(batch)
                 report.lines += len(batch.lines)
 
-        self.buffer_connections(lines_by_file, report)
+        self.buffer_connections(runs, report)
         closed = self.close_rounds(report)
 
         if closed or self.clock() - self._last_commit >= self.settings.commit_interval_secs:
@@ -174,10 +180,12 @@ class LiveAgent:
             report.committed = True
         return report
 
-    def buffer_connections(self, lines_by_file: dict[str, TailLines], report: StepReport) -> None:
-        """Parse each file's new lines into the windows of rounds not yet released."""
-        for path, lines in lines_by_file.items():
+    def buffer_connections(self, runs: Iterable[tuple[str, TailLines]], report: StepReport) -> None:
+        """Parse each run of one file's new lines, in order, into the windows of open rounds."""
+        for path, lines in runs:
             source = self._source_of_path[path]
+            if lines.batches[0].offset == 0:
+                self._line_numbers[path] = 0
             if source.type == "zeek":
                 others: list[ZeekRecord] = []
                 items: list[FeedItem] = list(self._read_connections(path, lines, others.append))

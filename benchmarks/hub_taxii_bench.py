@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -151,6 +152,8 @@ def started_hub(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def serve_hub(spec: dict[str, Any]) -> None:
     """Child process: start the hub, print its URL and credentials, serve until EOF."""
     with started_hub(spec) as started:
+        # As `fti hub serve` does once the hub has started.
+        gc.freeze()
         print(json.dumps(started), flush=True)
         sys.stdin.readline()
 

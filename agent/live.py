@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -294,6 +294,7 @@ class LiveAgent:
             # Year-less sshd timestamps of a followed file are placed before the current time.
             parser = self._line_parsers[path] = make_line_parser(source_type, reference=datetime.now(timezone.utc))
         reporter = LineReporter(path, self.event_stats, quarantine=self._quarantine)
+        errors_before = Counter(self.event_stats.errors)
         events: list[FeedItem] = []
         for line in lines[:]:
             self._line_numbers[path] += 1
@@ -302,6 +303,11 @@ class LiveAgent:
             if event is not None:
                 events.append(event)
         reporter.finish()
+
+        # The metrics count malformed lines by configured source, as for Zeek logs.
+        source = f"sources[{self.agent.config.sources.index(self._source_of_path[path])}]"
+        for reason, count in (self.event_stats.errors - errors_before).items():
+            self.malformed.counts[(source, reason)] += count
         return events
 
     def _read_connections(self, path: str, lines: TailLines,

@@ -65,4 +65,3 @@ def test_tsv_rename_rotation_numbers_new_file_from_one(tmp_path: Path) -> None:
 
     errors = [str(error) for error in live.parse_stats.errors]
     assert errors == [f"{log_file} line 9: 4 values but #fields declares 11 columns; line skipped"]
-

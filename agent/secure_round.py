@@ -7,17 +7,27 @@ collection, in this order, each after the hub's round object reaches that stage:
 1. ``join``: ask the hub to open the round, then read its parameters and check them (this
    site is invited, the threshold is at least ``privacy.secure_min_sites``);
 2. ``advertise_keys``; 3. ``share_keys`` (read the advertisements of the sites the hub lists);
-4. ``mask_input``: the bounded score histogram and the count-min sketch of observables, each
-   with this site's share of distributed discrete Gaussian noise, masked modulo 2^32. The
-   ledger is charged for the whole round just before this first release;
+4. ``mask_input``: one bounded score histogram per family of the round and one count-min
+   sketch of every family's observables, each with this site's share of distributed discrete
+   Gaussian noise, masked modulo 2^32. The ledger is charged for the whole round just before
+   this first release;
 5. ``unmask``; 6. ``reveal``: the site's values in the sketch buckets that the unmasked sum
-   made heavy, after its own partition selection, with noised counts and mean scores.
+   made heavy, after its own partition selection per family, with noised counts and mean scores.
 
-The round's epsilon is split as in plain mode: ``histogram_share`` for the summed histogram,
-``count_share`` halved between the summed sketch and the reveal's partition selection, and
-``score_share`` for the revealed score sums. Delta is split in three equal parts between the
-histogram, the sketch and the partition selection. Basic composition adds them up to the
-round's (epsilon, delta), which the ledger charges.
+The vector's layout is the hub's (see :mod:`fusion_hub.secure_rounds`): one histogram of
+``HISTOGRAM_BINS`` words per family in the order of the round object's ``families``, then the
+sketch, whose keys are :func:`stix_mappings.secagg_objects.sketch_key`. A family this site does not configure
+is sent as zeros with its share of noise, so every site's noise is calibrated alike.
+
+The round's epsilon and delta are first split equally between the round's families, as plain
+mode splits them between configured families; a site that configures every family splits its
+budget exactly as in plain mode. Each family's part is split as in plain mode:
+``histogram_share`` for its summed histogram, ``count_share`` halved between the summed sketch
+and its reveal's partition selection, and ``score_share`` for its revealed score sums; its
+delta goes in three equal parts to the histogram, the sketch and the partition selection. The
+families' sketch parts are spent on the one shared sketch, whose sensitivity covers a unit's
+observables in every family. Basic composition adds the parts up to the round's
+(epsilon, delta), which the ledger charges once.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -40,39 +50,45 @@ from agent.errors import DeliveryError
 from agent.observables import split_observable_key
 from agent.summariser import HISTOGRAM_BINS, SCORE_QUANTUM, BoundedRound
 from agent.taxii_client import open_collection
+from privacy.errors import InvalidPrivacyParameter
 from privacy.mechanisms import DiscreteLaplaceMechanism
 from privacy.random import RandomSource
 from privacy.secagg import EncryptedShare, KeyAdvertisement, SecAggClient, SecAggConfig, encode_signed
 from privacy.secagg.errors import SecAggError
 from privacy.secagg.noise import calibrate_distributed_gaussian
 from privacy.secagg.sketch import CountMinSketch
-from stix_mappings.secagg_objects import build_secagg_message, secagg_message_id, secagg_round_id
+from stix_mappings.secagg_objects import build_secagg_message, secagg_message_id, secagg_round_id, sketch_key
 from stix_mappings.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
 _POLL_SECS = 0.05
-# Observable types the hub's secure rounds fuse.
-REVEALED_TYPES = frozenset({"ipv4-addr", "ipv6-addr", "domain-name", "url"})
 _IDS_PER_REQUEST = 100
 
 
 @dataclass(frozen=True)
 class SecureBudget:
-    """The round's (epsilon, delta) split between the secure releases; see the module docstring."""
+    """The round's (epsilon, delta) split between the secure releases; see the module docstring.
+
+    ``histogram_epsilon``, ``reveal_epsilon``, ``score_epsilon`` and ``part_delta`` are each
+    family's; ``sketch_epsilon`` and ``sketch_delta`` are the shared sketch's, the sum of the
+    families' sketch parts.
+    """
 
     histogram_epsilon: float
     sketch_epsilon: float
     reveal_epsilon: float
     score_epsilon: float
     part_delta: float
+    sketch_delta: float
 
     @classmethod
     def split(cls, *, epsilon: float, delta: float, histogram_share: float, count_share: float,
-              score_share: float) -> SecureBudget:
-        """Return the split of one round's (epsilon, delta)."""
-        return cls(histogram_share * epsilon, count_share * epsilon / 2, count_share * epsilon / 2,
-                   score_share * epsilon, delta / 3)
+              score_share: float, families: int = 1) -> SecureBudget:
+        """Return the split of one round's (epsilon, delta) between ``families`` families."""
+        family_epsilon, family_delta = epsilon / families, delta / families
+        return cls(histogram_share * family_epsilon, count_share * epsilon / 2, count_share * family_epsilon / 2,
+                   score_share * family_epsilon, family_delta / 3, delta / 3)
 
 
 class SecureRoundAborted(Exception):
@@ -109,8 +125,12 @@ class SecureRoundRunner:
         self._charge = charge
         self._collection: Collection | None = None
 
-    def run(self, round_start: int, bounded: BoundedRound) -> dict[str, int]:
-        """Take part in the round starting at ``round_start``; return the values revealed.
+    def run(self, round_start: int, bounded: Mapping[str, BoundedRound] | BoundedRound) -> dict[str, dict[str, int]]:
+        """Take part in the round starting at ``round_start``; return each family's revealed values.
+
+        ``bounded`` maps each family this site configures to its bounded round; a single
+        :class:`BoundedRound` is the network family's. The revealed values are observable
+        keys with their locally noised counts.
 
         Raises
         ------
@@ -121,18 +141,21 @@ class SecureRoundRunner:
             If the hub cannot be reached.
         """
         round_id = format_timestamp(datetime.fromtimestamp(round_start, tz=timezone.utc))
+        if isinstance(bounded, BoundedRound):
+            bounded = {"network": bounded}
         try:
             return self._run(round_id, bounded)
         except SecAggError as err:
             raise SecureRoundAborted(round_id, str(err)) from err
 
-    def _run(self, round_id: str, bounded: BoundedRound) -> dict[str, int]:
+    def _run(self, round_id: str, bounded: Mapping[str, BoundedRound]) -> dict[str, dict[str, int]]:
         privacy = self.config.privacy
 
         # Stage 1: join and check the round's parameters before sending anything else.
         self._post([self._message(round_id, "join", {})])
         state = self._wait(round_id, "advertise_keys")
-        config = self._check_round(round_id, state)
+        config = self._check_round(round_id, state, tuple(bounded))
+        families: tuple[str, ...] = tuple(state["families"])
         sketch = CountMinSketch(round_id=round_id, rows=state["sketch_rows"], width=state["sketch_width"])
         client = SecAggClient(config, self.site_id, rng=self._rng)
 
@@ -151,8 +174,13 @@ class SecureRoundRunner:
              for sender in state["participants"] if sender != self.site_id])]
         budget = SecureBudget.split(epsilon=privacy.epsilon_per_round, delta=privacy.delta_per_round,
                                     histogram_share=privacy.histogram_share, count_share=privacy.count_share,
-                                    score_share=privacy.score_share)
-        vector = self._noised_vector(bounded, sketch, budget)
+                                    score_share=privacy.score_share, families=len(families))
+        try:
+            vector = self._noised_vector(bounded, families, sketch, budget)
+        except InvalidPrivacyParameter as err:
+            raise SecureRoundAborted(round_id, f"this site's share of the noise cannot be drawn ({err}); raise "
+                                               "privacy.epsilon_per_round, or list fewer families in the hub's "
+                                               "secure.families") from err
         if self._charge is not None:
             self._charge(privacy.epsilon_per_round, privacy.delta_per_round)
         masked = client.mask_input(encode_signed(vector), received)
@@ -165,52 +193,79 @@ class SecureRoundRunner:
         # Stage 6: reveal the site's own heavy values, gated by its partition selection.
         state = self._wait(round_id, "reveal")
         heavy = frozenset(state.get("heavy_buckets", ()))
-        revealed = sketch.reveal(bounded.unit_counts, heavy, epsilon=budget.reveal_epsilon,
-                                 delta=budget.part_delta,
-                                 max_partitions_per_unit=privacy.max_observables_per_entity, rng=self._rng)
-        score_mechanism = DiscreteLaplaceMechanism(budget.score_epsilon,
-                                                   privacy.max_observables_per_entity * SCORE_QUANTUM)
+        revealed: dict[str, dict[str, int]] = {}
         evidence = []
-        for key in sorted(revealed):
-            kind, value = split_observable_key(key)
-            # NOTE: the hub fuses network observables only; a revealed file hash or other
-            # fingerprint is left out, and its noise was drawn for nothing.
-            if kind not in REVEALED_TYPES:
+        for family in families:
+            part = bounded.get(family)
+            if part is None:
                 continue
-            (noised_sum,) = score_mechanism.release([bounded.score_sums[key]], self._rng)
-            mean = min(1.0, max(0.0, noised_sum / (SCORE_QUANTUM * max(revealed[key], 1))))
-            evidence.append({"observable_type": kind, "value": value,
-                             "noised_entity_count": max(1, revealed[key]), "noised_mean_score": round(mean, 4)})
+            revealed[family], items = self._reveal(family, part, sketch, heavy, budget)
+            evidence.extend(items)
         self._post([self._message(round_id, "reveal", {"evidence": evidence})])
         self._wait(round_id, "done")
         log.info("site %s: secure round %s done: %d sites summed, %d observables revealed",
                  self.site_id, round_id, len(state["participants"]), len(evidence))
         return revealed
 
-    def _noised_vector(self, bounded: BoundedRound, sketch: CountMinSketch, budget: SecureBudget) -> np.ndarray:
-        """Return the histogram and the sketch, each with this site's share of the noise."""
+    def _reveal(self, family: str, bounded: BoundedRound, sketch: CountMinSketch, heavy: frozenset[int],
+                budget: SecureBudget) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Return one family's revealed keys and their evidence items, with the family's budget."""
+        privacy = self.config.privacy
+        keys = {sketch_key(family, *split_observable_key(key)): key for key in bounded.unit_counts}
+        selected = sketch.reveal({prefixed: bounded.unit_counts[key] for prefixed, key in keys.items()}, heavy,
+                                 epsilon=budget.reveal_epsilon, delta=budget.part_delta,
+                                 max_partitions_per_unit=privacy.max_observables_per_entity, rng=self._rng)
+        revealed = {keys[prefixed]: count for prefixed, count in selected.items()}
+        score_mechanism = DiscreteLaplaceMechanism(budget.score_epsilon,
+                                                   privacy.max_observables_per_entity * SCORE_QUANTUM)
+        evidence = []
+        for key in sorted(revealed):
+            kind, value = split_observable_key(key)
+            (noised_sum,) = score_mechanism.release([bounded.score_sums[key]], self._rng)
+            mean = min(1.0, max(0.0, noised_sum / (SCORE_QUANTUM * max(revealed[key], 1))))
+            evidence.append({"family": family, "observable_type": kind, "value": value,
+                             "noised_entity_count": max(1, revealed[key]), "noised_mean_score": round(mean, 4)})
+        return revealed, evidence
+
+    def _noised_vector(self, bounded: Mapping[str, BoundedRound], families: Sequence[str], sketch: CountMinSketch,
+                       budget: SecureBudget) -> np.ndarray:
+        """Return each family's histogram and the shared sketch, each with this site's share of the noise."""
         privacy = self.config.privacy
         per_unit_windows = privacy.max_windows_per_entity if privacy.unit == "entity" else 1
         histogram_noise = calibrate_distributed_gaussian(
             epsilon=budget.histogram_epsilon, delta=budget.part_delta, min_sites=privacy.secure_min_sites,
             l1_sensitivity=per_unit_windows, l2_sensitivity=per_unit_windows, dimension=HISTOGRAM_BINS)
-        l1, l2 = sketch.sensitivity(privacy.max_observables_per_entity)
+        # One unit holds at most max_observables_per_entity keys in each family.
+        l1, l2 = sketch.sensitivity(len(families) * privacy.max_observables_per_entity)
         sketch_noise = calibrate_distributed_gaussian(
-            epsilon=budget.sketch_epsilon, delta=budget.part_delta, min_sites=privacy.secure_min_sites,
+            epsilon=budget.sketch_epsilon, delta=budget.sketch_delta, min_sites=privacy.secure_min_sites,
             l1_sensitivity=l1, l2_sensitivity=l2, dimension=sketch.length)
-        histogram = histogram_noise.add_noise(np.asarray(bounded.histogram, dtype=np.int64), self._rng)
-        counts = sketch_noise.add_noise(sketch.build(bounded.unit_observables), self._rng)
-        return np.concatenate([histogram, counts])
+        parts = []
+        unit_keys: dict[object, list[str]] = {}
+        for family in families:
+            part = bounded.get(family)
+            histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64) if part is None else np.asarray(
+                part.histogram, dtype=np.int64)
+            parts.append(histogram_noise.add_noise(histogram, self._rng))
+            for unit, keys in ({} if part is None else part.unit_observables).items():
+                unit_keys.setdefault(unit, []).extend(sketch_key(family, *split_observable_key(key)) for key in keys)
+        parts.append(sketch_noise.add_noise(sketch.build(unit_keys), self._rng))
+        return np.concatenate(parts)
 
-    def _check_round(self, round_id: str, state: Mapping[str, Any]) -> SecAggConfig:
+    def _check_round(self, round_id: str, state: Mapping[str, Any], site_families: Sequence[str]) -> SecAggConfig:
         privacy = self.config.privacy
         if self.site_id not in state["site_ids"]:
             raise SecureRoundAborted(round_id, f"site {self.site_id} is not invited to the round")
+        missing = sorted(set(site_families) - set(state["families"]))
+        if missing:
+            raise SecureRoundAborted(round_id, f"the round does not sum family {', '.join(missing)}, which this "
+                                               "site configures; run the same fti version at the hub and the sites")
         if state["threshold"] < privacy.secure_min_sites:
             raise SecureRoundAborted(round_id, f"the round's threshold {state['threshold']} is below "
                                                f"privacy.secure_min_sites ({privacy.secure_min_sites}); "
                                                "the noise would not cover the sum")
-        if state["vector_length"] != HISTOGRAM_BINS + state["sketch_rows"] * state["sketch_width"]:
+        if state["vector_length"] != (len(state["families"]) * HISTOGRAM_BINS
+                                      + state["sketch_rows"] * state["sketch_width"]):
             raise SecureRoundAborted(round_id, "the round's vector length does not match its layout")
         return SecAggConfig(round_id=round_id, site_ids=tuple(state["site_ids"]), threshold=state["threshold"],
                             vector_length=state["vector_length"],

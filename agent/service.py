@@ -240,12 +240,10 @@ class Agent:
             self.metrics.rounds_budget_exhausted += 1
             return "budget_exhausted"
 
-        if privacy.mode == "secure":
-            # TODO: secure aggregation sums the network family only; the other families'
-            # windows of a secure round are not released at all. Needs one masked vector per
-            # family in agent.secure_round.
-            return self._release_secure_round(round_start, scored.get("network", []), contacts, report)
         families = configured_families(config.sources)
+        if privacy.mode == "secure":
+            return self._release_secure_round(round_start, {f: scored.get(f, []) for f in families}, contacts,
+                                              report)
         release = summarise_families(scored, families, round_start=round_start,
                                      round_seconds=config.windows.round_seconds, privacy=privacy, rng=self.rng)
         budget = self.ledger.charge(round_start, release.epsilon, release.delta,
@@ -275,11 +273,14 @@ class Agent:
             created=datetime.now(timezone.utc),
         )
 
-    def _release_secure_round(self, round_start: int, windows: list[ScoredWindow], contacts: list[Contact],
-                              report: RunReport) -> str:
-        """Sum the round with the other sites by secure aggregation; nothing goes to the outbox."""
+    def _release_secure_round(self, round_start: int, scored: dict[str, list[ScoredWindow]],
+                              contacts: list[Contact], report: RunReport) -> str:
+        """Sum every configured family's round with the other sites by secure aggregation.
+
+        Nothing goes to the outbox.
+        """
         privacy = self.config.privacy
-        bounded = bound_round(windows, privacy=privacy, rng=self.rng)
+        bounded = {family: bound_round(windows, privacy=privacy, rng=self.rng) for family, windows in scored.items()}
 
         def charge(epsilon: float, delta: float) -> None:
             self.ledger.charge(round_start, epsilon, delta, f"secagg-distributed-gaussian/{privacy.unit}")
@@ -292,9 +293,11 @@ class Agent:
             self.state.record_round(round_start, "aborted", contacts)
             return "aborted"
         self.state.record_round(round_start, "sent", contacts)
-        report.released[round_start] = [{"value": value, "noised_entity_count": count}
-                                        for value, count in sorted(revealed.items())]
-        self.metrics.observe_release(len(revealed))
+        report.released[round_start] = [
+            {"family": family, "observable_type": kind, "value": value, "noised_entity_count": count}
+            for family, values in revealed.items()
+            for (kind, value), count in sorted((split_observable_key(key), n) for key, n in values.items())]
+        self.metrics.observe_release(len(report.released[round_start]))
         return "sent"
 
     def deliver(self, report: RunReport) -> None:

@@ -58,9 +58,10 @@ WINDOW_SECONDS = 60
 # for the few hundred observables of the captures. The distributed noise of the summed
 # sketch has a standard deviation of about 14 at the demo's epsilon, so a bucket is heavy
 # from 40, three standard deviations. A site with no data in a round delays it by the stage
-# timeout.
+# timeout. The sites read Zeek conn logs only, so the rounds sum the network family alone
+# and it keeps the whole round's budget.
 SECURE_SETTINGS = SecureSettings(mode="secure", min_sites=3, sketch_rows=2, sketch_width=1024,
-                                 sketch_threshold=40, stage_timeout_seconds=8.0)
+                                 sketch_threshold=40, stage_timeout_seconds=8.0, families=("network",))
 
 
 @dataclass(frozen=True)

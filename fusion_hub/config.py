@@ -36,6 +36,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from fusion_hub.errors import HubConfigError
+from stix_mappings.summary import FAMILIES
 
 # The TLP 1.0 markings that STIX 2.1 predefines (section 7.2.1.4); stix2 3.0 and the OASIS
 # validator know no TLP 2.0 marking definitions.
@@ -228,6 +229,9 @@ class SecureSettings:
     sketch_threshold: int = 10
     # A stage waits this long for missing sites, then goes on without them (dropouts).
     stage_timeout_seconds: float = 300.0
+    # Detector families a round sums; the round's budget is split equally between them, so
+    # list only the families the sites configure (a site sends noised zeros for the others).
+    families: tuple[str, ...] = FAMILIES
 
 
 @dataclass(frozen=True)
@@ -427,6 +431,10 @@ def validate_hub_config(
             "must be >= 1", "Use 10")
     require(0 < secure.stage_timeout_seconds <= 86400, "secure.stage_timeout_seconds",
             secure.stage_timeout_seconds, "must be in (0, 86400]", "Use 300")
+    require(bool(secure.families) and len(set(secure.families)) == len(secure.families)
+            and set(secure.families) <= set(FAMILIES), "secure.families", list(secure.families),
+            f"must list distinct families of {', '.join(FAMILIES)}",
+            "List the families the sites configure, for example [network, authentication]")
 
     fusion = config.fusion
     require(fusion.strategy in STRATEGIES, "fusion.strategy", fusion.strategy,
@@ -629,6 +637,10 @@ def _coerce(
         if isinstance(value, bool):
             hint = " (YAML 1.1 reads yes/no/on/off as booleans)"
         raise reject("a string", f"Quote the value{hint}, for example \"{text or value}\"")
+    if typing.get_origin(expected) is tuple:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise reject("a list of names", "Write a YAML list, for example [network, authentication]")
     raise TypeError(f"unsupported configuration type {expected!r} for {key}")
 
 

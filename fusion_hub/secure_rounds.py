@@ -12,13 +12,21 @@ order over one :class:`SecureRound` (the secure aggregation stages are those of
 3. ``collect_shares``: encrypted shares, stored in ``keys`` for their recipients;
 4. ``collect_masked_inputs``: masked vectors, added to a running sum in memory and never
    stored, logged or kept one by one;
-5. ``collect_unmask_responses`` and ``unmask``: the sum of the survivors' vectors; the
-   score histogram and the count-min sketch are split out of it, and the sketch's heavy
-   buckets are published;
+5. ``collect_unmask_responses`` and ``unmask``: the sum of the survivors' vectors; each
+   family's score histogram and the count-min sketch are split out of it, and the sketch's
+   heavy buckets are published;
 6. ``collect_reveals``: each surviving site's values in heavy buckets that passed its own
    partition selection (never stored);
 7. ``fuse``: the reveals, gated by the unmasked sketch, go through the configured fusion
    strategy and the publisher, as the summaries of plain mode do.
+
+A round sums the detector families of ``secure.families`` (every family by default),
+whatever a site configures, so that every site's vector has the same layout and its noise the
+same calibration; the round object lists them. The vector is, in order: one score histogram of
+``HISTOGRAM_BINS`` words per family, in the order of the round object's ``families``; then the
+count-min sketch, flattened row by row, of keys ``"<family>/<observable key>"``
+(:func:`stix_mappings.secagg_objects.sketch_key`), so that the same
+value seen by two families counts in each.
 
 A stage closes when every expected site has posted, or ``stage_timeout_seconds`` after it
 opened (the server's ticker calls :meth:`SecureRoundCoordinator.advance_due`), so sites that
@@ -61,29 +69,36 @@ from privacy.secagg.sketch import CountMinSketch
 from privacy.signing import canonical_json
 from stix_mappings.errors import PatternRejected
 from stix_mappings.ids import collection_id, hub_identity_id
-from stix_mappings.patterns import normalize_value
+from stix_mappings.patterns import NETWORK_OBSERVABLE_TYPES, normalize_value
 from stix_mappings.secagg_objects import (
     HUB_ONLY_STAGES,
     build_secagg_round,
     secagg_round_id,
     secagg_extension_definitions,
+    sketch_key,
     validate_secagg_object,
 )
+from stix_mappings.summary import FAMILIES
 
 log = logging.getLogger(__name__)
 
 HISTOGRAM_BINS = 10
 _KEYS = "keys"
-_OBSERVABLE_TYPES = ("ipv4-addr", "ipv6-addr", "domain-name", "url")
+_OBSERVABLE_TYPES = (*NETWORK_OBSERVABLE_TYPES, "ja3", "ja3s", "x509-sha1", "x509-sha256", "md5", "sha1", "sha256")
 
 
 @dataclass(frozen=True)
 class SecureRoundResult:
-    """What an unmasked round made public: who was summed, the noised sums' histogram part."""
+    """What an unmasked round made public: who was summed, each family's noised histogram sum."""
 
     survivors: tuple[str, ...]
-    histogram_sum: tuple[int, ...]
+    histograms: dict[str, tuple[int, ...]]
     heavy_buckets: int
+
+    @property
+    def window_counts(self) -> dict[str, int]:
+        """Each family's noised window count: the sum of its noised histogram, as in plain mode."""
+        return {family: sum(histogram) for family, histogram in self.histograms.items()}
 
 
 @dataclass
@@ -106,7 +121,7 @@ class SecureRound:
     masked: dict[str, MaskedInput] = field(default_factory=dict)
     responses: dict[str, UnmaskResponse] = field(default_factory=dict)
     reveals: dict[str, list[SiteEvidence]] = field(default_factory=dict)
-    histogram_sum: tuple[int, ...] = ()
+    histograms: dict[str, tuple[int, ...]] = field(default_factory=dict)
     reason: str = ""
 
 
@@ -153,6 +168,7 @@ class SecureRoundCoordinator:
         self.publisher = publisher
         self.metrics = metrics
         self.hub_identity = hub_identity_id(hub_name)
+        self.families = tuple(family for family in FAMILIES if family in settings.families)
         self._clock = clock
         self._lock = threading.RLock()
         self._rounds: dict[str, SecureRound] = {}
@@ -249,7 +265,8 @@ class SecureRoundCoordinator:
         threshold = max(self.settings.min_sites, neighbourhood // 2 + 1)
         sketch = CountMinSketch(round_id=round_id, rows=self.settings.sketch_rows, width=self.settings.sketch_width)
         config = SecAggConfig(round_id=round_id, site_ids=tuple(sites), threshold=threshold,
-                              vector_length=HISTOGRAM_BINS + sketch.length, neighbours_per_site=neighbours)
+                              vector_length=len(self.families) * HISTOGRAM_BINS + sketch.length,
+                              neighbours_per_site=neighbours)
         now = self._clock()
         state = SecureRound(round_id=round_id, round_start=round_start, config=config, sketch=sketch,
                             server=SecAggServer(config), created=now, modified=now, stage_opened=now,
@@ -327,15 +344,16 @@ class SecureRoundCoordinator:
 
     def _unmask(self, state: SecureRound) -> None:
         total = decode_signed(state.server.unmask())
-        state.histogram_sum = tuple(int(v) for v in total[:HISTOGRAM_BINS])
-        sketch_sum = total[HISTOGRAM_BINS:]
+        state.histograms = {family: tuple(int(v) for v in total[i * HISTOGRAM_BINS:(i + 1) * HISTOGRAM_BINS])
+                            for i, family in enumerate(self.families)}
+        sketch_sum = total[len(self.families) * HISTOGRAM_BINS:]
         state.heavy = state.sketch.heavy_buckets(sketch_sum, threshold=self.settings.sketch_threshold)
         survivors = state.server.survivors_
-        self.results_[state.round_id] = SecureRoundResult(survivors, state.histogram_sum, len(state.heavy))
+        self.results_[state.round_id] = SecureRoundResult(survivors, dict(state.histograms), len(state.heavy))
         # Only the sums are logged: they carry the distributed DP noise of every survivor.
-        log.info("secure round %s unmasked: %d sites summed, noised window histogram %s, "
-                 "%d heavy sketch buckets", state.round_id, len(survivors), list(state.histogram_sum),
-                 len(state.heavy))
+        log.info("secure round %s unmasked: %d sites summed, noised window histograms %s, "
+                 "%d heavy sketch buckets", state.round_id, len(survivors),
+                 {family: list(h) for family, h in state.histograms.items()}, len(state.heavy))
         self._enter(state, "reveal", list(survivors))
 
     def _fuse(self, state: SecureRound) -> None:
@@ -397,6 +415,9 @@ class SecureRoundCoordinator:
         for index, item in enumerate(items):
             if not isinstance(item, Mapping) or item.get("observable_type") not in _OBSERVABLE_TYPES:
                 raise SecAggError(f"evidence[{index}] needs an observable_type of {', '.join(_OBSERVABLE_TYPES)}")
+            family = item.get("family")
+            if family not in self.families:
+                raise SecAggError(f"evidence[{index}] needs a family of {', '.join(self.families)}")
             raw_value = str(item.get("value"))
             try:
                 value = normalize_value(item["observable_type"], raw_value, allow_cidr=False)
@@ -409,11 +430,13 @@ class SecureRoundCoordinator:
                 raise SecAggError(f"evidence[{index}].noised_mean_score must be in [0, 1]")
             # A site may reveal only values heavy in every row of the unmasked sketch.
             # The site hashed the value as it holds it, so the check uses that text.
-            if not all(bucket in state.heavy for bucket in state.sketch.buckets(raw_value)):
+            key = sketch_key(family, item["observable_type"], raw_value)
+            if not all(bucket in state.heavy for bucket in state.sketch.buckets(key)):
                 raise SecAggError(f"evidence[{index}] is not in heavy buckets of the summed sketch")
             evidence.append(SiteEvidence(site_id=site, round_start_us=round_start_us,
                                          observable_type=item["observable_type"], value=value,
-                                         noised_mean_score=float(score), noised_entity_count=count))
+                                         noised_mean_score=float(score), noised_entity_count=count,
+                                         family=family))
         return evidence
 
     def _publish_state(self, state: SecureRound) -> None:
@@ -426,7 +449,7 @@ class SecureRoundCoordinator:
             round_id=state.round_id, created_by_ref=self.hub_identity, created=state.created, modified=now,
             stage=state.stage, site_ids=config.site_ids, threshold=config.threshold,
             min_sites=self.settings.min_sites, vector_length=config.vector_length,
-            histogram_bins=HISTOGRAM_BINS, sketch_rows=state.sketch.rows, sketch_width=state.sketch.width,
+            histogram_bins=HISTOGRAM_BINS, families=self.families, sketch_rows=state.sketch.rows, sketch_width=state.sketch.width,
             participants=state.participants, neighbours_per_site=config.neighbours_per_site,
             heavy_buckets=sorted(state.heavy) if state.stage == "reveal" else None,
             reason=state.reason or None,

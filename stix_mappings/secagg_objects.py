@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from stix_mappings.ids import FTI_NAMESPACE, site_identity_id
+from stix_mappings.patterns import NETWORK_OBSERVABLE_TYPES
 from stix_mappings.indicator import _extension_definition
 from stix_mappings.schema_validation import schema_errors
 from stix_mappings.timestamps import format_timestamp
@@ -107,7 +108,7 @@ def build_secagg_message(
 def build_secagg_round(
     *, round_id: str, created_by_ref: str, created: datetime, modified: datetime, stage: str,
     site_ids: Sequence[str], threshold: int, min_sites: int, vector_length: int, histogram_bins: int,
-    sketch_rows: int, sketch_width: int, participants: Sequence[str],
+    families: Sequence[str], sketch_rows: int, sketch_width: int, participants: Sequence[str],
     neighbours_per_site: int | None = None, heavy_buckets: Sequence[int] | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
@@ -133,6 +134,7 @@ def build_secagg_round(
         "min_sites": min_sites,
         "vector_length": vector_length,
         "histogram_bins": histogram_bins,
+        "families": list(families),
         "sketch_rows": sketch_rows,
         "sketch_width": sketch_width,
     }
@@ -200,3 +202,14 @@ def _raise_on_errors(obj: Mapping[str, Any]) -> None:
     errors = validate_secagg_object(obj)
     if errors:
         raise ValueError(f"{obj.get('id')}: " + "; ".join(errors))
+
+
+def sketch_key(family: str, observable_type: str, value: str) -> str:
+    """Return the count-min sketch key under which sites hash one family's observable.
+
+    Addresses, domain names and URLs are their own key; fingerprints and hashes are
+    ``"<kind>:<hex>"``, as the agent keeps them. The family prefix makes the same value
+    seen by two families count in each.
+    """
+    key = value if observable_type in NETWORK_OBSERVABLE_TYPES else f"{observable_type}:{value}"
+    return f"{family}/{key}"

@@ -135,8 +135,9 @@ def test_canaries_never_leave_the_agent_in_secure_mode(tmp_path: Path) -> None:
         storage=StorageSettings(path=tmp_path / "hub.sqlite3"),
         rounds=RoundSettings(round_seconds=ROUND_SECONDS, quorum_sites=3, deadline_seconds=3600,
                              retention_days=100_000),
+        # The sites read Zeek conn logs only, so the rounds sum the network family alone.
         secure=SecureSettings(mode="secure", min_sites=3, sketch_rows=2, sketch_width=256, sketch_threshold=60,
-                              stage_timeout_seconds=30.0),
+                              stage_timeout_seconds=30.0, families=("network",)),
     )
     server = HubServer(config)
     port = int(server.start().rstrip("/").rsplit(":", 1)[1])

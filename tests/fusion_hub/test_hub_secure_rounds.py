@@ -35,6 +35,8 @@ ROUND_ID = format_timestamp(ROUND_START)
 SITES = ("site-a", "site-b", "site-c", "site-d", "site-e")
 SETTINGS = SecureSettings(mode="secure", min_sites=3, sketch_rows=1, sketch_width=16, sketch_threshold=5,
                           stage_timeout_seconds=30.0)
+# Three families' histograms of 10 words, then the 1 x 16 sketch.
+LENGTH = 3 * 10 + 16
 
 
 def principal(site: str) -> Principal:
@@ -125,7 +127,7 @@ def inputs_for(config_length: int) -> dict[str, np.ndarray]:
 
 def test_secure_round_unmasks_exact_sum(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    inputs = inputs_for(10 + 16)
+    inputs = inputs_for(LENGTH)
     run = Round(hub, inputs)
 
     run.advertise(SITES)
@@ -134,15 +136,20 @@ def test_secure_round_unmasks_exact_sum(tmp_path: Path, clock: SettableClock) ->
     run.unmask(SITES)
 
     result = hub.secure.results_[ROUND_ID]  # type: ignore[union-attr]
-    expected = sum(inputs[s] for s in SITES)[:10]
+    total = [int(v) for v in sum(inputs[s] for s in SITES)]
+    assert run.config.vector_length == LENGTH
     assert result.survivors == SITES
-    assert result.histogram_sum == tuple(int(v) for v in expected)
+    # One histogram of 10 words per family, in the order of FAMILIES, then the sketch.
+    assert result.histograms == {"network": tuple(total[0:10]), "authentication": tuple(total[10:20]),
+                                 "process": tuple(total[20:30])}
+    assert result.window_counts == {"network": sum(total[0:10]), "authentication": sum(total[10:20]),
+                                    "process": sum(total[20:30])}
     assert run.stage() == "reveal"
 
 
 def test_secure_round_recovers_n_minus_t_dropouts(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    inputs = inputs_for(26)
+    inputs = inputs_for(LENGTH)
     run = Round(hub, inputs)
     survivors = SITES[:3]
 
@@ -155,12 +162,14 @@ def test_secure_round_recovers_n_minus_t_dropouts(tmp_path: Path, clock: Settabl
     result = hub.secure.results_[ROUND_ID]  # type: ignore[union-attr]
     assert run.config.threshold == 3
     assert result.survivors == survivors
-    assert result.histogram_sum == tuple(int(v) for v in sum(inputs[s] for s in survivors)[:10])
+    total = [int(v) for v in sum(inputs[s] for s in survivors)]
+    assert result.histograms["network"] == tuple(total[:10])
+    assert result.histograms["process"] == tuple(total[20:30])
 
 
 def test_secure_round_beyond_n_minus_t_aborts(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    run = Round(hub, inputs_for(26))
+    run = Round(hub, inputs_for(LENGTH))
 
     run.advertise(SITES)
     run.share(SITES)
@@ -188,7 +197,7 @@ def test_secure_round_below_min_sites_refused(tmp_path: Path, clock: SettableClo
 
 def test_secure_round_rejects_replayed_shares_and_input(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    run = Round(hub, inputs_for(26))
+    run = Round(hub, inputs_for(LENGTH))
     run.advertise(SITES)
     run.share(SITES)
     run.mask(SITES[:1])
@@ -207,7 +216,7 @@ def test_secure_round_rejects_replayed_shares_and_input(tmp_path: Path, clock: S
 
 def test_secure_round_rejects_malformed_share(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    run = Round(hub, inputs_for(26))
+    run = Round(hub, inputs_for(LENGTH))
     run.advertise(SITES)
     payload = {"round_id": ROUND_ID, "sender": SITES[0], "recipient": SITES[1], "ciphertext": "not base64!"}
 
@@ -220,7 +229,7 @@ def test_secure_round_rejects_malformed_share(tmp_path: Path, clock: SettableClo
 
 def test_secure_round_rejects_message_of_other_site(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    Round(hub, inputs_for(26))
+    Round(hub, inputs_for(LENGTH))
     obj = build_secagg_message(round_id=ROUND_ID, stage="advertise_keys", sender=SITES[1], payload={},
                                created=HUB_NOW)
 
@@ -232,7 +241,7 @@ def test_secure_round_rejects_message_of_other_site(tmp_path: Path, clock: Setta
 
 def test_secure_round_rejects_message_for_closed_stage(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    run = Round(hub, inputs_for(26))
+    run = Round(hub, inputs_for(LENGTH))
     run.advertise(SITES)
     late = run.clients[SITES[0]].advertise_keys()
 
@@ -245,7 +254,7 @@ def test_secure_round_rejects_message_for_closed_stage(tmp_path: Path, clock: Se
 def test_secure_round_keeps_no_masked_vector(tmp_path: Path, clock: SettableClock) -> None:
     """Masked inputs and unmask shares are consumed, never stored where a site could read them."""
     hub = make_hub(tmp_path, clock)
-    run = Round(hub, inputs_for(26))
+    run = Round(hub, inputs_for(LENGTH))
 
     run.advertise(SITES)
     run.share(SITES)
@@ -263,7 +272,7 @@ def test_secure_round_keeps_no_masked_vector(tmp_path: Path, clock: SettableCloc
 
 def test_secure_round_not_opened_twice(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    run = Round(hub, inputs_for(26))
+    run = Round(hub, inputs_for(LENGTH))
     run.advertise(SITES[:2])
     run.time_out()
 
@@ -278,6 +287,10 @@ def test_secure_round_not_opened_twice(tmp_path: Path, clock: SettableClock) -> 
     ("secure:\n  mode: hidden\n", "secure.mode"),
     ("secure:\n  min_sites: 1\n", "secure.min_sites"),
     ("secure:\n  neighbours_per_site: 3\n", "secure.neighbours_per_site"),
+    ("secure:\n  families: [network, dns]\n", "secure.families"),
+    ("secure:\n  families: [network, network]\n", "secure.families"),
+    ("secure:\n  families: []\n", "secure.families"),
+    ("secure:\n  families: network\n", "secure.families"),
 ])
 def test_secure_settings_rejected_with_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "hub.yaml"
@@ -287,3 +300,10 @@ def test_secure_settings_rejected_with_key(tmp_path: Path, text: str, key: str) 
         load_hub_config(path)
 
     assert excinfo.value.key == key
+
+
+def test_secure_families_read_from_file(tmp_path: Path) -> None:
+    path = tmp_path / "hub.yaml"
+    path.write_text("secure:\n  families: [authentication, network]\n", encoding="utf-8")
+
+    assert load_hub_config(path).secure.families == ("authentication", "network")

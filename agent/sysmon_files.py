@@ -30,6 +30,11 @@ EVTX_MAGIC = b"ElfFile\x00"
 
 _EVENT_SPAN = re.compile(r"<Event[\s>].*?</Event>", re.DOTALL)
 
+# An .evtx file is a 4 KiB header followed by whole 64 KiB chunks, so any other size means
+# the file was cut, for example copied while Windows was still writing it.
+EVTX_HEADER_BYTES = 4096
+EVTX_CHUNK_BYTES = 65536
+
 # The evtx binding raises a plain RuntimeError for a damaged record and can go on with the
 # next one. A file that fails this many times in a row is taken to be no evtx file at all.
 MAX_CONSECUTIVE_RECORD_ERRORS = 1000
@@ -93,6 +98,7 @@ def _evtx_records(path: Path, reporter: LineReporter) -> Iterator[tuple[int, str
         try:
             record = next(records)
         except StopIteration:
+            _check_whole_chunks(path, position, reporter)
             return
         except RuntimeError as err:
             failures += 1
@@ -102,6 +108,17 @@ def _evtx_records(path: Path, reporter: LineReporter) -> Iterator[tuple[int, str
             continue
         failures = 0
         yield int(record["event_record_id"]), record["data"]
+
+
+def _check_whole_chunks(path: Path, position: int, reporter: LineReporter) -> None:
+    """Count a file cut inside a chunk, because the binding skips that chunk's records silently."""
+    size = path.stat().st_size
+    partial = (size - EVTX_HEADER_BYTES) % EVTX_CHUNK_BYTES
+    if size >= EVTX_HEADER_BYTES and not partial:
+        return
+    reporter.reject(position, "truncated_file",
+                    f"evtx file of {size} bytes ends {partial} bytes into a 64 KiB chunk, whose records "
+                    "were not read; copy the file again once Windows has closed it")
 
 
 def _xml_records(path: Path) -> Iterator[tuple[int, str]]:

@@ -200,3 +200,17 @@ def test_evtx_attack_samples_counts(shared_data_dir: Path, relative: str, kinds:
     assert dict(stats.events) == kinds
     assert stats.errors_total == 0
     assert all(e.ts.year >= 2017 for e in events)
+
+
+@pytest.mark.shared_data
+def test_evtx_cut_inside_chunk_counts_error(shared_data_dir: Path, tmp_path: Path) -> None:
+    """An .evtx file copied while it was written yields a counted error, not silence."""
+    whole = (shared_data_dir / "evtx-attack-samples" / "command_and_control" / "DE_sysmon-3-rdp-tun.evtx").read_bytes()
+    cut = tmp_path / "cut.evtx"
+    cut.write_bytes(whole[: len(whole) // 2])
+    stats = EventStats()
+
+    events = list(iter_file_events(cut, "sysmon", stats=stats))
+
+    assert events == []
+    assert dict(stats.errors) == {"truncated_file": 1}

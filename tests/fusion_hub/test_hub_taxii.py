@@ -511,3 +511,20 @@ def test_keys_envelope_failures_reported_rest_stored(hub: Hub) -> None:
     listed = get(keys_url, hub.site_a.auth).json()["objects"]
     assert sorted(o["id"] for o in listed) == sorted([stored["id"], fresh["id"]])
     assert next(o for o in listed if o["id"] == stored["id"])["content"] == "key share"
+
+
+def test_lone_surrogate_key_fails_alone(hub: Hub) -> None:
+    """A key with a lone surrogate has no RFC 8785 form; its object fails, the rest is stored."""
+    keys_url = hub.objects_url(collection_id("keys"))
+    unencodable = dict(key_note("site-a", "2024-06-03T00:00:00.000Z"),
+                       **{"\ud800": 1, "x_other": 2})
+    fresh = dict(key_note("site-a", "2024-06-03T00:00:00.000Z"),
+                 id="note--6e2d8b63-0b1f-4a66-b8a5-3a1c0d9f4e03")
+
+    response = post(keys_url, hub.site_a.auth, {"objects": [unencodable, fresh]})
+
+    status = response.json()
+    assert response.status_code == 202
+    assert [s["id"] for s in status["successes"]] == [fresh["id"]]
+    assert [f["id"] for f in status["failures"]] == [unencodable["id"]]
+    assert "no RFC 8785 canonical form" in status["failures"][0]["message"]

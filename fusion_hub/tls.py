@@ -57,7 +57,7 @@ class TlsServer:
         try:
             self._server.prepare()
         except OSError as err:
-            raise HubError(f"cannot listen on {self._server.bind_addr}: {err.strerror}; "
+            raise HubError(f"cannot listen on {self._server.bind_addr}: {err.strerror or err}; "
                            "choose another hub.port") from err
         host, port = self._server.bind_addr[:2]
         return str(host), int(port)

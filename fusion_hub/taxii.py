@@ -263,6 +263,11 @@ def create_app(services: HubServices) -> Flask:
                              f"Add Objects takes a TAXII envelope sent as {TAXII_MEDIA_TYPE}; "
                              f"got {request.headers.get('Content-Type')!r}")
         body = request.get_data(cache=False)
+        # Werkzeug cuts a chunked body (cheroot passes it on unbuffered) at max_content_length
+        # without an error. Reading on past the limit raises 413, so a cut envelope is never
+        # parsed. A chunked body of exactly the limit gets 413 too.
+        if request.content_length is None and len(body) >= config.hub.max_content_length_bytes:
+            request.stream.read(1)
         try:
             objects = split_envelope(body)
         except EnvelopeInvalid as err:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +22,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fusion_hub.config import HubConfig, TlsSettings, load_hub_config
-from fusion_hub.errors import HubConfigError
-from tests.fusion_hub.hub_testing import TAXII, make_config, running_hub
+from fusion_hub.errors import HubConfigError, HubError
+from fusion_hub.server import HubServer
+from tests.fusion_hub.hub_testing import (
+    HUB_NOW,
+    TAXII,
+    SettableClock,
+    enroll,
+    make_config,
+    running_hub,
+    signed_summary,
+)
+from stix_mappings.ids import collection_id
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -191,3 +203,49 @@ def test_tls_settings_loaded_and_checked(tmp_path: Path, pki: Pki) -> None:
     assert missing_error.value.key == "tls.key_file"
     assert absent_error.value.key == "tls.cert_file"
     assert str(tmp_path / "nowhere.pem") in str(absent_error.value)
+
+
+# cheroot 11 leaves the socket of a failed bind() unclosed (Server.bind assigns self.socket
+# only after binding), so the garbage collector reports it here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_https_port_in_use_names_os_error(tmp_path: Path, pki: Pki) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        config = tls_config(tmp_path, pki)
+        config = dataclasses.replace(config, hub=dataclasses.replace(config.hub, port=port))
+        hub = HubServer(config, clock=SettableClock(HUB_NOW))
+
+        with pytest.raises(HubError) as excinfo:
+            hub.start()
+        hub.stop()
+
+    assert f"cannot listen on ('127.0.0.1', {port}):" in str(excinfo.value)
+    assert "Address already in use" in str(excinfo.value)
+    assert "None" not in str(excinfo.value)
+
+
+def test_https_chunked_body_over_limit_413(tmp_path: Path, pki: Pki) -> None:
+    """A chunked body whose first bytes form a valid envelope is rejected, not cut short."""
+    config = tls_config(tmp_path, pki)
+    config = dataclasses.replace(config, hub=dataclasses.replace(config.hub,
+                                                                 max_content_length_bytes=4096))
+    with running_hub(config) as hub:
+        site = enroll(hub, "site-a")
+        url = f"{hub.api_root_url}collections/{collection_id('summaries')}/objects/"
+        head = json.dumps({"objects": [signed_summary(site)]}).encode("utf-8")[:-1]
+        envelope = head + b" " * (4096 - len(head) - 1) + b"}"
+        chunks = [envelope, b' "pad": "' + b"x" * 1000 + b'"']
+
+        response = requests.post(url, data=iter(chunks), auth=site.auth, timeout=10,
+                                 verify=str(pki.ca_file),
+                                 headers={"Accept": TAXII, "Content-Type": TAXII})
+        stored = requests.get(url, auth=site.auth, timeout=10, verify=str(pki.ca_file),
+                              headers={"Accept": TAXII})
+
+    assert len(envelope) == 4096
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == TAXII
+    assert "max_content_length (4096 bytes)" in response.json()["description"]
+    assert stored.json() == {"more": False}

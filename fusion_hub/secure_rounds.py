@@ -35,8 +35,12 @@ drop out are recovered as the protocol allows. Below ``threshold`` sites, or bel
 
 Notes
 -----
-Round state lives in this process's memory only: a hub restart aborts the secure rounds in
-progress (sites time out and record the round as aborted). The hub is honest-but-curious:
+Round state lives in this process's memory only, so a hub restart aborts the secure rounds
+in progress: on start the hub publishes the ``aborted`` stage for every stored round object
+that is neither done nor aborted (:meth:`SecureRoundCoordinator.abort_interrupted`). Sites
+waiting on such a round then leave it and record it as aborted; a site already charged
+keeps the charge and never sends the round again, and the hub refuses a new ``join`` for it
+(``round-closed``), so no site contributes twice to one round. The hub is honest-but-curious:
 it follows these stages. A malicious hub could tell different sites different survivor
 sets; the consistency round of Bonawitz et al. that detects this is not implemented, and
 docs/privacy.md states what such a hub could learn.
@@ -60,7 +64,7 @@ from fusion_hub.fusion import FusionStrategy, SiteEvidence, should_publish
 from fusion_hub.metrics import HubMetrics
 from fusion_hub.publisher import Publisher
 from fusion_hub.registry import Principal, SiteRegistry
-from fusion_hub.storage import AddOutcome, HubStorage, NewObject
+from fusion_hub.storage import AddOutcome, HubStorage, NewObject, ObjectQuery
 from fusion_hub.timeutil import parse_timestamp, to_micros, utc_now
 from privacy.secagg import MaskedInput, SecAggConfig, SecAggServer, UnmaskResponse, decode_signed
 from privacy.secagg.errors import RoundAborted, SecAggError
@@ -72,6 +76,7 @@ from stix_mappings.ids import collection_id, hub_identity_id
 from stix_mappings.patterns import NETWORK_OBSERVABLE_TYPES, normalize_value
 from stix_mappings.secagg_objects import (
     HUB_ONLY_STAGES,
+    SECAGG_ROUND_TYPE,
     build_secagg_round,
     secagg_round_id,
     secagg_extension_definitions,
@@ -89,7 +94,7 @@ _OBSERVABLE_TYPES = (*NETWORK_OBSERVABLE_TYPES, "ja3", "ja3s", "x509-sha1", "x50
 
 @dataclass(frozen=True)
 class SecureRoundResult:
-    """What an unmasked round made public: who was summed, each family's noised histogram sum."""
+    """The public outcome of an unmasked round: the sites summed and each family's noised histogram sum."""
 
     survivors: tuple[str, ...]
     histograms: dict[str, tuple[int, ...]]
@@ -178,6 +183,40 @@ class SecureRoundCoordinator:
         self.results_: dict[str, SecureRoundResult] = {}
         for definition in secagg_extension_definitions(self.hub_identity):
             self._store(definition)
+        self.abort_interrupted()
+
+    def abort_interrupted(self) -> list[str]:
+        """Publish the ``aborted`` stage of every stored round left open by an earlier hub process.
+
+        Their state was in that process's memory, so none of them can go on. Returns the
+        ids of the rounds aborted.
+        """
+        aborted = []
+        after = None
+        while True:
+            page = self.storage.query_objects(ObjectQuery(collection_id=collection_id(_KEYS), limit=1000,
+                                                          types=(SECAGG_ROUND_TYPE,), after=after))
+            for stored in page.objects:
+                obj = json.loads(stored.raw)
+                if obj["stage"] in ("done", "aborted") or obj["round_id"] in self._rounds:
+                    continue
+                reason = "the hub restarted during the round, and a round's state lives in the hub's memory only"
+                log.warning("secure round %s aborted at %s: %s", obj["round_id"], obj["stage"], reason)
+                modified = max(self._clock(), parse_timestamp(obj["modified"]) + timedelta(milliseconds=1))
+                self._store(build_secagg_round(
+                    round_id=obj["round_id"], created_by_ref=obj["created_by_ref"],
+                    created=parse_timestamp(obj["created"]), modified=modified, stage="aborted",
+                    site_ids=obj["site_ids"], threshold=obj["threshold"], min_sites=obj["min_sites"],
+                    vector_length=obj["vector_length"], histogram_bins=obj["histogram_bins"],
+                    # Round objects written before rounds covered several families summed the network family.
+                    families=obj.get("families", ("network",)), sketch_rows=obj["sketch_rows"],
+                    sketch_width=obj["sketch_width"], participants=(),
+                    neighbours_per_site=obj.get("neighbours_per_site"), reason=reason))
+                aborted.append(obj["round_id"])
+            if not page.more or not page.objects:
+                return aborted
+            last = page.objects[-1]
+            after = (last.date_added_us, last.id)
 
     # Entry point from the intake -------------------------------------------------------
 

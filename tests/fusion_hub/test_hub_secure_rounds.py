@@ -121,6 +121,15 @@ class Round:
             assert post(self.hub, site, "unmask", self.clients[site].unmask(survivors).to_dict()) is False
 
 
+def masked_by_two(hub: HubServer) -> Round:
+    """Run a round up to its mask stage, where two of the four sites have sent their input."""
+    run = Round(hub, inputs_for(LENGTH))
+    run.advertise(SITES)
+    run.share(SITES)
+    run.mask(SITES[:2])
+    return run
+
+
 def inputs_for(config_length: int) -> dict[str, np.ndarray]:
     return {site: np.arange(config_length, dtype=np.int64) * (index + 1) - 3 for index, site in enumerate(SITES)}
 
@@ -169,11 +178,7 @@ def test_secure_round_recovers_n_minus_t_dropouts(tmp_path: Path, clock: Settabl
 
 def test_secure_round_beyond_n_minus_t_aborts(tmp_path: Path, clock: SettableClock) -> None:
     hub = make_hub(tmp_path, clock)
-    run = Round(hub, inputs_for(LENGTH))
-
-    run.advertise(SITES)
-    run.share(SITES)
-    run.mask(SITES[:2])
+    run = masked_by_two(hub)
     run.time_out()
 
     assert run.stage() is None
@@ -307,3 +312,30 @@ def test_secure_families_read_from_file(tmp_path: Path) -> None:
     path.write_text("secure:\n  families: [authentication, network]\n", encoding="utf-8")
 
     assert load_hub_config(path).secure.families == ("authentication", "network")
+
+
+def test_hub_restart_aborts_open_round_for_good(tmp_path: Path, clock: SettableClock) -> None:
+    """A restarted hub publishes the aborted stage of a round it held in memory, and never runs it again."""
+    hub = make_hub(tmp_path, clock)
+    run = masked_by_two(hub)
+    hub.storage.close()
+
+    clock.advance(5)
+    restarted = HubServer(dataclasses.replace(make_config(tmp_path), secure=SETTINGS), clock=clock)
+    assert restarted.secure is not None
+    query = ObjectQuery(collection_id=collection_id("keys"), limit=10, types=("x-fti-secagg-round",))
+    (latest,) = [json.loads(s.raw) for s in restarted.storage.query_objects(query).objects]
+    assert (latest["stage"], latest["families"]) == ("aborted", ["network", "authentication", "process"])
+    assert "hub restarted" in latest["reason"]
+    assert "participants" not in latest
+
+    # Neither a site that masked nor one that had not can contribute to the round again.
+    with pytest.raises(ObjectRejected) as excinfo:
+        post(restarted, SITES[0], "join", {})
+    assert excinfo.value.reason == "round-closed"
+    with pytest.raises(ObjectRejected) as excinfo:
+        post(restarted, SITES[3], "mask_input", run.clients[SITES[3]].mask_input(
+            encode_signed(run.inputs[SITES[3]]), [m for m in run.shares if m.recipient == SITES[3]]).to_dict())
+    assert excinfo.value.reason == "round-unknown"
+    # A second start finds nothing left to abort.
+    assert restarted.secure.abort_interrupted() == []

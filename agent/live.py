@@ -20,7 +20,8 @@ Exactly-once rests on two rules:
 
 The checkpoint stores each open window's counters and sets, not its events. A network window
 still keeps one event time per connection, because burstiness needs the gaps between them.
-Sysmon ``.evtx`` files are records, not lines, and are read by replay only.
+Sysmon ``.evtx`` files are records, not lines, and are read by replay only. The live agent
+counts the lines of one it finds as ``evtx_not_followed`` and warns once per file.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from agent.tailer import LogTailer, TailCheckpoint, TailLines, TailStats
 from agent.zeek import log_path_from_name
 from agent.zeek_conn import decode_lines, iter_connections
 from agent.sources import LineParser, make_line_parser, parse_line
+from agent.sysmon_files import EVTX_MAGIC
 from agent.zeek_observables import observe_records
 from agent.zeek_records import ParseStats, ZeekRecord
 
@@ -127,6 +129,7 @@ class LiveAgent:
         self._internal = InternalNetworks(agent.config.site.internal_networks)
         self._round_seconds = agent.config.windows.round_seconds
         self._line_numbers: dict[str, int] = defaultdict(int)
+        self._evtx_paths: set[str] = set()
 
         snapshot = self._load_snapshot()
         self._headers: dict[str, list[str]] = snapshot.get("headers", {})
@@ -293,6 +296,18 @@ class LiveAgent:
         if parser is None:
             # Year-less sshd timestamps of a followed file are placed before the current time.
             parser = self._line_parsers[path] = make_line_parser(source_type, reference=datetime.now(timezone.utc))
+        source = f"sources[{self.agent.config.sources.index(self._source_of_path[path])}]"
+
+        # An .evtx file contains binary records, not lines, so only a replay run reads it.
+        first = lines.batches[0]
+        if path in self._evtx_paths or (first.offset == 0 and first.lines[0].startswith(EVTX_MAGIC)):
+            if path not in self._evtx_paths:
+                self._evtx_paths.add(path)
+                log.warning("log %s is a Sysmon .evtx file, which the live agent does not follow; "
+                            "read it with fti agent run --once, or leave it out of sources[].paths", path)
+            self.malformed.counts[(source, "evtx_not_followed")] += len(lines)
+            return []
+
         reporter = LineReporter(path, self.event_stats, quarantine=self._quarantine)
         errors_before = Counter(self.event_stats.errors)
         events: list[FeedItem] = []
@@ -305,7 +320,6 @@ class LiveAgent:
         reporter.finish()
 
         # The metrics count malformed lines by configured source, as for Zeek logs.
-        source = f"sources[{self.agent.config.sources.index(self._source_of_path[path])}]"
         for reason, count in (self.event_stats.errors - errors_before).items():
             self.malformed.counts[(source, reason)] += count
         return events

@@ -80,7 +80,8 @@ def test_round_without_site_refused(tmp_path: Path) -> None:
     runner = SecureRoundRunner(secure_config(tmp_path), "", rng=seeded_random(0), charge=None)
 
     with pytest.raises(SecureRoundAborted, match="not invited"):
-        runner._check_round("2024-06-03T00:00:00.000Z", round_state(site_ids=["site-b", "site-c", "site-d"]), ("network",))
+        runner._check_round("2024-06-03T00:00:00.000Z", round_state(site_ids=["site-b", "site-c", "site-d"]),
+                            ("network",))
 
 
 def test_round_with_wrong_layout_refused(tmp_path: Path) -> None:

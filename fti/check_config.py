@@ -38,6 +38,14 @@ KINDS = ("agent", "hub")
 AGENT_ONLY_KEYS = frozenset({"site", "sources", "state_dir", "windows", "detector", "privacy", "alerts"})
 HUB_ONLY_KEYS = frozenset({"storage", "auth", "rounds", "fusion", "siem", "secure"})
 
+# A configuration file is a few kilobytes; a bigger one is a mistake, and PyYAML's pure-Python
+# scanner would take minutes over hundreds of megabytes.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Both schemas nest only a few levels, and the composer recurses once per level.
+MAX_NESTING_DEPTH = 32
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
 _TOP_LEVEL_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:")
 _STRING_TAG = "tag:yaml.org,2002:str"
 
@@ -140,7 +148,9 @@ def check_config_file(path: Path, *, kind: str | None = None) -> CheckResult:
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    text = path.read_text(encoding="utf-8")
+    problem, text = _read_text(path)
+    if problem is not None:
+        return CheckResult(path, kind or "unknown", problem)
 
     # Tabs first: the YAML scanner would stop at them with a less precise message.
     problem = find_tab_indentation(path, text)
@@ -148,10 +158,62 @@ def check_config_file(path: Path, *, kind: str | None = None) -> CheckResult:
         return CheckResult(path, kind or _detect_or_unknown(path, text), problem)
 
     kind = kind or detect_kind(path, text)
-    problem = find_implicit_list_items(path, text)
+    problem = find_aliases_or_deep_nesting(path, text)
+    if problem is None:
+        problem = find_implicit_list_items(path, text)
     if problem is None:
         problem = _load(path, kind)
     return CheckResult(path, kind, problem)
+
+
+def _read_text(path: Path) -> tuple[ConfigProblem | None, str]:
+    """Return the file's text, or the problem that keeps it from being read as a configuration."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        return ConfigProblem(
+            path, None, None, None, None,
+            f"the file has {size} bytes, more than the {MAX_CONFIG_BYTES} a configuration may have; "
+            "check that this is the right file",
+        ), ""
+    data = path.read_bytes()
+    try:
+        return None, data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        return ConfigProblem(
+            path, line, None, None, None,
+            f"byte 0x{data[err.start]:02x} is not valid UTF-8; save the file as UTF-8",
+        ), ""
+
+
+def find_aliases_or_deep_nesting(path: Path, text: str) -> ConfigProblem | None:
+    """Return the first alias or over-deep collection, or None.
+
+    No setting needs an alias, and expanding nested aliases grows exponentially ("billion
+    laughs"). Events are read without recursion, so a deep file cannot exhaust the stack.
+    A syntax error is left to the loader, which reports it with its own line.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                return ConfigProblem(
+                    path, event.start_mark.line + 1, event.start_mark.column + 1, None, None,
+                    f"the alias *{event.anchor} is not supported in a configuration; write the value out",
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_NESTING_DEPTH:
+                    return ConfigProblem(
+                        path, event.start_mark.line + 1, event.start_mark.column + 1, None, None,
+                        f"lists and mappings nest more than {MAX_NESTING_DEPTH} levels deep; "
+                        "no setting needs that many",
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None
+    return None
 
 
 def find_tab_indentation(path: Path, text: str) -> ConfigProblem | None:
@@ -184,6 +246,9 @@ def _scan_node(path: Path, node: Node, key: str) -> ConfigProblem | None:
     if isinstance(node, MappingNode):
         for key_node, value_node in node.value:
             child = f"{key}.{key_node.value}" if key else str(key_node.value)
+            problem = _find_sexagesimal(path, value_node, child)
+            if problem is not None:
+                return problem
             problem = _scan_node(path, value_node, child)
             if problem is not None:
                 return problem
@@ -202,6 +267,23 @@ def _scan_node(path: Path, node: Node, key: str) -> ConfigProblem | None:
             if problem is not None:
                 return problem
     return None
+
+
+def _find_sexagesimal(path: Path, node: Node, key: str) -> ConfigProblem | None:
+    """Return a problem for an unquoted base-60 number such as ``1:30``, or None.
+
+    YAML 1.1 reads ``1:30`` as 90 and ``1:00:00`` as 3600, so a time or port written with a
+    colon silently becomes another number.
+    """
+    if not (isinstance(node, ScalarNode) and node.style is None and ":" in node.value
+            and node.tag in (_INT_TAG, _FLOAT_TAG)):
+        return None
+    value = yaml.SafeLoader("").construct_object(node)
+    return ConfigProblem(
+        path, node.start_mark.line + 1, node.start_mark.column + 1, key, node.value,
+        f"YAML 1.1 reads the unquoted {node.value!r} as the base-60 number {value}; "
+        f"write {value} if that is meant, or quote it if it is text",
+    )
 
 
 def _detect_or_unknown(path: Path, text: str) -> str:

@@ -259,3 +259,56 @@ def test_cli_agent_live_settings_named_with_fix(tmp_path: Path) -> None:
     assert metrics.returncode == 1
     assert "metrics.yaml:13: metrics.address = '0.0.0.0': is not a loopback address" in metrics.stderr
     assert "set metrics.allow_non_loopback: true" in metrics.stderr
+
+
+def test_sexagesimal_number_rejected_with_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "agent.yaml", AGENT.replace("    - no\n", "").replace(
+        "privacy:\n  epsilon_per_round: 1e-3\n", "windows:\n  round_seconds: 1:00:00\n"))
+
+    result = check_config_file(path)
+
+    assert result.problem is not None
+    assert result.problem.key == "windows.round_seconds"
+    assert result.problem.line == 17
+    assert "base-60 number 3600" in result.problem.message
+
+
+def test_alias_bomb_rejected_at_first_alias(tmp_path: Path) -> None:
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for name, previous in zip("bcdefghij", "abcdefghi"):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    path = write(tmp_path, "bomb.yaml", "hub:\n  name: x\n" + "\n".join(levels) + "\n")
+
+    result = check_config_file(path, kind="hub")
+
+    assert result.problem is not None
+    assert (result.problem.line, result.problem.column) == (4, 8)
+    assert "alias *a is not supported" in result.problem.message
+
+
+def test_deep_nesting_rejected_without_recursion(tmp_path: Path) -> None:
+    path = write(tmp_path, "deep.yaml", "state_dir: " + "[" * 100_000 + "]" * 100_000 + "\n")
+
+    result = check_config_file(path)
+
+    assert result.problem is not None
+    assert result.problem.line == 1
+    assert "nest more than 32 levels" in result.problem.message
+
+
+def test_huge_file_rejected_before_parsing(tmp_path: Path) -> None:
+    path = write(tmp_path, "huge.yaml", HUB + "# " + "x" * (2 * 1024 * 1024) + "\n")
+
+    result = check_config_file(path)
+
+    assert result.problem is not None
+    assert "more than the 1048576" in result.problem.message
+
+
+def test_cli_non_utf8_file_named_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "latin1.yaml").write_bytes(HUB.encode() + "  name: caf\xe9\n".encode("latin-1"))
+
+    result = run_check("latin1.yaml", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr == "fti check-config: latin1.yaml:8: byte 0xe9 is not valid UTF-8; save the file as UTF-8\n"

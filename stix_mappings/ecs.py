@@ -35,17 +35,17 @@ ECS_VERSION = "8.11.0"
 def confidence_level(confidence: int | None) -> str:
     """Return the ECS confidence word for a STIX confidence of 0 to 100.
 
-    None gives "Not Specified". 0 gives "None", as in the None/Low/Med/High scale of
-    STIX 2.1 Appendix A. Then 1-33 is "Low", 34-66 "Medium" and 67-100 "High": these
-    cut points split the range in thirds and differ from Appendix A's 30 and 70.
+    ECS defines ``threat.indicator.confidence`` by the None/Low/Med/High scale of STIX 2.1
+    Appendix A, so its ranges apply: 0 is "None", 1-29 "Low", 30-69 "Medium" and 70-100
+    "High". None gives "Not Specified".
     """
     if confidence is None:
         return "Not Specified"
     if confidence == 0:
         return "None"
-    if confidence < 34:
+    if confidence < 30:
         return "Low"
-    if confidence < 67:
+    if confidence < 70:
         return "Medium"
     return "High"
 

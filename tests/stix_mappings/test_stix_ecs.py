@@ -132,8 +132,8 @@ def test_indicator_to_ecs_network_goes_to_fti(make_indicator: MakeIndicator) -> 
 
 @pytest.mark.parametrize(
     ("confidence", "level"),
-    [(None, "Not Specified"), (0, "None"), (1, "Low"), (33, "Low"), (34, "Medium"), (66, "Medium"),
-     (67, "High"), (100, "High")],
+    [(None, "Not Specified"), (0, "None"), (1, "Low"), (29, "Low"), (30, "Medium"), (69, "Medium"),
+     (70, "High"), (100, "High")],
 )
 def test_confidence_level_boundaries(confidence: int | None, level: str) -> None:
     assert confidence_level(confidence) == level

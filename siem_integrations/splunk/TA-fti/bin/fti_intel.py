@@ -57,9 +57,9 @@ def parse_timestamp(value):
 
 def confidence_weight(confidence):
     """Return the ES weight 1 to 3 for a STIX confidence, as fti's HEC events do."""
-    if confidence is None or confidence < 34:
+    if confidence is None or confidence < 30:
         return 1
-    if confidence < 67:
+    if confidence < 70:
         return 2
     return 3
 

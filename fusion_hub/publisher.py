@@ -169,6 +169,33 @@ class Publisher:
             if result.rejected:
                 self.metrics.sink_failures.labels(sink=sink.name).inc()
 
+    def flush_sinks(self, now: datetime) -> None:
+        """Revoke expired indicators and send every sink's spooled backlog.
+
+        Rounds do both when they close; when sites stop sending no round closes, so the
+        ticker calls this to keep expired indicators out of the SIEMs and to resend what an
+        outage left spooled. Each sink bounds its own retries in time; failures are logged.
+        """
+        report = PublishReport()
+        with self.storage.transaction():
+            self._revoke_expired(truncate_to_millis(now), report)
+        self.metrics.indicators_revoked.inc(len(report.revoked))
+        if report.revoked:
+            log.info("%d expired indicators revoked outside a round", len(report.revoked))
+            # Writing the revocations flushes each sink's backlog too.
+            self.export(report)
+            return
+
+        for sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is None:
+                continue
+            try:
+                flush()
+            except SiemError as err:
+                self.metrics.sink_failures.labels(sink=sink.name).inc()
+                log.error("%s: spooled backlog not flushed: %s", sink.name, err)
+
     def _publish_one(
         self, item: FusedObservable, *, round_start: datetime, now: datetime, strategy: str,
         report: PublishReport,

@@ -2,7 +2,8 @@
 
 ``HubServer(config)`` wires the parts together; ``start()`` serves HTTP on a background thread
 and returns the base URL, and ``stop()`` shuts everything down. A second background thread,
-the ticker, closes rounds whose deadline passed, every ``tick_seconds``.
+the ticker, closes rounds whose deadline passed, every ``tick_seconds``, and every
+``SIEM_FLUSH_INTERVAL_SECS`` revokes expired indicators and resends the SIEM spools.
 
 The demo and the tests use the parts directly: ``storage``, ``registry`` (enrol sites, add
 consumers) and ``rounds`` (``close_all_open_rounds`` at the end of a replay).
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 # How long stop() waits for the HTTP loop, the ticker and in-flight requests.
 _STOP_TIMEOUT_SECS = 10.0
+
+# How often the ticker flushes the SIEM sinks when no round closes (seconds of hub clock).
+SIEM_FLUSH_INTERVAL_SECS = 60.0
 
 
 def build_sinks(config: HubConfig) -> list[IndicatorSink]:
@@ -239,6 +243,7 @@ class HubServer:
 
     def _tick(self) -> None:
         interval = self.config.hub.tick_seconds
+        last_flush = self._clock()
         while not self._stopping.wait(interval):
             try:
                 self.rounds.close_due_rounds(self._clock())
@@ -247,6 +252,16 @@ class HubServer:
             except Exception:
                 # The ticker must survive a failed round; the next tick retries it.
                 log.exception("closing rounds past their deadline failed")
+
+            # Without rounds nothing else removes expired indicators or resends the spools.
+            now = self._clock()
+            if (now - last_flush).total_seconds() < SIEM_FLUSH_INTERVAL_SECS:
+                continue
+            last_flush = now
+            try:
+                self.publisher.flush_sinks(now)
+            except Exception:
+                log.exception("flushing the SIEM sinks failed")
 
 
 def _close_dispatchers(server: Any) -> None:

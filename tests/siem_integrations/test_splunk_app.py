@@ -80,6 +80,29 @@ def test_intel_record_matches_hec_event(kind: str, value: str, collection: str,
     assert mapped[1]["time"] == hec["time"]
 
 
+@pytest.mark.parametrize("kind, value", [
+    ("ipv4-addr", "203.0.113.9"), ("ipv6-addr", "2001:db8::1"),
+    ("domain-name", "login.example.org"), ("url", "https://login.example.org/a?b='c'"),
+    ("md5", "d41d8cd98f00b204e9800998ecf8427e"), ("sha256", SHA256),
+    ("file_name", "o'brien.exe"), ("file_path", "C:\\Users\\o'brien\\run.exe"),
+    ("file_path", "/tmp/run.sh"), ("ja3", "d41d8cd98f00b204e9800998ecf8427e"),
+    ("x509-sha256", SHA256),
+])
+@pytest.mark.parametrize("revoked", [False, True])
+def test_addon_event_matches_hec_event(kind: str, value: str, revoked: bool) -> None:
+    source = indicator(kind, value, revoked=revoked)
+
+    assert fti_intel.indicator_to_event(source) == \
+        indicator_to_hec_event(source, index=None, host="h")["event"]
+
+
+def test_addon_event_of_foreign_pattern_none() -> None:
+    source = {**indicator("ipv4-addr", "203.0.113.9"),
+              "pattern": "[ipv4-addr:value = '203.0.113.9'] OR [ipv4-addr:value = '1.2.3.4']"}
+
+    assert fti_intel.indicator_to_event(source) is None
+
+
 def test_intel_certificate_serial() -> None:
     source = indicator("ipv4-addr", "203.0.113.9")
     source["pattern"] = "[x509-certificate:serial_number = '36:f7:d4:32:f4:ab:70:ea']"
@@ -314,6 +337,13 @@ def test_poll_stanza_writes_events_and_collections(tmp_path: Path) -> None:
                               EventWriter(output=output, error=errors))
 
     values = [r["threat_match_value"] for r in app.collections["fti_indicators"].records.values()]
+    data = re.findall(r"<data>(.*?)</data>", output.getvalue(), re.DOTALL)
+    events = [json.loads(html.unescape(text)) for text in data]
+    assert [(e["observable_type"], e["revoked"]) for e in events] == [
+        ("ipv4-addr", False), ("domain-name", False), ("ipv4-addr", False),
+        ("domain-name", True)]
+    assert events[0] == indicator_to_hec_event(
+        indicator("ipv4-addr", "203.0.113.1", valid_until=far), index=None, host="h")["event"]
     assert output.getvalue().count("<event stanza=") == 4
     assert "<sourcetype>fti:indicator</sourcetype>" in output.getvalue()
     assert "<index>threat</index>" in output.getvalue()
@@ -333,7 +363,7 @@ def written_keys(output: StringIO) -> list[str]:
     """Return ``<id>@<modified>`` of every event the input wrote, in order."""
     data = re.findall(r"<data>(.*?)</data>", output.getvalue(), re.DOTALL)
     objects = [json.loads(html.unescape(text)) for text in data]
-    return [f"{o['id']}@{o['modified']}" for o in objects]
+    return [f"{o['indicator_id']}@{o['modified']}" for o in objects]
 
 
 @pytest.mark.parametrize("with_next", [True, False])

@@ -32,8 +32,8 @@ import splunklib.client as client  # noqa: E402
 from splunklib.binding import HTTPError  # noqa: E402
 from splunklib.modularinput import Argument, Event, Scheme, Script  # noqa: E402
 
-from fti_intel import (ES_COLLECTIONS, THREAT_KEY, indicator_to_intel, is_withdrawn,  # noqa: E402
-                       parse_timestamp, record_key)
+from fti_intel import (ES_COLLECTIONS, THREAT_KEY, indicator_to_event, indicator_to_intel,  # noqa: E402
+                       is_withdrawn, parse_timestamp, record_key)
 from taxii_cursor import DATE_ADDED_LAST, TaxiiCursor, envelope_indicators  # noqa: E402
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
@@ -186,7 +186,9 @@ def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
         page = envelope_indicators(envelope)
         objects = cursor.new_objects(page)
         for indicator in objects:
-            event = Event(stanza=stanza, data=json.dumps(indicator, sort_keys=True),
+            # The HEC events' shape, so the dashboards work without HEC; else the raw object.
+            body = indicator_to_event(indicator) or indicator
+            event = Event(stanza=stanza, data=json.dumps(body, sort_keys=True),
                           sourcetype=config.get("sourcetype", "fti:indicator"),
                           index=config.get("index"),
                           time="%.3f" % parse_timestamp(indicator["modified"]).timestamp())

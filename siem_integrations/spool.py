@@ -6,16 +6,25 @@ or a sync job that re-reads a page, sends it once. Documents stay on disk (SQLit
 until the SIEM confirmed them, so a SIEM outage or a crash of the sender loses nothing.
 Rejected documents move to a dead-letter table with the SIEM's reason and code, where an
 operator can read them (``dead_letters``) instead of their blocking the queue.
+
+Both tables are capped so that a long-running hub does not grow the file without end: past
+``max_delivered_rows`` the oldest delivered keys are forgotten, which only matters for a
+version sent again after that many newer ones (the hub never does: each version has a
+later ``modified``), and past ``max_dead_letters`` the oldest dead letters are dropped,
+counted in ``dead_letters_dropped`` and logged.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -63,10 +72,18 @@ class Spool:
     path : Path
         Database file; its folder must exist. ``":memory:"`` keeps everything in memory,
         which only tests should do.
+    max_delivered_rows : int, default 1_000_000
+        Delivered keys kept for deduplication; the oldest go first.
+    max_dead_letters : int, default 10_000
+        Dead letters kept; the oldest are dropped, counted and logged.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, max_delivered_rows: int = 1_000_000,
+                 max_dead_letters: int = 10_000) -> None:
         self.path = path
+        self.max_delivered_rows = max_delivered_rows
+        self.max_dead_letters = max_dead_letters
+        self.dead_letters_dropped = 0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -140,6 +157,7 @@ class Spool:
             self._db.executemany("DELETE FROM queue WHERE key = ?", [(key,) for key in keys])
             self._db.executemany("INSERT OR IGNORE INTO delivered (key, at) VALUES (?, ?)",
                                  [(key, now) for key in keys])
+            self._trim_locked("delivered", self.max_delivered_rows)
 
     def dead_letter(self, key: str, *, reason: str, code: str | None) -> None:
         """Move one document from the queue to the dead-letter table."""
@@ -150,6 +168,7 @@ class Spool:
             self._db.execute("DELETE FROM queue WHERE key = ?", (key,))
             self._db.execute("INSERT OR REPLACE INTO dead_letter (key, payload, reason, code, at) "
                              "VALUES (?, ?, ?, ?, ?)", (key, row[0], reason, code, time.time()))
+            self._trim_dead_letters_locked()
 
     def record_dead_letter(self, document: SpooledDocument, *, reason: str,
                            code: str | None) -> None:
@@ -158,6 +177,25 @@ class Spool:
             self._db.execute("INSERT OR REPLACE INTO dead_letter (key, payload, reason, code, at) "
                              "VALUES (?, ?, ?, ?, ?)",
                              (document.key, document.payload, reason, code, time.time()))
+            self._trim_dead_letters_locked()
+
+    def _trim_dead_letters_locked(self) -> None:
+        dropped = self._trim_locked("dead_letter", self.max_dead_letters)
+        if dropped:
+            self.dead_letters_dropped += dropped
+            log.warning("spool %s: %d oldest dead letters dropped over the cap of %d "
+                        "(%d dropped so far)", self.path, dropped, self.max_dead_letters,
+                        self.dead_letters_dropped)
+
+    def _trim_locked(self, table: str, cap: int) -> int:
+        """Delete the oldest rows of ``table`` beyond ``cap``; return how many went."""
+        (count,) = self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        if count <= cap:
+            return 0
+        cursor = self._db.execute(
+            f"DELETE FROM {table} WHERE key IN "
+            f"(SELECT key FROM {table} ORDER BY at, key LIMIT ?)", (count - cap,))
+        return cursor.rowcount
 
     def dead_letters(self) -> list[DeadLetter]:
         """Return every rejected document, oldest first."""

@@ -426,6 +426,10 @@ class LogTailer:
             os.close(fd)  # replaced between stat and open; the next poll reads the new file
             return None
         head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        if path.endswith(".gz") and len(head) < len(GZIP_MAGIC):
+            # gzip creates its output before writing the header; read it once the header is there.
+            os.close(fd)
+            return None
         compressed = head.startswith(GZIP_MAGIC)
         if compressed:
             head = _gzip_head(fd)

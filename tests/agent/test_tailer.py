@@ -335,6 +335,21 @@ def test_gzip_file_in_pattern_read_once(tmp_path: Path) -> None:
     assert second == []
 
 
+def test_gzip_file_seen_empty_is_read_once_compressed(tmp_path: Path) -> None:
+    """gzip creates its output file before it writes any byte; the tailer must wait for them."""
+    rotated = tmp_path / "dns.1.log.gz"
+    rotated.write_bytes(b"")
+    tailer = LogTailer([str(tmp_path / "*.gz")], rotate_wait_secs=0)
+
+    while_empty = drain(tailer)
+    rotated.write_bytes(gzip.compress(b"q1\nq2\n"))
+    once_written = drain(tailer)
+
+    assert while_empty == []
+    assert once_written == [b"q1", b"q2"]
+    assert drain(tailer) == []
+
+
 def test_checkpoint_round_trips_through_dict(tmp_path: Path) -> None:
     log_file = tmp_path / "a.log"
     log_file.write_bytes(b"one\n")

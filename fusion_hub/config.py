@@ -251,7 +251,19 @@ class HubConfig:
 
 
 class _HubYamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 exponent floats such as ``1e-3``."""
+    """SafeLoader that also reads YAML 1.2 exponent floats such as ``1e-3`` and refuses aliases.
+
+    A configuration has no use for anchors and aliases, and nested aliases expand
+    exponentially (a "billion laughs" file), which would hang start-up or a reload.
+    """
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"the alias *{event.anchor} is not allowed; write the value out in full",
+                event.start_mark)
+        return super().compose_node(parent, index)
 
 
 _HubYamlLoader.add_implicit_resolver(

@@ -227,3 +227,16 @@ def test_load_postgresql_tls_errors(tmp_path: Path, text: str, key: str, problem
 
     assert excinfo.value.key == key
     assert problem in str(excinfo.value)
+
+
+def test_load_refuses_aliases_before_expanding_them(tmp_path: Path) -> None:
+    """Nested aliases grow exponentially; the loader must stop at the first one."""
+    levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)]
+    path = write(tmp_path, "\n".join(levels) + "\n")
+
+    with pytest.raises(HubConfigError) as caught:
+        load_hub_config(path)
+
+    assert caught.value.line == 2
+    assert "the alias *a0 is not allowed" in str(caught.value)

@@ -30,6 +30,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import yaml
@@ -471,6 +472,20 @@ def validate_hub_config(
             "siem.elastic_index", siem.elastic_index,
             "is not a valid Elasticsearch index or data stream name",
             "Use lower case, for example logs-ti_fti.indicator-default")
+    for url_key, url, secret_key, secret_file in (
+            ("siem.splunk_hec_url", siem.splunk_hec_url, "siem.splunk_hec_token_file",
+             siem.splunk_hec_token_file),
+            ("siem.elastic_url", siem.elastic_url, "siem.elastic_api_key_file",
+             siem.elastic_api_key_file)):
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        require(parts.scheme in ("http", "https") and bool(parts.hostname), url_key, url,
+                "is not an http or https URL with a host",
+                "Use the SIEM's base URL, for example https://siem.example.org:8088")
+        require(secret_file is not None, secret_key, secret_file,
+                f"is required when {url_key} is set",
+                "Give a file, mode 600, with the credential on its first line")
 
 
 def validate_postgresql_tls(

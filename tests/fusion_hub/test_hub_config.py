@@ -229,6 +229,21 @@ def test_load_postgresql_tls_errors(tmp_path: Path, text: str, key: str, problem
     assert problem in str(excinfo.value)
 
 
+@pytest.mark.parametrize("siem, key, value", [
+    ("  splunk_hec_url: ftp://splunk.example.org\n  splunk_hec_token_file: hec.token\n",
+     "siem.splunk_hec_url", "ftp://splunk.example.org"),
+    ("  elastic_url: https://es.example.org:9200\n", "siem.elastic_api_key_file", None),
+])
+def test_load_siem_url_refused_as_serve_would(tmp_path: Path, siem: str, key: str,
+                                              value: str | None) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, "siem:\n" + siem))
+
+    assert excinfo.value.key == key
+    assert excinfo.value.value == value
+    assert excinfo.value.fix
+
+
 def test_load_refuses_aliases_before_expanding_them(tmp_path: Path) -> None:
     """Nested aliases grow exponentially; the loader must stop at the first one."""
     levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']

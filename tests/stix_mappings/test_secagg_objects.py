@@ -25,7 +25,8 @@ HUB = hub_identity_id("fti-hub")
 def round_object(**changes: object) -> dict:
     fields: dict = dict(round_id=ROUND_ID, created_by_ref=HUB, created=CREATED, modified=CREATED,
                         stage="reveal", site_ids=["site-a", "site-b", "site-c"], threshold=3, min_sites=3,
-                        vector_length=10 + 2 * 16, histogram_bins=10, sketch_rows=2, sketch_width=16,
+                        vector_length=10 + 2 * 16, histogram_bins=10, families=["network"], sketch_rows=2,
+                        sketch_width=16,
                         participants=["site-a", "site-b", "site-c"], heavy_buckets=[3, 17])
     fields.update(changes)
     return build_secagg_round(**fields)

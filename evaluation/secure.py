@@ -151,7 +151,10 @@ class SecureFederation:
     def __enter__(self) -> SecureFederation:
         self._work = tempfile.TemporaryDirectory(prefix="fti-eval-secure-")
         work = Path(self._work.name)
-        secure = SecureSettings(mode="secure", min_sites=self.min_sites, sketch_rows=SKETCH_ROWS,
+        # The scenarios' sites read Zeek conn logs only, so rounds sum the network family alone
+        # and keep its whole budget, as the plain path does.
+        secure = SecureSettings(mode="secure", min_sites=self.min_sites, families=("network",),
+                                sketch_rows=SKETCH_ROWS,
                                 sketch_width=SKETCH_WIDTH, sketch_threshold=heavy_threshold(self.privacy),
                                 stage_timeout_seconds=self.stage_timeout_secs)
         config = HubConfig(
@@ -266,7 +269,7 @@ def heavy_threshold(privacy: PrivacySection) -> int:
                                 score_share=privacy.score_share)
     shape = CountMinSketch("shape", rows=SKETCH_ROWS, width=SKETCH_WIDTH)
     l1, l2 = shape.sensitivity(privacy.max_observables_per_entity)
-    noise = calibrate_distributed_gaussian(epsilon=budget.sketch_epsilon, delta=budget.part_delta,
+    noise = calibrate_distributed_gaussian(epsilon=budget.sketch_epsilon, delta=budget.sketch_delta,
                                            min_sites=privacy.secure_min_sites, l1_sensitivity=l1,
                                            l2_sensitivity=l2, dimension=shape.length)
     summed_sd = math.sqrt(noise.sigma_squared_per_site * privacy.secure_min_sites)

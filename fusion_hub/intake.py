@@ -65,7 +65,7 @@ from stix_mappings.ids import (
     collection_id,
     site_identity_id,
 )
-from stix_mappings.secagg_objects import SECAGG_MESSAGE_TYPE
+from stix_mappings.secagg_objects import SECAGG_MESSAGE_TYPE, SECAGG_ROUND_TYPE
 from stix_mappings.summary import validate_summary
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,20 @@ class Intake:
                                                lookback_rounds=self.rounds.fusion.lookback_rounds)
         return build_status(results, request_time)
 
+    def _check_secure_object(self, obj: dict[str, Any], object_id: str) -> None:
+        """Refuse secure-round objects that a site must never write here.
+
+        The round object is the hub's own record of a secure round; a copy from a site, under
+        the round's predictable id, could abort or steer the round for every site. Without
+        secure rounds, masked inputs and reveals would be stored where every site reads them.
+        """
+        if obj["type"] == SECAGG_ROUND_TYPE:
+            raise ObjectRejected(object_id, "type-not-accepted",
+                                 f"only the hub writes {SECAGG_ROUND_TYPE} objects")
+        if obj["type"] == SECAGG_MESSAGE_TYPE and self.secure is None:
+            raise ObjectRejected(object_id, "type-not-accepted",
+                                 f"this hub runs no secure rounds; {SECAGG_MESSAGE_TYPE} is not accepted")
+
     def _add_batch(
         self, collection: str, principal: Principal, objects: Sequence[RawObject],
         request_time: datetime,
@@ -183,6 +197,7 @@ class Intake:
             try:
                 obj, object_id, version = check_stix_object(raw, placeholder_id)
                 check_collection_rules(collection, principal, obj, object_id)
+                self._check_secure_object(obj, object_id)
                 passed.append((index, _new_object(collection, raw, obj, principal), object_id,
                                version))
                 results.append(None)
@@ -208,6 +223,7 @@ class Intake:
                 return self._add_summary_collection_object(principal, raw, obj, object_id,
                                                            version, request_time)
             check_collection_rules(collection, principal, obj, object_id)
+            self._check_secure_object(obj, object_id)
             # Secure aggregation messages go to the round first; masked inputs, unmask
             # shares and reveals are for the hub alone and are never stored.
             if collection == "keys" and obj["type"] == SECAGG_MESSAGE_TYPE and self.secure is not None:

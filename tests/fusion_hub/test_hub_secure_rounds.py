@@ -26,8 +26,8 @@ from fusion_hub.storage import ObjectQuery, VersionFilter
 from privacy.random import seeded_random
 from privacy.secagg import EncryptedShare, SecAggClient, SecAggConfig, ShareRejected, encode_signed
 from privacy.signing import generate_signing_key
-from stix_mappings.ids import collection_id
-from stix_mappings.secagg_objects import build_secagg_message, secagg_message_id
+from stix_mappings.ids import collection_id, site_identity_id
+from stix_mappings.secagg_objects import build_secagg_message, build_secagg_round, secagg_message_id, secagg_round_id
 from stix_mappings.timestamps import format_timestamp
 from tests.fusion_hub.hub_testing import HUB_NOW, ROUND_START, SettableClock, make_config
 
@@ -339,3 +339,37 @@ def test_hub_restart_aborts_open_round_for_good(tmp_path: Path, clock: SettableC
     assert excinfo.value.reason == "round-unknown"
     # A second start finds nothing left to abort.
     assert restarted.secure.abort_interrupted() == []
+
+
+def test_site_cannot_post_a_round_object(tmp_path: Path, clock: SettableClock) -> None:
+    """A forged round object with the hub's predictable id must not abort the round for all."""
+    hub = make_hub(tmp_path, clock)
+    forged = build_secagg_round(
+        round_id=ROUND_ID, created_by_ref=site_identity_id(SITES[0]), created=HUB_NOW, modified=HUB_NOW,
+        stage="aborted", site_ids=list(SITES), threshold=2, min_sites=2, vector_length=10 + 2 * 16,
+        histogram_bins=10, families=["network"], sketch_rows=2, sketch_width=16, participants=[],
+        reason="forged")
+
+    status = hub.intake.add_objects("keys", principal(SITES[0]), [RawObject(json.dumps(forged), forged)])
+
+    assert (status["success_count"], status["failure_count"]) == (0, 1)
+    assert "only the hub writes x-fti-secagg-round" in status["failures"][0]["message"]
+    stored = hub.storage.query_objects(ObjectQuery(collection_id=collection_id("keys"), limit=10,
+                                                   ids=(secagg_round_id(ROUND_ID),)))
+    assert stored.objects == []
+
+
+def test_plain_hub_refuses_secure_messages(tmp_path: Path) -> None:
+    """Without secure rounds a masked input would be stored where every site can read it."""
+    hub = HubServer(make_config(tmp_path))
+    hub.registry.enroll_site(SITES[0], generate_signing_key().public_key_b64)
+    message = build_secagg_message(round_id=ROUND_ID, stage="mask_input", sender=SITES[0],
+                                   payload={"masked": "AAAA"}, created=HUB_NOW)
+
+    status = hub.intake.add_objects("keys", principal(SITES[0]), [RawObject(json.dumps(message), message)])
+
+    assert (status["success_count"], status["failure_count"]) == (0, 1)
+    assert "runs no secure rounds" in status["failures"][0]["message"]
+    stored = hub.storage.query_objects(ObjectQuery(collection_id=collection_id("keys"), limit=10,
+                                                   ids=(message["id"],)))
+    assert stored.objects == []

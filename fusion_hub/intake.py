@@ -176,14 +176,16 @@ class Intake:
 
         The round object is the hub's own record of a secure round; a copy from a site, under
         the round's predictable id, could abort or steer the round for every site. Without
-        secure rounds, masked inputs and reveals would be stored where every site reads them.
+        secure rounds the hub only relays key advertisements and encrypted shares, because
+        masked inputs, unmask shares and reveals would be stored where every site reads them.
         """
         if obj["type"] == SECAGG_ROUND_TYPE:
             raise ObjectRejected(object_id, "type-not-accepted",
                                  f"only the hub writes {SECAGG_ROUND_TYPE} objects")
-        if obj["type"] == SECAGG_MESSAGE_TYPE and self.secure is None:
+        if (obj["type"] == SECAGG_MESSAGE_TYPE and self.secure is None
+                and obj.get("stage") not in ("advertise_keys", "share_keys")):
             raise ObjectRejected(object_id, "type-not-accepted",
-                                 f"this hub runs no secure rounds; {SECAGG_MESSAGE_TYPE} is not accepted")
+                                 f"this hub runs no secure rounds; stage {obj.get('stage')!r} is not accepted")
 
     def _add_batch(
         self, collection: str, principal: Principal, objects: Sequence[RawObject],

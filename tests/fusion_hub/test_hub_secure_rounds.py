@@ -369,7 +369,7 @@ def test_plain_hub_refuses_secure_messages(tmp_path: Path) -> None:
     status = hub.intake.add_objects("keys", principal(SITES[0]), [RawObject(json.dumps(message), message)])
 
     assert (status["success_count"], status["failure_count"]) == (0, 1)
-    assert "runs no secure rounds" in status["failures"][0]["message"]
+    assert "runs no secure rounds; stage 'mask_input'" in status["failures"][0]["message"]
     stored = hub.storage.query_objects(ObjectQuery(collection_id=collection_id("keys"), limit=10,
                                                    ids=(message["id"],)))
     assert stored.objects == []

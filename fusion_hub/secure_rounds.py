@@ -1,13 +1,13 @@
 """Secure aggregation rounds at the hub: run the server stages over the ``keys`` collection.
 
 In secure mode (``secure.mode: secure``) the hub learns only sums across sites. Sites post
-``x-fti-secagg-message`` objects to ``keys``; the hub answers with versions of one
+``x-fti-secagg-message`` objects to ``keys``, and the hub responds with versions of one
 ``x-fti-secagg-round`` object per round, which sites poll. One round runs these stages in
 order over one :class:`SecureRound` (the secure aggregation stages are those of
 :class:`privacy.secagg.SecAggServer`):
 
 1. ``open`` (on a site's ``join``): fix the round's parameters; the invited sites are the
-   enrolled, unrevoked ones, and a round with fewer than ``min_sites`` of them is refused;
+   enrolled, unrevoked ones, and a round with fewer than ``min_sites`` of them is rejected;
 2. ``collect_advertisements``: public keys, stored in ``keys`` for the other sites;
 3. ``collect_shares``: encrypted shares, stored in ``keys`` for their recipients;
 4. ``collect_masked_inputs``: masked vectors, added to a running sum in memory and never
@@ -39,10 +39,10 @@ Round state lives in this process's memory only, so a hub restart aborts the sec
 in progress: on start the hub publishes the ``aborted`` stage for every stored round object
 that is neither done nor aborted (:meth:`SecureRoundCoordinator.abort_interrupted`). Sites
 waiting on such a round then leave it and record it as aborted; a site already charged
-keeps the charge and never sends the round again, and the hub refuses a new ``join`` for it
+keeps the charge and never sends the round again, and the hub rejects a new ``join`` for it
 (``round-closed``), so no site contributes twice to one round. The hub is honest-but-curious:
-it follows these stages. A malicious hub could tell different sites different survivor
-sets; the consistency round of Bonawitz et al. that detects this is not implemented, and
+it follows these stages. A malicious hub could send different sites different survivor
+sets. The consistency round of Bonawitz et al. that detects this is not implemented, and
 docs/privacy.md states what such a hub could learn.
 """
 
@@ -108,7 +108,7 @@ class SecureRoundResult:
 
 @dataclass
 class SecureRound:
-    """The hub's state of one secure round; every vector in it is masked or a sum."""
+    """The hub's state of one secure round, in which every vector is masked or a sum."""
 
     round_id: str
     round_start: datetime
@@ -131,7 +131,7 @@ class SecureRound:
 
 
 class SecureRoundCoordinator:
-    """Run the hub's stages of every secure round; thread-safe.
+    """Run the hub's stages of every secure round. The methods are thread-safe.
 
     Parameters
     ----------
@@ -250,7 +250,7 @@ class SecureRoundCoordinator:
             state = self._rounds.get(round_id)
             if state is None:
                 raise ObjectRejected(object_id, "round-unknown",
-                                     f"secure round {round_id} is not open; post a join message first")
+                                     f"secure round {round_id} is not open. Post a join message first")
             if state.stage != stage:
                 raise ObjectRejected(object_id, "stage-closed",
                                      f"secure round {round_id} is at stage {state.stage}, not {stage}")
@@ -268,7 +268,7 @@ class SecureRoundCoordinator:
         with self._lock:
             for state in list(self._rounds.values()):
                 if state.stage_opened is not None and now - state.stage_opened >= timeout:
-                    log.warning("secure round %s: stage %s timed out; going on without the missing sites",
+                    log.warning("secure round %s: stage %s timed out, going on without the missing sites",
                                 state.round_id, state.stage)
                     self._close_stage(state)
 
@@ -287,6 +287,7 @@ class SecureRoundCoordinator:
         # same data. The stored round object outlives a hub restart.
         if self.storage.object_exists(collection_id(_KEYS), secagg_round_id(round_id), None):
             raise ObjectRejected(object_id, "round-closed", f"secure round {round_id} has already run")
+
         round_start = parse_timestamp(round_id)
         if to_micros(round_start) % (self.round_settings.round_seconds * 1_000_000):
             raise ObjectRejected(object_id, "round-misaligned",
@@ -297,6 +298,7 @@ class SecureRoundCoordinator:
             raise ObjectRejected(object_id, "too-few-sites",
                                  f"{len(sites)} sites are enrolled but a secure round needs "
                                  f"{self.settings.min_sites} (secure.min_sites)")
+
         neighbours = self.settings.neighbours_per_site
         if neighbours is not None and neighbours >= len(sites) - 1:
             neighbours = None
@@ -306,6 +308,7 @@ class SecureRoundCoordinator:
         config = SecAggConfig(round_id=round_id, site_ids=tuple(sites), threshold=threshold,
                               vector_length=len(self.families) * HISTOGRAM_BINS + sketch.length,
                               neighbours_per_site=neighbours)
+
         now = self._clock()
         state = SecureRound(round_id=round_id, round_start=round_start, config=config, sketch=sketch,
                             server=SecAggServer(config), created=now, modified=now, stage_opened=now,
@@ -369,7 +372,7 @@ class SecureRoundCoordinator:
                 self._enter(state, "mask_input", sorted(routed))
             elif state.stage == "mask_input":
                 survivors = server.collect_masked_inputs(state.masked.values())
-                state.masked.clear()  # the running sum stays in the server; no single vector is kept
+                state.masked.clear()  # only the server's running sum remains, no single vector
                 self._require_min_sites(state, len(survivors))
                 self._enter(state, "unmask", list(survivors))
             elif state.stage == "unmask":
@@ -378,7 +381,8 @@ class SecureRoundCoordinator:
             elif state.stage == "reveal":
                 self._fuse(state)
         except SecAggError as err:
-            # A share that fails its check makes the round unusable; abort it, revealing nothing.
+            # A failed check (a bad share, too few sites left) makes the round unusable, so
+            # abort it without revealing anything.
             self._abort(state, str(err))
 
     def _unmask(self, state: SecureRound) -> None:
@@ -468,7 +472,7 @@ class SecureRoundCoordinator:
             if not isinstance(score, (int, float)) or not math.isfinite(score) or not 0 <= score <= 1:
                 raise SecAggError(f"evidence[{index}].noised_mean_score must be in [0, 1]")
             # A site may reveal only values heavy in every row of the unmasked sketch.
-            # The site hashed the value as it holds it, so the check uses that text.
+            # The site hashed the value as it stores it, so the check uses that text.
             key = sketch_key(family, item["observable_type"], raw_value)
             if not all(bucket in state.heavy for bucket in state.sketch.buckets(key)):
                 raise SecAggError(f"evidence[{index}] is not in heavy buckets of the summed sketch")
@@ -479,7 +483,7 @@ class SecureRoundCoordinator:
         return evidence
 
     def _publish_state(self, state: SecureRound) -> None:
-        # Each stage is a new version; STIX versions must increase, so two stages within
+        # Each stage is a new version. STIX versions must increase, so two stages within
         # one millisecond are a millisecond apart.
         now = max(self._clock(), state.modified + timedelta(milliseconds=1))
         state.modified = now
@@ -505,6 +509,6 @@ class SecureRoundCoordinator:
             content_sha256=hashlib.sha256(canonical_json(obj)).hexdigest(), owner=None,
         ))
         if outcome is AddOutcome.CONFLICT:
-            log.error("object %s version %s is stored with other content; the round state was not updated",
+            log.error("object %s version %s is stored with other content, so the round state was not updated",
                       obj["id"], version)
 

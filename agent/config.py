@@ -118,7 +118,7 @@ class PrivacySection:
     count_share: float = 0.5
     score_share: float = 0.3
     # plain: each site noises its own summary. secure: counts are summed across sites by
-    # secure aggregation with distributed noise, so the hub sees only sums (docs/privacy.md).
+    # secure aggregation with distributed noise, so the hub receives only sums (docs/privacy.md).
     mode: str = "plain"
     # Secure mode: each site's noise share assumes at least this many honest sites in every
     # sum, and the site leaves any round whose threshold is lower.

@@ -98,8 +98,8 @@ class FusedIndicatorConsumer:
     def _last_added(self, envelope: dict, current: str | None, header: str | None) -> str | None:
         """Return the checkpoint after one page: the newest date_added read so far.
 
-        TAXII filters ``added_after`` on the date the server added an object, which only the
-        page's ``X-TAXII-Date-Added-Last`` header tells. Without that header (a server that
+        TAXII filters ``added_after`` on the date the server added an object, and only the
+        page's ``X-TAXII-Date-Added-Last`` header contains that date. Without that header (a server that
         does not follow TAXII 2.1 here), the objects' ``modified`` stands in. It is the
         publication time of hub versions, but a publisher's clock ahead of the server's
         could then skip objects, so that case is logged.
@@ -180,6 +180,6 @@ def _iso(epoch_seconds: int) -> str:
 
 
 def _instant(stamp: str) -> datetime:
-    """Read a TAXII timestamp; a bad one raises ValueError, which the poll treats as transient."""
+    """Parse a TAXII timestamp. An invalid one raises ValueError, which the poll treats as transient."""
     return parse_timestamp(stamp)
 

@@ -265,7 +265,7 @@ class LiveAgent:
             on_step: Callable[[StepReport], None] | None = None) -> None:
         """Step until ``stop`` is set, delivering the outbox after each released round.
 
-        ``on_step`` is called after every step, in this thread; the service loop uses it to
+        ``on_step`` is called after every step, in this thread. The service loop uses it to
         deliver with backoff, ping the watchdog, refresh its metrics and handle a reload.
         """
         log.info("site %s: following %d sources live (poll every %.1f s, grace %d s)", self.agent.config.site.id,

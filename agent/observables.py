@@ -6,10 +6,10 @@ distinguishes them. Fingerprints and hashes are hex strings that read as domain 
 key carries the kind: ``"ja3:6734f374…"``, ``"x509-sha256:b2da…"``, ``"sha256:…"``. String keys
 keep the contact table, the local alert matcher and the summariser's ordering as they are.
 
-Every constructor here returns None for a value that must stay on the site: an address that
-is not shareable (see :meth:`agent.network.InternalNetworks.is_shareable`), a name under the
-site's internal domains or a suffix reserved for local use, a host name without a dot (a
-NetBIOS or mDNS name), reverse-lookup names under ``.arpa``, and URLs on such hosts.
+Every constructor here returns None for a value that must stay on the site. Such values are
+addresses that are not shareable (see :meth:`agent.network.InternalNetworks.is_shareable`),
+names under the site's internal domains or a suffix reserved for local use, host names without
+a dot (NetBIOS or mDNS names), reverse-lookup names under ``.arpa``, and URLs on such hosts.
 """
 
 from __future__ import annotations

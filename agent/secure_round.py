@@ -20,8 +20,8 @@ sketch, whose keys are :func:`stix_mappings.secagg_objects.sketch_key`. A family
 is sent as zeros with its share of noise, so every site's noise is calibrated alike.
 
 The round's epsilon and delta are first split equally between the round's families, as plain
-mode splits them between configured families; a site that configures every family splits its
-budget exactly as in plain mode. Each family's part is split as in plain mode:
+mode splits them between configured families. So a site that configures every family splits
+its budget exactly as in plain mode. Each family's part is split as in plain mode:
 ``histogram_share`` for its summed histogram, ``count_share`` halved between the summed sketch
 and its reveal's partition selection, and ``score_share`` for its revealed score sums; its
 delta goes in three equal parts to the histogram, the sketch and the partition selection. The
@@ -235,7 +235,7 @@ class SecureRoundRunner:
         histogram_noise = calibrate_distributed_gaussian(
             epsilon=budget.histogram_epsilon, delta=budget.part_delta, min_sites=privacy.secure_min_sites,
             l1_sensitivity=per_unit_windows, l2_sensitivity=per_unit_windows, dimension=HISTOGRAM_BINS)
-        # One unit holds at most max_observables_per_entity keys in each family.
+        # One unit contributes at most max_observables_per_entity keys in each family.
         l1, l2 = sketch.sensitivity(len(families) * privacy.max_observables_per_entity)
         sketch_noise = calibrate_distributed_gaussian(
             epsilon=budget.sketch_epsilon, delta=budget.sketch_delta, min_sites=privacy.secure_min_sites,

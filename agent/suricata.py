@@ -44,7 +44,7 @@ class SuricataParser:
         if not text.strip():
             return None
 
-        # orjson parses several times faster; where it rejects a line that json accepts (NaN,
+        # orjson parses faster than json. Where it rejects a line that json accepts (NaN,
         # lone surrogate escapes, deep nesting), json decides, so such lines read as before.
         try:
             obj = orjson.loads(text)

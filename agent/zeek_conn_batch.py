@@ -251,7 +251,7 @@ def _convert_column(texts: list[str], convert: Callable[[str], object], unset: s
 
 
 class _Columns:
-    """The connections of a run, one array per field, in line order."""
+    """Columns of a run's connections: one array per field, in line order."""
 
     def __init__(self, **arrays: np.ndarray) -> None:
         self.__dict__.update(arrays)

@@ -5,9 +5,9 @@ The entity is the host that wrote the line (syslog's host field), because that i
 being logged into. The remote address is the observable when it may be shared. An rsyslog
 ``message repeated N times`` line counts N attempts.
 
-Zeek's ssh.log records the same logins on the wire: its ``auth_success`` is T, F or unset (Zeek
-could not tell), and ``auth_attempts`` counts the tries in the session; a session without a
-try is left to the network family. The entity is the internal endpoint. Zeek records no user names, so ``distinct_users`` stays 0 for its windows.
+Zeek's ssh.log records the same logins on the wire. Its ``auth_success`` is T, F or unset (Zeek
+could not determine the outcome), and ``auth_attempts`` counts the attempts in the session. A
+session without an attempt is left to the network family. The entity is the internal endpoint. Zeek records no user names, so ``distinct_users`` stays 0 for its windows.
 """
 
 from __future__ import annotations

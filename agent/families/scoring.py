@@ -36,10 +36,10 @@ FAMILY_SPECS: dict[str, FamilySpec] = {spec.name: spec for spec in (NETWORK, AUT
 
 
 def baseline_round_count(windows_per_round: list[int], *, baseline_rounds: int, min_baseline_windows: int) -> int:
-    """Return how many of the first rounds that hold windows the detector's baseline takes.
+    """Return how many of the first rounds that contain windows the detector's baseline takes.
 
-    ``windows_per_round`` lists the window count of each round that holds any, in time order.
-    The baseline is the first ``baseline_rounds`` of them, grown by whole rounds until it holds
+    ``windows_per_round`` lists the window count of each round that contains any, in time order.
+    The baseline is the first ``baseline_rounds`` of them, grown by whole rounds until it contains
     ``min_baseline_windows`` windows or no round is left. The result may exceed the number of
     rounds when ``baseline_rounds`` does.
     """
@@ -117,7 +117,7 @@ class FamilyScorer:
         baseline, taken = select_baseline(windows, baseline_rounds=settings.baseline_rounds,
                                           min_windows=settings.min_baseline_windows, round_seconds=self.round_seconds)
         if taken > settings.baseline_rounds:
-            log.warning("site %s: %s family: the first %d rounds hold too few windows for a baseline; training on "
+            log.warning("site %s: %s family: the first %d rounds contain too few windows for a baseline, so training on "
                         "the first %d rounds (%d windows)", self.site_id, family, settings.baseline_rounds, taken,
                         len(baseline))
         detector = self.new_detector(family)

@@ -1,9 +1,9 @@
 """Open feature windows of one family, keyed by (entity, window start), with a compact snapshot.
 
 A table keeps one accumulator per open window. The live agent closes the windows of a round
-once the round's time has passed and stores the rest in its checkpoint, so each accumulator
-can be written as a small JSON value and read back: counters and sets of the window, and
-the event times that burstiness needs, instead of every event.
+once the round's time has passed and stores the rest in its checkpoint. So each accumulator
+can be written as a small JSON value and read back. That value contains the window's counters
+and sets and the event times that burstiness needs, instead of every event.
 """
 
 from __future__ import annotations

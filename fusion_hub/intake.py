@@ -106,7 +106,7 @@ class Intake:
     clock : callable returning datetime, optional
         Hub time.
     secure : SecureRoundCoordinator, optional
-        Runs the secure rounds; without it the ``keys`` collection only stores objects.
+        Coordinator of the secure rounds. Without it the ``keys`` collection only stores objects.
     """
 
     def __init__(
@@ -172,12 +172,12 @@ class Intake:
         return build_status(results, request_time)
 
     def _check_secure_object(self, obj: dict[str, Any], object_id: str) -> None:
-        """Refuse secure-round objects that a site must never write here.
+        """Reject secure-round objects that a site must never write here.
 
-        The round object is the hub's own record of a secure round; a copy from a site, under
+        The round object is the hub's own record of a secure round. A copy from a site, under
         the round's predictable id, could abort or steer the round for every site. Without
         secure rounds the hub only relays key advertisements and encrypted shares, because
-        masked inputs, unmask shares and reveals would be stored where every site reads them.
+        masked inputs, unmask shares and reveals would be stored where every site can read them.
         """
         if obj["type"] == SECAGG_ROUND_TYPE:
             raise ObjectRejected(object_id, "type-not-accepted",
@@ -226,7 +226,7 @@ class Intake:
                                                            version, request_time)
             check_collection_rules(collection, principal, obj, object_id)
             self._check_secure_object(obj, object_id)
-            # Secure aggregation messages go to the round first; masked inputs, unmask
+            # Secure aggregation messages go to the round first. Masked inputs, unmask
             # shares and reveals are for the hub alone and are never stored.
             if collection == "keys" and obj["type"] == SECAGG_MESSAGE_TYPE and self.secure is not None:
                 if not self.secure.accept_message(principal, obj):

@@ -75,7 +75,8 @@ class ServerSettings:
 
 
 STORAGE_BACKENDS = ("sqlite", "postgresql")
-# libpq's sslmode values, weakest first (PostgreSQL documentation, section 34.19.1).
+# libpq's sslmode values, weakest first (PostgreSQL documentation, libpq "SSL Support",
+# table "SSL Mode Descriptions": https://www.postgresql.org/docs/current/libpq-ssl.html).
 POSTGRESQL_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -100,7 +101,7 @@ class StorageSettings:
     postgresql_schema: str = "public"
     # TLS to the PostgreSQL server, passed to libpq and overriding the same keys in the DSN.
     # Empty keeps the DSN's sslmode or libpq's default, "prefer", which encrypts when the
-    # server offers TLS but checks no certificate; use verify-full across a network.
+    # server offers TLS but checks no certificate. Use verify-full across a network.
     postgresql_sslmode: str = ""
     # CA bundle that the server's certificate must chain to (verify-ca, verify-full).
     postgresql_sslrootcert: Path | None = None
@@ -217,10 +218,11 @@ class SecureSettings:
     # plain: sites send signed DP summaries. secure: the hub also runs secure aggregation
     # rounds in the keys collection and learns only sums across sites.
     mode: str = "plain"
-    # The hub refuses a secure round with fewer surviving sites: sums over fewer sites say
-    # too much about each of them, and the sites' noise is calibrated for this many.
+    # The hub rejects a secure round with fewer surviving sites, because sums over fewer
+    # sites reveal too much about each of them and the sites' noise is calibrated for this many.
     min_sites: int = 3
-    # SecAgg+ neighbours per site (even); None masks every pair of sites (Bonawitz et al.).
+    # SecAgg+ neighbours per site (an even number). None masks every pair of sites, as in
+    # Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving Machine Learning".
     neighbours_per_site: int | None = None
     # Count-min sketch of observables: 2 rows of 32768 buckets are 65,536 words.
     sketch_rows: int = 2
@@ -230,7 +232,7 @@ class SecureSettings:
     sketch_threshold: int = 10
     # A stage waits this long for missing sites, then goes on without them (dropouts).
     stage_timeout_seconds: float = 300.0
-    # Detector families a round sums; the round's budget is split equally between them, so
+    # Detector families a round sums. The round's budget is split equally between them, so
     # list only the families the sites configure (a site sends noised zeros for the others).
     families: tuple[str, ...] = FAMILIES
 
@@ -252,7 +254,7 @@ class HubConfig:
 
 
 class _HubYamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 exponent floats such as ``1e-3`` and refuses aliases.
+    """SafeLoader that also reads YAML 1.2 exponent floats such as ``1e-3`` and rejects aliases.
 
     A configuration has no use for anchors and aliases, and nested aliases expand
     exponentially (a "billion laughs" file), which would hang start-up or a reload.

@@ -21,7 +21,7 @@ Event Collector Indexer Acknowledgment"):
   so the batch never comes back unchanged. A 400 with any other code concerns the request
   (no data, channel, ack settings: codes 5, 10, 11 and 14) and is raised instead, because
   every half would fail alike.
-- The ack endpoint answers ``{"acks": {"<ackId>": true|false}}``. Any other body counts as
+- The ack endpoint returns ``{"acks": {"<ackId>": true|false}}``. Any other body counts as
   no ack yet: the events wait, and are sent again after ``ack_timeout_secs``.
 - 401 and 403 (token required, invalid or disabled) stop the client: nothing more is sent,
   documents stay in the spool, and the error names the endpoint, never the token.

@@ -107,7 +107,8 @@ def run_sync(args: argparse.Namespace, *, env: Mapping[str, str],
     Returns 0 when the SIEM confirmed everything read, and 3 when some indicators were
     rejected (they are in the spool's dead-letter table) or are still queued. A poll that
     cannot read the TAXII server is logged and the next one tries again, because a hub
-    restart must not end a day-long run; when the last poll failed so, its error is raised.
+    restart must not end a day-long run. When the last poll fails that way, its error is
+    raised.
 
     Raises
     ------

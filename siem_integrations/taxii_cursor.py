@@ -22,7 +22,7 @@ This module uses the standard library only, because the Splunk add-on ships it t
 
 Notes
 -----
-A server without ``next`` that holds more objects of one ``date_added`` than its largest
+A server without ``next`` that contains more objects of one ``date_added`` than its largest
 page cannot be read past them without skipping. The cursor raises ``limit`` by the number
 of objects already delivered at that time, up to ``max_limit_factor`` times the page size.
 Past that it continues after that time and stores the time it gave up in ``skipped_at``
@@ -91,7 +91,7 @@ def just_before(timestamp: str) -> str | None:
 
 
 class TaxiiCursor:
-    """Where the next Get Objects request starts, and which objects it must drop.
+    """Start point of the next Get Objects request, and the objects it must drop.
 
     Parameters
     ----------

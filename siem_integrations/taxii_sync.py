@@ -9,7 +9,7 @@ continues with ``added_after`` from the ``X-TAXII-Date-Added-Last`` header.
 
 The checkpoint (a small JSON file) is written only after the SIEM sink accepted a page, so
 a crash re-reads at most one page. The sinks deduplicate by indicator id and version, so a
-re-read page adds nothing. A ``next`` the server no longer knows (400 or 404) is dropped and
+re-read page adds nothing. A ``next`` the server no longer accepts (400 or 404) is dropped and
 the poll falls back to ``added_after``.
 """
 

@@ -55,7 +55,7 @@ _PATTERN_KINDS = {
     ("x-fti-tls-fingerprint", "ja3"): "ja3",
     ("x-fti-tls-fingerprint", "ja3s"): "ja3s",
 }
-# Kinds no ES collection holds keep their value under their own name, as in HEC events.
+# Kinds without an ES collection keep their value under their own name, as in HEC events.
 _NO_ES_COLLECTION = {"ja3": "ja3", "ja3s": "ja3s", "x509-sha1": "certificate_sha1",
                      "x509-sha256": "certificate_sha256"}
 

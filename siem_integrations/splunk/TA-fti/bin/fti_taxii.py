@@ -1,12 +1,12 @@
 """Modular input fti_taxii: poll a TAXII 2.1 collection into an index and the KV store.
 
 Each run reads every page added since the checkpoint (a JSON file in the input's checkpoint
-folder). It follows ``next``; when the server sets ``more`` without ``next`` it continues with
-``added_after`` from the ``X-TAXII-Date-Added-Last`` response header. The checkpoint holds
+folder). It follows ``next``. When the server sets ``more`` without ``next``, it continues with
+``added_after`` from the ``X-TAXII-Date-Added-Last`` response header. The checkpoint contains
 that time and the objects already written that may share it (``taxii_cursor``, shipped in
 ``lib/``), so objects sharing one ``date_added`` are neither skipped nor indexed twice. It
 is saved after a page's events and records are written, so a crash repeats at most that
-page. A saved ``next`` the server no longer knows (400 or 404) falls back to
+page. A saved ``next`` the server no longer accepts (400 or 404) falls back to
 ``added_after``.
 
 Every indicator version becomes an event. The current indicators are upserted into the

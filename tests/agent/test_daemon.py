@@ -29,6 +29,7 @@ from agent.daemon import changed_settings
 from fusion_hub.config import HubConfig, RoundSettings, ServerSettings, StorageSettings
 from fusion_hub.server import HubServer
 from privacy.signing import generate_signing_key
+from tests.support.loopback import unused_port
 from tests.support.notify_socket import notify_socket, receive_until
 
 ROUND_SECONDS = 600
@@ -43,12 +44,6 @@ def conn_line(number: int) -> str:
               "proto": "tcp", "duration": 0.5, "orig_bytes": 100 + number % 50, "resp_bytes": 800,
               "conn_state": "SF", "_path": "conn"}
     return json.dumps(record) + "\n"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture()
@@ -124,7 +119,7 @@ def test_agent_service_sends_reloads_and_stops(tmp_path: Path, hub: HubServer,
     (tmp_path / "logs").mkdir()
     log_file = tmp_path / "logs" / "conn.log"
     log_file.write_text("")
-    port = free_port()
+    port = unused_port()
     hub_url = f"{hub.base_url}/taxii2/"
     write_config(tmp_path, hub_url, metrics_port=port)
     server, notify_path = manager

@@ -20,7 +20,6 @@ from fusion_hub.config import HubConfig, RoundSettings, ServerSettings, StorageS
 from fusion_hub.server import HubServer
 from privacy.ledger import PrivacyLedger
 from privacy.random import seeded_random
-from privacy.signing import generate_signing_key
 from stix_mappings.ids import collection_id
 
 ROUND_SECONDS = 600
@@ -89,13 +88,6 @@ def pending_bodies(state_dir: Path) -> list[str]:
         return [item.body for item in state.pending()]
     finally:
         state.close()
-
-
-@pytest.fixture()
-def site_key(tmp_path: Path):  # type: ignore[no-untyped-def]
-    key = generate_signing_key()
-    key.to_file(tmp_path / "site.key")
-    return key
 
 
 def test_rerun_sends_nothing_twice(tmp_path: Path, hub: tuple[HubServer, str], site_key) -> None:  # type: ignore[no-untyped-def]

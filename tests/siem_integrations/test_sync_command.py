@@ -24,6 +24,15 @@ from tests.siem_integrations.taxii_server import TaxiiServer
 FUSED = collection_id("fused-indicators")
 
 
+@pytest.fixture()
+def stopped_elastic_url(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Set the sync's TAXII password and Elasticsearch API key, and return the URL of a stopped cluster."""
+    monkeypatch.setenv("FTI_TAXII_PASSWORD", CREDENTIALS[1])
+    monkeypatch.setenv("FTI_ELASTIC_API_KEY", "ZXM6a2V5")
+    with EsServer(authorization="ApiKey ZXM6a2V5") as stopped:
+        return stopped.url
+
+
 def test_sync_real_hub_into_elastic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     from tests.fusion_hub.test_hub_rounds import Federation
@@ -92,18 +101,14 @@ def test_sync_without_token_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "FTI_SPLUNK_HEC_TOKEN" not in os.environ
 
 
-def test_sync_unavailable_elastic_spools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_sync_unavailable_elastic_spools(tmp_path: Path, stopped_elastic_url: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """With --retry-secs 0 an unavailable cluster costs one attempt; the document waits."""
-    monkeypatch.setenv("FTI_TAXII_PASSWORD", CREDENTIALS[1])
-    monkeypatch.setenv("FTI_ELASTIC_API_KEY", "ZXM6a2V5")
-    with EsServer(authorization="ApiKey ZXM6a2V5") as stopped:
-        down_url = stopped.url
     with TaxiiServer(COLLECTION, credentials=CREDENTIALS) as taxii:
         taxii.state.add(added(1), indicator("203.0.113.9"))
 
         status = main(["siem", "sync", "--from", taxii.api_root, "--collection", COLLECTION,
-                       "--to", "elastic", "--user", CREDENTIALS[0], "--elastic-url", down_url,
+                       "--to", "elastic", "--user", CREDENTIALS[0], "--elastic-url", stopped_elastic_url,
                        "--retry-secs", "0", "--state-dir", str(tmp_path / "state")])
 
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
@@ -122,19 +127,15 @@ def test_sync_negative_retry_secs_exits(tmp_path: Path, monkeypatch: pytest.Monk
     assert str(excinfo.value) == "fti siem sync: --retry-secs must be >= 0; got -1.0"
 
 
-def test_sync_quiet_poll_sends_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_sync_quiet_poll_sends_spool(tmp_path: Path, stopped_elastic_url: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A poll that reads nothing new still sends what an outage left in the spool."""
-    monkeypatch.setenv("FTI_TAXII_PASSWORD", CREDENTIALS[1])
-    monkeypatch.setenv("FTI_ELASTIC_API_KEY", "ZXM6a2V5")
-    with EsServer(authorization="ApiKey ZXM6a2V5") as stopped:
-        down_url = stopped.url
     with TaxiiServer(COLLECTION, credentials=CREDENTIALS) as taxii:
         taxii.state.add(added(1), indicator("203.0.113.9"))
         arguments = ["siem", "sync", "--from", taxii.api_root, "--collection", COLLECTION,
                      "--to", "elastic", "--user", CREDENTIALS[0], "--retry-secs", "0",
                      "--state-dir", str(tmp_path / "state")]
-        first_status = main([*arguments, "--elastic-url", down_url])
+        first_status = main([*arguments, "--elastic-url", stopped_elastic_url])
         with EsServer(authorization="ApiKey ZXM6a2V5") as elastic:
             second_status = main([*arguments, "--elastic-url", elastic.url])
 

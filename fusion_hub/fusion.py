@@ -86,9 +86,9 @@ def strongest_per_site(
     """Group evidence by observable and keep each site's strongest score in [0, 1].
 
     A site counts once per observable, with its strongest score in the window of rounds and
-    over its detector families, so resending the same observable every round does not inflate
-    the fused score, and neither does a site whose network and process detectors both flag
-    it: both read the same site's telemetry, so they are one witness, not two. Evidence from
+    over its detector families. Resending the same observable every round therefore does not
+    inflate the fused score. Nor does a site whose network and process detectors both flag
+    it, because both read the same site's telemetry and so are one witness, not two. Evidence from
     sites missing from ``trust`` (unknown or revoked) is dropped with one warning.
     """
     strongest: dict[tuple[str, str], dict[str, float]] = {}

@@ -172,9 +172,9 @@ class Publisher:
     def flush_sinks(self, now: datetime) -> None:
         """Revoke expired indicators and send every sink's spooled backlog.
 
-        Rounds do both when they close; when sites stop sending no round closes, so the
-        ticker calls this to keep expired indicators out of the SIEMs and to resend what an
-        outage left spooled. Each sink bounds its own retries in time; failures are logged.
+        Rounds do both when they close, but no round closes while sites send nothing. The
+        ticker calls this then, to keep expired indicators out of the SIEMs and to resend what
+        an outage left spooled. Each sink bounds its own retries in time, and failures are logged.
         """
         report = PublishReport()
         with self.storage.transaction():

@@ -9,8 +9,8 @@ several hub processes write at once.
 
 ``date_added`` comes from a per-collection row (``collection_clocks``) that each insert
 advances. On PostgreSQL the row stays locked until the transaction commits, so inserts into
-one collection commit in ``date_added`` order and a reader paging by ``(date_added, id)`` never
-sees a smaller ``date_added`` appear behind its cursor. SQLite has one writer at a time anyway.
+one collection commit in ``date_added`` order. A reader paging by ``(date_added, id)`` therefore
+never finds a smaller ``date_added`` committed behind its cursor. SQLite has one writer at a time anyway.
 """
 
 from __future__ import annotations
@@ -516,7 +516,7 @@ class SQLStorage(HubStorage):
     def mark_round_closed(self, round_start_us: int, closed_us: int, reason: str) -> bool:
         with self.transaction():
             self._lock_publication()
-            # A second closer updates nothing: on PostgreSQL it waits for the first one's row
+            # A second closer updates nothing. On PostgreSQL it waits for the first one's row
             # lock, then rereads the row under READ COMMITTED and finds it closed.
             cursor = self._execute(
                 "UPDATE rounds SET closed_us = ?, close_reason = ? "
@@ -595,7 +595,7 @@ class SQLStorage(HubStorage):
 
 
 def _object_row(obj: NewObject, date_added_us: int) -> tuple[Any, ...]:
-    """Return the ``BULK_OBJECT_COLUMNS`` values of an object; no version means date_added."""
+    """Return the ``BULK_OBJECT_COLUMNS`` values of an object, whose version defaults to date_added."""
     version_us = obj.version_us if obj.version_us is not None else date_added_us
     return (obj.collection_id, obj.id, version_us, date_added_us, obj.spec_version, obj.type,
             obj.raw, obj.content_sha256, obj.owner)
@@ -606,7 +606,7 @@ def object_filters(query: ObjectQuery) -> tuple[list[str], list[Any]]:
     where = ["o.collection_id = ?"]
     params: list[Any] = [query.collection_id]
 
-    # Restrictions that also apply to the versions compared by first/last; {t} is the alias.
+    # Restrictions that also apply to the versions compared by first/last. {t} is the table alias.
     scope: list[str] = []
     scope_params: list[Any] = []
     if query.visible_to is not None:

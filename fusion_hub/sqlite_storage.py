@@ -41,7 +41,8 @@ class SQLiteHubStorage(SQLStorage):
         How long to wait for another process holding the write lock.
     """
 
-    # IMMEDIATE takes the write lock at once, so two writers never deadlock upgrading a read.
+    # IMMEDIATE takes the write lock at once, so two hub transactions never deadlock by both
+    # upgrading a read lock. The second one waits up to busy_timeout_secs instead.
     _BEGIN = "BEGIN IMMEDIATE"
     # SQLite's two-argument MAX is the scalar maximum, like PostgreSQL's GREATEST.
     _GREATEST = "MAX"

@@ -87,12 +87,12 @@ def _observable_fields(fused: FusedIndicator) -> tuple[dict[str, Any], dict[str,
         directory, name = split_file_path(fused.value)
         return {"type": "file", "file": {"path": fused.value, "name": name, "directory": directory}}, {}
     if fused.kind in ("x509-sha1", "x509-sha256"):
-        # ECS's x509 field set has no fingerprint; tls.server.hash.* holds it in events, so a
+        # ECS's x509 field set has no fingerprint. Events carry it in tls.server.hash.*, so a
         # rule can match that field against fti.indicator.certificate_hash.*.
         return {"type": "x509-certificate"}, {"certificate_hash": {fused.kind.removeprefix("x509-"): fused.value}}
     if fused.kind in ("ja3", "ja3s"):
-        # No ECS indicator field holds a TLS fingerprint; events carry it in tls.client.ja3 and
-        # tls.server.ja3s. "software" is the indicator type closest to what a JA3 identifies.
+        # No ECS indicator field contains a TLS fingerprint. Events carry it in tls.client.ja3
+        # and tls.server.ja3s. "software" is the indicator type closest to what a JA3 identifies.
         return {"type": "software"}, {fused.kind: fused.value}
     return {"type": "file", "file": {"hash": {fused.kind: fused.value}}}, {}
 

@@ -159,7 +159,7 @@ def test_hec_event_problems_each_rule(event: dict[str, Any], problem: str) -> No
 )
 def test_hec_fingerprints_stay_out_of_file_intel(make_indicator: MakeIndicator, kind: str, value: str,
                                                  field: str) -> None:
-    """No ES collection holds a TLS or certificate fingerprint, so none is claimed for one."""
+    """No ES collection contains a TLS or certificate fingerprint, so none is claimed for one."""
     event = indicator_to_hec_event(make_indicator(observable_type=kind, value=value), index=None, host="h")
 
     assert event["event"]["threat_collection"] is None

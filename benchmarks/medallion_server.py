@@ -93,7 +93,7 @@ def running_medallion(
     Raises
     ------
     RuntimeError
-        If medallion exits or does not answer discovery within ``START_TIMEOUT_SECS``.
+        If medallion exits or does not respond to discovery within ``START_TIMEOUT_SECS``.
     """
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -136,5 +136,5 @@ def _wait_until_up(child: subprocess.Popen[bytes], server: Medallion, log_path: 
         except requests.ConnectionError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"medallion did not answer {server.discovery_url} within "
-                       f"{START_TIMEOUT_SECS} s")
+    raise RuntimeError(f"medallion did not respond at {server.discovery_url} within "
+                       f"{START_TIMEOUT_SECS} s. Its log is in {log_path}")

@@ -53,7 +53,7 @@ def test_write_sites_agent_reads_every_record(small_nslkdd: tuple[Path, list[str
         assert all(window.features[0] == 1 for window in site.windows)
 
 
-def test_write_sites_one_site_classes_stay_whole(small_nslkdd: tuple[Path, list[str]], tmp_path: Path) -> None:
+def test_write_sites_rare_classes_whole(small_nslkdd: tuple[Path, list[str]], tmp_path: Path) -> None:
     data_dir, lines = small_nslkdd
     work = tmp_path / "work"
 
@@ -70,7 +70,7 @@ def test_write_sites_one_site_classes_stay_whole(small_nslkdd: tuple[Path, list[
             assert len(holders[name]) == 1, name
 
 
-def test_write_sites_short_line_names_file_and_line(tmp_path: Path) -> None:
+def test_write_sites_short_line_error(tmp_path: Path) -> None:
     folder = tmp_path / NSLKDD_FOLDER
     folder.mkdir()
     (folder / TRAIN_FILE).write_text("0,tcp,http,SF,1,2,normal,20\n", encoding="utf-8")

@@ -99,7 +99,7 @@ def test_secret_file_first_line(tmp_path: Path) -> None:
     assert read_secret_file(secret(tmp_path / "k", "abc")) == "abc"
 
 
-def test_ticker_removes_expired_and_resends_backlog_without_rounds(tmp_path: Path) -> None:
+def test_ticker_flushes_sinks_without_rounds(tmp_path: Path) -> None:
     from tests.fusion_hub.test_hub_rounds import Federation
 
     with HecServer(HecToken("hec-token")) as splunk, \

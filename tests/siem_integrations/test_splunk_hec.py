@@ -254,7 +254,7 @@ def test_r6_delivered_only_after_ack_true(tmp_path: Path, cases_dir: Path) -> No
 
 
 @pytest.mark.parametrize("body", [b"<html>Success</html>", b'{"text":"Success","code":0,"ackId":null}'])
-def test_ack_success_without_readable_ack_id_stays_queued(tmp_path: Path, body: bytes) -> None:
+def test_ack_unreadable_id_stays_queued(tmp_path: Path, body: bytes) -> None:
     # With acknowledgment on, only a true ack confirms events, never an unreadable 200.
     def transport(method: str, url: str, *, headers: Mapping[str, str],
                   body_sent: bytes | None = None, **kwargs: Any) -> HttpResponse:
@@ -295,7 +295,7 @@ def test_ack_body_without_acks_object_not_acked(tmp_path: Path, body: bytes,
     assert answers == []
 
 
-def test_ack_on_every_batch_of_a_flush_sent(tmp_path: Path) -> None:
+def test_ack_flush_sends_every_batch(tmp_path: Path) -> None:
     """With acknowledgment on, a batch awaiting its ack does not stop the flush."""
     transport = CannedTransport(*[(200, {"text": "Success", "code": 0, "ackId": n})
                                   for n in range(3)],

@@ -222,7 +222,7 @@ def test_sync_into_splunk_marks_revoked(tmp_path: Path) -> None:
     assert json.loads(json.dumps(splunk.state.events[-1]))["event"]["revoked"] is True
 
 
-def test_sync_more_without_next_keeps_objects_sharing_date_added(tmp_path: Path) -> None:
+def test_sync_keeps_shared_date_added_objects(tmp_path: Path) -> None:
     # added_after is exclusive, so continuing from the last date_added of a page would skip
     # the objects of that same date_added that did not fit in the page.
     with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=False) as server:
@@ -240,7 +240,7 @@ def test_sync_more_without_next_keeps_objects_sharing_date_added(tmp_path: Path)
     assert CheckpointFile(tmp_path / "checkpoint.json").load().added_after == added(2)
 
 
-def test_sync_more_without_next_pages_full_of_one_date_added(tmp_path: Path) -> None:
+def test_sync_full_pages_one_date_added(tmp_path: Path) -> None:
     # More objects share one date_added than fit in a page: the sync must not loop on it.
     with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=False) as server:
         objects = [indicator(f"203.0.113.{n + 1}") for n in range(4)]
@@ -299,8 +299,8 @@ def test_sync_crash_before_checkpoint_rereads_page(tmp_path: Path,
     assert len(written) == len(objects) + len(crashed_page)
 
 
-def test_sync_server_page_cap_below_shared_date_added(tmp_path: Path,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_sync_page_cap_below_shared_time(tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
     """A server capping limit below one date_added's objects and without next: warn, go on."""
     objects = [indicator(f"203.0.113.{n + 1}") for n in range(6)]
     with TaxiiServer(COLLECTION, credentials=CREDENTIALS, with_next=False) as server:

@@ -10,9 +10,9 @@ mapping:
   is one 60 s window of one host, and the detector scores records one by one. Windows of
   several records would mix unrelated shuffled records.
 - **observable**: the record's signature ``(protocol_type, service, flag)`` becomes a
-  synthetic public address in ``11.0.0.0/8``, one per signature. No such host exists; the
-  address only names the signature, so that the agent's DP partition selection and the
-  hub's fusion treat it as an observable that several records and sites share.
+  synthetic public address in ``11.0.0.0/8``, one per signature. The address names only the
+  signature, not a host. The agent's DP partition selection and the hub's fusion therefore
+  treat it as an observable that several records and sites share.
 - **time**: the records of a site keep their file order, one second apart, and the site's
   span is cut into the scenario's rounds.
 - **features**: the agent computes its window features from ``duration``, ``src_bytes``
@@ -52,7 +52,7 @@ NSLKDD_NETWORKS = ("10.0.0.0/8",)
 # Rare classes of the training file that go whole to one site each: an attack seen at one
 # site only.
 NSLKDD_ONE_SITE_CLASSES = ("back", "teardrop", "pod", "guess_passwd", "warezclient", "nmap")
-# 11.0.0.0/8 is global unicast, so the agent treats these as shareable; each value names a
+# 11.0.0.0/8 is global unicast, so the agent treats these as shareable. Each value names a
 # signature, never a real host.
 _SIGNATURE_NETWORK = ipaddress.ip_network("11.0.0.0/8")
 _FIELDS = 43  # 41 features, the label and the difficulty

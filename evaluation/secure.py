@@ -78,7 +78,7 @@ SKETCH_WIDTH = 1024
 # A bucket is heavy from three standard deviations of the summed sketch noise, so an empty
 # bucket rarely passes and the sites are rarely asked to reveal for nothing.
 HEAVY_STANDARD_DEVIATIONS = 3.0
-# Registry passwords protect nothing here; minimal argon2 cost keeps enrolment fast.
+# Registry passwords protect nothing here, so the minimal argon2 cost keeps enrolment fast.
 _EVAL_AUTH = AuthSettings(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1,
                           credential_cache_seconds=600.0)
 _READER = "eval-reader"

@@ -234,8 +234,8 @@ def test_load_postgresql_tls_errors(tmp_path: Path, text: str, key: str, problem
      "siem.splunk_hec_url", "ftp://splunk.example.org"),
     ("  elastic_url: https://es.example.org:9200\n", "siem.elastic_api_key_file", None),
 ])
-def test_load_siem_url_refused_as_serve_would(tmp_path: Path, siem: str, key: str,
-                                              value: str | None) -> None:
+def test_load_siem_url_rejected_like_serve(tmp_path: Path, siem: str, key: str,
+                                           value: str | None) -> None:
     with pytest.raises(HubConfigError) as excinfo:
         load_hub_config(write(tmp_path, "siem:\n" + siem))
 
@@ -244,8 +244,8 @@ def test_load_siem_url_refused_as_serve_would(tmp_path: Path, siem: str, key: st
     assert excinfo.value.fix
 
 
-def test_load_refuses_aliases_before_expanding_them(tmp_path: Path) -> None:
-    """Nested aliases grow exponentially; the loader must stop at the first one."""
+def test_load_rejects_aliases_before_expansion(tmp_path: Path) -> None:
+    """Nested aliases grow exponentially, so the loader must stop at the first one."""
     levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
     levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)]
     path = write(tmp_path, "\n".join(levels) + "\n")

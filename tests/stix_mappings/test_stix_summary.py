@@ -456,7 +456,7 @@ def test_validate_summary_any_wrong_type_reported_not_raised(
 
 
 def test_build_summary_families_and_fingerprints(summary_fields: dict[str, Any]) -> None:
-    """Sections follow FAMILIES order and evidence sorts by family; fingerprints are lower-cased."""
+    """Sections follow FAMILIES order and evidence sorts by family. Fingerprints are lower-cased."""
     network = summary_fields["families"][0]
     process = dict(network, family="process", feature_schema_version="process-1")
     start, end = summary_fields["round_start"], summary_fields["round_end"]

@@ -5,9 +5,10 @@ Two new SDO types, each defined by its own extension-definition (``extension_typ
 ``schemas/``, as the round summary is:
 
 ``x-fti-secagg-message`` (schema ``secagg-message.json``)
-    One message of a site: ``join``, ``advertise_keys``, ``share_keys`` (stored in
-    ``keys`` so the other sites can read them), ``mask_input``, ``unmask`` and ``reveal``
-    (taken by the hub and never stored, so no other site or consumer ever reads them).
+    One message of a site, at stage ``join``, ``advertise_keys``, ``share_keys``,
+    ``mask_input``, ``unmask`` or ``reveal``. The hub stores key advertisements and shares
+    in ``keys`` so the other sites can read them. It consumes the other stages and never
+    stores them, so no other site or consumer reads them.
     ``created_by_ref`` is the sender's identity, and the id is a UUIDv5 of round, stage,
     sender and recipient, so a resend is the same object.
 ``x-fti-secagg-round`` (schema ``secagg-round.json``)
@@ -15,7 +16,7 @@ Two new SDO types, each defined by its own extension-definition (``extension_typ
     in it and, once the sums are unmasked, the heavy buckets of the count-min sketch. Each
     stage is a new version of one object whose id is a UUIDv5 of the round.
 
-The payload of a message is the JSON form of :mod:`privacy.secagg.messages`; its byte
+The payload of a message is the JSON form of :mod:`privacy.secagg.messages`. Its byte
 fields are checked there when the hub or a site parses it.
 """
 
@@ -152,7 +153,7 @@ def build_secagg_round(
 
 
 def validate_secagg_object(obj: Mapping[str, Any]) -> list[str]:
-    """Return the schema errors of a secure aggregation object; empty when it is valid.
+    """Return the schema errors of a secure aggregation object, an empty list when it is valid.
 
     Beyond the schema, a message must be created by its sender's identity, and a
     ``share_keys`` message must name a recipient other than its sender.

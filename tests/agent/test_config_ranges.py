@@ -109,10 +109,14 @@ def test_missing_password_file_names_the_key(tmp_path: Path) -> None:
 def test_live_defaults_apply_without_sections(tmp_path: Path) -> None:
     config = load_agent_config(write(tmp_path, "site", "id", "site-a"))
 
-    assert (config.live.poll_interval_secs, config.live.round_grace_secs) == (1.0, 300)
-    assert (config.live.start_at, config.live.restart_horizon_rounds) == ("beginning", 24)
+    assert config.live.poll_interval_secs == 1.0
+    assert config.live.round_grace_secs == 300
+    assert config.live.start_at == "beginning"
+    assert config.live.restart_horizon_rounds == 24
     assert config.outbox.max_summaries == 168
-    assert (config.metrics.enabled, config.metrics.address, config.metrics.port) == (True, "127.0.0.1", 9477)
+    assert config.metrics.enabled is True
+    assert config.metrics.address == "127.0.0.1"
+    assert config.metrics.port == 9477
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0", "::"])

@@ -30,7 +30,7 @@ def start_live(folder: Path) -> tuple[AgentConfig, Agent, LiveAgent]:
     return config, agent, LiveAgent(agent, LiveSettings(round_grace_secs=60, rotate_wait_secs=0))
 
 
-def test_tsv_rename_rotation_in_one_poll_keeps_old_lines(tmp_path: Path) -> None:
+def test_rotation_one_poll_keeps_lines(tmp_path: Path) -> None:
     """Lines flushed to a renamed TSV log and its successor's header, read in one poll."""
     config, agent, live = start_live(tmp_path)
     log_file = tmp_path / "logs" / "conn.log"
@@ -51,7 +51,7 @@ def test_tsv_rename_rotation_in_one_poll_keeps_old_lines(tmp_path: Path) -> None
     assert live.parse_stats.malformed == {}
 
 
-def test_tsv_rename_rotation_numbers_new_file_from_one(tmp_path: Path) -> None:
+def test_rotation_restarts_line_numbers(tmp_path: Path) -> None:
     """A warning about the successor file names its own line number, not the old file's count."""
     config, agent, live = start_live(tmp_path)
     log_file = tmp_path / "logs" / "conn.log"

@@ -38,7 +38,9 @@ def round_state(**changes: Any) -> dict[str, Any]:
 def test_secure_mode_loads_with_defaults(tmp_path: Path) -> None:
     privacy = secure_config(tmp_path).privacy
 
-    assert (privacy.mode, privacy.secure_min_sites, privacy.secure_stage_timeout_secs) == ("secure", 3, 300.0)
+    assert privacy.mode == "secure"
+    assert privacy.secure_min_sites == 3
+    assert privacy.secure_stage_timeout_secs == 300.0
 
 
 @pytest.mark.parametrize(("extra", "key"), [

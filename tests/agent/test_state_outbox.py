@@ -41,7 +41,7 @@ def test_full_outbox_drops_oldest_and_counts(tmp_path: Path, caplog: pytest.LogC
     ]
 
 
-def test_full_outbox_keeps_newest_even_when_older_round_arrives(tmp_path: Path) -> None:
+def test_full_outbox_keeps_newest(tmp_path: Path) -> None:
     """A summary queued last stays, whatever its round: the bound never drops the newest."""
     state = AgentState(tmp_path / "agent.sqlite", max_outbox=1)
 

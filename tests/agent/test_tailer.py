@@ -335,7 +335,7 @@ def test_gzip_file_in_pattern_read_once(tmp_path: Path) -> None:
     assert second == []
 
 
-def test_gzip_file_seen_empty_is_read_once_compressed(tmp_path: Path) -> None:
+def test_gzip_empty_then_compressed(tmp_path: Path) -> None:
     """gzip creates its output file before it writes any byte; the tailer must wait for them."""
     rotated = tmp_path / "dns.1.log.gz"
     rotated.write_bytes(b"")

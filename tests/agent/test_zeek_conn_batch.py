@@ -98,7 +98,7 @@ def test_block_path_real_log_matches_fast_path(shared_data_dir: Path, relative: 
     assert general[0]
 
 
-def test_block_path_shift_and_late_match_fast_path(shared_data_dir: Path) -> None:
+def test_block_path_shift_matches_fast_path(shared_data_dir: Path) -> None:
     lines = read_lines(shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled", 6000)
     middle = float(lines[3000].split("\t")[0]) + 3600.0
 

@@ -68,7 +68,7 @@ def canonical_json(obj: Any) -> bytes:
         (a ValueError) for NaN or infinite floats, integers beyond 2^53, and strings
         that are not valid Unicode.
     """
-    # orjson writes the same bytes much faster whenever _has_plain_json_form holds. If it
+    # orjson writes the same bytes much faster whenever _has_plain_json_form returns True. If it
     # rejects a string (a lone surrogate), rfc8785 raises the documented error.
     if _has_plain_json_form(obj):
         try:
@@ -85,7 +85,7 @@ def canonical_json(obj: Any) -> bytes:
 def _has_plain_json_form(obj: Any) -> bool:
     """Return whether orjson with sorted keys writes ``obj`` exactly as RFC 8785 does.
 
-    That holds for dicts with string keys, lists, strings, booleans, None and integers in
+    That is true for dicts with string keys, lists, strings, booleans, None and integers in
     RFC 8785's exact range. Floats are excluded because orjson does not print them as
     ECMAScript does. Keys outside the Basic Multilingual Plane are excluded because orjson
     sorts keys by code point and RFC 8785 by UTF-16 code unit, and only such keys sort

@@ -16,11 +16,11 @@ dimension d, the sum of m sites' noise gives ½ε²-concentrated DP (zCDP) with
 would lose the guarantee entirely, while from s² = 2 on the guarantee is practically
 that of one discrete Gaussian of variance m·s². The calibration below includes τ.
 
-Why the discrete Gaussian and not Skellam or Pólya noise: the package has exact samplers for
-it from integer draws (``privacy.mechanisms`` one value at a time, ``privacy.fast_sampling``
-for whole vectors), while an exact Skellam needs an exact Poisson sampler and the Pólya
-split of the discrete Laplace needs Gamma variates, neither of which we have without
-floating point.
+The noise is the discrete Gaussian, not Skellam or Pólya noise, because the package has exact
+samplers for it from integer draws (``privacy.mechanisms`` one value at a time,
+``privacy.fast_sampling`` for whole vectors). An exact Skellam needs an exact Poisson sampler,
+and the Pólya split of the discrete Laplace needs Gamma variates. The package has neither
+without floating point.
 
 Dropouts. Noise is calibrated for ``min_sites`` contributions: each site adds
 ``sigma_squared / min_sites``. The protocol aborts below ``threshold`` sites, so with

@@ -38,7 +38,7 @@ KINDS = ("agent", "hub")
 AGENT_ONLY_KEYS = frozenset({"site", "sources", "state_dir", "windows", "detector", "privacy", "alerts"})
 HUB_ONLY_KEYS = frozenset({"storage", "auth", "rounds", "fusion", "siem", "secure"})
 
-# A configuration file is a few kilobytes; a bigger one is a mistake, and PyYAML's pure-Python
+# A configuration file is a few kilobytes, so a bigger one is a mistake. PyYAML's pure-Python
 # scanner would take minutes over hundreds of megabytes.
 MAX_CONFIG_BYTES = 1024 * 1024
 # Both schemas nest only a few levels, and the composer recurses once per level.

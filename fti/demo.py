@@ -166,7 +166,7 @@ def _run_site(config_path: Path, finished: threading.Barrier | None = None) -> t
     agent = Agent(load_agent_config(config_path))
     report = agent.run_once(poll=False)
     if finished is not None:
-        # Every secure round has closed once all sites are done; then the fused indicators are final.
+        # Every secure round has closed once all sites are done, so the fused indicators are final.
         finished.wait(timeout=600)
         agent.poll_fused_indicators(report)
         agent.close()

@@ -1,4 +1,4 @@
-"""Tell systemd about a service's state over the ``sd_notify`` datagram protocol.
+"""Send a service's state to systemd over the ``sd_notify`` datagram protocol.
 
 Both services use it: the hub (``fti hub serve``) and the agent (``fti agent run``). The module
 imports only the standard library, so either may import it without importing the other.

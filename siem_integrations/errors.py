@@ -83,9 +83,9 @@ class SiemRequestRejected(SiemError):
 
 
 class SiemResponseInvalid(SiemError):
-    """A response could not be read, so nothing in it counts as confirmed.
+    """Error for a SIEM response the client cannot read, so nothing in it counts as confirmed.
 
-    The documents of the request stay queued and are sent again; fixed ids make the
+    The documents of the request stay queued and are sent again. Fixed ids make the
     repeat harmless.
     """
 

@@ -73,9 +73,9 @@ class Spool:
         Database file; its folder must exist. ``":memory:"`` keeps everything in memory,
         which only tests should do.
     max_delivered_rows : int, default 1_000_000
-        Delivered keys kept for deduplication; the oldest go first.
+        Maximum number of delivered keys kept for deduplication. The oldest go first.
     max_dead_letters : int, default 10_000
-        Dead letters kept; the oldest are dropped, counted and logged.
+        Maximum number of dead letters kept. The oldest are dropped, counted and logged.
     """
 
     def __init__(self, path: Path | str, *, max_delivered_rows: int = 1_000_000,
@@ -188,7 +188,7 @@ class Spool:
                         self.dead_letters_dropped)
 
     def _trim_locked(self, table: str, cap: int) -> int:
-        """Delete the oldest rows of ``table`` beyond ``cap``; return how many went."""
+        """Delete the oldest rows of ``table`` beyond ``cap`` and return how many were deleted."""
         (count,) = self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
         if count <= cap:
             return 0

@@ -153,7 +153,7 @@ def _walk_objects(text: str, pos: int) -> tuple[list[RawObject], int]:
 
 
 def _decode_member(text: str, pos: int) -> tuple[RawObject, int]:
-    """Parse the member starting at ``pos``; return it and the offset where it ends.
+    """Parse the member starting at ``pos`` and return it with the offset where it ends.
 
     Most members pass the strict decoder, which then also gives their end. Only a member it
     rejects is parsed again by the lenient decoder, to find its end, and fails alone.

@@ -18,7 +18,7 @@ Several hub processes behind a load balancer may use one database. The guarantee
 The statements are shared with SQLite in ``fusion_hub.sql_storage``; this module connects,
 creates the schema and adds the locks. One connection serves all threads of a process, as in
 the SQLite backend. The tables live in ``schema`` (default ``public``), so one database can
-hold several hubs or test runs.
+contain several hubs or test runs.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ passes at once.
 ``RateLimiter`` keeps the buckets in the memory of one hub process, which suits SQLite: one
 process serves the database. ``SharedRateLimiter`` keeps them in the PostgreSQL database
 (``PostgresHubStorage.take_rate_token``), so hub processes behind a load balancer share one
-bucket per credential and the configured rate holds for the whole cluster.
+bucket per credential and the configured rate applies to the whole cluster.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class TokenStore(Protocol):
     """Storage that updates a credential's bucket atomically; see ``SharedRateLimiter``."""
 
     def take_rate_token(self, name: str, *, capacity: float, per_second: float) -> float:
-        """Take one token for ``name``; return 0 when allowed, else seconds until one is free."""
+        """Take one token for ``name``. Return 0 when allowed, else the seconds until one is free."""
 
 
 class SharedRateLimiter:
@@ -87,7 +87,7 @@ class SharedRateLimiter:
         self._store = store
 
     def acquire(self, name: str) -> float:
-        """Take one token for ``name``; return 0 when allowed, else seconds until one is free."""
+        """Take one token for ``name``. Return 0 when allowed, else the seconds until one is free."""
         if self.requests_per_minute == 0:
             return 0.0
         capacity = float(self.requests_per_minute)

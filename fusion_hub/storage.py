@@ -235,7 +235,7 @@ class HubStorage(abc.ABC):
 
     @abc.abstractmethod
     def load_objects(self, objects: Sequence[NewObject]) -> int:
-        """Insert many new objects in one transaction; return how many were inserted.
+        """Insert many new objects in one transaction and return how many were inserted.
 
         This is the bulk path for imports and benchmarks: it skips the duplicate and conflict
         checks of ``add_object``, so an id and version that is already stored raises

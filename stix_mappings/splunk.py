@@ -41,7 +41,7 @@ THREAT_KEY = "fti"
 _WEIGHTS = {"Not Specified": 1, "None": 1, "Low": 1, "Medium": 2, "High": 3}
 
 
-# Kinds that no ES threat intelligence collection holds: certificate_intel keys on issuer,
+# Kinds that no ES threat intelligence collection contains. certificate_intel keys on issuer,
 # subject and serial, not on fingerprints, and no collection has TLS client fingerprints.
 # Such events carry the value under the kind's own name and no threat_collection, so that
 # a JA3 hash is never matched as a file hash.

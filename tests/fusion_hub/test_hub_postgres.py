@@ -183,7 +183,7 @@ def test_sslmode_disable_reaches_connection(tmp_path: Path, postgres_dsn: str,
 
 def test_sslmode_require_without_server_tls_fails(tmp_path: Path, postgres_dsn: str,
                                                   postgres_schema: str) -> None:
-    """The test server has no TLS, so libpq must refuse instead of falling back."""
+    """The test server has no TLS, so libpq must fail to connect instead of falling back."""
     config = load_hub_config(write_tls_config(tmp_path / "hub.yaml", postgres_dsn,
                                               postgres_schema, "require"))
 

@@ -24,7 +24,7 @@ from privacy.secagg import SecAggConfig
 
 
 def run_flower(config: SecAggConfig, dropped: set[str]) -> dict[str, float]:
-    """Run one Flower SecAgg+ round over the neighbourhoods of ``config``; return timings.
+    """Run one Flower SecAgg+ round over the neighbourhoods of ``config`` and return timings.
 
     Sites in ``dropped`` leave after sharing keys, as in our benchmark. Each site's input is
     a float vector of ``config.vector_length`` entries that Flower quantises itself.

@@ -56,7 +56,7 @@ from stix_mappings.ids import collection_id, site_identity_id  # noqa: E402
 
 SITE = "bench-site"
 COLLECTION = "keys"
-# Rows per load_objects call while preloading; bounds the memory of one batch.
+# Rows per load_objects call while preloading, which bounds the memory of one batch.
 PRELOAD_BATCH = 50_000
 # First-page timings are the median of this many requests, after one warm-up request.
 FIRST_PAGE_REPEATS = 20
@@ -64,7 +64,7 @@ FIRST_PAGE_REPEATS = 20
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each measurement moves; the defaults are the published benchmark."""
+    """Sizes of each measurement. The defaults are those of the published benchmark."""
 
     add_total: int = 10_000
     envelope_sizes: tuple[int, ...] = (100, 1_000)
@@ -113,7 +113,7 @@ def hub_config(folder: Path, backend: str, dsn: str, schema: str) -> HubConfig:
 
 
 def preload(config: HubConfig, count: int) -> float:
-    """Insert ``count`` objects through the storage layer; return the seconds it took."""
+    """Insert ``count`` objects through the storage layer and return the seconds it took."""
     storage = open_storage(config.storage)
     started = time.perf_counter()
     try:
@@ -135,7 +135,7 @@ def preload(config: HubConfig, count: int) -> float:
 
 @contextmanager
 def started_hub(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Preload, start the hub and enrol the site; yield its URL and credentials."""
+    """Preload, start the hub, enrol the site and yield its URL and credentials."""
     from fusion_hub.server import HubServer
 
     config = hub_config(Path(spec["folder"]), spec["backend"], spec["dsn"], spec["schema"])
@@ -176,7 +176,7 @@ class Target:
 def running_hub(
     backend: str, dsn: str, *, preload_objects: int = 0, in_process: bool = False
 ) -> Iterator[Target]:
-    """Start a hub with fresh storage; drop that storage afterwards.
+    """Start a hub with fresh storage, and drop that storage afterwards.
 
     The hub runs in a child process, like medallion, unless ``in_process`` is set. The tests
     set it because a child process spends seconds importing the hub at every start.
@@ -208,7 +208,7 @@ def running_hub(
 
 @contextmanager
 def hub_in_child(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Run ``serve_hub`` in a child process; yield what it printed; stop it afterwards."""
+    """Run ``serve_hub`` in a child process, yield what it printed and stop it afterwards."""
     child = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--serve-hub", json.dumps(spec)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -239,7 +239,7 @@ def running_reference(folder: Path) -> Iterator[Target]:
 
 
 def measure_adding(target: Target, *, total: int, envelope_size: int) -> float:
-    """Add ``total`` objects in envelopes of ``envelope_size``; return objects per second."""
+    """Add ``total`` objects in envelopes of ``envelope_size`` and return objects per second."""
     collection = target.collection()
     counts = [min(envelope_size, total - start) for start in range(0, total, envelope_size)]
     bodies = [envelope(start, count)
@@ -254,7 +254,7 @@ def measure_adding(target: Target, *, total: int, envelope_size: int) -> float:
 
 
 def measure_paging(target: Target, *, total: int, limit: int) -> float:
-    """Add ``total`` objects, then read them all with pages of ``limit``; return seconds."""
+    """Add ``total`` objects, read them all with pages of ``limit`` and return the seconds."""
     collection = target.collection()
     for start in range(0, total, 1_000):
         collection.add_objects(envelope(start, min(1_000, total - start)))
@@ -286,7 +286,7 @@ def measure_first_page(target: Target, *, limit: int) -> float:
 def run(
     sizes: Sizes, *, postgres_dsn: str = "", folder: Path, in_process: bool = False
 ) -> dict[str, Any]:
-    """Run every measurement; return the results as one JSON-ready dictionary."""
+    """Run every measurement and return the results as one JSON-ready dictionary."""
     results: dict[str, Any] = {"sizes": sizes.__dict__ | {"envelope_sizes":
                                                           list(sizes.envelope_sizes)}}
     backends = ["sqlite"] + (["postgresql"] if postgres_dsn else [])

@@ -27,7 +27,7 @@ API_ROOT = "api1"
 # medallion compares passwords in plain text, so these are throwaway values for loopback runs.
 USER = "fti-test"
 PASSWORD = "medallion-test-password"
-# Startup takes about a second; a stuck child fails the caller instead of hanging it.
+# Startup takes about a second. A stuck child fails the caller instead of hanging it.
 START_TIMEOUT_SECS = 30.0
 
 
@@ -54,7 +54,7 @@ def free_port() -> int:
 
 
 def write_config(folder: Path, port: int, titles: list[str], *, max_page_size: int) -> Path:
-    """Write medallion's configuration and memory-backend data; return the config path."""
+    """Write medallion's configuration and memory-backend data and return the config path."""
     base = f"http://127.0.0.1:{port}/"
     collections = [
         {"id": str(uuid.uuid4()), "title": title, "can_read": True, "can_write": True,
@@ -88,7 +88,7 @@ def write_config(folder: Path, port: int, titles: list[str], *, max_page_size: i
 def running_medallion(
     folder: Path, titles: list[str], *, max_page_size: int = 1000
 ) -> Iterator[Medallion]:
-    """Start medallion with empty collections named ``titles``; stop it afterwards.
+    """Start medallion with empty collections named ``titles``, and stop it afterwards.
 
     Raises
     ------

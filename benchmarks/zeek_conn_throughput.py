@@ -118,7 +118,7 @@ def build_parser_input(source: Path, lines: int, folder: Path) -> Path:
 
 
 def prepare(name: str, inputs: dict[str, Path]) -> Callable[[], int]:
-    """Import what measurement ``name`` needs; return a function that runs it and returns its line count."""
+    """Import what measurement ``name`` needs and return a function that runs it and returns its line count."""
     tsv, jsonl = inputs["tsv"], inputs["json"]
     if name == "agent-imports":
         import agent.live  # noqa: F401
@@ -287,8 +287,9 @@ def _tail_block_windows(path: Path, *, lines_read: list[int]) -> np.ndarray:
 def _check_clean_read(path: Path, stats: ParseStats, orientation: OrientationStats) -> None:
     """Raise RuntimeError unless every line parsed and some connection was found."""
     if stats.malformed_total or not orientation.connections:
-        raise RuntimeError(f"{path}: expected no malformed line and some connections; got "
-                           f"{orientation.connections} connections and malformed lines {dict(stats.malformed)}")
+        raise RuntimeError(f"{path}: expected no malformed line and some connections, but got "
+                           f"{orientation.connections} connections and malformed lines {dict(stats.malformed)}. "
+                           "Check that the file is a Zeek conn log")
 
 
 def run_child(name: str, inputs: dict[str, Path]) -> dict[str, object]:

@@ -21,7 +21,7 @@ def test_benchmark_tiny_run_measures_everything(tmp_path: Path) -> None:
     sizes = bench.Sizes(add_total=40, envelope_sizes=(10, 20), paging_total=30, page_limit=10,
                         scale_small=40, scale_large=300, first_page_small=20)
 
-    # SQLite only: the storage contract suite covers the PostgreSQL bulk path.
+    # SQLite only, because the storage contract suite covers the PostgreSQL bulk path.
     results = bench.run(sizes, folder=tmp_path, in_process=True)
 
     for envelope_size in (10, 20):

@@ -49,7 +49,8 @@ def test_fast_sampler_matches_exact_pmf(sigma_squared: Fraction, seed: int) -> N
     tail = math.fsum(p for z, p in pmf.items() if abs(z) > cut)
     observed = float(np.mean(np.abs(draws) > cut))
     assert abs(observed - tail) < 6 * math.sqrt(tail * (1 - tail) / DRAWS) + 1e-5
-    # Chi-square over bins with at least 50 expected draws; the rest pooled into two tails.
+    # Chi-square over bins with at least 50 expected draws. The other values are pooled into
+    # two tail bins.
     values = sorted(z for z, p in pmf.items() if p * DRAWS >= 50)
     low, high = values[0], values[-1]
     observed_counts = [int(np.sum(draws < low))] + [int(np.sum(draws == z)) for z in values] + [int(np.sum(draws > high))]

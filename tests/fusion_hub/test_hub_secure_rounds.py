@@ -1,8 +1,8 @@
 """Secure rounds at the hub: the server stages fed with real client messages as STIX objects.
 
 Sites here are :class:`privacy.secagg.SecAggClient` objects whose messages are wrapped with
-``build_secagg_message`` and given to the hub's coordinator exactly as the intake does, so
-the tests can choose inputs without noise and check the unmasked sums exactly.
+``build_secagg_message`` and posted through the hub's intake, as over TAXII, so the tests
+can choose inputs without noise and check the unmasked sums exactly.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def make_hub(tmp_path: Path, clock: SettableClock, sites: Iterable[str] = SITES)
 
 
 def post(hub: HubServer, site: str, stage: str, payload: dict[str, Any], recipient: str | None = None) -> bool:
-    """Post one message through the hub's intake as the site; return whether the intake stored it.
+    """Post one message through the hub's intake as the site and return whether the intake stored it.
 
     Raises ObjectRejected, as the coordinator does, when the intake rejects the object.
     """
@@ -75,7 +75,7 @@ def post(hub: HubServer, site: str, stage: str, payload: dict[str, Any], recipie
 
 
 class Round:
-    """Drives every site of one round through the coordinator, with chosen dropouts."""
+    """Driver of every site of one round through the coordinator, with chosen dropouts."""
 
     def __init__(self, hub: HubServer, inputs: dict[str, np.ndarray]) -> None:
         self.hub = hub

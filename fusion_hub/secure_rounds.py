@@ -136,7 +136,7 @@ class SecureRoundCoordinator:
     Parameters
     ----------
     storage : HubStorage
-        Where the round objects, advertisements and shares go (collection ``keys``).
+        Storage of the round objects, advertisements and shares (collection ``keys``).
     settings : SecureSettings
         Minimum sites, sketch shape, heavy-bucket threshold and stage timeout. A higher
         ``min_sites`` protects each site better and tolerates fewer absent sites.
@@ -147,7 +147,7 @@ class SecureRoundCoordinator:
     registry : SiteRegistry
         Enrolled sites and their trust weights.
     strategy : FusionStrategy
-        How the revealed evidence is fused.
+        Strategy that fuses the revealed evidence.
     publisher : Publisher
         Builds, stores and exports indicators.
     metrics : HubMetrics

@@ -79,14 +79,32 @@ def hub(tmp_path: Path):  # type: ignore[no-untyped-def]
     server.stop()
 
 
+def port_of(url: str) -> int:
+    return int(url.rstrip("/").rsplit(":", 1)[1])
+
+
+def enroll_site(folder: Path, server: HubServer, site_id: str) -> None:
+    """Write a new signing key to ``folder`` and the password the hub enrolled it with."""
+    key = generate_signing_key()
+    key.to_file(folder / "site.key")
+    (folder / "hub.password").write_text(server.registry.enroll_site(site_id, key.public_key_b64))
+
+
+def run_agent(folder: Path, config: dict) -> RunReport:
+    """Write ``config`` as ``agent.yaml`` in ``folder`` and run the agent once with a fixed seed."""
+    (folder / "agent.yaml").write_text(yaml.safe_dump(config))
+    agent = Agent(load_agent_config(folder / "agent.yaml"), rng=seeded_random(7))
+    report = agent.run_once(poll=True)
+    agent.close()
+    return report
+
+
 def test_canaries_never_leave_the_agent(tmp_path: Path, hub: tuple[HubServer, str]) -> None:
     server, base_url = hub
     capture = tmp_path / "canary-secret-path-conn.log"
     write_capture(capture)
-    key = generate_signing_key()
-    key.to_file(tmp_path / "site.key")
-    (tmp_path / "hub.password").write_text(server.registry.enroll_site("site-canary", key.public_key_b64))
-    port = int(base_url.rstrip("/").rsplit(":", 1)[1])
+    enroll_site(tmp_path, server, "site-canary")
+    port = port_of(base_url)
 
     with RecordingProxy("127.0.0.1", port) as proxy:
         config = {
@@ -100,10 +118,7 @@ def test_canaries_never_leave_the_agent(tmp_path: Path, hub: tuple[HubServer, st
             "detector": {"name": "hbos", "baseline_rounds": 1},
             "privacy": {"epsilon_per_round": 2.0, "max_observables_per_entity": 2},
         }
-        (tmp_path / "agent.yaml").write_text(yaml.safe_dump(config))
-        agent = Agent(load_agent_config(tmp_path / "agent.yaml"), rng=seeded_random(7))
-        report = agent.run_once(poll=True)
-        agent.close()
+        report = run_agent(tmp_path, config)
         sent = proxy.client_bytes()
 
     assert report.delivered == 3
@@ -140,7 +155,7 @@ def test_canaries_stay_in_secure_mode(tmp_path: Path) -> None:
                               stage_timeout_seconds=30.0, families=("network",)),
     )
     server = HubServer(config)
-    port = int(server.start().rstrip("/").rsplit(":", 1)[1])
+    port = port_of(server.start())
     sites = ("site-canary", "site-b", "site-c")
     try:
         with RecordingProxy("127.0.0.1", port) as proxy:
@@ -150,9 +165,7 @@ def test_canaries_stay_in_secure_mode(tmp_path: Path) -> None:
                 site_dir.mkdir()
                 capture = site_dir / "canary-secret-path-conn.log"
                 write_capture(capture)
-                key = generate_signing_key()
-                key.to_file(site_dir / "site.key")
-                (site_dir / "hub.password").write_text(server.registry.enroll_site(site_id, key.public_key_b64))
+                enroll_site(site_dir, server, site_id)
                 (site_dir / "agent.yaml").write_text(yaml.safe_dump(
                     _site_config(site_id, proxy.port if index == 0 else port, capture)))
                 paths.append(site_dir / "agent.yaml")
@@ -257,10 +270,8 @@ def test_canaries_stay_in_every_family(tmp_path: Path, hub: tuple[HubServer, str
     logs.mkdir()
     write_capture(logs / "conn.log")
     write_family_inputs(logs)
-    key = generate_signing_key()
-    key.to_file(tmp_path / "site.key")
-    (tmp_path / "hub.password").write_text(server.registry.enroll_site("site-canary", key.public_key_b64))
-    port = int(base_url.rstrip("/").rsplit(":", 1)[1])
+    enroll_site(tmp_path, server, "site-canary")
+    port = port_of(base_url)
 
     with RecordingProxy("127.0.0.1", port) as proxy:
         config = {
@@ -277,10 +288,7 @@ def test_canaries_stay_in_every_family(tmp_path: Path, hub: tuple[HubServer, str
             # Three families share the round's epsilon; this much lets each release its evidence.
             "privacy": {"epsilon_per_round": 10.0, "max_observables_per_entity": 3, "budget_epsilon": 100.0},
         }
-        (tmp_path / "agent.yaml").write_text(yaml.safe_dump(config))
-        agent = Agent(load_agent_config(tmp_path / "agent.yaml"), rng=seeded_random(7))
-        report = agent.run_once(poll=True)
-        agent.close()
+        report = run_agent(tmp_path, config)
         sent = proxy.client_bytes()
 
     released = {(e["family"], e["observable_type"]) for items in report.released.values() for e in items}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -14,9 +13,7 @@ from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_json import parse_json_lines
 from agent.zeek_records import MalformedLineReporter, ParseStats
 from agent.zeek_tsv import parse_tsv_lines
-
-# The Stratosphere and IoT-23 captures monitor hosts of CTU's network, 147.32.0.0/16.
-NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "147.32.0.0/16")
+from tests.support.conn_logs import NETWORKS, REAL_CONN_LOGS, read_lines
 
 HEADER = [
     "#separator \\x09",
@@ -116,23 +113,9 @@ def test_fast_path_header_changes_match_general_reader() -> None:
     assert len(fast[0]) == 3
 
 
-@pytest.mark.parametrize(
-    "relative",
-    [
-        "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled",
-        "stratosphere-testing/002-zeek-scenario-port-scanning/conn.log",
-        "slips/test10-mixed-zeek-dir/conn.log",
-        "iot23/raw/CTU-Honeypot-Capture-4-1.conn.log.labeled",
-        "slips/test9-mixed-zeek-dir/conn.log",
-        "stratosphere-testing/001-zeek-scenario-malicious/conn.log",
-    ],
-)
+@pytest.mark.parametrize("relative", REAL_CONN_LOGS)
 def test_fast_path_real_log_matches_general_reader(shared_data_dir: Path, relative: str) -> None:
-    path = shared_data_dir / relative
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    lines = [text.removesuffix("\r") for text in data.decode("utf-8").split("\n")[:20000]]
+    lines = read_lines(shared_data_dir / relative, 20000)
 
     general, fast = read_both(lines, is_json=lines[0].startswith("{"))
 

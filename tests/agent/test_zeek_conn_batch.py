@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -15,18 +14,9 @@ from agent.zeek_conn import iter_connections
 from agent.zeek_conn_batch import add_tsv_lines_to_windows
 from agent.zeek_records import MalformedLineReporter, ParseStats
 from agent.zeek_tsv import TsvHeader
+from tests.support.conn_logs import NETWORKS, REAL_CONN_LOGS, read_lines
 
-# The Stratosphere and IoT-23 captures monitor hosts of CTU's network, 147.32.0.0/16.
-NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "147.32.0.0/16")
 WINDOW_SECONDS = 60
-REAL_LOGS = [
-    "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled",
-    "stratosphere-testing/002-zeek-scenario-port-scanning/conn.log",
-    "slips/test10-mixed-zeek-dir/conn.log",
-    "iot23/raw/CTU-Honeypot-Capture-4-1.conn.log.labeled",
-    "slips/test9-mixed-zeek-dir/conn.log",
-    "stratosphere-testing/001-zeek-scenario-malicious/conn.log",
-]
 
 
 def windows_both(lines: list[str], *, block_lines: int, shift_secs: float = 0.0,
@@ -79,14 +69,7 @@ def _comparable(accumulator: WindowAccumulator) -> dict:
     return state
 
 
-def read_lines(path: Path, limit: int) -> list[str]:
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return [text.removesuffix("\r") for text in data.decode("utf-8").split("\n")[:limit]]
-
-
-@pytest.mark.parametrize("relative", REAL_LOGS)
+@pytest.mark.parametrize("relative", REAL_CONN_LOGS)
 def test_block_path_real_log_matches_fast_path(shared_data_dir: Path, relative: str) -> None:
     lines = read_lines(shared_data_dir / relative, 20000)
     if lines[0].startswith("{"):

@@ -75,7 +75,7 @@ class SourceSection:
     # Replay only: shift event times so the earliest event of this source lands at this
     # instant. Lets captures from different days share rounds in a demonstration.
     replay_start: datetime | None = None
-    # Detector families this source feeds; empty means its type's default (zeek and
+    # Detector families this source feeds. Empty means its type's default (zeek and
     # suricata: network, sshd: authentication, sysmon: process). A zeek source may add
     # authentication to score ssh.log.
     families: tuple[str, ...] = ()
@@ -139,17 +139,18 @@ class LiveSection:
     # One second keeps a round's release within seconds of its grace time. File-system
     # events wake the loop earlier, so a longer poll only delays logs on network shares.
     poll_interval_secs: float = 1.0
-    # Zeek logs a connection when it ends, up to its five-minute TCP inactivity timeout
-    # after it started, so a round waits that long for its last records.
+    # Zeek writes a conn record when the connection ends or after five minutes without packets
+    # (the default tcp_inactivity_timeout), so a round waits that long for its last records.
+    # A connection that stays active longer is logged after its round has closed.
     round_grace_secs: int = 300
-    # "beginning" reads the files found at the first start in full; "end" skips their
+    # "beginning" reads the files found at the first start in full, and "end" skips their
     # backlog. Files that appear later are always read from their beginning.
     start_at: str = "beginning"
     # A day of hourly rounds is still worth sharing. Older closed rounds are recorded as
     # beyond_horizon and not sent, so a restart on a long backlog does not flood the hub.
     restart_horizon_rounds: int = 24
-    # Maximum time between checkpoints while no round closes, so the maximum a crash
-    # makes the agent read again.
+    # Maximum time between checkpoints while no round closes. It bounds how much log a
+    # crash makes the agent read again.
     commit_interval_secs: float = 60.0
     # Quiet time at the end of a rotated file before it is closed.
     rotate_wait_secs: float = 5.0
@@ -502,7 +503,7 @@ def _check_hub(hub: HubSection, fail: Callable[[str, Any, str], NoReturn]) -> No
 
 
 START_POSITIONS = ("beginning", "end")
-# Beyond a minute between polls the agent is no longer live; past an hour of grace a round's
+# Beyond a minute between polls the agent is no longer live. Past an hour of grace a round's
 # release lags far behind the hub's deadline.
 MAX_POLL_INTERVAL_SECS = 60.0
 MAX_ROUND_GRACE_SECS = 3600

@@ -110,8 +110,8 @@ class FusedIndicatorConsumer:
             stamp = header
         else:
             if not self._warned_no_header:
-                log.warning("site %s: the fused-indicator collection sent no X-TAXII-Date-Added-Last; "
-                            "checkpointing on the objects' modified times instead", self.site_id)
+                log.warning("site %s: the fused-indicator collection sent no X-TAXII-Date-Added-Last header, "
+                            "so the checkpoint uses the objects' modified times instead", self.site_id)
                 self._warned_no_header = True
             stamp = max(o["modified"] for o in envelope["objects"] if isinstance(o.get("modified"), str))
         if current is None or _instant(stamp) > _instant(current):

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AgentService", "changed_settings"]
 
-# Keys that a reload may not change; see the module docstring.
+# Keys that a reload may not change (see the module docstring).
 FIXED_ON_RELOAD = ("site.id", "state_dir")
 
 # Values of these keys never reach the log.
@@ -109,7 +109,7 @@ class AgentService:
     # -- the service -----------------------------------------------------------------------
 
     def run(self) -> int:
-        """Follow the logs until SIGTERM or SIGINT; return the exit status (0)."""
+        """Follow the logs until SIGTERM or SIGINT, then return the exit status (0)."""
         handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
                     signal.SIGHUP: self.request_reload}
         previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
@@ -166,7 +166,7 @@ class AgentService:
         self._live = None
 
     def _switch(self, new: AgentConfig) -> None:
-        """Replace the live agent with one on ``new``; keep the old configuration if that fails."""
+        """Replace the live agent with one on ``new``, keeping the old configuration if that fails."""
         old = self.config
         self._pending_config = None
         self._close()

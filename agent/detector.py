@@ -32,7 +32,7 @@ _LOG_COLUMNS = np.array([name in _LOG_SCALED for name in FEATURE_NAMES])
 def transform_features(matrix: np.ndarray, log_columns: np.ndarray | None = None) -> np.ndarray:
     """Apply the fixed per-feature transform shared by training and scoring.
 
-    ``log_columns`` marks the columns to log1p; the default is the network family's.
+    ``log_columns`` marks the columns to log1p. The default is the network family's.
     """
     columns = _LOG_COLUMNS if log_columns is None else np.asarray(log_columns, dtype=bool)
     transformed = np.array(matrix, dtype=float, copy=True)
@@ -74,7 +74,7 @@ class CalibratedDetector:
     log_columns : tuple of bool or None, default None
         Columns to log1p before fitting; None means the network family's heavy-tailed ones.
     feature_schema_version : str, default FEATURE_SCHEMA_VERSION
-        Version of the feature vector; part of :attr:`version`, so a detector stored for
+        Version of the feature vector. It is part of :attr:`version`, so a detector stored for
         another vector is never loaded.
 
     Notes

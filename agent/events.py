@@ -132,7 +132,7 @@ class Quarantine:
     path : Path
         The quarantine file. Its folder is created when missing.
     max_bytes : int, default 10 MiB
-        Size at which sampling stops; later rejects are still counted, not kept. Ten MiB stores
+        Size at which sampling stops. Later rejects are still counted, but not kept. Ten MiB stores
         thousands of samples, which is plenty to diagnose a systematic defect.
     """
 

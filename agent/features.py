@@ -105,7 +105,7 @@ def burstiness(timestamps: list[float]) -> float:
 
     Goh and Barabasi, "Burstiness and memory in complex systems", EPL 81 (2008): -1 is a
     perfectly regular beacon, 0 a Poisson process, values near 1 bursts. Fewer than two gaps
-    show no rhythm, so the window gets the neutral 0; so does a window whose
+    show no rhythm, so the window gets the neutral 0. So does a window whose
     connections all share one timestamp (mu = sigma = 0).
     """
     if len(timestamps) < 3:

@@ -65,7 +65,7 @@ class LiveSettings:
     Attributes
     ----------
     poll_interval_secs : float, default 1.0
-        Maximum wait between two polls; file-system events wake the loop earlier.
+        Maximum wait between two polls. File-system events wake the loop earlier.
     rotate_wait_secs : float, default 5.0
         Quiet time at the end of a rotated file before it is closed.
     start_at : {"beginning", "end"}, default "beginning"
@@ -336,7 +336,7 @@ class LiveAgent:
         first = next((text for text in texts if text.strip()), "")
         is_json = first.lstrip().startswith("{")
 
-        # A TSV file states its header once, at its start; later reads reuse the stored one.
+        # A TSV file writes its header once, at its start, so later reads reuse the stored one.
         if not is_json:
             header = self._headers.get(path, [])
             header_lines = set()

@@ -47,7 +47,7 @@ class MalformedInput:
     Parameters
     ----------
     tailers : sequence of LogTailer
-        The tailers of the configured sources, in order; a file's source is the tailer that
+        The tailers of the configured sources, in order. A file's source is the tailer that
         has it open, named ``sources[<index>]``.
     quarantine : Quarantine or None
         Where the raw bytes of malformed lines are kept.

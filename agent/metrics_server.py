@@ -77,7 +77,7 @@ class MetricsServer:
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base signature
-                # One line per scrape would drown the agent's log; failures still reach log_error.
+                # One line per scrape would drown the agent's log. Failures still reach log_error.
                 return
 
             def log_error(self, format: str, *args: object) -> None:  # noqa: A002

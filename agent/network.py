@@ -150,7 +150,7 @@ def orient_fields(
         stats.missing_fields += 1
         return None
 
-    # The internal side is the entity; when both are internal the originator is.
+    # The internal side is the entity. When both are internal, the originator is.
     orig_internal, resp_internal = orig_class[1], resp_class[1]
     if not orig_internal and not resp_internal:
         stats.both_external += 1

@@ -28,7 +28,7 @@ __all__ = [
     "split_observable_key",
 ]
 
-# Kinds whose key is "<kind>:<hex digest>"; the patterns module checks the digest's length.
+# Kinds whose key is "<kind>:<hex digest>". The patterns module checks the digest's length.
 FINGERPRINT_KINDS = frozenset({"ja3", "ja3s", "x509-sha1", "x509-sha256", "md5", "sha1", "sha256"})
 
 # Suffixes reserved for names that resolve only inside a network (RFC 6761, RFC 6762,
@@ -66,7 +66,7 @@ class ObservableFilter:
     internal : InternalNetworks
         The site's own address ranges.
     internal_domains : tuple of str, default ()
-        The site's own DNS zones (``corp.example.com``); names under them are never shared.
+        The site's own DNS zones (``corp.example.com``). Names under them are never shared.
     """
 
     def __init__(self, internal: InternalNetworks, internal_domains: tuple[str, ...] = ()) -> None:

@@ -109,9 +109,9 @@ class SecureRoundRunner:
     password : str
         The site's hub password.
     rng : RandomSource
-        Secure generator for keys, shares and noise; tests inject a seeded one.
+        Secure generator for keys, shares and noise. Tests inject a seeded one.
     charge : callable or None
-        Called with (epsilon, delta) just before the first release of the round; it
+        Called with (epsilon, delta) just before the first release of the round. It
         raises to stop the round when the budget cannot pay. None charges nothing, for
         tests of the checks made before any release.
     """
@@ -126,9 +126,9 @@ class SecureRoundRunner:
         self._collection: Collection | None = None
 
     def run(self, round_start: int, bounded: Mapping[str, BoundedRound] | BoundedRound) -> dict[str, dict[str, int]]:
-        """Take part in the round starting at ``round_start``; return each family's revealed values.
+        """Take part in the round starting at ``round_start`` and return each family's revealed values.
 
-        ``bounded`` maps each family this site configures to its bounded round; a single
+        ``bounded`` maps each family this site configures to its bounded round. A single
         :class:`BoundedRound` is the network family's. The revealed values are observable
         keys with their locally noised counts.
 
@@ -310,7 +310,7 @@ class SecureRoundRunner:
         return found
 
     def _wait(self, round_id: str, stage: str) -> dict[str, Any]:
-        """Poll the hub's round object until it reaches ``stage``; return that version."""
+        """Poll the hub's round object until it reaches ``stage``, then return that version."""
         object_id = secagg_round_id(round_id)
         deadline = time.monotonic() + self.config.privacy.secure_stage_timeout_secs
         while True:

@@ -202,7 +202,7 @@ class Agent:
     def release_rounds(self, scored: dict[str, list[ScoredWindow]], report: RunReport) -> None:
         """Summarise each round not yet recorded, charge the ledger and queue the summary.
 
-        ``scored`` holds each family's scored windows; a round's summary covers every family.
+        ``scored`` contains each family's scored windows. A round's summary covers every family.
         """
         round_seconds = self.config.windows.round_seconds
         by_round: dict[int, dict[str, list[ScoredWindow]]] = defaultdict(lambda: defaultdict(list))

@@ -146,7 +146,7 @@ class AgentState:
                         ", ".join(_iso(start) for start in dropped))
 
     def _drop_oldest_beyond_limit(self, *, keep: str) -> list[int]:
-        """Delete the oldest summaries beyond ``max_outbox``, never ``keep``; return their rounds.
+        """Delete the oldest summaries beyond ``max_outbox``, never ``keep``, and return their rounds.
 
         The oldest go first because the hub is the least likely to still accept them: it
         rejects a summary for a round it has closed.

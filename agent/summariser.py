@@ -77,7 +77,7 @@ class RoundRelease:
 
 @dataclass(frozen=True)
 class BoundedRound:
-    """One round's exact counts after contribution bounding, before any noise; never leaves the site."""
+    """One round's exact counts after contribution bounding, before any noise. They never leave the site."""
 
     kept: dict[object, list[ScoredWindow]]
     histogram: tuple[int, ...]
@@ -89,7 +89,7 @@ class BoundedRound:
 def bound_round(windows: list[ScoredWindow], *, privacy: PrivacySection, rng: RandomSource) -> BoundedRound:
     """Enforce the contribution bounds of the module docstring and count what remains.
 
-    Plain mode noises these counts on the site; secure mode adds a share of distributed noise
+    Plain mode noises these counts on the site. Secure mode adds a share of distributed noise
     and sums them across sites first.
     """
     per_unit_windows = privacy.max_windows_per_entity if privacy.unit == "entity" else 1
@@ -153,7 +153,7 @@ def summarise_round(
     privacy : PrivacySection
         Budget split, bounds and unit.
     rng : RandomSource
-        Secure generator in production; tests inject a seeded one.
+        Secure generator in production. Tests inject a seeded one.
     """
     epsilon, delta = privacy.epsilon_per_round, privacy.delta_per_round
     per_unit_windows = privacy.max_windows_per_entity if privacy.unit == "entity" else 1

@@ -423,11 +423,11 @@ class LogTailer:
             return None
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != key:
-            os.close(fd)  # replaced between stat and open; the next poll reads the new file
+            os.close(fd)  # replaced between stat and open, so the next poll reads the new file
             return None
         head = os.pread(fd, FINGERPRINT_BYTES, 0)
         if path.endswith(".gz") and len(head) < len(GZIP_MAGIC):
-            # gzip creates its output before writing the header; read it once the header is there.
+            # gzip creates its output before writing the header, so read it once the header is there.
             os.close(fd)
             return None
         compressed = head.startswith(GZIP_MAGIC)

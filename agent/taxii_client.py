@@ -39,7 +39,7 @@ class _TimeoutSession(requests.Session):
 def last_date_added(collection: Collection) -> str | None:
     """Return ``X-TAXII-Date-Added-Last`` of the collection's last response, if it had one.
 
-    Only collections opened through :func:`open_collection` keep headers; for any other,
+    Only collections opened through :func:`open_collection` keep headers. For any other,
     None is returned.
     """
     session = getattr(getattr(collection, "_conn", None), "session", None)

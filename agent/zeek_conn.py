@@ -184,7 +184,7 @@ def iter_connections(
     on_other_record : callable or None, default None
         Called with each record of a log path other than ``conn``, which has no connection.
     header : TsvHeader or None, default None
-        The TSV header state, updated in place; pass the same object to read a file's lines
+        The TSV header state, updated in place. Pass the same object to read a file's lines
         in several calls. None starts from no header.
     """
     if is_json:
@@ -311,7 +311,7 @@ def _orient_row(
     if orig is None or resp is None:
         return _FALLBACK
 
-    # The internal side is the entity; when both are internal the originator is.
+    # The internal side is the entity. When both are internal, the originator is.
     outbound = orig[1]
     if not outbound and not resp[1]:
         orientation.both_external += 1

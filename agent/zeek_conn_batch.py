@@ -34,7 +34,7 @@ __all__ = ["add_tsv_lines_to_windows"]
 # A column of plain Zeek times joined by newlines, each ended by one (see _PLAIN_SECONDS).
 _PLAIN_SECONDS_COLUMN = re.compile(r"(?:[0-9]+(?:\.[0-9]{0,6})?\n)*")
 
-# Longer digit strings may not fit numpy's int64; their runs take the line path.
+# Longer digit strings may not fit numpy's int64, so their runs take the line path.
 _MAX_INT64_DIGITS = 18
 
 AccumulatorFor = Callable[[str, int], WindowAccumulator]
@@ -65,11 +65,11 @@ def add_tsv_lines_to_windows(
     first_line : int
         The 1-based line number of ``texts[0]``.
     header : TsvHeader
-        The file's header state, updated in place; pass the same object for every block.
+        The file's header state, updated in place. Pass the same object for every block.
     source, default_path, internal, stats, orientation, reporter
         As for :func:`agent.zeek_conn.iter_connections`.
     window_seconds : int
-        Window length; a connection at ``ts`` goes to the window starting at
+        Window length. A connection at ``ts`` goes to the window starting at
         ``int(ts // window_seconds) * window_seconds``.
     accumulator_for : callable
         Returns the accumulator of an (entity, window start), opening it if needed.
@@ -115,7 +115,7 @@ class _WindowAdder:
 
 def _runs(texts: list[str]) -> list[tuple[int, int, bool]]:
     """Split a block into runs of data lines and single header or blank lines: (start, end, is_data)."""
-    # Header and blank lines are rare; the first characters of all lines show whether there are any.
+    # Header and blank lines are rare. The first characters of all lines show whether there are any.
     firsts = set([text[:1] for text in texts])
     if texts and not firsts & {"", "#", " ", "\t"}:
         return [(0, len(texts), True)]
@@ -147,10 +147,10 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     adder: _WindowAdder,
     time_shift_secs: float,
 ) -> bool:
-    """Add a run of data lines if every row passes the fast path's checks; return whether it did."""
+    """Add a run of data lines if every row passes the fast path's checks, and return whether it did."""
     separator, width, unset, count = header.separator, plan.width, plan.unset, len(texts)
 
-    # Every line must split into the declared columns; then one split of the joined run
+    # Every line must split into the declared columns. Then one split of the joined run
     # lines the columns up.
     joined = "\n".join(texts) + "\n"
     buffer = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
@@ -170,7 +170,7 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     if not (ts < _TS_MAX_SECS).all():
         return False
 
-    # Counts, ports and booleans by the general converters' rules; other typed columns converted.
+    # Counts, ports and booleans are checked by the general converters' rules. Other typed columns are converted.
     for index in plan.counts(range(width)):
         if not all(value == unset or (value.isdigit() and value.isascii()) for value in set(column(index))):
             return False
@@ -188,7 +188,7 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     except ValueError:
         return False
 
-    # Addresses from the orientation cache; an invalid one sends the run to the line path.
+    # Addresses come from the orientation cache. An invalid one sends the run to the line path.
     classified, classify = internal._classified, internal.classify
     sides = []
     for index in (plan.orig_h, plan.resp_h):
@@ -244,7 +244,7 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
 
 def _convert_column(texts: list[str], convert: Callable[[str], object], unset: str, unset_value: object,
                     dtype: type) -> np.ndarray:
-    """Convert each distinct value once; runs repeat ports, byte counts and durations a lot."""
+    """Convert each distinct value once, because runs repeat ports, byte counts and durations a lot."""
     values = {text: convert(text) for text in set(texts) if text != unset}
     values[unset] = unset_value
     return np.fromiter(map(values.__getitem__, texts), dtype=dtype, count=len(texts))
@@ -271,7 +271,7 @@ def _add_groups(columns: _Columns, adder: _WindowAdder) -> None:
     entity_codes = np.fromiter(map(codes.__getitem__, entities), dtype=np.int64, count=len(entities))
 
     # A stable sort keeps each group's rows in line order. Each column is sorted and turned
-    # into a list once; a group is then a slice of every list.
+    # into a list once, so a group is then a slice of every list.
     order = np.lexsort((starts, entity_codes))
     sorted_codes, sorted_starts = entity_codes[order], starts[order]
     bounds = (np.flatnonzero((np.diff(sorted_codes) != 0) | (np.diff(sorted_starts) != 0)) + 1).tolist()

@@ -140,7 +140,7 @@ def parse_tsv_lines(
 def iter_data_lines(
     lines: Iterable[tuple[int, str]], header: TsvHeader, stats: ParseStats, reporter: MalformedLineReporter
 ) -> Iterator[tuple[int, str]]:
-    """Apply header lines to ``header`` and count blank lines; yield the other (data) lines."""
+    """Apply header lines to ``header``, count blank lines and yield the other (data) lines."""
     for number, text in lines:
         if not text:
             stats.skipped += 1

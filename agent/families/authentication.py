@@ -43,7 +43,7 @@ class AuthAttempt:
     entity: str
     outcome: str
     count: int
-    peer: str | None  # the remote address; stays on the site
+    peer: str | None  # the remote address, which stays on the site
     remote: str | None  # the peer when it may be shared
     user: str | None  # stays on the site
 

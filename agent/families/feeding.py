@@ -40,7 +40,7 @@ class FamilyFeeder:
     window_seconds : int
         Window length.
     internal_networks, internal_domains : tuple of str
-        The site's own address ranges and DNS zones; they decide entities and which
+        The site's own address ranges and DNS zones, which decide entities and which
         observables may leave the site.
     """
 
@@ -65,7 +65,7 @@ class FamilyFeeder:
                    ) -> list[FeedItem]:
         """Return the connections of conn records and the observations of application logs.
 
-        ``orientation`` receives this call's conn counts; they are also added to ``self.orientation``.
+        ``orientation`` receives this call's conn counts, which are also added to ``self.orientation``.
         """
         records = list(records)
         stats = orientation if orientation is not None else OrientationStats()

@@ -63,7 +63,7 @@ def summarise_families(scored: dict[str, list[ScoredWindow]], families: tuple[st
 
 def family_sections(release: FamiliesRelease, detectors: dict[str, tuple[str, str]],
                     schema_versions: dict[str, str]) -> list[dict]:
-    """Return the summary's ``families`` list; ``detectors`` maps family to (name, version)."""
+    """Return the summary's ``families`` list. ``detectors`` maps family to (name, version)."""
     return [
         {
             "family": family,

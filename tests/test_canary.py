@@ -144,7 +144,7 @@ def _site_config(site_id: str, hub_port: int, capture: Path) -> dict:
 
 @pytest.mark.slow
 def test_canaries_stay_in_secure_mode(tmp_path: Path) -> None:
-    """Three sites sum their rounds by secure aggregation; only the canary site's bytes are recorded."""
+    """Three sites sum their rounds by secure aggregation. Only the canary site's bytes are recorded."""
     config = HubConfig(
         hub=ServerSettings(host="127.0.0.1", port=0, tick_seconds=0.2),
         storage=StorageSettings(path=tmp_path / "hub.sqlite3"),
@@ -264,7 +264,7 @@ def write_family_inputs(folder: Path) -> None:
 
 
 def test_canaries_stay_in_every_family(tmp_path: Path, hub: tuple[HubServer, str]) -> None:
-    """Names planted in dns, http, ssl, sshd and Sysmon input stay on the site; evidence of each kind leaves."""
+    """Names planted in dns, http, ssl, sshd and Sysmon input stay on the site, but evidence of each kind leaves."""
     server, base_url = hub
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -285,7 +285,7 @@ def test_canaries_stay_in_every_family(tmp_path: Path, hub: tuple[HubServer, str
             "state_dir": "state",
             "windows": {"window_seconds": 60, "round_seconds": ROUND_SECONDS},
             "detector": {"name": "hbos", "baseline_rounds": 1},
-            # Three families share the round's epsilon; this much lets each release its evidence.
+            # Three families share the round's epsilon, and this much lets each release its evidence.
             "privacy": {"epsilon_per_round": 10.0, "max_observables_per_entity": 3, "budget_epsilon": 100.0},
         }
         report = run_agent(tmp_path, config)

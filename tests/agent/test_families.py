@@ -128,7 +128,7 @@ def test_config_unfed_family_rejected(tmp_path: Path) -> None:
 
 
 def test_families_suricata_flows_windowed_by_flow_start(shared_data_dir: Path) -> None:
-    """slips' offline Suricata run stamps its flow events alike; flow.start spreads them over 1701 windows."""
+    """slips' offline Suricata run stamps its flow events alike, but flow.start spreads them over 1701 windows."""
     feeder = FamilyFeeder(("network",), window_seconds=60, internal_networks=DEFAULT_INTERNAL_NETWORKS)
     events = list(iter_file_events(shared_data_dir / "slips/suricata/test6-malicious.suricata.json", "suricata",
                                    stats=EventStats()))

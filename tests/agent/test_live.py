@@ -219,7 +219,7 @@ def test_sigkill_counts_lines_once(tmp_path: Path) -> None:
 
             # Kill at a random moment once the agent is past its start-up, then start again.
             # Each start imports pyod and scikit-learn and fits the detectors, which takes
-            # seconds; allow for a loaded machine.
+            # seconds, so the timeout allows for a loaded machine.
             wait_for_commit(config.state_dir, after=snapshot_before, timeout_secs=180)
             time.sleep(rng.uniform(0.0, 0.6))
             process.send_signal(signal.SIGKILL)

@@ -117,7 +117,10 @@ UNITS = 60
 
 
 def bounded_round(family: str, site_index: int) -> BoundedRound:
-    """``UNITS`` hosts that each hold the family's keys; histogram counts that differ by family and site."""
+    """Build a round of ``UNITS`` hosts that each have the family's keys.
+
+    Its histogram counts differ by family and site.
+    """
     keys, score = FAMILY_KEYS[family]
     units = {f"{family}-host-{n}": list(keys) for n in range(UNITS)}
     histogram = [0] * HISTOGRAM_BINS
@@ -151,7 +154,7 @@ def test_secure_round_sums_and_reveals_every_family(tmp_path: Path) -> None:
     server = HubServer(hub_config)
     hub_url = f"http://127.0.0.1:{server.start().rstrip('/').rsplit(':', 1)[1]}/taxii2/"
     sites = ("site-a", "site-b", "site-c")
-    # site-c configures network and authentication only; its process histogram is noised zeros.
+    # site-c configures network and authentication only, so its process histogram is noised zeros.
     site_families = {"site-a": tuple(FAMILIES), "site-b": tuple(FAMILIES), "site-c": ("network", "authentication")}
     try:
         runners = {}
@@ -184,7 +187,7 @@ def test_secure_round_sums_and_reveals_every_family(tmp_path: Path) -> None:
         assert result.histograms[family] == part
         assert result.window_counts[family] == sum(part)
 
-    # Every family's evidence, hashes and fingerprints included, is revealed by each site that holds it.
+    # Every family's evidence, hashes and fingerprints included, is revealed by each site that has it.
     expected = {(site, family, *split_observable_key(key))
                 for site in sites for family in site_families[site] for key in FAMILY_KEYS[family][0]}
     assert {(e.site_id, e.family, e.observable_type, e.value) for e in evidence} == expected

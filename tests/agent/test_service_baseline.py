@@ -13,7 +13,7 @@ from agent.service import baseline_round_count
         ([20, 20, 20], 2),  # two rounds already hold 16 windows
         ([1, 2, 30, 5], 3),  # a thin start grows by one whole round
         ([1, 2, 3], 3),  # too few windows anywhere: every round, no further
-        ([40], 2),  # fewer rounds than requested: the request stands
+        ([40], 2),  # fewer rounds than requested: the requested count is kept
         ([], 2),
     ],
 )

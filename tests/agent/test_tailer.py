@@ -336,7 +336,7 @@ def test_gzip_file_in_pattern_read_once(tmp_path: Path) -> None:
 
 
 def test_gzip_empty_then_compressed(tmp_path: Path) -> None:
-    """gzip creates its output file before it writes any byte; the tailer must wait for them."""
+    """gzip creates its output file before it writes any byte, so the tailer must wait for them."""
     rotated = tmp_path / "dns.1.log.gz"
     rotated.write_bytes(b"")
     tailer = LogTailer([str(tmp_path / "*.gz")], rotate_wait_secs=0)

@@ -31,7 +31,7 @@ ROW = ["1655071198.444458", "C1", "192.168.1.5", "62771", "40.74.108.123", "443"
 
 
 def read_both(lines: list[str], source: str = "conn.log", *, is_json: bool = False) -> tuple[tuple, tuple]:
-    """Run the general reader with orientation and the fast path; return what each produced."""
+    """Run the general reader with orientation and the fast path, and return what each produced."""
     numbered = list(enumerate(lines, start=1))
     results = []
     for fast in (False, True):

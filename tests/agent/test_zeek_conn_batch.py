@@ -21,7 +21,7 @@ WINDOW_SECONDS = 60
 
 def windows_both(lines: list[str], *, block_lines: int, shift_secs: float = 0.0,
                  not_before: float | None = None) -> tuple[tuple, tuple]:
-    """Fill windows one connection at a time and block by block; return the state each produced."""
+    """Fill windows one connection at a time and block by block, and return the state each produced."""
     results = []
     for batch in (False, True):
         internal = InternalNetworks(NETWORKS)

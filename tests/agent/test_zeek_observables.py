@@ -57,7 +57,7 @@ def test_observables_counts_real_logs(shared_data_dir: Path, relative: str, reco
 @pytest.mark.slow
 @pytest.mark.parametrize("relative", [f"{ZED_TSV}/ssl.log.gz", f"{ZED_JSON}/ssl.json.gz"])
 def test_observables_ssl_tsv_and_json_agree(shared_data_dir: Path, relative: str) -> None:
-    """cert_chain_fps holds 13932 fingerprints; two repeat within their record and count once."""
+    """cert_chain_fps contains 13932 fingerprints. Two repeat within their record and count once."""
     observations, stats, found = observe(shared_data_dir / relative)
 
     assert len(observations) == 49474
@@ -91,7 +91,7 @@ def test_observables_ssl_ja3_values(shared_data_dir: Path) -> None:
 def test_observables_files_without_internal_host(shared_data_dir: Path) -> None:
     """Both endpoints of slips test10 are public until their range is declared internal.
 
-    Four records are certificates, whose hashes are fingerprints; two are OCSP responses.
+    Four records are certificates, whose hashes are fingerprints. Two are OCSP responses.
     """
     path = shared_data_dir / "slips/test10-mixed-zeek-dir/files.log"
 

@@ -82,7 +82,7 @@ def write_nslkdd_sites(
     if shift:
         parts.append(_read(data_dir / NSLKDD_FOLDER / TEST_FILE))
 
-    # Each file is split by its own Dirichlet draw; attack classes new in the test file are
+    # Each file is split by its own Dirichlet draw. Attack classes new in the test file are
     # spread the same way.
     per_site: list[list[dict[str, str]]] = [[] for _ in range(n_sites)]
     for rows in parts:

@@ -210,7 +210,7 @@ def _extra_runs(settings: EvalSettings) -> list[tuple[str, FusionSetup]]:
             for name in ("capped-noisy-or", "median", "trimmed-mean", "corroboration", "ensemble")]
     runs.append(("ablation:without-trust", replace(base, use_trust=False)))
     # fusion-dp itself runs without secure aggregation. This variant runs every round through
-    # a real hub in secure mode; it waits out a stage timeout per round, so --quick skips it.
+    # a real hub in secure mode. It waits out a stage timeout per round, so --quick skips it.
     runs.append(("ablation:with-secure-aggregation", replace(base, secure_aggregation=True)))
     # Scores are then the detector's raw scores, min-max scaled per site (see SiteData).
     runs.append(("ablation:without-calibration", base))

@@ -94,7 +94,7 @@ def _watchdog_usec(environ: Mapping[str, str]) -> int | None:
         usec = int(environ.get("WATCHDOG_USEC", ""))
     except ValueError:
         return None
-    # WATCHDOG_PID names the process the watchdog is meant for; a child that inherited the
+    # WATCHDOG_PID names the process the watchdog is meant for, so a child that inherited the
     # environment must not ping on the main process's behalf.
     pid = environ.get("WATCHDOG_PID")
     if pid is not None and pid != str(os.getpid()):

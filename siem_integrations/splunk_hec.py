@@ -441,7 +441,7 @@ class SplunkHecClient:
                 raise error
             statuses = _hec_answer(response).get("acks")
             if not isinstance(statuses, dict):
-                # Only {"acks": {"<ackId>": true}} confirms events; polling again now would
+                # Only {"acks": {"<ackId>": true}} confirms events. Polling again now would
                 # read the same body.
                 log.warning("splunk HEC at %s: ack response has no acks object (%s); %d "
                             "batches stay unconfirmed", self.url,

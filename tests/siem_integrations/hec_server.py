@@ -67,7 +67,7 @@ class HecState:
     requests: list[dict[str, Any]] = field(default_factory=list)
     # Answer this many next event requests with 503 "Server is busy".
     busy_requests: int = 0
-    # Bytes of the largest request body accepted, as sent (compressed or not); None for any.
+    # Bytes of the largest request body accepted, as sent (compressed or not), or None for any.
     max_content_length: int | None = None
     # An ack turns true only after this many polls that asked for it.
     ack_after_polls: int = 0

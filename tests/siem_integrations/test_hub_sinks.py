@@ -115,7 +115,7 @@ def test_ticker_flushes_sinks_without_rounds(tmp_path: Path) -> None:
 
         clock = SettableClock(HUB_NOW)
         with running_hub(config, clock) as hub:
-            # No site has sent anything yet; only the ticker can resend the backlog.
+            # No site has sent anything yet, so only the ticker can resend the backlog.
             clock.advance(61)
             wait_for(lambda: bool(splunk.state.events))
             backlog_ips = [e["event"]["ip"] for e in splunk.state.events]
@@ -125,7 +125,7 @@ def test_ticker_flushes_sinks_without_rounds(tmp_path: Path) -> None:
             federation.post(sites[0], [evidence("203.0.113.9", 0.6)])
             federation.post(sites[1], [evidence("203.0.113.9", 0.9)])
 
-            # No site sends again; only the ticker can remove the expired indicator.
+            # No site sends again, so only the ticker can remove the expired indicator.
             clock.advance(601)
             wait_for(lambda: any(e["event"].get("revoked") for e in splunk.state.events))
 

@@ -34,7 +34,7 @@ from tests.siem_integrations.test_taxii_sync import COLLECTION, CREDENTIALS, add
 from tests.siem_integrations.taxii_server import TaxiiServer
 
 sys.path.insert(0, str(SOURCE / "bin"))
-# The build copies taxii_cursor into the add-on's lib/ folder; from the source tree the
+# The build copies taxii_cursor into the add-on's lib/ folder. From the source tree the
 # add-on imports the package's module under that top-level name.
 sys.modules.setdefault("taxii_cursor", taxii_cursor)
 import fti_intel  # noqa: E402
@@ -193,7 +193,7 @@ class MemoryCollection:
 
     def query(self, query: str = "{}", fields: str = "", sort: str = "_key", skip: int = 0,
               limit: int = 0) -> list[dict[str, Any]]:
-        # splunklib passes the KV store's JSON query; equality on each field is enough here.
+        # splunklib passes the KV store's JSON query. Equality on each field is enough here.
         wanted = json.loads(query)
         found = sorted((r for r in self.records.values()
                         if all(r.get(k) == v for k, v in wanted.items())),
@@ -329,7 +329,7 @@ def test_poll_stanza_writes_events_and_collections(tmp_path: Path) -> None:
 
         fti_taxii.poll_stanza("fti_taxii://hub", config, app, es, str(tmp_path),
                               EventWriter(output=output, error=errors))
-        # A new version has a later modified; the cursor keys versions by it.
+        # The new version gets a later modified, because the cursor keys versions by it.
         server.state.add(added(3), indicator("domain-name", "bad.example", revoked=True,
                                              valid_until=far,
                                              modified=MOMENT + timedelta(hours=1)))
@@ -407,7 +407,7 @@ def test_poll_crash_before_checkpoint_rereads_page(
 
     keys = written_keys(output)
     expected = [f"{o['id']}@{o['modified']}" for o in objects]
-    # The first page (3 objects) was checkpointed; the second one was written, then the crash.
+    # The first page (3 objects) was checkpointed. The second one was written, then the crash.
     crashed_page = crashed[3:]
     assert len(crashed_page) >= 3
     assert sorted(set(keys)) == sorted(expected)

@@ -43,7 +43,7 @@ ES_APP = "SA-ThreatIntelligence"
 # Pages per run at most, so one run of a huge collection ends and saves its place.
 MAX_PAGES = 200
 TIMEOUT_SECS = 60
-# KV store records read per query while purging; below the default max_rows_per_query.
+# KV store records read per query while purging, below the default max_rows_per_query.
 PURGE_PAGE_SIZE = 1000
 
 
@@ -151,7 +151,7 @@ def fetch_next_page(api_root, collection, cursor, ew, stanza, **options):
     try:
         return fetch_page(api_root, collection, cursor.query(), **options)
     except urllib.error.HTTPError as err:
-        # TAXII servers forget next values; added_after still marks the place exactly.
+        # TAXII servers may expire next values, but added_after still marks the place exactly.
         if cursor.next is None or err.code not in (400, 404):
             raise
         ew.log("WARNING", f"fti_taxii {stanza}: the server rejected the saved next value "
@@ -186,7 +186,7 @@ def poll_stanza(stanza, config, service, es_service, checkpoint_dir, ew):
         page = envelope_indicators(envelope)
         objects = cursor.new_objects(page)
         for indicator in objects:
-            # The HEC events' shape, so the dashboards work without HEC; else the raw object.
+            # The HEC events' shape, so the dashboards work without HEC. Otherwise the raw object.
             body = indicator_to_event(indicator) or indicator
             event = Event(stanza=stanza, data=json.dumps(body, sort_keys=True),
                           sourcetype=config.get("sourcetype", "fti:indicator"),

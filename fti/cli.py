@@ -229,16 +229,23 @@ def _siem_sync(args: argparse.Namespace) -> int:
     return run_sync(args, env=os.environ)
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_LEVEL_HELP = "logging level (default: info for services, warning for the demo)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fti", description="Federated threat intelligence with "
                                      "differentially private anomaly fusion.")
     parser.add_argument("--version", action="version", version=f"fti {_version()}")
-    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
-                        help="logging level (default: info for services, warning for the demo)")
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
+    # Every command also takes --log-level after its name. SUPPRESS keeps a value given before the
+    # name when the command's own option is absent.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     agent = commands.add_parser("agent", help="run the site agent").add_subparsers(dest="agent_command", required=True)
-    run = agent.add_parser("run", help="follow the configured logs live, or replay them with --once, and "
+    run = agent.add_parser("run", parents=[common], help="follow the configured logs live, or replay them with --once, and "
                            "send round summaries")
     run.add_argument("--config", required=True, help="agent configuration file (YAML)")
     run.add_argument("--once", action="store_true", help="process the files to their end, send, and exit")
@@ -247,11 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="without --once: where to start files found at the first start (default: live.start_at "
                      "in the configuration, itself beginning by default)")
     run.set_defaults(handler=_agent_run, default_level="info")
-    budget = agent.add_parser("budget", help="show the privacy budget spent in the current period")
+    budget = agent.add_parser("budget", parents=[common], help="show the privacy budget spent in the current period")
     budget.add_argument("--config", required=True, help="agent configuration file (YAML)")
     budget.add_argument("--at", help="evaluate the period ending at this ISO 8601 time (default: now)")
     budget.set_defaults(handler=_agent_budget, default_level="warning")
-    parse = agent.add_parser("parse", help="print the events fti reads from log files, as JSON lines, "
+    parse = agent.add_parser("parse", parents=[common], help="print the events fti reads from log files, as JSON lines, "
                              "with counts on stderr")
     parse.add_argument("--source-type", required=True, choices=["zeek", "sshd", "suricata", "sysmon"],
                        help="how to read the files")
@@ -263,32 +270,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     hub = commands.add_parser("hub", help="run and manage the fusion hub").add_subparsers(dest="hub_command",
                                                                                            required=True)
-    serve = hub.add_parser("serve", help="serve TAXII 2.1 and fuse rounds")
+    serve = hub.add_parser("serve", parents=[common], help="serve TAXII 2.1 and fuse rounds")
     serve.add_argument("--config", required=True, help="hub configuration file (YAML)")
     serve.set_defaults(handler=_hub_serve, default_level="info")
-    enroll = hub.add_parser("enroll", help="register a site and print its credential once")
+    enroll = hub.add_parser("enroll", parents=[common], help="register a site and print its credential once")
     enroll.add_argument("--config", required=True, help="hub configuration file (YAML)")
     enroll.add_argument("--site", required=True, help="the site's pseudonym, for example site-a")
     enroll.add_argument("--public-key", required=True, help="the site's Ed25519 public key (base64)")
     enroll.set_defaults(handler=_hub_enroll, default_level="warning")
-    consumer = hub.add_parser("add-consumer", help="add a read-only TAXII consumer and print its credential once")
+    consumer = hub.add_parser("add-consumer", parents=[common], help="add a read-only TAXII consumer and print its credential once")
     consumer.add_argument("--config", required=True, help="hub configuration file (YAML)")
     consumer.add_argument("--name", required=True, help="the consumer's user name, for example splunk-es")
     consumer.add_argument("--read", nargs="+", default=["fused-indicators"],
                           help="collections it may read (default: fused-indicators)")
     consumer.set_defaults(handler=_hub_add_consumer, default_level="warning")
-    revoke = hub.add_parser("revoke", help="revoke a site or consumer at once")
+    revoke = hub.add_parser("revoke", parents=[common], help="revoke a site or consumer at once")
     revoke.add_argument("--config", required=True, help="hub configuration file (YAML)")
     revoke.add_argument("--name", required=True, help="the site id or consumer name")
     revoke.set_defaults(handler=_hub_revoke, default_level="warning")
-    sites = hub.add_parser("sites", help="list sites and consumers with their state and trust")
+    sites = hub.add_parser("sites", parents=[common], help="list sites and consumers with their state and trust")
     sites.add_argument("--config", required=True, help="hub configuration file (YAML)")
     sites.set_defaults(handler=_hub_sites, default_level="warning")
-    rounds = hub.add_parser("rounds", help="list recent rounds, newest first, with their outcome")
+    rounds = hub.add_parser("rounds", parents=[common], help="list recent rounds, newest first, with their outcome")
     rounds.add_argument("--config", required=True, help="hub configuration file (YAML)")
     rounds.add_argument("--limit", type=int, default=20, help="how many rounds to list (default: 20)")
     rounds.set_defaults(handler=_hub_rounds, default_level="warning")
-    token = hub.add_parser("token", help="issue an API token for a site or consumer, or revoke one")
+    token = hub.add_parser("token", parents=[common], help="issue an API token for a site or consumer, or revoke one")
     token.add_argument("--config", required=True, help="hub configuration file (YAML)")
     token_action = token.add_mutually_exclusive_group(required=True)
     token_action.add_argument("--name", help="site id or consumer name that gets a new token")
@@ -296,25 +303,25 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_hub_token, default_level="warning")
 
     keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(dest="keys_command", required=True)
-    generate = keys.add_parser("generate", help="create a site signing key and print its public key")
+    generate = keys.add_parser("generate", parents=[common], help="create a site signing key and print its public key")
     generate.add_argument("--out", required=True, help="where to write the private key (mode 0600)")
     generate.add_argument("--force", action="store_true", help="replace an existing key file")
     generate.set_defaults(handler=_keys_generate, default_level="warning")
 
-    check = commands.add_parser("check-config", help="check agent or hub configuration files without starting anything")
+    check = commands.add_parser("check-config", parents=[common], help="check agent or hub configuration files without starting anything")
     check.add_argument("files", nargs="+", metavar="FILE", help="configuration file (YAML)")
     check.add_argument("--kind", choices=["agent", "hub"], default=None,
                        help="the kind of configuration (default: detected from the top-level keys)")
     check.set_defaults(handler=_check_config, default_level="warning")
 
-    demo = commands.add_parser("demo", help="run a hub and five sites on the bundled real captures")
+    demo = commands.add_parser("demo", parents=[common], help="run a hub and five sites on the bundled real captures")
     demo.add_argument("--out", default="demo-out", help="folder for the outputs (default: demo-out)")
     demo.add_argument("--data-dir", default=None, help="folder with the captures (default: the bundled ones)")
     demo.add_argument("--secure", action="store_true",
                       help="run the sites in secure mode: the hub learns only sums across sites")
     demo.set_defaults(handler=_demo, default_level="warning")
 
-    evaluate = commands.add_parser("eval", help="compare local, FedAvg, fusion and pooled detection "
+    evaluate = commands.add_parser("eval", parents=[common], help="compare local, FedAvg, fusion and pooled detection "
                                    "on real labelled data")
     evaluate.add_argument("--scenario", required=True, choices=["iot23", "cicids2017", "nsl-kdd", "nsl-kdd-shift"],
                           help="the sites and data")
@@ -332,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_eval, default_level="warning")
     siem = commands.add_parser("siem", help="deliver indicators to Splunk or Elasticsearch")
     siem_commands = siem.add_subparsers(dest="siem_command", required=True)
-    sync = siem_commands.add_parser("sync", help="poll a TAXII 2.1 collection into a SIEM")
+    sync = siem_commands.add_parser("sync", parents=[common], help="poll a TAXII 2.1 collection into a SIEM")
     from siem_integrations.sync_command import add_sync_arguments
 
     add_sync_arguments(sync)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fti.cli import build_parser
 from tests.agent.test_service import ROUND_SECONDS, write_capture
 
 FTI = [sys.executable, "-m", "fti.cli"]
@@ -47,6 +48,17 @@ def test_agent_run_bad_config_names_key(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "site.colour" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--log-level", "debug", "hub", "sites", "--config", "hub.yaml"], "debug"),
+    (["hub", "sites", "--config", "hub.yaml", "--log-level", "error"], "error"),
+    (["--log-level", "debug", "demo", "--log-level", "error"], "error"),
+    (["agent", "parse", "--source-type", "zeek", "conn.log", "--log-level", "warning"], "warning"),
+    (["hub", "sites", "--config", "hub.yaml"], None),
+])
+def test_log_level_before_or_after_command(argv: list[str], expected: str | None) -> None:
+    assert build_parser().parse_args(argv).log_level == expected
 
 
 @pytest.mark.slow

@@ -245,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     agent = commands.add_parser("agent", help="run the site agent").add_subparsers(dest="agent_command", required=True)
-    run = agent.add_parser("run", parents=[common], help="follow the configured logs live, or replay them with --once, and "
-                           "send round summaries")
+    run = agent.add_parser("run", parents=[common], help="follow the configured logs live, or replay them with "
+                           "--once, and send round summaries")
     run.add_argument("--config", required=True, help="agent configuration file (YAML)")
     run.add_argument("--once", action="store_true", help="process the files to their end, send, and exit")
     run.add_argument("--no-poll", action="store_true", help="do not poll fused indicators after sending")
@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--config", required=True, help="agent configuration file (YAML)")
     budget.add_argument("--at", help="evaluate the period ending at this ISO 8601 time (default: now)")
     budget.set_defaults(handler=_agent_budget, default_level="warning")
-    parse = agent.add_parser("parse", parents=[common], help="print the events fti reads from log files, as JSON lines, "
-                             "with counts on stderr")
+    parse = agent.add_parser("parse", parents=[common], help="print the events fti reads from log files, as JSON "
+                             "lines, with counts on stderr")
     parse.add_argument("--source-type", required=True, choices=["zeek", "sshd", "suricata", "sysmon"],
                        help="how to read the files")
     parse.add_argument("--timezone", default="UTC",
@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--site", required=True, help="the site's pseudonym, for example site-a")
     enroll.add_argument("--public-key", required=True, help="the site's Ed25519 public key (base64)")
     enroll.set_defaults(handler=_hub_enroll, default_level="warning")
-    consumer = hub.add_parser("add-consumer", parents=[common], help="add a read-only TAXII consumer and print its credential once")
+    consumer = hub.add_parser("add-consumer", parents=[common],
+                              help="add a read-only TAXII consumer and print its credential once")
     consumer.add_argument("--config", required=True, help="hub configuration file (YAML)")
     consumer.add_argument("--name", required=True, help="the consumer's user name, for example splunk-es")
     consumer.add_argument("--read", nargs="+", default=["fused-indicators"],
@@ -308,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--force", action="store_true", help="replace an existing key file")
     generate.set_defaults(handler=_keys_generate, default_level="warning")
 
-    check = commands.add_parser("check-config", parents=[common], help="check agent or hub configuration files without starting anything")
+    check = commands.add_parser("check-config", parents=[common],
+                                help="check agent or hub configuration files without starting anything")
     check.add_argument("files", nargs="+", metavar="FILE", help="configuration file (YAML)")
     check.add_argument("--kind", choices=["agent", "hub"], default=None,
                        help="the kind of configuration (default: detected from the top-level keys)")

@@ -6,7 +6,12 @@ secret string. A missing or rejected credential gets 401 with a ``WWW-Authentica
 challenge for both schemes. Failures are logged with the remote address and the username,
 never the password. At most ``max_lines`` lines are logged per ``window_secs``, so a
 password-guessing client cannot flood the log, and the counter ``fti_hub_auth_failures``
-counts every failure.
+counts every failure. The lines held back are summed up in one line after the window, written
+by ``flush_failure_log``, which the hub calls on every tick and at shutdown.
+
+Before any argon2id computation, ``AuthLimits`` checks the failure limits per address and
+per username and the cap on concurrent computations. A check over a limit gets 429 with
+``Retry-After`` and is counted in ``fti_hub_auth_throttled``.
 """
 
 from __future__ import annotations
@@ -16,16 +21,23 @@ import binascii
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from fusion_hub.auth_limits import AuthLimits, AuthThrottled
 from fusion_hub.errors import TaxiiError
 from fusion_hub.metrics import HubMetrics
-from fusion_hub.registry import Principal, SiteRegistry
+from fusion_hub.ratelimit import retry_after_header
+from fusion_hub.registry import AuthResult, HashGuard, Principal, SiteRegistry
 
 log = logging.getLogger(__name__)
 
 # Usernames are logged with repr() and cut to this length, since they come from the client.
 _MAX_LOGGED_NAME = 64
+
+# Failures after an argon2id computation. They count towards the failure limits. A missing
+# or malformed header costs no hash and does not count.
+_COUNTED_FAILURES = ("unknown", "revoked", "password")
 
 
 @dataclass(frozen=True)
@@ -77,9 +89,13 @@ class Authenticator:
         Counts failures by reason.
     realm : str
         Realm in the ``WWW-Authenticate`` challenge.
+    limits : AuthLimits
+        Failure limits and the argon2id concurrency cap.
     max_lines, window_secs : int, float
-        Log at most ``max_lines`` failure lines per ``window_secs``; the rest are summed up in
-        one line when the window ends.
+        Log at most ``max_lines`` failure lines per ``window_secs``. The rest are summed up
+        in one line by the first failure or ``flush_failure_log`` call after the window.
+    clock : callable returning float, optional
+        Monotonic seconds for the log window; tests pass a controllable clock.
     """
 
     def __init__(
@@ -88,16 +104,20 @@ class Authenticator:
         metrics: HubMetrics,
         *,
         realm: str,
+        limits: AuthLimits,
         max_lines: int = 20,
         window_secs: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.realm = realm
+        self.limits = limits
         self.max_lines = max_lines
         self.window_secs = window_secs
+        self._clock = clock
         self._lock = threading.Lock()
-        self._window_start = time.monotonic()
+        self._window_start = clock()
         self._logged = 0
         self._suppressed = 0
 
@@ -109,16 +129,18 @@ class Authenticator:
         TaxiiError
             401 with a ``WWW-Authenticate`` challenge when the header is missing or
             malformed, or names an unknown or revoked credential or token, or carries a
-            wrong password or token secret.
+            wrong password or token secret. 429 with ``Retry-After`` when the check would
+            need argon2id and the address or name is over its failure limit or too many
+            checks run at once.
         """
         bearer = parse_bearer_authorization(header)
         if bearer is not None:
-            result = self.registry.authenticate_token(bearer)
+            # Only the token id is logged or used as a key; the secret after it never is.
+            name = "token " + bearer.removeprefix("fti_").partition("_")[0]
+            result = self._check(name, remote_addr,
+                                 lambda guard: self.registry.authenticate_token(bearer,
+                                                                                guard=guard))
             if result.principal is None:
-                # Only the token id is logged; the secret after it never is.
-                token_id = bearer.removeprefix("fti_").partition("_")[0]
-                self._record_failure(result.failure or "password", f"token {token_id}",
-                                     remote_addr)
                 raise self._challenge("the API token was not accepted")
             return result.principal
 
@@ -128,11 +150,33 @@ class Authenticator:
             self._record_failure(reason, None, remote_addr)
             raise self._challenge("send HTTP Basic credentials (site id or consumer name and "
                                   "its hub password)")
-        result = self.registry.authenticate(credentials.username, credentials.password)
+        result = self._check(
+            credentials.username, remote_addr,
+            lambda guard: self.registry.authenticate(credentials.username, credentials.password,
+                                                     guard=guard))
         if result.principal is None:
-            self._record_failure(result.failure or "password", credentials.username, remote_addr)
             raise self._challenge("the username or password was not accepted")
         return result.principal
+
+    def _check(self, name: str, remote_addr: str | None,
+               authenticate: Callable[[HashGuard], AuthResult]) -> AuthResult:
+        """Run ``authenticate`` under the limits; record its failure or success."""
+        try:
+            result = authenticate(lambda: self.limits.verification(name, remote_addr))
+        except AuthThrottled as err:
+            self.metrics.auth_throttled.labels(scope=err.scope).inc()
+            self._log_failure(f"throttled by the {err.scope} limit", name, remote_addr)
+            raise TaxiiError(429, "Too Many Requests", err.description,
+                             headers={"Retry-After": retry_after_header(err.retry_after_secs)},
+                             ) from None
+        if result.principal is None:
+            reason = result.failure or "password"
+            if reason in _COUNTED_FAILURES:
+                self.limits.record_failure(name, remote_addr)
+            self._record_failure(reason, name, remote_addr)
+        else:
+            self.limits.record_success(name, remote_addr)
+        return result
 
     def _challenge(self, description: str) -> TaxiiError:
         return TaxiiError(
@@ -141,15 +185,31 @@ class Authenticator:
                                          f'Bearer realm="{self.realm}"'},
         )
 
+    def flush_failure_log(self, *, final: bool = False) -> None:
+        """Log the summary line of failures held back, once their window has ended.
+
+        ``final`` logs it at once, for shutdown. Without this call the summary would wait
+        for the next failure, which never comes once the guessing stops.
+        """
+        with self._lock:
+            self._end_window(self._clock(), final=final)
+
+    def _end_window(self, now: float, *, final: bool = False) -> None:
+        # Caller holds self._lock.
+        if not final and now - self._window_start < self.window_secs:
+            return
+        if self._suppressed:
+            log.warning("%d more authentication failures in the last %.0f s were not "
+                        "logged one by one", self._suppressed, now - self._window_start)
+        self._window_start, self._logged, self._suppressed = now, 0, 0
+
     def _record_failure(self, reason: str, username: str | None, remote_addr: str | None) -> None:
         self.metrics.auth_failures.labels(reason=reason).inc()
-        now = time.monotonic()
+        self._log_failure(reason, username, remote_addr)
+
+    def _log_failure(self, reason: str, username: str | None, remote_addr: str | None) -> None:
         with self._lock:
-            if now - self._window_start >= self.window_secs:
-                if self._suppressed:
-                    log.warning("%d more authentication failures in the last %.0f s were not "
-                                "logged one by one", self._suppressed, self.window_secs)
-                self._window_start, self._logged, self._suppressed = now, 0, 0
+            self._end_window(self._clock())
             if self._logged >= self.max_lines:
                 self._suppressed += 1
                 return

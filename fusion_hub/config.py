@@ -146,6 +146,21 @@ class AuthSettings:
     # polling client does not cost one argon2 hash per request. Revocation takes effect at
     # once regardless, because every request rereads the credential's state.
     credential_cache_seconds: float = 60.0
+    # Failed logins that one client address (IPv6: its /64) may make per
+    # failure_window_seconds before its checks get 429 without running argon2id. 0 disables.
+    # An agent with a wrong password retries with backoff, a few times a minute at most,
+    # so 30 in 5 minutes never stops it, and a guesser is held to 6 tries a minute.
+    max_failures_per_address: int = 30
+    # The same per username or API token id, over all addresses, against guessing spread
+    # over many addresses. Lower than per address because one name is one target. An
+    # address that logged in as the name within a day is exempt, so a flood cannot lock
+    # out the name's own agent.
+    max_failures_per_username: int = 10
+    failure_window_seconds: float = 300.0
+    # argon2id computations at once. Each takes argon2_memory_cost_kib of memory and one
+    # core for tens of milliseconds, so 2 keep a flood to two cores and 128 MiB with the
+    # defaults while the worker threads still serve requests with cached credentials.
+    max_concurrent_verifications: int = 2
 
 
 @dataclass(frozen=True)
@@ -416,6 +431,18 @@ def validate_hub_config(
             "Use 65536 (64 MiB, RFC 9106)")
     require(auth.credential_cache_seconds >= 0, "auth.credential_cache_seconds",
             auth.credential_cache_seconds, "must be >= 0", "Use 0 to verify every request")
+    require(auth.max_failures_per_address >= 0, "auth.max_failures_per_address",
+            auth.max_failures_per_address, "must be >= 0",
+            "Use 0 to disable the limit, or 30")
+    require(auth.max_failures_per_username >= 0, "auth.max_failures_per_username",
+            auth.max_failures_per_username, "must be >= 0",
+            "Use 0 to disable the limit, or 10")
+    require(0 < auth.failure_window_seconds <= 86400, "auth.failure_window_seconds",
+            auth.failure_window_seconds, "must be in (0, 86400]",
+            "Use a few minutes, for example 300")
+    require(1 <= auth.max_concurrent_verifications <= 64, "auth.max_concurrent_verifications",
+            auth.max_concurrent_verifications, "must be in [1, 64]",
+            "Use 2, or at most the number of CPU cores")
 
     rounds = config.rounds
     require(rounds.round_seconds >= 1, "rounds.round_seconds", rounds.round_seconds,

@@ -30,6 +30,12 @@ class HubMetrics:
             "fti_hub_auth_failures", "Rejected credentials and API tokens, by reason.",
             ["reason"], registry=self.registry,
         )
+        self.auth_throttled = Counter(
+            "fti_hub_auth_throttled",
+            "Credential checks answered 429 before argon2id ran, by the limit that applied "
+            "(address, username or concurrency).",
+            ["scope"], registry=self.registry,
+        )
         self.rate_limited = Counter(
             "fti_hub_rate_limited", "Requests rejected with 429 by the per-credential limit.",
             ["credential_kind"], registry=self.registry,

@@ -26,6 +26,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,6 +51,10 @@ SITE_WRITABLE = ("summaries", "feedback", "keys")
 SITE_READABLE = ("summaries", "fused-indicators", "feedback", "keys")
 # Collections where a site reads only what it posted itself.
 OWNER_ONLY = ("summaries", "feedback")
+
+# Called around each argon2id computation. Its context manager may raise to refuse the
+# computation, so that a caller can cap concurrency and throttle failed logins.
+HashGuard = Callable[[], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -243,22 +248,28 @@ class SiteRegistry:
             self._verified.pop(f"token:{token_id}", None)
         log.warning("API token %s revoked; its requests are rejected from now on", token_id)
 
-    def authenticate_token(self, token: str) -> AuthResult:
-        """Check a bearer token; a revoked token or credential fails at once."""
+    def authenticate_token(self, token: str, *, guard: HashGuard = nullcontext) -> AuthResult:
+        """Check a bearer token; a revoked token or credential fails.
+
+        ``guard()`` is entered around every argon2id computation and may raise to refuse it
+        (see ``fusion_hub.auth_limits``). Unknown and revoked tokens cost one hash too, so
+        the response time does not tell them from a wrong secret.
+        """
         prefix, _, rest = token.partition(_TOKEN_PREFIX)
         token_id, separator, secret = rest.partition("_")
         if prefix or not separator or not token_id or not secret:
             return AuthResult(None, "malformed")
         stored = self.storage.get_api_token(token_id)
         if stored is None:
-            self._hasher.hash(secret)
+            with guard():
+                self._hasher.hash(secret)
             return AuthResult(None, "unknown")
-        if stored.revoked_us is not None:
-            return AuthResult(None, "revoked")
         credential = self.storage.get_credential(stored.credential)
-        if credential is None or credential.revoked:
+        if stored.revoked_us is not None or credential is None or credential.revoked:
+            with guard():
+                self._hasher.hash(secret)
             return AuthResult(None, "revoked")
-        if not self._secret_matches(f"token:{token_id}", stored.secret_hash, secret):
+        if not self._secret_matches(f"token:{token_id}", stored.secret_hash, secret, guard):
             return AuthResult(None, "password")
         return AuthResult(_principal_for(credential), None)
 
@@ -269,20 +280,21 @@ class SiteRegistry:
             return None
         return credential
 
-    def authenticate(self, name: str, password: str) -> AuthResult:
+    def authenticate(self, name: str, password: str, *,
+                     guard: HashGuard = nullcontext) -> AuthResult:
         """Check an HTTP Basic username and password.
 
         Every call rereads the credential, so a revocation applies to the next request even
-        when the password is cached as verified.
+        when the password is cached as verified. ``guard()`` is entered around every argon2id
+        computation and may raise to refuse it (see ``fusion_hub.auth_limits``).
         """
         credential = self.storage.get_credential(name)
-        if credential is None:
+        if credential is None or credential.revoked:
             # Hash anyway, so that response time does not reveal which names exist.
-            self._hasher.hash(password)
-            return AuthResult(None, "unknown")
-        if credential.revoked:
-            return AuthResult(None, "revoked")
-        if not self._password_matches(credential, password):
+            with guard():
+                self._hasher.hash(password)
+            return AuthResult(None, "unknown" if credential is None else "revoked")
+        if not self._secret_matches(credential.name, credential.password_hash, password, guard):
             return AuthResult(None, "password")
         return AuthResult(_principal_for(credential), None)
 
@@ -336,10 +348,8 @@ class SiteRegistry:
                  alpha / (alpha + beta))
         return alpha, beta
 
-    def _password_matches(self, credential: Credential, password: str) -> bool:
-        return self._secret_matches(credential.name, credential.password_hash, password)
-
-    def _secret_matches(self, cache_key: str, secret_hash: str, secret: str) -> bool:
+    def _secret_matches(self, cache_key: str, secret_hash: str, secret: str,
+                        guard: HashGuard = nullcontext) -> bool:
         digest = hmac.new(self._cache_salt, secret.encode("utf-8"), hashlib.sha256).digest()
         now = time.monotonic()
         with self._cache_lock:
@@ -348,7 +358,8 @@ class SiteRegistry:
                 and hmac.compare_digest(cached[0], digest)):
             return True
         try:
-            self._hasher.verify(secret_hash, secret)
+            with guard():
+                self._hasher.verify(secret_hash, secret)
         except (VerificationError, InvalidHashError):
             return False
         if self.auth.credential_cache_seconds > 0:

@@ -21,6 +21,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from fusion_hub.auth import Authenticator
+from fusion_hub.auth_limits import AuthLimits
 from fusion_hub.backends import describe_storage, open_storage
 from fusion_hub.config import HubConfig
 from fusion_hub.errors import HubError
@@ -100,9 +101,10 @@ class HubServer:
         self.intake = Intake(self.storage, registry=self.registry, rounds=self.rounds,
                              settings=config.rounds, metrics=self.metrics, clock=clock,
                              secure=self.secure)
+        self.authenticator = Authenticator(self.registry, self.metrics, realm=config.hub.name,
+                                           limits=AuthLimits(config.auth))
         self.app = create_app(HubServices(
-            config=config, storage=self.storage,
-            authenticator=Authenticator(self.registry, self.metrics, realm=config.hub.name),
+            config=config, storage=self.storage, authenticator=self.authenticator,
             intake=self.intake, metrics=self.metrics,
             page_tokens=PageTokens.from_storage(self.storage),
             rate_limiter=build_rate_limiter(self.storage, config.hub.rate_limit_per_minute),
@@ -227,6 +229,7 @@ class HubServer:
         server.task_dispatcher.shutdown(timeout=_STOP_TIMEOUT_SECS)  # type: ignore[attr-defined]
         trigger.close()
         self._server = None
+        self.authenticator.flush_failure_log(final=True)
         self.storage.close()
         log.info("hub %s stopped", self.config.hub.name)
 
@@ -238,6 +241,7 @@ class HubServer:
                 thread.join(_STOP_TIMEOUT_SECS)
         self._tls_server = None
         self._server = None
+        self.authenticator.flush_failure_log(final=True)
         self.storage.close()
         log.info("hub %s stopped", self.config.hub.name)
 
@@ -245,6 +249,9 @@ class HubServer:
         interval = self.config.hub.tick_seconds
         last_flush = self._clock()
         while not self._stopping.wait(interval):
+            # Without this, failures held back from the log would stay unreported once the
+            # guessing stops, since only the next failure would write their summary.
+            self.authenticator.flush_failure_log()
             try:
                 self.rounds.close_due_rounds(self._clock())
                 if self.secure is not None:

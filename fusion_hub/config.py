@@ -196,6 +196,12 @@ class FusionSettings:
     trust_prior_beta: float = 1.0
     # Lifetime of a published indicator; unconfirmed after that, it is revoked.
     indicator_ttl_seconds: int = 86_400
+    # Weight each site's evidence by its trust. False fuses with weight 1 for every site, while
+    # feedback still updates the stored trust.
+    trust_weighting: bool = True
+    # Epsilon of the noise the corroboration strategy adds to each observable's site count and
+    # trust-weighted support (half each), so one site releasing an observable or not is hidden.
+    corroboration_epsilon: float = 1.0
     # TLP level marked on every fused indicator; amber keeps them inside the consortium.
     tlp: str = "amber"
 
@@ -491,6 +497,8 @@ def validate_hub_config(
                        ("fusion.trust_prior_beta", fusion.trust_prior_beta)):
         require(value > 0 and math.isfinite(value), key, value, "must be a finite number > 0",
                 "Use alpha=2 and beta=1 (prior precision 2/3)")
+    require(0 < fusion.corroboration_epsilon <= 100, "fusion.corroboration_epsilon",
+            fusion.corroboration_epsilon, "must be in (0, 100]", "Use 1.0")
     require(fusion.indicator_ttl_seconds >= 1, "fusion.indicator_ttl_seconds",
             fusion.indicator_ttl_seconds, "must be >= 1", "Use 86400 (one day)")
     require(fusion.tlp in TLP_LEVELS, "fusion.tlp", fusion.tlp, "is not a TLP level predefined by STIX 2.1",

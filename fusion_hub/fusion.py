@@ -17,7 +17,8 @@ The other strategies, selectable as ``fusion.strategy`` (see ``create_strategy``
 
 - ``capped-noisy-or``: noisy-OR with each site's term capped (per-site cap);
 - ``median`` and ``trimmed-mean``: robust aggregation of the releasing sites' weighted scores;
-- ``corroboration``: the trust-weighted number of distinct sites that released o;
+- ``corroboration``: the trust-weighted number of distinct sites that released o, with DP
+  noise on that number and on the published site count;
 - ``ensemble``: a logistic-regression meta-model over the released numbers, trained on
   observables whose verdict came back as feedback.
 
@@ -39,6 +40,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from privacy.mechanisms import DiscreteLaplaceMechanism, validate_epsilon
+from privacy.random import RandomSource, system_random
 
 log = logging.getLogger(__name__)
 
@@ -225,33 +229,65 @@ class TrimmedMeanFusion:
         return results
 
 
-class CorroborationFusion:
-    """Score an observable by how many trusted sites released it.
+# Trust weights enter the corroboration noise as integers in [0, _TRUST_UNITS].
+_TRUST_UNITS = 100
 
-    The fused score is the sum of the trust weights of the releasing sites divided by
-    ``saturation_sites``, capped at 1. The sites' scores are not used, only the fact that each
-    site's partition selection released the observable, which is itself a DP release.
+
+class CorroborationFusion:
+    """Score an observable by the noised number of trusted sites that released it.
+
+    The sites' scores are not used, only the fact that each site's partition selection
+    released the observable. Two numbers of each observable get discrete Laplace noise
+    (``privacy.mechanisms``), half of ``epsilon`` each:
+
+    - the count of distinct releasing sites (L1 sensitivity 1), published as
+      ``corroborating_sites`` and clamped at 0;
+    - the sum of their trust weights in units of 1/100 (each weight is at most 1, so the L1
+      sensitivity is 100 units), divided by ``saturation_sites`` and clipped to [0, 1] as the
+      fused score.
+
+    Adding or removing one site's release of one observable changes the pair by at most the
+    sensitivities, so the pair is ``epsilon``-DP towards the consumers of the indicators, per
+    observable and round. A site that releases k observables in the lookback window is covered
+    at ``k * epsilon`` by composition. The hub itself still reads every site's release.
 
     Parameters
     ----------
     saturation_sites : float, default 2.0
         Trust-weighted number of sites, > 0, at which the score reaches 1.
+    epsilon : float, default 1.0
+        Privacy parameter of the noise on each observable's two numbers.
+    rng : RandomSource, optional
+        Source of the noise; the operating system's CSPRNG by default, a seeded one in tests
+        and evaluation runs.
     """
 
     name = "corroboration"
 
-    def __init__(self, *, saturation_sites: float = 2.0) -> None:
+    def __init__(self, *, saturation_sites: float = 2.0, epsilon: float = 1.0,
+                 rng: RandomSource | None = None) -> None:
         if not saturation_sites > 0:
             raise ValueError(f"saturation_sites must be > 0; got {saturation_sites}")
         self.saturation_sites = float(saturation_sites)
+        self.epsilon = validate_epsilon(epsilon)
+        self._count_noise = DiscreteLaplaceMechanism(self.epsilon / 2, l1_sensitivity=1)
+        self._support_noise = DiscreteLaplaceMechanism(self.epsilon / 2, l1_sensitivity=_TRUST_UNITS)
+        self._rng = rng if rng is not None else system_random()
 
     def fuse(
         self, evidence: Sequence[SiteEvidence], trust: Mapping[str, float]
     ) -> list[FusedObservable]:
         results = []
         for key, per_site in sorted(strongest_per_site(evidence, trust).items()):
-            support = sum(_weight(trust, s) for s in sorted(per_site))
-            results.append(_result(key, per_site, support / self.saturation_sites))
+            [count] = self._count_noise.release([len(per_site)], self._rng)
+            units = sum(round(_weight(trust, s) * _TRUST_UNITS) for s in sorted(per_site))
+            [units] = self._support_noise.release([units], self._rng)
+            support = units / _TRUST_UNITS
+            results.append(FusedObservable(
+                observable_type=key[0], value=key[1],
+                fused_score=min(max(support / self.saturation_sites, 0.0), 1.0),
+                corroborating_sites=max(count, 0), site_ids=tuple(sorted(per_site)),
+            ))
         return results
 
 
@@ -371,8 +407,12 @@ def should_publish(
             or fused.corroborating_sites >= min_corroborating_sites)
 
 
-def create_strategy(name: str) -> FusionStrategy:
+def create_strategy(
+    name: str, *, corroboration_epsilon: float = 1.0, rng: RandomSource | None = None
+) -> FusionStrategy:
     """Return the strategy configured as ``fusion.strategy``, with its default parameters.
+
+    ``corroboration_epsilon`` and ``rng`` set the noise of the ``corroboration`` strategy.
 
     ``capped-noisy-or`` caps each site's term at 0.45, below the default publish threshold of
     0.5, so that publication needs a second site or a score from the hub's trust in one.
@@ -387,7 +427,7 @@ def create_strategy(name: str) -> FusionStrategy:
         "capped-noisy-or": lambda: NoisyOrFusion(site_cap=0.45),
         "median": MedianFusion,
         "trimmed-mean": TrimmedMeanFusion,
-        "corroboration": CorroborationFusion,
+        "corroboration": lambda: CorroborationFusion(epsilon=corroboration_epsilon, rng=rng),
         "ensemble": EnsembleFusion,
     }
     factory = factories.get(name)

@@ -319,6 +319,16 @@ class SiteRegistry:
             if credential.kind == "site" and not credential.revoked
         }
 
+    def fusion_weights(self) -> dict[str, float]:
+        """Return the weight fusion gives each enrolled, unrevoked site.
+
+        That is its trust weight, or 1 for every site when ``fusion.trust_weighting`` is off.
+        """
+        weights = self.trust_weights()
+        if self.fusion.trust_weighting:
+            return weights
+        return dict.fromkeys(weights, 1.0)
+
     def record_outcomes(self, site_id: str, *, confirmed: int, refuted: int) -> tuple[float, float]:
         """Update a site's Beta posterior with confirmed and refuted releases.
 

@@ -190,8 +190,8 @@ class RoundManager:
         return evidence
 
     def fuse(self, evidence: list[SiteEvidence]) -> list[FusedObservable]:
-        """Fuse the evidence with each site's current trust weight."""
-        return self.strategy.fuse(evidence, self.registry.trust_weights())
+        """Fuse the evidence with each site's current fusion weight (its trust, unless off)."""
+        return self.strategy.fuse(evidence, self.registry.fusion_weights())
 
     def select(self, fused: list[FusedObservable]) -> list[FusedObservable]:
         """Keep the fused observables that reach the score or corroboration threshold."""

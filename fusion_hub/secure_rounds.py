@@ -406,7 +406,7 @@ class SecureRoundCoordinator:
             del self._evidence[old]
         window = [item for items in self._evidence.values() for item in items]
         now = self._clock()
-        fused = self.strategy.fuse(window, self.registry.trust_weights())
+        fused = self.strategy.fuse(window, self.registry.fusion_weights())
         selected = [item for item in fused if should_publish(
             item, publish_threshold=self.fusion.publish_threshold,
             min_corroborating_sites=self.fusion.min_corroborating_sites)]

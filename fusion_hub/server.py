@@ -25,7 +25,7 @@ from fusion_hub.auth_limits import AuthLimits
 from fusion_hub.backends import describe_storage, open_storage
 from fusion_hub.config import HubConfig
 from fusion_hub.errors import HubError
-from fusion_hub.fusion import create_strategy
+from fusion_hub.fusion import FusionStrategy, create_strategy
 from fusion_hub.intake import Intake
 from fusion_hub.metrics import HubMetrics
 from fusion_hub.pagination import PageTokens
@@ -37,6 +37,7 @@ from fusion_hub.secure_rounds import SecureRoundCoordinator
 from fusion_hub.taxii import HubServices, create_app
 from fusion_hub.timeutil import utc_now
 from fusion_hub.tls import TlsServer
+from privacy.random import RandomSource
 from siem_integrations.elastic_bulk_file import ElasticBulkFileSink
 from siem_integrations.hub_sinks import build_http_sinks
 from siem_integrations.sink import IndicatorSink
@@ -75,9 +76,13 @@ class HubServer:
     clock : callable returning datetime, optional
         Hub time for intake checks, round deadlines and indicator timestamps; tests pass a
         controllable clock.
+    rng : RandomSource, optional
+        Source of the fusion noise (``corroboration`` strategy); the operating system's CSPRNG
+        by default, a seeded one in tests and evaluation runs.
     """
 
-    def __init__(self, config: HubConfig, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, config: HubConfig, *, clock: Callable[[], datetime] = utc_now,
+                 rng: RandomSource | None = None) -> None:
         self.config = config
         self._clock = clock
         self.metrics = HubMetrics()
@@ -88,14 +93,14 @@ class HubServer:
                                    sinks=build_sinks(config), metrics=self.metrics)
         self.rounds = RoundManager(
             self.storage, rounds=config.rounds, fusion=config.fusion, registry=self.registry,
-            strategy=create_strategy(config.fusion.strategy), publisher=self.publisher,
+            strategy=_strategy(config, rng), publisher=self.publisher,
             metrics=self.metrics, clock=clock,
         )
         self.secure: SecureRoundCoordinator | None = None
         if config.secure.mode == "secure":
             self.secure = SecureRoundCoordinator(
                 self.storage, settings=config.secure, rounds=config.rounds, fusion=config.fusion,
-                registry=self.registry, strategy=create_strategy(config.fusion.strategy),
+                registry=self.registry, strategy=_strategy(config, rng),
                 publisher=self.publisher, metrics=self.metrics, hub_name=config.hub.name, clock=clock,
             )
         self.intake = Intake(self.storage, registry=self.registry, rounds=self.rounds,
@@ -269,6 +274,11 @@ class HubServer:
                 self.publisher.flush_sinks(now)
             except Exception:
                 log.exception("flushing the SIEM sinks failed")
+
+
+def _strategy(config: HubConfig, rng: RandomSource | None) -> FusionStrategy:
+    return create_strategy(config.fusion.strategy,
+                           corroboration_epsilon=config.fusion.corroboration_epsilon, rng=rng)
 
 
 def _close_dispatchers(server: Any) -> None:

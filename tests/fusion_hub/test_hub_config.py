@@ -255,3 +255,17 @@ def test_load_rejects_aliases_before_expansion(tmp_path: Path) -> None:
 
     assert caught.value.line == 2
     assert "the alias *a0 is not allowed" in str(caught.value)
+
+
+def test_load_corroboration_epsilon_out_of_range(tmp_path: Path) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, "fusion:\n  corroboration_epsilon: 0\n"))
+
+    assert excinfo.value.key == "fusion.corroboration_epsilon"
+    assert excinfo.value.problem == "must be in (0, 100]"
+
+
+def test_load_trust_weighting_off(tmp_path: Path) -> None:
+    config = load_hub_config(write(tmp_path, "fusion:\n  trust_weighting: false\n"))
+
+    assert config.fusion.trust_weighting is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fusion_hub.config import STRATEGIES
@@ -15,6 +16,9 @@ from fusion_hub.fusion import (
     TrimmedMeanFusion,
     create_strategy,
 )
+from privacy.errors import InvalidPrivacyParameter
+from privacy.mechanisms import discrete_laplace_variance
+from privacy.random import seeded_random
 
 TRUST = {"site-a": 1.0, "site-b": 1.0, "site-c": 1.0, "site-d": 1.0, "site-e": 0.5}
 
@@ -35,7 +39,9 @@ def test_every_configured_strategy_meets_contract(name: str) -> None:
     assert [f.value for f in fused] == ["198.51.100.1", "198.51.100.2"]
     assert all(0.0 <= f.fused_score <= 1.0 for f in fused)
     assert fused[1].site_ids == ("site-a", "site-b")
-    assert fused[1].corroborating_sites == 2
+    # The corroboration strategy publishes a noised site count.
+    if name != "corroboration":
+        assert fused[1].corroborating_sites == 2
 
 
 def test_capped_noisy_or_bounds_single_site() -> None:
@@ -77,13 +83,44 @@ def test_trimmed_mean_rejects_half_trim() -> None:
 
 
 def test_corroboration_counts_trusted_sites() -> None:
+    """At epsilon 100 the noise is 0.02 trust units at most times: the score is the support."""
     evidence = [item("site-a", "198.51.100.1", 0.1), item("site-e", "198.51.100.1", 0.1),
                 item("site-a", "198.51.100.2", 0.9), item("site-a", "198.51.100.2", 0.9)]
 
-    fused = CorroborationFusion(saturation_sites=2).fuse(evidence, TRUST)
+    fused = CorroborationFusion(saturation_sites=2, epsilon=100.0,
+                                rng=seeded_random(1)).fuse(evidence, TRUST)
 
-    assert fused[0].fused_score == pytest.approx(0.75)
-    assert fused[1].fused_score == pytest.approx(0.5)
+    assert fused[0].fused_score == pytest.approx(0.75, abs=0.05)
+    assert fused[1].fused_score == pytest.approx(0.5, abs=0.05)
+    assert fused[0].corroborating_sites == 2
+    assert fused[1].corroborating_sites == 1
+
+
+def test_corroboration_noises_site_count() -> None:
+    """The count gets discrete Laplace noise of scale 2 / epsilon (sensitivity 1, half of epsilon)."""
+    strategy = CorroborationFusion(saturation_sites=100, epsilon=2.0, rng=seeded_random(7))
+    sites = ["site-a", "site-b", "site-c", "site-d", "site-e"]
+    evidence = [item(site, "198.51.100.1", 0.9) for site in sites]
+
+    counts = np.array([strategy.fuse(evidence, TRUST)[0].corroborating_sites for _ in range(2000)])
+
+    # Noise of scale 1 falls below -5 with probability about 0.003, so clamping at 0 is rare.
+    assert counts.mean() == pytest.approx(5.0, abs=0.15)
+    assert counts.var() == pytest.approx(discrete_laplace_variance(1), rel=0.2)
+
+
+def test_corroboration_noise_repeats_for_seed() -> None:
+    evidence = [item("site-a", "198.51.100.1", 0.9), item("site-b", "198.51.100.2", 0.4)]
+
+    first = CorroborationFusion(rng=seeded_random(5)).fuse(evidence, TRUST)
+    second = CorroborationFusion(rng=seeded_random(5)).fuse(evidence, TRUST)
+
+    assert first == second
+
+
+def test_corroboration_rejects_zero_epsilon() -> None:
+    with pytest.raises(InvalidPrivacyParameter, match="epsilon"):
+        CorroborationFusion(epsilon=0.0)
 
 
 def test_ensemble_before_fit_equals_noisy_or() -> None:

@@ -118,3 +118,18 @@ def test_trust_starts_at_prior_and_updates(registry: SiteRegistry) -> None:
     assert prior == pytest.approx(2 / 3)
     assert alpha_beta == (4.0, 6.0)
     assert registry.trust_weight("site-a") == pytest.approx(0.4)
+
+
+def test_fusion_weights_follow_trust_setting(tmp_path: Path) -> None:
+    storage = SQLiteHubStorage(tmp_path / "weights.sqlite3")
+    weighted = SiteRegistry(storage, auth=FAST_AUTH, fusion=FusionSettings())
+    unweighted = SiteRegistry(storage, auth=FAST_AUTH, fusion=FusionSettings(trust_weighting=False))
+    weighted.enroll_site("site-a", generate_signing_key().public_key_b64)
+    weighted.record_outcomes("site-a", confirmed=0, refuted=3)
+
+    try:
+        assert weighted.fusion_weights() == {"site-a": pytest.approx(2 / 6)}
+        assert unweighted.fusion_weights() == {"site-a": 1.0}
+        assert unweighted.trust_weights() == {"site-a": pytest.approx(2 / 6)}
+    finally:
+        storage.close()

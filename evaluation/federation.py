@@ -1,13 +1,14 @@
-"""Fusion rounds of the evaluation: the agent's DP summariser, the hub's fusion and trust code.
+"""Fusion rounds of the evaluation: the agent's DP summariser and the hub's own round code.
 
 Each round, every participating site summarises its scored windows of the round with
 ``agent.summariser.summarise_round`` (a seeded generator makes runs repeatable), wraps the
-release as the signed STIX summary of the wire contract, and the hub side reads it back with
-``fusion_hub.fusion.evidence_from_summary``. The configured strategy fuses the evidence of the
-lookback window with each site's trust weight from a real ``SiteRegistry`` on SQLite, and
-``should_publish`` selects the indicators. Sites then judge the indicators on their own
-labelled flows as STIX opinions, which ``fusion_hub.feedback`` turns into trust updates, and
-the ensemble strategy is refitted on all verdicts so far.
+release as the signed STIX summary of the wire contract and posts it to the hub of
+``fti hub serve``, run in this process on SQLite (``evaluation.plain``). The hub's intake
+checks and stores it, and the hub's ``RoundManager`` closes the round at its deadline: the
+configured strategy fuses the evidence of the lookback window with each site's trust weight,
+and the ``Publisher`` stores, versions and revokes the indicators. Sites then judge the new
+indicators on their own labelled flows and post STIX opinions, which the hub's intake turns
+into trust updates (``fusion_hub.feedback``) and, for the ensemble strategy, a refit.
 
 The secure variant (``secure_aggregation``) instead runs every round through a real hub in
 secure mode, with the agent's secure rounds at the sites (``evaluation.secure``). The hub then
@@ -15,46 +16,33 @@ fuses what the sites reveal in the heavy buckets of the summed sketch, and the e
 the published indicators back over TAXII.
 
 A flow is flagged when its window's calibrated score reaches the threshold or when its remote
-address has an indicator valid in the flow's round (published in this round or in the
-``indicator_ttl_rounds - 1`` rounds before): the agent's consumer also matches the contacts of
-the round that produced an indicator.
+address has an indicator valid when the flow's round closes. With the hub's lifetime of
+``indicator_ttl_rounds`` rounds, that is an indicator published when this round or one of the
+``indicator_ttl_rounds - 1`` rounds before closed, and not revoked since: the agent's consumer
+also matches the contacts of the round that produced an indicator.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 
 from agent.config import PrivacySection
 from agent.detector import CalibratedDetector, ScoredWindow
 from agent.service import build_round_summary
-from agent.summariser import summarise_round
+from agent.summariser import EvidenceRelease, RoundRelease, summarise_round
 from evaluation.datasets import SiteData
+from evaluation.plain import PlainFederation, build_opinion
 from evaluation.secure import SecureFederation, poison_windows
-from fusion_hub.config import AuthSettings, FusionSettings
-from fusion_hub.feedback import apply_outcomes, tally_opinions
-from fusion_hub.fusion import (
-    EnsembleFusion,
-    FusionStrategy,
-    SiteEvidence,
-    create_strategy,
-    evidence_from_summary,
-    should_publish,
-)
-from fusion_hub.registry import SiteRegistry
-from fusion_hub.sqlite_storage import SQLiteHubStorage
+from fusion_hub.config import FusionSettings
 from privacy.accountant import PrivacyAccountant
 from privacy.random import seeded_random
-from privacy.signing import canonical_json, generate_signing_key, sign_object
-from stix_mappings.ids import indicator_id
-from stix_mappings.patterns import build_pattern
+from privacy.signing import generate_signing_key, sign_object
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +53,6 @@ EPOCH = datetime(2024, 6, 3, tzinfo=timezone.utc)
 # The poisoning site's forged entity count per decoy in the plain variant (_poisoned), and
 # its invented units per decoy in the secure one.
 _POISON_UNITS_PER_DECOY = 100
-# Registry passwords in the evaluation protect nothing; minimal argon2 cost keeps enrolment fast.
-EVAL_AUTH = AuthSettings(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1,
-                         credential_cache_seconds=0.0)
 
 
 @dataclass(frozen=True)
@@ -118,93 +103,65 @@ def run_fusion(
                              delta_per_round=setup.delta_per_round, budget_epsilon=1e4,
                              budget_delta=0.5, max_observables_per_entity=setup.max_observables_per_entity,
                              max_windows_per_entity=1)
-    strategy: FusionStrategy = create_strategy(setup.strategy)
     windows_by_round = {site.spec.site_id: _scored_windows_by_round(site) for site in sites}
     verdicts = {site.spec.site_id: _verdicts_by_round(site) for site in sites}
     poison_pool = _benign_pool(sites, setup.poison_site)
     if setup.secure_aggregation:
         return _run_secure_fusion(sites, participation, setup, privacy, windows_by_round, poison_pool, seed=seed)
     outcome = FusionOutcome(decisions={}, scores={}, epsilon_per_round=setup.epsilon_per_round)
+    fusion = FusionSettings(strategy=setup.strategy, lookback_rounds=setup.lookback_rounds,
+                            publish_threshold=setup.publish_threshold,
+                            min_corroborating_sites=setup.min_corroborating_sites,
+                            indicator_ttl_seconds=setup.indicator_ttl_rounds * setup.round_seconds,
+                            trust_weighting=setup.use_trust)
+    keys = {site.spec.site_id: generate_signing_key() for site in sites}
+    rngs = {site.spec.site_id: seeded_random(seed * 1000 + i) for i, site in enumerate(sites)}
+    poison_rng = np.random.default_rng(seed + 7)
+    known: list[dict[str, float]] = []
+    rounds_sent: dict[str, int] = defaultdict(int)
 
-    with tempfile.TemporaryDirectory(prefix="fti-eval-hub-") as work:
-        storage = SQLiteHubStorage(Path(work) / "hub.sqlite3")
-        try:
-            registry = SiteRegistry(storage, auth=EVAL_AUTH, fusion=FusionSettings())
-            keys = {}
+    with PlainFederation(keys, fusion=fusion, round_seconds=setup.round_seconds, seed=seed) as federation:
+        for site_id, key in sorted(keys.items()):
+            federation.enroll(site_id, key.public_key_b64)
+        for round_index in range(rounds):
+            round_start = EPOCH + timedelta(seconds=round_index * setup.round_seconds)
+            round_end = round_start + timedelta(seconds=setup.round_seconds)
+            # The sites post when their round ends, with that time as the summary's creation
+            # time, so that runs repeat byte for byte.
+            federation.now = round_end
+            sent_bytes = 0
             for site in sites:
-                keys[site.spec.site_id] = generate_signing_key()
-                registry.enroll_site(site.spec.site_id, keys[site.spec.site_id].public_key_b64)
-            rngs = {site.spec.site_id: seeded_random(seed * 1000 + i) for i, site in enumerate(sites)}
-            poison_rng = np.random.default_rng(seed + 7)
+                site_id = site.spec.site_id
+                if site_id not in participation[round_index]:
+                    continue
+                began = time.process_time()
+                release = summarise_round(windows_by_round[site_id].get(round_index, []),
+                                          round_start=int(round_start.timestamp()),
+                                          round_seconds=setup.round_seconds, privacy=privacy,
+                                          rng=rngs[site_id])
+                if site_id == setup.poison_site:
+                    release = _poisoned(release, poison_pool, setup.poison_observables, poison_rng)
+                summary = sign_object(build_round_summary(
+                    release, site_id=site_id, detector_name="iforest",
+                    detector_version=DETECTOR_VERSION, privacy=privacy,
+                    epsilon_spent=release.epsilon, created=round_end), keys[site_id])
+                outcome.seconds_per_site_round.append(time.process_time() - began)
+                sent_bytes += federation.post(site_id, "summaries", [summary])
+                rounds_sent[site_id] += 1
 
-            released: list[tuple[int, SiteEvidence]] = []
-            known: list[dict[str, float]] = []
-            active: dict[str, tuple[int, float]] = {}
-            examples: list[tuple[list[SiteEvidence], bool]] = []
-            rounds_sent: dict[str, int] = defaultdict(int)
-            for round_index in range(rounds):
-                round_start = EPOCH + timedelta(seconds=round_index * setup.round_seconds)
-                round_start_us = int(round_start.timestamp() * 1_000_000)
-                sent_bytes = 0
-                for site in sites:
-                    site_id = site.spec.site_id
-                    if site_id not in participation[round_index]:
-                        continue
-                    began = time.process_time()
-                    release = summarise_round(windows_by_round[site_id].get(round_index, []),
-                                              round_start=int(round_start.timestamp()),
-                                              round_seconds=setup.round_seconds, privacy=privacy,
-                                              rng=rngs[site_id])
-                    # Signed as the agent builds it, with the round's end as its creation time
-                    # so that runs repeat byte for byte.
-                    summary = sign_object(build_round_summary(
-                        release, site_id=site_id, detector_name="iforest",
-                        detector_version=DETECTOR_VERSION, privacy=privacy,
-                        epsilon_spent=release.epsilon,
-                        created=round_start + timedelta(seconds=setup.round_seconds)), keys[site_id])
-                    outcome.seconds_per_site_round.append(time.process_time() - began)
-                    sent_bytes += len(canonical_json(summary))
-                    rounds_sent[site_id] += 1
-                    evidence = evidence_from_summary(summary, round_start_us=round_start_us)
-                    if site_id == setup.poison_site:
-                        evidence = _poisoned(site_id, round_start_us, poison_pool,
-                                             setup.poison_observables, poison_rng)
-                    released.extend((round_index, item) for item in evidence)
-                outcome.bytes_per_round.append(sent_bytes)
+            closed = federation.close_round(round_start)
+            outcome.published_per_round.append(len(closed.published))
+            known.append(closed.valid)
 
-                # The hub fuses the lookback window with the current trust weights.
-                window = [item for r, item in released if r > round_index - setup.lookback_rounds]
-                trust = registry.trust_weights() if setup.use_trust else {s.spec.site_id: 1.0 for s in sites}
-                fused = strategy.fuse(window, trust)
-                published = [f for f in fused if should_publish(
-                    f, publish_threshold=setup.publish_threshold,
-                    min_corroborating_sites=setup.min_corroborating_sites)]
-                outcome.published_per_round.append(len(published))
-                known.append(_valid_indicators(active, {item.value: item.fused_score for item in published},
-                                               round_index, setup.indicator_ttl_rounds))
-
-                # Participating sites judge the new indicators on their own labelled flows.
-                opinions, contributors = [], {}
-                for item in published:
-                    ref = indicator_id(build_pattern(item.observable_type, item.value))
-                    contributors[ref] = item.site_ids
-                    votes = [verdicts[s][round_index][item.value]
-                             for s in sorted(participation[round_index])
-                             if item.value in verdicts[s].get(round_index, {})]
-                    for vote in votes:
-                        opinions.append({"type": "opinion", "spec_version": "2.1",
-                                         "opinion": "agree" if vote else "disagree",
-                                         "object_refs": [ref]})
-                    if votes:
-                        examples.append(([e for e in window if e.value == item.value],
-                                         sum(votes) * 2 > len(votes)))
-                if setup.use_trust:
-                    apply_outcomes(registry, tally_opinions(opinions, contributors))
-                if isinstance(strategy, EnsembleFusion) and examples:
-                    strategy.fit(examples, trust)
-            outcome.final_trust = registry.trust_weights()
-        finally:
-            storage.close()
+            # Participating sites judge the new indicators on their own labelled flows.
+            for site_id in sorted(participation[round_index]):
+                site_verdicts = verdicts[site_id].get(round_index, {})
+                opinions = [build_opinion(site_id, item.id, agree=site_verdicts[item.value],
+                                          created=federation.now)
+                            for item in closed.published if item.value in site_verdicts]
+                sent_bytes += federation.post(site_id, "feedback", opinions)
+            outcome.bytes_per_round.append(sent_bytes)
+        outcome.final_trust = federation.trust_weights()
 
     _decide_flows(sites, known, rounds_sent, setup, outcome)
     return outcome
@@ -322,11 +279,12 @@ def _benign_pool(sites: list[SiteData], poison_site: str | None) -> list[str]:
 
 
 def _poisoned(
-    site_id: str, round_start_us: int, pool: list[str], count: int, rng: np.random.Generator
-) -> list[SiteEvidence]:
-    """Evidence of a poisoning site: benign addresses at full score, its true findings hidden."""
+    release: RoundRelease, pool: list[str], count: int, rng: np.random.Generator
+) -> RoundRelease:
+    """A poisoning site's release: benign decoys at full score, its true findings hidden."""
     if not pool:
-        return []
+        return replace(release, evidence=())
     chosen = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
-    return [SiteEvidence(site_id, round_start_us, "ipv4-addr" if ":" not in pool[i] else "ipv6-addr",
-                         pool[i], 1.0, _POISON_UNITS_PER_DECOY) for i in sorted(chosen)]
+    decoys = tuple(EvidenceRelease("ipv4-addr" if ":" not in pool[i] else "ipv6-addr", pool[i],
+                                   _POISON_UNITS_PER_DECOY, 1.0) for i in sorted(chosen))
+    return replace(release, evidence=decoys)

@@ -28,7 +28,16 @@ import numpy as np
 
 from privacy.fast_sampling import sample_discrete_gaussian_vector
 from privacy.random import system_random
-from privacy.secagg import SecAggClient, SecAggConfig, SecAggServer, decode_signed, encode_signed
+from privacy.secagg import (
+    SecAggClient,
+    SecAggConfig,
+    SecAggServer,
+    decode_signed,
+    encode_signed,
+    generate_signing_keys,
+    verify_keys_of,
+)
+from privacy.signing import SigningKey
 
 # Degree and threshold of the SecAgg+ graph used from 300 sites on. Each neighbourhood has
 # 41 sites, the threshold 28 keeps a strict majority and tolerates 13 dropouts per
@@ -39,14 +48,17 @@ NEIGHBOURS = 40
 SPARSE_THRESHOLD = 28
 
 
-def build_config(sites: int, length: int) -> SecAggConfig:
-    """Return the complete graph below SPARSE_FROM_SITES sites and SecAgg+ above."""
+def build_config(sites: int, length: int) -> tuple[SecAggConfig, dict[str, SigningKey]]:
+    """Return the complete graph below SPARSE_FROM_SITES sites and SecAgg+ above, with the sites' keys."""
     site_ids = tuple(f"site-{i:04d}" for i in range(sites))
+    keys = generate_signing_keys(site_ids, system_random())
     if sites < SPARSE_FROM_SITES:
-        return SecAggConfig(round_id="bench", site_ids=site_ids, threshold=sites * 2 // 3 + 1,
-                            vector_length=length)
-    return SecAggConfig(round_id="bench", site_ids=site_ids, threshold=SPARSE_THRESHOLD,
-                        vector_length=length, neighbours_per_site=NEIGHBOURS)
+        config = SecAggConfig(round_id="bench", site_ids=site_ids, threshold=sites * 2 // 3 + 1,
+                              vector_length=length, verify_keys=verify_keys_of(keys))
+    else:
+        config = SecAggConfig(round_id="bench", site_ids=site_ids, threshold=SPARSE_THRESHOLD,
+                              vector_length=length, neighbours_per_site=NEIGHBOURS, verify_keys=verify_keys_of(keys))
+    return config, keys
 
 
 def timed(costs: dict[str, float], site: str, call):  # type: ignore[no-untyped-def]
@@ -58,9 +70,9 @@ def timed(costs: dict[str, float], site: str, call):  # type: ignore[no-untyped-
 
 def run(sites: int, length: int, dropout_fraction: float) -> dict[str, float]:
     """Run one round and return mean and max site seconds, hub seconds, and a check flag."""
-    config = build_config(sites, length)
+    config, keys = build_config(sites, length)
     rng = system_random()
-    clients = {s: SecAggClient(config, s, rng=rng) for s in config.site_ids}
+    clients = {s: SecAggClient(config, s, rng=rng, signing_key=keys[s]) for s in config.site_ids}
     server = SecAggServer(config)
     site_costs: dict[str, float] = {}
     hub_costs: dict[str, float] = {}
@@ -83,7 +95,9 @@ def run(sites: int, length: int, dropout_fraction: float) -> dict[str, float]:
     survivors = server.collect_masked_inputs(masked_inputs())
     hub_costs["hub"] += time.perf_counter() - start - (sum(site_costs.values()) - before)
 
-    responses = [timed(site_costs, s, lambda s=s: clients[s].unmask(survivors)) for s in active]
+    signed = [timed(site_costs, s, lambda s=s: clients[s].sign_survivors(survivors)) for s in active]
+    signatures = timed(hub_costs, "hub", lambda: server.collect_consistency_signatures(signed))
+    responses = [timed(site_costs, s, lambda s=s: clients[s].unmask(signatures)) for s in active]
     timed(hub_costs, "hub", lambda: server.collect_unmask_responses(responses))
     total = timed(hub_costs, "hub", server.unmask)
 
@@ -129,7 +143,7 @@ def main() -> None:
                    f"{result['site_p99_secs'] * 1e3:.1f} | {result['site_max_secs'] * 1e3:.1f} | {noise_ms:.0f} | "
                    f"{result['hub_secs'] * 1e3:.0f} | {'yes' if result['correct'] else 'NO'} |")
             if args.flower:
-                config = build_config(sites, length)
+                config, _ = build_config(sites, length)
                 dropped = set(config.site_ids[:: max(1, round(1 / args.dropout))]) if args.dropout else set()
                 flower = run_flower(config, dropped)
                 row += (f" {flower['site_mean_secs'] * 1e3:.1f} | {flower['hub_secs'] * 1e3:.0f} | "

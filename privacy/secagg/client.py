@@ -1,23 +1,32 @@
 """The site's side of secure aggregation (Bonawitz et al., CCS 2017, with SecAgg+ graphs).
 
-A site runs four stages, in order, on one :class:`SecAggClient`:
+A site runs five stages, in order, on one :class:`SecAggClient`:
 
 1. :meth:`~SecAggClient.advertise_keys`: draw two X25519 key pairs and a self-mask seed
-   for this round only, and publish the public keys and a commitment to the seed;
-2. :meth:`~SecAggClient.share_keys`: split the mask secret key and the self-mask seed
-   into Shamir shares and send each neighbour its two shares, encrypted with NaCl Box;
+   for this round only, and publish the public keys and a commitment to the seed, signed
+   with the site's enrolled Ed25519 key;
+2. :meth:`~SecAggClient.share_keys`: check every neighbour's advertisement against its
+   enrolled key, split the mask secret key and the self-mask seed into Shamir shares and
+   send each neighbour its two shares, encrypted with NaCl Box;
 3. :meth:`~SecAggClient.mask_input`: check the shares received, then send
    ``input + PRG(self seed) + sum of signed PRG(pairwise seeds)`` modulo 2^32;
-4. :meth:`~SecAggClient.unmask`: for each neighbour, reveal the share of its self-mask
-   seed if it submitted an input, or of its mask secret key if it dropped out, never both.
+4. :meth:`~SecAggClient.sign_survivors`: sign the survivor set U3 that the hub announced
+   (the consistency check of Bonawitz et al.);
+5. :meth:`~SecAggClient.unmask`: check that at least ``threshold`` sites of U3 signed the
+   same U3, then for each neighbour reveal the share of its self-mask seed if it is in U3,
+   or of its mask secret key if it dropped out, never both.
 
-The site rejects stage 4 when fewer than ``threshold`` sites submitted inputs. It responds to
-stage 4 only once per round, because a hub that asked twice with different survivor sets
-could obtain both the self-mask seed and the pairwise keys of one site, and so its input.
+The site reveals nothing at stage 5 unless ``threshold`` signatures agree with the set it
+signed, so a hub that announces different survivor sets to different sites must win
+``threshold`` signers for each set. It signs only one survivor set and responds to stage 5
+only once per round, because a hub that obtained answers for two survivor sets could
+reconstruct both the self-mask seed and the pairwise keys of one site, and so its input.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
@@ -32,12 +41,16 @@ from privacy.secagg.errors import MessageRejected, RoundAborted, ShareRejected
 from privacy.secagg.masking import SEED_BYTES, agree_pairwise_seed, expand_mask
 from privacy.secagg.messages import (
     KEY_BYTES,
+    ConsistencySignature,
     EncryptedShare,
     KeyAdvertisement,
     MaskedInput,
     SecAggConfig,
     UnmaskResponse,
+    pack_fields,
+    survivor_set_bytes,
 )
+from privacy.signing import SigningKey
 from privacy.secagg.shamir import Share, split_secret
 
 __all__ = ["SecAggClient", "commit_self_mask_seed"]
@@ -64,14 +77,21 @@ class SecAggClient:
     rng : RandomSource
         Source of keys, seeds and share polynomials; :func:`privacy.random.system_random`
         in production. Every key is fresh for the round, so nothing carries over.
+    signing_key : privacy.signing.SigningKey
+        The site's enrolled Ed25519 key. Its public key must be the site's entry in
+        ``config.verify_keys``.
     """
 
-    def __init__(self, config: SecAggConfig, site_id: str, *, rng: RandomSource) -> None:
+    def __init__(self, config: SecAggConfig, site_id: str, *, rng: RandomSource, signing_key: SigningKey) -> None:
         if not config.is_member(site_id):
             raise ValueError(f"site {site_id!r} is not part of round {config.round_id!r}")
+        if base64.b64decode(signing_key.public_key_b64) != config.verify_keys[site_id]:
+            raise ValueError(f"the signing key of site {site_id!r} (key id {signing_key.key_id}) is not the "
+                             "verify key the round lists for it; enrol the site with this key")
         self.config = config
         self.site_id = site_id
         self._rng = rng
+        self._signing_key = signing_key
         self._neighbours = config.neighbourhoods[site_id]
         self._encryption_key: nacl.public.PrivateKey | None = None
         self._mask_secret_key: bytes | None = None
@@ -79,6 +99,7 @@ class SecAggClient:
         self._advertisements: dict[str, KeyAdvertisement] = {}
         self._held_shares: dict[str, tuple[Share, Share]] = {}
         self._sharers: frozenset[str] = frozenset()
+        self._signed_survivors: tuple[str, ...] | None = None
         self._unmasked = False
 
     # Stage 1 ---------------------------------------------------------------------------
@@ -88,13 +109,14 @@ class SecAggClient:
         self._encryption_key = nacl.public.PrivateKey(self._random_bytes())
         self._mask_secret_key = self._random_bytes()
         self._self_mask_seed = self._random_bytes()
-        return KeyAdvertisement(
+        unsigned = KeyAdvertisement(
             round_id=self.config.round_id,
             site_id=self.site_id,
             encryption_public_key=bytes(self._encryption_key.public_key),
             mask_public_key=nacl.bindings.crypto_scalarmult_base(self._mask_secret_key),
             self_mask_commitment=commit_self_mask_seed(self._self_mask_seed),
         )
+        return dataclasses.replace(unsigned, signature=self._signing_key.sign_bytes(unsigned.signed_bytes()))
 
     # Stage 2 ---------------------------------------------------------------------------
 
@@ -104,8 +126,9 @@ class SecAggClient:
         Raises
         ------
         MessageRejected
-            If an advertisement is for another round or site, repeats a site, or reuses a
-            key of another site.
+            If an advertisement is for another round or site, repeats a site, reuses a
+            key of another site, or a neighbour's signature does not verify against its
+            enrolled key.
         RoundAborted
             If fewer than ``threshold`` neighbours (this site included) advertised keys.
         """
@@ -127,6 +150,10 @@ class SecAggClient:
                 raise MessageRejected("share_keys", advert.site_id, "public key reused")
             seen_keys.update((advert.encryption_public_key, advert.mask_public_key))
             if advert.site_id in self._neighbours:
+                # Only neighbours' keys are used, so only their signatures need checking.
+                if not self.config.verify_signature(advert.site_id, advert.signed_bytes(), advert.signature):
+                    raise MessageRejected("share_keys", advert.site_id,
+                                          "advertisement signature does not verify against the site's enrolled key")
                 self._advertisements[advert.site_id] = advert
         own = self._advertisements.get(self.site_id)
         if own is None or own.mask_public_key != nacl.bindings.crypto_scalarmult_base(self._mask_secret_key):
@@ -146,7 +173,7 @@ class SecAggClient:
             if holder == self.site_id:
                 self._held_shares[holder] = (key_share, seed_share)
                 continue
-            plaintext = _pack(self.config.round_id, self.site_id, holder,
+            plaintext = pack_fields(self.config.round_id, self.site_id, holder,
                               key_share.to_bytes(), seed_share.to_bytes())
             box = nacl.public.Box(self._encryption_key, nacl.public.PublicKey(
                 self._advertisements[holder].encryption_public_key))
@@ -236,34 +263,70 @@ class SecAggClient:
 
     # Stage 4 ---------------------------------------------------------------------------
 
-    def unmask(self, survivors: Sequence[str]) -> UnmaskResponse:
-        """Reveal, for each neighbour that shared keys, exactly one of its two shares.
-
-        Parameters
-        ----------
-        survivors : sequence of str
-            Sites whose masked inputs the hub received.
+    def sign_survivors(self, survivors: Sequence[str]) -> ConsistencySignature:
+        """Sign the survivor set U3 that the hub announced, once per round.
 
         Raises
         ------
         MessageRejected
-            If ``survivors`` names a site outside the round or repeats one.
+            If ``survivors`` repeats a site, names one outside the round, leaves out this
+            site, or names a neighbour that sent this site no shares (the hub counts only
+            sites that shared with every neighbour, so an honest U3 never does).
         RoundAborted
-            If this site already responded, or fewer than ``threshold`` of its neighbours
-            survived. Nothing is revealed in either case.
+            If fewer than ``threshold`` of this site's neighbours survived, or the hub
+            already had this site sign another set. Nothing is signed then.
         """
         if not self._sharers:
-            raise RuntimeError("unmask called before mask_input")
+            raise RuntimeError("sign_survivors called before mask_input")
+        survivor_set = set(survivors)
+        if len(survivor_set) != len(survivors) or not all(self.config.is_member(s) for s in survivor_set):
+            raise MessageRejected("consistency_check", self.site_id,
+                                  "survivor list repeats a site or names an unknown one")
+        if self.site_id not in survivor_set:
+            raise MessageRejected("consistency_check", self.site_id, "survivor list leaves out this site")
+        unknown = sorted((survivor_set & self._neighbours) - self._sharers)
+        if unknown:
+            raise MessageRejected("consistency_check", self.site_id,
+                                  f"survivor list names neighbours that sent this site no shares: {unknown}")
+        ordered = tuple(sorted(survivor_set))
+        if self._signed_survivors is not None and self._signed_survivors != ordered:
+            raise RoundAborted(self.config.round_id, "consistency_check", survivors=len(ordered),
+                               threshold=self.config.threshold,
+                               reason="the hub asked this site to sign a second, different survivor set")
+        self._require_quorum("consistency_check", len(survivor_set & self._sharers))
+        self._signed_survivors = ordered
+        signature = self._signing_key.sign_bytes(survivor_set_bytes(self.config.round_id, ordered))
+        return ConsistencySignature(self.config.round_id, self.site_id, signature)
+
+    # Stage 5 ---------------------------------------------------------------------------
+
+    def unmask(self, signatures: Iterable[ConsistencySignature]) -> UnmaskResponse:
+        """Check the survivors' signatures, then reveal exactly one share of each neighbour that shared keys.
+
+        Parameters
+        ----------
+        signatures : iterable of ConsistencySignature
+            The signatures of the survivor set that the hub collected and relayed.
+
+        Raises
+        ------
+        RoundAborted
+            If this site already responded, fewer than ``threshold`` of its neighbours
+            survived, a signature is malformed, invalid, repeated or made by a site outside
+            the survivor set, or fewer than ``threshold`` sites signed the set this site
+            signed. Nothing is revealed in any of these cases.
+        """
+        if self._signed_survivors is None:
+            raise RuntimeError("unmask called before sign_survivors")
+        survivors = self._signed_survivors
         if self._unmasked:
             raise RoundAborted(self.config.round_id, "unmask", survivors=len(survivors),
                                threshold=self.config.threshold,
                                reason="the hub asked for shares a second time; answering could "
                                       "reveal both shares of a site, so this site stops")
+        self._check_consistency(survivors, signatures)
         survivor_set = set(survivors)
-        if len(survivor_set) != len(survivors) or not all(self.config.is_member(s) for s in survivor_set):
-            raise MessageRejected("unmask", self.site_id, "survivor list repeats a site or names an unknown one")
-        surviving_neighbours = survivor_set & self._sharers
-        self._require_quorum("unmask", len(surviving_neighbours))
+        self._require_quorum("unmask", len(survivor_set & self._sharers))
         self._unmasked = True
 
         self_mask_shares: dict[str, Share] = {}
@@ -275,6 +338,35 @@ class SecAggClient:
                 mask_key_shares[owner] = key_share
         return UnmaskResponse(self.config.round_id, self.site_id, self_mask_shares, mask_key_shares)
 
+    def _check_consistency(self, survivors: tuple[str, ...], signatures: Iterable[ConsistencySignature]) -> None:
+        """Abort unless ``threshold`` distinct sites of U3 signed this site's U3, with no invalid signature."""
+        message = survivor_set_bytes(self.config.round_id, survivors)
+        survivor_set = set(survivors)
+        signers: set[str] = set()
+        for item in signatures:
+            problem = None
+            if item.round_id != self.config.round_id:
+                problem = f"a signature of site {item.site_id!r} is for round {item.round_id!r}"
+            elif item.site_id not in survivor_set:
+                problem = f"site {item.site_id!r} signed but is not in the survivor set"
+            elif item.site_id in signers:
+                problem = f"site {item.site_id!r} signed twice"
+            elif not self.config.verify_signature(item.site_id, message, item.signature):
+                problem = (f"the signature of site {item.site_id!r} does not verify over the survivor set "
+                           "this site signed; the hub announced different survivor sets or forged it")
+            if problem is not None:
+                log.warning("secure aggregation round %s: site %s stops at the consistency check: %s",
+                            self.config.round_id, self.site_id, problem)
+                raise RoundAborted(self.config.round_id, "unmask", survivors=len(signers),
+                                   threshold=self.config.threshold, reason=problem)
+            signers.add(item.site_id)
+        if len(signers) < self.config.threshold:
+            log.warning("secure aggregation round %s: site %s stops: %d sites signed the survivor set, %d needed",
+                        self.config.round_id, self.site_id, len(signers), self.config.threshold)
+            raise RoundAborted(self.config.round_id, "unmask", survivors=len(signers), threshold=self.config.threshold,
+                               reason=f"only {len(signers)} sites signed the survivor set this site signed, "
+                                      f"but {self.config.threshold} are needed before any share is revealed")
+
     # Helpers ---------------------------------------------------------------------------
 
     def _require_quorum(self, stage: str, count: int) -> None:
@@ -285,14 +377,6 @@ class SecAggClient:
 
     def _random_bytes(self) -> bytes:
         return self._rng.getrandbits(8 * SEED_BYTES).to_bytes(SEED_BYTES, "little")
-
-
-def _pack(*fields: str | bytes) -> bytes:
-    out = bytearray()
-    for item in fields:
-        data = item.encode() if isinstance(item, str) else item
-        out += len(data).to_bytes(2, "big") + data
-    return bytes(out)
 
 
 def _unpack(data: bytes, sender: str) -> list[bytes]:

@@ -3,6 +3,12 @@
 Every message names its round and its sender, so a message of another round or site is
 rejected at the stage that receives it. Byte fields are raw bytes here; the hub's ``keys``
 collection carries them base64-encoded through :meth:`to_dict` and ``from_dict``.
+
+Two messages carry an Ed25519 signature made with the sender's enrolled signing key, so the
+hub, which relays them, cannot forge or alter them: the key advertisement signs the round,
+the site and its public keys, and the consistency signature signs the round and the survivor
+set the hub announced. Each signed text starts with its own label, so a signature of one kind
+never verifies as the other.
 """
 
 from __future__ import annotations
@@ -10,11 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import nacl.exceptions
+import nacl.signing
 import numpy as np
 
 from privacy.secagg.errors import MessageRejected
@@ -22,14 +30,19 @@ from privacy.secagg.graph import complete_neighbourhoods, harary_neighbourhoods
 from privacy.secagg.shamir import MAX_SHARES, Share
 
 __all__ = [
+    "ConsistencySignature",
     "EncryptedShare",
     "KeyAdvertisement",
     "MaskedInput",
     "SecAggConfig",
     "UnmaskResponse",
+    "survivor_set_bytes",
 ]
 
 KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+_ADVERTISEMENT_LABEL = b"fti-secagg-advertise-keys-v1"
+_SURVIVORS_LABEL = b"fti-secagg-consistency-check-v1"
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,10 @@ class SecAggConfig:
         number k >= 2 runs SecAgg+ over a random Harary graph of degree k: each site
         does O(k) work instead of O(n), at the cost of a threshold that applies per
         neighbourhood of k + 1 sites.
+    verify_keys : mapping of str to bytes
+        Every site's enrolled Ed25519 public key (32 raw bytes). Key advertisements and
+        consistency signatures are checked against it. Required: a config without a key
+        for every site raises ValueError.
     """
 
     round_id: str
@@ -64,6 +81,7 @@ class SecAggConfig:
     threshold: int
     vector_length: int
     neighbours_per_site: int | None = None
+    verify_keys: Mapping[str, bytes] = field(default=None, repr=False, hash=False)  # type: ignore[assignment]
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,12 +107,39 @@ class SecAggConfig:
                 f"neighbours_per_site must be None or an even integer >= 2; "
                 f"got {self.neighbours_per_site!r}"
             )
+        self._check_verify_keys()
         smallest = min(len(members) for members in self.neighbourhoods.values())
         if not isinstance(self.threshold, numbers.Integral) or not smallest // 2 < self.threshold <= smallest:
             raise ValueError(
                 f"threshold must be in ({smallest // 2}, {smallest}] for neighbourhoods of "
                 f"{smallest} sites; got {self.threshold!r}"
             )
+
+    def _check_verify_keys(self) -> None:
+        if not isinstance(self.verify_keys, Mapping):
+            raise ValueError("verify_keys must map every site id to its enrolled Ed25519 public key")
+        missing = sorted(set(self.site_ids) - set(self.verify_keys))
+        extra = sorted(set(self.verify_keys) - set(self.site_ids))
+        if missing or extra:
+            raise ValueError(f"verify_keys must cover exactly the round's sites; missing {missing}, "
+                             f"not in the round {extra}")
+        keys = {}
+        for site in self.site_ids:
+            key = self.verify_keys[site]
+            if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+                raise ValueError(f"verify key of site {site!r} must be {KEY_BYTES} raw bytes")
+            keys[site] = key
+        object.__setattr__(self, "verify_keys", keys)
+
+    def verify_signature(self, site_id: str, message: bytes, signature: bytes) -> bool:
+        """Return True if ``signature`` is ``site_id``'s Ed25519 signature of ``message``."""
+        if len(signature) != SIGNATURE_BYTES or site_id not in self.verify_keys:
+            return False
+        try:
+            nacl.signing.VerifyKey(self.verify_keys[site_id]).verify(message, signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+            return False
+        return True
 
     @cached_property
     def neighbourhoods(self) -> dict[str, frozenset[str]]:
@@ -130,6 +175,8 @@ class KeyAdvertisement:
     self_mask_commitment : bytes
         BLAKE2b hash of the site's self-mask seed, so the hub can check the seed it
         reconstructs from shares.
+    signature : bytes
+        Ed25519 signature of :meth:`signed_bytes` by the site's enrolled key.
     """
 
     round_id: str
@@ -137,6 +184,12 @@ class KeyAdvertisement:
     encryption_public_key: bytes
     mask_public_key: bytes
     self_mask_commitment: bytes
+    signature: bytes = b""
+
+    def signed_bytes(self) -> bytes:
+        """Return the text the site signs: label, round, site and the three public values."""
+        return pack_fields(_ADVERTISEMENT_LABEL, self.round_id, self.site_id, self.encryption_public_key,
+                           self.mask_public_key, self.self_mask_commitment)
 
     def to_dict(self) -> dict[str, str]:
         """Return a JSON-ready mapping with base64 byte fields."""
@@ -146,6 +199,7 @@ class KeyAdvertisement:
             "encryption_public_key": _b64(self.encryption_public_key),
             "mask_public_key": _b64(self.mask_public_key),
             "self_mask_commitment": _b64(self.self_mask_commitment),
+            "signature": _b64(self.signature),
         }
 
     @classmethod
@@ -158,6 +212,7 @@ class KeyAdvertisement:
             encryption_public_key=_bytes(data, "encryption_public_key", "advertise_keys", site, KEY_BYTES),
             mask_public_key=_bytes(data, "mask_public_key", "advertise_keys", site, KEY_BYTES),
             self_mask_commitment=_bytes(data, "self_mask_commitment", "advertise_keys", site, KEY_BYTES),
+            signature=_bytes(data, "signature", "advertise_keys", site, SIGNATURE_BYTES),
         )
 
 
@@ -218,6 +273,39 @@ class MaskedInput:
         )
 
 
+def survivor_set_bytes(round_id: str, survivors: Iterable[str]) -> bytes:
+    """Return the text a site signs in the consistency check: label, round and sorted survivors."""
+    return pack_fields(_SURVIVORS_LABEL, round_id, *sorted(survivors))
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    """Consistency check message: a site's signature of the survivor set the hub sent it.
+
+    The survivor set is the set U3 of sites whose masked inputs the hub received. The
+    signed text is :func:`survivor_set_bytes`, so a signature of another round or another
+    set does not verify.
+    """
+
+    round_id: str
+    site_id: str
+    signature: bytes
+
+    def to_dict(self) -> dict[str, str]:
+        """Return a JSON-ready mapping with a base64 signature."""
+        return {"round_id": self.round_id, "site_id": self.site_id, "signature": _b64(self.signature)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConsistencySignature:
+        """Parse :meth:`to_dict`; raise :class:`MessageRejected` when a field is malformed."""
+        site = str(data.get("site_id", "?"))
+        return cls(
+            round_id=_text(data, "round_id", "consistency_check", site),
+            site_id=_text(data, "site_id", "consistency_check", site),
+            signature=_bytes(data, "signature", "consistency_check", site, SIGNATURE_BYTES),
+        )
+
+
 @dataclass(frozen=True)
 class UnmaskResponse:
     """Stage 4 message: the shares a site reveals so the hub can remove the masks.
@@ -264,6 +352,15 @@ class UnmaskResponse:
             self_mask_shares=parsed["self_mask_shares"],
             mask_key_shares=parsed["mask_key_shares"],
         )
+
+
+def pack_fields(*fields: str | bytes) -> bytes:
+    """Concatenate fields, each prefixed with its 2-byte big-endian length, so no two lists pack alike."""
+    out = bytearray()
+    for item in fields:
+        data = item.encode() if isinstance(item, str) else item
+        out += len(data).to_bytes(2, "big") + data
+    return bytes(out)
 
 
 def _b64(data: bytes) -> str:

@@ -1,15 +1,20 @@
 """The hub's side of secure aggregation: relay keys and shares, then remove the masks.
 
-The hub runs five stages, in order, on one :class:`SecAggServer`:
+The hub runs six stages, in order, on one :class:`SecAggServer`:
 
-1. :meth:`~SecAggServer.collect_advertisements`: the sites that advertised keys (U1);
+1. :meth:`~SecAggServer.collect_advertisements`: the sites whose signed keys arrived (U1);
 2. :meth:`~SecAggServer.route_shares`: relay encrypted shares; the sites whose shares
    reached every advertised neighbour form U2;
 3. :meth:`~SecAggServer.collect_masked_inputs`: the sites whose masked input arrived (U3);
-   every site of U3 is then asked for its shares with :meth:`~SecAggServer.survivors`;
-4. :meth:`~SecAggServer.collect_unmask_responses`: the sites that answered (U4);
-5. :meth:`~SecAggServer.unmask`: reconstruct the self-mask seed of every site in U3 and
+   every site of U3 is then asked to sign U3;
+4. :meth:`~SecAggServer.collect_consistency_signatures`: the valid signatures of U3, which
+   the hub relays to every signer;
+5. :meth:`~SecAggServer.collect_unmask_responses`: the sites that answered (U5);
+6. :meth:`~SecAggServer.unmask`: reconstruct the self-mask seed of every site in U3 and
    the mask secret key of every site in U2 minus U3, remove their masks and return the sum.
+
+The hub checks every signature against ``config.verify_keys`` as it arrives, so one bad
+signature is rejected with its sender named instead of making the honest sites abort.
 
 Each stage raises :class:`RoundAborted` when fewer than ``threshold`` sites are left, and
 then the hub holds nothing but masked vectors and ciphertexts it cannot open. Every secret
@@ -31,11 +36,13 @@ from privacy.secagg.client import commit_self_mask_seed
 from privacy.secagg.errors import MessageRejected, RoundAborted, ShareRejected
 from privacy.secagg.masking import SEED_BYTES, agree_pairwise_seed, expand_mask
 from privacy.secagg.messages import (
+    ConsistencySignature,
     EncryptedShare,
     KeyAdvertisement,
     MaskedInput,
     SecAggConfig,
     UnmaskResponse,
+    survivor_set_bytes,
 )
 from privacy.secagg.shamir import Share, lagrange_coefficients_at_zero, reconstruct_secret
 
@@ -59,6 +66,7 @@ class SecAggServer:
         self.advertisements_: dict[str, KeyAdvertisement] = {}
         self.sharers_: frozenset[str] = frozenset()
         self.survivors_: tuple[str, ...] = ()
+        self.signatures_: dict[str, ConsistencySignature] = {}
         self.responders_: frozenset[str] = frozenset()
         self._masked_sum: np.ndarray | None = None
         self._responses: dict[str, UnmaskResponse] = {}
@@ -74,9 +82,16 @@ class SecAggServer:
             self._check_sender("collect_advertisements", advert.round_id, advert.site_id)
             if advert.site_id in self.advertisements_:
                 raise MessageRejected("collect_advertisements", advert.site_id, "site advertised keys twice")
+            self.check_advertisement(advert)
             self.advertisements_[advert.site_id] = advert
         self._require_quorum("collect_advertisements", len(self.advertisements_))
         return [self.advertisements_[site] for site in sorted(self.advertisements_)]
+
+    def check_advertisement(self, advert: KeyAdvertisement) -> None:
+        """Raise :class:`MessageRejected` unless the advertisement is signed by its site's enrolled key."""
+        if not self.config.verify_signature(advert.site_id, advert.signed_bytes(), advert.signature):
+            raise MessageRejected("collect_advertisements", advert.site_id,
+                                  "advertisement signature does not verify against the site's enrolled key")
 
     # Stage 2 ---------------------------------------------------------------------------
 
@@ -142,14 +157,37 @@ class SecAggServer:
 
     # Stage 4 ---------------------------------------------------------------------------
 
+    def check_consistency_signature(self, item: ConsistencySignature) -> None:
+        """Raise :class:`MessageRejected` unless ``item`` is a survivor's valid signature of U3."""
+        stage = "collect_consistency_signatures"
+        self._check_sender(stage, item.round_id, item.site_id)
+        if item.site_id not in self.survivors_:
+            raise MessageRejected(stage, item.site_id, "site did not submit a masked input")
+        message = survivor_set_bytes(self.config.round_id, self.survivors_)
+        if not self.config.verify_signature(item.site_id, message, item.signature):
+            raise MessageRejected(stage, item.site_id,
+                                  "signature does not verify over this round's survivor set")
+
+    def collect_consistency_signatures(self, signatures: Iterable[ConsistencySignature]) -> list[ConsistencySignature]:
+        """Keep the survivors' signatures of U3 and return them, to relay to every signer."""
+        for item in signatures:
+            self.check_consistency_signature(item)
+            if item.site_id in self.signatures_:
+                raise MessageRejected("collect_consistency_signatures", item.site_id, "second signature")
+            self.signatures_[item.site_id] = item
+        self._require_quorum("collect_consistency_signatures", len(self.signatures_))
+        return [self.signatures_[site] for site in sorted(self.signatures_)]
+
+    # Stage 5 ---------------------------------------------------------------------------
+
     def collect_unmask_responses(self, responses: Iterable[UnmaskResponse]) -> frozenset[str]:
         """Check and keep the revealed shares of the sites that responded."""
         survivors = set(self.survivors_)
         for response in responses:
             site = response.site_id
             self._check_sender("collect_unmask_responses", response.round_id, site)
-            if site not in survivors:
-                raise MessageRejected("collect_unmask_responses", site, "site did not submit a masked input")
+            if site not in self.signatures_:
+                raise MessageRejected("collect_unmask_responses", site, "site did not sign the survivor set")
             if site in self._responses:
                 raise MessageRejected("collect_unmask_responses", site, "second unmask response")
 
@@ -178,7 +216,7 @@ class SecAggServer:
         if site not in self.config.neighbourhoods[owner]:
             raise ShareRejected(site, f"site is not a neighbour of {owner!r}")
 
-    # Stage 5 ---------------------------------------------------------------------------
+    # Stage 6 ---------------------------------------------------------------------------
 
     def unmask(self) -> np.ndarray:
         """Remove every mask and return the sum of the survivors' inputs modulo 2^32.

@@ -16,9 +16,10 @@ import pytest
 
 from privacy.audit import epsilon_lower_bound
 from privacy.random import RandomSource, seeded_random
-from privacy.secagg import Dropouts, SecAggConfig, decode_signed, encode_signed, run_local_round
+from privacy.secagg import Dropouts, decode_signed, encode_signed, run_local_round
 from privacy.secagg.noise import DistributedGaussian, calibrate_distributed_gaussian
 from privacy.secagg.sketch import CountMinSketch
+from tests.support.secagg_keys import SITE_KEYS, keyed_config
 
 EPSILON, DELTA = 1.0, 1e-5
 SITES = ("site-a", "site-b", "site-c")
@@ -51,10 +52,10 @@ def release(noise: DistributedGaussian | MissingNoise, *, with_target_host: bool
             units["host-a9"] = [TARGET]
         counts = SKETCH.build(units)
         inputs[site] = encode_signed(noise.add_noise(counts, rng))
-    config = SecAggConfig(round_id=f"audit-{trial}", site_ids=SITES, threshold=2,
+    config = keyed_config(round_id=f"audit-{trial}", site_ids=SITES, threshold=2,
                           vector_length=SKETCH.length)
 
-    total = decode_signed(run_local_round(config, inputs, rng=rng, dropouts=DROPOUTS))
+    total = decode_signed(run_local_round(config, inputs, signing_keys=SITE_KEYS, rng=rng, dropouts=DROPOUTS))
     return int(total[SKETCH.buckets(TARGET)[0]])
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from privacy.random import seeded_random
 from privacy.secagg import (
+    ConsistencySignature,
     Dropouts,
     EncryptedShare,
     KeyAdvertisement,
@@ -26,6 +27,7 @@ from privacy.secagg import (
     run_local_round,
 )
 from privacy.secagg.local import DROPOUT_STAGES
+from tests.support.secagg_keys import SITE_KEYS, keyed_config
 
 SITES = tuple(f"site-{i}" for i in range(6))
 LENGTH = 16
@@ -50,15 +52,24 @@ class Round:
     def __init__(self, config: SecAggConfig, seed: int = 0) -> None:
         rng = seeded_random(seed)
         self.config = config
-        self.clients = {s: SecAggClient(config, s, rng=rng) for s in config.site_ids}
+        self.clients = {s: SecAggClient(config, s, rng=rng, signing_key=SITE_KEYS[s]) for s in config.site_ids}
         self.server = SecAggServer(config)
         self.adverts = self.server.collect_advertisements(c.advertise_keys() for c in self.clients.values())
         self.sent = {s: c.share_keys(self.adverts) for s, c in self.clients.items()}
         self.routed = self.server.route_shares(m for ms in self.sent.values() for m in ms)
 
+    def mask_all(self, inputs: dict[str, np.ndarray]) -> tuple[str, ...]:
+        """Send every site's masked input to the hub and return the survivor set."""
+        return self.server.collect_masked_inputs(
+            self.clients[s].mask_input(inputs[s], self.routed[s]) for s in self.config.site_ids)
+
+    def sign(self, survivors: tuple[str, ...] | list[str]) -> list[ConsistencySignature]:
+        """Have every listed site sign ``survivors`` and return the signatures."""
+        return [self.clients[s].sign_survivors(survivors) for s in survivors]
+
 
 def config_for(threshold: int = 4, sites: tuple[str, ...] = SITES, **kwargs: object) -> SecAggConfig:
-    return SecAggConfig(round_id="round-1", site_ids=sites, threshold=threshold, vector_length=LENGTH,
+    return keyed_config(round_id="round-1", site_ids=sites, threshold=threshold, vector_length=LENGTH,
                         **kwargs)  # type: ignore[arg-type]
 
 
@@ -69,7 +80,7 @@ def config_for(threshold: int = 4, sites: tuple[str, ...] = SITES, **kwargs: obj
 def test_round_without_dropouts_returns_exact_sum(seed: int) -> None:
     inputs = make_inputs(SITES, seed=seed)
 
-    total = run_local_round(config_for(), encoded(inputs), rng=seeded_random(seed))
+    total = run_local_round(config_for(), encoded(inputs), signing_keys=SITE_KEYS, rng=seeded_random(seed))
 
     assert decode_signed(total).tolist() == expected_sum(inputs, SITES)
 
@@ -88,7 +99,7 @@ def test_masked_inputs_hide_the_input() -> None:
 def test_sum_wraps_modulo_two_to_the_32() -> None:
     inputs = {s: np.full(LENGTH, 2**31 - 1) for s in SITES[:2]} | {s: np.zeros(LENGTH, dtype=np.int64) for s in SITES[2:]}
 
-    total = run_local_round(config_for(), encoded(inputs), rng=seeded_random(1))
+    total = run_local_round(config_for(), encoded(inputs), signing_keys=SITE_KEYS, rng=seeded_random(1))
 
     assert total.tolist() == [(2 * (2**31 - 1)) % 2**32] * LENGTH
 
@@ -102,11 +113,11 @@ def test_round_with_n_minus_t_dropouts_recovers_sum(stage: str) -> None:
     inputs = make_inputs(SITES, seed=3)
     dropped = {"site-1", "site-4"}
 
-    total = run_local_round(config_for(threshold=4), encoded(inputs), rng=seeded_random(3),
-                            dropouts=Dropouts.at(stage, dropped))
+    total = run_local_round(config_for(threshold=4), encoded(inputs), signing_keys=SITE_KEYS,
+                            rng=seeded_random(3), dropouts=Dropouts.at(stage, dropped))
 
-    # A site that drops only before unmasking has already sent its masked input.
-    included = set(SITES) if stage == "unmask" else set(SITES) - dropped
+    # A site that drops after its masked input arrived is still in the sum.
+    included = set(SITES) if stage in ("consistency_check", "unmask") else set(SITES) - dropped
     assert decode_signed(total).tolist() == expected_sum(inputs, included)
 
 
@@ -116,8 +127,8 @@ def test_round_with_dropouts_spread_over_stages_recovers_sum() -> None:
     dropouts = Dropouts({"share_keys": frozenset({"site-0"}), "mask_input": frozenset({"site-5", "site-7"}),
                          "unmask": frozenset({"site-9"})})
 
-    total = run_local_round(config_for(threshold=6, sites=sites), encoded(inputs), rng=seeded_random(4),
-                            dropouts=dropouts)
+    total = run_local_round(config_for(threshold=6, sites=sites), encoded(inputs), signing_keys=SITE_KEYS,
+                            rng=seeded_random(4), dropouts=dropouts)
 
     assert decode_signed(total).tolist() == expected_sum(inputs, set(sites) - {"site-0", "site-5", "site-7"})
 
@@ -127,13 +138,13 @@ def test_round_beyond_n_minus_t_dropouts_aborts(stage: str) -> None:
     inputs = encoded(make_inputs(SITES))
 
     with pytest.raises(RoundAborted) as excinfo:
-        run_local_round(config_for(threshold=4), inputs, rng=seeded_random(5),
+        run_local_round(config_for(threshold=4), inputs, signing_keys=SITE_KEYS, rng=seeded_random(5),
                         dropouts=Dropouts.at(stage, {"site-0", "site-2", "site-5"}))
 
     assert (excinfo.value.survivors, excinfo.value.threshold) == (3, 4)
 
 
-def test_client_refuses_to_unmask_below_threshold() -> None:
+def test_client_refuses_to_sign_below_threshold() -> None:
     """A hub that names too few survivors gets no share at all."""
     round_ = Round(config_for(threshold=4))
     inputs = encoded(make_inputs(SITES))
@@ -141,9 +152,9 @@ def test_client_refuses_to_unmask_below_threshold() -> None:
     client.mask_input(inputs["site-0"], round_.routed["site-0"])
 
     with pytest.raises(RoundAborted) as excinfo:
-        client.unmask(["site-0", "site-1", "site-2"])
+        client.sign_survivors(["site-0", "site-1", "site-2"])
 
-    assert excinfo.value.stage == "unmask"
+    assert excinfo.value.stage == "consistency_check"
     assert (excinfo.value.survivors, excinfo.value.threshold) == (3, 4)
 
 
@@ -151,24 +162,38 @@ def test_client_answers_unmask_once_only() -> None:
     """A second request with another survivor set could reveal both shares of a site."""
     round_ = Round(config_for(threshold=4))
     inputs = encoded(make_inputs(SITES))
+    survivors = round_.mask_all(inputs)
+    signatures = round_.sign(survivors)
     client = round_.clients["site-0"]
-    client.mask_input(inputs["site-0"], round_.routed["site-0"])
-    first = client.unmask(list(SITES))
+    first = client.unmask(signatures)
 
     with pytest.raises(RoundAborted, match="second time"):
-        client.unmask(list(SITES[:5]))
+        client.unmask(signatures)
 
     assert set(first.self_mask_shares) == set(SITES)
     assert first.mask_key_shares == {}
 
 
+def test_client_signs_one_survivor_set_only() -> None:
+    """A site that signed U3 refuses to sign another set, so it never backs two views."""
+    round_ = Round(config_for(threshold=4))
+    survivors = round_.mask_all(encoded(make_inputs(SITES)))
+    client = round_.clients["site-0"]
+    first = client.sign_survivors(survivors)
+
+    with pytest.raises(RoundAborted, match="second, different survivor set"):
+        client.sign_survivors(SITES[:5])
+
+    assert client.sign_survivors(survivors) == first
+
+
 def test_client_reveals_one_share_kind_per_site() -> None:
     round_ = Round(config_for(threshold=4))
     inputs = encoded(make_inputs(SITES))
-    client = round_.clients["site-0"]
-    client.mask_input(inputs["site-0"], round_.routed["site-0"])
+    round_.mask_all(inputs)
+    survivors = ["site-0", "site-1", "site-2", "site-3"]
 
-    response = client.unmask(["site-0", "site-1", "site-2", "site-3"])
+    response = round_.clients["site-0"].unmask(round_.sign(survivors))
 
     assert set(response.self_mask_shares) == {"site-0", "site-1", "site-2", "site-3"}
     assert set(response.mask_key_shares) == {"site-4", "site-5"}
@@ -251,9 +276,9 @@ def test_forged_share_in_unmask_response_aborts_round() -> None:
     config = config_for(threshold=6)
     round_ = Round(config)
     inputs = encoded(make_inputs(SITES))
-    survivors = round_.server.collect_masked_inputs(
-        round_.clients[s].mask_input(inputs[s], round_.routed[s]) for s in SITES)
-    responses = [round_.clients[s].unmask(survivors) for s in SITES]
+    survivors = round_.mask_all(inputs)
+    signatures = round_.server.collect_consistency_signatures(round_.sign(survivors))
+    responses = [round_.clients[s].unmask(signatures) for s in SITES]
     good = responses[0].self_mask_shares["site-3"]
     responses[0].self_mask_shares["site-3"] = dataclasses.replace(good, y=good.y ^ 1)
     round_.server.collect_unmask_responses(responses)
@@ -266,9 +291,9 @@ def test_server_rejects_key_share_of_survivor() -> None:
     """A response that reveals a survivor's key share would let the hub unmask it."""
     round_ = Round(config_for())
     inputs = encoded(make_inputs(SITES))
-    survivors = round_.server.collect_masked_inputs(
-        round_.clients[s].mask_input(inputs[s], round_.routed[s]) for s in SITES)
-    response = round_.clients["site-0"].unmask(survivors)
+    survivors = round_.mask_all(inputs)
+    signatures = round_.server.collect_consistency_signatures(round_.sign(survivors))
+    response = round_.clients["site-0"].unmask(signatures)
     share = response.self_mask_shares["site-1"]
     bad = UnmaskResponse(response.round_id, "site-0", {}, {"site-1": share})
 
@@ -294,7 +319,7 @@ def test_server_rejects_malformed_masked_input(message: MaskedInput, reason: str
 
 def test_server_rejects_duplicate_advertisement() -> None:
     config = config_for()
-    client = SecAggClient(config, "site-0", rng=seeded_random(0))
+    client = SecAggClient(config, "site-0", rng=seeded_random(0), signing_key=SITE_KEYS["site-0"])
     advert = client.advertise_keys()
 
     with pytest.raises(MessageRejected, match="twice"):
@@ -305,7 +330,7 @@ def test_client_rejects_reused_public_key() -> None:
     round_ = Round(config_for())
     copy = dataclasses.replace(round_.adverts[1], site_id="site-2")
     adverts = [a for a in round_.adverts if a.site_id != "site-2"] + [copy]
-    fresh = SecAggClient(round_.config, "site-0", rng=seeded_random(9))
+    fresh = SecAggClient(round_.config, "site-0", rng=seeded_random(9), signing_key=SITE_KEYS["site-0"])
     own = fresh.advertise_keys()
 
     with pytest.raises(MessageRejected, match="reused"):
@@ -316,12 +341,16 @@ def test_messages_round_trip_through_dicts() -> None:
     round_ = Round(config_for())
     inputs = encoded(make_inputs(SITES))
     masked = round_.clients["site-0"].mask_input(inputs["site-0"], round_.routed["site-0"])
-    response = round_.clients["site-0"].unmask(list(SITES))
+    for site in SITES[1:]:
+        round_.clients[site].mask_input(inputs[site], round_.routed[site])
+    signatures = round_.sign(SITES)
+    response = round_.clients["site-0"].unmask(signatures)
 
     assert KeyAdvertisement.from_dict(round_.adverts[0].to_dict()) == round_.adverts[0]
     assert EncryptedShare.from_dict(round_.routed["site-0"][0].to_dict()) == round_.routed["site-0"][0]
     assert MaskedInput.from_dict(masked.to_dict()).vector.tolist() == masked.vector.tolist()
     assert UnmaskResponse.from_dict(response.to_dict()) == response
+    assert ConsistencySignature.from_dict(signatures[0].to_dict()) == signatures[0]
 
 
 def test_advertisement_from_dict_with_short_key_raises() -> None:
@@ -342,7 +371,7 @@ def test_config_threshold_outside_majority_raises(threshold: int) -> None:
 
 def test_secagg_plus_neighbourhoods_are_symmetric_with_given_degree() -> None:
     sites = tuple(f"site-{i:02d}" for i in range(30))
-    config = SecAggConfig(round_id="r", site_ids=sites, threshold=4, vector_length=4, neighbours_per_site=6)
+    config = keyed_config(round_id="r", site_ids=sites, threshold=4, vector_length=4, neighbours_per_site=6)
 
     hoods = config.neighbourhoods
 
@@ -352,7 +381,7 @@ def test_secagg_plus_neighbourhoods_are_symmetric_with_given_degree() -> None:
 
 def test_secagg_plus_graph_changes_with_round() -> None:
     sites = tuple(f"site-{i:02d}" for i in range(30))
-    first = SecAggConfig(round_id="r1", site_ids=sites, threshold=4, vector_length=4, neighbours_per_site=6)
+    first = keyed_config(round_id="r1", site_ids=sites, threshold=4, vector_length=4, neighbours_per_site=6)
     second = dataclasses.replace(first, round_id="r2")
 
     assert first.neighbourhoods != second.neighbourhoods
@@ -361,27 +390,28 @@ def test_secagg_plus_graph_changes_with_round() -> None:
 @pytest.mark.parametrize("stage", DROPOUT_STAGES)
 def test_secagg_plus_round_with_dropouts_recovers_sum(stage: str) -> None:
     sites = tuple(f"site-{i:02d}" for i in range(24))
-    config = SecAggConfig(round_id="plus", site_ids=sites, threshold=5, vector_length=LENGTH,
+    config = keyed_config(round_id="plus", site_ids=sites, threshold=5, vector_length=LENGTH,
                           neighbours_per_site=6)
     inputs = make_inputs(sites, seed=6)
     # One dropout per neighbourhood at most: every secret keeps six of its seven shares.
     dropped = {sites[0], sites[12]}
 
-    total = run_local_round(config, encoded(inputs), rng=seeded_random(6), dropouts=Dropouts.at(stage, dropped))
+    total = run_local_round(config, encoded(inputs), signing_keys=SITE_KEYS, rng=seeded_random(6),
+                            dropouts=Dropouts.at(stage, dropped))
 
-    included = set(sites) if stage == "unmask" else set(sites) - dropped
+    included = set(sites) if stage in ("consistency_check", "unmask") else set(sites) - dropped
     assert decode_signed(total).tolist() == expected_sum(inputs, included)
 
 
 def test_secagg_plus_round_with_a_neighbourhood_wiped_out_aborts() -> None:
     sites = tuple(f"site-{i:02d}" for i in range(24))
-    config = SecAggConfig(round_id="plus", site_ids=sites, threshold=5, vector_length=LENGTH,
+    config = keyed_config(round_id="plus", site_ids=sites, threshold=5, vector_length=LENGTH,
                           neighbours_per_site=6)
     victim = sites[0]
     neighbours = sorted(config.neighbourhoods[victim] - {victim})[:3]
 
     with pytest.raises(RoundAborted):
-        run_local_round(config, encoded(make_inputs(sites)), rng=seeded_random(7),
+        run_local_round(config, encoded(make_inputs(sites)), signing_keys=SITE_KEYS, rng=seeded_random(7),
                         dropouts=Dropouts.at("mask_input", set(neighbours) | {victim}))
 
 
@@ -391,6 +421,6 @@ def test_every_pair_of_dropouts_is_recovered_with_five_sites() -> None:
     config = config_for(threshold=3, sites=sites)
 
     for dropped in itertools.combinations(sites, 2):
-        total = run_local_round(config, encoded(inputs), rng=seeded_random(8),
+        total = run_local_round(config, encoded(inputs), signing_keys=SITE_KEYS, rng=seeded_random(8),
                                 dropouts=Dropouts.at("mask_input", set(dropped)))
         assert decode_signed(total).tolist() == expected_sum(inputs, set(sites) - set(dropped))

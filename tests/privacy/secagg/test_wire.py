@@ -24,14 +24,13 @@ from privacy.secagg import (
     KeyAdvertisement,
     MessageRejected,
     SecAggClient,
-    SecAggConfig,
     SecAggServer,
     decode_signed,
     encode_signed,
 )
 from privacy.secagg.wire import message_from_stix, message_to_stix
-from privacy.signing import generate_signing_key
 from stix_mappings.ids import collection_id, site_identity_id
+from tests.support.secagg_keys import SITE_KEYS, keyed_config
 
 TAXII = "application/taxii+json;version=2.1"
 SITES = ("site-a", "site-b", "site-c", "site-d")
@@ -51,7 +50,7 @@ def hub(tmp_path: Path) -> Iterator[tuple[str, dict[str, tuple[str, str]]]]:
     )
     server = HubServer(config)
     server.start()
-    auth = {s: (s, server.registry.enroll_site(s, generate_signing_key().public_key_b64)) for s in SITES}
+    auth = {s: (s, server.registry.enroll_site(s, SITE_KEYS[s].public_key_b64)) for s in SITES}
     yield f"{server.api_root_url}collections/{collection_id('keys')}/objects/", auth
     server.stop()
 
@@ -77,9 +76,9 @@ def read_all(url: str, auth: tuple[str, str]) -> list[dict[str, Any]]:
 
 def test_keys_collection_round_sums_exactly(hub: tuple[str, dict[str, tuple[str, str]]]) -> None:
     url, auth = hub
-    config = SecAggConfig(round_id="2024-06-03T00:00:00Z", site_ids=SITES, threshold=3, vector_length=8)
+    config = keyed_config(round_id="2024-06-03T00:00:00Z", site_ids=SITES, threshold=3, vector_length=8)
     rng = seeded_random(21)
-    clients = {s: SecAggClient(config, s, rng=rng) for s in SITES}
+    clients = {s: SecAggClient(config, s, rng=rng, signing_key=SITE_KEYS[s]) for s in SITES}
     inputs = {s: np.arange(8) * (i + 1) for i, s in enumerate(SITES)}
 
     # Stage 1 and 2 travel through the hub's keys collection.
@@ -98,14 +97,15 @@ def test_keys_collection_round_sums_exactly(hub: tuple[str, dict[str, tuple[str,
         messages = [message_from_stix(o, identity_of=site_identity_id) for o in read_all(url, auth[site])]
         routed[site] = [m for m in messages if not isinstance(m, KeyAdvertisement) and m.recipient == site]
 
-    # Stages 3 to 5 go to the aggregator; site-d drops before sending its masked input.
+    # Stages 3 to 6 go to the aggregator; site-d drops before sending its masked input.
     server = SecAggServer(config)
     server.collect_advertisements(message_from_stix(o, identity_of=site_identity_id)
                                   for o in read_all(url, auth["site-a"]) if o["stage"] == "advertise_keys")
     server.route_shares(m for s in SITES for m in routed[s])
     survivors = server.collect_masked_inputs(
         clients[s].mask_input(encode_signed(inputs[s]), routed[s]) for s in SITES[:3])
-    server.collect_unmask_responses(clients[s].unmask(survivors) for s in SITES[:3])
+    signatures = server.collect_consistency_signatures(clients[s].sign_survivors(survivors) for s in SITES[:3])
+    server.collect_unmask_responses(clients[s].unmask(signatures) for s in SITES[:3])
     total = decode_signed(server.unmask())
 
     assert routed["site-a"] and all(m.sender != "site-a" for m in routed["site-a"])
@@ -114,8 +114,8 @@ def test_keys_collection_round_sums_exactly(hub: tuple[str, dict[str, tuple[str,
 
 def test_hub_rejects_forged_advertisement(hub: tuple[str, dict[str, tuple[str, str]]]) -> None:
     url, auth = hub
-    config = SecAggConfig(round_id="r", site_ids=SITES, threshold=3, vector_length=8)
-    advert = SecAggClient(config, "site-b", rng=seeded_random(1)).advertise_keys()
+    config = keyed_config(round_id="r", site_ids=SITES, threshold=3, vector_length=8)
+    advert = SecAggClient(config, "site-b", rng=seeded_random(1), signing_key=SITE_KEYS["site-b"]).advertise_keys()
     forged = message_to_stix(advert, creator_identity=site_identity_id("site-b"), created=CREATED)
 
     response = post(url, auth["site-a"], [forged])
@@ -124,8 +124,8 @@ def test_hub_rejects_forged_advertisement(hub: tuple[str, dict[str, tuple[str, s
 
 
 def test_message_created_by_other_identity_is_rejected() -> None:
-    config = SecAggConfig(round_id="r", site_ids=SITES, threshold=3, vector_length=8)
-    advert = SecAggClient(config, "site-b", rng=seeded_random(2)).advertise_keys()
+    config = keyed_config(round_id="r", site_ids=SITES, threshold=3, vector_length=8)
+    advert = SecAggClient(config, "site-b", rng=seeded_random(2), signing_key=SITE_KEYS["site-b"]).advertise_keys()
     obj = message_to_stix(advert, creator_identity=site_identity_id("site-a"), created=CREATED)
 
     with pytest.raises(MessageRejected, match="not by the sender's identity"):
@@ -133,8 +133,8 @@ def test_message_created_by_other_identity_is_rejected() -> None:
 
 
 def test_message_round_trips_through_stix() -> None:
-    config = SecAggConfig(round_id="r", site_ids=SITES, threshold=3, vector_length=8)
-    advert = SecAggClient(config, "site-c", rng=seeded_random(3)).advertise_keys()
+    config = keyed_config(round_id="r", site_ids=SITES, threshold=3, vector_length=8)
+    advert = SecAggClient(config, "site-c", rng=seeded_random(3), signing_key=SITE_KEYS["site-c"]).advertise_keys()
 
     obj = message_to_stix(advert, creator_identity=site_identity_id("site-c"), created=CREATED)
 

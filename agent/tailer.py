@@ -16,9 +16,21 @@ in practice:
   read from 0 as a new one.
 - Symlinks: a path is resolved by ``os.stat``, so the identity is that of the target. Two
   patterns that reach one file through a link and directly read it once.
-- Rotated ``.gz`` copies that a pattern matches: the fingerprint of the decompressed first
-  bytes is compared with the files already read. A compressed copy of a known file is read
-  only past the offset that was reached in the original, so no line is read twice.
+- Rotated copies that a pattern matches, plain or ``.gz``: the fingerprint of the
+  (decompressed) first bytes is compared with every file read before, those of the
+  checkpoints passed at a restart included. A copy of a known file is read only past the
+  offset that was reached in the original, so no line is read twice and lines written just
+  before the rotation are read once. A plain copy shorter than that offset is still being
+  written, so it is left alone until it has grown past it.
+
+After a restart a checkpointed file is resumed when its inode still has the same first
+bytes and a line ends just before the saved offset. When the file was renamed, copied or
+compressed while the agent was stopped, the folder of its old path is searched for a file
+that continues it, whether a pattern matches that file or not. That file is read past the
+saved offset, and before the successor at the old path, so lines keep their order. A file
+that was truncated or replaced while the agent was stopped is read from 0, and a checkpoint
+whose file is nowhere is kept: in both cases a copy of the old content that turns up later
+is still recognised.
 
 A line is yielded only once its ``\\n`` has been written. A partial last line stays in the
 file and is read again at the next poll, so the offset in a checkpoint always points at the
@@ -42,6 +54,7 @@ import gzip
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 import zlib
@@ -274,6 +287,12 @@ class LogTailer:
     are lost. Rotation intervals of minutes or hours against a poll interval of seconds make
     this a concern only for a tailer that is stopped or stalled.
 
+    Identity rests on the first ``FINGERPRINT_BYTES`` bytes. Two files whose first bytes are
+    equal up to the shorter fingerprint are taken for the same content, and a copy shorter than
+    the fingerprint of an original that is no longer open cannot be recognised. Logs that open
+    with a header stamped with its time (Zeek's ``#open``) or with timestamped lines differ
+    within a few bytes, so this matters only for files of a few identical lines.
+
     A new file whose first bytes equal those of a file that is still open is taken to be a copy
     (``cp``, the first half of ``copytruncate``) and is not read yet. ``TailStats.copies_found``
     counts each time a copy is recognised. Lines written to the original between the last poll and a
@@ -317,6 +336,8 @@ class LogTailer:
                 self._finished.append(saved)
             else:
                 self._restored[(saved.device, saved.inode)] = saved
+        # With checkpoints this is a restart, and a file without one appeared while stopped.
+        self._resumed = bool(self._finished or self._restored)
         self._first_poll = True
         self._wake = threading.Event()
         self._observer = None
@@ -364,12 +385,19 @@ class LogTailer:
         if self._first_poll:
             yield from self._drain_restored_elsewhere(found, now, batched)
 
-        # Files seen for the first time.
-        for key, path in sorted(found.items(), key=lambda item: item[1]):
+        # Files seen for the first time. Those with a checkpoint of their own inode go first,
+        # so that a copy listed before its original is taken for the copy.
+        for key, path in sorted(found.items(), key=lambda item: (item[0] not in self._restored, item[1])):
             if key not in self._open:
                 state = self._open_new(key, path, now)
                 if state is not None:
                     yield from self._read_open(state, now, batched)
+
+        # A file found nowhere may still turn up copied or compressed later, so its identity
+        # is kept with the finished ones, which :meth:`checkpoints` returns.
+        if self._first_poll:
+            self._finished.extend(replace(saved, finished=True) for saved in self._restored.values())
+            self._restored.clear()
         self._first_poll = False
 
     def follow(self, stop: threading.Event) -> Iterator[TailLine]:
@@ -425,25 +453,21 @@ class LogTailer:
         if (info.st_dev, info.st_ino) != key:
             os.close(fd)  # replaced between stat and open, so the next poll reads the new file
             return None
-        head = os.pread(fd, FINGERPRINT_BYTES, 0)
-        if path.endswith(".gz") and len(head) < len(GZIP_MAGIC):
-            # gzip creates its output before writing the header, so read it once the header is there.
+        # gzip creates its output before it writes a byte, and writes its trailer last: a
+        # compressed file is read once it is whole.
+        found = _read_head(fd, path)
+        if found is None:
             os.close(fd)
             return None
-        compressed = head.startswith(GZIP_MAGIC)
-        if compressed:
-            head = _gzip_head(fd)
-            if head is None:
-                os.close(fd)  # still being written by gzip; read it once it is whole
-                return None
+        head, compressed = found
 
         # A copy of a file that is still open contains nothing new yet.
-        if head and any(_matches(head, s.fingerprint, s.fingerprint_size) for s in self._open.values()):
+        if self._copies_open_file(head):
             os.close(fd)
             self.stats.copies_found += 1
             return None
 
-        offset, skipping = self._start_offset(key, path, head, info.st_size, compressed)
+        offset, skipping = self._start_offset(key, fd, path, head, info.st_size, compressed)
         if offset is None:
             os.close(fd)
             return None
@@ -454,44 +478,98 @@ class LogTailer:
         log.info("following log file %s from offset %d", path, offset)
         return state
 
-    def _start_offset(
-        self, key: tuple[int, int], path: str, head: bytes, size: int, compressed: bool
-    ) -> tuple[int | None, bool]:
-        """Return where to start a newly found file, or None when it must not be read."""
-        # Same inode and same first bytes as before a restart: resume there.
-        saved = self._restored.pop(key, None)
-        if saved is not None and _matches(head, saved.fingerprint, saved.fingerprint_size):
-            return (saved.offset, saved.skipping) if size >= saved.offset or compressed else (0, False)
+    def _copies_open_file(self, head: bytes) -> bool:
+        """Return whether ``head`` is the start of a file that is open.
 
-        # A file read before (closed after rotation, or before a restart), or a copy of one,
-        # compressed or not: go on from where that one ended.
-        for done in self._finished:
-            if head and done.fingerprint_size and _matches(head, done.fingerprint, done.fingerprint_size):
-                self._finished.remove(done)
-                if (done.device, done.inode) != key:
-                    self.stats.copies_found += 1
-                    log.info("log file %s is a copy of %s; reading only past offset %d", path, done.path,
-                             done.offset)
-                return done.offset, done.skipping
-        if self._first_poll and self.start_at == "end" and not compressed:
-            return size, False
-        if self._first_poll and self.start_at == "end":
-            return None, False
+        A copy of a file shorter than ``FINGERPRINT_BYTES`` is shorter than that file's
+        fingerprint once the file has grown, so its bytes are compared with the file's own.
+        """
+        if not head:
+            return False
+        for state in self._open.values():
+            if _matches(head, state.fingerprint, state.fingerprint_size):
+                return True
+            if len(head) < state.fingerprint_size and not state.compressed and state.fd >= 0:
+                try:
+                    if os.pread(state.fd, len(head), 0) == head:
+                        return True
+                except OSError:
+                    continue
+        return False
+
+    def _start_offset(
+        self, key: tuple[int, int], fd: int, path: str, head: bytes, size: int, compressed: bool
+    ) -> tuple[int | None, bool]:
+        """Return where to start a newly found file, or None when it must not be read yet."""
+        # Same inode and same content as before a restart: resume there. A file replaced
+        # while the agent was stopped keeps its old identity, so that a copy of the old
+        # content that turns up later is read only past the saved offset.
+        saved = self._restored.pop(key, None)
+        if saved is not None:
+            if _continues(saved, key, fd, head, size, compressed):
+                return saved.offset, saved.skipping
+            log.info("log file %s was truncated or replaced while the agent was stopped; reading it from "
+                     "offset 0", path)
+            if saved.fingerprint_size:
+                self._finished.append(replace(saved, finished=True))
+
+        # Content read before, under any inode, path or compression, is read only past its
+        # offset. It may be a copy, a renamed and compressed file, or a file closed after
+        # rotation. The longest fingerprint is the most specific match, and of two equal ones
+        # the larger offset is the one read further.
+        known = sorted([*self._restored.values(), *self._finished],
+                       key=lambda done: (-done.fingerprint_size, -done.offset))
+        for done in known:
+            if not head or not done.fingerprint_size or not _matches(head, done.fingerprint, done.fingerprint_size):
+                continue
+            same_file = (done.device, done.inode) == key
+            if not same_file and not compressed and size < done.offset:
+                # A copy still being written (cp writes block by block): what it holds was read.
+                log.debug("log file %s is a copy of %s still shorter than offset %d; waiting for it", path,
+                          done.path, done.offset)
+                return None, False
+            if not _continues(done, key, fd, head, size, compressed):
+                continue
+            self._forget(done)
+            if not same_file:
+                self.stats.copies_found += 1
+                log.info("log file %s is a copy of %s; reading only past offset %d", path, done.path, done.offset)
+            return done.offset, done.skipping
+
+        if self._first_poll and self.start_at == "end" and not self._resumed and saved is None:
+            return (size, False) if not compressed else (None, False)
         return 0, False
+
+    def _forget(self, saved: TailCheckpoint) -> None:
+        """Drop a checkpoint that a newly opened file takes over."""
+        key = (saved.device, saved.inode)
+        if self._restored.get(key) is saved:
+            del self._restored[key]
+        else:
+            self._finished.remove(saved)
 
     def _drain_restored_elsewhere(self, found: dict[tuple[int, int], str], now: float,
                                   batched: bool) -> Iterator[TailLine | TailBatch]:
-        """Find restored files that were renamed or compressed while the agent was stopped.
+        """Find restored files that were renamed, copied or compressed while the agent was stopped.
 
-        Only the folder of the file's old path is searched, which is where logrotate and
-        Zeek put rotated files.
+        A restored file still reachable through a pattern with the content its checkpoint
+        names is resumed by the caller. For any other, the folder of its old path is searched,
+        which is where logrotate and Zeek put rotated files, whether a pattern matches them or
+        not. The first file there that continues the checkpoint is opened at the saved offset
+        and drained now, before a successor at the old path is read, so lines keep their
+        order. The file itself under a new name comes first, because a writer may still
+        append to it, then copies, compressed or not, in name order.
         """
         for key, saved in list(self._restored.items()):
+            live = found.get(key)
+            if live is not None and self._still_continues(key, live, saved):
+                continue
             folder = os.path.dirname(saved.path) or "."
             try:
                 names = sorted(os.listdir(folder))
             except OSError:
                 continue
+            candidates: list[tuple[bool, str, tuple[int, int]]] = []
             for name in names:
                 path = os.path.join(folder, name)
                 try:
@@ -499,33 +577,59 @@ class LogTailer:
                 except OSError:
                     continue
                 candidate = (info.st_dev, info.st_ino)
-                if candidate in found or candidate in self._open or os.path.isdir(path):
+                # The live file at the old path no longer contains the saved content.
+                if candidate in self._open or stat.S_ISDIR(info.st_mode) or (candidate == key and live is not None):
                     continue
-                if candidate != key and not name.endswith(".gz"):
-                    continue
+                candidates.append((candidate != key, path, candidate))
+            for _, path, candidate in sorted(candidates):
                 state = self._open_if_matching(candidate, path, saved, now)
                 if state is None:
                     continue
                 del self._restored[key]
                 state.detached_at = now
-                log.info("log file %s was rotated to %s while the agent was stopped; draining it",
-                         saved.path, path)
+                if candidate != key:
+                    self.stats.copies_found += 1
+                log.info("log file %s was rotated to %s while the agent was stopped; reading it past offset %d",
+                         saved.path, path, saved.offset)
                 yield from self._read_open(state, now, batched)
                 break
+
+    def _still_continues(self, key: tuple[int, int], path: str, saved: TailCheckpoint) -> bool:
+        """Return whether the file at ``path`` still contains what ``saved`` describes."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            info = os.fstat(fd)
+            found = _read_head(fd, path)
+            return (info.st_dev, info.st_ino) == key and found is not None and \
+                _continues(saved, key, fd, found[0], info.st_size, found[1])
+        finally:
+            os.close(fd)
 
     def _open_if_matching(
         self, key: tuple[int, int], path: str, saved: TailCheckpoint, now: float
     ) -> _OpenFile | None:
-        """Open ``path`` at the saved offset if its first bytes match the saved fingerprint."""
+        """Open ``path`` at the saved offset if it continues the content ``saved`` describes.
+
+        A copy shorter than the saved offset is not opened: it is still being written, or
+        contains only lines read already.
+        """
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None
+        info = os.fstat(fd)
         head = os.pread(fd, FINGERPRINT_BYTES, 0)
         compressed = head.startswith(GZIP_MAGIC)
+        # Decompress the whole file only for one whose first bytes match.
         if compressed:
-            head = _gzip_head(fd) or b""
-        if not _matches(head, saved.fingerprint, saved.fingerprint_size):
+            head = _gzip_head(fd, verify=False) or b""
+        if (info.st_dev, info.st_ino) != key or not _matches(head, saved.fingerprint, saved.fingerprint_size) or \
+                (compressed and _gzip_head(fd) is None) or \
+                not _continues(saved, key if compressed else (saved.device, saved.inode), fd, head, info.st_size,
+                               compressed):
             os.close(fd)
             return None
         state = _OpenFile(path, fd, key[0], key[1], *_fingerprint(head), saved.offset, saved.skipping,
@@ -753,13 +857,50 @@ def _matches(head: bytes, fingerprint: str, size: int) -> bool:
     return len(head) >= size and hashlib.sha256(head[:size]).hexdigest() == fingerprint
 
 
-def _gzip_head(fd: int) -> bytes | None:
-    """Return the first decompressed bytes of a gzip file, or None while it is incomplete."""
+def _continues(saved: TailCheckpoint, key: tuple[int, int], fd: int, head: bytes, size: int,
+               compressed: bool) -> bool:
+    """Return whether the file open as ``fd`` contains the content ``saved`` describes, up to its offset.
+
+    The first bytes must match the fingerprint. A plain file must also reach the offset and
+    end a line just before it, as every offset in a checkpoint does, unless the rest of a cut
+    line was being skipped. A compressed file is complete, so reading past the offset is safe
+    even when it is shorter.
+    """
+    if not _matches(head, saved.fingerprint, saved.fingerprint_size):
+        return False
+    if compressed:
+        return True
+    if size < saved.offset:
+        return False
+    if saved.offset and not saved.skipping:
+        return os.pread(fd, 1, saved.offset - 1) in (b"\n", b"\0")
+    return True
+
+
+def _read_head(fd: int, path: str) -> tuple[bytes, bool] | None:
+    """Return the first (decompressed) bytes of a file and whether it is gzip-compressed.
+
+    Returns None for a ``.gz`` file without its gzip header yet, or an incomplete one.
+    """
+    head = os.pread(fd, FINGERPRINT_BYTES, 0)
+    if path.endswith(".gz") and len(head) < len(GZIP_MAGIC):
+        return None
+    if head.startswith(GZIP_MAGIC):
+        whole = _gzip_head(fd)
+        return None if whole is None else (whole, True)
+    return head, False
+
+
+def _gzip_head(fd: int, *, verify: bool = True) -> bytes | None:
+    """Return the first decompressed bytes of a gzip file, or None while it is incomplete.
+
+    With ``verify`` the whole file is read, which checks the CRC and length trailer that
+    gzip writes last. Without it only the first bytes are decompressed.
+    """
     try:
         with _open_gzip(fd) as stream:
             head = stream.read(FINGERPRINT_BYTES)
-            # Reading to the end checks the CRC and length trailer that gzip writes last.
-            while stream.read(READ_BLOCK_BYTES):
+            while verify and stream.read(READ_BLOCK_BYTES):
                 pass
             return head
     except (OSError, EOFError, zlib.error):

@@ -454,3 +454,173 @@ def test_poll_batches_match_poll_line_by_line(tmp_path: Path, compressed: bool) 
     stats = [replace(tailer.stats, bytes_behind=list(tailer.stats.bytes_behind.values())) for _, tailer in tailers]
     assert stats[0] == stats[1]
     assert len(seen["lines"]) > 200
+
+
+# -- restart after rotation while stopped: consumed content is never read twice ----------------
+
+
+def stopped_after(log_file: Path, pattern: str, content: bytes) -> list[TailCheckpoint]:
+    """Read ``content`` from ``log_file`` through ``pattern`` and return the checkpoints at the stop."""
+    log_file.write_bytes(content)
+    tailer = LogTailer([pattern], rotate_wait_secs=0)
+    drain(tailer)
+    tailer.close()
+    return tailer.checkpoints()
+
+
+@pytest.mark.parametrize("pattern", ["auth.log", "auth.log*"])
+def test_restart_after_copytruncate_reads_copy_tail_once(tmp_path: Path, pattern: str) -> None:
+    """The copy contains read lines and one unread line, and the truncated file new lines."""
+    log_file = tmp_path / "auth.log"
+    saved = stopped_after(log_file, str(tmp_path / pattern), b"old one\nold two\n")
+
+    with log_file.open("ab") as stream:
+        stream.write(b"old three, unread\n")
+    (tmp_path / "auth.log.1").write_bytes(log_file.read_bytes())
+    log_file.write_bytes(b"new one\n")
+    second = LogTailer([str(tmp_path / pattern)], checkpoints=saved, rotate_wait_secs=0)
+
+    assert drain(second) == [b"old three, unread", b"new one"]
+    assert drain(second) == []
+    assert drain(LogTailer([str(tmp_path / pattern)], checkpoints=second.checkpoints())) == []
+
+
+@pytest.mark.parametrize("pattern", ["conn.log", "conn.log*"])
+def test_restart_after_rename_and_gzip_reads_rest_once(tmp_path: Path, pattern: str) -> None:
+    """A file read in part, then renamed and compressed while stopped, with a successor."""
+    log_file = tmp_path / "conn.log"
+    saved = stopped_after(log_file, str(tmp_path / pattern), b"a1\na2\n")
+
+    with log_file.open("ab") as stream:
+        stream.write(b"a3\n")
+    (tmp_path / "conn.log.1.gz").write_bytes(gzip.compress(log_file.read_bytes()))
+    log_file.unlink()
+    log_file.write_bytes(b"b1\n")
+    second = LogTailer([str(tmp_path / pattern)], checkpoints=saved, rotate_wait_secs=0)
+
+    assert drain(second) == [b"a3", b"b1"]
+    assert drain(second) == []
+    assert drain(LogTailer([str(tmp_path / pattern)], checkpoints=second.checkpoints())) == []
+
+
+@pytest.mark.parametrize("rotated", ["conn.log.1", "conn.log.1.gz"])
+def test_restart_rotated_in_pattern_drained_first(tmp_path: Path, rotated: str) -> None:
+    """``conn.log.1`` sorts after ``conn.log``, yet its last line comes before the successor's."""
+    log_file = tmp_path / "conn.log"
+    saved = stopped_after(log_file, str(tmp_path / "conn.log*"), b"a1\n")
+
+    with log_file.open("ab") as stream:
+        stream.write(b"a2\n")
+    if rotated.endswith(".gz"):
+        (tmp_path / rotated).write_bytes(gzip.compress(log_file.read_bytes()))
+        log_file.unlink()
+    else:
+        log_file.rename(tmp_path / rotated)
+    log_file.write_bytes(b"b1\n")
+    second = LogTailer([str(tmp_path / "conn.log*")], checkpoints=saved)
+
+    assert drain(second) == [b"a2", b"b1"]
+
+
+def test_restart_replaced_file_recognises_later_copy(tmp_path: Path) -> None:
+    """A file replaced while stopped is read from 0, and a later copy of its old content only past it."""
+    log_file = tmp_path / "app.log"
+    saved = stopped_after(log_file, str(tmp_path / "app.log*"), b"old one\nold two\n")
+    old = log_file.read_bytes()
+
+    with log_file.open("r+b") as stream:
+        stream.write(b"new one\nnew two\nnew three\n")
+    second = LogTailer([str(tmp_path / "app.log*")], checkpoints=saved, rotate_wait_secs=0)
+    first_poll = drain(second)
+    (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(old + b"old three\n"))
+
+    assert first_poll == [b"new one", b"new two", b"new three"]
+    assert drain(second) == [b"old three"]
+
+
+def test_restart_keeps_identity_of_file_not_found(tmp_path: Path) -> None:
+    """A file that is nowhere at one start is still known at the next, when its copy appears."""
+    log_file = tmp_path / "app.log"
+    saved = stopped_after(log_file, str(tmp_path / "app.log*"), b"one\ntwo\n")
+    old = log_file.read_bytes()
+
+    log_file.unlink()
+    second = LogTailer([str(tmp_path / "app.log*")], checkpoints=saved)
+    assert drain(second) == []
+    (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(old + b"three\n"))
+    third = LogTailer([str(tmp_path / "app.log*")], checkpoints=second.checkpoints())
+
+    assert drain(third) == [b"three"]
+
+
+def test_restart_waits_for_copy_shorter_than_offset(tmp_path: Path) -> None:
+    """A copy still being written is not read from 0 (``cp`` writes in blocks)."""
+    log_file = tmp_path / "app.log"
+    saved = stopped_after(log_file, str(tmp_path / "app.log*"), b"".join(b"line %04d\n" % n for n in range(300)))
+    old = log_file.read_bytes()
+
+    copy = tmp_path / "app.log.1"
+    copy.write_bytes(old[:2048])
+    log_file.unlink()
+    second = LogTailer([str(tmp_path / "app.log*")], checkpoints=saved)
+    while_copying = drain(second)
+    copy.write_bytes(old + b"line three\n")
+
+    assert while_copying == []
+    assert drain(second) == [b"line three"]
+
+
+def test_restart_copy_sorted_first_live_file_followed(tmp_path: Path) -> None:
+    """A copy (``cp`` before a truncation) that sorts before the live file leaves it followed."""
+    log_file = tmp_path / "conn.log"
+    saved = stopped_after(log_file, str(tmp_path / "conn*.log"), b"a1\n")
+
+    with log_file.open("ab") as stream:
+        stream.write(b"a2\n")
+    (tmp_path / "conn-1.log").write_bytes(log_file.read_bytes())
+    second = LogTailer([str(tmp_path / "conn*.log")], checkpoints=saved)
+    first_poll = drain(second)
+    with log_file.open("ab") as stream:
+        stream.write(b"a3\n")
+
+    assert first_poll == [b"a2"]
+    assert drain(second) == [b"a3"]
+
+
+def test_restart_start_at_end_reads_new_files(tmp_path: Path) -> None:
+    log_file = tmp_path / "conn.log"
+    saved = stopped_after(log_file, str(tmp_path / "conn.log"), b"a1\n")
+
+    log_file.rename(tmp_path / "conn.log.1")
+    log_file.write_bytes(b"b1\n")
+    second = LogTailer([str(log_file)], checkpoints=saved, start_at="end")
+
+    assert drain(second) == [b"b1"]
+
+
+def test_restart_regrown_same_head_reads_from_zero(tmp_path: Path) -> None:
+    """Same first bytes and longer than the offset, but no line ends where the offset points."""
+    log_file = tmp_path / "app.log"
+    banner = b"#" * 1100
+    saved = stopped_after(log_file, str(log_file), banner + b"\nab\n")
+
+    log_file.write_bytes(banner + b"\nabcdef\n")
+    second = LogTailer([str(log_file)], checkpoints=saved)
+
+    assert drain(second) == [banner, b"abcdef"]
+
+
+def test_restart_symlink_and_target_read_once(tmp_path: Path) -> None:
+    target = tmp_path / "real.log"
+    patterns = [str(tmp_path / "link.log"), str(target)]
+    (tmp_path / "link.log").symlink_to(target)
+    target.write_bytes(b"one\n")
+    first = LogTailer(patterns)
+    drain(first)
+    first.close()
+
+    with target.open("ab") as stream:
+        stream.write(b"two\n")
+    second = LogTailer(patterns, checkpoints=first.checkpoints())
+
+    assert drain(second) == [b"two"]

@@ -20,7 +20,7 @@ from taxii2client.v21 import Collection
 from agent.config import HubSection
 from agent.errors import DeliveryError
 from agent.state import AgentState, OutboxItem
-from agent.taxii_client import open_collection
+from agent.taxii_client import TAXII21_MEDIA_TYPE, is_taxii21_media_type, open_collection
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,12 @@ class SummarySender:
         except requests.HTTPError as err:
             code = err.response.status_code if err.response is not None else 0
             transient = code in (408, 425, 429) or code >= 500
-            raise DeliveryError(collection.url, f"HTTP {code}", transient=transient) from err
+            reason = f"HTTP {code}"
+            received = err.response.headers.get("Content-Type") if err.response is not None else None
+            if not is_taxii21_media_type(received):
+                # A page of another type comes from a proxy or a server that is no TAXII hub.
+                reason += f" with Content-Type {received!r}, expected {TAXII21_MEDIA_TYPE!r}"
+            raise DeliveryError(collection.url, reason, transient=transient) from err
         except (requests.RequestException, TAXIIServiceException, ValueError) as err:
             raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
 

@@ -1,7 +1,8 @@
 """Open the hub's TAXII collections with taxii2-client, with a timeout on every request.
 
 taxii2-client 2.3 takes no timeout argument, so a hung hub would block the agent forever;
-the connection built here gives its ``requests`` session a default timeout.
+the connection built here gives its ``requests`` session a default timeout. It also checks
+the ``Content-Type`` of POST responses, which taxii2-client checks only on GET.
 """
 
 from __future__ import annotations
@@ -9,12 +10,40 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import requests
-from taxii2client.common import _HTTPConnection
+from taxii2client.common import _HTTPConnection, _to_json
 from taxii2client.exceptions import TAXIIServiceException
 from taxii2client.v21 import ApiRoot, Collection, Server
 
 from agent.config import HubSection
 from agent.errors import DeliveryError
+
+
+TAXII21_MEDIA_TYPE = "application/taxii+json;version=2.1"
+
+
+def is_taxii21_media_type(content_type: str | None) -> bool:
+    """Return whether a response ``Content-Type`` passes taxii2-client 2.3's TAXII 2.1 check.
+
+    That check, applied to every GET, ignores spaces and extra parameters but compares
+    case-sensitively, so ``Application/TAXII+json; Version=2.1`` fails although media types
+    are case-insensitive (RFC 9110, section 8.3.1). POST responses are held to the same rule,
+    so the agent never accepts from a server what its reads of that server would reject.
+    """
+    tokens = (content_type or "").replace(" ", "").split(";")
+    return tokens[0] == "application/taxii+json" and "version=2.1" in tokens[1:]
+
+
+class _MediaTypeCheckingConnection(_HTTPConnection):
+    """A taxii2-client connection that rejects POST responses of another media type."""
+
+    def post(self, url, headers=None, params=None, **kwargs):  # type: ignore[no-untyped-def]
+        response = self.session.post(url, headers=headers, params=params, **kwargs)
+        response.raise_for_status()
+        received = response.headers.get("Content-Type")
+        if not is_taxii21_media_type(received):
+            raise TAXIIServiceException(f"{url} returned Content-Type {received!r}, expected "
+                                        f"{TAXII21_MEDIA_TYPE!r}")
+        return _to_json(response)
 
 
 class _TimeoutSession(requests.Session):
@@ -50,7 +79,7 @@ def last_date_added(collection: Collection) -> str | None:
 
 def connect(hub: HubSection, password: str) -> _HTTPConnection:
     """Return a taxii2-client connection whose every request has a timeout."""
-    connection = _HTTPConnection(user=hub.username, password=password, verify=hub.verify_tls, version="2.1")
+    connection = _MediaTypeCheckingConnection(user=hub.username, password=password, verify=hub.verify_tls, version="2.1")
     session = _TimeoutSession(hub.timeout_secs)
     session.verify = connection.session.verify
     session.auth = connection.session.auth

@@ -1,9 +1,10 @@
 """Limits on failed logins and on concurrent argon2id computations of the hub.
 
 Each password or token check that misses the verified-secret cache costs one argon2id
-computation (64 MiB and tens of milliseconds with the RFC 9106 defaults). Without limits a
-flood of wrong passwords is a CPU and memory denial of service and an unbounded online
-guessing channel. ``AuthLimits`` therefore runs before every argon2id computation:
+computation, which with the RFC 9106 defaults takes 64 MiB of memory and, by design, much
+CPU time. Without limits a flood of wrong passwords is a CPU and memory denial of service
+and an unbounded online guessing channel. ``AuthLimits`` therefore runs before every
+argon2id computation:
 
 - a token bucket of failures per client address (IPv6 addresses by their /64 prefix, since
   one host usually owns the whole prefix),
@@ -13,10 +14,11 @@ guessing channel. ``AuthLimits`` therefore runs before every argon2id computatio
 - a cap on argon2id computations running at once.
 
 Over a limit the check raises ``AuthThrottled`` and no argon2id runs. The HTTP layer then
-returns 429 with ``Retry-After``. Requests whose secret is in the verified cache need no argon2id and
-pass these limits untouched, so a client with a working credential keeps its access while
-its address or name is throttled. Unknown and known usernames meet the same limits and the
-same argon2id cost, so neither the status nor the timing tells them apart.
+returns 429 with ``Retry-After``. Requests whose secret is in the verified cache need no
+argon2id and pass these limits untouched, so a client with a working credential keeps its
+access while its address or name is throttled. Unknown and known usernames meet the same
+limits and the same argon2id cost, so the status does not tell them apart and the time is
+mostly that of one argon2id computation.
 
 The state lives in the memory of one hub process, so N processes behind a load balancer
 allow N times the configured failures.

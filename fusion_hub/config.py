@@ -157,9 +157,9 @@ class AuthSettings:
     # out the name's own agent.
     max_failures_per_username: int = 10
     failure_window_seconds: float = 300.0
-    # argon2id computations at once. Each takes argon2_memory_cost_kib of memory and one
-    # core for tens of milliseconds, so 2 keep a flood to two cores and 128 MiB with the
-    # defaults while the worker threads still serve requests with cached credentials.
+    # argon2id computations at once. Each takes argon2_memory_cost_kib of memory and up to
+    # argon2_parallelism threads, so 2 keep a flood to 128 MiB with the defaults while the
+    # worker threads still serve requests with cached credentials.
     max_concurrent_verifications: int = 2
 
 

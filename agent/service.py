@@ -288,6 +288,14 @@ class Agent:
         runner = SecureRoundRunner(self.config, self.config.read_hub_password(), rng=self.rng, charge=charge)
         try:
             revealed = runner.run(round_start, bounded)
+        except BudgetExhausted as err:
+            # The charge comes before the masked input, so a rejected charge leaves the round
+            # with nothing sent that depends on the data. The hub treats the site as dropped.
+            log.warning("site %s: round %d left before its masked input: %s", self.config.site.id,
+                        round_start, err)
+            self.state.record_round(round_start, "budget_exhausted", contacts)
+            self.metrics.rounds_budget_exhausted += 1
+            return "budget_exhausted"
         except (SecureRoundAborted, DeliveryError) as err:
             log.warning("site %s: round %d not summed: %s", self.config.site.id, round_start, err)
             self.state.record_round(round_start, "aborted", contacts)

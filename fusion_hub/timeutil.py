@@ -13,9 +13,9 @@ import re
 from datetime import datetime, timedelta, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_TIMESTAMP_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z$"
-)
+# Checked before ``datetime.fromisoformat``, which also takes forms STIX does not allow
+# (a space for ``T``, offsets, dates alone).
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z", re.ASCII)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -27,19 +27,18 @@ def parse_timestamp(text: str) -> datetime:
     Raises
     ------
     ValueError
-        If ``text`` is not ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``.
+        If ``text`` is not ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` or not a valid date and time.
     """
     if not isinstance(text, str):
         raise ValueError(f"timestamp must be a string; got {text!r}")
-    match = _TIMESTAMP_RE.match(text)
-    if match is None:
+    if _TIMESTAMP_RE.fullmatch(text) is None:
         raise ValueError(f"timestamp must look like 2024-05-01T10:00:00.000Z; got {text!r}")
-    year, month, day, hour, minute, second, fraction = match.groups()
-    micros = int((fraction or "0")[:6].ljust(6, "0"))
-    return datetime(
-        int(year), int(month), int(day), int(hour), int(minute), int(second), micros,
-        tzinfo=timezone.utc,
-    )
+    # Since Python 3.11, fromisoformat reads the trailing Z as UTC and truncates fractions
+    # past six digits. It is faster than building the datetime from the regex groups.
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as err:
+        raise ValueError(f"timestamp {text!r} is not a valid date and time: {err}") from err
 
 
 def to_micros(moment: datetime) -> int:

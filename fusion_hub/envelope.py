@@ -16,6 +16,7 @@ whole envelope.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +44,11 @@ class RawObject:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        repeated = next(key for key, count in counts.items() if count > 1)
+        raise ValueError(f"key {repeated!r} appears twice in one object")
     return result
 
 
@@ -165,9 +166,13 @@ def _decode_member(text: str, pos: int) -> tuple[RawObject, int]:
         _, end = _DECODER.raw_decode(text, pos)
         error = too_deep if isinstance(err, RecursionError) else str(err)
         return RawObject(text=text[pos:end], value=None, error=error), end
-    if _depth(value) > MAX_MEMBER_DEPTH:
-        return RawObject(text=text[pos:end], value=None, error=too_deep), end
-    return RawObject(text=text[pos:end], value=value), end
+    member = text[pos:end]
+    # Every level of nesting opens with a bracket, so a member with few brackets, counted in
+    # its strings too, cannot be too deep. Only the others are walked.
+    brackets = member.count("{") + member.count("[")
+    if brackets > MAX_MEMBER_DEPTH and _depth(value) > MAX_MEMBER_DEPTH:
+        return RawObject(text=member, value=None, error=too_deep), end
+    return RawObject(text=member, value=value), end
 
 
 def _depth(value: Any) -> int:

@@ -34,6 +34,7 @@ Each collection then accepts only what its writers may send:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import uuid
@@ -132,6 +133,26 @@ class Intake:
         self, collection: str, principal: Principal, objects: Sequence[RawObject]
     ) -> dict[str, Any]:
         """Check and store every object; return the TAXII status resource (complete)."""
+        status, _ = self._add_objects(collection, principal, objects, save_status=False)
+        return status
+
+    def add_objects_and_save_status(
+        self, collection: str, principal: Principal, objects: Sequence[RawObject]
+    ) -> str:
+        """Check and store every object, store the status resource and return its JSON text.
+
+        Where the envelope is stored at once, the status is stored in the same transaction,
+        so the request costs one commit. That saves a disk flush on SQLite and two round trips
+        on PostgreSQL.
+        """
+        _, status_text = self._add_objects(collection, principal, objects, save_status=True)
+        assert status_text is not None
+        return status_text
+
+    def _add_objects(
+        self, collection: str, principal: Principal, objects: Sequence[RawObject], *,
+        save_status: bool,
+    ) -> tuple[dict[str, Any], str | None]:
         request_time = self._clock()
         results: list[ObjectResult] = []
         new_rounds: set[datetime] = set()
@@ -142,7 +163,8 @@ class Intake:
         # round locks at once could deadlock against another site's envelope. So do
         # secure-mode messages, which may advance a secure round as they arrive.
         if collection != "summaries" and self.secure is None:
-            results = self._add_batch(collection, principal, objects, request_time)
+            results, status, status_text = self._add_batch(
+                collection, principal, objects, request_time, save_status=save_status)
         else:
             for index, raw in enumerate(objects):
                 result, round_start = self._add_one(collection, principal, raw, index,
@@ -150,6 +172,8 @@ class Intake:
                 results.append(result)
                 if round_start is not None:
                     new_rounds.add(round_start)
+            status = build_status(results, request_time)
+            status_text = self._save_status(principal, status) if save_status else None
 
         self._count_and_log(collection, principal, results)
 
@@ -169,7 +193,13 @@ class Intake:
                     fit_ensemble_from_feedback(self.rounds.strategy, self.registry, self.storage,
                                                round_seconds=self.settings.round_seconds,
                                                lookback_rounds=self.rounds.fusion.lookback_rounds)
-        return build_status(results, request_time)
+        return status, status_text
+
+    def _save_status(self, principal: Principal, status: dict[str, Any]) -> str:
+        """Store the status resource for Get Status and return its JSON text."""
+        status_text = json.dumps(status, ensure_ascii=False)
+        self.storage.save_status(status["id"], principal.name, status_text)
+        return status_text
 
     def _check_secure_object(self, obj: dict[str, Any], object_id: str) -> None:
         """Reject secure-round objects that a site must never write here.
@@ -189,29 +219,37 @@ class Intake:
 
     def _add_batch(
         self, collection: str, principal: Principal, objects: Sequence[RawObject],
-        request_time: datetime,
-    ) -> list[ObjectResult]:
-        """Check every object, then store those that pass in one ``add_objects`` call."""
+        request_time: datetime, *, save_status: bool,
+    ) -> tuple[list[ObjectResult], dict[str, Any], str | None]:
+        """Check every object, then store those that pass in one ``add_objects`` call.
+
+        The checks run before the transaction opens, so they do not hold the database lock.
+        Return the results, the status resource and, with ``save_status``, its stored text.
+        """
         results: list[ObjectResult | None] = []
         passed: list[tuple[int, NewObject, str, str]] = []
         for index, raw in enumerate(objects):
             placeholder_id = _guess_id(raw.value, index)
             try:
-                obj, object_id, version = check_stix_object(raw, placeholder_id)
+                obj, object_id, version, version_us = check_stix_object(raw, placeholder_id)
                 check_collection_rules(collection, principal, obj, object_id)
                 self._check_secure_object(obj, object_id)
-                passed.append((index, _new_object(collection, raw, obj, principal), object_id,
-                               version))
+                passed.append((index, _new_object(collection, raw, obj, principal, version_us),
+                               object_id, version))
                 results.append(None)
             except ObjectRejected as err:
                 version = _version_text(raw.value) or format_millis(request_time)
                 results.append(ObjectResult(err.object_id, version, False, err.message,
                                             err.reason))
 
-        outcomes = self.storage.add_objects([new for _, new, _, _ in passed])
-        for (index, _, object_id, version), outcome in zip(passed, outcomes):
-            results[index] = _result_for(outcome, object_id, version, round_text=None)
-        return [result for result in results if result is not None]
+        with self.storage.transaction():
+            outcomes = self.storage.add_objects([new for _, new, _, _ in passed])
+            for (index, _, object_id, version), outcome in zip(passed, outcomes):
+                results[index] = _result_for(outcome, object_id, version, round_text=None)
+            complete = [result for result in results if result is not None]
+            status = build_status(complete, request_time)
+            status_text = self._save_status(principal, status) if save_status else None
+        return complete, status, status_text
 
     def _add_one(
         self, collection: str, principal: Principal, raw: RawObject, index: int,
@@ -220,10 +258,10 @@ class Intake:
         placeholder_id = _guess_id(raw.value, index)
         version = _version_text(raw.value) or format_millis(request_time)
         try:
-            obj, object_id, version = check_stix_object(raw, placeholder_id)
+            obj, object_id, version, version_us = check_stix_object(raw, placeholder_id)
             if collection == "summaries":
                 return self._add_summary_collection_object(principal, raw, obj, object_id,
-                                                           version, request_time)
+                                                           version, version_us, request_time)
             check_collection_rules(collection, principal, obj, object_id)
             self._check_secure_object(obj, object_id)
             # Secure aggregation messages go to the round first. Masked inputs, unmask
@@ -231,23 +269,25 @@ class Intake:
             if collection == "keys" and obj["type"] == SECAGG_MESSAGE_TYPE and self.secure is not None:
                 if not self.secure.accept_message(principal, obj):
                     return ObjectResult(object_id, version, True, None, "accepted"), None
-            outcome, _ = self.storage.add_object(_new_object(collection, raw, obj, principal))
+            outcome, _ = self.storage.add_object(
+                _new_object(collection, raw, obj, principal, version_us))
             return _result_for(outcome, object_id, version, round_text=None), None
         except ObjectRejected as err:
             return ObjectResult(err.object_id, version, False, err.message, err.reason), None
 
     def _add_summary_collection_object(
         self, principal: Principal, raw: RawObject, obj: dict[str, Any], object_id: str,
-        version: str, request_time: datetime,
+        version: str, version_us: int | None, request_time: datetime,
     ) -> tuple[ObjectResult, datetime | None]:
         if obj["type"] != SUMMARY_TYPE:
             check_collection_rules("summaries", principal, obj, object_id)
-            outcome, _ = self.storage.add_object(_new_object("summaries", raw, obj, principal))
+            outcome, _ = self.storage.add_object(
+                _new_object("summaries", raw, obj, principal, version_us))
             return _result_for(outcome, object_id, version, round_text=None), None
 
         round_start = self.check_summary(principal, obj, object_id, request_time)
         outcome, _ = self.storage.add_summary(
-            _new_object("summaries", raw, obj, principal), site_id=principal.name,
+            _new_object("summaries", raw, obj, principal, version_us), site_id=principal.name,
             round_start_us=to_micros(round_start), received_us=to_micros(request_time),
         )
         result = _result_for(outcome, object_id, version, round_text=obj["round_start"])
@@ -350,8 +390,11 @@ class Intake:
 
 def check_stix_object(
     raw: RawObject, placeholder_id: str
-) -> tuple[dict[str, Any], str, str]:
-    """Check the STIX 2.1 common properties; return the object, its id and its version.
+) -> tuple[dict[str, Any], str, str, int | None]:
+    """Check the STIX 2.1 common properties.
+
+    Return the object, its id and its version: ``modified``, else ``created``, as text and as
+    epoch microseconds. An object with neither has the version ``""`` and None.
 
     Raises
     ------
@@ -380,13 +423,16 @@ def check_stix_object(
     if obj["spec_version"] != "2.1":
         raise ObjectRejected(object_id, "spec-version",
                              f"spec_version must be \"2.1\"; got {obj['spec_version']!r}")
+    version: tuple[str, datetime] | None = None
     for name in ("created", "modified"):
         if name in obj:
             try:
-                parse_timestamp(obj[name])
+                version = (obj[name], parse_timestamp(obj[name]))
             except ValueError as err:
                 raise ObjectRejected(object_id, "not-stix", f"{name}: {err}") from err
-    return obj, object_id, _version_text(obj) or ""
+    if version is None:
+        return obj, object_id, "", None
+    return obj, object_id, version[0], to_micros(version[1])
 
 
 def check_collection_rules(
@@ -479,9 +525,9 @@ def _result_for(
 
 
 def _new_object(
-    collection: str, raw: RawObject, obj: dict[str, Any], principal: Principal
+    collection: str, raw: RawObject, obj: dict[str, Any], principal: Principal,
+    version_us: int | None,
 ) -> NewObject:
-    version = _version_of(obj)
     try:
         digest = hashlib.sha256(canonical_json(obj)).hexdigest()
     except rfc8785.CanonicalizationError as err:
@@ -490,8 +536,7 @@ def _new_object(
     return NewObject(
         collection_id=collection_id(collection), id=obj["id"], type=obj["type"],
         spec_version=obj["spec_version"],
-        version_us=to_micros(version[1]) if version else None,
-        raw=raw.text, content_sha256=digest, owner=principal.name,
+        version_us=version_us, raw=raw.text, content_sha256=digest, owner=principal.name,
     )
 
 

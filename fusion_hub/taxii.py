@@ -277,10 +277,8 @@ def create_app(services: HubServices) -> Flask:
             raise TaxiiError(413, "Payload Too Large",
                              f"the envelope has {len(objects)} objects; this hub takes at most "
                              f"{limit} per request; send them in several requests")
-        status = services.intake.add_objects(name, principal, objects)
-        body_text = json.dumps(status, ensure_ascii=False)
-        services.storage.save_status(status["id"], principal.name, body_text)
-        return taxii_response(body_text, 202)
+        status_text = services.intake.add_objects_and_save_status(name, principal, objects)
+        return taxii_response(status_text, 202)
 
     @app.get(f"/{root}/collections/<collection>/objects/<object_id>/", strict_slashes=False)
     def get_object(collection: str, object_id: str) -> Response:

@@ -1,0 +1,144 @@
+"""Add Objects to a collection stored per envelope, over real HTTP on 127.0.0.1.
+
+Objects outside ``summaries`` are checked one by one and stored in one transaction with the
+status resource. Each test runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from fusion_hub.errors import StorageError
+from fusion_hub.server import HubServer
+from stix_mappings.ids import collection_id, site_identity_id
+from tests.fusion_hub.hub_testing import (
+    TAXII,
+    Site,
+    enroll,
+    make_config,
+    postgres_settings,
+    running_hub,
+)
+
+KEYS = collection_id("keys")
+CREATED = "2024-06-03T00:00:00.000Z"
+
+
+def note(site: Site, **changes: Any) -> dict[str, Any]:
+    """Return a STIX note created by the site's identity, with ``changes`` applied."""
+    obj = {
+        "type": "note", "spec_version": "2.1", "id": f"note--{uuid.uuid4()}",
+        "created": CREATED, "modified": CREATED,
+        "created_by_ref": site_identity_id(site.site_id),
+        "content": "batch test", "object_refs": [site_identity_id(site.site_id)],
+    }
+    obj.update(changes)
+    return obj
+
+
+def post_text(hub: HubServer, site: Site, body: str) -> requests.Response:
+    return requests.post(f"{hub.api_root_url}collections/{KEYS}/objects/",
+                         data=body.encode("utf-8"), auth=site.auth, timeout=30,
+                         headers={"Accept": TAXII, "Content-Type": TAXII})
+
+
+def stored_ids(hub: HubServer, site: Site) -> set[str]:
+    response = requests.get(f"{hub.api_root_url}collections/{KEYS}/objects/", auth=site.auth,
+                            headers={"Accept": TAXII}, timeout=30)
+    assert response.status_code == 200
+    return {obj["id"] for obj in response.json().get("objects", [])}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubServer]:
+    storage = None
+    if request.param == "postgresql":
+        dsn = request.getfixturevalue("postgres_dsn")
+        storage = postgres_settings(dsn, request.getfixturevalue("postgres_schema"))
+    with running_hub(make_config(tmp_path, storage=storage)) as server:
+        yield server
+
+
+def test_envelope_reports_each_object(hub: HubServer) -> None:
+    """Good objects are stored and every bad one gets its own failure entry."""
+    site = enroll(hub, "site-a")
+    good = [note(site) for _ in range(3)]
+    conflict_first = note(site)
+    wrong_creator = note(site, created_by_ref=site_identity_id("site-b"))
+    bad_time = note(site, modified="2024-06-03T00:00:00Z\n")
+    impossible_date = note(site, modified="2024-02-30T00:00:00.000Z")
+    conflict_second = dict(conflict_first, content="other content, same version")
+    repeated_key = note(site)
+    repeated_key_text = json.dumps(repeated_key)[:-1] + ', "content": "again"}'
+    members = [json.dumps(obj) for obj in (*good, conflict_first, wrong_creator, bad_time,
+                                           impossible_date, conflict_second)]
+    members.append(repeated_key_text)
+    response = post_text(hub, site, '{"objects": [' + ", ".join(members) + "]}")
+
+    assert response.status_code == 202
+    status = response.json()
+    assert status["total_count"] == 9
+    assert status["success_count"] == 4
+    assert status["failure_count"] == 5
+    assert [entry["id"] for entry in status["successes"]] == [
+        obj["id"] for obj in (*good, conflict_first)]
+    failures = {entry["id"]: entry["message"] for entry in status["failures"]}
+    assert "created_by_ref must be" in failures[wrong_creator["id"]]
+    assert "timestamp must look like" in failures[bad_time["id"]]
+    assert "not a valid date and time" in failures[impossible_date["id"]]
+    assert "stored with different content" in failures[conflict_second["id"]]
+    # A member that fails the strict parse has no id to report, so its position is reported.
+    assert "appears twice" in failures["objects[8]"]
+    assert stored_ids(hub, site) == {obj["id"] for obj in (*good, conflict_first)}
+
+
+def test_envelope_status_matches_stored_status(hub: HubServer) -> None:
+    """The status returned by Add Objects is the one Get Status serves afterwards."""
+    site = enroll(hub, "site-a")
+    response = post_text(hub, site, json.dumps({"objects": [note(site), note(site)]}))
+    assert response.status_code == 202
+    status = response.json()
+
+    stored = requests.get(f"{hub.api_root_url}status/{status['id']}/", auth=site.auth,
+                          headers={"Accept": TAXII}, timeout=30)
+    assert stored.status_code == 200
+    assert stored.json() == status
+
+
+def test_envelope_resend_is_duplicate(hub: HubServer) -> None:
+    """Resending an envelope stores nothing twice and reports every object as a success."""
+    site = enroll(hub, "site-a")
+    body = json.dumps({"objects": [note(site) for _ in range(5)]})
+    assert post_text(hub, site, body).status_code == 202
+
+    again = post_text(hub, site, body).json()
+    assert again["success_count"] == 5
+    assert all(entry["message"] == "already stored; no change" for entry in again["successes"])
+    assert len(stored_ids(hub, site)) == 5
+
+
+def test_status_save_failure_stores_nothing(
+    hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The objects and the status resource commit together or not at all."""
+    site = enroll(hub, "site-a")
+
+    def fail_save_status(status_id: str, owner: str, body: str) -> None:
+        raise StorageError(f"status {status_id} not saved (test)")
+
+    monkeypatch.setattr(hub.storage, "save_status", fail_save_status)
+    response = post_text(hub, site, json.dumps({"objects": [note(site) for _ in range(3)]}))
+    assert response.status_code >= 500
+    monkeypatch.undo()
+
+    assert stored_ids(hub, site) == set()
+    retry = post_text(hub, site, json.dumps({"objects": [note(site)]}))
+    assert retry.status_code == 202
+    assert len(stored_ids(hub, site)) == 1

@@ -193,16 +193,20 @@ class PostgresHubStorage(SQLStorage):
                                f"(in: {sql.split()[0]})") from err
 
     def _insert_new_objects(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
-        # One statement for the whole batch: each round trip to the server costs more than
-        # inserting a row.
+        # One statement for the whole batch, because each round trip to the server costs more
+        # than inserting a row. The rows go as one binary array per column (%b). The statement
+        # text is then the same for every batch, so psycopg converts it once, and no array
+        # element needs quoting.
         if not rows:
             return set()
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        columns = [list(column) for column in zip(*rows)]
         try:
             cursor = self._conn.execute(
-                f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) VALUES {values} "
+                f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) "
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[], "
+                "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
                 "ON CONFLICT (collection_id, id, version_us) DO NOTHING RETURNING id, version_us",
-                [value for row in rows for value in row], prepare=False,
+                columns, prepare=False,
             )
             return {(object_id, int(version_us)) for object_id, version_us in cursor.fetchall()}
         except psycopg.Error as err:

@@ -29,9 +29,12 @@ ROUND_START = datetime(2024, 6, 3, 0, 0, tzinfo=timezone.utc)
 # Hub time in the tests: one hour after the first test round, so rounds are in the past.
 HUB_NOW = ROUND_START + timedelta(hours=1)
 
-# Minimal argon2id cost: the tests check behaviour, not hashing strength.
+# Minimal argon2id cost: the tests check behaviour, not hashing strength. The failed-login
+# limits are off, because protocol tests and the schema fuzzer send many bad credentials on
+# purpose. The tests of those limits set them.
 FAST_AUTH = AuthSettings(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1,
-                         credential_cache_seconds=60.0)
+                         credential_cache_seconds=60.0, max_failures_per_address=0,
+                         max_failures_per_username=0)
 
 
 class SettableClock:

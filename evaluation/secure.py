@@ -65,7 +65,7 @@ from fusion_hub.server import HubServer
 from privacy.random import RandomSource
 from privacy.secagg.noise import calibrate_distributed_gaussian
 from privacy.secagg.sketch import CountMinSketch
-from privacy.signing import generate_signing_key
+from privacy.signing import SigningKey, generate_signing_key
 from stix_mappings.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class SecureFederation:
         self._work: tempfile.TemporaryDirectory[str] | None = None
         self._hub: HubServer | None = None
         self._passwords: dict[str, str] = {}
+        self._signing_keys: dict[str, SigningKey] = {}
         self._discovery_url = ""
         self._bytes = _RequestBytes()
 
@@ -175,7 +176,9 @@ class SecureFederation:
         try:
             base_url = hub.start()
             for site_id in self.site_ids:
-                self._passwords[site_id] = hub.registry.enroll_site(site_id, generate_signing_key().public_key_b64)
+                self._signing_keys[site_id] = generate_signing_key()
+                self._passwords[site_id] = hub.registry.enroll_site(site_id,
+                                                                    self._signing_keys[site_id].public_key_b64)
             self._passwords[_READER] = hub.registry.add_consumer(_READER, read=["fused-indicators"])
         except BaseException:
             self.__exit__(None, None, None)
@@ -211,7 +214,8 @@ class SecureFederation:
             began = time.thread_time()
             bounded = bound_round(windows_by_site[site_id], privacy=self.privacy, rng=rngs[site_id])
             runner = SecureRoundRunner(self._agent_config(site_id), self._passwords[site_id], rng=rngs[site_id],
-                                       charge=lambda e, d: charge(site_id, e, d))
+                                       charge=lambda e, d: charge(site_id, e, d),
+                                       signing_key=self._signing_keys[site_id])
             try:
                 runner.run(round_start, bounded)
             except (SecureRoundAborted, DeliveryError) as err:

@@ -7,17 +7,20 @@ order over one :class:`SecureRound` (the secure aggregation stages are those of
 :class:`privacy.secagg.SecAggServer`):
 
 1. ``open`` (on a site's ``join``): fix the round's parameters; the invited sites are the
-   enrolled, unrevoked ones, and a round with fewer than ``min_sites`` of them is rejected;
-2. ``collect_advertisements``: public keys, stored in ``keys`` for the other sites;
+   enrolled, unrevoked ones, listed with their enrolled Ed25519 verify keys, and a round
+   with fewer than ``min_sites`` of them is rejected;
+2. ``collect_advertisements``: signed public keys, stored in ``keys`` for the other sites;
 3. ``collect_shares``: encrypted shares, stored in ``keys`` for their recipients;
 4. ``collect_masked_inputs``: masked vectors, added to a running sum in memory and never
    stored, logged or kept one by one;
-5. ``collect_unmask_responses`` and ``unmask``: the sum of the survivors' vectors; each
+5. ``collect_consistency_signatures``: each survivor's signature of the survivor set,
+   checked on arrival and relayed to the signers in the round object's next version;
+6. ``collect_unmask_responses`` and ``unmask``: the sum of the survivors' vectors; each
    family's score histogram and the count-min sketch are split out of it, and the sketch's
    heavy buckets are published;
-6. ``collect_reveals``: each surviving site's values in heavy buckets that passed its own
+7. ``collect_reveals``: each surviving site's values in heavy buckets that passed its own
    partition selection (never stored);
-7. ``fuse``: the reveals, gated by the unmasked sketch, go through the configured fusion
+8. ``fuse``: the reveals, gated by the unmasked sketch, go through the configured fusion
    strategy and the publisher, as the summaries of plain mode do.
 
 A round sums the detector families of ``secure.families`` (every family by default),
@@ -40,14 +43,15 @@ in progress: on start the hub publishes the ``aborted`` stage for every stored r
 that is neither done nor aborted (:meth:`SecureRoundCoordinator.abort_interrupted`). Sites
 waiting on such a round then leave it and record it as aborted; a site already charged
 keeps the charge and never sends the round again, and the hub rejects a new ``join`` for it
-(``round-closed``), so no site contributes twice to one round. The hub is honest-but-curious:
-it follows these stages. A malicious hub could send different sites different survivor
-sets. The consistency round of Bonawitz et al. that detects this is not implemented, and
-docs/privacy.md states what such a hub could learn.
+(``round-closed``), so no site contributes twice to one round. Sites do not have to trust
+this hub to follow the stages: they check every advertisement and consistency signature
+against the enrolled verify keys, and reveal shares only when ``threshold`` survivors signed
+the same survivor set. docs/privacy.md states what a deviating hub can still learn.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -68,7 +72,7 @@ from fusion_hub.storage import AddOutcome, HubStorage, NewObject, ObjectQuery
 from fusion_hub.timeutil import parse_timestamp, to_micros, utc_now
 from privacy.secagg import MaskedInput, SecAggConfig, SecAggServer, UnmaskResponse, decode_signed
 from privacy.secagg.errors import RoundAborted, SecAggError
-from privacy.secagg.messages import EncryptedShare, KeyAdvertisement
+from privacy.secagg.messages import ConsistencySignature, EncryptedShare, KeyAdvertisement
 from privacy.secagg.sketch import CountMinSketch
 from privacy.signing import canonical_json
 from stix_mappings.errors import PatternRejected
@@ -124,6 +128,8 @@ class SecureRound:
     advertisements: dict[str, KeyAdvertisement] = field(default_factory=dict)
     shares: dict[str, dict[str, EncryptedShare]] = field(default_factory=dict)
     masked: dict[str, MaskedInput] = field(default_factory=dict)
+    signatures: dict[str, ConsistencySignature] = field(default_factory=dict)
+    relayed_signatures: dict[str, str] = field(default_factory=dict)
     responses: dict[str, UnmaskResponse] = field(default_factory=dict)
     reveals: dict[str, list[SiteEvidence]] = field(default_factory=dict)
     histograms: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -211,7 +217,8 @@ class SecureRoundCoordinator:
                     # Round objects written before rounds covered several families summed the network family.
                     families=obj.get("families", ("network",)), sketch_rows=obj["sketch_rows"],
                     sketch_width=obj["sketch_width"], participants=(),
-                    neighbours_per_site=obj.get("neighbours_per_site"), reason=reason))
+                    neighbours_per_site=obj.get("neighbours_per_site"), reason=reason,
+                    verify_keys=obj.get("verify_keys")))
                 aborted.append(obj["round_id"])
             if not page.more or not page.objects:
                 return aborted
@@ -299,6 +306,7 @@ class SecureRoundCoordinator:
                                  f"{len(sites)} sites are enrolled but a secure round needs "
                                  f"{self.settings.min_sites} (secure.min_sites)")
 
+        verify_keys = self._verify_keys(sites, object_id)
         neighbours = self.settings.neighbours_per_site
         if neighbours is not None and neighbours >= len(sites) - 1:
             neighbours = None
@@ -307,7 +315,7 @@ class SecureRoundCoordinator:
         sketch = CountMinSketch(round_id=round_id, rows=self.settings.sketch_rows, width=self.settings.sketch_width)
         config = SecAggConfig(round_id=round_id, site_ids=tuple(sites), threshold=threshold,
                               vector_length=len(self.families) * HISTOGRAM_BINS + sketch.length,
-                              neighbours_per_site=neighbours)
+                              neighbours_per_site=neighbours, verify_keys=verify_keys)
 
         now = self._clock()
         state = SecureRound(round_id=round_id, round_start=round_start, config=config, sketch=sketch,
@@ -325,6 +333,7 @@ class SecureRoundCoordinator:
         if stage == "advertise_keys":
             advert = KeyAdvertisement.from_dict(payload)
             self._check_names(advert.round_id, advert.site_id, state, site)
+            state.server.check_advertisement(advert)
             state.advertisements[site] = advert
         elif stage == "share_keys":
             share = EncryptedShare.from_dict(payload)
@@ -338,6 +347,13 @@ class SecureRoundCoordinator:
             if site in state.masked:
                 raise SecAggError(f"second masked input from site {site}")
             state.masked[site] = masked
+        elif stage == "consistency_check":
+            signature = ConsistencySignature.from_dict(payload)
+            self._check_names(signature.round_id, signature.site_id, state, site)
+            if site in state.signatures:
+                raise SecAggError(f"second consistency signature from site {site}")
+            state.server.check_consistency_signature(signature)
+            state.signatures[site] = signature
         elif stage == "unmask":
             response = UnmaskResponse.from_dict(payload)
             self._check_names(response.round_id, response.site_id, state, site)
@@ -354,6 +370,7 @@ class SecureRoundCoordinator:
             "advertise_keys": state.advertisements,
             "share_keys": {s: m for s, m in state.shares.items() if len(m) >= self._expected_shares(state, s)},
             "mask_input": state.masked,
+            "consistency_check": state.signatures,
             "unmask": state.responses,
             "reveal": state.reveals,
         }.get(state.stage)
@@ -374,7 +391,12 @@ class SecureRoundCoordinator:
                 survivors = server.collect_masked_inputs(state.masked.values())
                 state.masked.clear()  # only the server's running sum remains, no single vector
                 self._require_min_sites(state, len(survivors))
-                self._enter(state, "unmask", list(survivors))
+                self._enter(state, "consistency_check", list(survivors))
+            elif state.stage == "consistency_check":
+                signatures = server.collect_consistency_signatures(state.signatures.values())
+                state.relayed_signatures = {item.site_id: base64.b64encode(item.signature).decode("ascii")
+                                            for item in signatures}
+                self._enter(state, "unmask", list(state.relayed_signatures))
             elif state.stage == "unmask":
                 server.collect_unmask_responses(state.responses.values())
                 self._unmask(state)
@@ -440,6 +462,17 @@ class SecureRoundCoordinator:
             raise RoundAborted(state.round_id, state.stage, survivors=count, threshold=self.settings.min_sites,
                                reason=f"{count} sites left but secure.min_sites is {self.settings.min_sites}")
 
+    def _verify_keys(self, sites: list[str], object_id: str) -> dict[str, bytes]:
+        """Return each invited site's enrolled Ed25519 public key from the registry."""
+        keys = {}
+        for site in sites:
+            credential = self.registry.get_site(site)
+            if credential is None or not credential.public_key_b64:
+                raise ObjectRejected(object_id, "no-verify-key",
+                                     f"site {site} has no enrolled public key; enrol it again with its signing key")
+            keys[site] = base64.b64decode(credential.public_key_b64)
+        return keys
+
     def _expected_shares(self, state: SecureRound, sender: str) -> int:
         advertised = {a for a in state.advertisements}
         return len((state.config.neighbourhoods[sender] & advertised) - {sender})
@@ -497,6 +530,8 @@ class SecureRoundCoordinator:
             participants=state.participants, neighbours_per_site=config.neighbours_per_site,
             heavy_buckets=sorted(state.heavy) if state.stage == "reveal" else None,
             reason=state.reason or None,
+            verify_keys={site: base64.b64encode(key).decode("ascii") for site, key in config.verify_keys.items()},
+            consistency_signatures=state.relayed_signatures if state.stage == "unmask" else None,
         )
         self._store(obj)
 

@@ -6,14 +6,17 @@ Two new SDO types, each defined by its own extension-definition (``extension_typ
 
 ``x-fti-secagg-message`` (schema ``secagg-message.json``)
     One message of a site, at stage ``join``, ``advertise_keys``, ``share_keys``,
-    ``mask_input``, ``unmask`` or ``reveal``. The hub stores key advertisements and shares
-    in ``keys`` so the other sites can read them. It consumes the other stages and never
-    stores them, so no other site or consumer reads them.
+    ``mask_input``, ``consistency_check``, ``unmask`` or ``reveal``. The hub stores key
+    advertisements and shares in ``keys`` so the other sites can read them. It consumes the
+    other stages and never stores them, so no other site or consumer reads them. It relays
+    the consistency signatures in the round object instead.
     ``created_by_ref`` is the sender's identity, and the id is a UUIDv5 of round, stage,
     sender and recipient, so a resend is the same object.
 ``x-fti-secagg-round`` (schema ``secagg-round.json``)
-    The hub's public state of one round: its parameters, the stage, the sites taking part
-    in it and, once the sums are unmasked, the heavy buckets of the count-min sketch. Each
+    The hub's public state of one round: its parameters with every invited site's enrolled
+    Ed25519 verify key, the stage, the sites taking part in it, at the unmask stage the
+    survivors' consistency signatures and, once the sums are unmasked, the heavy buckets of
+    the count-min sketch. Each
     stage is a new version of one object whose id is a UUIDv5 of the round.
 
 The payload of a message is the JSON form of :mod:`privacy.secagg.messages`. Its byte
@@ -55,11 +58,13 @@ SECAGG_ROUND_TYPE = "x-fti-secagg-round"
 SECAGG_MESSAGE_EXTENSION_ID = "extension-definition--fb1488f6-727f-4405-b97f-82ffbe0692ed"
 SECAGG_ROUND_EXTENSION_ID = "extension-definition--25380daf-104b-48bf-a6c0-9d1af4c03cd0"
 
-MESSAGE_STAGES = ("join", "advertise_keys", "share_keys", "mask_input", "unmask", "reveal")
-# Stages whose messages carry a site's masked vector, its shares or its reveal: only the
-# hub may read them, so the hub consumes them and never stores them in the collection.
-HUB_ONLY_STAGES = frozenset({"mask_input", "unmask", "reveal"})
-ROUND_STAGES = ("advertise_keys", "share_keys", "mask_input", "unmask", "reveal", "done", "aborted")
+MESSAGE_STAGES = ("join", "advertise_keys", "share_keys", "mask_input", "consistency_check", "unmask", "reveal")
+# Stages whose messages the hub consumes and never stores in the collection. A masked
+# vector, revealed shares or a reveal are for the hub alone. Consistency signatures are
+# public but reach the sites through the round object.
+HUB_ONLY_STAGES = frozenset({"mask_input", "consistency_check", "unmask", "reveal"})
+ROUND_STAGES = ("advertise_keys", "share_keys", "mask_input", "consistency_check", "unmask", "reveal", "done",
+                "aborted")
 
 _SCHEMAS = {SECAGG_MESSAGE_TYPE: "secagg-message.json", SECAGG_ROUND_TYPE: "secagg-round.json"}
 
@@ -111,9 +116,13 @@ def build_secagg_round(
     site_ids: Sequence[str], threshold: int, min_sites: int, vector_length: int, histogram_bins: int,
     families: Sequence[str], sketch_rows: int, sketch_width: int, participants: Sequence[str],
     neighbours_per_site: int | None = None, heavy_buckets: Sequence[int] | None = None,
-    reason: str | None = None,
+    reason: str | None = None, verify_keys: Mapping[str, str] | None = None,
+    consistency_signatures: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return one version of the hub's ``x-fti-secagg-round`` object.
+
+    ``verify_keys`` and ``consistency_signatures`` map site ids to standard base64 of an
+    Ed25519 public key and of a signature of the survivor set.
 
     Raises
     ------
@@ -142,6 +151,10 @@ def build_secagg_round(
     # STIX 2.1 forbids empty lists, so an empty one is left out.
     if participants:
         obj["participants"] = sorted(participants)
+    if verify_keys:
+        obj["verify_keys"] = dict(sorted(verify_keys.items()))
+    if consistency_signatures:
+        obj["consistency_signatures"] = dict(sorted(consistency_signatures.items()))
     if neighbours_per_site is not None:
         obj["neighbours_per_site"] = neighbours_per_site
     if heavy_buckets:

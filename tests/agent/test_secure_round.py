@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,7 @@ from agent.errors import ConfigError
 from agent.observables import split_observable_key
 from agent.secure_round import SecureBudget, SecureRoundAborted, SecureRoundRunner
 from agent.summariser import HISTOGRAM_BINS, SCORE_QUANTUM, BoundedRound
-from fusion_hub.config import HubConfig, RoundSettings, SecureSettings, ServerSettings, StorageSettings
+from fusion_hub.config import AuthSettings, HubConfig, RoundSettings, SecureSettings, ServerSettings, StorageSettings
 from fusion_hub.server import HubServer
 from privacy.random import seeded_random
 from privacy.signing import generate_signing_key
@@ -102,6 +103,70 @@ def test_round_without_a_configured_family_refused(tmp_path: Path) -> None:
                             ("network", "process"))
 
 
+# Verify keys of the round's sites ------------------------------------------------------------
+
+PEER_KEYS = {site: generate_signing_key() for site in ("site-a", "site-b", "site-c")}
+
+
+def keyed_state(**changes: Any) -> dict[str, Any]:
+    keys = {site: key.public_key_b64 for site, key in PEER_KEYS.items()}
+    return round_state(verify_keys=keys, **changes)
+
+
+def keyed_runner(tmp_path: Path, extra: str = "") -> SecureRoundRunner:
+    return SecureRoundRunner(secure_config(tmp_path, extra), "", rng=seeded_random(0), charge=None,
+                             signing_key=PEER_KEYS["site-a"])
+
+
+def test_round_with_listed_keys_accepted(tmp_path: Path) -> None:
+    config = keyed_runner(tmp_path)._check_round("2024-06-03T00:00:00.000Z", keyed_state(), ("network",))
+
+    assert config.verify_keys["site-b"] == base64.b64decode(PEER_KEYS["site-b"].public_key_b64)
+
+
+def test_round_without_verify_keys_refused(tmp_path: Path) -> None:
+    with pytest.raises(SecureRoundAborted, match="does not list a verify key for every invited site"):
+        keyed_runner(tmp_path)._check_round("2024-06-03T00:00:00.000Z", round_state(), ("network",))
+
+
+def test_round_listing_other_own_key_refused(tmp_path: Path) -> None:
+    """A hub that lists a key of its own for this site could pose as this site to the others."""
+    state = keyed_state()
+    state["verify_keys"]["site-a"] = generate_signing_key().public_key_b64
+
+    with pytest.raises(SecureRoundAborted, match="not the key in site.signing_key"):
+        keyed_runner(tmp_path)._check_round("2024-06-03T00:00:00.000Z", state, ("network",))
+
+
+def test_round_with_unpinned_peer_key_refused(tmp_path: Path) -> None:
+    pinned = tmp_path / "peers.txt"
+    pinned.write_text(f"# pinned at enrolment\nsite-b {PEER_KEYS['site-b'].public_key_b64}\n"
+                      f"site-c {generate_signing_key().public_key_b64}\n")
+    runner = keyed_runner(tmp_path, f"  secure_peer_keys: {pinned}\n")
+
+    with pytest.raises(SecureRoundAborted, match="for site-c that are missing from or differ from"):
+        runner._check_round("2024-06-03T00:00:00.000Z", keyed_state(), ("network",))
+
+
+def test_round_with_pinned_peer_keys_accepted(tmp_path: Path) -> None:
+    pinned = tmp_path / "peers.txt"
+    pinned.write_text("".join(f"{site} {key.public_key_b64}\n" for site, key in PEER_KEYS.items()))
+    runner = keyed_runner(tmp_path, f"  secure_peer_keys: {pinned}\n")
+
+    config = runner._check_round("2024-06-03T00:00:00.000Z", keyed_state(), ("network",))
+
+    assert set(config.verify_keys) == set(PEER_KEYS)
+
+
+def test_malformed_pinned_key_file_names_line(tmp_path: Path) -> None:
+    pinned = tmp_path / "peers.txt"
+    pinned.write_text(f"site-b {PEER_KEYS['site-b'].public_key_b64}\nsite-c not-a-key\n")
+    runner = keyed_runner(tmp_path, f"  secure_peer_keys: {pinned}\n")
+
+    with pytest.raises(SecureRoundAborted, match=r"peers.txt:2: privacy.secure_peer_keys = 'site-c not-a-key'"):
+        runner._check_round("2024-06-03T00:00:00.000Z", keyed_state(), ("network",))
+
+
 # A secure round of three sites through a real hub, every family in the vector ---------------
 
 ROUND_START = 1_717_372_800  # 2024-06-03T00:00:00Z
@@ -148,6 +213,8 @@ def test_secure_round_sums_and_reveals_every_family(tmp_path: Path) -> None:
                               stage_timeout_seconds=30.0)
     hub_config = HubConfig(hub=ServerSettings(host="127.0.0.1", port=0, tick_seconds=0.2),
                            storage=StorageSettings(path=tmp_path / "hub.sqlite3"),
+                           # The three sites log in at once, and the agent does not retry a 429.
+                           auth=AuthSettings(max_concurrent_verifications=3),
                            rounds=RoundSettings(round_seconds=600, quorum_sites=3, deadline_seconds=3600,
                                                 retention_days=100_000),
                            secure=settings)
@@ -168,7 +235,7 @@ def test_secure_round_sums_and_reveals_every_family(tmp_path: Path) -> None:
             config = load_agent_config(write(folder, text + "  mode: secure\n  budget_epsilon: 100\n"
                                              "  max_observables_per_entity: 2\n  secure_stage_timeout_secs: 30\n"))
             runners[site] = RecordingRunner(config, config.read_hub_password(), rng=seeded_random(len(runners)),
-                                            charge=None)
+                                            charge=None, signing_key=key)
         bounded = {site: {family: bounded_round(family, index) for family in site_families[site]}
                    for index, site in enumerate(sites)}
         with ThreadPoolExecutor(max_workers=len(sites)) as pool:

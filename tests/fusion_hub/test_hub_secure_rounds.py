@@ -24,12 +24,13 @@ from fusion_hub.registry import Principal
 from fusion_hub.server import HubServer
 from fusion_hub.storage import ObjectQuery, VersionFilter
 from privacy.random import seeded_random
-from privacy.secagg import EncryptedShare, SecAggClient, SecAggConfig, ShareRejected, encode_signed
+from privacy.secagg import ConsistencySignature, EncryptedShare, SecAggClient, SecAggConfig, ShareRejected, encode_signed
 from privacy.signing import generate_signing_key
 from stix_mappings.ids import collection_id, site_identity_id
 from stix_mappings.secagg_objects import build_secagg_message, build_secagg_round, secagg_message_id, secagg_round_id
 from stix_mappings.timestamps import format_timestamp
 from tests.fusion_hub.hub_testing import HUB_NOW, ROUND_START, SettableClock, make_config
+from tests.support.secagg_keys import SITE_KEYS
 
 ROUND_ID = format_timestamp(ROUND_START)
 SITES = ("site-a", "site-b", "site-c", "site-d", "site-e")
@@ -52,7 +53,7 @@ def make_hub(tmp_path: Path, clock: SettableClock, sites: Iterable[str] = SITES)
     config = dataclasses.replace(make_config(tmp_path), secure=SETTINGS)
     hub = HubServer(config, clock=clock)
     for site in sites:
-        hub.registry.enroll_site(site, generate_signing_key().public_key_b64)
+        hub.registry.enroll_site(site, SITE_KEYS[site].public_key_b64)
     return hub
 
 
@@ -85,7 +86,7 @@ class Round:
         state = self.coordinator._rounds[ROUND_ID]
         self.config: SecAggConfig = state.config
         rng = seeded_random(5)
-        self.clients = {s: SecAggClient(self.config, s, rng=rng) for s in self.config.site_ids}
+        self.clients = {s: SecAggClient(self.config, s, rng=rng, signing_key=SITE_KEYS[s]) for s in self.config.site_ids}
         self.inputs = inputs
         self.adverts: list[Any] = []
         self.shares: list[EncryptedShare] = []
@@ -115,10 +116,31 @@ class Round:
             masked = self.clients[site].mask_input(encode_signed(self.inputs[site]), received)
             assert post(self.hub, site, "mask_input", masked.to_dict()) is False
 
-    def unmask(self, sites: Iterable[str]) -> None:
+    def sign(self, sites: Iterable[str]) -> None:
         survivors = self.coordinator._rounds[ROUND_ID].participants
         for site in sites:
-            assert post(self.hub, site, "unmask", self.clients[site].unmask(survivors).to_dict()) is False
+            signature = self.clients[site].sign_survivors(survivors)
+            assert post(self.hub, site, "consistency_check", signature.to_dict()) is False
+
+    def relayed_signatures(self) -> list[ConsistencySignature]:
+        """Return the signatures that the latest version of the round object relays."""
+        relayed = latest_round_object(self.hub)["consistency_signatures"]
+        return [ConsistencySignature.from_dict({"round_id": ROUND_ID, "site_id": site, "signature": value})
+                for site, value in relayed.items()]
+
+    def unmask(self, sites: Iterable[str]) -> None:
+        sites = list(sites)
+        self.sign(sites)
+        signatures = self.relayed_signatures()
+        for site in sites:
+            assert post(self.hub, site, "unmask", self.clients[site].unmask(signatures).to_dict()) is False
+
+
+def latest_round_object(hub: HubServer) -> dict[str, Any]:
+    query = ObjectQuery(collection_id=collection_id("keys"), limit=1000, types=("x-fti-secagg-round",),
+                        versions=VersionFilter(all=True))
+    states = [json.loads(s.raw) for s in hub.storage.query_objects(query).objects]
+    return max(states, key=lambda o: o["modified"])
 
 
 def masked_by_two(hub: HubServer) -> Round:
@@ -376,3 +398,63 @@ def test_plain_hub_rejects_secure_messages(tmp_path: Path) -> None:
     stored = hub.storage.query_objects(ObjectQuery(collection_id=collection_id("keys"), limit=10,
                                                    ids=(message["id"],)))
     assert stored.objects == []
+
+
+def test_round_object_lists_enrolled_verify_keys(tmp_path: Path, clock: SettableClock) -> None:
+    hub = make_hub(tmp_path, clock)
+    Round(hub, inputs_for(LENGTH))
+
+    published = latest_round_object(hub)["verify_keys"]
+
+    assert published == {site: SITE_KEYS[site].public_key_b64 for site in SITES}
+
+
+def test_hub_rejects_advertisement_not_signed_by_site(tmp_path: Path, clock: SettableClock) -> None:
+    """An advertisement re-signed by another key is rejected at intake, with its site named."""
+    hub = make_hub(tmp_path, clock)
+    run = Round(hub, inputs_for(LENGTH))
+    advert = run.clients[SITES[0]].advertise_keys()
+    resigned = dataclasses.replace(advert, signature=generate_signing_key().sign_bytes(advert.signed_bytes()))
+
+    with pytest.raises(ObjectRejected) as excinfo:
+        post(hub, SITES[0], "advertise_keys", resigned.to_dict())
+
+    assert excinfo.value.reason == "secagg"
+    assert "enrolled key" in excinfo.value.message
+
+
+def test_hub_rejects_signature_of_other_survivor_set(tmp_path: Path, clock: SettableClock) -> None:
+    hub = make_hub(tmp_path, clock)
+    run = Round(hub, inputs_for(LENGTH))
+    run.advertise(SITES)
+    run.share(SITES)
+    run.mask(SITES)
+    other_view = run.clients[SITES[0]].sign_survivors(SITES[:4])
+
+    with pytest.raises(ObjectRejected) as excinfo:
+        post(hub, SITES[0], "consistency_check", other_view.to_dict())
+
+    assert excinfo.value.reason == "secagg"
+    assert "does not verify over this round's survivor set" in excinfo.value.message
+    assert run.stage() == "consistency_check"
+
+
+def test_secure_round_unmasks_with_signer_dropout(tmp_path: Path, clock: SettableClock) -> None:
+    """A survivor that never signs is still summed: its self mask comes from the others' shares."""
+    hub = make_hub(tmp_path, clock)
+    inputs = inputs_for(LENGTH)
+    run = Round(hub, inputs)
+    run.advertise(SITES)
+    run.share(SITES)
+    run.mask(SITES)
+    run.sign(SITES[:4])
+    run.time_out()
+    signatures = run.relayed_signatures()
+    for site in SITES[:4]:
+        post(hub, site, "unmask", run.clients[site].unmask(signatures).to_dict())
+
+    result = hub.secure.results_[ROUND_ID]  # type: ignore[union-attr]
+    total = [int(v) for v in sum(inputs[s] for s in SITES)]
+    assert sorted(item.site_id for item in signatures) == list(SITES[:4])
+    assert result.survivors == SITES
+    assert result.histograms["network"] == tuple(total[:10])

@@ -58,6 +58,9 @@ class HubSection:
     password: str = field(default="", repr=False)
     password_file: Path | None = None
     api_root: str = ""  # empty: the discovery resource's default API root
+    # The hub's hub.name. Secure mode follows only round objects created by the STIX identity
+    # of this name, and ignores any other object stored under a round's id.
+    name: str = "fti-hub"
     summaries_collection: str = "summaries"
     fused_collection: str = "fused-indicators"
     # Every network call has a timeout; ten seconds covers a loaded hub on a WAN link.
@@ -125,9 +128,6 @@ class PrivacySection:
     secure_min_sites: int = 3
     # Secure mode: how long the site waits for the hub to move on to each stage.
     secure_stage_timeout_secs: float = 300.0
-    # Secure mode: file of pinned Ed25519 verify keys, one "<site id> <base64 key>" a line,
-    # obtained out of band. Without it the site trusts the keys the hub lists for its peers.
-    secure_peer_keys: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -496,6 +496,8 @@ def _check_hub(hub: HubSection, fail: Callable[[str, Any, str], NoReturn]) -> No
         parts.port
     except ValueError:
         fail("hub.url", hub.url, f"invalid port; give a port in [1, 65535], {example}")
+    if not hub.name.strip():
+        fail("hub.name", hub.name, "must be the hub's hub.name, fti-hub unless the hub sets another")
     if not (math.isfinite(hub.timeout_secs) and 0 < hub.timeout_secs <= MAX_TIMEOUT_SECS):
         fail("hub.timeout_secs", hub.timeout_secs, f"must be > 0 and at most {MAX_TIMEOUT_SECS:g} seconds")
     if not 1 <= hub.max_send_attempts <= MAX_SEND_ATTEMPTS:

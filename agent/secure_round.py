@@ -5,19 +5,14 @@ stages of secure aggregation (:class:`privacy.secagg.SecAggClient`) over the hub
 collection, in this order, each after the hub's round object reaches that stage:
 
 1. ``join``: ask the hub to open the round, then read its parameters and check them (this
-   site is invited, the threshold is at least ``privacy.secure_min_sites``, the verify key
-   listed for this site is its own, and every listed key matches the pinned keys of
-   ``privacy.secure_peer_keys`` when that file is set);
-2. ``advertise_keys`` (signed with the site's key); 3. ``share_keys`` (read the
-   advertisements of the sites the hub lists and check their signatures);
+   site is invited, the threshold is at least ``privacy.secure_min_sites``);
+2. ``advertise_keys``; 3. ``share_keys`` (read the advertisements of the sites the hub lists);
 4. ``mask_input``: one bounded score histogram per family of the round and one count-min
    sketch of every family's observables, each with this site's share of distributed discrete
    Gaussian noise, masked modulo 2^32. The ledger is charged for the whole round just before
    this first release;
-5. ``consistency_check``: sign the survivor set the hub announced;
-6. ``unmask``, only when ``threshold`` survivors signed the same set;
-7. ``reveal``: the site's values in the sketch buckets that the unmasked sum made heavy,
-   after its own partition selection per family, with noised counts and mean scores.
+5. ``unmask``; 6. ``reveal``: the site's values in the sketch buckets that the unmasked sum
+   made heavy, after its own partition selection per family, with noised counts and mean scores.
 
 The vector's layout is the hub's (see :mod:`fusion_hub.secure_rounds`): one histogram of
 ``HISTOGRAM_BINS`` words per family in the order of the round object's ``families``, then the
@@ -37,49 +32,48 @@ observables in every family. Basic composition adds the parts up to the round's
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import requests
 from taxii2client.exceptions import TAXIIServiceException
-from taxii2client.v21 import Collection
+from taxii2client.v21 import Collection, as_pages
 
 from agent.config import AgentConfig
-from agent.errors import ConfigError, DeliveryError
+from agent.errors import DeliveryError
 from agent.observables import split_observable_key
 from agent.summariser import HISTOGRAM_BINS, SCORE_QUANTUM, BoundedRound
 from agent.taxii_client import open_collection
 from privacy.errors import InvalidPrivacyParameter
 from privacy.mechanisms import DiscreteLaplaceMechanism
 from privacy.random import RandomSource
-from privacy.secagg import (
-    ConsistencySignature,
-    EncryptedShare,
-    KeyAdvertisement,
-    SecAggClient,
-    SecAggConfig,
-    encode_signed,
-)
+from privacy.secagg import EncryptedShare, KeyAdvertisement, SecAggClient, SecAggConfig, encode_signed
 from privacy.secagg.errors import SecAggError
 from privacy.secagg.noise import calibrate_distributed_gaussian
 from privacy.secagg.sketch import CountMinSketch
-from privacy.signing import SigningKey
-from stix_mappings.secagg_objects import build_secagg_message, secagg_message_id, secagg_round_id, sketch_key
+from stix_mappings.ids import hub_identity_id
+from stix_mappings.secagg_objects import (
+    SECAGG_ROUND_TYPE,
+    build_secagg_message,
+    secagg_message_id,
+    secagg_round_id,
+    sketch_key,
+)
 from stix_mappings.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
 _POLL_SECS = 0.05
 _IDS_PER_REQUEST = 100
+# Versions of one round object read per poll. The hub writes one per stage (under ten), so
+# more means that something else writes under the round's id, and the site leaves the round.
+_MAX_ROUND_VERSIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -130,20 +124,18 @@ class SecureRoundRunner:
         Called with (epsilon, delta) just before the first release of the round. It
         raises to stop the round when the budget cannot pay. None charges nothing, for
         tests of the checks made before any release.
-    signing_key : SigningKey, optional
-        The site's enrolled Ed25519 key. By default it is read from ``site.signing_key``
-        when the round starts.
     """
 
     def __init__(self, config: AgentConfig, password: str, *, rng: RandomSource,
-                 charge: Callable[[float, float], None] | None, signing_key: SigningKey | None = None) -> None:
+                 charge: Callable[[float, float], None] | None) -> None:
         self.config = config
         self.site_id = config.site.id
         self._password = password
         self._rng = rng
         self._charge = charge
-        self._signing_key = signing_key
         self._collection: Collection | None = None
+        self._hub_identity = hub_identity_id(config.hub.name)
+        self._ignored_versions: set[tuple[str, str]] = set()
 
     def run(self, round_start: int, bounded: Mapping[str, BoundedRound] | BoundedRound) -> dict[str, dict[str, int]]:
         """Take part in the round starting at ``round_start`` and return each family's revealed values.
@@ -177,7 +169,7 @@ class SecureRoundRunner:
         config = self._check_round(round_id, state, tuple(bounded))
         families: tuple[str, ...] = tuple(state["families"])
         sketch = CountMinSketch(round_id=round_id, rows=state["sketch_rows"], width=state["sketch_width"])
-        client = SecAggClient(config, self.site_id, rng=self._rng, signing_key=self._own_key())
+        client = SecAggClient(config, self.site_id, rng=self._rng)
 
         # Stages 2 and 3: keys, then one encrypted share per neighbour that advertised.
         self._post([self._message(round_id, "advertise_keys", client.advertise_keys().to_dict())])
@@ -206,15 +198,9 @@ class SecureRoundRunner:
         masked = client.mask_input(encode_signed(vector), received)
         self._post([self._message(round_id, "mask_input", masked.to_dict())])
 
-        # Stage 5: sign the survivor set, then reveal exactly one share of each neighbour, once,
-        # and only if threshold survivors signed the same set.
-        state = self._wait(round_id, "consistency_check")
-        signed = client.sign_survivors(tuple(state["participants"]))
-        self._post([self._message(round_id, "consistency_check", signed.to_dict())])
+        # Stage 5: reveal exactly one share of each neighbour, once.
         state = self._wait(round_id, "unmask")
-        signatures = [ConsistencySignature.from_dict({"round_id": round_id, "site_id": site, "signature": value})
-                      for site, value in state.get("consistency_signatures", {}).items()]
-        self._post([self._message(round_id, "unmask", client.unmask(signatures).to_dict())])
+        self._post([self._message(round_id, "unmask", client.unmask(tuple(state["participants"])).to_dict())])
 
         # Stage 6: reveal the site's own heavy values, gated by its partition selection.
         state = self._wait(round_id, "reveal")
@@ -295,43 +281,7 @@ class SecureRoundRunner:
             raise SecureRoundAborted(round_id, "the round's vector length does not match its layout")
         return SecAggConfig(round_id=round_id, site_ids=tuple(state["site_ids"]), threshold=state["threshold"],
                             vector_length=state["vector_length"],
-                            neighbours_per_site=state.get("neighbours_per_site"),
-                            verify_keys=self._check_verify_keys(round_id, state))
-
-    def _check_verify_keys(self, round_id: str, state: Mapping[str, Any]) -> dict[str, bytes]:
-        """Return the round's verify keys after checking this site's own and the pinned ones.
-
-        The keys come from the hub's registry. Without ``privacy.secure_peer_keys`` the site
-        can check only its own entry, so a hub that lists a key of its own for another site
-        could pose as that site.
-        """
-        listed = state.get("verify_keys")
-        if not isinstance(listed, Mapping) or set(listed) != set(state["site_ids"]):
-            raise SecureRoundAborted(round_id, "the round object does not list a verify key for every invited "
-                                               "site; run the same fti version at the hub and the sites")
-        if listed[self.site_id] != self._own_key().public_key_b64:
-            raise SecureRoundAborted(round_id, f"the hub lists verify key {listed[self.site_id]!r} for this site, "
-                                               "not the key in site.signing_key; enrol the site again with its key")
-        pinned = self.config.privacy.secure_peer_keys
-        if pinned is not None:
-            try:
-                keys = read_peer_keys(pinned)
-            except ConfigError as err:
-                raise SecureRoundAborted(round_id, str(err)) from err
-            differing = sorted(site for site in listed if site != self.site_id and keys.get(site) != listed[site])
-            if differing:
-                raise SecureRoundAborted(round_id, f"the hub lists verify keys for {', '.join(differing)} that are "
-                                                   f"missing from or differ from {pinned}; add the sites' enrolled "
-                                                   "keys there if they are genuine")
-        try:
-            return {site: base64.b64decode(value, validate=True) for site, value in listed.items()}
-        except (binascii.Error, ValueError) as err:
-            raise SecureRoundAborted(round_id, f"the round object lists a verify key that is not base64: {err}") from err
-
-    def _own_key(self) -> SigningKey:
-        if self._signing_key is None:
-            self._signing_key = SigningKey.from_file(self.config.site.signing_key)
-        return self._signing_key
+                            neighbours_per_site=state.get("neighbours_per_site"))
 
     # TAXII -----------------------------------------------------------------------------
 
@@ -376,7 +326,7 @@ class SecureRoundRunner:
         object_id = secagg_round_id(round_id)
         deadline = time.monotonic() + self.config.privacy.secure_stage_timeout_secs
         while True:
-            objects = self._read([object_id])
+            objects = self._hub_versions(round_id, self._read_versions(round_id, object_id))
             state = max(objects, key=lambda o: o["modified"]) if objects else None
             if state is not None and state["stage"] == "aborted":
                 raise SecureRoundAborted(round_id, state.get("reason", "aborted by the hub"))
@@ -391,41 +341,42 @@ class SecureRoundRunner:
                                                    f"{self.config.privacy.secure_stage_timeout_secs} s")
             time.sleep(_POLL_SECS)
 
+    def _read_versions(self, round_id: str, object_id: str) -> list[dict[str, Any]]:
+        """Return every stored version of one object, at most ``_MAX_ROUND_VERSIONS``."""
+        collection = self._keys()
+        found: list[dict[str, Any]] = []
+        try:
+            for envelope in as_pages(collection.get_objects, per_request=_IDS_PER_REQUEST, id=object_id,
+                                     version="all"):
+                found.extend(envelope.get("objects", []))
+                if len(found) > _MAX_ROUND_VERSIONS:
+                    raise SecureRoundAborted(round_id, f"the keys collection contains more than {_MAX_ROUND_VERSIONS} "
+                                                       "versions of the round object, far more than the hub writes")
+        except (requests.RequestException, TAXIIServiceException, ValueError) as err:
+            raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
+        return found
 
-_STAGE_ORDER = ("advertise_keys", "share_keys", "mask_input", "consistency_check", "unmask", "reveal", "done",
-                "aborted")
+    def _hub_versions(self, round_id: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return the versions of the round object created by the hub's identity, and log any other once.
+
+        The hub's intake rejects round objects from sites. A version from anyone else reached
+        the collection some other way, so the site neither follows it nor sends anything for it.
+        """
+        from_hub = []
+        for obj in objects:
+            creator = obj.get("created_by_ref")
+            if (obj.get("type") == SECAGG_ROUND_TYPE and creator == self._hub_identity
+                    and obj.get("round_id") == round_id):
+                from_hub.append(obj)
+                continue
+            version = (str(obj.get("id")), str(obj.get("modified")))
+            if version not in self._ignored_versions:
+                self._ignored_versions.add(version)
+                log.warning("site %s: secure round %s: ignored a round object version (modified %s) created by %s, "
+                            "not by the identity %s of hub.name %r", self.site_id, round_id, version[1], creator,
+                            self._hub_identity, self.config.hub.name)
+        return from_hub
 
 
-def read_peer_keys(path: Path) -> dict[str, str]:
-    """Read pinned verify keys: one ``<site id> <base64 Ed25519 public key>`` per line.
-
-    Blank lines and lines starting with ``#`` are skipped.
-
-    Raises
-    ------
-    ConfigError
-        If the file cannot be read or a line is not a site id and a 32-byte base64 key.
-    """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(str(path), 0, "privacy.secure_peer_keys", str(path), f"cannot be read: {err}") from err
-    keys: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        fields = text.split()
-        if len(fields) != 2 or not _is_public_key(fields[1]):
-            raise ConfigError(str(path), number, "privacy.secure_peer_keys", text,
-                              "each line must be '<site id> <base64 Ed25519 public key of 32 bytes>'")
-        keys[fields[0]] = fields[1]
-    return keys
-
-
-def _is_public_key(text: str) -> bool:
-    try:
-        return len(base64.b64decode(text, validate=True)) == 32
-    except (binascii.Error, ValueError):
-        return False
+_STAGE_ORDER = ("advertise_keys", "share_keys", "mask_input", "unmask", "reveal", "done", "aborted")
 

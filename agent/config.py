@@ -128,6 +128,9 @@ class PrivacySection:
     secure_min_sites: int = 3
     # Secure mode: how long the site waits for the hub to move on to each stage.
     secure_stage_timeout_secs: float = 300.0
+    # Secure mode: file of pinned Ed25519 verify keys, one "<site id> <base64 key>" a line,
+    # obtained out of band. Without it the site trusts the keys the hub lists for its peers.
+    secure_peer_keys: Path | None = None
 
 
 @dataclass(frozen=True)

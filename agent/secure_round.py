@@ -5,14 +5,19 @@ stages of secure aggregation (:class:`privacy.secagg.SecAggClient`) over the hub
 collection, in this order, each after the hub's round object reaches that stage:
 
 1. ``join``: ask the hub to open the round, then read its parameters and check them (this
-   site is invited, the threshold is at least ``privacy.secure_min_sites``);
-2. ``advertise_keys``; 3. ``share_keys`` (read the advertisements of the sites the hub lists);
+   site is invited, the threshold is at least ``privacy.secure_min_sites``, the verify key
+   listed for this site is its own, and every listed key matches the pinned keys of
+   ``privacy.secure_peer_keys`` when that file is set);
+2. ``advertise_keys`` (signed with the site's key); 3. ``share_keys`` (read the
+   advertisements of the sites the hub lists and check their signatures);
 4. ``mask_input``: one bounded score histogram per family of the round and one count-min
    sketch of every family's observables, each with this site's share of distributed discrete
    Gaussian noise, masked modulo 2^32. The ledger is charged for the whole round just before
    this first release;
-5. ``unmask``; 6. ``reveal``: the site's values in the sketch buckets that the unmasked sum
-   made heavy, after its own partition selection per family, with noised counts and mean scores.
+5. ``consistency_check``: sign the survivor set the hub announced;
+6. ``unmask``, only when ``threshold`` survivors signed the same set;
+7. ``reveal``: the site's values in the sketch buckets that the unmasked sum made heavy,
+   after its own partition selection per family, with noised counts and mean scores.
 
 The vector's layout is the hub's (see :mod:`fusion_hub.secure_rounds`): one histogram of
 ``HISTOGRAM_BINS`` words per family in the order of the round object's ``families``, then the
@@ -32,12 +37,15 @@ observables in every family. Basic composition adds the parts up to the round's
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,17 +54,25 @@ from taxii2client.exceptions import TAXIIServiceException
 from taxii2client.v21 import Collection, as_pages
 
 from agent.config import AgentConfig
-from agent.errors import DeliveryError
+from agent.errors import ConfigError, DeliveryError
 from agent.observables import split_observable_key
 from agent.summariser import HISTOGRAM_BINS, SCORE_QUANTUM, BoundedRound
 from agent.taxii_client import open_collection
 from privacy.errors import InvalidPrivacyParameter
 from privacy.mechanisms import DiscreteLaplaceMechanism
 from privacy.random import RandomSource
-from privacy.secagg import EncryptedShare, KeyAdvertisement, SecAggClient, SecAggConfig, encode_signed
+from privacy.secagg import (
+    ConsistencySignature,
+    EncryptedShare,
+    KeyAdvertisement,
+    SecAggClient,
+    SecAggConfig,
+    encode_signed,
+)
 from privacy.secagg.errors import SecAggError
 from privacy.secagg.noise import calibrate_distributed_gaussian
 from privacy.secagg.sketch import CountMinSketch
+from privacy.signing import SigningKey
 from stix_mappings.ids import hub_identity_id
 from stix_mappings.secagg_objects import (
     SECAGG_ROUND_TYPE,
@@ -124,15 +140,19 @@ class SecureRoundRunner:
         Called with (epsilon, delta) just before the first release of the round. It
         raises to stop the round when the budget cannot pay. None charges nothing, for
         tests of the checks made before any release.
+    signing_key : SigningKey, optional
+        The site's enrolled Ed25519 key. By default it is read from ``site.signing_key``
+        when the round starts.
     """
 
     def __init__(self, config: AgentConfig, password: str, *, rng: RandomSource,
-                 charge: Callable[[float, float], None] | None) -> None:
+                 charge: Callable[[float, float], None] | None, signing_key: SigningKey | None = None) -> None:
         self.config = config
         self.site_id = config.site.id
         self._password = password
         self._rng = rng
         self._charge = charge
+        self._signing_key = signing_key
         self._collection: Collection | None = None
         self._hub_identity = hub_identity_id(config.hub.name)
         self._ignored_versions: set[tuple[str, str]] = set()
@@ -169,7 +189,7 @@ class SecureRoundRunner:
         config = self._check_round(round_id, state, tuple(bounded))
         families: tuple[str, ...] = tuple(state["families"])
         sketch = CountMinSketch(round_id=round_id, rows=state["sketch_rows"], width=state["sketch_width"])
-        client = SecAggClient(config, self.site_id, rng=self._rng)
+        client = SecAggClient(config, self.site_id, rng=self._rng, signing_key=self._own_key())
 
         # Stages 2 and 3: keys, then one encrypted share per neighbour that advertised.
         self._post([self._message(round_id, "advertise_keys", client.advertise_keys().to_dict())])
@@ -198,9 +218,15 @@ class SecureRoundRunner:
         masked = client.mask_input(encode_signed(vector), received)
         self._post([self._message(round_id, "mask_input", masked.to_dict())])
 
-        # Stage 5: reveal exactly one share of each neighbour, once.
+        # Stage 5: sign the survivor set, then reveal exactly one share of each neighbour, once,
+        # and only if threshold survivors signed the same set.
+        state = self._wait(round_id, "consistency_check")
+        signed = client.sign_survivors(tuple(state["participants"]))
+        self._post([self._message(round_id, "consistency_check", signed.to_dict())])
         state = self._wait(round_id, "unmask")
-        self._post([self._message(round_id, "unmask", client.unmask(tuple(state["participants"])).to_dict())])
+        signatures = [ConsistencySignature.from_dict({"round_id": round_id, "site_id": site, "signature": value})
+                      for site, value in state.get("consistency_signatures", {}).items()]
+        self._post([self._message(round_id, "unmask", client.unmask(signatures).to_dict())])
 
         # Stage 6: reveal the site's own heavy values, gated by its partition selection.
         state = self._wait(round_id, "reveal")
@@ -281,7 +307,43 @@ class SecureRoundRunner:
             raise SecureRoundAborted(round_id, "the round's vector length does not match its layout")
         return SecAggConfig(round_id=round_id, site_ids=tuple(state["site_ids"]), threshold=state["threshold"],
                             vector_length=state["vector_length"],
-                            neighbours_per_site=state.get("neighbours_per_site"))
+                            neighbours_per_site=state.get("neighbours_per_site"),
+                            verify_keys=self._check_verify_keys(round_id, state))
+
+    def _check_verify_keys(self, round_id: str, state: Mapping[str, Any]) -> dict[str, bytes]:
+        """Return the round's verify keys after checking this site's own and the pinned ones.
+
+        The keys come from the hub's registry. Without ``privacy.secure_peer_keys`` the site
+        can check only its own entry, so a hub that lists a key of its own for another site
+        could pose as that site.
+        """
+        listed = state.get("verify_keys")
+        if not isinstance(listed, Mapping) or set(listed) != set(state["site_ids"]):
+            raise SecureRoundAborted(round_id, "the round object does not list a verify key for every invited "
+                                               "site; run the same fti version at the hub and the sites")
+        if listed[self.site_id] != self._own_key().public_key_b64:
+            raise SecureRoundAborted(round_id, f"the hub lists verify key {listed[self.site_id]!r} for this site, "
+                                               "not the key in site.signing_key; enrol the site again with its key")
+        pinned = self.config.privacy.secure_peer_keys
+        if pinned is not None:
+            try:
+                keys = read_peer_keys(pinned)
+            except ConfigError as err:
+                raise SecureRoundAborted(round_id, str(err)) from err
+            differing = sorted(site for site in listed if site != self.site_id and keys.get(site) != listed[site])
+            if differing:
+                raise SecureRoundAborted(round_id, f"the hub lists verify keys for {', '.join(differing)} that are "
+                                                   f"missing from or differ from {pinned}; add the sites' enrolled "
+                                                   "keys there if they are genuine")
+        try:
+            return {site: base64.b64decode(value, validate=True) for site, value in listed.items()}
+        except (binascii.Error, ValueError) as err:
+            raise SecureRoundAborted(round_id, f"the round object lists a verify key that is not base64: {err}") from err
+
+    def _own_key(self) -> SigningKey:
+        if self._signing_key is None:
+            self._signing_key = SigningKey.from_file(self.config.site.signing_key)
+        return self._signing_key
 
     # TAXII -----------------------------------------------------------------------------
 
@@ -378,5 +440,40 @@ class SecureRoundRunner:
         return from_hub
 
 
-_STAGE_ORDER = ("advertise_keys", "share_keys", "mask_input", "unmask", "reveal", "done", "aborted")
+_STAGE_ORDER = ("advertise_keys", "share_keys", "mask_input", "consistency_check", "unmask", "reveal", "done",
+                "aborted")
+
+
+def read_peer_keys(path: Path) -> dict[str, str]:
+    """Read pinned verify keys: one ``<site id> <base64 Ed25519 public key>`` per line.
+
+    Blank lines and lines starting with ``#`` are skipped.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or a line is not a site id and a 32-byte base64 key.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), 0, "privacy.secure_peer_keys", str(path), f"cannot be read: {err}") from err
+    keys: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split()
+        if len(fields) != 2 or not _is_public_key(fields[1]):
+            raise ConfigError(str(path), number, "privacy.secure_peer_keys", text,
+                              "each line must be '<site id> <base64 Ed25519 public key of 32 bytes>'")
+        keys[fields[0]] = fields[1]
+    return keys
+
+
+def _is_public_key(text: str) -> bool:
+    try:
+        return len(base64.b64decode(text, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,8 @@ class SiteData:
     flow_remote: list[str | None]
     raw_bytes: int
     has_detector: bool
+    # Process time of fitting the site's detector and scoring all its windows.
+    detector_seconds: float = 0.0
 
 
 def load_site(
@@ -142,8 +145,10 @@ def load_site(
 
     window_round = np.array([round_of(w.start + window_seconds / 2) for w in windows], dtype=int)
     window_index = {(w.entity, w.start): i for i, w in enumerate(windows)}
+    began = time.process_time()
     scores, uncalibrated, taken, has_detector = _score(spec, windows, window_round, baseline_rounds,
                                                        min_baseline_windows, random_state)
+    detector_seconds = time.process_time() - began
 
     flow_label, flow_round, flow_window, flow_remote = [], [], [], []
     oriented = {(c.source, c.line): c for c in connections}
@@ -172,6 +177,7 @@ def load_site(
         baseline_rounds=taken, flow_label=np.array(flow_label, dtype=bool),
         flow_round=np.array(flow_round, dtype=int), flow_window=np.array(flow_window, dtype=int),
         flow_remote=flow_remote, raw_bytes=source.stat().st_size, has_detector=has_detector,
+        detector_seconds=detector_seconds,
     )
 
 

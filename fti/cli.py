@@ -325,12 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", parents=[common], help="compare local, FedAvg, fusion and pooled detection "
                                    "on real labelled data")
-    evaluate.add_argument("--scenario", required=True, choices=["iot23", "cicids2017", "nsl-kdd", "nsl-kdd-shift"],
+    evaluate.add_argument("--scenario", required=True, choices=["iot23", "iot23-shift", "cicids2017", "nsl-kdd",
+                                                             "nsl-kdd-shift"],
                           help="the sites and data")
     evaluate.add_argument("--out", required=True, help="folder for results.json, results.md and PNGs")
     evaluate.add_argument("--quick", action="store_true",
-                          help="the five main approaches only, without strategy, ablation and "
-                               "epsilon variants")
+                          help="the five main approaches and the run without the poisoning site "
+                               "only, without strategy, other ablation and epsilon variants")
     evaluate.add_argument("--data-dir", default="../shared/data",
                           help="folder with the labelled datasets (default: ../shared/data)")
     evaluate.add_argument("--strategy", default="noisy-or",

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from agent.detector import CalibratedDetector
 from evaluation.datasets import IOT23_SITES, load_site
 from evaluation.federation import FusionSetup, run_fusion
+from evaluation.scenario import EvalSettings, _cross_trained
 from fti.cli import main
 
 # The quick run takes about 15 s on two cores.
@@ -16,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 APPROACHES = ["local-only", "fedavg-dp", "fusion", "fusion-dp", "centralised"]
 FIGURES = ["f1_per_approach.png", "f1_per_round.png", "latency_boxplot.png",
-           "confusion_matrix.png", "epsilon_vs_f1.png"]
+           "confusion_matrix.png", "epsilon_vs_f1.png", "ablations_poisoning.png"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,8 @@ def test_eval_quick_writes_tables_and_figures(quick_results: Path) -> None:
     table = (quick_results / "results.md").read_text(encoding="utf-8")
 
     assert sorted(results["approaches"]) == sorted(APPROACHES)
-    assert results["variants"] == {}
+    assert sorted(results["variants"]) == ["ablation:without-poisoning-site"]
+    assert "| ablation:without-dp |" in table
     for name in FIGURES:
         assert (quick_results / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in APPROACHES:
@@ -65,6 +69,11 @@ def test_eval_quick_reports_privacy_and_cost(quick_results: Path) -> None:
     assert approaches["fedavg-dp"]["epsilon"] > 0
     assert approaches["fusion-dp"]["bytes_per_site_round"] > 500
     assert approaches["local-only"]["bytes_per_site_round"] == 0
+    for name in APPROACHES:
+        assert approaches[name]["compute_seconds_per_site_round"] > 0
+    # A fusion site runs its detector as local-only does, then summarises.
+    assert (approaches["fusion-dp"]["compute_seconds_per_site_round"]
+            > approaches["local-only"]["compute_seconds_per_site_round"])
     assert all(0.0 <= a["f1"] <= 1.0 for a in approaches.values())
 
 
@@ -99,3 +108,26 @@ def test_run_fusion_same_seed_same_decisions(shared_data_dir: Path, tmp_path: Pa
         assert first.scores[site_id].tolist() == second.scores[site_id].tolist()
     assert first.final_trust["iot-44-1"] < 0.5
     assert first.final_trust["iot-4-1"] == pytest.approx(2 / 3)
+
+
+def test_shift_scores_with_next_site_detector(shared_data_dir: Path, tmp_path: Path) -> None:
+    """In iot23-shift a site's windows are scored by the next site's detector and baseline."""
+    specs = [s for s in IOT23_SITES if s.site_id in ("iot-44-1", "iot-4-1", "ctu-010")]
+    settings = EvalSettings(rounds=6, baseline_rounds=1)
+    sites = [load_site(spec, data_dir=shared_data_dir, work_dir=tmp_path, rounds=6,
+                       window_seconds=60, baseline_rounds=1, min_baseline_windows=16,
+                       random_state=0) for spec in specs]
+
+    shifted = _cross_trained(sites, settings)
+
+    source = sites[1]
+    features = np.array([w.features for w in source.windows], dtype=float)
+    detector = CalibratedDetector("iforest", min_baseline_windows=16, random_state=0)
+    detector.fit(features[source.window_round < source.baseline_rounds])
+    expected = detector.calibrate(detector.raw_scores(
+        np.array([w.features for w in sites[0].windows], dtype=float)))
+    assert [s.spec.site_id for s in shifted] == [s.spec.site_id for s in sites]
+    assert shifted[0].window_score.tolist() == expected.tolist()
+    assert shifted[0].window_score.tolist() != sites[0].window_score.tolist()
+    assert shifted[0].flow_label.tolist() == sites[0].flow_label.tolist()
+    assert shifted[0].detector_seconds > 0

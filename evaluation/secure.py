@@ -82,6 +82,8 @@ HEAVY_STANDARD_DEVIATIONS = 3.0
 _EVAL_AUTH = AuthSettings(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1,
                           credential_cache_seconds=600.0)
 _READER = "eval-reader"
+# The hub's identity name. The sites need it too, because they follow only its round objects.
+_HUB_NAME = "fti-eval-hub"
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class SecureFederation:
         config = HubConfig(
             # A fast ticker closes a stage soon after its timeout. The rate limit is off
             # because every site polls the round object many times per round.
-            hub=ServerSettings(name="fti-eval-hub", host="127.0.0.1", port=0, tick_seconds=0.1,
+            hub=ServerSettings(name=_HUB_NAME, host="127.0.0.1", port=0, tick_seconds=0.1,
                                rate_limit_per_minute=0, threads=max(4, len(self.site_ids))),
             storage=StorageSettings(path=work / "hub.sqlite3"),
             auth=_EVAL_AUTH,
@@ -244,7 +246,8 @@ class SecureFederation:
                            privacy=self.privacy)
 
     def _hub_section(self, user: str) -> HubSection:
-        return HubSection(url=self._discovery_url, username=user, password=self._passwords[user], timeout_secs=30.0)
+        return HubSection(url=self._discovery_url, username=user, password=self._passwords[user], timeout_secs=30.0,
+                          name=_HUB_NAME)
 
     def _published(self, round_start: int) -> dict[str, float]:
         """Read the indicators the round published from ``fused-indicators``, as a consumer."""

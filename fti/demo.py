@@ -120,10 +120,14 @@ def run_demo(*, out_dir: Path, data_dir: Path | None = None, secure: bool = Fals
     return 0
 
 
+# The hub's identity name, which the agents also need: secure mode follows only its round objects.
+HUB_NAME = "fti-demo-hub"
+
+
 def _hub_config(workdir: Path, out_dir: Path, *, secure: bool = False) -> HubConfig:
     return HubConfig(
         # In secure mode the ticker moves stages on when a site has no data for a round.
-        hub=ServerSettings(name="fti-demo-hub", host="127.0.0.1", port=0, tick_seconds=0.2 if secure else 3600.0),
+        hub=ServerSettings(name=HUB_NAME, host="127.0.0.1", port=0, tick_seconds=0.2 if secure else 3600.0),
         secure=SECURE_SETTINGS if secure else SecureSettings(),
         storage=StorageSettings(path=workdir / "hub.sqlite3"),
         rounds=RoundSettings(round_seconds=ROUND_SECONDS, quorum_sites=len(SITES), deadline_seconds=3600,
@@ -177,7 +181,7 @@ def _agent_config(site: DemoSite, base_url: str, data_dir: Path, *, secure: bool
     config = {
         "site": {"id": site.site_id, "signing_key": "signing.key",
                  "internal_networks": list(site.internal_networks)},
-        "hub": {"url": base_url.rstrip("/") + "/taxii2/", "username": site.site_id,
+        "hub": {"url": base_url.rstrip("/") + "/taxii2/", "username": site.site_id, "name": HUB_NAME,
                 "password_file": "hub.password", "timeout_secs": 10.0},
         "sources": [{"type": "zeek", "paths": [str((data_dir / site.capture).resolve())],
                      "replay_start": REPLAY_START}],

@@ -96,7 +96,8 @@ class TailLine:
     Attributes
     ----------
     path : str
-        The path the file was found under when it was opened.
+        The path the file was found under when it was opened. A file that continues a
+        checkpoint (renamed, copied or compressed) has the checkpoint's path instead.
     offset : int
         Byte offset of the line's first byte (in the decompressed stream for ``.gz`` files).
     data : bytes
@@ -118,7 +119,8 @@ class TailBatch:
     Attributes
     ----------
     path : str
-        The path the file was found under when it was opened.
+        The path the file was found under when it was opened, or the path of the checkpoint
+        it continues, as for :class:`TailLine`.
     offset : int
         Byte offset of the first line's first byte. Line ``i`` starts ``len(line) + 1`` bytes
         after line ``i - 1``.
@@ -467,11 +469,11 @@ class LogTailer:
             self.stats.copies_found += 1
             return None
 
-        offset, skipping = self._start_offset(key, fd, path, head, info.st_size, compressed)
+        offset, skipping, stream_path = self._start_offset(key, fd, path, head, info.st_size, compressed)
         if offset is None:
             os.close(fd)
             return None
-        state = _OpenFile(path, fd, key[0], key[1], *_fingerprint(head), offset, skipping, compressed,
+        state = _OpenFile(stream_path, fd, key[0], key[1], *_fingerprint(head), offset, skipping, compressed,
                           last_growth=now)
         self._open[key] = state
         self.stats.files_opened += 1
@@ -499,15 +501,20 @@ class LogTailer:
 
     def _start_offset(
         self, key: tuple[int, int], fd: int, path: str, head: bytes, size: int, compressed: bool
-    ) -> tuple[int | None, bool]:
-        """Return where to start a newly found file, or None when it must not be read yet."""
+    ) -> tuple[int | None, bool, str]:
+        """Return where to start a newly found file and the path to report its lines under.
+
+        The offset is None when the file must not be read yet. A file that continues a
+        checkpoint keeps that checkpoint's path, so a reader that keys state by path (a Zeek
+        TSV header) goes on reading the content where it left off.
+        """
         # Same inode and same content as before a restart: resume there. A file replaced
         # while the agent was stopped keeps its old identity, so that a copy of the old
         # content that turns up later is read only past the saved offset.
         saved = self._restored.pop(key, None)
         if saved is not None:
-            if _continues(saved, key, fd, head, size, compressed):
-                return saved.offset, saved.skipping
+            if _continues(saved, fd, head, size, compressed):
+                return saved.offset, saved.skipping, saved.path
             log.info("log file %s was truncated or replaced while the agent was stopped; reading it from "
                      "offset 0", path)
             if saved.fingerprint_size:
@@ -524,21 +531,21 @@ class LogTailer:
                 continue
             same_file = (done.device, done.inode) == key
             if not same_file and not compressed and size < done.offset:
-                # A copy still being written (cp writes block by block): what it holds was read.
+                # A copy still being written (cp writes block by block): what it contains was read.
                 log.debug("log file %s is a copy of %s still shorter than offset %d; waiting for it", path,
                           done.path, done.offset)
-                return None, False
-            if not _continues(done, key, fd, head, size, compressed):
+                return None, False, path
+            if not _continues(done, fd, head, size, compressed):
                 continue
             self._forget(done)
             if not same_file:
                 self.stats.copies_found += 1
                 log.info("log file %s is a copy of %s; reading only past offset %d", path, done.path, done.offset)
-            return done.offset, done.skipping
+            return done.offset, done.skipping, done.path
 
         if self._first_poll and self.start_at == "end" and not self._resumed and saved is None:
-            return (size, False) if not compressed else (None, False)
-        return 0, False
+            return (size if not compressed else None), False, path
+        return 0, False, path
 
     def _forget(self, saved: TailCheckpoint) -> None:
         """Drop a checkpoint that a newly opened file takes over."""
@@ -604,7 +611,7 @@ class LogTailer:
             info = os.fstat(fd)
             found = _read_head(fd, path)
             return (info.st_dev, info.st_ino) == key and found is not None and \
-                _continues(saved, key, fd, found[0], info.st_size, found[1])
+                _continues(saved, fd, found[0], info.st_size, found[1])
         finally:
             os.close(fd)
 
@@ -623,16 +630,18 @@ class LogTailer:
         info = os.fstat(fd)
         head = os.pread(fd, FINGERPRINT_BYTES, 0)
         compressed = head.startswith(GZIP_MAGIC)
-        # Decompress the whole file only for one whose first bytes match.
         if compressed:
             head = _gzip_head(fd, verify=False) or b""
-        if (info.st_dev, info.st_ino) != key or not _matches(head, saved.fingerprint, saved.fingerprint_size) or \
-                (compressed and _gzip_head(fd) is None) or \
-                not _continues(saved, key if compressed else (saved.device, saved.inode), fd, head, info.st_size,
-                               compressed):
+        matches = (info.st_dev, info.st_ino) == key and _continues(saved, fd, head, info.st_size, compressed)
+
+        # gzip writes its trailer last, so a compressed file is read once it is whole. Only a
+        # file whose first bytes match is decompressed to its end.
+        if matches and compressed:
+            matches = _gzip_head(fd) is not None
+        if not matches:
             os.close(fd)
             return None
-        state = _OpenFile(path, fd, key[0], key[1], *_fingerprint(head), saved.offset, saved.skipping,
+        state = _OpenFile(saved.path, fd, key[0], key[1], *_fingerprint(head), saved.offset, saved.skipping,
                           compressed, last_growth=now)
         self._open[key] = state
         self.stats.files_opened += 1
@@ -857,8 +866,7 @@ def _matches(head: bytes, fingerprint: str, size: int) -> bool:
     return len(head) >= size and hashlib.sha256(head[:size]).hexdigest() == fingerprint
 
 
-def _continues(saved: TailCheckpoint, key: tuple[int, int], fd: int, head: bytes, size: int,
-               compressed: bool) -> bool:
+def _continues(saved: TailCheckpoint, fd: int, head: bytes, size: int, compressed: bool) -> bool:
     """Return whether the file open as ``fd`` contains the content ``saved`` describes, up to its offset.
 
     The first bytes must match the fingerprint. A plain file must also reach the offset and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 from agent.config import AgentConfig, load_agent_config
@@ -65,3 +66,29 @@ def test_rotation_restarts_line_numbers(tmp_path: Path) -> None:
 
     errors = [str(error) for error in live.parse_stats.errors]
     assert errors == [f"{log_file} line 9: 4 values but #fields declares 11 columns; line skipped"]
+
+
+def test_rotation_while_stopped_keeps_header(tmp_path: Path) -> None:
+    """Rows of a TSV log renamed and compressed while the agent was stopped use its own header."""
+    config, agent, live = start_live(tmp_path)
+    log_file = tmp_path / "logs" / "conn.log"
+    log_file.write_text(HEADER.format(opened="2024-06-03-00-00-00") + tsv_rows(0, 300))
+    live.step()
+    live.commit()
+    agent.close()
+
+    # Zeek's last rows, then rotation and compression, all while the agent is stopped.
+    with log_file.open("a") as stream:
+        stream.write(tsv_rows(300, 400))
+    (tmp_path / "logs" / "conn.2024-06-03-00-06-40.log.gz").write_bytes(gzip.compress(log_file.read_bytes()))
+    log_file.unlink()
+    log_file.write_text(HEADER.format(opened="2024-06-03-00-06-40") + tsv_rows(400, 2 * ROUND_SECONDS + 61))
+    agent = Agent(config, rng=seeded_random(1))
+    restarted = LiveAgent(agent, LiveSettings(round_grace_secs=60, rotate_wait_secs=0))
+    report = restarted.step()
+    agent.close()
+
+    counts, _ = counted_per_round(config.state_dir)
+    assert report.rounds == {START: "queued", START + ROUND_SECONDS: "queued"}
+    assert counts == {START: ROUND_SECONDS, START + ROUND_SECONDS: ROUND_SECONDS}
+    assert restarted.parse_stats.malformed == {}

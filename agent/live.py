@@ -143,7 +143,9 @@ class LiveAgent:
         self._watermark: float = snapshot.get("watermark", 0.0)
         saved_tails = snapshot.get("tail", {})
         self._tailers = [
-            LogTailer(source.paths, start_at=settings.start_at, poll_interval_secs=settings.poll_interval_secs,
+            # start_at applies at the first start only: after it, every file is new or has a checkpoint.
+            LogTailer(source.paths, start_at="beginning" if snapshot else settings.start_at,
+                      poll_interval_secs=settings.poll_interval_secs,
                       rotate_wait_secs=settings.rotate_wait_secs,
                       checkpoints=[TailCheckpoint.from_dict(c) for c in saved_tails.get(str(index), [])])
             for index, source in enumerate(agent.config.sources)

@@ -1,7 +1,9 @@
 """The live agent: rounds close on event time, and a crash loses and repeats nothing.
 
 The crash test runs the live agent as a separate process and kills it with SIGKILL at random
-moments while a writer appends Zeek JSON conn records and rotates the log. After each kill it
+moments while a writer appends Zeek JSON conn records and sshd lines and rotates the logs.
+While the agent is down the writer appends more lines and often rotates again: the conn log
+is renamed and compressed, and the sshd log is rotated by ``copytruncate``. After each kill it
 starts the agent again, and at the end it checks that every connection was counted in exactly
 one round. The count comes from the local
 contact table, which is written in the same transaction as each round's record and summary.
@@ -9,14 +11,17 @@ contact table, which is written in the same transaction as each round's record a
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -161,14 +166,40 @@ def live_snapshot(state_dir: Path) -> str | None:
     return row[0] if row else None
 
 
-def wait_for_commit(state_dir: Path, *, after: str | None, timeout_secs: float = 30.0) -> None:
+def wait_for_commit(state_dir: Path, *, after: str | None, timeout_secs: float = 30.0,
+                    agent_log: Path | None = None) -> None:
     """Wait until the agent has committed a snapshot other than ``after``."""
     deadline = time.monotonic() + timeout_secs
     while time.monotonic() < deadline:
         if live_snapshot(state_dir) not in (None, after):
             return
         time.sleep(0.05)
-    raise AssertionError(f"the live agent committed nothing within {timeout_secs} s")
+    tail = agent_log.read_text(errors="replace")[-3000:] if agent_log is not None and agent_log.exists() else ""
+    raise AssertionError(f"the live agent committed nothing within {timeout_secs} s; its stderr ends with:\n{tail}")
+
+
+def append_lines(path: Path, make_line: Callable[[int], str], first: int, end: int) -> None:
+    with path.open("a") as stream:
+        stream.write("".join(make_line(n) for n in range(first, end)))
+
+
+def rotate_while_down(logs: Path, number: int, rng: random.Random) -> None:
+    """Rename and compress the conn log, and ``copytruncate`` the sshd log.
+
+    The compressed conn log matches no pattern, so only the restart's search beside the old
+    path finds it. The sshd copy matches the pattern ``auth*.log`` or not, at random.
+    """
+    conn_log, auth_log = logs / "conn.log", logs / "auth.log"
+    if conn_log.exists() and rng.random() < 0.5:
+        renamed = conn_log.rename(logs / f"conn-down{number:03d}.log")
+        with renamed.open("rb") as source, gzip.open(logs / f"conn-down{number:03d}.log.gz", "wb") as target:
+            shutil.copyfileobj(source, target)
+        renamed.unlink()
+    if auth_log.exists() and rng.random() < 0.5:
+        copy = logs / (f"auth-{number:03d}.log" if rng.random() < 0.5 else f"auth.log.{number}")
+        shutil.copyfile(auth_log, copy)
+        with auth_log.open("r+") as stream:
+            stream.truncate(0)
 
 
 AGENT_PROCESS = """
@@ -195,9 +226,12 @@ def test_sigkill_counts_lines_once(tmp_path: Path) -> None:
     rotations = 0
     kills = 0
 
+    agent_log = tmp_path / "agent-stderr.log"
+
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-c", AGENT_PROCESS, str(config_path)], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with agent_log.open("ab") as stderr:
+            return subprocess.Popen([sys.executable, "-c", AGENT_PROCESS, str(config_path)], cwd=tmp_path, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=stderr)
 
     snapshot_before = None
     process = start()
@@ -210,22 +244,32 @@ def test_sigkill_counts_lines_once(tmp_path: Path) -> None:
                     (logs / "conn.log").rename(logs / f"conn-{rotations:03d}.log") if (logs / "conn.log").exists() \
                         else None
                 burst = rng.randint(20, 400)
-                with (logs / "conn.log").open("a") as stream:
-                    stream.write("".join(conn_line(n) for n in range(written, written + burst)))
-                with (logs / "auth.log").open("a") as stream:
-                    stream.write("".join(auth_line(n) for n in range(written, written + burst)))
+                append_lines(logs / "conn.log", conn_line, written, written + burst)
+                append_lines(logs / "auth.log", auth_line, written, written + burst)
                 written += burst
                 time.sleep(rng.uniform(0.0, 0.15))
 
             # Kill at a random moment once the agent is past its start-up, then start again.
             # Each start imports pyod and scikit-learn and fits the detectors, which takes
             # seconds, so the timeout allows for a loaded machine.
-            wait_for_commit(config.state_dir, after=snapshot_before, timeout_secs=180)
+            wait_for_commit(config.state_dir, after=snapshot_before, timeout_secs=180, agent_log=agent_log)
             time.sleep(rng.uniform(0.0, 0.6))
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             kills += 1
             snapshot_before = live_snapshot(config.state_dir)
+
+            # While the agent is down: lines it has not read yet, then a rotation of the files
+            # that contain them, then the successors' first lines.
+            burst = rng.randint(0, 200)
+            append_lines(logs / "conn.log", conn_line, written, written + burst)
+            append_lines(logs / "auth.log", auth_line, written, written + burst)
+            written += burst
+            rotate_while_down(logs, kills, rng)
+            burst = rng.randint(0, 200)
+            append_lines(logs / "conn.log", conn_line, written, written + burst)
+            append_lines(logs / "auth.log", auth_line, written, written + burst)
+            written += burst
             process = start()
 
         # Close every round up to the last written one, then let the agent catch up.
@@ -317,3 +361,21 @@ def test_live_sshd_lines_counted_once_across_restart(tmp_path: Path) -> None:
     agent.close()
 
     assert counted_per_round(config.state_dir)[0] == {START: 2 * ROUND_SECONDS}
+
+
+def test_live_start_at_end_only_first_start(tmp_path: Path) -> None:
+    """A log that appears while the agent is stopped is read in full, also with ``start_at: end``."""
+    config = load_agent_config(write_config(tmp_path, with_auth=True))
+    (tmp_path / "logs" / "conn.log").write_text("".join(conn_line(n) for n in range(300)))
+    agent = Agent(config, rng=seeded_random(1))
+    first = LiveAgent(agent, LiveSettings(round_grace_secs=60, start_at="end"))
+    skipped = first.step()
+    first.commit()
+
+    (tmp_path / "logs" / "auth.log").write_text("".join(auth_line(n) for n in range(300)))
+    second = LiveAgent(agent, LiveSettings(round_grace_secs=60, start_at="end"))
+    report = second.step()
+    agent.close()
+
+    assert skipped.lines == 0
+    assert report.lines == 300

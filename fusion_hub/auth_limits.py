@@ -11,7 +11,8 @@ argon2id computation:
 - a token bucket of failures per username or API token id, which an address that
   authenticated as that name in the last day skips, so an attacker cannot lock out a
   site's own agent,
-- a cap on argon2id computations running at once.
+- a cap on argon2id computations running at once, of which one address may hold at most
+  half (at least one), so a flood from one address cannot take every slot.
 
 Over a limit the check raises ``AuthThrottled`` and no argon2id runs. The HTTP layer then
 returns 429 with ``Retry-After``. Requests whose secret is in the verified cache need no
@@ -52,7 +53,7 @@ SLOT_WAIT_SECS = 0.25
 class AuthThrottled(Exception):
     """A credential check rejected before argon2id ran.
 
-    ``scope`` is ``address``, ``username`` or ``concurrency``. ``retry_after_secs`` is the
+    ``scope`` is ``address``, ``username``, ``address_concurrency`` or ``concurrency``. ``retry_after_secs`` is the
     wait in seconds until the limit lets one more check through.
     """
 
@@ -159,6 +160,10 @@ class AuthLimits:
         self.by_username = FailureBuckets(settings.max_failures_per_username,
                                           settings.failure_window_seconds, clock=clock)
         self._slots = threading.BoundedSemaphore(settings.max_concurrent_verifications)
+        self._slots_per_address = max(1, settings.max_concurrent_verifications // 2)
+        self._in_flight_lock = threading.Lock()
+        # address key -> argon2id checks running or waiting for a slot; 0 is deleted
+        self._in_flight: dict[str, int] = {}
         self._trusted_lock = threading.Lock()
         # (username, address key) -> time of the last successful authentication
         self._trusted: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -170,8 +175,9 @@ class AuthLimits:
         Raises
         ------
         AuthThrottled
-            When the address or the username is over its failure limit, or every slot is
-            taken. Nothing is computed then.
+            When the address or the username is over its failure limit, the address already
+            has its share of the slots, or every slot stays taken for ``SLOT_WAIT_SECS``.
+            Nothing is computed then.
         """
         address = address_key(remote_addr)
         wait = self.by_address.wait_secs(address)
@@ -186,15 +192,31 @@ class AuthLimits:
                     "username", wait,
                     "too many failed logins for this username; retry after the Retry-After "
                     "delay")
-        if not self._slots.acquire(timeout=SLOT_WAIT_SECS):
-            raise AuthThrottled(
-                "concurrency", 1.0,
-                "the hub is checking too many passwords at once; retry after the Retry-After "
-                "delay")
+        with self._in_flight_lock:
+            running = self._in_flight.get(address, 0)
+            if running >= self._slots_per_address:
+                raise AuthThrottled(
+                    "address_concurrency", 1.0,
+                    f"{address} has as many password checks running as one address may "
+                    f"({running}); retry after the Retry-After delay")
+            self._in_flight[address] = running + 1
         try:
-            yield
+            if not self._slots.acquire(timeout=SLOT_WAIT_SECS):
+                raise AuthThrottled(
+                    "concurrency", 1.0,
+                    "the hub is checking too many passwords at once; retry after the "
+                    "Retry-After delay")
+            try:
+                yield
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            with self._in_flight_lock:
+                remaining = self._in_flight[address] - 1
+                if remaining:
+                    self._in_flight[address] = remaining
+                else:
+                    del self._in_flight[address]
 
     def record_failure(self, username: str, remote_addr: str | None) -> None:
         """Count a rejected secret against its address and its username."""

@@ -33,7 +33,7 @@ class HubMetrics:
         self.auth_throttled = Counter(
             "fti_hub_auth_throttled",
             "Credential checks answered 429 before argon2id ran, by the limit that applied "
-            "(address, username or concurrency).",
+            "(address, username, address_concurrency or concurrency).",
             ["scope"], registry=self.registry,
         )
         self.rate_limited = Counter(

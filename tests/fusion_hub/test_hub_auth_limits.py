@@ -254,6 +254,45 @@ def test_concurrency_cap_429_busy(tmp_path: Path, hasher_of: Any) -> None:
         assert hasher.calls == 1
 
 
+def test_one_address_gets_half_the_slots(tmp_path: Path) -> None:
+    config = limited_config(tmp_path, max_concurrent_verifications=2,
+                            credential_cache_seconds=0.0)
+    with running_hub(config) as hub:
+        site_a, site_b = enroll(hub, "site-a"), enroll(hub, "site-b")
+
+        with hub.authenticator.limits.verification("held-by-test", "127.0.0.1"):
+            started = time.monotonic()
+            same_address, headers, body = get_collections(hub, "site-a", site_a.password)
+            elapsed = time.monotonic() - started
+            other_address = get_collections(hub, "site-b", site_b.password,
+                                            source="127.0.0.2")[0]
+        released = get_collections(hub, "site-a", site_a.password)[0]
+        metrics = hub.metrics.render().decode()
+
+        assert same_address == 429
+        assert headers["Retry-After"] == "1"
+        assert b"127.0.0.1 has as many password checks running as one address may (1)" in body
+        # Rejected at once, without waiting for a slot.
+        assert elapsed < 5.0
+        assert other_address == 200
+        assert released == 200
+        assert 'fti_hub_auth_throttled_total{scope="address_concurrency"} 1.0' in metrics
+
+
+def test_in_flight_count_released_after_error() -> None:
+    limits = AuthLimits(dataclasses.replace(FAST_AUTH, max_concurrent_verifications=2))
+
+    with pytest.raises(ValueError), limits.verification("site-a", "192.0.2.1"):
+        raise ValueError("argon2id failed")
+    with limits.verification("site-a", "192.0.2.1"):
+        with pytest.raises(AuthThrottled) as excinfo, limits.verification("site-b", "192.0.2.1"):
+            pass
+
+    assert excinfo.value.scope == "address_concurrency"
+    with limits.verification("site-a", "192.0.2.1"):
+        pass
+
+
 def test_metrics_count_failures_and_throttled(tmp_path: Path) -> None:
     config = limited_config(tmp_path, max_failures_per_address=2, max_failures_per_username=0)
     with running_hub(config) as hub:

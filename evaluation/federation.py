@@ -107,7 +107,8 @@ def run_fusion(
     verdicts = {site.spec.site_id: _verdicts_by_round(site) for site in sites}
     poison_pool = _benign_pool(sites, setup.poison_site)
     if setup.secure_aggregation:
-        return _run_secure_fusion(sites, participation, setup, privacy, windows_by_round, poison_pool, seed=seed)
+        return _run_secure_fusion(sites, participation, setup, privacy, windows_by_round, verdicts, poison_pool,
+                                  seed=seed)
     outcome = FusionOutcome(decisions={}, scores={}, epsilon_per_round=setup.epsilon_per_round)
     fusion = FusionSettings(strategy=setup.strategy, lookback_rounds=setup.lookback_rounds,
                             publish_threshold=setup.publish_threshold,
@@ -169,7 +170,8 @@ def run_fusion(
 
 def _run_secure_fusion(
     sites: list[SiteData], participation: list[set[str]], setup: FusionSetup, privacy: PrivacySection,
-    windows_by_round: dict[str, dict[int, list[ScoredWindow]]], poison_pool: list[str], *, seed: int,
+    windows_by_round: dict[str, dict[int, list[ScoredWindow]]], verdicts: dict[str, dict[int, dict[str, bool]]],
+    poison_pool: list[str], *, seed: int,
 ) -> FusionOutcome:
     """Run every round through a real secure-mode hub and the agent's secure rounds."""
     outcome = FusionOutcome(decisions={}, scores={}, epsilon_per_round=setup.epsilon_per_round,
@@ -192,6 +194,7 @@ def _run_secure_fusion(
                           min_sites=min(len(p) for p in participation)) as federation:
         for round_index, present in enumerate(participation):
             round_start = int((EPOCH + timedelta(seconds=round_index * setup.round_seconds)).timestamp())
+            round_end = EPOCH + timedelta(seconds=(round_index + 1) * setup.round_seconds)
             windows = {site_id: windows_by_round[site_id].get(round_index, []) for site_id in sorted(present)}
             if setup.poison_site in windows:
                 # As many invented units per decoy as the plain variant's forged entity count.
@@ -204,6 +207,14 @@ def _run_secure_fusion(
             outcome.seconds_per_site_round.extend(report.seconds_by_site.values())
             outcome.published_per_round.append(len(report.published))
             known.append(_valid_indicators(active, report.published, round_index, setup.indicator_ttl_rounds))
+            # Participating sites judge the new indicators, as in the plain variant.
+            for site_id in sorted(present):
+                site_verdicts = verdicts[site_id].get(round_index, {})
+                opinions = [build_opinion(site_id, indicator_id, agree=site_verdicts[value],
+                                          created=round_end)
+                            for value, indicator_id in sorted(report.indicator_ids.items())
+                            if value in site_verdicts]
+                outcome.bytes_per_round[-1] += federation.post_opinions(site_id, opinions)
             log.info("secure round %d: %d sites, %d aborted, %d indicators", round_index, len(present),
                      len(report.aborted_sites), len(report.published))
         outcome.final_trust = federation.trust_weights()

@@ -16,12 +16,15 @@ only values in heavy buckets. It therefore feeds the protocol invented windows i
 window is a new unit that contacts one of the benign decoys at score 1, and its true windows
 are hidden.
 
+After each round the sites post STIX opinions on the new indicators to the hub's ``feedback``
+collection over TAXII (``post_opinions``). The hub's coordinator remembers which sites revealed
+the values behind each unexpired indicator, so the opinions move trust as in plain mode.
+
 Notes
 -----
-Per-site trust stays at its prior in this variant: the hub never stores a site's reveal, so
-``fusion_hub.feedback`` finds no contributors to update. Runs repeat for a seed as far as the
-protocol allows. Each site's keys, shares and noise come from its own seeded generator, but a
-site that misses a stage timeout under load changes the round's survivors.
+Runs repeat for a seed as far as the protocol allows. Each site's keys, shares and noise come
+from its own seeded generator, but a site that misses a stage timeout under load changes the
+round's survivors.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ class SecureRoundReport:
     """Indicators one secure round published, and the cost of each site that took part."""
 
     published: dict[str, float]
+    # Observable value -> id of the indicator version the round published for it.
+    indicator_ids: dict[str, str]
     aborted_sites: tuple[str, ...]
     bytes_by_site: dict[str, int]
     seconds_by_site: dict[str, float]
@@ -166,7 +171,9 @@ class SecureFederation:
             hub=ServerSettings(name=_HUB_NAME, host="127.0.0.1", port=0, tick_seconds=0.1,
                                rate_limit_per_minute=0, threads=max(4, len(self.site_ids))),
             storage=StorageSettings(path=work / "hub.sqlite3"),
-            auth=_EVAL_AUTH,
+            # Every site thread logs in from 127.0.0.1 at once, and an address gets half of
+            # the concurrent password checks, so they must cover all sites and the reader.
+            auth=replace(_EVAL_AUTH, max_concurrent_verifications=2 * (len(self.site_ids) + 1)),
             rounds=RoundSettings(round_seconds=self.round_seconds, quorum_sites=len(self.site_ids),
                                  retention_days=100_000),
             fusion=self.fusion,
@@ -230,8 +237,31 @@ class SecureFederation:
             for future in [pool.submit(take_part, site_id) for site_id in present]:
                 future.result()
         sent = self._bytes.take()
-        return SecureRoundReport(published=self._published(round_start), aborted_sites=tuple(sorted(aborted)),
+        published, indicator_ids = self._published(round_start)
+        return SecureRoundReport(published=published, indicator_ids=indicator_ids,
+                                 aborted_sites=tuple(sorted(aborted)),
                                  bytes_by_site={s: sent.get(s, 0) for s in present}, seconds_by_site=seconds)
+
+    def post_opinions(self, site_id: str, opinions: list[dict[str, Any]]) -> int:
+        """Post a site's opinions to ``feedback`` over TAXII; return the request bytes the hub received.
+
+        Raises
+        ------
+        DeliveryError
+            If the request fails or the hub rejects an opinion.
+        """
+        if not opinions:
+            return 0
+        self._bytes.take()
+        collection = open_collection(self._hub_section(site_id), self._passwords[site_id], "feedback")
+        try:
+            status = collection.add_objects({"objects": opinions})
+        except (requests.RequestException, TAXIIServiceException, ValueError) as err:
+            raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
+        if status.failure_count:
+            raise DeliveryError(collection.url, f"the hub rejected {status.failure_count} opinions of "
+                                f"site {site_id}: {status.failures}", transient=False)
+        return self._bytes.take().get(site_id, 0)
 
     def trust_weights(self) -> dict[str, float]:
         """Return the hub's trust weight of every enrolled site."""
@@ -249,11 +279,15 @@ class SecureFederation:
         return HubSection(url=self._discovery_url, username=user, password=self._passwords[user], timeout_secs=30.0,
                           name=_HUB_NAME)
 
-    def _published(self, round_start: int) -> dict[str, float]:
-        """Read the indicators the round published from ``fused-indicators``, as a consumer."""
+    def _published(self, round_start: int) -> tuple[dict[str, float], dict[str, str]]:
+        """Read the indicators the round published from ``fused-indicators``, as a consumer.
+
+        Returns each observable value's fused score and indicator id.
+        """
         round_text = format_timestamp(datetime.fromtimestamp(round_start, tz=timezone.utc))
         collection = open_collection(self._hub_section(_READER), self._passwords[_READER], "fused-indicators")
         published: dict[str, float] = {}
+        indicator_ids: dict[str, str] = {}
         try:
             pages = list(as_pages(collection.get_objects, per_request=500, type="indicator"))
         except (requests.RequestException, TAXIIServiceException, ValueError) as err:
@@ -266,7 +300,8 @@ class SecureFederation:
                     continue
                 for value in observables_in_pattern(indicator["pattern"]):
                     published[value] = float(details["fused_score"])
-        return published
+                    indicator_ids[value] = indicator["id"]
+        return published, indicator_ids
 
 
 def heavy_threshold(privacy: PrivacySection) -> int:

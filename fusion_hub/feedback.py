@@ -7,6 +7,9 @@ A site that checked a fused indicator against its own telemetry posts a STIX 2.1
 the alpha, each refutation one to the beta, of every site whose released evidence produced the
 indicator, so a site's trust weight alpha / (alpha + beta) tracks its precision.
 
+In secure mode the hub stores no summary, so the secure round coordinator supplies the sites
+whose reveals produced each unexpired indicator (``known_contributors`` of ``apply_feedback``).
+
 Labelled evaluation data enters the same way: the evaluation builds one opinion per verdict.
 The same verdicts train the ``ensemble`` strategy's meta-model (``fit_ensemble_from_feedback``).
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +211,7 @@ def apply_feedback(
     *,
     round_seconds: int,
     lookback_rounds: int,
+    known_contributors: Callable[[str], tuple[str, ...] | None] | None = None,
 ) -> dict[str, float]:
     """Update trust from stored opinions and return the new weights of the sites touched.
 
@@ -221,11 +225,18 @@ def apply_feedback(
         Opinions not applied before; applying one twice counts it twice.
     round_seconds, lookback_rounds : int
         The hub's round length and fusion lookback, which locate the contributions.
+    known_contributors : callable, optional
+        Returns the contributing sites of an indicator that stored summaries do not show
+        (secure rounds), or None to look them up in the stored summaries.
     """
     refs = {ref for opinion in opinions for ref in opinion.get("object_refs") or ()}
-    contributors = {ref: contributors_of(storage, ref, round_seconds=round_seconds,
-                                         lookback_rounds=lookback_rounds)
-                    for ref in sorted(refs) if ref.startswith("indicator--")}
+    contributors = {}
+    for ref in sorted(refs):
+        if not ref.startswith("indicator--"):
+            continue
+        known = known_contributors(ref) if known_contributors is not None else None
+        contributors[ref] = known if known is not None else contributors_of(
+            storage, ref, round_seconds=round_seconds, lookback_rounds=lookback_rounds)
     outcomes = tally_opinions(opinions, contributors)
     weights = apply_outcomes(registry, outcomes)
     log.info("feedback applied: %d opinions on %d indicators, trust of %d sites updated",

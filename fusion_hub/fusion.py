@@ -241,7 +241,7 @@ class CorroborationFusion:
     (``privacy.mechanisms``), half of ``epsilon`` each:
 
     - the count of distinct releasing sites (L1 sensitivity 1), published as
-      ``corroborating_sites`` and clamped at 0;
+      ``corroborating_sites`` and raised to at least 1, since at least one site released it;
     - the sum of their trust weights in units of 1/100 (each weight is at most 1, so the L1
       sensitivity is 100 units), divided by ``saturation_sites`` and clipped to [0, 1] as the
       fused score.
@@ -286,7 +286,7 @@ class CorroborationFusion:
             results.append(FusedObservable(
                 observable_type=key[0], value=key[1],
                 fused_score=min(max(support / self.saturation_sites, 0.0), 1.0),
-                corroborating_sites=max(count, 0), site_ids=tuple(sorted(per_site)),
+                corroborating_sites=max(count, 1), site_ids=tuple(sorted(per_site)),
             ))
         return results
 

@@ -188,7 +188,8 @@ class Intake:
             if opinions:
                 apply_feedback(self.registry, self.storage, opinions,
                                round_seconds=self.settings.round_seconds,
-                               lookback_rounds=self.rounds.fusion.lookback_rounds)
+                               lookback_rounds=self.rounds.fusion.lookback_rounds,
+                               known_contributors=self.secure.contributors_of if self.secure else None)
                 if isinstance(self.rounds.strategy, EnsembleFusion):
                     fit_ensemble_from_feedback(self.rounds.strategy, self.registry, self.storage,
                                                round_seconds=self.settings.round_seconds,

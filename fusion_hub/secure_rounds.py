@@ -64,7 +64,7 @@ from typing import Any
 
 from fusion_hub.config import FusionSettings, RoundSettings, SecureSettings
 from fusion_hub.errors import ObjectRejected
-from fusion_hub.fusion import FusionStrategy, SiteEvidence, should_publish
+from fusion_hub.fusion import FusedObservable, FusionStrategy, SiteEvidence, should_publish
 from fusion_hub.metrics import HubMetrics
 from fusion_hub.publisher import Publisher
 from fusion_hub.registry import Principal, SiteRegistry
@@ -185,6 +185,10 @@ class SecureRoundCoordinator:
         self._rounds: dict[str, SecureRound] = {}
         # Revealed evidence of recent finished rounds, for the fusion lookback.
         self._evidence: dict[str, list[SiteEvidence]] = {}
+        # Indicator id -> (sites whose reveals produced its latest version, its valid_until in
+        # microseconds), for feedback. The hub saw these reveals anyway. Entries go when the
+        # indicator expires, and a hub restart loses them.
+        self._contributors: dict[str, tuple[tuple[str, ...], int]] = {}
         # Public outcome of each unmasked round: survivors and the noised histogram sum.
         self.results_: dict[str, SecureRoundResult] = {}
         for definition in secagg_extension_definitions(self.hub_identity):
@@ -435,6 +439,7 @@ class SecureRoundCoordinator:
         with self.storage.transaction():
             report = self.publisher.publish_round(selected, round_start=state.round_start, now=now,
                                                   strategy=self.strategy.name)
+        self._remember_contributors(selected, report.published, now)
         self.publisher.export(report)
         self.metrics.rounds_closed.labels(reason="secure").inc()
         log.info("secure round %s closed: %d sites revealed %d observables, %d fused, %d indicators "
@@ -442,6 +447,24 @@ class SecureRoundCoordinator:
                  len(report.published))
         self._enter(state, "done", list(state.reveals))
         del self._rounds[state.round_id]
+
+    def contributors_of(self, indicator_id: str) -> tuple[str, ...] | None:
+        """Return the sites whose reveals produced an unexpired indicator; None if unknown here."""
+        with self._lock:
+            entry = self._contributors.get(indicator_id)
+        return None if entry is None else entry[0]
+
+    def _remember_contributors(self, selected: list[FusedObservable], published: list[dict[str, Any]],
+                               now: datetime) -> None:
+        sites = {(item.observable_type, item.value): item.site_ids for item in selected}
+        now_us = to_micros(now)
+        for indicator_id in [i for i, (_, until) in self._contributors.items() if until <= now_us]:
+            del self._contributors[indicator_id]
+        for indicator in published:
+            state = self.storage.get_indicator_state(indicator["id"])
+            if state is not None:
+                self._contributors[indicator["id"]] = (sites.get((state.observable_type, state.value), ()),
+                                                       state.valid_until_us)
 
     def _abort(self, state: SecureRound, reason: str) -> None:
         log.error("secure round %s aborted at %s: %s", state.round_id, state.stage, reason)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 import pytest
 
 from agent.config import PrivacySection
 from agent.detector import ScoredWindow
+from evaluation.plain import build_opinion
 from evaluation.secure import SecureFederation, heavy_threshold, poison_windows
 from fusion_hub.config import FusionSettings
 from privacy.random import seeded_random
@@ -94,3 +97,21 @@ def test_poison_windows_one_unit_each() -> None:
     assert len({w.entity for w in windows}) == 6
     assert {w.score for w in windows} == {1.0}
     assert len({next(iter(w.remotes)) for w in windows}) == 2
+
+
+def test_secure_opinions_move_trust() -> None:
+    """A refuted indicator lowers the trust of the sites whose reveals produced it."""
+    present = {site: _windows(site, common=60, rare=False) for site in SITES[:3]}
+    rngs = {site: seeded_random(20 + i) for i, site in enumerate(SITES)}
+    created = datetime.fromtimestamp(ROUND_START + 3600, tz=timezone.utc)
+    with SecureFederation(SITES, privacy=PRIVACY, fusion=FUSION, round_seconds=3600, min_sites=3,
+                          stage_timeout_secs=2.0) as federation:
+        report = federation.run_round(ROUND_START, present, rngs=rngs, charge=lambda *args: None)
+        sent = federation.post_opinions("site-d", [build_opinion(
+            "site-d", report.indicator_ids["8.8.4.4"], agree=False, created=created)])
+        trust = federation.trust_weights()
+
+    assert sent > 0
+    # Each contributor's prior Beta(2, 1) gains one refutation; the fourth site contributed nothing.
+    assert {site: round(trust[site], 4) for site in SITES[:3]} == dict.fromkeys(SITES[:3], 0.5)
+    assert trust["site-d"] == pytest.approx(2 / 3)

@@ -19,7 +19,7 @@ A site runs five stages, in order, on one :class:`SecAggClient`:
 The site reveals nothing at stage 5 unless ``threshold`` signatures agree with the set it
 signed, so a hub that announces different survivor sets to different sites must win
 ``threshold`` signers for each set. It signs only one survivor set and responds to stage 5
-only once per round, because a hub that obtained answers for two survivor sets could
+only once per round, because a hub that obtained responses for two survivor sets could
 reconstruct both the self-mask seed and the pairwise keys of one site, and so its input.
 """
 

@@ -5,8 +5,8 @@ rejected at the stage that receives it. Byte fields are raw bytes here; the hub'
 collection carries them base64-encoded through :meth:`to_dict` and ``from_dict``.
 
 Two messages carry an Ed25519 signature made with the sender's enrolled signing key, so the
-hub, which relays them, cannot forge or alter them: the key advertisement signs the round,
-the site and its public keys, and the consistency signature signs the round and the survivor
+hub, which relays them, cannot forge or alter them. The key advertisement signs the round,
+the site and its public keys. The consistency signature signs the round and the survivor
 set the hub announced. Each signed text starts with its own label, so a signature of one kind
 never verifies as the other.
 """

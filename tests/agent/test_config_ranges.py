@@ -43,6 +43,7 @@ CASES = [
     ("hub", "max_send_attempts", 0, "[1, 10]"),
     ("hub", "max_send_attempts", 10**12, "[1, 10]"),
     ("hub", "retry_backoff_secs", -5.0, "[0, 60]"),
+    ("hub", "name", " ", "the hub's hub.name"),
     ("windows", "round_seconds", 60 * 10**15, "at most"),
     ("windows", "window_seconds", 10**12, "at most"),
     ("detector", "random_state", -1, "[0, 4294967295]"),

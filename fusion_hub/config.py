@@ -23,6 +23,7 @@ Example file, every key optional::
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 import types
@@ -72,6 +73,10 @@ class ServerSettings:
     max_page_size: int = 1000
     # How often the background ticker looks for rounds past their deadline.
     tick_seconds: float = 5.0
+    # IP address of a reverse proxy in front of the hub, such as a TLS terminator. Requests
+    # from it count under the last X-Forwarded-For address, so the failed-login limits and
+    # the logs see each client and not the proxy. Empty trusts no proxy and ignores the header.
+    trusted_proxy: str = ""
 
 
 STORAGE_BACKENDS = ("sqlite", "postgresql")
@@ -148,8 +153,8 @@ class AuthSettings:
     credential_cache_seconds: float = 60.0
     # Failed logins that one client address (IPv6: its /64) may make per
     # failure_window_seconds before its checks get 429 without running argon2id. 0 disables.
-    # An agent with a wrong password retries with backoff, a few times a minute at most,
-    # so 30 in 5 minutes never stops it, and a guesser is held to 6 tries a minute.
+    # The agent daemon backs off up to 300 s between attempts, so a wrong password costs it
+    # about ten failures in its first 5 minutes, and a guesser is held to 6 tries a minute.
     max_failures_per_address: int = 30
     # The same per username or API token id, over all addresses, against guessing spread
     # over many addresses. Lower than per address because one name is one target. An
@@ -402,6 +407,9 @@ def validate_hub_config(
             "Use a value no larger than hub.max_page_size, for example 100")
     require(0 < hub.tick_seconds <= 3600, "hub.tick_seconds", hub.tick_seconds,
             "must be in (0, 3600]", "Use a few seconds, for example 5")
+    require(hub.trusted_proxy == "" or _is_ip_address(hub.trusted_proxy), "hub.trusted_proxy",
+            hub.trusted_proxy, "must be an IP address or empty",
+            "Give the address the reverse proxy connects from, for example 127.0.0.1")
 
     storage = config.storage
     require(storage.backend in STORAGE_BACKENDS, "storage.backend", storage.backend,
@@ -416,6 +424,9 @@ def validate_hub_config(
     validate_postgresql_tls(storage, require)
 
     tls = config.tls
+    require(hub.trusted_proxy == "" or tls.cert_file is None, "hub.trusted_proxy",
+            hub.trusted_proxy, "cannot be used when the hub serves TLS itself (tls.cert_file)",
+            "Terminate TLS either at the proxy or at the hub, and clear the other setting")
     require((tls.cert_file is None) == (tls.key_file is None), "tls.key_file", tls.key_file,
             "must be set together with tls.cert_file", "Give both the certificate and its key")
     require(tls.client_ca_file is None or tls.cert_file is not None, "tls.client_ca_file",
@@ -523,6 +534,14 @@ def validate_hub_config(
         require(secret_file is not None, secret_key, secret_file,
                 f"is required when {url_key} is set",
                 "Give a file, mode 600, with the credential on its first line")
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def validate_postgresql_tls(

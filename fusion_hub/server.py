@@ -148,7 +148,7 @@ class HubServer:
             server = create_server(
                 self.app, host=settings.host, port=settings.port, threads=settings.threads,
                 max_request_body_size=settings.max_content_length_bytes * 2 + 65536,
-                ident="fti-hub",
+                ident="fti-hub", **_proxy_settings(settings.trusted_proxy),
             )
         except OSError as err:
             raise HubError(f"cannot listen on {settings.host}:{settings.port}: "
@@ -297,6 +297,16 @@ def _close_dispatchers(server: Any) -> None:
         else:
             dispatcher.close()
     server._map.clear()
+
+
+def _proxy_settings(trusted_proxy: str) -> dict[str, Any]:
+    """Return waitress settings that take the client address from a trusted proxy."""
+    if not trusted_proxy:
+        return {}
+    # Only the last X-Forwarded-For entry, which the proxy itself added, is trusted. Any
+    # entry before it comes from the client. Requests from other peers lose the header.
+    return {"trusted_proxy": trusted_proxy, "trusted_proxy_headers": {"x-forwarded-for"},
+            "trusted_proxy_count": 1, "clear_untrusted_proxy_headers": True}
 
 
 def _url_host(host: str) -> str:

@@ -72,16 +72,19 @@ def hasher_of() -> Iterator[Any]:
 
 
 def get_collections(hub: HubServer, username: str, password: str, *,
-                    source: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+                    source: str = "127.0.0.1", forwarded_for: str | None = None,
+                    ) -> tuple[int, dict[str, str], bytes]:
     """GET the collections from the client address ``source``. Return status, headers and body."""
     assert hub.base_url is not None
     port = int(hub.base_url.rsplit(":", 1)[1])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
                                             source_address=(source, 0))
     credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
+    headers = {"Accept": TAXII, "Authorization": f"Basic {credentials}"}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
     try:
-        connection.request("GET", f"/{hub.config.hub.api_root}/collections/",
-                           headers={"Accept": TAXII, "Authorization": f"Basic {credentials}"})
+        connection.request("GET", f"/{hub.config.hub.api_root}/collections/", headers=headers)
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -291,6 +294,69 @@ def test_in_flight_count_released_after_error() -> None:
     assert excinfo.value.scope == "address_concurrency"
     with limits.verification("site-a", "192.0.2.1"):
         pass
+
+
+def test_trusted_proxy_counts_forwarded_client(tmp_path: Path) -> None:
+    config = limited_config(tmp_path, max_failures_per_address=2, max_failures_per_username=0)
+    config = dataclasses.replace(config, hub=dataclasses.replace(config.hub,
+                                                                 trusted_proxy="127.0.0.1"))
+    with running_hub(config) as hub:
+        enroll(hub, "site-a")
+
+        first = [get_collections(hub, "site-a", "guess", forwarded_for="203.0.113.5")[0]
+                 for _ in range(2)]
+        status, _, body = get_collections(hub, "site-a", "guess",
+                                          forwarded_for="198.51.100.1, 203.0.113.5")
+        other_client = get_collections(hub, "site-a", "guess", forwarded_for="203.0.113.6")[0]
+        # A peer that is not the proxy cannot choose its address with the header.
+        untrusted = [get_collections(hub, "site-a", "guess", source="127.0.0.2",
+                                     forwarded_for=f"192.0.2.{index}")[0] for index in range(3)]
+
+        assert first == [401, 401]
+        assert status == 429
+        assert b"203.0.113.5" in body
+        assert other_client == 401
+        assert untrusted == [401, 401, 429]
+
+
+def test_forwarded_for_ignored_without_proxy(tmp_path: Path) -> None:
+    config = limited_config(tmp_path, max_failures_per_address=2, max_failures_per_username=0)
+    with running_hub(config) as hub:
+        enroll(hub, "site-a")
+
+        statuses = [get_collections(hub, "site-a", "guess", forwarded_for=f"192.0.2.{index}")[0]
+                    for index in range(3)]
+
+        assert statuses == [401, 401, 429]
+
+
+@pytest.mark.parametrize(("hub_lines", "problem"), [
+    ("  trusted_proxy: proxy.example.org\n", "must be an IP address or empty"),
+    ("  trusted_proxy: 10.0.0.0/8\n", "must be an IP address or empty"),
+])
+def test_trusted_proxy_config_errors(tmp_path: Path, hub_lines: str, problem: str) -> None:
+    path = tmp_path / "hub.yaml"
+    path.write_text("hub:\n" + hub_lines, encoding="utf-8")
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(path)
+
+    assert excinfo.value.key == "hub.trusted_proxy"
+    assert excinfo.value.problem == problem
+
+
+def test_trusted_proxy_with_hub_tls_rejected(tmp_path: Path) -> None:
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("placeholder", encoding="utf-8")
+    path = tmp_path / "hub.yaml"
+    path.write_text("hub:\n  trusted_proxy: 127.0.0.1\n"
+                    "tls:\n  cert_file: cert.pem\n  key_file: key.pem\n", encoding="utf-8")
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(path)
+
+    assert excinfo.value.key == "hub.trusted_proxy"
+    assert "tls.cert_file" in excinfo.value.problem
 
 
 def test_metrics_count_failures_and_throttled(tmp_path: Path) -> None:

@@ -49,12 +49,13 @@ def site_a_config(tmp_path: Path, server: Any) -> AgentConfig:
                                    "  secure_stage_timeout_secs: 1\n"))
 
 
-def round_object(round_start: int, *, creator: str, stage: str, reason: str | None = None) -> dict[str, Any]:
+def round_object(round_start: int, *, creator: str, stage: str, reason: str | None = None,
+                 modified_minutes: int = 2) -> dict[str, Any]:
     """Return a valid round object that invites every site, created by ``creator``."""
     start = datetime.fromtimestamp(round_start, tz=timezone.utc)
     return build_secagg_round(
         round_id=format_timestamp(start), created_by_ref=creator, created=start + timedelta(minutes=1),
-        modified=start + timedelta(minutes=2), stage=stage, site_ids=SITES, threshold=2, min_sites=2,
+        modified=start + timedelta(minutes=modified_minutes), stage=stage, site_ids=SITES, threshold=2, min_sites=2,
         vector_length=len(FAMILIES) * HISTOGRAM_BINS + 2 * 16, histogram_bins=HISTOGRAM_BINS, families=FAMILIES,
         sketch_rows=2, sketch_width=16, participants=SITES, reason=reason)
 
@@ -118,3 +119,20 @@ def test_abort_from_hub_followed(tmp_path: Path, medallion: Any) -> None:
         run_site_a(config, medallion, round_start)
 
     assert excinfo.value.reason == "the hub restarted"
+
+
+def test_flood_of_versions_ends_round(tmp_path: Path, medallion: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More versions of the round object than the hub ever writes make the site leave the round."""
+    monkeypatch.setattr("agent.secure_round._MAX_ROUND_VERSIONS", 2)
+    config = site_a_config(tmp_path, medallion)
+    round_start = 1_717_372_800 + 3 * 3600
+    for minutes in (2, 3, 4):
+        post(config, medallion, round_object(round_start, creator=site_identity_id("site-b"), stage="share_keys",
+                                             modified_minutes=minutes))
+
+    with pytest.raises(SecureRoundAborted) as excinfo:
+        run_site_a(config, medallion, round_start)
+
+    assert excinfo.value.reason == ("the keys collection contains more than 2 versions of the round object, "
+                                    "far more than the hub writes")
+    assert site_a_stages(config, medallion, round_start) == ["join"]

@@ -35,12 +35,14 @@ class RawObject:
     """One member of the envelope's ``objects`` array.
 
     ``value`` is the parsed member, or None when the strict parse failed for the reason in
-    ``error``.
+    ``error``. ``plain_json`` is True when the text shows that orjson with sorted keys writes
+    ``value`` in RFC 8785 form (see ``privacy.signing.canonical_json``). False means unknown.
     """
 
     text: str
     value: Any
     error: str | None = None
+    plain_json: bool = False
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -56,10 +58,53 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-# The lenient decoder finds where a member ends; the strict one judges the member alone.
+# The lenient decoder finds where a member ends, and _MemberDecoder judges the member alone.
 _DECODER = json.JSONDecoder()
-_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates,
-                                   parse_constant=_reject_constant)
+
+# Integers of up to 15 digits are below 2^53, the largest that RFC 8785 writes exactly.
+_MAX_PLAIN_INTEGER_DIGITS = 15
+
+
+class _MemberDecoder:
+    """Strict decoder of one envelope's members that also notes inexact numbers.
+
+    A member is in plain JSON form when it has no fraction or exponent, no integer longer
+    than 15 digits and nothing outside the Basic Multilingual Plane. The number hooks record
+    the first two while the member is parsed. One instance serves one request, so threads
+    never share the record.
+    """
+
+    def __init__(self) -> None:
+        self.inexact_number = False
+        self.decoder = json.JSONDecoder(
+            object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant,
+            parse_float=self._parse_float, parse_int=self._parse_int,
+        )
+
+    def _parse_float(self, text: str) -> float:
+        self.inexact_number = True
+        return float(text)
+
+    def _parse_int(self, text: str) -> int:
+        if len(text.lstrip("-")) > _MAX_PLAIN_INTEGER_DIGITS:
+            self.inexact_number = True
+        return int(text)
+
+    def decode(self, text: str, pos: int) -> tuple[Any, int, bool]:
+        """Parse the value at ``pos`` and return it, where it ends and whether it is plain JSON.
+
+        Raises ValueError or RecursionError as ``JSONDecoder.raw_decode`` does.
+        """
+        self.inexact_number = False
+        value, end = self.decoder.raw_decode(text, pos)
+        member = text[pos:end]
+        # A \uD800-\uDFFF escape can encode a character outside the BMP. Any "\ud" escape
+        # counts, which also excludes some BMP characters from the fast path but never admits
+        # a wrong one.
+        plain = (not self.inexact_number
+                 and (member.isascii() or max(member) <= "\uffff")
+                 and "\\ud" not in member and "\\uD" not in member)
+        return value, end, plain
 
 
 def split_envelope(body: bytes) -> list[RawObject]:
@@ -76,7 +121,7 @@ def split_envelope(body: bytes) -> list[RawObject]:
     except UnicodeDecodeError as err:
         raise EnvelopeInvalid(f"not UTF-8 at byte {err.start}") from err
     try:
-        members, objects = _walk_envelope(text)
+        members, objects = _walk_envelope(text, _MemberDecoder())
     except (ValueError, IndexError) as err:
         raise EnvelopeInvalid(str(err) or "truncated JSON") from err
     except RecursionError as err:
@@ -105,7 +150,9 @@ def _expect(text: str, pos: int, char: str) -> int:
     return pos + 1
 
 
-def _walk_envelope(text: str) -> tuple[dict[str, Any], list[RawObject] | None]:
+def _walk_envelope(
+    text: str, decoder: _MemberDecoder
+) -> tuple[dict[str, Any], list[RawObject] | None]:
     members: dict[str, Any] = {}
     objects: list[RawObject] | None = None
     pos = _expect(text, _skip(text, 0), "{")
@@ -122,7 +169,7 @@ def _walk_envelope(text: str) -> tuple[dict[str, Any], list[RawObject] | None]:
             pos = _expect(text, _skip(text, pos), ":")
             pos = _skip(text, pos)
             if key == "objects":
-                objects, pos = _walk_objects(text, pos)
+                objects, pos = _walk_objects(text, pos, decoder)
             else:
                 members[key], pos = _DECODER.raw_decode(text, pos)
             pos = _skip(text, pos)
@@ -136,7 +183,7 @@ def _walk_envelope(text: str) -> tuple[dict[str, Any], list[RawObject] | None]:
     return members, objects
 
 
-def _walk_objects(text: str, pos: int) -> tuple[list[RawObject], int]:
+def _walk_objects(text: str, pos: int, decoder: _MemberDecoder) -> tuple[list[RawObject], int]:
     if pos >= len(text) or text[pos] != "[":
         raise ValueError(f"\"objects\" must be a list (offset {pos})")
     items: list[RawObject] = []
@@ -144,7 +191,7 @@ def _walk_objects(text: str, pos: int) -> tuple[list[RawObject], int]:
     if pos < len(text) and text[pos] == "]":
         return items, pos + 1
     while True:
-        item, end = _decode_member(text, pos)
+        item, end = _decode_member(text, pos, decoder)
         items.append(item)
         pos = _skip(text, end)
         if pos < len(text) and text[pos] == ",":
@@ -153,7 +200,7 @@ def _walk_objects(text: str, pos: int) -> tuple[list[RawObject], int]:
         return items, _expect(text, pos, "]")
 
 
-def _decode_member(text: str, pos: int) -> tuple[RawObject, int]:
+def _decode_member(text: str, pos: int, decoder: _MemberDecoder) -> tuple[RawObject, int]:
     """Parse the member starting at ``pos`` and return it with the offset where it ends.
 
     Most members pass the strict decoder, which then also gives their end. Only a member it
@@ -161,7 +208,7 @@ def _decode_member(text: str, pos: int) -> tuple[RawObject, int]:
     """
     too_deep = f"the object is nested more than {MAX_MEMBER_DEPTH} levels deep"
     try:
-        value, end = _STRICT_DECODER.raw_decode(text, pos)
+        value, end, plain = decoder.decode(text, pos)
     except (ValueError, RecursionError) as err:
         _, end = _DECODER.raw_decode(text, pos)
         error = too_deep if isinstance(err, RecursionError) else str(err)
@@ -172,7 +219,7 @@ def _decode_member(text: str, pos: int) -> tuple[RawObject, int]:
     brackets = member.count("{") + member.count("[")
     if brackets > MAX_MEMBER_DEPTH and _depth(value) > MAX_MEMBER_DEPTH:
         return RawObject(text=member, value=None, error=too_deep), end
-    return RawObject(text=member, value=value), end
+    return RawObject(text=member, value=value, plain_json=plain), end
 
 
 def _depth(value: Any) -> int:

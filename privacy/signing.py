@@ -59,8 +59,12 @@ _MAX_EXACT_INTEGER = 2**53 - 1
 _MIN_EXACT_INTEGER = -_MAX_EXACT_INTEGER
 
 
-def canonical_json(obj: Any) -> bytes:
+def canonical_json(obj: Any, *, plain: bool = False) -> bytes:
     """Return the RFC 8785 canonical JSON serialisation of ``obj`` as UTF-8 bytes.
+
+    ``plain=True`` skips the walk of ``_has_plain_json_form``. Pass it only when the caller
+    has established that form, for instance from the JSON text it parsed. For any other
+    object the output may not be canonical.
 
     Raises
     ------
@@ -70,7 +74,7 @@ def canonical_json(obj: Any) -> bytes:
     """
     # orjson writes the same bytes much faster whenever _has_plain_json_form returns True. If it
     # rejects a string (a lone surrogate), rfc8785 raises the documented error.
-    if _has_plain_json_form(obj):
+    if plain or _has_plain_json_form(obj):
         try:
             return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:

@@ -34,7 +34,6 @@ Each collection then accepts only what its writers may send:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import uuid
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import rfc8785
 
 from fusion_hub.config import RoundSettings
@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 # STIX 2.1 section 2.9: identifiers are <object type>--<UUID>; types are 3-250 characters of
 # lower-case letters, digits and hyphens.
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,248}[a-z0-9]$")
+# The UUID in the RFC 4122 text form, 8-4-4-4-12 hex digits.
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 KNOWN_EXTENSIONS = (SUMMARY_EXTENSION_ID, FUSION_EXTENSION_ID)
 
 
@@ -198,7 +200,7 @@ class Intake:
 
     def _save_status(self, principal: Principal, status: dict[str, Any]) -> str:
         """Store the status resource for Get Status and return its JSON text."""
-        status_text = json.dumps(status, ensure_ascii=False)
+        status_text = orjson.dumps(status).decode("utf-8")
         self.storage.save_status(status["id"], principal.name, status_text)
         return status_text
 
@@ -530,7 +532,7 @@ def _new_object(
     version_us: int | None,
 ) -> NewObject:
     try:
-        digest = hashlib.sha256(canonical_json(obj)).hexdigest()
+        digest = hashlib.sha256(canonical_json(obj, plain=raw.plain_json)).hexdigest()
     except rfc8785.CanonicalizationError as err:
         raise ObjectRejected(obj["id"], "not-stix",
                              f"object has no RFC 8785 canonical form: {err}") from err
@@ -568,11 +570,6 @@ def _guess_id(value: Any, index: int) -> str:
 
 def _is_identifier(object_id: str, object_type: str) -> bool:
     prefix = object_type + "--"
-    if not object_id.startswith(prefix):
-        return False
-    try:
-        uuid.UUID(object_id[len(prefix):])
-    except ValueError:
-        return False
-    return len(object_id) == len(prefix) + 36
+    return (object_id.startswith(prefix)
+            and _UUID_RE.fullmatch(object_id, len(prefix)) is not None)
 

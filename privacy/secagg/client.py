@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
+from typing import NoReturn
 
 import nacl.bindings
 import nacl.exceptions
@@ -312,9 +313,10 @@ class SecAggClient:
         ------
         RoundAborted
             If this site already responded, fewer than ``threshold`` of its neighbours
-            survived, a signature is malformed, invalid, repeated or made by a site outside
-            the survivor set, or fewer than ``threshold`` sites signed the set this site
-            signed. Nothing is revealed in any of these cases.
+            survived, a signature is for another round, repeated or made by a site outside
+            the survivor set, a signature verified before ``threshold`` others did is
+            invalid, or fewer than ``threshold`` sites signed the set this site signed.
+            Nothing is revealed in any of these cases.
         """
         if self._signed_survivors is None:
             raise RuntimeError("unmask called before sign_survivors")
@@ -339,33 +341,45 @@ class SecAggClient:
         return UnmaskResponse(self.config.round_id, self.site_id, self_mask_shares, mask_key_shares)
 
     def _check_consistency(self, survivors: tuple[str, ...], signatures: Iterable[ConsistencySignature]) -> None:
-        """Abort unless ``threshold`` distinct sites of U3 signed this site's U3, with no invalid signature."""
-        message = survivor_set_bytes(self.config.round_id, survivors)
+        """Abort unless ``threshold`` distinct sites of U3 signed this site's U3.
+
+        Every signature is checked for its round, signer and repetition. The signatures
+        themselves are verified in signer order until ``threshold`` verify, and any failure
+        before that aborts. Verifying more would add no safety, because the hub chooses
+        which signatures to relay and could relay only ``threshold`` valid ones. It would
+        make each site's cost grow with all of U3 instead of with the threshold.
+        """
         survivor_set = set(survivors)
-        signers: set[str] = set()
+        by_signer: dict[str, ConsistencySignature] = {}
         for item in signatures:
-            problem = None
             if item.round_id != self.config.round_id:
-                problem = f"a signature of site {item.site_id!r} is for round {item.round_id!r}"
-            elif item.site_id not in survivor_set:
-                problem = f"site {item.site_id!r} signed but is not in the survivor set"
-            elif item.site_id in signers:
-                problem = f"site {item.site_id!r} signed twice"
-            elif not self.config.verify_signature(item.site_id, message, item.signature):
-                problem = (f"the signature of site {item.site_id!r} does not verify over the survivor set "
-                           "this site signed; the hub announced different survivor sets or forged it")
-            if problem is not None:
-                log.warning("secure aggregation round %s: site %s stops at the consistency check: %s",
-                            self.config.round_id, self.site_id, problem)
-                raise RoundAborted(self.config.round_id, "unmask", survivors=len(signers),
-                                   threshold=self.config.threshold, reason=problem)
-            signers.add(item.site_id)
-        if len(signers) < self.config.threshold:
-            log.warning("secure aggregation round %s: site %s stops: %d sites signed the survivor set, %d needed",
-                        self.config.round_id, self.site_id, len(signers), self.config.threshold)
-            raise RoundAborted(self.config.round_id, "unmask", survivors=len(signers), threshold=self.config.threshold,
-                               reason=f"only {len(signers)} sites signed the survivor set this site signed, "
-                                      f"but {self.config.threshold} are needed before any share is revealed")
+                self._abort_unmask(len(by_signer), f"a signature of site {item.site_id!r} is for round "
+                                                   f"{item.round_id!r}")
+            if item.site_id not in survivor_set:
+                self._abort_unmask(len(by_signer), f"site {item.site_id!r} signed but is not in the survivor set")
+            if item.site_id in by_signer:
+                self._abort_unmask(len(by_signer), f"site {item.site_id!r} signed twice")
+            by_signer[item.site_id] = item
+
+        message = survivor_set_bytes(self.config.round_id, survivors)
+        verified = 0
+        for signer in sorted(by_signer):
+            if verified >= self.config.threshold:
+                break
+            if not self.config.verify_signature(signer, message, by_signer[signer].signature):
+                self._abort_unmask(verified, f"the signature of site {signer!r} does not verify over the survivor "
+                                             "set this site signed; the hub announced different survivor sets or "
+                                             "forged it")
+            verified += 1
+        if verified < self.config.threshold:
+            self._abort_unmask(verified, f"only {verified} sites signed the survivor set this site signed, but "
+                                         f"{self.config.threshold} are needed before any share is revealed")
+
+    def _abort_unmask(self, signers: int, reason: str) -> NoReturn:
+        log.warning("secure aggregation round %s: site %s stops at the consistency check: %s",
+                    self.config.round_id, self.site_id, reason)
+        raise RoundAborted(self.config.round_id, "unmask", survivors=signers, threshold=self.config.threshold,
+                           reason=reason)
 
     # Helpers ---------------------------------------------------------------------------
 

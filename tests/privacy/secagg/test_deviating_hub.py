@@ -245,3 +245,15 @@ def test_survivor_that_sent_no_shares_is_not_signed() -> None:
 
     with pytest.raises(MessageRejected, match="sent this site no shares"):
         clients["site-0"].sign_survivors(SITES)
+
+
+def test_signatures_beyond_threshold_are_not_verified() -> None:
+    """Threshold valid signatures suffice, because the hub could always relay only those."""
+    round_ = Round(config_for())
+    signatures = [round_.clients[s].sign_survivors(SITES) for s in SITES[:4]]
+    forged = ConsistencySignature("round-1", "site-5", generate_signing_key().sign_bytes(b"other"))
+
+    response = round_.clients["site-0"].unmask(signatures + [forged])
+
+    assert set(response.self_mask_shares) == set(SITES)
+    assert response.mask_key_shares == {}

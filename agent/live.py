@@ -46,10 +46,12 @@ from agent.service import Agent, RunReport
 from agent.tailer import LogTailer, TailCheckpoint, TailLines, TailStats
 from agent.zeek import log_path_from_name
 from agent.zeek_conn import decode_lines, iter_connections
+from agent.zeek_conn_batch import BlockCounts
 from agent.sources import LineParser, make_line_parser, parse_line
 from agent.sysmon_files import EVTX_MAGIC
 from agent.zeek_observables import observe_records
 from agent.zeek_records import ParseStats, ZeekRecord
+from agent.zeek_tsv import TsvHeader
 
 log = logging.getLogger(__name__)
 
@@ -191,21 +193,26 @@ class LiveAgent:
             source = self._source_of_path[path]
             if lines.batches[0].offset == 0:
                 self._line_numbers[path] = 0
+            families = families_of_source(source)
+            block = BlockCounts()
             if source.type == "zeek":
                 others: list[ZeekRecord] = []
-                items: list[FeedItem] = list(self._read_connections(path, lines, others.append))
+                items: list[FeedItem] = self._read_connections(path, lines, families, block, others.append)
                 items.extend(observe_records(others, self._feeder.observables,
                                              stats=self._feeder.observation_stats))
             else:
                 items = self._read_events(path, source.type, lines)
 
             # An event of a released round would change a summary already sent.
-            late = self._feeder.feed(items, families=families_of_source(source), not_before=self._released_through)
+            late = self._feeder.feed(items, families=families, not_before=self._released_through) + block.late
             self.late_connections += late
             report.late += late
-            report.connections += len(items) - late
-            if len(items) > late:
-                self._watermark = max(self._watermark, max(_event_time(item) for item in items))
+            report.connections += len(items) + block.connections - late
+            if len(items) + block.connections > late:
+                newest = max((_event_time(item) for item in items), default=block.newest_ts)
+                if block.newest_ts is not None:
+                    newest = max(newest, block.newest_ts)
+                self._watermark = max(self._watermark, newest)
         if report.late:
             log.warning("site %s: %d events arrived after their round was released; dropped",
                         self.agent.config.site.id, report.late)
@@ -326,9 +333,15 @@ class LiveAgent:
             self.malformed.counts[(source, reason)] += count
         return events
 
-    def _read_connections(self, path: str, lines: TailLines,
-                          on_other_record: Callable[[ZeekRecord], None] | None = None) -> Iterator[Connection]:
-        """Yield the connections of one file's new lines, read with the file's TSV header."""
+    def _read_connections(self, path: str, lines: TailLines, families: tuple[str, ...], block: BlockCounts,
+                          on_other_record: Callable[[ZeekRecord], None]) -> list[FeedItem]:
+        """Read one file's new lines with the file's TSV header and return the connections left to feed.
+
+        TSV conn lines go straight to the network windows (:meth:`FamilyFeeder.add_tsv_conn_lines`)
+        and are counted in ``block``. The list then contains only connections read from the stored
+        header lines, and those have no data rows. JSON lines, and TSV lines of a source that does
+        not feed the network family, become connections in the list.
+        """
         texts = decode_lines(lines.data())
         first_line = self._line_numbers[path] + 1
         self._line_numbers[path] += len(texts)
@@ -351,10 +364,26 @@ class LiveAgent:
                 if text.split("\t", 1)[0].split(" ", 1)[0] != "#close":
                     header.append(text)
             self._headers[path] = header[-16:]
-            numbered = [(0, text) for text in self._headers[path] if text not in header_lines] + numbered
-        yield from iter_connections(numbered, is_json=is_json, source=path, default_path=default_path,
-                                    internal=self._internal, stats=self.parse_stats, orientation=self.orientation,
-                                    reporter=reporter, on_other_record=on_other_record)
+            stored = [(0, text) for text in self._headers[path] if text not in header_lines]
+            tsv_header = TsvHeader()
+            connections: list[FeedItem] = list(iter_connections(
+                stored, is_json=False, source=path, default_path=default_path, internal=self._internal,
+                stats=self.parse_stats, orientation=self.orientation, reporter=reporter,
+                on_other_record=on_other_record, header=tsv_header))
+            counts = self._feeder.add_tsv_conn_lines(
+                texts, first_line, families=families, header=tsv_header, source=path, default_path=default_path,
+                stats=self.parse_stats, orientation=self.orientation, reporter=reporter,
+                not_before=self._released_through, on_other_record=on_other_record)
+            if counts is not None:
+                block.connections, block.late, block.newest_ts = counts.connections, counts.late, counts.newest_ts
+                return connections
+            return connections + list(iter_connections(
+                numbered, is_json=False, source=path, default_path=default_path, internal=self._internal,
+                stats=self.parse_stats, orientation=self.orientation, reporter=reporter,
+                on_other_record=on_other_record, header=tsv_header))
+        return list(iter_connections(numbered, is_json=True, source=path, default_path=default_path,
+                                     internal=self._internal, stats=self.parse_stats, orientation=self.orientation,
+                                     reporter=reporter, on_other_record=on_other_record))
 
     def _write_metrics(self) -> None:
         """Refresh ``metrics.prom`` in the state folder, as a replay run does at its end."""

@@ -143,9 +143,11 @@ class Agent:
             if not paths:
                 raise AgentError(f"source patterns {list(source.paths)} match no file; check sources[].paths")
             items: list[FeedItem] = []
+            # Unshifted TSV conn lines go straight to the windows. A shift waits for the earliest time.
+            families = families_of_source(source) if source.replay_start is None else ()
             for path in paths:
                 if source.type == "zeek":
-                    items.extend(self._read_zeek(path, feeder, parse_stats))
+                    items.extend(self._read_zeek(path, feeder, parse_stats, families))
                 else:
                     items.extend(iter_file_events(path, source.type, stats=event_stats))
             shift = 0.0
@@ -167,9 +169,12 @@ class Agent:
                             internal_networks=config.site.internal_networks,
                             internal_domains=config.site.internal_domains)
 
-    def _read_zeek(self, path: Path, feeder: FamilyFeeder, parse_stats: ParseStats) -> list[FeedItem]:
+    def _read_zeek(self, path: Path, feeder: FamilyFeeder, parse_stats: ParseStats,
+                   direct_families: tuple[str, ...]) -> list[FeedItem]:
+        """Return the items of one Zeek log, its TSV conn lines already in the windows of ``direct_families``."""
         orientation = OrientationStats()
-        records = list(iter_zeek_records(path, stats=parse_stats))
+        records = list(iter_zeek_records(path, stats=parse_stats,
+                                         tsv_reader=feeder.tsv_reader(direct_families, orientation)))
         items = feeder.parse_zeek(records, orientation=orientation)
         other_logs = Counter(r.log_path for r in records if r.log_path != "conn" and r.log_path not in OBSERVED_LOGS)
         self._log_skipped(path, other_logs, orientation, orientation.connections)

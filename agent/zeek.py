@@ -18,7 +18,7 @@ import gzip
 import itertools
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
@@ -38,12 +38,16 @@ MAX_LINE_BYTES = 1 << 20
 
 GZIP_MAGIC = b"\x1f\x8b"
 
+# A reader of a TSV log's numbered lines, with the keywords of agent.zeek_tsv.parse_tsv_lines.
+TsvReader = Callable[..., Iterable[ZeekRecord]]
+
 
 def iter_zeek_records(
     path: Path,
     *,
     stats: ParseStats | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
+    tsv_reader: TsvReader | None = None,
 ) -> Iterator[ZeekRecord]:
     """Yield the records of one Zeek log file, in file order.
 
@@ -56,6 +60,10 @@ def iter_zeek_records(
     max_line_bytes : int, default MAX_LINE_BYTES (1 MiB)
         Longest line accepted, in bytes. A longer line is skipped and counted as
         ``line_too_long`` without being held in memory.
+    tsv_reader : callable or None, default None
+        Reads the lines of a TSV log in place of :func:`agent.zeek_tsv.parse_tsv_lines`, with
+        the same arguments. The replay run passes one that adds conn lines straight to the
+        network windows and yields only the records of other logs.
 
     Returns
     -------
@@ -82,7 +90,8 @@ def iter_zeek_records(
     """
     if max_line_bytes < 1:
         raise ValueError(f"max_line_bytes must be at least 1; got {max_line_bytes}")
-    return _read_records(Path(path), stats if stats is not None else ParseStats(), max_line_bytes)
+    return _read_records(Path(path), stats if stats is not None else ParseStats(), max_line_bytes,
+                         tsv_reader or parse_tsv_lines)
 
 
 def log_path_from_name(path: Path) -> str:
@@ -90,7 +99,8 @@ def log_path_from_name(path: Path) -> str:
     return path.name.split(".", 1)[0] or path.name
 
 
-def _read_records(path: Path, stats: ParseStats, max_line_bytes: int) -> Iterator[ZeekRecord]:
+def _read_records(path: Path, stats: ParseStats, max_line_bytes: int,
+                  tsv_reader: TsvReader) -> Iterator[ZeekRecord]:
     source = str(path)
     reporter = MalformedLineReporter(source, stats)
     records_before = stats.records
@@ -99,7 +109,7 @@ def _read_records(path: Path, stats: ParseStats, max_line_bytes: int) -> Iterato
             stream = _open_log(path, stack)
             lines = _read_lines(stream, source, reporter, max_line_bytes)
             is_json, lines = _detect_json(lines)
-            parse = parse_json_lines if is_json else parse_tsv_lines
+            parse = parse_json_lines if is_json else tsv_reader
             yield from parse(lines, source=source, default_path=log_path_from_name(path), stats=stats,
                              reporter=reporter)
     finally:

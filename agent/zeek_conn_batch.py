@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import reduce
 from itertools import compress
 from operator import add
@@ -24,12 +25,12 @@ import numpy as np
 
 from agent.features import WindowAccumulator
 from agent.network import FAILED_CONN_STATES, Connection, InternalNetworks, OrientationStats
-from agent.zeek_conn import _TS_MAX_SECS, _ConnPlan, _plan, iter_connections
+from agent.zeek_conn import _TS_MAX_SECS, RecordCallback, _ConnPlan, _plan, iter_connections
 from agent.zeek_records import MalformedLineReporter, ParseStats
 from agent.zeek_tsv import TsvHeader
 from agent.zeek_values import unescape
 
-__all__ = ["add_tsv_lines_to_windows"]
+__all__ = ["BlockCounts", "add_tsv_lines_to_windows"]
 
 # A column of plain Zeek times joined by newlines, each ended by one (see _PLAIN_SECONDS).
 _PLAIN_SECONDS_COLUMN = re.compile(r"(?:[0-9]+(?:\.[0-9]{0,6})?\n)*")
@@ -37,7 +38,34 @@ _PLAIN_SECONDS_COLUMN = re.compile(r"(?:[0-9]+(?:\.[0-9]{0,6})?\n)*")
 # Longer digit strings may not fit numpy's int64, so their runs take the line path.
 _MAX_INT64_DIGITS = 18
 
+# Longer runs of data lines are read in parts of this many lines, which bounds the memory of
+# the split values: an estimated 20 MiB of Python strings for 23-column conn lines.
+_MAX_RUN_LINES = 1 << 14
+
 AccumulatorFor = Callable[[str, int], WindowAccumulator]
+
+
+@dataclass
+class BlockCounts:
+    """Counts of the connections of a block of lines: all found, the late ones, and the newest time.
+
+    Attributes
+    ----------
+    connections : int
+        Connections with an entity, the late ones included.
+    late : int
+        Connections earlier than ``not_before``, counted and not added.
+    newest_ts : float or None
+        The latest time (after the shift) of any connection, late or not. None without connections.
+    """
+
+    connections: int = 0
+    late: int = 0
+    newest_ts: float | None = None
+
+    def observe(self, ts: float) -> None:
+        if self.newest_ts is None or ts > self.newest_ts:
+            self.newest_ts = ts
 
 
 def add_tsv_lines_to_windows(
@@ -55,8 +83,9 @@ def add_tsv_lines_to_windows(
     accumulator_for: AccumulatorFor,
     time_shift_secs: float = 0.0,
     not_before: float | None = None,
-) -> int:
-    """Add the connections of a block of TSV lines to their windows and return how many were late.
+    on_other_record: RecordCallback | None = None,
+) -> BlockCounts:
+    """Add the connections of a block of TSV lines to their windows and count them.
 
     Parameters
     ----------
@@ -77,11 +106,14 @@ def add_tsv_lines_to_windows(
         Added to every connection's time.
     not_before : float or None, default None
         Connections earlier than this (after the shift) are counted and not added.
+    on_other_record : callable or None, default None
+        Called with each record of a log path other than ``conn``, as by
+        :func:`agent.zeek_conn.iter_connections`.
 
     Returns
     -------
-    int
-        The number of connections earlier than ``not_before``.
+    BlockCounts
+        The connections found, the late ones and the newest connection time.
     """
     adder = _WindowAdder(window_seconds, accumulator_for, not_before)
     for start, end, is_data in _runs(texts):
@@ -92,9 +124,9 @@ def add_tsv_lines_to_windows(
             for connection in iter_connections(numbered, is_json=False, source=source, default_path=default_path,
                                                internal=internal, stats=stats, orientation=orientation,
                                                reporter=reporter, time_shift_secs=time_shift_secs,
-                                               header=header):
+                                               on_other_record=on_other_record, header=header):
                 adder.add_connection(connection)
-    return adder.late
+    return adder.counts
 
 
 class _WindowAdder:
@@ -102,12 +134,14 @@ class _WindowAdder:
         self.window_seconds = window_seconds
         self.accumulator_for = accumulator_for
         self.not_before = not_before
-        self.late = 0
+        self.counts = BlockCounts()
 
     def add_connection(self, connection: Connection) -> None:
         ts = connection.ts
+        self.counts.connections += 1
+        self.counts.observe(ts)
         if self.not_before is not None and ts < self.not_before:
-            self.late += 1
+            self.counts.late += 1
             return
         start = int(ts // self.window_seconds) * self.window_seconds
         self.accumulator_for(connection.entity, start).add(connection)
@@ -118,17 +152,20 @@ def _runs(texts: list[str]) -> list[tuple[int, int, bool]]:
     # Header and blank lines are rare. The first characters of all lines show whether there are any.
     firsts = set([text[:1] for text in texts])
     if texts and not firsts & {"", "#", " ", "\t"}:
-        return [(0, len(texts), True)]
+        return _data_runs(0, len(texts))
     runs, start = [], 0
     for index, text in enumerate(texts):
         if not text or text[0] in "# \t":
-            if start < index:
-                runs.append((start, index, True))
+            runs.extend(_data_runs(start, index))
             runs.append((index, index + 1, False))
             start = index + 1
-    if start < len(texts):
-        runs.append((start, len(texts), True))
+    runs.extend(_data_runs(start, len(texts)))
     return runs
+
+
+def _data_runs(start: int, end: int) -> list[tuple[int, int, bool]]:
+    """Return the data lines from ``start`` to ``end`` as runs of at most _MAX_RUN_LINES lines."""
+    return [(first, min(end, first + _MAX_RUN_LINES), True) for first in range(start, end, _MAX_RUN_LINES)]
 
 
 def _current_plan(header: TsvHeader, default_path: str) -> _ConnPlan | None:
@@ -219,8 +256,9 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     stats.records += count
     (orig_names, orig_internal, orig_shareable), (resp_names, resp_internal, resp_shareable) = sides
     kept = orig_internal | resp_internal
-    orientation.both_external += count - int(kept.sum())
-    orientation.connections += int(kept.sum())
+    kept_count = int(kept.sum())
+    orientation.both_external += count - kept_count
+    orientation.connections += kept_count
     out = orig_internal
     columns = _Columns(
         ts=ts + time_shift_secs if time_shift_secs else ts,
@@ -234,9 +272,12 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
         failed=failed,
     )
     keep = kept
+    if kept_count:
+        adder.counts.connections += kept_count
+        adder.counts.observe(float(columns.ts[kept].max()))
     if adder.not_before is not None:
         early = kept & (columns.ts < adder.not_before)
-        adder.late += int(early.sum())
+        adder.counts.late += int(early.sum())
         keep = kept & ~early
     _add_groups(columns.select(keep), adder)
     return True

@@ -25,9 +25,10 @@ resident memory (``ru_maxrss``) is its own:
   (:func:`agent.features.build_windows`, the evaluation's window path; the live agent's
   family feeder is not measured), and an IsolationForest detector trained on the first
   fifth of the windows and scoring all of them.
-- ``fti-pipeline-blocks``: the TSV pipeline with each tailer batch added to the windows by
-  :func:`agent.zeek_conn_batch.add_tsv_lines_to_windows`, with no connection object per line,
-  then the same detector.
+- ``fti-pipeline-blocks``: the TSV pipeline as the live agent and the replay run read it:
+  each tailer batch is added to the network family's windows by
+  :meth:`agent.families.feeding.FamilyFeeder.add_tsv_conn_lines`, with no connection object
+  per line, then the same detector.
 - ``sshd``, ``suricata`` and ``sysmon``: :func:`agent.sources.iter_file_events` on each
   parser's input.
 
@@ -159,6 +160,7 @@ def prepare(name: str, inputs: dict[str, Path]) -> Callable[[], int]:
 
     is_json = name.endswith("-json")
     if name == "fti-pipeline-blocks":
+        import agent.families.feeding  # noqa: F401 - _tail_block_windows finds it loaded
         from agent.detector import CalibratedDetector
 
         def run_blocks() -> int:
@@ -250,37 +252,27 @@ def _tail_block_windows(path: Path, *, lines_read: list[int]) -> np.ndarray:
     """
     import numpy as np
 
-    from agent.features import WindowAccumulator, close_window
-    from agent.network import InternalNetworks, OrientationStats
+    from agent.families.feeding import FamilyFeeder
+    from agent.network import OrientationStats
     from agent.tailer import LogTailer
     from agent.zeek_conn import decode_lines
-    from agent.zeek_conn_batch import add_tsv_lines_to_windows
     from agent.zeek_records import MalformedLineReporter, ParseStats
     from agent.zeek_tsv import TsvHeader
 
     tailer = LogTailer([str(path)], use_inotify=False)
-    internal = InternalNetworks(BENCH_INTERNAL_NETWORKS)
+    feeder = FamilyFeeder(("network",), window_seconds=60, internal_networks=BENCH_INTERNAL_NETWORKS)
     stats, orientation, header = ParseStats(), OrientationStats(), TsvHeader()
     reporter = MalformedLineReporter(str(path), stats)
-    open_windows: dict[tuple[str, int], WindowAccumulator] = {}
-
-    def accumulator_for(entity: str, start: int) -> WindowAccumulator:
-        found = open_windows.get((entity, start))
-        if found is None:
-            found = open_windows[(entity, start)] = WindowAccumulator(entity, start)
-        return found
-
     number = 0
     for batch in tailer.poll_batches():
         texts = decode_lines(batch.lines)
-        add_tsv_lines_to_windows(texts, number + 1, header=header, source=str(path), default_path="conn",
-                                 internal=internal, stats=stats, orientation=orientation, reporter=reporter,
-                                 window_seconds=60, accumulator_for=accumulator_for)
+        feeder.add_tsv_conn_lines(texts, number + 1, families=("network",), header=header, source=str(path),
+                                  default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
         number += len(texts)
     tailer.close()
     _check_clean_read(path, stats, orientation)
     lines_read.append(number)
-    windows = sorted((close_window(a) for a in open_windows.values()), key=lambda w: (w.start, w.entity))
+    windows = feeder.close()["network"]
     return np.array([w.features for w in windows], dtype=float)
 
 

@@ -8,7 +8,7 @@ of a family that is not configured for their source are counted in ``unused`` an
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,14 +20,22 @@ from agent.families.process import ProcessWindows
 from agent.features import Window
 from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
 from agent.observables import ObservableFilter
+from agent.zeek_conn import RecordCallback
+from agent.zeek import TsvReader
+from agent.zeek_conn_batch import BlockCounts, add_tsv_lines_to_windows
 from agent.zeek_observables import OBSERVED_LOGS, ObservationStats, ZeekObservation, observe_records
-from agent.zeek_records import ZeekRecord
+from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
+from agent.zeek_tsv import TsvHeader
 
 __all__ = ["FamilyFeeder", "FeedItem"]
 
 # A parsed item of any source: a conn record's connection, an application log's
 # observation, or a normalised event of sshd, Suricata or Sysmon.
 FeedItem = Connection | ZeekObservation | Event
+
+# Lines a replay run reads before adding them to the windows at once: enough to amortise the
+# per-block work, and a few MiB of text for conn lines.
+TSV_BLOCK_LINES = 1 << 14
 
 
 class FamilyFeeder:
@@ -95,6 +103,55 @@ class FamilyFeeder:
                 continue
             self._route(item, ts, shift_secs, families)
         return late
+
+    def add_tsv_conn_lines(self, texts: list[str], first_line: int, *, families: tuple[str, ...],
+                           header: TsvHeader, source: str, default_path: str, stats: ParseStats,
+                           orientation: OrientationStats, reporter: MalformedLineReporter,
+                           not_before: float | None = None,
+                           on_other_record: RecordCallback | None = None) -> BlockCounts | None:
+        """Add the connections of consecutive TSV lines of one file straight to the network windows.
+
+        The windows, counts and reports are those of parsing the lines with
+        :func:`agent.zeek_conn.iter_connections` and passing the connections to :meth:`feed`
+        without a shift (see :mod:`agent.zeek_conn_batch`). ``header`` is the file's TSV header
+        state, updated in place. Returns None, having read nothing, when ``families`` or the
+        configured ones leave out the network family. The caller then reads the lines one
+        connection at a time, so that :meth:`feed` counts them as unused.
+        """
+        table = self._network_table(families)
+        if table is None:
+            return None
+        counts = add_tsv_lines_to_windows(
+            texts, first_line, header=header, source=source, default_path=default_path, internal=self.internal,
+            stats=stats, orientation=orientation, reporter=reporter, window_seconds=table.window_seconds,
+            accumulator_for=table.connections_at, not_before=not_before, on_other_record=on_other_record)
+        self.fed["network"] += counts.connections - counts.late
+        return counts
+
+    def tsv_reader(self, families: tuple[str, ...], orientation: OrientationStats) -> TsvReader | None:
+        """Return a TSV reader for :func:`agent.zeek.iter_zeek_records` that adds conn lines to the windows.
+
+        The reader yields only the records of logs other than conn, and adds the connections
+        of conn lines with :meth:`add_tsv_conn_lines`, unshifted. Returns None when
+        ``families`` leave out the network family.
+        """
+        if self._network_table(families) is None:
+            return None
+
+        def read(lines: Iterable[tuple[int, str]], *, source: str, default_path: str, stats: ParseStats,
+                 reporter: MalformedLineReporter) -> Iterator[ZeekRecord]:
+            header = TsvHeader()
+            for first_line, texts in _consecutive_lines(lines, TSV_BLOCK_LINES):
+                others: list[ZeekRecord] = []
+                self.add_tsv_conn_lines(texts, first_line, families=families, header=header, source=source,
+                                        default_path=default_path, stats=stats, orientation=orientation,
+                                        reporter=reporter, on_other_record=others.append)
+                yield from others
+        return read
+
+    def _network_table(self, families: tuple[str, ...]) -> NetworkWindows | None:
+        table = self.tables.get("network")
+        return table if table is not None and "network" in families else None
 
     def close(self, rounds: set[int] | None = None, *, round_seconds: int = 1) -> dict[str, list[Window]]:
         """Close the windows of ``rounds`` (all when None) and return them by family."""
@@ -168,6 +225,23 @@ class FamilyFeeder:
             return
         add(table)
         self.fed[family] += 1
+
+
+def _consecutive_lines(lines: Iterable[tuple[int, str]], limit: int) -> Iterator[tuple[int, list[str]]]:
+    """Group numbered lines into runs of consecutive numbers, at most ``limit`` long: (first number, texts).
+
+    The reader leaves out the lines it reports (too long, NUL bytes), so numbers can skip.
+    """
+    first, texts = 0, []
+    for number, text in lines:
+        if texts and (number != first + len(texts) or len(texts) >= limit):
+            yield first, texts
+            texts = []
+        if not texts:
+            first = number
+        texts.append(text)
+    if texts:
+        yield first, texts
 
 
 def _time_of(item: FeedItem) -> float:

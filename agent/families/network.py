@@ -48,6 +48,10 @@ class NetworkWindows(WindowTable[NetworkAccumulator]):
     def add_connection(self, connection: Connection) -> None:
         self.accumulator(connection.entity, connection.ts).connections.add(connection)
 
+    def connections_at(self, entity: str, start: int) -> WindowAccumulator:
+        """Return the connection accumulator of the window of ``entity`` that starts at ``start``."""
+        return self.accumulator_at(entity, start).connections
+
     def add_observables(self, entity: str, ts: float, keys: tuple[str, ...]) -> None:
         if keys:
             self.accumulator(entity, ts).observed.update(keys)

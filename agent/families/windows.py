@@ -34,7 +34,10 @@ class WindowTable(ABC, Generic[A]):
 
     def accumulator(self, entity: str, ts: float) -> A:
         """Return the accumulator of ``entity``'s window that contains ``ts``, opening it if needed."""
-        start = int(ts // self.window_seconds) * self.window_seconds
+        return self.accumulator_at(entity, int(ts // self.window_seconds) * self.window_seconds)
+
+    def accumulator_at(self, entity: str, start: int) -> A:
+        """Return the accumulator of ``entity``'s window that starts at ``start``, opening it if needed."""
         key = (entity, start)
         found = self.open.get(key)
         if found is None:

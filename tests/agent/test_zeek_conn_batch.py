@@ -42,7 +42,7 @@ def windows_both(lines: list[str], *, block_lines: int, shift_secs: float = 0.0,
                 late += add_tsv_lines_to_windows(
                     block, first + 1, header=header, source="conn.log", default_path="conn", internal=internal,
                     stats=stats, orientation=orientation, reporter=reporter, window_seconds=WINDOW_SECONDS,
-                    accumulator_for=accumulator_for, time_shift_secs=shift_secs, not_before=not_before)
+                    accumulator_for=accumulator_for, time_shift_secs=shift_secs, not_before=not_before).late
                 continue
             numbered = enumerate(block, start=first + 1)
             for connection in iter_connections(numbered, is_json=False, source="conn.log", default_path="conn",

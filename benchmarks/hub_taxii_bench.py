@@ -15,6 +15,7 @@ Usage::
 
     python benchmarks/hub_taxii_bench.py --postgres-dsn postgresql://fti:...@127.0.0.1:5432/postgres
     python benchmarks/hub_taxii_bench.py --scale-objects 100000   # a shorter scale run
+    python benchmarks/hub_taxii_bench.py --measurements adding     # adding only, a few minutes
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from fusion_hub.storage import NewObject  # noqa: E402
 from stix_mappings.ids import collection_id, site_identity_id  # noqa: E402
 
 SITE = "bench-site"
+MEASUREMENTS = ("adding", "paging", "scale")
 COLLECTION = "keys"
 # Rows per load_objects call while preloading, which bounds the memory of one batch.
 PRELOAD_BATCH = 50_000
@@ -284,14 +286,25 @@ def measure_first_page(target: Target, *, limit: int) -> float:
 
 
 def run(
-    sizes: Sizes, *, postgres_dsn: str = "", folder: Path, in_process: bool = False
+    sizes: Sizes, *, postgres_dsn: str = "", folder: Path, in_process: bool = False,
+    measurements: tuple[str, ...] = MEASUREMENTS,
 ) -> dict[str, Any]:
-    """Run every measurement and return the results as one JSON-ready dictionary."""
+    """Run the named measurements and return the results as one JSON-ready dictionary."""
     results: dict[str, Any] = {"sizes": sizes.__dict__ | {"envelope_sizes":
                                                           list(sizes.envelope_sizes)}}
     backends = ["sqlite"] + (["postgresql"] if postgres_dsn else [])
+    if "adding" in measurements:
+        _run_adding(sizes, results, backends, postgres_dsn, folder, in_process)
+    if "paging" in measurements:
+        _run_paging(sizes, results, backends, postgres_dsn, folder, in_process)
+    if "scale" in measurements:
+        _run_scale(sizes, results, backends, postgres_dsn, in_process)
+    return results
 
-    # Adding and paging, each on a fresh server.
+
+def _run_adding(sizes: Sizes, results: dict[str, Any], backends: list[str], postgres_dsn: str,
+                folder: Path, in_process: bool) -> None:
+    """Measure adding on medallion and the hub, each on a fresh server, and the ratios."""
     for envelope_size in sizes.envelope_sizes:
         with running_reference(folder / f"add-{envelope_size}") as reference:
             results[f"medallion_add_{envelope_size}"] = measure_adding(
@@ -300,6 +313,16 @@ def run(
             with running_hub(backend, postgres_dsn, in_process=in_process) as hub:
                 results[f"{backend}_add_{envelope_size}"] = measure_adding(
                     hub, total=sizes.add_total, envelope_size=envelope_size)
+    for backend in backends:
+        for envelope_size in sizes.envelope_sizes:
+            results[f"{backend}_add_{envelope_size}_ratio"] = (
+                results[f"{backend}_add_{envelope_size}"]
+                / results[f"medallion_add_{envelope_size}"])
+
+
+def _run_paging(sizes: Sizes, results: dict[str, Any], backends: list[str], postgres_dsn: str,
+                folder: Path, in_process: bool) -> None:
+    """Measure paging on medallion and the hub, each on a fresh server, and the ratios."""
     with running_reference(folder / "paging") as reference:
         results["medallion_paging_secs"] = measure_paging(
             reference, total=sizes.paging_total, limit=sizes.page_limit)
@@ -307,8 +330,13 @@ def run(
         with running_hub(backend, postgres_dsn, in_process=in_process) as hub:
             results[f"{backend}_paging_secs"] = measure_paging(
                 hub, total=sizes.paging_total, limit=sizes.page_limit)
+        results[f"{backend}_paging_ratio"] = (results["medallion_paging_secs"]
+                                              / results[f"{backend}_paging_secs"])
 
-    # Scale: the same measurements against small and large preloaded collections.
+
+def _run_scale(sizes: Sizes, results: dict[str, Any], backends: list[str], postgres_dsn: str,
+               in_process: bool) -> None:
+    """Measure adding and first pages against small and large preloaded collections."""
     for backend in backends:
         with running_hub(backend, postgres_dsn, preload_objects=sizes.first_page_small,
                          in_process=in_process) as hub:
@@ -325,21 +353,12 @@ def run(
                 hub, limit=sizes.page_limit)
             results[f"{backend}_add_at_large"] = measure_adding(
                 hub, total=sizes.scale_small, envelope_size=1_000)
-
-    # Ratios: how many times medallion's speed, and how the hub slows down at scale.
-    for backend in backends:
-        for envelope_size in sizes.envelope_sizes:
-            results[f"{backend}_add_{envelope_size}_ratio"] = (
-                results[f"{backend}_add_{envelope_size}"]
-                / results[f"medallion_add_{envelope_size}"])
-        results[f"{backend}_paging_ratio"] = (results["medallion_paging_secs"]
-                                              / results[f"{backend}_paging_secs"])
+        # How the hub slows down at scale.
         results[f"{backend}_add_scale_ratio"] = (results[f"{backend}_add_at_large"]
                                                  / results[f"{backend}_add_at_small"])
         results[f"{backend}_first_page_scale_ratio"] = (
             results[f"{backend}_first_page_large_secs"]
             / results[f"{backend}_first_page_small_secs"])
-    return results
 
 
 def main() -> None:
@@ -348,6 +367,8 @@ def main() -> None:
                         help="PostgreSQL URI for the PostgreSQL runs; omitted: SQLite only")
     parser.add_argument("--scale-objects", type=int, default=Sizes.scale_large,
                         help="objects stored for the large scale runs (default 1000000)")
+    parser.add_argument("--measurements", nargs="+", choices=MEASUREMENTS, default=MEASUREMENTS,
+                        help="which measurements to run (default: all three)")
     parser.add_argument("--serve-hub", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_hub:
@@ -358,7 +379,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
     with tempfile.TemporaryDirectory(prefix="fti-taxii-bench-") as folder:
-        results = run(sizes, postgres_dsn=args.postgres_dsn, folder=Path(folder))
+        results = run(sizes, postgres_dsn=args.postgres_dsn, folder=Path(folder),
+                      measurements=tuple(args.measurements))
     print(json.dumps(results, indent=2))
 
 

@@ -44,6 +44,10 @@ MAX_TRACKED_KEYS = 65_536
 # An address that authenticated as a name skips that name's failure limit for this long.
 TRUSTED_ADDRESS_SECS = 24 * 3600.0
 
+# Usernames come from the client, so a key keeps at most this many characters of one, which
+# bounds the memory of a table. Credential names have at most 63 (see fusion_hub.registry).
+MAX_NAME_KEY_CHARS = 128
+
 # How long a check waits for a free argon2id slot. It absorbs agents that start together and
 # stays far under a client's request timeout, and a flood beyond it gets 429 instead of
 # queueing on the worker threads.
@@ -180,6 +184,7 @@ class AuthLimits:
             Nothing is computed then.
         """
         address = address_key(remote_addr)
+        username = username[:MAX_NAME_KEY_CHARS]
         wait = self.by_address.wait_secs(address)
         if wait > 0:
             raise AuthThrottled(
@@ -221,10 +226,11 @@ class AuthLimits:
     def record_failure(self, username: str, remote_addr: str | None) -> None:
         """Count a rejected secret against its address and its username."""
         self.by_address.record_failure(address_key(remote_addr))
-        self.by_username.record_failure(username)
+        self.by_username.record_failure(username[:MAX_NAME_KEY_CHARS])
 
     def record_success(self, username: str, remote_addr: str | None) -> None:
         """Clear the failures of ``username`` and trust its address for that name."""
+        username = username[:MAX_NAME_KEY_CHARS]
         self.by_username.forget(username)
         key = (username, address_key(remote_addr))
         with self._trusted_lock:

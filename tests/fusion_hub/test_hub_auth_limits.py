@@ -21,6 +21,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from fusion_hub.auth_limits import (
+    MAX_NAME_KEY_CHARS,
     MAX_TRACKED_KEYS,
     AuthLimits,
     AuthThrottled,
@@ -453,6 +454,18 @@ def test_failure_buckets_forget_oldest_beyond_max_keys() -> None:
     assert buckets.wait_secs("b") > 0
     assert buckets.wait_secs("c") > 0
     assert MAX_TRACKED_KEYS >= 10_000
+
+
+def test_long_usernames_share_one_key() -> None:
+    limits = AuthLimits(dataclasses.replace(FAST_AUTH, max_failures_per_address=0,
+                                            max_failures_per_username=1))
+    prefix = "x" * MAX_NAME_KEY_CHARS
+
+    limits.record_failure(prefix + "a" * 100_000, "192.0.2.1")
+
+    assert limits.by_username.wait_secs(prefix) > 0
+    with pytest.raises(AuthThrottled), limits.verification(prefix + "b" * 10, "192.0.2.2"):
+        pass
 
 
 @pytest.mark.parametrize(("remote_addr", "key"), [

@@ -36,9 +36,10 @@ SITES = ("site-a", "site-b", "site-c")
 @pytest.fixture()
 def hub(tmp_path: Path) -> Iterator[tuple[HubServer, str]]:
     """A hub in secure mode whose rounds go on with two sites after a ten-second stage timeout."""
-    # Cheap password hashing, with room for three sites logging in at once.
+    # Cheap password hashing, with room for three sites logging in at once from one address,
+    # which gets half of the concurrent checks.
     auth = AuthSettings(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1,
-                        max_concurrent_verifications=len(SITES))
+                        max_concurrent_verifications=2 * len(SITES))
     config = HubConfig(hub=ServerSettings(host="127.0.0.1", port=0, tick_seconds=0.2), auth=auth,
                        storage=StorageSettings(path=tmp_path / "hub.sqlite3"),
                        rounds=RoundSettings(round_seconds=ROUND_SECONDS, quorum_sites=2, deadline_seconds=3600,

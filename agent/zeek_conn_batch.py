@@ -199,6 +199,14 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     def column(index: int) -> list[str]:
         return values[index::width]
 
+    distinct_of: dict[int, set[str]] = {}
+
+    def distinct_values(index: int) -> set[str]:
+        found = distinct_of.get(index)
+        if found is None:
+            found = distinct_of[index] = set(column(index))
+        return found
+
     # Times in the plain form only, inside the plausible range.
     ts_texts = column(plan.ts)
     if _PLAIN_SECONDS_COLUMN.fullmatch("\n".join(ts_texts) + "\n") is None:
@@ -208,8 +216,11 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
         return False
 
     # Counts, ports and booleans are checked by the general converters' rules. Other typed columns are converted.
+    # A count is the unset token or ASCII digits, so the other distinct values, joined, are all digits.
     for index in plan.counts(range(width)):
-        if not all(value == unset or (value.isdigit() and value.isascii()) for value in set(column(index))):
+        numbers = distinct_values(index) - {unset}
+        joined_numbers = "".join(numbers)
+        if numbers and ("" in numbers or not (joined_numbers.isdigit() and joined_numbers.isascii())):
             return False
     if plan.bools is not None and not all(plan.bool_tokens.issuperset(column(i)) for i in plan.bools(range(width))):
         return False
@@ -243,10 +254,9 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     integers = {}
     for name, index in (("orig_p", plan.orig_p), ("resp_p", plan.resp_p), ("orig_bytes", plan.orig_bytes),
                         ("resp_bytes", plan.resp_bytes)):
-        texts_of_column = column(index)
-        if max(map(len, set(texts_of_column))) > _MAX_INT64_DIGITS:
+        if max(map(len, distinct_values(index))) > _MAX_INT64_DIGITS:
             return False
-        integers[name] = _convert_column(texts_of_column, int, unset, -1, np.int64)
+        integers[name] = _convert_column(column(index), int, unset, -1, np.int64, distinct_values(index))
     states = column(plan.conn_state)
     failed = np.fromiter(map(FAILED_CONN_STATES.__contains__, states), dtype=bool, count=count)
     if "\\" in "".join(states):
@@ -284,9 +294,9 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
 
 
 def _convert_column(texts: list[str], convert: Callable[[str], object], unset: str, unset_value: object,
-                    dtype: type) -> np.ndarray:
+                    dtype: type, distinct: set[str] | None = None) -> np.ndarray:
     """Convert each distinct value once, because runs repeat ports, byte counts and durations a lot."""
-    values = {text: convert(text) for text in set(texts) if text != unset}
+    values = {text: convert(text) for text in (distinct if distinct is not None else set(texts)) if text != unset}
     values[unset] = unset_value
     return np.fromiter(map(values.__getitem__, texts), dtype=dtype, count=len(texts))
 
@@ -316,19 +326,42 @@ def _add_groups(columns: _Columns, adder: _WindowAdder) -> None:
     order = np.lexsort((starts, entity_codes))
     sorted_codes, sorted_starts = entity_codes[order], starts[order]
     bounds = (np.flatnonzero((np.diff(sorted_codes) != 0) | (np.diff(sorted_starts) != 0)) + 1).tolist()
+    firsts = [0] + bounds
     ts, peers, ports = columns.ts[order].tolist(), columns.peer[order].tolist(), columns.port[order].tolist()
-    shareable, failed = columns.shareable[order].tolist(), columns.failed[order].tolist()
-    bytes_out, bytes_in = columns.bytes_out[order].tolist(), columns.bytes_in[order].tolist()
     durations, group_starts = columns.duration[order].tolist(), sorted_starts.tolist()
     sorted_entities = columns.entity[order].tolist()
-    for first, end in zip([0] + bounds, bounds + [len(order)]):
+    shareable = columns.shareable[order]
+    all_shareable, shareable = bool(shareable.all()), shareable.tolist()
+    all_ports_set = bool((columns.port >= 0).all())
+
+    # Integer sums of each group at once. They are exact, so their order does not matter.
+    bytes_out = _group_sums(columns.bytes_out[order], firsts)
+    bytes_in = _group_sums(columns.bytes_in[order], firsts)
+    failed = _group_sums(columns.failed[order].astype(np.int64), firsts)
+    for group, (first, end) in enumerate(zip(firsts, bounds + [len(order)])):
         accumulator = adder.accumulator_for(sorted_entities[first], group_starts[first])
         accumulator.timestamps.extend(ts[first:end])
         group_peers = peers[first:end]
         accumulator.peers.update(group_peers)
-        accumulator.ports.update([port for port in ports[first:end] if port >= 0])
-        accumulator.bytes_out += sum(bytes_out[first:end])
-        accumulator.bytes_in += sum(bytes_in[first:end])
-        accumulator.failed += sum(failed[first:end])
+        if all_ports_set:
+            accumulator.ports.update(ports[first:end])
+        else:
+            accumulator.ports.update([port for port in ports[first:end] if port >= 0])
+        accumulator.bytes_out += bytes_out[group]
+        accumulator.bytes_in += bytes_in[group]
+        accumulator.failed += failed[group]
         accumulator.duration_sum = reduce(add, durations[first:end], accumulator.duration_sum)
-        accumulator.remotes.update(compress(group_peers, shareable[first:end]))
+        if all_shareable:
+            accumulator.remotes.update(group_peers)
+        else:
+            accumulator.remotes.update(compress(group_peers, shareable[first:end]))
+
+
+def _group_sums(values: np.ndarray, firsts: list[int]) -> list[int]:
+    """Return the sum of each group of non-negative ``values`` that starts at an index of ``firsts``, as Python ints."""
+    # int64 sums are exact below 2**63. A run whose sum could reach it is summed as Python ints.
+    if len(values) and int(values.max()) * len(values) >= 1 << 63:
+        ends = firsts[1:] + [len(values)]
+        as_list = values.tolist()
+        return [sum(as_list[first:end]) for first, end in zip(firsts, ends)]
+    return np.add.reduceat(values, firsts).tolist()

@@ -131,6 +131,7 @@ def test_block_path_damaged_lines_match_fast_path(shared_data_dir: Path) -> None
         {"ts": "5000000000.0"},
         {"local_orig": "-"},
         {"missed_bytes": "12345678901234567890"},
+        {"orig_bytes": "999999999999999999", "resp_bytes": "999999999999999999"},
     ],
 )
 def test_block_path_changed_row_matches_fast_path(shared_data_dir: Path, changes: dict[str, str]) -> None:

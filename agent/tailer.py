@@ -414,8 +414,13 @@ class LogTailer:
             self.close()
 
     def checkpoints(self) -> list[TailCheckpoint]:
-        """Return the position of every open file and the identities of finished ones."""
-        return [state.checkpoint() for state in self._open.values()] + list(self._finished)
+        """Return the position of every open file and the identities of finished ones.
+
+        Checkpoints passed to the constructor and not yet taken up by a poll are returned as
+        they came, so a tailer stopped before its first poll loses no position.
+        """
+        return [state.checkpoint() for state in self._open.values()] + list(self._restored.values()) + \
+            list(self._finished)
 
     def close(self) -> None:
         """Stop the watcher and close every file. :meth:`checkpoints` still works after."""

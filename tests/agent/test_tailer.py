@@ -624,3 +624,15 @@ def test_restart_symlink_and_target_read_once(tmp_path: Path) -> None:
     second = LogTailer(patterns, checkpoints=first.checkpoints())
 
     assert drain(second) == [b"two"]
+
+
+def test_checkpoints_before_first_poll_kept(tmp_path: Path) -> None:
+    """A tailer stopped before its first poll returns the checkpoints it was given."""
+    log_file = tmp_path / "a.log"
+    saved = stopped_after(log_file, str(log_file), b"one\n")
+
+    second = LogTailer([str(log_file)], checkpoints=saved)
+    second.close()
+
+    assert second.checkpoints() == saved
+    assert drain(LogTailer([str(log_file)], checkpoints=second.checkpoints())) == []

@@ -398,7 +398,8 @@ class LogTailer:
         # A file found nowhere may still turn up copied or compressed later, so its identity
         # is kept with the finished ones, which :meth:`checkpoints` returns.
         if self._first_poll:
-            self._finished.extend(replace(saved, finished=True) for saved in self._restored.values())
+            self._finished.extend(replace(saved, finished=True) for saved in self._restored.values()
+                                  if saved.fingerprint_size)
             self._restored.clear()
         self._first_poll = False
 
@@ -573,6 +574,9 @@ class LogTailer:
         append to it, then copies, compressed or not, in name order.
         """
         for key, saved in list(self._restored.items()):
+            # An empty file was read up to nothing, and any file would match its empty head.
+            if not saved.fingerprint_size:
+                continue
             live = found.get(key)
             if live is not None and self._still_continues(key, live, saved):
                 continue

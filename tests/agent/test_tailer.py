@@ -636,3 +636,16 @@ def test_checkpoints_before_first_poll_kept(tmp_path: Path) -> None:
 
     assert second.checkpoints() == saved
     assert drain(LogTailer([str(log_file)], checkpoints=second.checkpoints())) == []
+
+
+def test_restart_empty_file_gone_matches_nothing(tmp_path: Path) -> None:
+    """An empty file has no first bytes, so no other file in its folder is taken for its copy."""
+    (tmp_path / "conn-001.log").write_bytes(b"old\n")
+    log_file = tmp_path / "conn.log"
+    saved = stopped_after(log_file, str(tmp_path / "conn*.log"), b"")
+
+    log_file.unlink()
+    second = LogTailer([str(tmp_path / "conn*.log")], checkpoints=saved)
+
+    assert [c.fingerprint_size for c in saved if c.path == str(log_file)] == [0]
+    assert drain(second) == []

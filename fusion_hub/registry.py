@@ -52,7 +52,7 @@ SITE_READABLE = ("summaries", "fused-indicators", "feedback", "keys")
 # Collections where a site reads only what it posted itself.
 OWNER_ONLY = ("summaries", "feedback")
 
-# Called around each argon2id computation. Its context manager may raise to refuse the
+# Called around each argon2id computation. Its context manager may raise to reject the
 # computation, so that a caller can cap concurrency and throttle failed logins.
 HashGuard = Callable[[], AbstractContextManager[object]]
 
@@ -125,6 +125,9 @@ class SiteRegistry:
         self._verified: dict[str, tuple[bytes, str, float]] = {}
         self._cache_salt = secrets.token_bytes(32)
         self._cache_lock = threading.Lock()
+        # Unknown and revoked names are checked against this hash of a random secret, so they
+        # cost the same argon2id verification as a wrong password of a known name.
+        self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(32))
 
     def enroll_site(self, site_id: str, public_key_b64: str) -> str:
         """Register a site with its Ed25519 public key and return its new password.
@@ -249,11 +252,11 @@ class SiteRegistry:
         log.warning("API token %s revoked; its requests are rejected from now on", token_id)
 
     def authenticate_token(self, token: str, *, guard: HashGuard = nullcontext) -> AuthResult:
-        """Check a bearer token; a revoked token or credential fails.
+        """Check a bearer token. A revoked token or credential fails.
 
-        ``guard()`` is entered around every argon2id computation and may raise to refuse it
-        (see ``fusion_hub.auth_limits``). Unknown and revoked tokens cost one hash too, so
-        the response time does not tell them from a wrong secret.
+        ``guard()`` is entered around every argon2id computation and may raise to reject it
+        (see ``fusion_hub.auth_limits``). Unknown and revoked tokens cost one verification
+        too, so the response time does not tell them from a wrong secret.
         """
         prefix, _, rest = token.partition(_TOKEN_PREFIX)
         token_id, separator, secret = rest.partition("_")
@@ -261,13 +264,11 @@ class SiteRegistry:
             return AuthResult(None, "malformed")
         stored = self.storage.get_api_token(token_id)
         if stored is None:
-            with guard():
-                self._hasher.hash(secret)
+            self._verify_decoy(secret, guard)
             return AuthResult(None, "unknown")
         credential = self.storage.get_credential(stored.credential)
         if stored.revoked_us is not None or credential is None or credential.revoked:
-            with guard():
-                self._hasher.hash(secret)
+            self._verify_decoy(secret, guard)
             return AuthResult(None, "revoked")
         if not self._secret_matches(f"token:{token_id}", stored.secret_hash, secret, guard):
             return AuthResult(None, "password")
@@ -286,13 +287,12 @@ class SiteRegistry:
 
         Every call rereads the credential, so a revocation applies to the next request even
         when the password is cached as verified. ``guard()`` is entered around every argon2id
-        computation and may raise to refuse it (see ``fusion_hub.auth_limits``).
+        computation and may raise to reject it (see ``fusion_hub.auth_limits``).
         """
         credential = self.storage.get_credential(name)
         if credential is None or credential.revoked:
-            # Hash anyway, so that response time does not reveal which names exist.
-            with guard():
-                self._hasher.hash(password)
+            # Verify anyway, so that response time does not reveal which names exist.
+            self._verify_decoy(password, guard)
             return AuthResult(None, "unknown" if credential is None else "revoked")
         if not self._secret_matches(credential.name, credential.password_hash, password, guard):
             return AuthResult(None, "password")
@@ -357,6 +357,13 @@ class SiteRegistry:
         log.info("site %s trust updated: alpha=%g beta=%g (weight %.3f)", site_id, alpha, beta,
                  alpha / (alpha + beta))
         return alpha, beta
+
+    def _verify_decoy(self, secret: str, guard: HashGuard) -> None:
+        try:
+            with guard():
+                self._hasher.verify(self._decoy_hash, secret)
+        except VerificationError:
+            pass
 
     def _secret_matches(self, cache_key: str, secret_hash: str, secret: str,
                         guard: HashGuard = nullcontext) -> bool:

@@ -40,6 +40,7 @@ class CountingHasher(PasswordHasher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls = 0
+        self.verify_calls = 0
         self._lock = threading.Lock()
 
     def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
@@ -50,6 +51,7 @@ class CountingHasher(PasswordHasher):
     def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002 - argon2 name
         with self._lock:
             self.calls += 1
+            self.verify_calls += 1
         return super().verify(hash, password)
 
 
@@ -209,13 +211,15 @@ def test_unknown_revoked_known_names_alike(tmp_path: Path, hasher_of: Any) -> No
         hasher = hasher_of(hub)
         outcomes = {}
         for name in ("site-a", "site-old", "no-such-site"):
-            before = hasher.calls
+            before, verifies_before = hasher.calls, hasher.verify_calls
             statuses = [get_collections(hub, name, "guess")[0] for _ in range(3)]
-            outcomes[name] = (statuses, hasher.calls - before)
+            outcomes[name] = (statuses, hasher.calls - before,
+                              hasher.verify_calls - verifies_before)
 
-        assert outcomes["site-a"] == ([401, 401, 429], 2)
-        assert outcomes["site-old"] == ([401, 401, 429], 2)
-        assert outcomes["no-such-site"] == ([401, 401, 429], 2)
+        # Each 401 cost one argon2id verification and no hash, and the 429 cost nothing.
+        assert outcomes["site-a"] == ([401, 401, 429], 2, 2)
+        assert outcomes["site-old"] == ([401, 401, 429], 2, 2)
+        assert outcomes["no-such-site"] == ([401, 401, 429], 2, 2)
 
 
 def test_bearer_token_failures_limited(tmp_path: Path) -> None:

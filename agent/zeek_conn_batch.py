@@ -237,20 +237,24 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
         return False
 
     # Addresses come from the orientation cache. An invalid one sends the run to the line path.
+    # Rows refer to addresses by the code of their normalised name, so that texts written
+    # differently for one address (IPv6 forms) make one entity.
     classified, classify = internal._classified, internal.classify
+    texts_of_sides = (column(plan.orig_h), column(plan.resp_h))
+    distinct = list(set(texts_of_sides[0]).union(texts_of_sides[1]))
+    classes = [classified.get(text) or classify(text) for text in distinct]
+    if None in classes:
+        return False
+    code_of = {text: code for code, text in enumerate(distinct)}
+    name_codes: dict[str, int] = {}
+    name_of_text = np.array([name_codes.setdefault(found[0], len(name_codes)) for found in classes], dtype=np.int64)
+    names = np.array(list(name_codes), dtype=object)
+    internal_flags = np.array([found[1] for found in classes], dtype=bool)
+    shareable_flags = np.array([found[2] for found in classes], dtype=bool)
     sides = []
-    for index in (plan.orig_h, plan.resp_h):
-        texts_of_side = column(index)
-        distinct = list(set(texts_of_side))
-        classes = [classified.get(text) or classify(text) for text in distinct]
-        if None in classes:
-            return False
-        code_of = {text: code for code, text in enumerate(distinct)}
+    for texts_of_side in texts_of_sides:
         codes = np.fromiter(map(code_of.__getitem__, texts_of_side), dtype=np.int64, count=count)
-        names = np.array([found[0] for found in classes], dtype=object)
-        internal_flags = np.array([found[1] for found in classes], dtype=bool)
-        shareable_flags = np.array([found[2] for found in classes], dtype=bool)
-        sides.append((names[codes], internal_flags[codes], shareable_flags[codes]))
+        sides.append((name_of_text[codes], internal_flags[codes], shareable_flags[codes]))
     integers = {}
     for name, index in (("orig_p", plan.orig_p), ("resp_p", plan.resp_p), ("orig_bytes", plan.orig_bytes),
                         ("resp_bytes", plan.resp_bytes)):
@@ -264,7 +268,7 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
 
     # Orient: the internal side is the entity, the originator when both are internal.
     stats.records += count
-    (orig_names, orig_internal, orig_shareable), (resp_names, resp_internal, resp_shareable) = sides
+    (orig_codes, orig_internal, orig_shareable), (resp_codes, resp_internal, resp_shareable) = sides
     kept = orig_internal | resp_internal
     kept_count = int(kept.sum())
     orientation.both_external += count - kept_count
@@ -272,8 +276,8 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     out = orig_internal
     columns = _Columns(
         ts=ts + time_shift_secs if time_shift_secs else ts,
-        entity=np.where(out, orig_names, resp_names),
-        peer=np.where(out, resp_names, orig_names),
+        entity=np.where(out, orig_codes, resp_codes),
+        peer=np.where(out, resp_codes, orig_codes),
         shareable=np.where(out, resp_shareable, orig_shareable),
         port=np.where(out, integers["resp_p"], integers["orig_p"]),
         bytes_out=np.maximum(np.where(out, integers["orig_bytes"], integers["resp_bytes"]), 0),
@@ -289,7 +293,7 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
         early = kept & (columns.ts < adder.not_before)
         adder.counts.late += int(early.sum())
         keep = kept & ~early
-    _add_groups(columns.select(keep), adder)
+    _add_groups(columns.select(keep), names, adder)
     return True
 
 
@@ -311,15 +315,16 @@ class _Columns:
         return _Columns(**{name: array[mask] for name, array in self.__dict__.items()})
 
 
-def _add_groups(columns: _Columns, adder: _WindowAdder) -> None:
-    """Add each (entity, window) group of the rows to its accumulator, rows in line order."""
+def _add_groups(columns: _Columns, names: np.ndarray, adder: _WindowAdder) -> None:
+    """Add each (entity, window) group of the rows to its accumulator, rows in line order.
+
+    ``columns.entity`` and ``columns.peer`` are codes of the addresses in ``names``.
+    """
     if not len(columns.ts):
         return
     window_seconds = adder.window_seconds
     starts = (np.floor_divide(columns.ts, window_seconds).astype(np.int64) * window_seconds)
-    entities = columns.entity.tolist()
-    codes: dict[str, int] = {name: code for code, name in enumerate(set(entities))}
-    entity_codes = np.fromiter(map(codes.__getitem__, entities), dtype=np.int64, count=len(entities))
+    entity_codes = columns.entity
 
     # A stable sort keeps each group's rows in line order. Each column is sorted and turned
     # into a list once, so a group is then a slice of every list.
@@ -327,9 +332,9 @@ def _add_groups(columns: _Columns, adder: _WindowAdder) -> None:
     sorted_codes, sorted_starts = entity_codes[order], starts[order]
     bounds = (np.flatnonzero((np.diff(sorted_codes) != 0) | (np.diff(sorted_starts) != 0)) + 1).tolist()
     firsts = [0] + bounds
-    ts, peers, ports = columns.ts[order].tolist(), columns.peer[order].tolist(), columns.port[order].tolist()
+    ts, peers, ports = columns.ts[order].tolist(), names[columns.peer[order]].tolist(), columns.port[order].tolist()
     durations, group_starts = columns.duration[order].tolist(), sorted_starts.tolist()
-    sorted_entities = columns.entity[order].tolist()
+    sorted_entities = names[sorted_codes].tolist()
     shareable = columns.shareable[order]
     all_shareable, shareable = bool(shareable.all()), shareable.tolist()
     all_ports_set = bool((columns.port >= 0).all())

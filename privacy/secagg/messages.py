@@ -62,7 +62,9 @@ class SecAggConfig:
         (a coalition of the hub and fewer than ``threshold`` sites learns nothing about
         another site's secrets) but tolerates fewer dropouts: at most
         ``neighbourhood size - threshold``. It must be a strict majority of every
-        neighbourhood, so that the hub can never collect both kinds of shares of a site.
+        neighbourhood, so that a hub without colluding sites can never collect both kinds
+        of shares of a site. A hub colluding with c sites can when 2 * threshold <=
+        neighbourhood size + c.
     vector_length : int
         Number of 32-bit words every site submits, in [1, 2^24].
     neighbours_per_site : int or None, default None

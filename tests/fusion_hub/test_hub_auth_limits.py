@@ -262,11 +262,12 @@ def test_concurrency_cap_429_busy(tmp_path: Path, hasher_of: Any) -> None:
         assert hasher.calls == 1
 
 
-def test_one_address_gets_half_the_slots(tmp_path: Path) -> None:
+def test_address_with_failures_gets_half_the_slots(tmp_path: Path) -> None:
     config = limited_config(tmp_path, max_concurrent_verifications=2,
-                            credential_cache_seconds=0.0)
+                            credential_cache_seconds=0.0, max_failures_per_address=5)
     with running_hub(config) as hub:
         site_a, site_b = enroll(hub, "site-a"), enroll(hub, "site-b")
+        hub.authenticator.limits.record_failure("guessed-name", "127.0.0.1")
 
         with hub.authenticator.limits.verification("held-by-test", "127.0.0.1"):
             started = time.monotonic()
@@ -287,8 +288,23 @@ def test_one_address_gets_half_the_slots(tmp_path: Path) -> None:
         assert 'fti_hub_auth_throttled_total{scope="address_concurrency"} 1.0' in metrics
 
 
+def test_clean_address_may_use_every_slot() -> None:
+    """Sites behind one NAT log in together: without failures no per-address share applies."""
+    limits = AuthLimits(dataclasses.replace(FAST_AUTH, max_concurrent_verifications=2,
+                                            max_failures_per_address=5))
+
+    with limits.verification("site-a", "192.0.2.1"), limits.verification("site-b", "192.0.2.1"):
+        limits.record_failure("site-c", "192.0.2.7")
+        with pytest.raises(AuthThrottled) as excinfo, limits.verification("site-c", "192.0.2.7"):
+            pass
+
+    assert excinfo.value.scope == "concurrency"
+
+
 def test_in_flight_count_released_after_error() -> None:
-    limits = AuthLimits(dataclasses.replace(FAST_AUTH, max_concurrent_verifications=2))
+    limits = AuthLimits(dataclasses.replace(FAST_AUTH, max_concurrent_verifications=2,
+                                            max_failures_per_address=5))
+    limits.record_failure("guessed-name", "192.0.2.1")
 
     with pytest.raises(ValueError), limits.verification("site-a", "192.0.2.1"):
         raise ValueError("argon2id failed")

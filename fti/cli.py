@@ -214,9 +214,21 @@ def _eval(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         print(f"fti eval: data folder {data_dir} not found; pass --data-dir", file=sys.stderr)
         return 2
+    if args.seed < 0:
+        print(f"fti eval: invalid --seed {args.seed}; use an integer of 0 or more", file=sys.stderr)
+        return 2
+    # Create the output folder before the run, so that an unusable --out fails in seconds
+    # instead of discarding a finished run.
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"fti eval: cannot create the output folder {out_dir}: {err}; pass another --out",
+              file=sys.stderr)
+        return 2
     settings = EvalSettings(seed=args.seed, strategy=args.strategy)
     results = run_scenario(args.scenario, data_dir=data_dir, settings=settings, quick=args.quick)
-    for path in write_report(results, Path(args.out)):
+    for path in write_report(results, out_dir):
         print(path)
     return 0
 

@@ -14,7 +14,7 @@ from evaluation.federation import FusionSetup, run_fusion
 from evaluation.scenario import EvalSettings, _cross_trained
 from fti.cli import main
 
-# The quick run takes about 15 s on two cores.
+# The quick run takes about 30 s of CPU time, and 40 to 130 s of wall time on two shared cores.
 pytestmark = pytest.mark.slow
 
 APPROACHES = ["local-only", "fedavg-dp", "fusion", "fusion-dp", "centralised"]

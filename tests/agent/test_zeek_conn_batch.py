@@ -11,6 +11,7 @@ import pytest
 from agent.features import WindowAccumulator
 from agent.network import InternalNetworks, OrientationStats
 from agent.zeek_conn import iter_connections
+from agent import zeek_conn_batch
 from agent.zeek_conn_batch import add_tsv_lines_to_windows
 from agent.zeek_records import MalformedLineReporter, ParseStats
 from agent.zeek_tsv import TsvHeader
@@ -28,7 +29,7 @@ def windows_both(lines: list[str], *, block_lines: int, shift_secs: float = 0.0,
         stats, orientation, header = ParseStats(), OrientationStats(), TsvHeader()
         reporter = MalformedLineReporter("conn.log", stats)
         open_windows: dict[tuple[str, int], WindowAccumulator] = {}
-        late = 0
+        late, found_connections, newest = 0, 0, []
 
         def accumulator_for(entity: str, start: int) -> WindowAccumulator:
             found = open_windows.get((entity, start))
@@ -39,23 +40,31 @@ def windows_both(lines: list[str], *, block_lines: int, shift_secs: float = 0.0,
         for first in range(0, len(lines), block_lines):
             block = lines[first:first + block_lines]
             if batch:
-                late += add_tsv_lines_to_windows(
+                block_counts = add_tsv_lines_to_windows(
                     block, first + 1, header=header, source="conn.log", default_path="conn", internal=internal,
                     stats=stats, orientation=orientation, reporter=reporter, window_seconds=WINDOW_SECONDS,
-                    accumulator_for=accumulator_for, time_shift_secs=shift_secs, not_before=not_before).late
+                    accumulator_for=accumulator_for, time_shift_secs=shift_secs, not_before=not_before)
+                late += block_counts.late
+                found_connections += block_counts.connections
+                newest.append(block_counts.newest_ts)
                 continue
+            block_newest = None
             numbered = enumerate(block, start=first + 1)
             for connection in iter_connections(numbered, is_json=False, source="conn.log", default_path="conn",
                                                internal=internal, stats=stats, orientation=orientation,
                                                reporter=reporter, time_shift_secs=shift_secs, header=header):
+                found_connections += 1
+                block_newest = connection.ts if block_newest is None else max(block_newest, connection.ts)
                 if not_before is not None and connection.ts < not_before:
                     late += 1
                     continue
                 start = int(connection.ts // WINDOW_SECONDS) * WINDOW_SECONDS
                 accumulator_for(connection.entity, start).add(connection)
+            newest.append(block_newest)
 
         counts = {"records": stats.records, "header_lines": stats.header_lines, "skipped": stats.skipped,
-                  "malformed": dict(stats.malformed), "errors": [str(error) for error in stats.errors], "late": late}
+                  "malformed": dict(stats.malformed), "errors": [str(error) for error in stats.errors], "late": late,
+                  "connections": found_connections, "newest_by_block": newest}
         windows = {key: _comparable(accumulator) for key, accumulator in open_windows.items()}
         results.append((windows, counts, asdict(orientation)))
     return results[0], results[1]
@@ -79,6 +88,17 @@ def test_block_path_real_log_matches_fast_path(shared_data_dir: Path, relative: 
 
     assert batch == general
     assert general[0]
+
+
+def test_block_path_long_runs_split(shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs longer than the part limit are read in parts, with the windows of one pass."""
+    monkeypatch.setattr(zeek_conn_batch, "_MAX_RUN_LINES", 700)
+    lines = read_lines(shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled", 6000)
+
+    general, batch = windows_both(lines, block_lines=4096)
+
+    assert batch == general
+    assert general[1]["records"] > 4096
 
 
 def test_block_path_shift_matches_fast_path(shared_data_dir: Path) -> None:

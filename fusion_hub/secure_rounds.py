@@ -69,7 +69,7 @@ from fusion_hub.metrics import HubMetrics
 from fusion_hub.publisher import Publisher
 from fusion_hub.registry import Principal, SiteRegistry
 from fusion_hub.storage import AddOutcome, HubStorage, NewObject, ObjectQuery
-from fusion_hub.timeutil import parse_timestamp, to_micros, utc_now
+from fusion_hub.timeutil import format_millis, parse_timestamp, to_micros, utc_now
 from privacy.secagg import MaskedInput, SecAggConfig, SecAggServer, UnmaskResponse, decode_signed
 from privacy.secagg.errors import RoundAborted, SecAggError
 from privacy.secagg.messages import ConsistencySignature, EncryptedShare, KeyAdvertisement
@@ -304,6 +304,16 @@ class SecureRoundCoordinator:
             raise ObjectRejected(object_id, "round-misaligned",
                                  f"round {round_id} is not a multiple of the hub's round length "
                                  f"({self.round_settings.round_seconds} s)")
+        # A round is never opened twice. A join for a round that has not ended would let one
+        # site abort that round before the other sites have its data. Plain mode's intake
+        # likewise rejects a summary of a round that ends in the future.
+        now = self._clock()
+        round_end = round_start + timedelta(seconds=self.round_settings.round_seconds)
+        skew_seconds = self.round_settings.max_clock_skew_seconds
+        if round_end > now + timedelta(seconds=skew_seconds):
+            raise ObjectRejected(object_id, "round-future",
+                                 f"round {round_id} ends in the future (hub time {format_millis(now)}, "
+                                 f"allowed skew {skew_seconds} s); check the site's clock")
         sites = sorted(self.registry.trust_weights())
         if len(sites) < self.settings.min_sites:
             raise ObjectRejected(object_id, "too-few-sites",
@@ -321,7 +331,6 @@ class SecureRoundCoordinator:
                               vector_length=len(self.families) * HISTOGRAM_BINS + sketch.length,
                               neighbours_per_site=neighbours, verify_keys=verify_keys)
 
-        now = self._clock()
         state = SecureRound(round_id=round_id, round_start=round_start, config=config, sketch=sketch,
                             server=SecAggServer(config), created=now, modified=now, stage_opened=now,
                             participants=config.site_ids)
@@ -350,6 +359,11 @@ class SecureRoundCoordinator:
             self._check_names(masked.round_id, masked.site_id, state, site)
             if site in state.masked:
                 raise SecAggError(f"second masked input from site {site}")
+            # Rejected here, the site counts as dropped. Found only when the stage closes,
+            # the vector would abort the round for every site.
+            if masked.vector.shape != (state.config.vector_length,):
+                raise SecAggError(f"masked input of site {site} has {masked.vector.size} words, "
+                                  f"not the round's vector_length {state.config.vector_length}")
             state.masked[site] = masked
         elif stage == "consistency_check":
             signature = ConsistencySignature.from_dict(payload)

@@ -270,8 +270,15 @@ class Intake:
             # Secure aggregation messages go to the round first. Masked inputs, unmask
             # shares and reveals are for the hub alone and are never stored.
             if collection == "keys" and obj["type"] == SECAGG_MESSAGE_TYPE and self.secure is not None:
-                if not self.secure.accept_message(principal, obj):
+                outcomes: list[AddOutcome] = []
+
+                def store() -> None:
+                    outcome, _ = self.storage.add_object(_new_object(collection, raw, obj, principal, version_us))
+                    outcomes.append(outcome)
+
+                if not self.secure.accept_message(principal, obj, store=store):
                     return ObjectResult(object_id, version, True, None, "accepted"), None
+                return _result_for(outcomes[0], object_id, version, round_text=None), None
             outcome, _ = self.storage.add_object(
                 _new_object(collection, raw, obj, principal, version_us))
             return _result_for(outcome, object_id, version, round_text=None), None

@@ -231,14 +231,22 @@ class SecureRoundCoordinator:
 
     # Entry point from the intake -------------------------------------------------------
 
-    def accept_message(self, principal: Principal, obj: dict[str, Any]) -> bool:
+    def accept_message(self, principal: Principal, obj: dict[str, Any],
+                       store: Callable[[], None] | None = None) -> bool:
         """Check a posted ``x-fti-secagg-message`` and feed it to its round.
+
+        Parameters
+        ----------
+        store : callable, optional
+            Stores the object in ``keys``. It is called for advertisements and shares after
+            the checks and before the stage can close, so no site reads the next stage
+            while a message that completed this one is still missing from ``keys``.
 
         Returns
         -------
         bool
-            True if the intake should store the object in ``keys`` (advertisements and
-            shares); False for messages only the hub may read, which are consumed here.
+            True for advertisements and shares, which other sites read from ``keys``;
+            False for messages only the hub may read, which are consumed here.
 
         Raises
         ------
@@ -269,6 +277,8 @@ class SecureRoundCoordinator:
                 self._take(state, principal.name, stage, obj)
             except SecAggError as err:
                 raise ObjectRejected(object_id, "secagg", str(err)) from err
+            if store is not None and stage not in HUB_ONLY_STAGES:
+                store()
             self._advance_if_complete(state)
         return stage not in HUB_ONLY_STAGES
 

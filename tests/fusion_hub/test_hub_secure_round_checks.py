@@ -12,6 +12,7 @@ import pytest
 from fusion_hub.envelope import RawObject
 from fusion_hub.errors import ObjectRejected
 from fusion_hub.server import HubServer
+from fusion_hub.storage import AddOutcome, NewObject
 from privacy.secagg import MaskedInput
 from stix_mappings.secagg_objects import build_secagg_message
 from stix_mappings.timestamps import format_timestamp
@@ -22,6 +23,7 @@ from tests.fusion_hub.test_hub_secure_rounds import (
     SITES,
     Round,
     inputs_for,
+    latest_round_object,
     make_hub,
     post,
     principal,
@@ -89,3 +91,29 @@ def test_join_for_ended_round_accepted(tmp_path: Path, clock: SettableClock) -> 
 
     assert join_failures(hub, "site-a", ROUND_ID) == []
     assert hub.secure.round_stage(ROUND_ID) == "advertise_keys"  # type: ignore[union-attr]
+
+
+def test_messages_stored_before_stage_closes(tmp_path: Path, clock: SettableClock,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = make_hub(tmp_path, clock)
+    stages_at_store: list[tuple[str, str]] = []
+    add_object = hub.storage.add_object
+
+    def recording_add_object(new: NewObject) -> tuple[AddOutcome, object]:
+        obj = json.loads(new.raw)
+        if obj["type"] == "x-fti-secagg-message":
+            stages_at_store.append((obj["stage"], latest_round_object(hub)["stage"]))
+        return add_object(new)
+
+    monkeypatch.setattr(hub.storage, "add_object", recording_add_object)
+    run = Round(hub, inputs_for(LENGTH))
+    run.advertise(SITES)
+    run.share(SITES)
+
+    # A site that sees the next stage reads every message of this one from keys, so the
+    # message that completes a stage must be stored before the round object moves on.
+    assert run.stage() == "mask_input"
+    assert [stage for stage, _ in stages_at_store].count("advertise_keys") == len(SITES)
+    assert [stage for stage, _ in stages_at_store].count("share_keys") == len(SITES) * (len(SITES) - 1)
+    for message_stage, round_stage in stages_at_store:
+        assert round_stage == message_stage

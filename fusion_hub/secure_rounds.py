@@ -11,8 +11,8 @@ order over one :class:`SecureRound` (the secure aggregation stages are those of
    with fewer than ``min_sites`` of them is rejected;
 2. ``collect_advertisements``: signed public keys, stored in ``keys`` for the other sites;
 3. ``collect_shares``: encrypted shares, stored in ``keys`` for their recipients;
-4. ``collect_masked_inputs``: masked vectors, added to a running sum in memory and never
-   stored, logged or kept one by one;
+4. ``collect_masked_inputs``: masked vectors, held in memory until the stage closes, then
+   added into one sum and dropped; never stored or logged;
 5. ``collect_consistency_signatures``: each survivor's signature of the survivor set,
    checked on arrival and relayed to the signers in the round object's next version;
 6. ``collect_unmask_responses`` and ``unmask``: the sum of the survivors' vectors; each

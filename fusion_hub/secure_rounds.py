@@ -357,13 +357,20 @@ class SecureRoundCoordinator:
             advert = KeyAdvertisement.from_dict(payload)
             self._check_names(advert.round_id, advert.site_id, state, site)
             state.server.check_advertisement(advert)
+            # Other sites read the stored copy, so the hub must keep the same keys. A resend of
+            # the same advertisement is stored once and changes nothing.
+            if state.advertisements.get(site, advert) != advert:
+                raise SecAggError(f"second key advertisement from site {site}, with other keys")
             state.advertisements[site] = advert
         elif stage == "share_keys":
             share = EncryptedShare.from_dict(payload)
             self._check_names(share.round_id, share.sender, state, site)
             if share.recipient != obj.get("recipient"):
                 raise SecAggError("the share's recipient differs from the object's recipient")
-            state.shares.setdefault(site, {})[share.recipient] = share
+            sent = state.shares.setdefault(site, {})
+            if sent.get(share.recipient, share) != share:
+                raise SecAggError(f"second share from site {site} for {share.recipient}, with another ciphertext")
+            sent[share.recipient] = share
         elif stage == "mask_input":
             masked = MaskedInput.from_dict(payload)
             self._check_names(masked.round_id, masked.site_id, state, site)

@@ -13,10 +13,12 @@ from fusion_hub.envelope import RawObject
 from fusion_hub.errors import ObjectRejected
 from fusion_hub.server import HubServer
 from fusion_hub.storage import AddOutcome, NewObject
-from privacy.secagg import MaskedInput
+from privacy.random import seeded_random
+from privacy.secagg import EncryptedShare, MaskedInput, SecAggClient
 from stix_mappings.secagg_objects import build_secagg_message
 from stix_mappings.timestamps import format_timestamp
 from tests.fusion_hub.hub_testing import HUB_NOW, ROUND_START, SettableClock
+from tests.support.secagg_keys import SITE_KEYS
 from tests.fusion_hub.test_hub_secure_rounds import (
     LENGTH,
     ROUND_ID,
@@ -110,10 +112,47 @@ def test_messages_stored_before_stage_closes(tmp_path: Path, clock: SettableCloc
     run.advertise(SITES)
     run.share(SITES)
 
-    # A site that sees the next stage reads every message of this one from keys, so the
+    # A site that reads the next stage reads every message of this one from keys, so the
     # message that completes a stage must be stored before the round object moves on.
     assert run.stage() == "mask_input"
     assert [stage for stage, _ in stages_at_store].count("advertise_keys") == len(SITES)
     assert [stage for stage, _ in stages_at_store].count("share_keys") == len(SITES) * (len(SITES) - 1)
     for message_stage, round_stage in stages_at_store:
         assert round_stage == message_stage
+
+
+def test_second_advertisement_with_other_keys_rejected(tmp_path: Path, clock: SettableClock) -> None:
+    hub = make_hub(tmp_path, clock)
+    inputs = inputs_for(LENGTH)
+    run = Round(hub, inputs)
+    first = run.clients["site-e"].advertise_keys()
+    run.adverts.append(first)
+    assert post(hub, "site-e", "advertise_keys", first.to_dict()) is True
+
+    # A resend of the same advertisement changes nothing; other keys are rejected.
+    assert post(hub, "site-e", "advertise_keys", first.to_dict()) is True
+    other = SecAggClient(run.config, "site-e", rng=seeded_random(99), signing_key=SITE_KEYS["site-e"])
+    with pytest.raises(ObjectRejected, match="second key advertisement from site site-e"):
+        post(hub, "site-e", "advertise_keys", other.advertise_keys().to_dict())
+
+    # The hub kept the stored keys, so the round unmasks the exact sum.
+    run.advertise(SITES[:4])
+    run.share(SITES)
+    run.mask(SITES)
+    run.unmask(SITES)
+    result = hub.secure.results_[ROUND_ID]  # type: ignore[union-attr]
+    total = [int(v) for v in sum(inputs[s] for s in SITES)]
+    assert result.histograms["network"] == tuple(total[:10])
+
+
+def test_second_share_with_other_ciphertext_rejected(tmp_path: Path, clock: SettableClock) -> None:
+    hub = make_hub(tmp_path, clock)
+    run = Round(hub, inputs_for(LENGTH))
+    run.advertise(SITES)
+    share = run.clients["site-a"].share_keys(run.adverts)[0]
+    assert post(hub, "site-a", "share_keys", share.to_dict(), recipient=share.recipient) is True
+
+    altered = EncryptedShare(share.round_id, share.sender, share.recipient, share.ciphertext[:-1] + b"\x00")
+    with pytest.raises(ObjectRejected, match="second share from site site-a"):
+        post(hub, "site-a", "share_keys", altered.to_dict(), recipient=share.recipient)
+    assert hub.secure._rounds[ROUND_ID].shares["site-a"][share.recipient] == share  # type: ignore[union-attr]

@@ -112,8 +112,8 @@ def test_messages_stored_before_stage_closes(tmp_path: Path, clock: SettableCloc
     run.advertise(SITES)
     run.share(SITES)
 
-    # A site that reads the next stage reads every message of this one from keys, so the
-    # message that completes a stage must be stored before the round object moves on.
+    # Once the round object shows the next stage, sites read this stage's messages from
+    # keys, so the message that completes a stage must be stored before the object moves on.
     assert run.stage() == "mask_input"
     assert [stage for stage, _ in stages_at_store].count("advertise_keys") == len(SITES)
     assert [stage for stage, _ in stages_at_store].count("share_keys") == len(SITES) * (len(SITES) - 1)

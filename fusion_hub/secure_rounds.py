@@ -394,6 +394,9 @@ class SecureRoundCoordinator:
             self._check_names(response.round_id, response.site_id, state, site)
             if site in state.responses:
                 raise SecAggError(f"second unmask response from site {site}")
+            # Rejected here, the site counts as dropped. Found only when the stage closes,
+            # a share at another site's point would abort the round for every site.
+            state.server.check_unmask_response(response)
             state.responses[site] = response
         elif stage == "reveal":
             if site in state.reveals:

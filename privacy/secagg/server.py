@@ -180,28 +180,37 @@ class SecAggServer:
 
     # Stage 5 ---------------------------------------------------------------------------
 
+    def check_unmask_response(self, response: UnmaskResponse) -> None:
+        """Raise :class:`MessageRejected` or :class:`ShareRejected` unless the response fits the protocol.
+
+        The checks need no other site's response, so the hub can reject a bad response as
+        it arrives and count its sender as dropped instead of aborting the round.
+        """
+        site = response.site_id
+        self._check_sender("collect_unmask_responses", response.round_id, site)
+        if site not in self.signatures_:
+            raise MessageRejected("collect_unmask_responses", site, "site did not sign the survivor set")
+        if site in self._responses:
+            raise MessageRejected("collect_unmask_responses", site, "second unmask response")
+
+        # An honest site reveals the seed share of survivors and the key share of
+        # dropped sharers; any other combination is a protocol violation.
+        survivors = set(self.survivors_)
+        point = self.config.share_point(site)
+        for owner, share in response.self_mask_shares.items():
+            if owner not in survivors:
+                raise ShareRejected(site, f"self-mask share revealed for {owner!r}, which did not survive")
+            self._check_share(site, owner, share, point)
+        for owner, share in response.mask_key_shares.items():
+            if owner in survivors or owner not in self.sharers_:
+                raise ShareRejected(site, f"key share revealed for {owner!r}, which is not a dropped sharer")
+            self._check_share(site, owner, share, point)
+
     def collect_unmask_responses(self, responses: Iterable[UnmaskResponse]) -> frozenset[str]:
         """Check and keep the revealed shares of the sites that responded."""
-        survivors = set(self.survivors_)
         for response in responses:
+            self.check_unmask_response(response)
             site = response.site_id
-            self._check_sender("collect_unmask_responses", response.round_id, site)
-            if site not in self.signatures_:
-                raise MessageRejected("collect_unmask_responses", site, "site did not sign the survivor set")
-            if site in self._responses:
-                raise MessageRejected("collect_unmask_responses", site, "second unmask response")
-
-            # An honest site reveals the seed share of survivors and the key share of
-            # dropped sharers; any other combination is a protocol violation.
-            point = self.config.share_point(site)
-            for owner, share in response.self_mask_shares.items():
-                if owner not in survivors:
-                    raise ShareRejected(site, f"self-mask share revealed for {owner!r}, which did not survive")
-                self._check_share(site, owner, share, point)
-            for owner, share in response.mask_key_shares.items():
-                if owner in survivors or owner not in self.sharers_:
-                    raise ShareRejected(site, f"key share revealed for {owner!r}, which is not a dropped sharer")
-                self._check_share(site, owner, share, point)
             self._responses[site] = response
             for kind in ("self_mask_shares", "mask_key_shares"):
                 for owner, share in getattr(response, kind).items():

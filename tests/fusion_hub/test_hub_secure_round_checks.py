@@ -14,7 +14,8 @@ from fusion_hub.errors import ObjectRejected
 from fusion_hub.server import HubServer
 from fusion_hub.storage import AddOutcome, NewObject
 from privacy.random import seeded_random
-from privacy.secagg import EncryptedShare, MaskedInput, SecAggClient
+from privacy.secagg import EncryptedShare, MaskedInput, SecAggClient, UnmaskResponse
+from privacy.secagg.shamir import Share
 from stix_mappings.secagg_objects import build_secagg_message
 from stix_mappings.timestamps import format_timestamp
 from tests.fusion_hub.hub_testing import HUB_NOW, ROUND_START, SettableClock
@@ -156,3 +157,30 @@ def test_second_share_with_other_ciphertext_rejected(tmp_path: Path, clock: Sett
     with pytest.raises(ObjectRejected, match="second share from site site-a"):
         post(hub, "site-a", "share_keys", altered.to_dict(), recipient=share.recipient)
     assert hub.secure._rounds[ROUND_ID].shares["site-a"][share.recipient] == share  # type: ignore[union-attr]
+
+
+def test_unmask_share_at_wrong_point_rejected(tmp_path: Path, clock: SettableClock) -> None:
+    hub = make_hub(tmp_path, clock)
+    inputs = inputs_for(LENGTH)
+    run = Round(hub, inputs)
+    run.advertise(SITES)
+    run.share(SITES)
+    run.mask(SITES)
+    run.sign(SITES)
+    signatures = run.relayed_signatures()
+
+    response = run.clients["site-e"].unmask(signatures)
+    moved = {owner: Share(x=share.x + 1, y=share.y) for owner, share in response.self_mask_shares.items()}
+    forged = UnmaskResponse(response.round_id, response.site_id, moved, response.mask_key_shares)
+    with pytest.raises(ObjectRejected, match="share point 6 is not the site's point 5"):
+        post(hub, "site-e", "unmask", forged.to_dict())
+
+    # The other four responses are more than the threshold of three, so the sum is exact.
+    for site in SITES[:4]:
+        assert post(hub, site, "unmask", run.clients[site].unmask(signatures).to_dict()) is False
+    assert run.stage() == "unmask"
+    run.time_out()
+    result = hub.secure.results_[ROUND_ID]  # type: ignore[union-attr]
+    total = [int(v) for v in sum(inputs[s] for s in SITES)]
+    assert result.survivors == SITES
+    assert result.histograms["process"] == tuple(total[20:30])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -227,10 +228,20 @@ def _eval(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     settings = EvalSettings(seed=args.seed, strategy=args.strategy)
-    results = run_scenario(args.scenario, data_dir=data_dir, settings=settings, quick=args.quick)
+    # SIGTERM would end the process without unwinding, which leaves the run's temporary
+    # folders (site data, hub database) behind. SystemExit unwinds and removes them.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        results = run_scenario(args.scenario, data_dir=data_dir, settings=settings, quick=args.quick)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for path in write_report(results, out_dir):
         print(path)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _siem_sync(args: argparse.Namespace) -> int:

@@ -1,7 +1,12 @@
-"""`fti eval` rejects a bad seed or output folder before it reads any capture."""
+"""`fti eval` rejects bad arguments before it reads any capture, and cleans up when stopped."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,3 +39,32 @@ def test_eval_out_file_rejected_first(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"cannot create the output folder {out}" in stderr
     assert "not found below" not in stderr
     assert out.read_text(encoding="utf-8") == "keep\n"
+
+
+@pytest.mark.slow
+def test_eval_sigterm_removes_temporary_folders(shared_data_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM during the fusion rounds stops the run and removes its hub database."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = [sys.executable, "-m", "fti.cli", "eval", "--scenario", "iot23", "--quick",
+               "--out", str(tmp_path / "out"), "--data-dir", str(shared_data_dir)]
+    process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(temporary)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The in-process hub's folder appears once every site is read and scored.
+        deadline = time.monotonic() + 240
+        while not list(temporary.glob("fti-eval-hub-*")) and time.monotonic() < deadline:
+            assert process.poll() is None, "fti eval ended before its first fusion round"
+            time.sleep(0.2)
+        assert list(temporary.glob("fti-eval-hub-*")), "no hub folder appeared within 240 s"
+
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    assert status == 128 + signal.SIGTERM
+    assert list(temporary.iterdir()) == []
+    assert not (tmp_path / "out" / "results.json").exists()

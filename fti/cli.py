@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -85,6 +86,17 @@ def _agent_parse(args: argparse.Namespace) -> int:
         return 2
 
 
+def _parse_utc_time(text: str) -> datetime:
+    """Parse an ISO 8601 time with a UTC offset, for ``--at``."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid ISO 8601 time {text!r}; use e.g. 2024-06-03T01:00:00Z") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"time {text!r} has no UTC offset; add Z or +00:00")
+    return moment
+
+
 def _agent_budget(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
@@ -97,7 +109,7 @@ def _agent_budget(args: argparse.Namespace) -> int:
         config.state_dir / "privacy-ledger.sqlite", site_id=config.site.id, budget_epsilon=privacy.budget_epsilon,
         budget_delta=privacy.budget_delta, period_seconds=privacy.period_days * 86400,
     )
-    at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(timezone.utc)
+    at = args.at or datetime.now(timezone.utc)
     status = ledger.spent(at)
     print(json.dumps({
         "site": config.site.id,
@@ -279,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_agent_run, default_level="info")
     budget = agent.add_parser("budget", parents=[common], help="show the privacy budget spent in the current period")
     budget.add_argument("--config", required=True, help="agent configuration file (YAML)")
-    budget.add_argument("--at", help="evaluate the period ending at this ISO 8601 time (default: now)")
+    budget.add_argument("--at", type=_parse_utc_time,
+                        help="evaluate the period ending at this ISO 8601 time with a UTC offset, "
+                             "e.g. 2024-06-03T01:00:00Z (default: now)")
     budget.set_defaults(handler=_agent_budget, default_level="warning")
     parse = agent.add_parser("parse", parents=[common], help="print the events fti reads from log files, as JSON "
                              "lines, with counts on stderr")

@@ -111,3 +111,21 @@ def test_hub_serve_and_agent_once_end_to_end(tmp_path: Path) -> None:
     assert hub_status == 0
     assert "stopping" in hub_log
     assert password not in hub_log
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("yesterday", "invalid ISO 8601 time 'yesterday'"),
+    ("2024-06-04T00:00:00", "has no UTC offset; add Z or +00:00"),
+])
+def test_agent_budget_bad_time_named(value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        build_parser().parse_args(["agent", "budget", "--config", "agent.yaml", "--at", value])
+
+    assert excinfo.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_agent_budget_time_parsed() -> None:
+    args = build_parser().parse_args(["agent", "budget", "--config", "agent.yaml", "--at", "2024-06-03T01:00:00Z"])
+
+    assert args.at.isoformat() == "2024-06-03T01:00:00+00:00"

@@ -171,10 +171,11 @@ class Agent:
 
     def _read_zeek(self, path: Path, feeder: FamilyFeeder, parse_stats: ParseStats,
                    direct_families: tuple[str, ...]) -> list[FeedItem]:
-        """Return the items of one Zeek log, its TSV conn lines already in the windows of ``direct_families``."""
+        """Return the items of one Zeek log, its conn lines already in the windows of ``direct_families``."""
         orientation = OrientationStats()
         records = list(iter_zeek_records(path, stats=parse_stats,
-                                         tsv_reader=feeder.tsv_reader(direct_families, orientation)))
+                                         tsv_reader=feeder.tsv_reader(direct_families, orientation),
+                                         json_reader=feeder.json_reader(direct_families, orientation)))
         items = feeder.parse_zeek(records, orientation=orientation)
         other_logs = Counter(r.log_path for r in records if r.log_path != "conn" and r.log_path not in OBSERVED_LOGS)
         self._log_skipped(path, other_logs, orientation, orientation.connections)

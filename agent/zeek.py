@@ -41,6 +41,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 # A reader of a TSV log's numbered lines, with the keywords of agent.zeek_tsv.parse_tsv_lines.
 TsvReader = Callable[..., Iterable[ZeekRecord]]
 
+# A reader of a JSON log's numbered lines, with the keywords of agent.zeek_json.parse_json_lines.
+JsonReader = Callable[..., Iterable[ZeekRecord]]
+
 
 def iter_zeek_records(
     path: Path,
@@ -48,6 +51,7 @@ def iter_zeek_records(
     stats: ParseStats | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
     tsv_reader: TsvReader | None = None,
+    json_reader: JsonReader | None = None,
 ) -> Iterator[ZeekRecord]:
     """Yield the records of one Zeek log file, in file order.
 
@@ -64,6 +68,8 @@ def iter_zeek_records(
         Reads the lines of a TSV log in place of :func:`agent.zeek_tsv.parse_tsv_lines`, with
         the same arguments. The replay run passes one that adds conn lines straight to the
         network windows and yields only the records of other logs.
+    json_reader : callable or None, default None
+        The same for a JSON log, in place of :func:`agent.zeek_json.parse_json_lines`.
 
     Returns
     -------
@@ -91,7 +97,7 @@ def iter_zeek_records(
     if max_line_bytes < 1:
         raise ValueError(f"max_line_bytes must be at least 1; got {max_line_bytes}")
     return _read_records(Path(path), stats if stats is not None else ParseStats(), max_line_bytes,
-                         tsv_reader or parse_tsv_lines)
+                         tsv_reader or parse_tsv_lines, json_reader or parse_json_lines)
 
 
 def log_path_from_name(path: Path) -> str:
@@ -100,7 +106,7 @@ def log_path_from_name(path: Path) -> str:
 
 
 def _read_records(path: Path, stats: ParseStats, max_line_bytes: int,
-                  tsv_reader: TsvReader) -> Iterator[ZeekRecord]:
+                  tsv_reader: TsvReader, json_reader: JsonReader) -> Iterator[ZeekRecord]:
     source = str(path)
     reporter = MalformedLineReporter(source, stats)
     records_before = stats.records
@@ -109,7 +115,7 @@ def _read_records(path: Path, stats: ParseStats, max_line_bytes: int,
             stream = _open_log(path, stack)
             lines = _read_lines(stream, source, reporter, max_line_bytes)
             is_json, lines = _detect_json(lines)
-            parse = parse_json_lines if is_json else tsv_reader
+            parse = json_reader if is_json else tsv_reader
             yield from parse(lines, source=source, default_path=log_path_from_name(path), stats=stats,
                              reporter=reporter)
     finally:

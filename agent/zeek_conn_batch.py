@@ -266,8 +266,23 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     if "\\" in "".join(states):
         failed |= np.array(["\\" in s and unescape(s) in FAILED_CONN_STATES for s in states], dtype=bool)
 
-    # Orient: the internal side is the entity, the originator when both are internal.
     stats.records += count
+    _orient_and_add(ts + time_shift_secs if time_shift_secs else ts, sides, integers, durations, failed, names,
+                    orientation, adder)
+    return True
+
+
+def _orient_and_add(ts: np.ndarray, sides: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    integers: dict[str, np.ndarray], durations: np.ndarray, failed: np.ndarray, names: np.ndarray,
+                    orientation: OrientationStats, adder: _WindowAdder) -> None:
+    """Orient checked rows, count them and add them to their windows.
+
+    ``sides`` holds (address codes into ``names``, is internal, is shareable) of the
+    originators and then the responders. ``integers`` holds the ``orig_p``, ``resp_p``,
+    ``orig_bytes`` and ``resp_bytes`` columns, with -1 for an unset value.
+    """
+    # Orient: the internal side is the entity, the originator when both are internal.
+    count = len(ts)
     (orig_codes, orig_internal, orig_shareable), (resp_codes, resp_internal, resp_shareable) = sides
     kept = orig_internal | resp_internal
     kept_count = int(kept.sum())
@@ -275,7 +290,7 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     orientation.connections += kept_count
     out = orig_internal
     columns = _Columns(
-        ts=ts + time_shift_secs if time_shift_secs else ts,
+        ts=ts,
         entity=np.where(out, orig_codes, resp_codes),
         peer=np.where(out, resp_codes, orig_codes),
         shareable=np.where(out, resp_shareable, orig_shareable),
@@ -294,7 +309,6 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
         adder.counts.late += int(early.sum())
         keep = kept & ~early
     _add_groups(columns.select(keep), names, adder)
-    return True
 
 
 def _convert_column(texts: list[str], convert: Callable[[str], object], unset: str, unset_value: object,

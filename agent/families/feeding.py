@@ -21,8 +21,9 @@ from agent.features import Window
 from agent.network import Connection, InternalNetworks, OrientationStats, orient_connections
 from agent.observables import ObservableFilter
 from agent.zeek_conn import RecordCallback
-from agent.zeek import TsvReader
+from agent.zeek import JsonReader, TsvReader
 from agent.zeek_conn_batch import BlockCounts, add_tsv_lines_to_windows
+from agent.zeek_conn_json_batch import add_json_lines_to_windows
 from agent.zeek_observables import OBSERVED_LOGS, ObservationStats, ZeekObservation, observe_records
 from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_tsv import TsvHeader
@@ -34,7 +35,7 @@ __all__ = ["FamilyFeeder", "FeedItem"]
 FeedItem = Connection | ZeekObservation | Event
 
 # Lines a replay run reads before adding them to the windows at once: enough to amortise the
-# per-block work, and a few MiB of text for conn lines.
+# per-block work, and a few MiB of text for conn lines (TSV or JSON).
 TSV_BLOCK_LINES = 1 << 14
 
 
@@ -127,6 +128,47 @@ class FamilyFeeder:
             accumulator_for=table.connections_at, not_before=not_before, on_other_record=on_other_record)
         self.fed["network"] += counts.connections - counts.late
         return counts
+
+    def add_json_conn_lines(self, texts: list[str], first_line: int, *, families: tuple[str, ...], source: str,
+                            default_path: str, stats: ParseStats, orientation: OrientationStats,
+                            reporter: MalformedLineReporter, not_before: float | None = None,
+                            on_other_record: RecordCallback | None = None) -> BlockCounts | None:
+        """Add the connections of consecutive Zeek JSON lines of one file straight to the network windows.
+
+        The JSON counterpart of :meth:`add_tsv_conn_lines` (see :mod:`agent.zeek_conn_json_batch`),
+        with the same results as :func:`agent.zeek_conn.iter_connections` followed by :meth:`feed`.
+        Returns None, having read nothing, when ``families`` or the configured ones leave out
+        the network family.
+        """
+        table = self._network_table(families)
+        if table is None:
+            return None
+        counts = add_json_lines_to_windows(
+            texts, first_line, source=source, default_path=default_path, internal=self.internal, stats=stats,
+            orientation=orientation, reporter=reporter, window_seconds=table.window_seconds,
+            accumulator_for=table.connections_at, not_before=not_before, on_other_record=on_other_record)
+        self.fed["network"] += counts.connections - counts.late
+        return counts
+
+    def json_reader(self, families: tuple[str, ...], orientation: OrientationStats) -> JsonReader | None:
+        """Return a JSON reader for :func:`agent.zeek.iter_zeek_records` that adds conn lines to the windows.
+
+        Like :meth:`tsv_reader`, the reader yields only the records of logs other than conn and
+        adds the connections of conn lines with :meth:`add_json_conn_lines`, unshifted. Returns
+        None when ``families`` leave out the network family.
+        """
+        if self._network_table(families) is None:
+            return None
+
+        def read(lines: Iterable[tuple[int, str]], *, source: str, default_path: str, stats: ParseStats,
+                 reporter: MalformedLineReporter) -> Iterator[ZeekRecord]:
+            for first_line, texts in _consecutive_lines(lines, TSV_BLOCK_LINES):
+                others: list[ZeekRecord] = []
+                self.add_json_conn_lines(texts, first_line, families=families, source=source,
+                                         default_path=default_path, stats=stats, orientation=orientation,
+                                         reporter=reporter, on_other_record=others.append)
+                yield from others
+        return read
 
     def tsv_reader(self, families: tuple[str, ...], orientation: OrientationStats) -> TsvReader | None:
         """Return a TSV reader for :func:`agent.zeek.iter_zeek_records` that adds conn lines to the windows.

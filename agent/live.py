@@ -337,10 +337,10 @@ class LiveAgent:
                           on_other_record: Callable[[ZeekRecord], None]) -> list[FeedItem]:
         """Read one file's new lines with the file's TSV header and return the connections left to feed.
 
-        TSV conn lines go straight to the network windows (:meth:`FamilyFeeder.add_tsv_conn_lines`)
-        and are counted in ``block``. The list then contains only connections read from the stored
-        header lines, and those have no data rows. JSON lines, and TSV lines of a source that does
-        not feed the network family, become connections in the list.
+        Conn lines go straight to the network windows (:meth:`FamilyFeeder.add_tsv_conn_lines` and
+        :meth:`FamilyFeeder.add_json_conn_lines`) and are counted in ``block``. The list then
+        contains only connections read from the stored TSV header lines, and those have no data
+        rows. Lines of a source that does not feed the network family become connections in the list.
         """
         texts = decode_lines(lines.data())
         first_line = self._line_numbers[path] + 1
@@ -381,6 +381,13 @@ class LiveAgent:
                 numbered, is_json=False, source=path, default_path=default_path, internal=self._internal,
                 stats=self.parse_stats, orientation=self.orientation, reporter=reporter,
                 on_other_record=on_other_record, header=tsv_header))
+        counts = self._feeder.add_json_conn_lines(
+            texts, first_line, families=families, source=path, default_path=default_path, stats=self.parse_stats,
+            orientation=self.orientation, reporter=reporter, not_before=self._released_through,
+            on_other_record=on_other_record)
+        if counts is not None:
+            block.connections, block.late, block.newest_ts = counts.connections, counts.late, counts.newest_ts
+            return []
         return list(iter_connections(numbered, is_json=True, source=path, default_path=default_path,
                                      internal=self._internal, stats=self.parse_stats, orientation=self.orientation,
                                      reporter=reporter, on_other_record=on_other_record))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.detector import CalibratedDetector
-from agent.errors import DetectorError
+from agent.errors import DetectorError, LogReadError
 from agent.features import Window, build_windows
 from agent.network import InternalNetworks, orient_connections
 from agent.service import baseline_round_count
@@ -120,6 +120,8 @@ def load_site(
     ------
     FileNotFoundError
         If the capture is missing below ``data_dir``.
+    LogReadError
+        If a CSV capture has a value that is not a finite number in a numeric column.
     """
     source = data_dir / spec.capture
     if not source.is_file():
@@ -233,16 +235,21 @@ def _zeek_path(source: Path, site_dir: Path) -> Path:
     site_dir.mkdir(parents=True, exist_ok=True)
     target = site_dir / "conn.log"
     with source.open(newline="", encoding="utf-8") as rows, target.open("w", encoding="utf-8") as out:
-        for row in csv.DictReader(rows):
+        reader = csv.DictReader(rows)
+        for row in reader:
             record: dict[str, object] = {}
             for name, value in row.items():
                 if value in ("", None) or (value == "-" and name != "detailed-label"):
                     continue
-                if name in _CSV_INTEGERS:
-                    record[name] = int(float(value))
-                elif name in _CSV_FLOATS:
-                    record[name] = float(value)
-                else:
-                    record[name] = value
+                try:
+                    if name in _CSV_INTEGERS:
+                        record[name] = int(float(value))
+                    elif name in _CSV_FLOATS:
+                        record[name] = float(value)
+                    else:
+                        record[name] = value
+                except (ValueError, OverflowError):
+                    raise LogReadError(str(source), f"line {reader.line_num}: invalid {name} {value!r}, "
+                                       "expected a finite number; restore the capture from its source") from None
             out.write(json.dumps(record) + "\n")
     return target

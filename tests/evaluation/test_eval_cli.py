@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import LogReadError
+from evaluation.datasets import SiteSpec, load_site
 from fti.cli import main
 
 
@@ -68,3 +70,27 @@ def test_eval_sigterm_removes_temporary_folders(shared_data_dir: Path, tmp_path:
     assert status == 128 + signal.SIGTERM
     assert list(temporary.iterdir()) == []
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize(("column", "value"), [("ts", "notatime"), ("orig_bytes", "12kB"),
+                                               ("orig_pkts", "inf")])
+def test_eval_csv_bad_number_named(tmp_path: Path, column: str, value: str) -> None:
+    """A non-numeric value in a CSV capture's numeric column names the file, line and column."""
+    header = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto",
+              "orig_bytes", "orig_pkts", "label"]
+    good = ["1547150789.067208", "C1", "192.168.1.199", "59222", "46.101.251.17", "80", "tcp",
+            "149", "3", "Benign"]
+    bad = dict(zip(header, good), **{column: value})
+    capture = tmp_path / "capture.csv"
+    capture.write_text(",".join(header) + "\n" + ",".join(good) + "\n"
+                       + ",".join(bad[name] for name in header) + "\n", encoding="utf-8")
+    spec = SiteSpec("site-a", "capture.csv", "one bad line")
+
+    with pytest.raises(LogReadError) as raised:
+        load_site(spec, data_dir=tmp_path, work_dir=tmp_path / "work", rounds=4, window_seconds=60,
+                  baseline_rounds=1, min_baseline_windows=16, random_state=0)
+
+    message = str(raised.value)
+    assert str(capture) in message
+    assert "line 3" in message
+    assert f"invalid {column} {value!r}" in message

@@ -160,6 +160,9 @@ class LiveSection:
     commit_interval_secs: float = 60.0
     # Quiet time at the end of a rotated file before it is closed.
     rotate_wait_secs: float = 5.0
+    # Bytes of each file read per poll, so an agent far behind a large log keeps one slice
+    # of it in memory at a time. A backlog is read in slices with no wait between polls.
+    max_poll_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -516,6 +519,10 @@ START_POSITIONS = ("beginning", "end")
 MAX_POLL_INTERVAL_SECS = 60.0
 MAX_ROUND_GRACE_SECS = 3600
 MAX_OUTBOX_SUMMARIES = 100_000
+# A slice below 4 KiB contains a few lines only, so a backlog would take many polls for no
+# saving. Past 1 GiB per file per poll the bound no longer protects a small machine's memory.
+MIN_POLL_BYTES = 4096
+MAX_POLL_BYTES = 1 << 30
 
 
 def _check_live(config: AgentConfig, fail: Callable[[str, Any, str], NoReturn]) -> None:
@@ -534,6 +541,9 @@ def _check_live(config: AgentConfig, fail: Callable[[str, Any, str], NoReturn]) 
         fail("live.commit_interval_secs", live.commit_interval_secs, "must be > 0 seconds")
     if not (math.isfinite(live.rotate_wait_secs) and live.rotate_wait_secs >= 0):
         fail("live.rotate_wait_secs", live.rotate_wait_secs, "must be >= 0 seconds")
+    if not MIN_POLL_BYTES <= live.max_poll_bytes <= MAX_POLL_BYTES:
+        fail("live.max_poll_bytes", live.max_poll_bytes,
+             f"must be in [{MIN_POLL_BYTES}, {MAX_POLL_BYTES}] bytes; the default is 16777216 (16 MiB)")
     if not 1 <= config.outbox.max_summaries <= MAX_OUTBOX_SUMMARIES:
         fail("outbox.max_summaries", config.outbox.max_summaries, f"must be in [1, {MAX_OUTBOX_SUMMARIES}]")
 

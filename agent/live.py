@@ -43,7 +43,7 @@ from agent.families.feeding import FeedItem
 from agent.malformed import MalformedInput
 from agent.network import Connection, InternalNetworks, OrientationStats
 from agent.service import Agent, RunReport
-from agent.tailer import LogTailer, TailCheckpoint, TailLines, TailStats
+from agent.tailer import MAX_POLL_BYTES, LogTailer, TailCheckpoint, TailLines, TailStats
 from agent.zeek import log_path_from_name
 from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_conn_batch import BlockCounts
@@ -83,6 +83,10 @@ class LiveSettings:
         How many of the newest closed rounds may be sent at once. Older ones are recorded as
         ``beyond_horizon`` and not sent, so a restart on a long backlog does not flood the hub
         with stale rounds. A day of hourly rounds is still worth sharing.
+    max_poll_bytes : int, default 16 MiB
+        Bytes of each file read per poll. A larger backlog is read over several polls without
+        waiting between them, so the lines in memory stay bounded however far behind the agent
+        starts.
     """
 
     poll_interval_secs: float = 1.0
@@ -91,6 +95,7 @@ class LiveSettings:
     round_grace_secs: int = 300
     commit_interval_secs: float = 60.0
     restart_horizon_rounds: int = 24
+    max_poll_bytes: int = MAX_POLL_BYTES
 
     def __post_init__(self) -> None:
         if self.round_grace_secs < 0:
@@ -99,17 +104,23 @@ class LiveSettings:
             raise ValueError(f"commit_interval_secs must be > 0; got {self.commit_interval_secs}")
         if self.restart_horizon_rounds < 1:
             raise ValueError(f"restart_horizon_rounds must be >= 1; got {self.restart_horizon_rounds}")
+        if self.max_poll_bytes < 1:
+            raise ValueError(f"max_poll_bytes must be >= 1; got {self.max_poll_bytes}")
 
 
 @dataclass
 class StepReport:
-    """Counts of one poll: lines read, events added to windows and dropped as late, rounds closed."""
+    """Counts of one poll: lines read, events added to windows and dropped as late, rounds closed.
+
+    ``behind`` is True when a source has more to read than one poll's ``max_poll_bytes``.
+    """
 
     lines: int = 0
     connections: int = 0
     late: int = 0
     rounds: dict[int, str] = field(default_factory=dict)
     committed: bool = False
+    behind: bool = False
 
 
 class LiveAgent:
@@ -148,7 +159,7 @@ class LiveAgent:
             # start_at applies at the first start only: after it, every file is new or has a checkpoint.
             LogTailer(source.paths, start_at="beginning" if snapshot else settings.start_at,
                       poll_interval_secs=settings.poll_interval_secs,
-                      rotate_wait_secs=settings.rotate_wait_secs,
+                      rotate_wait_secs=settings.rotate_wait_secs, max_poll_bytes=settings.max_poll_bytes,
                       checkpoints=[TailCheckpoint.from_dict(c) for c in saved_tails.get(str(index), [])])
             for index, source in enumerate(agent.config.sources)
         ]
@@ -178,6 +189,7 @@ class LiveAgent:
                     runs.append((batch.path, run_of_path[batch.path]))
                 run_of_path[batch.path].append(batch)
                 report.lines += len(batch.lines)
+            report.behind = report.behind or tailer.behind
 
         self.buffer_connections(runs, report)
         closed = self.close_rounds(report)
@@ -286,7 +298,9 @@ class LiveAgent:
                     self.agent.deliver(RunReport(site_id=self.agent.config.site.id))
                 if on_step is not None:
                     on_step(report)
-                stop.wait(self.settings.poll_interval_secs)
+                # A backlog is read slice after slice, with no wait between.
+                if not report.behind:
+                    stop.wait(self.settings.poll_interval_secs)
         finally:
             self.commit()
             for tailer in self._tailers:

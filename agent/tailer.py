@@ -32,6 +32,12 @@ that was truncated or replaced while the agent was stopped is read from 0, and a
 whose file is nowhere is kept: in both cases a copy of the old content that turns up later
 is still recognised.
 
+A poll reads at most ``max_poll_bytes`` of each plain file, so a tailer started far behind
+a large log keeps one bounded slice of it in memory at a time and catches up over several
+polls. A slice ends at a line end. A poll that starts on a line longer than the bound still
+reads that one line, and a ``.gz`` file is read in whole 1 MiB blocks of decompressed data.
+The file's offset, and so its checkpoint, covers only the lines yielded.
+
 A line is yielded only once its ``\\n`` has been written. A partial last line stays in the
 file and is read again at the next poll, so the offset in a checkpoint always points at the
 start of a line. A line longer than ``max_line_bytes`` is cut: its first ``max_line_bytes``
@@ -87,6 +93,10 @@ READ_BLOCK_BYTES = 1 << 20
 MAX_FINISHED_FILES = 256
 
 GZIP_MAGIC = b"\x1f\x8b"
+
+# Bytes of one file read per poll. A backlog is read in slices of this size, which bounds the
+# lines a caller keeps in memory at once.
+MAX_POLL_BYTES = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +257,8 @@ class _OpenFile:
     last_growth: float = 0.0
     # A compressed file is complete, so it is read once and then only waits to be closed.
     exhausted: bool = False
+    # True once a poll has read every complete line, so a rotated file may be closed.
+    drained: bool = True
 
     def checkpoint(self) -> TailCheckpoint:
         return TailCheckpoint(self.path, self.device, self.inode, self.fingerprint, self.fingerprint_size,
@@ -277,6 +289,9 @@ class LogTailer:
         rotation, so five seconds leaves a margin.
     use_inotify : bool, default True
         Wake the poll loop on file-system events through watchdog. Polling continues either way.
+    max_poll_bytes : int, default MAX_POLL_BYTES (16 MiB)
+        Bytes of each file read per poll. A larger backlog is read over several polls, and
+        :attr:`behind` is True until it is.
 
     Notes
     -----
@@ -312,6 +327,7 @@ class LogTailer:
         poll_interval_secs: float = 1.0,
         rotate_wait_secs: float = 5.0,
         use_inotify: bool = True,
+        max_poll_bytes: int = MAX_POLL_BYTES,
     ) -> None:
         self.patterns = tuple(patterns)
         if not self.patterns:
@@ -320,6 +336,8 @@ class LogTailer:
             raise ValueError(f"start_at must be 'beginning' or 'end'; got {start_at!r}")
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be at least 1; got {max_line_bytes}")
+        if max_poll_bytes < 1:
+            raise ValueError(f"max_poll_bytes must be at least 1; got {max_poll_bytes}")
         if poll_interval_secs <= 0 or rotate_wait_secs < 0:
             raise ValueError("poll_interval_secs must be > 0 and rotate_wait_secs >= 0; got "
                              f"{poll_interval_secs} and {rotate_wait_secs}")
@@ -328,6 +346,7 @@ class LogTailer:
         self.poll_interval_secs = poll_interval_secs
         self.rotate_wait_secs = rotate_wait_secs
         self.use_inotify = use_inotify
+        self.max_poll_bytes = max_poll_bytes
         self.stats = TailStats()
 
         self._open: dict[tuple[int, int], _OpenFile] = {}
@@ -378,8 +397,8 @@ class LogTailer:
             elif current is not None:
                 state.detached_at = None
             yield from self._read_open(state, now, batched)
-            if state.detached_at is not None and now - max(state.detached_at, state.last_growth) >= \
-                    self.rotate_wait_secs:
+            if state.drained and state.detached_at is not None and \
+                    now - max(state.detached_at, state.last_growth) >= self.rotate_wait_secs:
                 self._close(key)
 
         # Restored checkpoints whose file no longer matches a pattern: it was rotated while
@@ -413,6 +432,11 @@ class LogTailer:
                 self._wake.clear()
         finally:
             self.close()
+
+    @property
+    def behind(self) -> bool:
+        """True when the last poll stopped at ``max_poll_bytes`` before the end of a file."""
+        return not all(state.drained for state in self._open.values())
 
     def checkpoints(self) -> list[TailCheckpoint]:
         """Return the position of every open file and the identities of finished ones.
@@ -675,6 +699,15 @@ class LogTailer:
             state.last_growth = now
             yield from self._read_from(state, size, batched)
         self.stats.bytes_behind[state.path] = max(0, size - state.offset)
+        # A partial last line is not a backlog: it waits for its newline.
+        state.drained = size - state.offset <= self._partial_line_bytes(state, size)
+
+    def _partial_line_bytes(self, state: _OpenFile, size: int) -> int:
+        """Return how many bytes after the offset belong to a line without its newline yet."""
+        rest = size - state.offset
+        if rest <= 0 or rest > self.max_line_bytes:
+            return 0
+        return rest if b"\n" not in os.pread(state.fd, rest, state.offset) else 0
 
     def _check_rewritten(self, state: _OpenFile, size: int) -> None:
         """Restart at 0 when the file was truncated or its first bytes changed."""
@@ -696,21 +729,40 @@ class LogTailer:
         state.fingerprint, state.fingerprint_size = _fingerprint(os.pread(state.fd, FINGERPRINT_BYTES, 0))
 
     def _read_from(self, state: _OpenFile, size: int, batched: bool) -> Iterator[TailLine | TailBatch]:
+        """Read the complete lines between the offset and ``size``, at most ``max_poll_bytes`` of them."""
         frame = self._frame_batch if batched else self._frame
         block_bytes = max(READ_BLOCK_BYTES, self.max_line_bytes + 1)
+        start = state.offset
+        whole_line = False
         while state.offset < size:
-            block = os.pread(state.fd, min(block_bytes, size - state.offset), state.offset)
+            available = min(block_bytes, size - state.offset)
+            spent = state.offset - start
+            if whole_line:
+                request = available
+            elif spent >= self.max_poll_bytes:
+                return
+            else:
+                request = min(available, self.max_poll_bytes - spent)
+            block = os.pread(state.fd, request, state.offset)
             if not block:
                 return
+            if whole_line and (newline := block.find(b"\n")) >= 0:
+                block = block[: newline + 1]
             self.stats.bytes_read += len(block)
             consumed = yield from frame(state, block, at_end=False)
+            whole_line = False
             if consumed:
                 continue
 
-            # No newline in the block: the rest of a line being skipped, an over-long line,
-            # or a partial last line that waits for its newline.
+            # No newline in the block: the rest of a line being skipped, a line that runs past
+            # the poll's bound, an over-long line, or a partial last line that waits for its newline.
             if state.skipping:
                 state.offset += len(block)
+            elif len(block) < available:
+                if spent:
+                    return
+                # The poll's first line is longer than the bound, so it is read whole.
+                whole_line = True
             elif len(block) > self.max_line_bytes:
                 yield self._cut(state, block, batched)
             else:
@@ -796,18 +848,26 @@ class LogTailer:
         return TailLine(state.path, start, block[: self.max_line_bytes], True)
 
     def _read_compressed(self, state: _OpenFile, now: float, batched: bool) -> Iterator[TailLine | TailBatch]:
-        """Read a gzip file past ``state.offset`` once; it is complete, so it closes after."""
+        """Read a gzip file past ``state.offset``, ``max_poll_bytes`` per poll; it is complete, so it closes after.
+
+        NOTE: each poll decompresses the file again from its start up to the offset, so a
+        compressed backlog many times ``max_poll_bytes`` costs more CPU than reading it at once.
+        """
         if state.exhausted:
             return
-        state.exhausted = True
         state.detached_at = now - self.rotate_wait_secs
         state.last_growth = 0.0
         frame = self._frame_batch if batched else self._frame
         carry = b""
+        start = state.offset
+        state.exhausted, state.drained = True, True
         try:
             with _open_gzip(state.fd) as stream:
                 stream.seek(state.offset)
                 while data := stream.read(READ_BLOCK_BYTES):
+                    if state.offset - start >= self.max_poll_bytes:
+                        state.exhausted, state.drained = False, False
+                        return
                     self.stats.bytes_read += len(data)
                     block = carry + data
                     consumed = yield from frame(state, block, at_end=False)

@@ -58,6 +58,8 @@ CASES = [
     ("live", "restart_horizon_rounds", 0, ">= 1"),
     ("live", "commit_interval_secs", 0.0, "> 0"),
     ("live", "rotate_wait_secs", -1.0, ">= 0"),
+    ("live", "max_poll_bytes", 0, "[4096, 1073741824] bytes"),
+    ("live", "max_poll_bytes", 1 << 31, "[4096, 1073741824] bytes"),
     ("outbox", "max_summaries", 0, "[1, 100000]"),
     ("metrics", "address", "localhost", "IP address"),
     ("metrics", "address", "0.0.0.0", "metrics.allow_non_loopback: true"),

@@ -1,0 +1,179 @@
+"""A backlog larger than one poll's ``max_poll_bytes`` is read in bounded slices."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import sqlite3
+import tracemalloc
+from pathlib import Path
+
+from agent.config import load_agent_config
+from agent.live import LiveAgent, LiveSettings
+from agent.service import Agent
+from agent.tailer import LogTailer, TailCheckpoint
+from privacy.random import seeded_random
+from tests.agent.test_live import ROUND_SECONDS, START, conn_line, counted_per_round, write_config
+
+LINE = b"x" * 99 + b"\n"  # 100 bytes a line
+
+
+def poll_counts(tailer: LogTailer) -> tuple[int, int]:
+    """Return the lines of one poll and the bytes they span, newlines included."""
+    lines = list(tailer.poll_batches())
+    count = sum(len(batch.lines) for batch in lines)
+    return count, sum(len(line) + 1 for batch in lines for line in batch.lines)
+
+
+def test_backlog_read_in_bounded_slices(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(LINE * 1000)
+    tailer = LogTailer([str(path)], use_inotify=False, max_poll_bytes=4096)
+
+    slices = [poll_counts(tailer) for _ in range(25)]
+    offsets = [checkpoint.offset for checkpoint in tailer.checkpoints()]
+    tailer.close()
+
+    # 4096 bytes hold 40 whole lines; the 41st would end past the bound.
+    assert slices == [(40, 4000)] * 25
+    assert offsets == [100_000]
+    assert not tailer.behind
+
+
+def test_backlog_offset_stops_at_slice(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(LINE * 1000)
+    tailer = LogTailer([str(path)], use_inotify=False, max_poll_bytes=4096)
+
+    first = poll_counts(tailer)
+    saved = tailer.checkpoints()
+    behind = tailer.behind
+    bytes_behind = tailer.stats.bytes_behind[str(path)]
+    tailer.close()
+    resumed = LogTailer([str(path)], use_inotify=False, checkpoints=saved, max_poll_bytes=1 << 20)
+    rest = poll_counts(resumed)
+    resumed.close()
+
+    assert first == (40, 4000)
+    assert [c.offset for c in saved] == [4000]
+    assert behind
+    assert bytes_behind == 96_000
+    assert rest == (960, 96_000)
+
+
+def test_line_longer_than_bound_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    long_line = b"y" * 9999 + b"\n"
+    path.write_bytes(long_line + LINE * 3)
+    tailer = LogTailer([str(path)], use_inotify=False, max_poll_bytes=4096)
+
+    slices = [poll_counts(tailer) for _ in range(3)]
+    tailer.close()
+
+    assert slices == [(1, 10_000), (3, 300), (0, 0)]
+
+
+def test_partial_last_line_not_counted_behind(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(LINE * 2 + b"no newline yet")
+    tailer = LogTailer([str(path)], use_inotify=False, max_poll_bytes=4096)
+
+    first = poll_counts(tailer)
+    tailer.close()
+
+    assert first == (2, 200)
+    assert not tailer.behind
+
+
+def test_rotated_file_drained_before_close(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(LINE * 100)
+    tailer = LogTailer([str(path)], use_inotify=False, rotate_wait_secs=0, max_poll_bytes=4096)
+    first = poll_counts(tailer)
+    os.rename(path, tmp_path / "app.log.1")
+
+    rest = [poll_counts(tailer) for _ in range(3)]
+    closed = tailer.stats.files_closed
+    tailer.close()
+
+    assert first == (40, 4000)
+    assert rest == [(40, 4000), (20, 2000), (0, 0)]
+    assert closed == 1
+
+
+def test_gzip_backlog_read_in_slices(tmp_path: Path) -> None:
+    path = tmp_path / "app.log.gz"
+    path.write_bytes(gzip.compress(LINE * 30_000))
+    tailer = LogTailer([str(path)], use_inotify=False, max_poll_bytes=4096)
+
+    slices = [poll_counts(tailer) for _ in range(4)]
+    tailer.close()
+
+    # A compressed file is decompressed 1 MiB at a time, which contains 10,485 whole lines, and
+    # a poll stops at the first read that starts past the bound.
+    assert slices == [(10_485, 1_048_500), (10_485, 1_048_500), (9_030, 903_000), (0, 0)]
+
+
+def test_backlog_memory_not_proportional_to_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.log"
+    with path.open("wb") as stream:
+        for _ in range(200):
+            stream.write(LINE * 1000)  # 20 MB in all
+    tailer = LogTailer([str(path)], use_inotify=False, max_poll_bytes=256 << 10)
+
+    tracemalloc.start()
+    lines = 0
+    peaks = []
+    try:
+        for _ in range(200):
+            # Each slice is held in full, as the live agent keeps it while parsing.
+            batches = list(tailer.poll_batches())
+            lines += sum(len(batch.lines) for batch in batches)
+            del batches
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.reset_peak()
+            if not tailer.behind:
+                break
+    finally:
+        tracemalloc.stop()
+        tailer.close()
+
+    assert lines == 200_000
+    # 256 KiB of 100-byte lines costs about 0.35 MB as bytes objects, against 20 MB of file.
+    assert max(peaks) < 2_000_000
+
+
+def live_tail_offsets(state_dir: Path) -> list[int]:
+    with sqlite3.connect(state_dir / "agent.sqlite") as db:
+        value = db.execute("SELECT value FROM checkpoints WHERE name = 'live'").fetchone()[0]
+    return [TailCheckpoint.from_dict(c).offset for c in json.loads(value)["tail"]["0"]]
+
+
+def test_live_backlog_counts_once_across_restart(tmp_path: Path) -> None:
+    config = load_agent_config(write_config(tmp_path))
+    log_file = tmp_path / "logs" / "conn.log"
+    lines = [conn_line(n) for n in range(ROUND_SECONDS + 61)]
+    log_file.write_text("".join(lines))
+    settings = LiveSettings(round_grace_secs=60, max_poll_bytes=16 << 10)
+    agent = Agent(config, rng=seeded_random(1))
+
+    first = LiveAgent(agent, settings)
+    report = first.step()
+    first.commit()
+    offsets = live_tail_offsets(config.state_dir)
+    second = LiveAgent(agent, settings)
+    reports = [second.step() for _ in range(40)]
+    agent.close()
+
+    # The first slice contains the whole lines that fit in 16 KiB.
+    ends = list(itertools.accumulate(len(line) for line in lines))
+    read = sum(1 for end in ends if end <= 16 << 10)
+    assert report.lines == read
+    assert report.behind
+    assert offsets == [sum(len(line) for line in lines[:read])]
+    assert report.connections == read
+    assert sum(r.lines for r in reports) == len(lines) - read
+    assert not reports[-1].behind
+    assert counted_per_round(config.state_dir)[0] == {START: ROUND_SECONDS}

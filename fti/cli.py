@@ -101,6 +101,7 @@ def _agent_budget(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from agent.config import load_agent_config
+    from privacy.errors import BudgetExhausted
     from privacy.ledger import PrivacyLedger
 
     config = load_agent_config(Path(args.config))
@@ -111,6 +112,15 @@ def _agent_budget(args: argparse.Namespace) -> int:
     )
     at = args.at or datetime.now(timezone.utc)
     status = ledger.spent(at)
+    # "exhausted" means the whole budget is spent. The agent stops earlier, as soon as one more
+    # round's epsilon does not fit, so the output also says whether the next round fits.
+    round_seconds = config.windows.round_seconds
+    next_round = (int(at.timestamp()) // round_seconds + 1) * round_seconds
+    try:
+        ledger.check(next_round, privacy.epsilon_per_round, privacy.delta_per_round)
+        next_round_fits, next_fit_at = True, None
+    except BudgetExhausted as err:
+        next_round_fits, next_fit_at = False, err.retry_at
     print(json.dumps({
         "site": config.site.id,
         "at": at.isoformat(),
@@ -120,6 +130,9 @@ def _agent_budget(args: argparse.Namespace) -> int:
         "delta_budget": status.delta_budget,
         "rounds_charged": status.rounds_charged,
         "exhausted": status.exhausted,
+        "next_round_start": datetime.fromtimestamp(next_round, timezone.utc).isoformat(),
+        "next_round_fits": next_round_fits,
+        "next_round_fits_from": next_fit_at.isoformat() if next_fit_at else None,
     }, sort_keys=True))
     return 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fti.cli import build_parser
+from fti.cli import build_parser, main
 from tests.agent.test_service import ROUND_SECONDS, write_capture
 
 FTI = [sys.executable, "-m", "fti.cli"]
@@ -129,3 +129,36 @@ def test_agent_budget_time_parsed() -> None:
     args = build_parser().parse_args(["agent", "budget", "--config", "agent.yaml", "--at", "2024-06-03T01:00:00Z"])
 
     assert args.at.isoformat() == "2024-06-03T01:00:00+00:00"
+
+
+def test_agent_budget_next_round_not_fitting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not exhausted, yet the next round's epsilon no longer fits: the agent stops releasing."""
+    from privacy.ledger import PrivacyLedger
+
+    run_fti("keys", "generate", "--out", "site.key", cwd=tmp_path)
+    (tmp_path / "hub.password").write_text("secret\n")
+    (tmp_path / "agent.yaml").write_text(
+        "site:\n  id: site-t\n  signing_key: site.key\n"
+        "hub:\n  url: http://127.0.0.1:9/taxii2/\n  username: site-t\n  password_file: hub.password\n"
+        "sources:\n  - type: zeek\n    paths: [conn.log]\nstate_dir: state\n"
+        "windows:\n  window_seconds: 60\n  round_seconds: 3600\n"
+        "privacy:\n  epsilon_per_round: 2.0\n  budget_epsilon: 5.0\n"
+    )
+    (tmp_path / "state").mkdir()
+    ledger = PrivacyLedger(tmp_path / "state" / "privacy-ledger.sqlite", site_id="site-t", budget_epsilon=5.0,
+                           budget_delta=1e-6, period_seconds=30 * 86400)
+    for hour in range(2):
+        ledger.charge(1717372800 + hour * 3600, 2.0, 0.0, "discrete-laplace/entity")
+    ledger.close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        status = main(["agent", "budget", "--config", "agent.yaml", "--at", "2024-06-03T01:30:00Z"])
+    report = json.loads(capsys.readouterr().out)
+
+    assert status == 0
+    assert report["rounds_charged"] == 2
+    assert report["exhausted"] is False
+    assert report["next_round_start"] == "2024-06-03T02:00:00+00:00"
+    assert report["next_round_fits"] is False
+    assert report["next_round_fits_from"] == "2024-07-03T00:00:00+00:00"

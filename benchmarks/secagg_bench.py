@@ -12,8 +12,9 @@ Usage::
     python benchmarks/secagg_bench.py --flower       # also Flower's SecAgg+ (pip install flwr)
 
 Each site's share of distributed noise is timed on its own, in CPU seconds: the vectorised
-exact discrete Gaussian sampler (``privacy.fast_sampling``) at s² = 65, the per-site
-variance of the demo's sketch, for the whole vector.
+exact discrete Gaussian sampler (``privacy.fast_sampling``) at s² = 65 for the whole vector.
+That is close to the per-site variance of the demo's sketch, which its settings put at
+about 70.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ count or an implausible time).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -114,19 +117,19 @@ def _parse_objects(texts: list[str]) -> list[Any]:
 
 
 class _Rows:
-    """The checked columns of a block: plain Python lists, one value per line."""
+    """The checked columns of a block, one numpy array per field and one value per line.
+
+    ``valid`` is False for the rows that take the line path. Their other values are placeholders.
+    """
 
     def __init__(self, count: int) -> None:
-        self.valid = [True] * count
-        self.micros: list[int] = [0] * count
-        self.orig: list[tuple[str, bool, bool]] = [("", False, False)] * count
-        self.resp: list[tuple[str, bool, bool]] = [("", False, False)] * count
-        self.orig_p: list[int] = [-1] * count
-        self.resp_p: list[int] = [-1] * count
-        self.orig_bytes: list[int] = [0] * count
-        self.resp_bytes: list[int] = [0] * count
-        self.duration: list[float] = [0.0] * count
-        self.failed: list[bool] = [False] * count
+        self.valid = np.ones(count, dtype=bool)
+        self.micros = np.zeros(count, dtype=np.int64)
+        self.names: list[str] = []
+        self.sides: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.integers: dict[str, np.ndarray] = {}
+        self.duration = np.zeros(count, dtype=np.float64)
+        self.failed = np.zeros(count, dtype=bool)
 
 
 def _checked_rows(objects: list[Any], texts: list[str], default_path: str,
@@ -137,57 +140,70 @@ def _checked_rows(objects: list[Any], texts: list[str], default_path: str,
     valid = rows.valid
 
     # A record of another log, or one whose keys the line path would flatten, takes the line path.
-    for index, obj in enumerate(objects):
-        if type(obj) is not dict:
-            valid[index] = False
-            continue
-        path = obj.get("_path", None)
-        log_path = path if isinstance(path, str) and path else default_path
-        if log_path != "conn" or (texts[index].count("{") > 1 and dict in map(type, obj.values())):
-            valid[index] = False
-    dicts = [obj if ok else {} for obj, ok in zip(objects, valid)]
+    # A nested object needs a second "{" in its line, so one count over the block clears most blocks.
+    paths = _column(objects, "_path") if set(map(type, objects)) == {dict} else None
+    nested_possible = sum(map(str.count, texts, repeat("{"))) != count
+    if paths is None or nested_possible or any(path is not None for path in paths) or default_path != "conn":
+        for index, obj in enumerate(objects):
+            if type(obj) is not dict:
+                valid[index] = False
+                continue
+            path = obj.get("_path", None)
+            log_path = path if isinstance(path, str) and path else default_path
+            if log_path != "conn" or (texts[index].count("{") > 1 and dict in map(type, obj.values())):
+                valid[index] = False
+        objects = [obj if ok else {} for obj, ok in zip(objects, valid.tolist())]
 
-    def column(name: str) -> list[Any]:
-        return [obj.get(name) for obj in dicts]
-
-    _check_times(column("ts"), rows)
-    _check_write_times(column("_write_ts"), valid)
-    _check_addresses(column("id.orig_h"), rows.orig, valid, internal)
-    _check_addresses(column("id.resp_h"), rows.resp, valid, internal)
-    _check_integers(column("id.orig_p"), rows.orig_p, valid, absent=-1)
-    _check_integers(column("id.resp_p"), rows.resp_p, valid, absent=-1)
-    _check_integers(column("orig_bytes"), rows.orig_bytes, valid, absent=0)
-    _check_integers(column("resp_bytes"), rows.resp_bytes, valid, absent=0)
-    _check_durations(column("duration"), rows.duration, valid)
-    _check_states(column("conn_state"), rows.failed, valid)
+    _check_times(_column(objects, "ts"), rows)
+    _check_write_times(_column(objects, "_write_ts"), valid)
+    _check_addresses(_column(objects, "id.orig_h"), _column(objects, "id.resp_h"), rows, internal)
+    for name, absent in (("id.orig_p", -1), ("id.resp_p", -1), ("orig_bytes", 0), ("resp_bytes", 0)):
+        rows.integers[name.removeprefix("id.")] = _checked_integers(_column(objects, name), valid, absent)
+    rows.duration = _checked_durations(_column(objects, "duration"), valid)
+    rows.failed = _checked_states(_column(objects, "conn_state"), valid)
     return rows
+
+
+def _column(objects: list[Any], name: str) -> list[Any]:
+    """Return each object's value of ``name``, None where it is absent."""
+    return list(map(dict.get, objects, repeat(name)))
+
+
+def _invalid_where(valid: np.ndarray, values: list[Any], accept: Callable[[Any], bool]) -> None:
+    """Mark the rows whose value ``accept`` rejects, one row at a time."""
+    for index, value in enumerate(values):
+        if not accept(value):
+            valid[index] = False
 
 
 def _check_times(values: list[Any], rows: _Rows) -> None:
     """Store each plausible ``ts`` as epoch microseconds, read as :func:`agent.zeek_json._datetime_from_json` reads it."""
     valid, micros = rows.valid, rows.micros
-    floats = [index for index, value in enumerate(values) if type(value) is float and valid[index]]
-    if floats:
-        # A float whose nearest microsecond reads back as the float itself has that
-        # microsecond as its shortest decimal, which is what micros_from_float returns.
-        seconds = np.array([values[index] for index in floats], dtype=np.float64)
-        in_range = (seconds >= 0) & (seconds < _TS_MAX_SECS)
-        candidates = np.rint(np.where(in_range, seconds, 0.0) * 1e6)
-        exact = in_range & (candidates / 1e6 == seconds)
-        for index, found, is_exact in zip(floats, candidates.astype(np.int64).tolist(), exact.tolist()):
-            micros[index] = found if is_exact else _general_micros(values[index])
-    for index, value in enumerate(values):
+    is_float: np.ndarray | bool = True
+    if set(map(type, values)) == {float}:
+        seconds = np.array(values, dtype=np.float64)
+    else:
+        is_float = np.fromiter((type(value) is float for value in values), dtype=bool, count=len(values))
+        seconds = np.array([value if type(value) is float else 0.0 for value in values], dtype=np.float64)
+
+    # A float whose nearest microsecond reads back as the float itself has that
+    # microsecond as its shortest decimal, which is what micros_from_float returns.
+    in_range = (seconds >= 0) & (seconds < _TS_MAX_SECS)
+    candidates = np.rint(np.where(in_range, seconds, 0.0) * 1e6)
+    exact = in_range & (candidates / 1e6 == seconds) & is_float
+    micros[:] = candidates.astype(np.int64)
+    for index in np.flatnonzero(~exact).tolist():
+        value = values[index]
         kind = type(value)
-        if not valid[index] or kind is float:
-            continue
-        if kind is int:
-            micros[index] = value * 1000
-        elif kind is str:
-            micros[index] = _general_micros(value)
+        if kind is float or kind is str:
+            found = _general_micros(value)
+        elif kind is int:
+            found = value * 1000
         else:
-            micros[index] = -1
-    for index, found in enumerate(micros):
-        if not 0 <= found < TS_MAX_MICROS:
+            found = -1
+        if 0 <= found < TS_MAX_MICROS:
+            micros[index] = found
+        else:
             valid[index] = False
 
 
@@ -199,65 +215,113 @@ def _general_micros(value: float | str) -> int:
         return -1
 
 
-def _check_write_times(values: list[Any], valid: list[bool]) -> None:
+def _check_write_times(values: list[Any], valid: np.ndarray) -> None:
     """Mark rows whose ``_write_ts`` the line path would reject, because it converts it too."""
-    for index, value in enumerate(values):
-        if value is not None and valid[index]:
-            try:
-                _datetime_from_json(value, check_ts=False)
-            except ValueError:
-                valid[index] = False
+    if set(map(type, values)) == {type(None)}:
+        return
+
+    def accept(value: Any) -> bool:
+        if value is None:
+            return True
+        try:
+            _datetime_from_json(value, check_ts=False)
+        except ValueError:
+            return False
+        return True
+    _invalid_where(valid, values, accept)
 
 
-def _check_addresses(values: list[Any], classes: list[tuple[str, bool, bool]], valid: list[bool],
-                     internal: InternalNetworks) -> None:
+def _check_addresses(origs: list[Any], resps: list[Any], rows: _Rows, internal: InternalNetworks) -> None:
+    """Classify both address columns by their distinct values and store codes of the normalised names."""
     classified, classify = internal._classified, internal.classify
-    for index, value in enumerate(values):
-        if type(value) is not str:
-            valid[index] = False
-            continue
-        found = classified.get(value) or classify(value)
-        if found is None:
-            valid[index] = False
+    if set(map(type, origs)) | set(map(type, resps)) == {str}:
+        distinct = list(set(origs).union(resps))
+    else:
+        distinct = list({value for value in origs + resps if type(value) is str})
+    classes = [classified.get(text) or classify(text) for text in distinct]
+    name_codes: dict[str, int] = {}
+    code_of: dict[Any, int] = {}
+    internal_flags, shareable_flags = [False], [False]
+    for text, found in zip(distinct, classes):
+        if found is not None:
+            code_of[text] = len(internal_flags)
+            name_codes.setdefault(found[0], len(name_codes))
+            internal_flags.append(found[1])
+            shareable_flags.append(found[2])
+    name_of_code = np.array([0] + [name_codes[found[0]] for found in classes if found is not None], dtype=np.int64)
+    internal_of_code = np.array(internal_flags, dtype=bool)
+    shareable_of_code = np.array(shareable_flags, dtype=bool)
+
+    # Code 0 is a value that is not a valid address string, which takes the line path.
+    for values in (origs, resps):
+        codes = np.fromiter(map(code_of.get, values, repeat(0)), dtype=np.int64, count=len(values))
+        rows.valid &= codes != 0
+        rows.sides.append((name_of_code[codes], internal_of_code[codes], shareable_of_code[codes]))
+    rows.names = list(name_codes)
+
+
+def _checked_integers(values: list[Any], valid: np.ndarray, absent: int) -> np.ndarray:
+    """Return non-negative JSON integers, and ``absent`` for a missing field or null. Other values take the line path."""
+    kinds = set(map(type, values))
+    if kinds <= {int, type(None)}:
+        filled = values if type(None) not in kinds else [absent if value is None else value for value in values]
+        try:
+            numbers = np.array(filled, dtype=np.int64)
+        except OverflowError:
+            pass
         else:
-            classes[index] = found
-
-
-def _check_integers(values: list[Any], out: list[int], valid: list[bool], *, absent: int) -> None:
-    """Store non-negative JSON integers, and ``absent`` for a missing field or null. Other values take the line path."""
+            allowed = numbers >= 0
+            if type(None) in kinds:
+                allowed |= np.fromiter(map(is_, values, repeat(None)), dtype=bool, count=len(values))
+            valid &= (numbers < _MAX_INTEGER) & allowed
+            return numbers
+    numbers = np.full(len(values), absent, dtype=np.int64)
     for index, value in enumerate(values):
         if value is None:
-            out[index] = absent
-        elif type(value) is int and 0 <= value < _MAX_INTEGER:
-            out[index] = value
+            continue
+        if type(value) is int and 0 <= value < _MAX_INTEGER:
+            numbers[index] = value
         else:
             valid[index] = False
+    return numbers
 
 
-def _check_durations(values: list[Any], out: list[float], valid: list[bool]) -> None:
+def _checked_durations(values: list[Any], valid: np.ndarray) -> np.ndarray:
+    """Return the durations as the line path's ``float(value or 0.0)`` reads them. Other types take the line path."""
+    kinds = set(map(type, values))
+    if kinds <= {float, int, type(None)}:
+        filled = values if type(None) not in kinds else [0.0 if value is None else value for value in values]
+        try:
+            # Adding 0.0 turns -0.0 into 0.0, as ``value or 0.0`` does.
+            return np.array(filled, dtype=np.float64) + 0.0
+        except OverflowError:
+            pass
+    durations = np.zeros(len(values), dtype=np.float64)
     for index, value in enumerate(values):
         kind = type(value)
         if value is None:
             continue
         if kind is float or kind is int:
             try:
-                out[index] = float(value or 0.0)
+                durations[index] = float(value or 0.0)
             except OverflowError:
                 valid[index] = False
         else:
             valid[index] = False
+    return durations
 
 
-def _check_states(values: list[Any], out: list[bool], valid: list[bool]) -> None:
-    for index, value in enumerate(values):
-        if type(value) is str:
-            out[index] = value in FAILED_CONN_STATES
-        elif value is not None:
-            valid[index] = False
+def _checked_states(values: list[Any], valid: np.ndarray) -> np.ndarray:
+    """Return whether each ``conn_state`` is a failed state. Values other than strings and null take the line path."""
+    if not set(map(type, values)) <= {str, type(None)}:
+        _invalid_where(valid, values, lambda value: value is None or type(value) is str)
+        values = [value if type(value) is str else None for value in values]
+    return np.fromiter(map(FAILED_CONN_STATES.__contains__, values), dtype=bool, count=len(values))
 
 
-def _segments(valid: list[bool]) -> list[tuple[int, int, bool]]:
+def _segments(valid_rows: np.ndarray) -> list[tuple[int, int, bool]]:
     """Split rows into runs of checked rows and runs of line-path rows: (start, end, checked)."""
+    valid = valid_rows.tolist()
     segments: list[tuple[int, int, bool]] = []
     start = 0
     for index in range(1, len(valid) + 1):
@@ -274,24 +338,11 @@ def _segments(valid: list[bool]) -> list[tuple[int, int, bool]]:
 def _add_rows(rows: _Rows, start: int, end: int, stats: ParseStats, orientation: OrientationStats,
               adder: _WindowAdder, time_shift_secs: float) -> None:
     """Orient the checked rows from ``start`` to ``end`` and add them to their windows."""
-    count = end - start
-    stats.records += count
-    micros = np.array(rows.micros[start:end], dtype=np.int64)
-    ts = micros / 1e6
+    stats.records += end - start
+    ts = rows.micros[start:end] / 1e6
     if time_shift_secs:
         ts = ts + time_shift_secs
-
-    # Rows refer to addresses by the code of their normalised name.
-    name_codes: dict[str, int] = {}
-    sides = []
-    for classes in (rows.orig[start:end], rows.resp[start:end]):
-        codes = np.array([name_codes.setdefault(found[0], len(name_codes)) for found in classes], dtype=np.int64)
-        sides.append((codes, np.array([found[1] for found in classes], dtype=bool),
-                      np.array([found[2] for found in classes], dtype=bool)))
-    names = np.array(list(name_codes), dtype=object)
-
-    integers = {name: np.array(getattr(rows, name)[start:end], dtype=np.int64)
-                for name in ("orig_p", "resp_p", "orig_bytes", "resp_bytes")}
-    _orient_and_add(ts, sides, integers, np.array(rows.duration[start:end], dtype=np.float64),
-                    np.array(rows.failed[start:end], dtype=bool), names, orientation, adder)
-
+    sides = [tuple(array[start:end] for array in side) for side in rows.sides]
+    integers = {name: array[start:end] for name, array in rows.integers.items()}
+    _orient_and_add(ts, sides, integers, rows.duration[start:end], rows.failed[start:end],
+                    np.array(rows.names, dtype=object), orientation, adder)

@@ -165,6 +165,8 @@ def test_json_block_damaged_lines_match_line_path(shared_data_dir: Path) -> None
         {"id.resp_h": None},
         {"id.resp_p": "53"},
         {"id.resp_p": -5},
+        {"id.resp_p": -1},
+        {"id.orig_p": -1, "id.resp_p": None},
         {"id.resp_p": None},
         {"id.orig_p": 2.5, "id.resp_p": 0},
         {"orig_bytes": None, "resp_bytes": False},
@@ -235,3 +237,17 @@ def test_json_block_other_default_path(shared_data_dir: Path) -> None:
     assert batch == general
     assert general[2]["connections"] == 20
     assert len(general[1]["others"]) == 180
+
+
+def test_json_block_streaming_fields(shared_data_dir: Path) -> None:
+    """Rows as json-streaming-logs writes them: _path and _write_ts on every row, one _write_ts invalid."""
+    lines = json_lines(shared_data_dir, 300)
+    rows = [json.loads(text) for text in lines]
+    lines = [json.dumps({"_path": "conn", "_write_ts": row["ts"] + 1.0} | row) for row in rows]
+    lines[120] = json.dumps({"_path": "conn", "_write_ts": [1]} | rows[120])
+
+    general, batch = windows_both(lines, block_lines=100)
+
+    assert batch == general
+    assert general[1]["malformed"] == {"invalid_value:_write_ts": 1}
+    assert general[1]["records"] == 299

@@ -29,6 +29,8 @@ resident memory (``ru_maxrss``) is its own:
   each tailer batch is added to the network family's windows by
   :meth:`agent.families.feeding.FamilyFeeder.add_tsv_conn_lines`, with no connection object
   per line, then the same detector.
+- ``fti-pipeline-blocks-json``: the same for the JSON copy, through
+  :meth:`agent.families.feeding.FamilyFeeder.add_json_conn_lines`.
 - ``sshd``, ``suricata`` and ``sysmon``: :func:`agent.sources.iter_file_events` on each
   parser's input.
 
@@ -58,7 +60,8 @@ if TYPE_CHECKING:
     from agent.zeek_records import ParseStats
 
 ZEEK_MEASUREMENTS = ("agent-imports", "python-lines", "split-and-type", "zat", "fti-reader", "fti-reader-json", "fti-tail-parse",
-                     "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-blocks", "fti-pipeline-json")
+                     "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-blocks", "fti-pipeline-json",
+                     "fti-pipeline-blocks-json")
 PARSER_MEASUREMENTS = ("sshd", "suricata", "sysmon")
 MEASUREMENTS = ZEEK_MEASUREMENTS + PARSER_MEASUREMENTS
 
@@ -159,13 +162,13 @@ def prepare(name: str, inputs: dict[str, Path]) -> Callable[[], int]:
     import agent.zeek_tsv  # noqa: F401
 
     is_json = name.endswith("-json")
-    if name == "fti-pipeline-blocks":
+    if name.startswith("fti-pipeline-blocks"):
         import agent.families.feeding  # noqa: F401 - _tail_block_windows finds it loaded
         from agent.detector import CalibratedDetector
 
         def run_blocks() -> int:
             lines_read: list[int] = []
-            features = _tail_block_windows(tsv, lines_read=lines_read)
+            features = _tail_block_windows(jsonl if is_json else tsv, is_json=is_json, lines_read=lines_read)
             detector = CalibratedDetector("iforest", min_baseline_windows=8)
             detector.fit(features[: max(8, len(features) // 5)]).score(features)
             return lines_read[0]
@@ -240,8 +243,8 @@ def _tail_connections(path: Path, *, is_json: bool, lines_read: list[int]) -> It
     lines_read.append(number)
 
 
-def _tail_block_windows(path: Path, *, lines_read: list[int]) -> np.ndarray:
-    """Follow a TSV conn log once, add each batch of lines to the windows, and return their features.
+def _tail_block_windows(path: Path, *, is_json: bool, lines_read: list[int]) -> np.ndarray:
+    """Follow a TSV or JSON conn log once, add each batch of lines to the windows, and return their features.
 
     ``lines_read`` gets the number of lines read appended.
 
@@ -266,8 +269,12 @@ def _tail_block_windows(path: Path, *, lines_read: list[int]) -> np.ndarray:
     number = 0
     for batch in tailer.poll_batches():
         texts = decode_lines(batch.lines)
-        feeder.add_tsv_conn_lines(texts, number + 1, families=("network",), header=header, source=str(path),
-                                  default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
+        if is_json:
+            feeder.add_json_conn_lines(texts, number + 1, families=("network",), source=str(path),
+                                       default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
+        else:
+            feeder.add_tsv_conn_lines(texts, number + 1, families=("network",), header=header, source=str(path),
+                                      default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
         number += len(texts)
     tailer.close()
     _check_clean_read(path, stats, orientation)

@@ -110,11 +110,7 @@ def run_fusion(
         return _run_secure_fusion(sites, participation, setup, privacy, windows_by_round, verdicts, poison_pool,
                                   seed=seed)
     outcome = FusionOutcome(decisions={}, scores={}, epsilon_per_round=setup.epsilon_per_round)
-    fusion = FusionSettings(strategy=setup.strategy, lookback_rounds=setup.lookback_rounds,
-                            publish_threshold=setup.publish_threshold,
-                            min_corroborating_sites=setup.min_corroborating_sites,
-                            indicator_ttl_seconds=setup.indicator_ttl_rounds * setup.round_seconds,
-                            trust_weighting=setup.use_trust)
+    fusion = _fusion_settings(setup)
     keys = {site.spec.site_id: generate_signing_key() for site in sites}
     rngs = {site.spec.site_id: seeded_random(seed * 1000 + i) for i, site in enumerate(sites)}
     poison_rng = np.random.default_rng(seed + 7)
@@ -168,6 +164,15 @@ def run_fusion(
     return outcome
 
 
+def _fusion_settings(setup: FusionSetup) -> FusionSettings:
+    """Return the hub's fusion settings for a run, the same in plain and secure mode."""
+    return FusionSettings(strategy=setup.strategy, lookback_rounds=setup.lookback_rounds,
+                          publish_threshold=setup.publish_threshold,
+                          min_corroborating_sites=setup.min_corroborating_sites,
+                          indicator_ttl_seconds=setup.indicator_ttl_rounds * setup.round_seconds,
+                          trust_weighting=setup.use_trust)
+
+
 def _run_secure_fusion(
     sites: list[SiteData], participation: list[set[str]], setup: FusionSetup, privacy: PrivacySection,
     windows_by_round: dict[str, dict[int, list[ScoredWindow]]], verdicts: dict[str, dict[int, dict[str, bool]]],
@@ -178,9 +183,7 @@ def _run_secure_fusion(
                             aborted_site_rounds=0)
     rngs = {site.spec.site_id: seeded_random(seed * 1000 + i) for i, site in enumerate(sites)}
     poison_rng = np.random.default_rng(seed + 7)
-    fusion = FusionSettings(strategy=setup.strategy, lookback_rounds=setup.lookback_rounds,
-                            publish_threshold=setup.publish_threshold,
-                            min_corroborating_sites=setup.min_corroborating_sites)
+    fusion = _fusion_settings(setup)
     rounds_sent: dict[str, int] = defaultdict(int)
 
     def charge(site_id: str, epsilon: float, delta: float) -> None:

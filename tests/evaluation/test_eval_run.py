@@ -10,7 +10,7 @@ import pytest
 
 from agent.detector import CalibratedDetector
 from evaluation.datasets import IOT23_SITES, load_site
-from evaluation.federation import FusionSetup, run_fusion
+from evaluation.federation import FusionSetup, _fusion_settings, run_fusion
 from evaluation.scenario import EvalSettings, _cross_trained
 from fti.cli import main
 
@@ -131,3 +131,22 @@ def test_shift_scores_with_next_site_detector(shared_data_dir: Path, tmp_path: P
     assert shifted[0].window_score.tolist() != sites[0].window_score.tolist()
     assert shifted[0].flow_label.tolist() == sites[0].flow_label.tolist()
     assert shifted[0].detector_seconds > 0
+
+
+@pytest.mark.parametrize("use_trust", [True, False])
+def test_plain_and_secure_hubs_share_fusion_settings(use_trust: bool) -> None:
+    """The secure variant's hub gets the trust switch and indicator lifetime of the plain one."""
+    setup = FusionSetup(epsilon_per_round=1.0, delta_per_round=1e-5, max_observables_per_entity=1,
+                        strategy="median", use_trust=use_trust, score_threshold=0.95,
+                        lookback_rounds=2, indicator_ttl_rounds=4, publish_threshold=0.6,
+                        min_corroborating_sites=2, round_seconds=600, poison_site=None,
+                        poison_observables=0)
+
+    fusion = _fusion_settings(setup)
+
+    assert fusion.trust_weighting is use_trust
+    assert fusion.indicator_ttl_seconds == 2400
+    assert fusion.strategy == "median"
+    assert fusion.lookback_rounds == 2
+    assert fusion.publish_threshold == 0.6
+    assert fusion.min_corroborating_sites == 2

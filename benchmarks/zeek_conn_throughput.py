@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from agent.network import Connection, OrientationStats
+    from agent.tailer import LogTailer, TailBatch
     from agent.zeek_records import ParseStats
 
 ZEEK_MEASUREMENTS = ("agent-imports", "python-lines", "split-and-type", "zat", "fti-reader", "fti-reader-json", "fti-tail-parse",
@@ -232,7 +233,7 @@ def _tail_connections(path: Path, *, is_json: bool, lines_read: list[int]) -> It
     stats, orientation, header = ParseStats(), OrientationStats(), TsvHeader()
     reporter = MalformedLineReporter(str(path), stats)
     number = 0
-    for batch in tailer.poll_batches():
+    for batch in _drain(tailer):
         texts = decode_lines(batch.lines)
         yield from iter_connections(enumerate(texts, start=number + 1), is_json=is_json, source=str(path),
                                     default_path="conn", internal=internal, stats=stats,
@@ -267,7 +268,7 @@ def _tail_block_windows(path: Path, *, is_json: bool, lines_read: list[int]) -> 
     stats, orientation, header = ParseStats(), OrientationStats(), TsvHeader()
     reporter = MalformedLineReporter(str(path), stats)
     number = 0
-    for batch in tailer.poll_batches():
+    for batch in _drain(tailer):
         texts = decode_lines(batch.lines)
         if is_json:
             feeder.add_json_conn_lines(texts, number + 1, families=("network",), source=str(path),
@@ -281,6 +282,16 @@ def _tail_block_windows(path: Path, *, is_json: bool, lines_read: list[int]) -> 
     lines_read.append(number)
     windows = feeder.close()["network"]
     return np.array([w.features for w in windows], dtype=float)
+
+
+def _drain(tailer: LogTailer) -> Iterator[TailBatch]:
+    """Yield the batches of polls until the tailer has read every file to its end.
+
+    A poll reads at most ``max_poll_bytes`` of a file, so a large input takes several polls.
+    """
+    yield from tailer.poll_batches()
+    while tailer.behind:
+        yield from tailer.poll_batches()
 
 
 def _check_clean_read(path: Path, stats: ParseStats, orientation: OrientationStats) -> None:

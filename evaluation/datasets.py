@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +246,10 @@ def _zeek_path(source: Path, site_dir: Path) -> Path:
                     if name in _CSV_INTEGERS:
                         record[name] = int(float(value))
                     elif name in _CSV_FLOATS:
-                        record[name] = float(value)
+                        number = float(value)
+                        if not math.isfinite(number):
+                            raise ValueError(value)
+                        record[name] = number
                     else:
                         record[name] = value
                 except (ValueError, OverflowError):

@@ -73,7 +73,7 @@ def test_eval_sigterm_removes_temporary_folders(shared_data_dir: Path, tmp_path:
 
 
 @pytest.mark.parametrize(("column", "value"), [("ts", "notatime"), ("orig_bytes", "12kB"),
-                                               ("orig_pkts", "inf")])
+                                               ("orig_pkts", "inf"), ("ts", "nan"), ("ts", "inf")])
 def test_eval_csv_bad_number_named(tmp_path: Path, column: str, value: str) -> None:
     """A non-numeric value in a CSV capture's numeric column names the file, line and column."""
     header = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import repeat
-from operator import is_
+from operator import is_, is_not
 from typing import Any
 
 import numpy as np
@@ -141,9 +141,16 @@ def _checked_rows(objects: list[Any], texts: list[str], default_path: str,
 
     # A record of another log, or one whose keys the line path would flatten, takes the line path.
     # A nested object needs a second "{" in its line, so one count over the block clears most blocks.
-    paths = _column(objects, "_path") if set(map(type, objects)) == {dict} else None
-    nested_possible = sum(map(str.count, texts, repeat("{"))) != count
-    if paths is None or nested_possible or any(path is not None for path in paths) or default_path != "conn":
+    # Without JSON escapes, a key that no line spells out is absent from every object.
+    block = "\n".join(texts)
+    unescaped = "\\u" not in block
+
+    def absent_everywhere(name: str) -> bool:
+        return unescaped and f'"{name}"' not in block
+
+    all_objects = set(map(type, objects)) == {dict}
+    paths_absent = all_objects and (absent_everywhere("_path") or not any(map(is_not, _column(objects, "_path"), repeat(None))))
+    if not paths_absent or block.count("{") != count or default_path != "conn":
         for index, obj in enumerate(objects):
             if type(obj) is not dict:
                 valid[index] = False
@@ -155,7 +162,8 @@ def _checked_rows(objects: list[Any], texts: list[str], default_path: str,
         objects = [obj if ok else {} for obj, ok in zip(objects, valid.tolist())]
 
     _check_times(_column(objects, "ts"), rows)
-    _check_write_times(_column(objects, "_write_ts"), valid)
+    if not absent_everywhere("_write_ts"):
+        _check_write_times(_column(objects, "_write_ts"), valid)
     _check_addresses(_column(objects, "id.orig_h"), _column(objects, "id.resp_h"), rows, internal)
     for name, absent in (("id.orig_p", -1), ("id.resp_p", -1), ("orig_bytes", 0), ("resp_bytes", 0)):
         rows.integers[name.removeprefix("id.")] = _checked_integers(_column(objects, name), valid, absent)
@@ -321,6 +329,8 @@ def _checked_states(values: list[Any], valid: np.ndarray) -> np.ndarray:
 
 def _segments(valid_rows: np.ndarray) -> list[tuple[int, int, bool]]:
     """Split rows into runs of checked rows and runs of line-path rows: (start, end, checked)."""
+    if valid_rows.all() and len(valid_rows) >= _MIN_BLOCK_ROWS:
+        return [(0, len(valid_rows), True)]
     valid = valid_rows.tolist()
     segments: list[tuple[int, int, bool]] = []
     start = 0

@@ -66,7 +66,7 @@ def windows_both(lines: list[str], *, block_lines: int, shift_secs: float = 0.0,
                 accumulator_for(connection.entity, start).add(connection)
             newest.append(block_newest)
 
-        counts = {"records": stats.records, "skipped": stats.skipped, "invalid_utf8": stats.invalid_utf8,
+        counts = {"records": stats.records, "malformed_total": stats.malformed_total, "skipped": stats.skipped, "invalid_utf8": stats.invalid_utf8,
                   "malformed": dict(stats.malformed), "errors": [str(error) for error in stats.errors],
                   "late": late, "connections": found_connections, "newest_by_block": newest,
                   "others": [(record.log_path, record.line, sorted(record.fields)) for record in others]}
@@ -157,6 +157,8 @@ def test_json_block_damaged_lines_match_line_path(shared_data_dir: Path) -> None
         {"_path": ""},
         {"_path": 5},
         {"_path": "conn"},
+        {"_path": ["conn"]},
+        {"_path": None},
         {"id.orig_h": "40.74.108.7", "id.resp_h": "40.74.108.8"},
         {"id.orig_h": "2001:db8::1"},
         {"id.orig_h": "::ffff:172.16.1.11"},
@@ -251,3 +253,16 @@ def test_json_block_streaming_fields(shared_data_dir: Path) -> None:
     assert batch == general
     assert general[1]["malformed"] == {"invalid_value:_write_ts": 1}
     assert general[1]["records"] == 299
+
+
+@pytest.mark.parametrize("key, value", [("_path", "dns"), ("_write_ts", "not a time"), ("ts", "yesterday")])
+def test_json_block_escaped_key_matches_line_path(shared_data_dir: Path, key: str, value: str) -> None:
+    """A key spelled with a JSON escape (\\u005f for the underscore, \\u0074 for t) is the same key."""
+    lines = json_lines(shared_data_dir, 300)
+    escaped = key.replace("_", "\\u005f") if "_" in key else "\\u0074s"
+    lines[150] = lines[150][:-1] + f', "{escaped}": "{value}"}}'
+
+    general, batch = windows_both(lines, block_lines=300)
+
+    assert batch == general
+    assert general[1]["records"] + general[1]["malformed_total"] == 300

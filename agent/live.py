@@ -2,15 +2,16 @@
 
 The live agent polls a :class:`agent.tailer.LogTailer` per source and parses the new lines of
 every source type (Zeek logs, sshd, Suricata EVE, Sysmon lines) into the open windows of
-their families (:mod:`agent.families`). A round closes when the newest event time seen passes
+their families (:mod:`agent.families`). A Sysmon source also has an
+:class:`agent.evtx_follow.EvtxFollower`, which reads the new records of its ``.evtx`` files. A round closes when the newest event time seen passes
 its end by ``round_grace_secs``. Its windows are then scored and summarised by the replay
 pipeline of :class:`agent.service.Agent`, which puts the summary in the outbox in the same
 transaction that records the round.
 
 Exactly-once rests on two rules:
 
-- The tailer's positions, the TSV headers and the window accumulators of rounds still open
-  are stored together, as one checkpoint value, and only after the summaries of the rounds
+- The tailer's positions, the ``.evtx`` record positions, the TSV headers and the window
+  accumulators of rounds still open are stored together, as one checkpoint value, and only after the summaries of the rounds
   that closed are in the outbox. After a crash the agent resumes from the last such
   snapshot, so every line read after it is read again, and every line before it is either in
   a queued round or in the restored accumulators.
@@ -20,8 +21,6 @@ Exactly-once rests on two rules:
 
 The checkpoint stores each open window's counters and sets, not its events. A network window
 still keeps one event time per connection, because burstiness needs the gaps between them.
-Sysmon ``.evtx`` files are records, not lines, and are read by replay only. The live agent
-counts the lines of one it finds as ``evtx_not_followed`` and warns once per file.
 """
 
 from __future__ import annotations
@@ -48,7 +47,8 @@ from agent.zeek import log_path_from_name
 from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_conn_batch import BlockCounts
 from agent.sources import LineParser, make_line_parser, parse_line
-from agent.sysmon_files import EVTX_MAGIC
+from agent.evtx_follow import EvtxFollower
+from agent.sysmon_files import EVTX_MAGIC, event_from_record
 from agent.zeek_observables import observe_records
 from agent.zeek_records import ParseStats, ZeekRecord
 from agent.zeek_tsv import TsvHeader
@@ -84,7 +84,8 @@ class LiveSettings:
         ``beyond_horizon`` and not sent, so a restart on a long backlog does not flood the hub
         with stale rounds. A day of hourly rounds is still worth sharing.
     max_poll_bytes : int, default 16 MiB
-        Bytes of each file read per poll. A larger backlog is read over several polls without
+        Bytes of each file, and of the event XML of all ``.evtx`` files of a source, read per
+        poll. A larger backlog is read over several polls without
         waiting between them, so the lines in memory stay bounded however far behind the agent
         starts.
     """
@@ -142,7 +143,6 @@ class LiveAgent:
         self._internal = InternalNetworks(agent.config.site.internal_networks)
         self._round_seconds = agent.config.windows.round_seconds
         self._line_numbers: dict[str, int] = defaultdict(int)
-        self._evtx_paths: set[str] = set()
 
         snapshot = self._load_snapshot()
         self._headers: dict[str, list[str]] = snapshot.get("headers", {})
@@ -160,9 +160,17 @@ class LiveAgent:
             LogTailer(source.paths, start_at="beginning" if snapshot else settings.start_at,
                       poll_interval_secs=settings.poll_interval_secs,
                       rotate_wait_secs=settings.rotate_wait_secs, max_poll_bytes=settings.max_poll_bytes,
+                      skip_magic=EVTX_MAGIC if source.type == "sysmon" else b"",
                       checkpoints=[TailCheckpoint.from_dict(c) for c in saved_tails.get(str(index), [])])
             for index, source in enumerate(agent.config.sources)
         ]
+        saved_evtx = snapshot.get("evtx", {})
+        self._evtx_followers = {
+            index: EvtxFollower(source.paths, state=saved_evtx.get(str(index)),
+                                start_at="beginning" if snapshot else settings.start_at,
+                                max_poll_bytes=settings.max_poll_bytes)
+            for index, source in enumerate(agent.config.sources) if source.type == "sysmon"
+        }
         self._last_commit = clock()
         self.malformed = MalformedInput(self._tailers, Quarantine(agent.config.state_dir / "quarantine.jsonl"))
         self._source_of_path: dict[str, SourceSection] = {}
@@ -192,6 +200,8 @@ class LiveAgent:
             report.behind = report.behind or tailer.behind
 
         self.buffer_connections(runs, report)
+        for index, follower in self._evtx_followers.items():
+            self._read_evtx(index, follower, report)
         closed = self.close_rounds(report)
 
         if closed or self.clock() - self._last_commit >= self.settings.commit_interval_secs:
@@ -215,19 +225,50 @@ class LiveAgent:
             else:
                 items = self._read_events(path, source.type, lines)
 
-            # An event of a released round would change a summary already sent.
-            late = self._feeder.feed(items, families=families, not_before=self._released_through) + block.late
-            self.late_connections += late
-            report.late += late
-            report.connections += len(items) + block.connections - late
-            if len(items) + block.connections > late:
-                newest = max((_event_time(item) for item in items), default=block.newest_ts)
-                if block.newest_ts is not None:
-                    newest = max(newest, block.newest_ts)
-                self._watermark = max(self._watermark, newest)
+            self._feed(items, families, block, report)
         if report.late:
             log.warning("site %s: %d events arrived after their round was released; dropped",
                         self.agent.config.site.id, report.late)
+
+    def _feed(self, items: list[FeedItem], families: tuple[str, ...], block: BlockCounts,
+              report: StepReport) -> None:
+        """Add events to the windows of open rounds, count late ones and advance the watermark."""
+        # An event of a released round would change a summary already sent.
+        late = self._feeder.feed(items, families=families, not_before=self._released_through) + block.late
+        self.late_connections += late
+        report.late += late
+        report.connections += len(items) + block.connections - late
+        if len(items) + block.connections > late:
+            newest = max((_event_time(item) for item in items), default=block.newest_ts)
+            if block.newest_ts is not None:
+                newest = max(newest, block.newest_ts)
+            self._watermark = max(self._watermark, newest)
+
+    def _read_evtx(self, index: int, follower: EvtxFollower, report: StepReport) -> None:
+        """Feed the new records of one Sysmon source's ``.evtx`` files into the windows of open rounds."""
+        source = f"sources[{index}]"
+        reporters: dict[str, LineReporter] = {}
+
+        def reporter_of(path: str) -> LineReporter:
+            if path not in reporters:
+                reporters[path] = LineReporter(path, self.event_stats, quarantine=self._quarantine)
+            return reporters[path]
+
+        errors_before = Counter(self.event_stats.errors)
+        events: list[FeedItem] = []
+        for path, record in follower.poll(reporter_of):
+            report.lines += 1
+            event = event_from_record(record.xml, record.record_id, path=path, stats=self.event_stats,
+                                      reporter=reporter_of(path))
+            if event is not None:
+                events.append(event)
+        for reporter in reporters.values():
+            reporter.finish()
+        for reason, count in (self.event_stats.errors - errors_before).items():
+            self.malformed.counts[(source, reason)] += count
+
+        self._feed(events, families_of_source(self.agent.config.sources[index]), BlockCounts(), report)
+        report.behind = report.behind or follower.behind
 
     def close_rounds(self, report: StepReport) -> list[int]:
         """Release every round whose end plus the grace time lies before the watermark."""
@@ -271,6 +312,7 @@ class LiveAgent:
         snapshot = {
             "tail": {str(index): [c.to_dict() for c in tailer.checkpoints()]
                      for index, tailer in enumerate(self._tailers)},
+            "evtx": {str(index): follower.to_state() for index, follower in self._evtx_followers.items()},
             "headers": self._headers,
             "windows": self._feeder.to_state(),
             "released_through": self._released_through,
@@ -320,17 +362,6 @@ class LiveAgent:
             # Year-less sshd timestamps of a followed file are placed before the current time.
             parser = self._line_parsers[path] = make_line_parser(source_type, reference=datetime.now(timezone.utc))
         source = f"sources[{self.agent.config.sources.index(self._source_of_path[path])}]"
-
-        # An .evtx file contains binary records, not lines, so only a replay run reads it.
-        first = lines.batches[0]
-        if path in self._evtx_paths or (first.offset == 0 and first.lines[0].startswith(EVTX_MAGIC)):
-            if path not in self._evtx_paths:
-                self._evtx_paths.add(path)
-                log.warning("log %s is a Sysmon .evtx file, which the live agent does not follow; "
-                            "read it with fti agent run --once, or leave it out of sources[].paths", path)
-            self.malformed.counts[(source, "evtx_not_followed")] += len(lines)
-            return []
-
         reporter = LineReporter(path, self.event_stats, quarantine=self._quarantine)
         errors_before = Counter(self.event_stats.errors)
         events: list[FeedItem] = []

@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from agent.errors import LogReadError
 from agent.events import Event, EventStats, LineRejected, LineReporter, Quarantine
@@ -24,7 +25,8 @@ from agent.sysmon import event_from_xml
 
 log = logging.getLogger(__name__)
 
-__all__ = ["detect_record_format", "iter_record_file_events"]
+__all__ = ["EvtxRecord", "detect_record_format", "event_from_record", "iter_evtx_records",
+           "iter_record_file_events"]
 
 EVTX_MAGIC = b"ElfFile\x00"
 
@@ -38,6 +40,18 @@ EVTX_CHUNK_BYTES = 65536
 # The evtx binding raises a plain RuntimeError for a damaged record and can go on with the
 # next one. A file that fails this many times in a row is taken to be no evtx file at all.
 MAX_CONSECUTIVE_RECORD_ERRORS = 1000
+
+
+class EvtxRecord(NamedTuple):
+    """One record of an ``.evtx`` file, as the evtx binding returns it.
+
+    ``timestamp`` is the binding's ISO 8601 text in UTC (``2019-02-16T10:01:50.6995248Z UTC``),
+    so two of them compare in time order as strings.
+    """
+
+    record_id: int
+    timestamp: str
+    xml: str
 
 
 def detect_record_format(path: Path) -> str | None:
@@ -64,26 +78,43 @@ def iter_record_file_events(
     XML export.
     """
     reporter = LineReporter(str(path), stats, quarantine=quarantine)
-    records = _evtx_records(path, reporter) if record_format == "evtx" else _xml_records(path)
+    if record_format == "evtx":
+        records = ((record.record_id, record.xml) for record in iter_evtx_records(path, reporter))
+    else:
+        records = _xml_records(path)
     try:
         for number, xml in records:
-            stats.lines += 1
-            try:
-                event = event_from_xml(xml, source=str(path), line=number)
-            except LineRejected as rejected:
-                reporter.reject(number, rejected.reason, rejected.detail, raw=xml.encode("utf-8"))
-                continue
-            if event is None:
-                stats.skipped += 1
-                continue
-            stats.events[event.kind] += 1
-            stats.flags.update(event.flags)
-            yield event
+            event = event_from_record(xml, number, path=str(path), stats=stats, reporter=reporter)
+            if event is not None:
+                yield event
     finally:
         reporter.finish()
 
 
-def _evtx_records(path: Path, reporter: LineReporter) -> Iterator[tuple[int, str]]:
+def event_from_record(xml: str, number: int, *, path: str, stats: EventStats,
+                      reporter: LineReporter) -> Event | None:
+    """Parse one record's event XML and count it in ``stats``; None for a rejected or other record."""
+    stats.lines += 1
+    try:
+        event = event_from_xml(xml, source=path, line=number)
+    except LineRejected as rejected:
+        reporter.reject(number, rejected.reason, rejected.detail, raw=xml.encode("utf-8"))
+        return None
+    if event is None:
+        stats.skipped += 1
+        return None
+    stats.events[event.kind] += 1
+    stats.flags.update(event.flags)
+    return event
+
+
+def iter_evtx_records(path: Path, reporter: LineReporter, *, check_chunks: bool = True) -> Iterator[EvtxRecord]:
+    """Yield the records of an ``.evtx`` file in file order; report unreadable ones to ``reporter``.
+
+    With ``check_chunks`` a file that ends inside a 64 KiB chunk is reported as
+    ``truncated_file``. A live reader turns it off, because a file still being copied ends in a
+    partial chunk whose records are read once the chunk is whole.
+    """
     from evtx import PyEvtxParser
 
     try:
@@ -98,7 +129,8 @@ def _evtx_records(path: Path, reporter: LineReporter) -> Iterator[tuple[int, str
         try:
             record = next(records)
         except StopIteration:
-            _check_whole_chunks(path, position, reporter)
+            if check_chunks:
+                _check_whole_chunks(path, position, reporter)
             return
         except RuntimeError as err:
             failures += 1
@@ -107,7 +139,7 @@ def _evtx_records(path: Path, reporter: LineReporter) -> Iterator[tuple[int, str
                 raise LogReadError(str(path), f"{failures} unreadable records in a row") from err
             continue
         failures = 0
-        yield int(record["event_record_id"]), record["data"]
+        yield EvtxRecord(int(record["event_record_id"]), record["timestamp"], record["data"])
 
 
 def _check_whole_chunks(path: Path, position: int, reporter: LineReporter) -> None:

@@ -292,6 +292,10 @@ class LogTailer:
     max_poll_bytes : int, default MAX_POLL_BYTES (16 MiB)
         Bytes of each file read per poll. A larger backlog is read over several polls, and
         :attr:`behind` is True until it is.
+    skip_magic : bytes, default b""
+        Files that start with these bytes are left to another reader (``.evtx`` files). A
+        file whose first bytes are still a prefix of them, an empty one included, is opened
+        only once it has grown past them.
 
     Notes
     -----
@@ -328,6 +332,7 @@ class LogTailer:
         rotate_wait_secs: float = 5.0,
         use_inotify: bool = True,
         max_poll_bytes: int = MAX_POLL_BYTES,
+        skip_magic: bytes = b"",
     ) -> None:
         self.patterns = tuple(patterns)
         if not self.patterns:
@@ -347,6 +352,7 @@ class LogTailer:
         self.rotate_wait_secs = rotate_wait_secs
         self.use_inotify = use_inotify
         self.max_poll_bytes = max_poll_bytes
+        self.skip_magic = skip_magic
         self.stats = TailStats()
 
         self._open: dict[tuple[int, int], _OpenFile] = {}
@@ -492,6 +498,9 @@ class LogTailer:
             os.close(fd)
             return None
         head, compressed = found
+        if self.skip_magic and head[: len(self.skip_magic)] == self.skip_magic[: len(head)]:
+            os.close(fd)
+            return None
 
         # A copy of a file that is still open contains nothing new yet.
         if self._copies_open_file(head):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import pytest
 import yaml
 
 from agent.config import load_agent_config
@@ -31,8 +29,8 @@ def test_sshd_malformed_lines_counted_by_source(tmp_path: Path) -> None:
     assert live.malformed.counts == {("sources[1]", "not_syslog"): 1, ("sources[1]", "invalid_timestamp"): 1}
 
 
-def test_sysmon_evtx_file_not_read_as_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """An .evtx file under a live Sysmon pattern is counted once per line, not parsed as text."""
+def test_sysmon_damaged_evtx_counted_once(tmp_path: Path) -> None:
+    """A damaged .evtx file under a live Sysmon pattern is one error per version, not lines of text."""
     config_path = write_config(tmp_path)
     config = yaml.safe_load(config_path.read_text())
     config["sources"].append({"type": "sysmon", "paths": [str(tmp_path / "logs" / "*.evtx")]})
@@ -41,13 +39,9 @@ def test_sysmon_evtx_file_not_read_as_lines(tmp_path: Path, caplog: pytest.LogCa
     live = LiveAgent(agent, LiveSettings(round_grace_secs=60))
     (tmp_path / "logs" / "security.evtx").write_bytes(b"ElfFile\x00\x01\x02\n<Event>\n\xff\xfe\n")
 
-    with caplog.at_level(logging.WARNING, logger="agent.live"):
-        live.step()
+    reports = [live.step(), live.step()]
     agent.close()
 
-    assert live.malformed.counts == {("sources[1]", "evtx_not_followed"): 3}
-    assert live.event_stats.errors == {}
-    assert not (tmp_path / "state" / "quarantine.jsonl").exists()
-    assert [r.getMessage() for r in caplog.records] == [
-        f"log {tmp_path / 'logs' / 'security.evtx'} is a Sysmon .evtx file, which the live agent does not "
-        "follow; read it with fti agent run --once, or leave it out of sources[].paths"]
+    assert [r.lines for r in reports] == [0, 0]
+    assert live.malformed.counts == {("sources[1]", "unreadable_file"): 1}
+    assert live.event_stats.errors == {"unreadable_file": 1}

@@ -90,7 +90,8 @@ class EvtxFollower:
         self._max_poll_bytes = max_poll_bytes
         # Path to (device, inode, size, mtime) at the last poll that read the file to its end.
         self._unchanged: dict[str, tuple[int, int, int, int]] = {}
-        self._unreadable: set[tuple[int, int, int, int]] = set()
+        # Path to the version of a file that could not be read, so it is reported once.
+        self._unreadable: dict[str, tuple[int, int, int, int]] = {}
         self.behind = False
         self.records_read = 0
 
@@ -113,7 +114,7 @@ class EvtxFollower:
             if magic != EVTX_MAGIC:
                 continue
             signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            if self._unchanged.get(path) == signature or signature in self._unreadable:
+            if signature in (self._unchanged.get(path), self._unreadable.get(path)):
                 continue
             if budget <= 0:
                 self.behind = True
@@ -121,7 +122,7 @@ class EvtxFollower:
             try:
                 spent = yield from self._read(path, reporter_of(path), budget)
             except LogReadError as err:
-                self._unreadable.add(signature)
+                self._unreadable[path] = signature
                 reporter_of(path).reject(0, "unreadable_file", f"{err.reason}; the file is read again once it changes")
                 continue
             budget -= spent

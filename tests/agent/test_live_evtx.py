@@ -69,6 +69,25 @@ def test_evtx_growth_counted_once_across_restart(tmp_path: Path, sample: bytes) 
 
 
 @pytest.mark.shared_data
+def test_evtx_created_empty_not_read_as_lines(tmp_path: Path, sample: bytes) -> None:
+    config = load_agent_config(sysmon_config(tmp_path))
+    live_file = tmp_path / "logs" / "sysmon.evtx"
+    live_file.write_bytes(b"")
+    agent = Agent(config, rng=seeded_random(1))
+    live = LiveAgent(agent, LiveSettings(round_grace_secs=60))
+
+    empty = live.step()
+    live_file.write_bytes(sample[:HEADER] + chunks(sample, 0, 5))
+    written = live.step()
+    agent.close()
+
+    assert empty.lines == 0
+    assert written.lines == 202
+    assert live.malformed.counts == {}
+    assert live.tail_stats()[1].files_opened == 0
+
+
+@pytest.mark.shared_data
 def test_evtx_archive_and_copy_not_read_again(tmp_path: Path, sample: bytes) -> None:
     config = load_agent_config(sysmon_config(tmp_path))
     logs = tmp_path / "logs"

@@ -93,7 +93,6 @@ class EvtxFollower:
         # Path to the version of a file that could not be read, so it is reported once.
         self._unreadable: dict[str, tuple[int, int, int, int]] = {}
         self.behind = False
-        self.records_read = 0
 
     def poll(self, reporter_of: Callable[[str], LineReporter]) -> Iterator[tuple[str, EvtxRecord]]:
         """Yield ``(path, record)`` for each record not read before, in file order.
@@ -175,7 +174,6 @@ class EvtxFollower:
             if self._skip_existing:
                 continue
             spent += len(record.xml)
-            self.records_read += 1
             yield path, record
         while len(self._files) > MAX_KNOWN_FILES:
             del self._files[next(iter(self._files))]

@@ -69,6 +69,30 @@ def test_evtx_growth_counted_once_across_restart(tmp_path: Path, sample: bytes) 
 
 
 @pytest.mark.shared_data
+def test_evtx_records_after_commit_read_again_after_crash(tmp_path: Path, sample: bytes) -> None:
+    config = load_agent_config(sysmon_config(tmp_path))
+    live_file = tmp_path / "logs" / "sysmon.evtx"
+    live_file.write_bytes(sample[:HEADER] + chunks(sample, 0, 5))
+    agent = Agent(config, rng=seeded_random(1))
+    settings = LiveSettings(round_grace_secs=60, commit_interval_secs=3600)
+
+    first = LiveAgent(agent, settings)
+    first.step()
+    first.commit()
+    with live_file.open("ab") as stream:
+        stream.write(chunks(sample, 5, 12))
+    lost = first.step()
+    # A crash here loses the second step, which no snapshot contains.
+    second = LiveAgent(agent, settings)
+    again = second.step()
+    agent.close()
+
+    assert lost.lines == 475 - 202
+    assert not lost.committed
+    assert again.lines == 475 - 202
+
+
+@pytest.mark.shared_data
 def test_evtx_created_empty_not_read_as_lines(tmp_path: Path, sample: bytes) -> None:
     config = load_agent_config(sysmon_config(tmp_path))
     live_file = tmp_path / "logs" / "sysmon.evtx"

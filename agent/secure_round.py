@@ -5,9 +5,10 @@ stages of secure aggregation (:class:`privacy.secagg.SecAggClient`) over the hub
 collection, in this order, each after the hub's round object reaches that stage:
 
 1. ``join``: ask the hub to open the round, then read its parameters and check them (this
-   site is invited, the threshold is at least ``privacy.secure_min_sites``, the verify key
-   listed for this site is its own, and every listed key matches the pinned keys of
-   ``privacy.secure_peer_keys`` when that file is set);
+   site is invited, the threshold is at least ``privacy.secure_min_sites``, the round's
+   privacy settings equal this site's, the verify key listed for this site is its own, and
+   every listed key matches the pinned keys of ``privacy.secure_peer_keys`` when that file
+   is set);
 2. ``advertise_keys`` (signed with the site's key); 3. ``share_keys`` (read the
    advertisements of the sites the hub lists and check their signatures);
 4. ``mask_input``: one bounded score histogram per family of the round and one count-min
@@ -41,6 +42,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ import requests
 from taxii2client.exceptions import TAXIIServiceException
 from taxii2client.v21 import Collection, as_pages
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, PrivacySection
 from agent.errors import ConfigError, DeliveryError
 from agent.observables import split_observable_key
 from agent.summariser import HISTOGRAM_BINS, SCORE_QUANTUM, BoundedRound
@@ -305,10 +307,31 @@ class SecureRoundRunner:
         if state["vector_length"] != (len(state["families"]) * HISTOGRAM_BINS
                                       + state["sketch_rows"] * state["sketch_width"]):
             raise SecureRoundAborted(round_id, "the round's vector length does not match its layout")
+        self._check_privacy(round_id, state)
         return SecAggConfig(round_id=round_id, site_ids=tuple(state["site_ids"]), threshold=state["threshold"],
                             vector_length=state["vector_length"],
                             neighbours_per_site=state.get("neighbours_per_site"),
                             verify_keys=self._check_verify_keys(round_id, state))
+
+    def _check_privacy(self, round_id: str, state: Mapping[str, Any]) -> None:
+        """Leave the round unless its privacy settings equal this site's.
+
+        Every site's noise share assumes that the other sites draw theirs with the same
+        settings, so a site with a larger epsilon or smaller bounds weakens the sum for all.
+        Floats match within a relative 1e-9, so that writing ``1e-6`` or ``0.000001`` makes
+        no difference.
+        """
+        listed = state.get("privacy")
+        if not isinstance(listed, Mapping) or set(listed) != set(ROUND_PRIVACY_KEYS):
+            raise SecureRoundAborted(round_id, "the round object does not carry the round's privacy settings; "
+                                               "run the same fti version at the hub and the sites")
+        privacy = self.config.privacy
+        for key, hub_key in ROUND_PRIVACY_KEYS.items():
+            own, required = getattr(privacy, key), listed[key]
+            if not _same_setting(own, required):
+                raise SecureRoundAborted(round_id, f"the round requires privacy.{key} = {required!r} but this site "
+                                                   f"has {own!r}; set privacy.{key}: {required!r} at this site, "
+                                                   f"or agree on another value and set it in the hub's {hub_key}")
 
     def _check_verify_keys(self, round_id: str, state: Mapping[str, Any]) -> dict[str, bytes]:
         """Return the round's verify keys after checking this site's own and the pinned ones.
@@ -442,6 +465,38 @@ class SecureRoundRunner:
 
 _STAGE_ORDER = ("advertise_keys", "share_keys", "mask_input", "consistency_check", "unmask", "reveal", "done",
                 "aborted")
+
+
+# The privacy settings a round object carries: the agent's privacy key and the hub's key.
+ROUND_PRIVACY_KEYS = {
+    "epsilon_per_round": "secure.epsilon_per_round",
+    "delta_per_round": "secure.delta_per_round",
+    "unit": "secure.unit",
+    "secure_min_sites": "secure.min_sites",
+    "max_observables_per_entity": "secure.max_observables_per_entity",
+    "max_windows_per_entity": "secure.max_windows_per_entity",
+    "histogram_share": "secure.histogram_share",
+    "count_share": "secure.count_share",
+    "score_share": "secure.score_share",
+}
+
+
+def hub_secure_privacy(privacy: PrivacySection) -> dict[str, Any]:
+    """Return the hub's ``secure`` settings that match a site's ``privacy``, as keyword arguments.
+
+    ``fusion_hub.config.SecureSettings(mode="secure", **hub_secure_privacy(privacy))`` makes a
+    hub whose rounds a site with ``privacy`` joins.
+    """
+    return {hub_key.removeprefix("secure."): getattr(privacy, key) for key, hub_key in ROUND_PRIVACY_KEYS.items()}
+
+
+def _same_setting(own: object, required: object) -> bool:
+    if isinstance(own, bool) or isinstance(required, bool):
+        return own == required
+    if isinstance(own, float) or isinstance(required, float):
+        return (isinstance(own, (int, float)) and isinstance(required, (int, float))
+                and math.isclose(own, required, rel_tol=1e-9, abs_tol=0.0))
+    return own == required and type(own) is type(required)
 
 
 def read_peer_keys(path: Path) -> dict[str, str]:

@@ -52,7 +52,7 @@ from agent.config import AgentConfig, HubSection, PrivacySection, SiteSection
 from agent.consumer import observables_in_pattern
 from agent.detector import ScoredWindow
 from agent.errors import DeliveryError
-from agent.secure_round import SecureBudget, SecureRoundAborted, SecureRoundRunner
+from agent.secure_round import SecureBudget, SecureRoundAborted, SecureRoundRunner, hub_secure_privacy
 from agent.summariser import bound_round
 from agent.taxii_client import open_collection
 from fusion_hub.config import (
@@ -161,7 +161,7 @@ class SecureFederation:
         work = Path(self._work.name)
         # The scenarios' sites read Zeek conn logs only, so rounds sum the network family alone
         # and keep its whole budget, as the plain path does.
-        secure = SecureSettings(mode="secure", min_sites=self.min_sites, families=("network",),
+        secure = SecureSettings(mode="secure", **hub_secure_privacy(self.privacy), families=("network",),
                                 sketch_rows=SKETCH_ROWS,
                                 sketch_width=SKETCH_WIDTH, sketch_threshold=heavy_threshold(self.privacy),
                                 stage_timeout_seconds=self.stage_timeout_secs)

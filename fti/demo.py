@@ -60,8 +60,12 @@ WINDOW_SECONDS = 60
 # from 40, three standard deviations. A site with no data in a round delays it by the stage
 # timeout. The sites read Zeek conn logs only, so the rounds sum the network family alone
 # and it keeps the whole round's budget.
+# The sites take their privacy settings from these, because a site whose settings differ from
+# the round's leaves it.
 SECURE_SETTINGS = SecureSettings(mode="secure", min_sites=3, sketch_rows=2, sketch_width=1024,
-                                 sketch_threshold=40, stage_timeout_seconds=8.0, families=("network",))
+                                 sketch_threshold=40, stage_timeout_seconds=8.0, families=("network",),
+                                 epsilon_per_round=4.0, delta_per_round=1.0e-5, unit="entity-window",
+                                 max_observables_per_entity=4, max_windows_per_entity=1)
 
 
 @dataclass(frozen=True)
@@ -202,8 +206,8 @@ def _agent_config(site: DemoSite, base_url: str, data_dir: Path, *, secure: bool
         },
     }
     if secure:
-        config["privacy"].update({"mode": "secure", "secure_min_sites": SECURE_SETTINGS.min_sites,
-                                  "secure_stage_timeout_secs": 60.0})
+        config["privacy"].update(SECURE_SETTINGS.round_privacy())
+        config["privacy"].update({"mode": "secure", "secure_stage_timeout_secs": 60.0})
     return config
 
 

@@ -261,6 +261,31 @@ class SecureSettings:
     # Detector families a round sums. The round's budget is split equally between them, so
     # list only the families the sites configure (a site sends noised zeros for the others).
     families: tuple[str, ...] = FAMILIES
+    # The privacy settings every site of a round must use, with the agent's names and
+    # defaults. Each site calibrates its share of the noise from its own settings, so the
+    # round object carries these and a site whose settings differ leaves the round.
+    epsilon_per_round: float = 1.0
+    delta_per_round: float = 1e-6
+    unit: str = "entity"
+    max_observables_per_entity: int = 4
+    max_windows_per_entity: int = 60
+    histogram_share: float = 0.2
+    count_share: float = 0.5
+    score_share: float = 0.3
+
+    def round_privacy(self) -> dict[str, Any]:
+        """Return the privacy settings a round object carries, keyed by the agent's ``privacy`` names."""
+        return {
+            "epsilon_per_round": float(self.epsilon_per_round), "delta_per_round": float(self.delta_per_round),
+            "unit": self.unit, "secure_min_sites": self.min_sites,
+            "max_observables_per_entity": self.max_observables_per_entity,
+            "max_windows_per_entity": self.max_windows_per_entity,
+            "histogram_share": float(self.histogram_share), "count_share": float(self.count_share),
+            "score_share": float(self.score_share),
+        }
+
+
+SECURE_UNITS = ("entity", "entity-window")
 
 
 @dataclass(frozen=True)
@@ -494,6 +519,7 @@ def validate_hub_config(
             and set(secure.families) <= set(FAMILIES), "secure.families", list(secure.families),
             f"must list distinct families of {', '.join(FAMILIES)}",
             "List the families the sites configure, for example [network, authentication]")
+    _validate_secure_privacy(secure, require)
 
     fusion = config.fusion
     require(fusion.strategy in STRATEGIES, "fusion.strategy", fusion.strategy,
@@ -534,6 +560,27 @@ def validate_hub_config(
         require(secret_file is not None, secret_key, secret_file,
                 f"is required when {url_key} is set",
                 "Give a file, mode 600, with the credential on its first line")
+
+
+def _validate_secure_privacy(secure: SecureSettings, require: Callable[[bool, str, Any, str, str], None]) -> None:
+    """Check the privacy settings of ``secure`` with the ranges the agent accepts for its own."""
+    fix = "Use the value of the same key in the sites' privacy section"
+    require(0 < secure.epsilon_per_round <= 10, "secure.epsilon_per_round", secure.epsilon_per_round,
+            "must be in (0, 10]", fix)
+    require(0 < secure.delta_per_round < 1e-2, "secure.delta_per_round", secure.delta_per_round,
+            "must be in (0, 0.01)", fix)
+    require(secure.unit in SECURE_UNITS, "secure.unit", secure.unit, "is not a known unit",
+            f"Use one of: {', '.join(SECURE_UNITS)}")
+    require(secure.max_observables_per_entity >= 1, "secure.max_observables_per_entity",
+            secure.max_observables_per_entity, "must be >= 1", fix)
+    require(secure.max_windows_per_entity >= 1, "secure.max_windows_per_entity",
+            secure.max_windows_per_entity, "must be >= 1", fix)
+    shares = {"secure.histogram_share": secure.histogram_share, "secure.count_share": secure.count_share,
+              "secure.score_share": secure.score_share}
+    for key, share in shares.items():
+        require(math.isfinite(share) and share > 0, key, share, "must be > 0", fix)
+    require(abs(sum(shares.values()) - 1.0) <= 1e-9, "secure.histogram_share", list(shares.values()),
+            "the three shares (histogram, count, score) must add up to 1", fix)
 
 
 def _is_ip_address(text: str) -> bool:

@@ -222,7 +222,7 @@ class SecureRoundCoordinator:
                     families=obj.get("families", ("network",)), sketch_rows=obj["sketch_rows"],
                     sketch_width=obj["sketch_width"], participants=(),
                     neighbours_per_site=obj.get("neighbours_per_site"), reason=reason,
-                    verify_keys=obj.get("verify_keys")))
+                    verify_keys=obj.get("verify_keys"), privacy=obj.get("privacy")))
                 aborted.append(obj["round_id"])
             if not page.more or not page.objects:
                 return aborted
@@ -589,6 +589,7 @@ class SecureRoundCoordinator:
             reason=state.reason or None,
             verify_keys={site: base64.b64encode(key).decode("ascii") for site, key in config.verify_keys.items()},
             consistency_signatures=state.relayed_signatures if state.stage == "unmask" else None,
+            privacy=self.settings.round_privacy(),
         )
         self._store(obj)
 

@@ -117,9 +117,13 @@ def build_secagg_round(
     families: Sequence[str], sketch_rows: int, sketch_width: int, participants: Sequence[str],
     neighbours_per_site: int | None = None, heavy_buckets: Sequence[int] | None = None,
     reason: str | None = None, verify_keys: Mapping[str, str] | None = None,
-    consistency_signatures: Mapping[str, str] | None = None,
+    consistency_signatures: Mapping[str, str] | None = None, privacy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return one version of the hub's ``x-fti-secagg-round`` object.
+
+    ``privacy`` holds the privacy settings every site must use, keyed by the names of the
+    agent's ``privacy`` section. The hub always sets it; it is optional only so that the
+    ``aborted`` version of a round object stored by an older hub can still be written.
 
     ``verify_keys`` and ``consistency_signatures`` map site ids to standard base64 of an
     Ed25519 public key and of a signature of the survivor set.
@@ -155,6 +159,8 @@ def build_secagg_round(
         obj["verify_keys"] = dict(sorted(verify_keys.items()))
     if consistency_signatures:
         obj["consistency_signatures"] = dict(sorted(consistency_signatures.items()))
+    if privacy is not None:
+        obj["privacy"] = dict(sorted(privacy.items()))
     if neighbours_per_site is not None:
         obj["neighbours_per_site"] = neighbours_per_site
     if heavy_buckets:

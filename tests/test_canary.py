@@ -152,7 +152,8 @@ def test_canaries_stay_in_secure_mode(tmp_path: Path) -> None:
                              retention_days=100_000),
         # The sites read Zeek conn logs only, so the rounds sum the network family alone.
         secure=SecureSettings(mode="secure", min_sites=3, sketch_rows=2, sketch_width=256, sketch_threshold=60,
-                              stage_timeout_seconds=30.0, families=("network",)),
+                              stage_timeout_seconds=30.0, families=("network",), epsilon_per_round=2.0,
+                              max_observables_per_entity=2),
     )
     server = HubServer(config)
     port = port_of(server.start())

@@ -31,7 +31,9 @@ def secure_config(tmp_path: Path, extra: str = "") -> Any:
 def round_state(**changes: Any) -> dict[str, Any]:
     state: dict[str, Any] = {"site_ids": ["site-a", "site-b", "site-c"], "threshold": 3, "vector_length": 62,
                              "families": ["network", "authentication", "process"], "sketch_rows": 2,
-                             "sketch_width": 16}
+                             "sketch_width": 16,
+                             # The privacy settings of secure_config: VALID's epsilon and the defaults.
+                             "privacy": SecureSettings(epsilon_per_round=0.5).round_privacy()}
     state.update(changes)
     return state
 
@@ -210,7 +212,7 @@ class RecordingRunner(SecureRoundRunner):
 def test_secure_round_sums_and_reveals_every_family(tmp_path: Path) -> None:
     """Each family's histogram sum and revealed evidence reach the hub exactly as the sites sent them."""
     settings = SecureSettings(mode="secure", min_sites=3, sketch_rows=2, sketch_width=64, sketch_threshold=30,
-                              stage_timeout_seconds=30.0)
+                              stage_timeout_seconds=30.0, epsilon_per_round=10, max_observables_per_entity=2)
     hub_config = HubConfig(hub=ServerSettings(host="127.0.0.1", port=0, tick_seconds=0.2),
                            storage=StorageSettings(path=tmp_path / "hub.sqlite3"),
                            # The three sites log in at once from one address, which may use half

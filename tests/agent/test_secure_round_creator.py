@@ -21,6 +21,7 @@ from agent.config import AgentConfig, load_agent_config
 from agent.secure_round import SecureRoundAborted, SecureRoundRunner
 from agent.summariser import HISTOGRAM_BINS, bound_round
 from agent.taxii_client import open_collection
+from fusion_hub.config import SecureSettings
 from privacy.random import seeded_random
 from privacy.signing import generate_signing_key
 from stix_mappings.ids import hub_identity_id, site_identity_id
@@ -57,7 +58,8 @@ def round_object(round_start: int, *, creator: str, stage: str, reason: str | No
         round_id=format_timestamp(start), created_by_ref=creator, created=start + timedelta(minutes=1),
         modified=start + timedelta(minutes=modified_minutes), stage=stage, site_ids=SITES, threshold=2, min_sites=2,
         vector_length=len(FAMILIES) * HISTOGRAM_BINS + 2 * 16, histogram_bins=HISTOGRAM_BINS, families=FAMILIES,
-        sketch_rows=2, sketch_width=16, participants=SITES, reason=reason)
+        sketch_rows=2, sketch_width=16, participants=SITES, reason=reason,
+        privacy=SecureSettings(min_sites=2, epsilon_per_round=0.5).round_privacy())
 
 
 def post(config: AgentConfig, server: Any, obj: dict[str, Any]) -> None:

@@ -45,7 +45,8 @@ def hub(tmp_path: Path) -> Iterator[tuple[HubServer, str]]:
                        rounds=RoundSettings(round_seconds=ROUND_SECONDS, quorum_sites=2, deadline_seconds=3600,
                                             retention_days=100_000),
                        secure=SecureSettings(mode="secure", min_sites=2, sketch_rows=2, sketch_width=64,
-                                             sketch_threshold=30, stage_timeout_seconds=10.0))
+                                             sketch_threshold=30, stage_timeout_seconds=10.0,
+                                             epsilon_per_round=10, max_observables_per_entity=2))
     server = HubServer(config)
     port = server.start().rstrip("/").rsplit(":", 1)[1]
     yield server, f"http://127.0.0.1:{port}/taxii2/"

@@ -269,3 +269,29 @@ def test_load_trust_weighting_off(tmp_path: Path) -> None:
     config = load_hub_config(write(tmp_path, "fusion:\n  trust_weighting: false\n"))
 
     assert config.fusion.trust_weighting is False
+
+
+def test_load_secure_privacy_settings(tmp_path: Path) -> None:
+    config = load_hub_config(write(tmp_path, "secure:\n  epsilon_per_round: 2\n  unit: entity-window\n"
+                                             "  max_observables_per_entity: 3\n"))
+
+    assert config.secure.round_privacy()["epsilon_per_round"] == 2.0
+    assert config.secure.round_privacy()["unit"] == "entity-window"
+    assert config.secure.round_privacy()["max_observables_per_entity"] == 3
+    assert config.secure.round_privacy()["secure_min_sites"] == 3
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("secure:\n  epsilon_per_round: 0\n", "secure.epsilon_per_round"),
+    ("secure:\n  delta_per_round: 0.5\n", "secure.delta_per_round"),
+    ("secure:\n  unit: host\n", "secure.unit"),
+    ("secure:\n  max_observables_per_entity: 0\n", "secure.max_observables_per_entity"),
+    ("secure:\n  max_windows_per_entity: 0\n", "secure.max_windows_per_entity"),
+    ("secure:\n  count_share: -0.5\n", "secure.count_share"),
+    ("secure:\n  histogram_share: 0.3\n", "secure.histogram_share"),
+])
+def test_load_secure_privacy_errors(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, text))
+
+    assert excinfo.value.key == key

@@ -20,6 +20,9 @@ from stix_mappings.validation import validate_stix
 CREATED = datetime(2024, 6, 3, 0, 5, tzinfo=timezone.utc)
 ROUND_ID = "2024-06-03T00:00:00.000Z"
 HUB = hub_identity_id("fti-hub")
+PRIVACY = {"epsilon_per_round": 1.0, "delta_per_round": 1e-6, "unit": "entity", "secure_min_sites": 3,
+           "max_observables_per_entity": 4, "max_windows_per_entity": 60, "histogram_share": 0.2,
+           "count_share": 0.5, "score_share": 0.3}
 
 
 def round_object(**changes: object) -> dict:
@@ -27,7 +30,8 @@ def round_object(**changes: object) -> dict:
                         stage="reveal", site_ids=["site-a", "site-b", "site-c"], threshold=3, min_sites=3,
                         vector_length=10 + 2 * 16, histogram_bins=10, families=["network"], sketch_rows=2,
                         sketch_width=16,
-                        participants=["site-a", "site-b", "site-c"], heavy_buckets=[3, 17])
+                        participants=["site-a", "site-b", "site-c"], heavy_buckets=[3, 17],
+                        privacy=dict(PRIVACY))
     fields.update(changes)
     return build_secagg_round(**fields)
 
@@ -77,3 +81,18 @@ def test_secagg_share_needs_other_recipient() -> None:
     with pytest.raises(ValueError, match="recipient other than its sender"):
         build_secagg_message(round_id=ROUND_ID, stage="share_keys", sender="site-a", recipient="site-a",
                              payload={}, created=CREATED)
+
+
+@pytest.mark.parametrize(("key", "value"), [("epsilon_per_round", 0), ("unit", "host"), ("secure_min_sites", 1),
+                                            ("score_share", 1.5)])
+def test_round_privacy_out_of_range_rejected(key: str, value: object) -> None:
+    with pytest.raises(ValueError, match="privacy"):
+        round_object(privacy={**PRIVACY, key: value})
+
+
+def test_round_privacy_missing_key_rejected() -> None:
+    privacy = dict(PRIVACY)
+    del privacy["count_share"]
+
+    with pytest.raises(ValueError, match="count_share"):
+        round_object(privacy=privacy)

@@ -20,7 +20,8 @@ def bench():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("name", ["split-and-type", "fti-reader", "fti-reader-json", "fti-tail-parse",
-                                  "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-blocks"])
+                                  "fti-tail-parse-json", "fti-pipeline", "fti-pipeline-blocks",
+                                  "fti-pipeline-blocks-json"])
 def test_conn_measurement_counts_every_line(bench, shared_data_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                             name: str) -> None:
     conn_log = shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled"

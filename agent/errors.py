@@ -60,8 +60,10 @@ class DegenerateBaseline(DetectorError):
 class DeliveryError(AgentError):
     """A summary could not be delivered to the hub."""
 
-    def __init__(self, url: str, reason: str, *, transient: bool) -> None:
+    def __init__(self, url: str, reason: str, *, transient: bool, retry_after_secs: float | None = None) -> None:
         self.url, self.reason, self.transient = url, reason, transient
+        # The wait the server asked for in a Retry-After header, if it sent one.
+        self.retry_after_secs = retry_after_secs
         kind = "will retry" if transient else "not retried"
         super().__init__(f"delivery to {url} failed ({kind}): {reason}")
 

@@ -34,6 +34,11 @@ delta goes in three equal parts to the histogram, the sketch and the partition s
 families' sketch parts are spent on the one shared sketch, whose sensitivity covers a unit's
 observables in every family. Basic composition adds the parts up to the round's
 (epsilon, delta), which the ledger charges once.
+
+A transient delivery error (a refused or reset connection, a timeout, HTTP 408, 425, 429
+or 5xx) is retried with backoff, or after the hub's ``Retry-After``, until the current
+stage's deadline (``privacy.secure_stage_timeout_secs`` after the stage opened), so a brief
+hub outage or a busy login does not lose the round.
 """
 
 from __future__ import annotations
@@ -43,23 +48,25 @@ import binascii
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import requests
 from taxii2client.exceptions import TAXIIServiceException
-from taxii2client.v21 import Collection, as_pages
+from taxii2client.v21 import Collection, Status, as_pages
 
 from agent.config import AgentConfig, PrivacySection
 from agent.errors import ConfigError, DeliveryError
 from agent.observables import split_observable_key
 from agent.summariser import HISTOGRAM_BINS, SCORE_QUANTUM, BoundedRound
-from agent.taxii_client import open_collection
+from agent.sender import backoff_delay_secs
+from agent.taxii_client import delivery_error, open_collection
 from privacy.errors import InvalidPrivacyParameter
 from privacy.mechanisms import DiscreteLaplaceMechanism
 from privacy.random import RandomSource
@@ -86,6 +93,7 @@ from stix_mappings.secagg_objects import (
 from stix_mappings.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _POLL_SECS = 0.05
 _IDS_PER_REQUEST = 100
@@ -158,6 +166,9 @@ class SecureRoundRunner:
         self._collection: Collection | None = None
         self._hub_identity = hub_identity_id(config.hub.name)
         self._ignored_versions: set[tuple[str, str]] = set()
+        self._stage_deadline = time.monotonic()
+        # Jitter only spreads retries in time, so it needs no cryptographic generator.
+        self._jitter = random.Random()  # noqa: S311
 
     def run(self, round_start: int, bounded: Mapping[str, BoundedRound] | BoundedRound) -> dict[str, dict[str, int]]:
         """Take part in the round starting at ``round_start`` and return each family's revealed values.
@@ -172,9 +183,12 @@ class SecureRoundRunner:
             If the hub aborted the round, the parameters are unsafe for this site, a stage
             timed out, or a message was rejected.
         DeliveryError
-            If the hub cannot be reached.
+            If the hub rejects a request with a permanent HTTP error (a 4xx other than 408,
+            425 and 429), or stays unreachable or busy until the current stage's deadline.
         """
         round_id = format_timestamp(datetime.fromtimestamp(round_start, tz=timezone.utc))
+        # The join has as long as a stage: the hub opens the round on the first join.
+        self._stage_deadline = time.monotonic() + self.config.privacy.secure_stage_timeout_secs
         if isinstance(bounded, BoundedRound):
             bounded = {"network": bounded}
         try:
@@ -196,14 +210,14 @@ class SecureRoundRunner:
         # Stages 2 and 3: keys, then one encrypted share per neighbour that advertised.
         self._post([self._message(round_id, "advertise_keys", client.advertise_keys().to_dict())])
         state = self._wait(round_id, "share_keys")
-        adverts = [KeyAdvertisement.from_dict(o["payload"]) for o in self._read(
+        adverts = [KeyAdvertisement.from_dict(o["payload"]) for o in self._read(round_id,
             [secagg_message_id(round_id, "advertise_keys", site) for site in state["participants"]])]
         shares = client.share_keys(adverts)
         self._post([self._message(round_id, "share_keys", m.to_dict(), recipient=m.recipient) for m in shares])
 
         # Stage 4: charge the ledger, then send the noised, masked sums of this site.
         state = self._wait(round_id, "mask_input")
-        received = [EncryptedShare.from_dict(o["payload"]) for o in self._read(
+        received = [EncryptedShare.from_dict(o["payload"]) for o in self._read(round_id,
             [secagg_message_id(round_id, "share_keys", sender, self.site_id)
              for sender in state["participants"] if sender != self.site_id])]
         budget = SecureBudget.split(epsilon=privacy.epsilon_per_round, delta=privacy.delta_per_round,
@@ -380,44 +394,87 @@ class SecureRoundRunner:
         return build_secagg_message(round_id=round_id, stage=stage, sender=self.site_id, payload=payload,
                                     created=datetime.now(timezone.utc), recipient=recipient)
 
+    def _retrying(self, round_id: str, action: str, request: Callable[[], _T]) -> _T:
+        """Run ``request``, retrying transient delivery errors until the current stage's deadline.
+
+        The wait is the server's ``Retry-After`` when it sent one, else exponential backoff with
+        jitter from ``hub.retry_backoff_secs``, and at least one poll interval. A permanent
+        error, or a wait that would end after the deadline, raises the last error. A retried
+        post sends the same bytes, so a retry never draws fresh noise.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return request()
+            except DeliveryError as err:
+                if not err.transient:
+                    raise
+                delay = err.retry_after_secs
+                if delay is None:
+                    delay = backoff_delay_secs(attempt, self.config.hub.retry_backoff_secs, rng=self._jitter)
+                delay = max(delay, _POLL_SECS)
+                remaining = self._stage_deadline - time.monotonic()
+                if delay >= remaining:
+                    log.error("site %s: secure round %s: %s failed after %d attempts, and the stage's deadline "
+                              "is %.1f s away: %s", self.site_id, round_id, action, attempt, max(remaining, 0.0),
+                              err.reason)
+                    raise
+                log.warning("site %s: secure round %s: %s failed (%s); retry %d in %.2f s", self.site_id, round_id,
+                            action, err.reason, attempt, delay)
+                self._collection = None
+                time.sleep(delay)
+
     def _post(self, objects: list[dict[str, Any]]) -> None:
-        collection = self._keys()
+        round_id, stage = objects[0]["round_id"], objects[0]["stage"]
         envelope = json.dumps({"objects": objects}, separators=(",", ":"))
-        try:
-            status = collection.add_objects(envelope, wait_for_completion=True, poll_interval=_POLL_SECS,
-                                            timeout=self.config.hub.timeout_secs)
-        except (requests.RequestException, TAXIIServiceException, ValueError) as err:
-            raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
+
+        def add() -> Status:
+            collection = self._keys()
+            try:
+                return collection.add_objects(envelope, wait_for_completion=True, poll_interval=_POLL_SECS,
+                                              timeout=self.config.hub.timeout_secs)
+            except (requests.RequestException, TAXIIServiceException, ValueError) as err:
+                raise delivery_error(collection.url, err) from err
+
+        status = self._retrying(round_id, f"sending {stage}", add)
         failures = status.failures or []
         if failures:
             first = failures[0]
-            raise SecureRoundAborted(objects[0]["round_id"],
-                                     f"the hub rejected {first.get('id')}: {first.get('message')}")
+            raise SecureRoundAborted(round_id, f"the hub rejected {first.get('id')}: {first.get('message')}")
 
-    def _read(self, ids: list[str]) -> list[dict[str, Any]]:
-        collection = self._keys()
+    def _read(self, round_id: str, ids: list[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for start in range(0, len(ids), _IDS_PER_REQUEST):
-            chunk = ids[start:start + _IDS_PER_REQUEST]
-            try:
-                envelope = collection.get_objects(id=",".join(chunk), limit=_IDS_PER_REQUEST)
-            except (requests.RequestException, TAXIIServiceException, ValueError) as err:
-                raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
-            found.extend(envelope.get("objects", []))
+            chunk = ",".join(ids[start:start + _IDS_PER_REQUEST])
+
+            def get(chunk: str = chunk) -> dict[str, Any]:
+                collection = self._keys()
+                try:
+                    return collection.get_objects(id=chunk, limit=_IDS_PER_REQUEST)
+                except (requests.RequestException, TAXIIServiceException, ValueError) as err:
+                    raise delivery_error(collection.url, err) from err
+
+            found.extend(self._retrying(round_id, "reading messages", get).get("objects", []))
         return found
 
     def _wait(self, round_id: str, stage: str) -> dict[str, Any]:
         """Poll the hub's round object until it reaches ``stage``, then return that version."""
         object_id = secagg_round_id(round_id)
-        deadline = time.monotonic() + self.config.privacy.secure_stage_timeout_secs
+        timeout = self.config.privacy.secure_stage_timeout_secs
+        self._stage_deadline = deadline = time.monotonic() + timeout
         while True:
-            objects = self._hub_versions(round_id, self._read_versions(round_id, object_id))
+            versions = self._retrying(round_id, "reading the round object",
+                                      lambda: self._read_versions(round_id, object_id))
+            objects = self._hub_versions(round_id, versions)
             state = max(objects, key=lambda o: o["modified"]) if objects else None
             if state is not None and state["stage"] == "aborted":
                 raise SecureRoundAborted(round_id, state.get("reason", "aborted by the hub"))
             if state is not None and state["stage"] == stage:
                 if stage != "done" and self.site_id not in state.get("participants", ()):
                     raise SecureRoundAborted(round_id, f"the hub went on to {stage} without this site")
+                # The new stage has its own deadline, as the hub times each stage from when it opens.
+                self._stage_deadline = time.monotonic() + timeout
                 return state
             if state is not None and _STAGE_ORDER.index(state["stage"]) > _STAGE_ORDER.index(stage):
                 raise SecureRoundAborted(round_id, f"the round moved past {stage} without this site")
@@ -438,7 +495,7 @@ class SecureRoundRunner:
                     raise SecureRoundAborted(round_id, f"the keys collection contains more than {_MAX_ROUND_VERSIONS} "
                                                        "versions of the round object, far more than the hub writes")
         except (requests.RequestException, TAXIIServiceException, ValueError) as err:
-            raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
+            raise delivery_error(collection.url, err) from err
         return found
 
     def _hub_versions(self, round_id: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:

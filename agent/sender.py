@@ -20,7 +20,7 @@ from taxii2client.v21 import Collection
 from agent.config import HubSection
 from agent.errors import DeliveryError
 from agent.state import AgentState, OutboxItem
-from agent.taxii_client import TAXII21_MEDIA_TYPE, is_taxii21_media_type, open_collection
+from agent.taxii_client import delivery_error, open_collection
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +111,8 @@ class SummarySender:
             status = collection.add_objects(
                 envelope, wait_for_completion=True, poll_interval=_STATUS_POLL_SECS, timeout=self.hub.timeout_secs
             )
-        except requests.HTTPError as err:
-            code = err.response.status_code if err.response is not None else 0
-            transient = code in (408, 425, 429) or code >= 500
-            reason = f"HTTP {code}"
-            received = err.response.headers.get("Content-Type") if err.response is not None else None
-            if not is_taxii21_media_type(received):
-                # A page of another type comes from a proxy or a server that is no TAXII hub.
-                reason += f" with Content-Type {received!r}, expected {TAXII21_MEDIA_TYPE!r}"
-            raise DeliveryError(collection.url, reason, transient=transient) from err
         except (requests.RequestException, TAXIIServiceException, ValueError) as err:
-            raise DeliveryError(collection.url, f"{type(err).__name__}: {err}", transient=True) from err
+            raise delivery_error(collection.url, err) from err
 
         successes = {s.get("id") for s in (status.successes or [])}
         failures = {f.get("id"): f.get("message", "") for f in (status.failures or [])}

@@ -8,6 +8,8 @@ the ``Content-Type`` of POST responses, which taxii2-client checks only on GET.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import requests
 from taxii2client.common import _HTTPConnection, _to_json
@@ -106,8 +108,49 @@ def open_collection(hub: HubSection, password: str, title: str) -> Collection:
             if title in (collection.title, collection.id):
                 return collection
     except (requests.RequestException, TAXIIServiceException, ValueError) as err:
-        raise DeliveryError(hub.url, f"{type(err).__name__}: {err}", transient=True) from err
+        raise delivery_error(hub.url, err) from err
     raise DeliveryError(hub.url, f"the hub has no collection titled {title!r}", transient=False)
+
+
+# HTTP statuses worth another attempt: request timeout, too early, too many requests and
+# every 5xx. Any other 4xx repeats for the same request, so it is permanent.
+TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429})
+
+
+def delivery_error(url: str, err: Exception) -> DeliveryError:
+    """Return the :class:`DeliveryError` for a failed request, transient or permanent by its cause.
+
+    A refused or reset connection, a timeout, a response that is not TAXII JSON, and HTTP
+    408, 425, 429 or 5xx are transient. Other HTTP statuses are permanent. The
+    ``Retry-After`` header of a response, in seconds or as an HTTP date, is kept.
+    """
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        response = err.response
+        code = response.status_code
+        reason = f"HTTP {code}"
+        received = response.headers.get("Content-Type")
+        if not is_taxii21_media_type(received):
+            # A page of another type comes from a proxy or a server that is no TAXII hub.
+            reason += f" with Content-Type {received!r}, expected {TAXII21_MEDIA_TYPE!r}"
+        return DeliveryError(url, reason, transient=code in TRANSIENT_HTTP_STATUSES or code >= 500,
+                             retry_after_secs=parse_retry_after(response.headers.get("Retry-After")))
+    return DeliveryError(url, f"{type(err).__name__}: {err}", transient=True)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Return the seconds of a ``Retry-After`` header (RFC 9110: seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _choose_api_root(server: Server, hub: HubSection) -> ApiRoot:

@@ -216,7 +216,7 @@ def test_secure_round_sums_and_reveals_every_family(tmp_path: Path) -> None:
     hub_config = HubConfig(hub=ServerSettings(host="127.0.0.1", port=0, tick_seconds=0.2),
                            storage=StorageSettings(path=tmp_path / "hub.sqlite3"),
                            # The three sites log in at once from one address, which may use half
-                           # the argon2id slots, and the agent does not retry a 429.
+                           # the argon2id slots, so no site has to wait out a 429.
                            auth=AuthSettings(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1,
                                              max_concurrent_verifications=6),
                            rounds=RoundSettings(round_seconds=600, quorum_sites=3, deadline_seconds=3600,

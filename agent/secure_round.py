@@ -401,6 +401,10 @@ class SecureRoundRunner:
         jitter from ``hub.retry_backoff_secs``, and at least one poll interval. A permanent
         error, or a wait that would end after the deadline, raises the last error. A retried
         post sends the same bytes, so a retry never draws fresh noise.
+
+        NOTE: when a response is lost after the hub took the message, the retry repeats it.
+        The hub accepts an identical advertisement or share again, but it rejects a second
+        masked input or consistency signature, and the site then leaves the round.
         """
         attempt = 0
         while True:

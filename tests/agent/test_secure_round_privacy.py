@@ -166,3 +166,42 @@ def test_differing_site_leaves_others_sum(tmp_path: Path, hub: tuple[HubServer, 
     assert result.histograms["network"] == tuple(int(v) for v in total[:HISTOGRAM_BINS])
     assert np.asarray(result.histograms["network"]).sum() == result.window_counts["network"]
 
+
+
+# Values that differ from site_config's, each valid on its own.
+DIFFERENT_FROM_SITE_CONFIG = {
+    "epsilon_per_round": 5.0,
+    "delta_per_round": 2e-6,
+    "unit": "entity-window",
+    "secure_min_sites": 3,
+    "max_observables_per_entity": 3,
+    "max_windows_per_entity": 30,
+    "histogram_share": 0.3,
+    "count_share": 0.4,
+    "score_share": 0.2,
+}
+
+
+@pytest.mark.parametrize("key", sorted(DIFFERENT_FROM_SITE_CONFIG))
+def test_each_differing_setting_charges_nothing(tmp_path: Path, hub: tuple[HubServer, str], key: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Through a real hub, a site with one differing setting records the round and sends nothing after its join."""
+    server, hub_url = hub
+    configs = {site: site_config(tmp_path, server, hub_url, site) for site in SITES}
+    config = configs["site-a"]
+    privacy = dataclasses.replace(config.privacy, **{key: DIFFERENT_FROM_SITE_CONFIG[key]})
+    agent = Agent(dataclasses.replace(config, privacy=privacy), rng=seeded_random(1))
+    report = RunReport(site_id="site-a")
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="agent.service"):
+            agent.release_rounds({"network": windows(FIRST)}, report)
+        charged = agent.ledger.spent(FIRST).rounds_charged
+    finally:
+        agent.close()
+
+    assert report.rounds == {FIRST: "aborted"}
+    assert charged == 0
+    assert stored_stages(server, "site-a") == []
+    message = next(r.getMessage() for r in caplog.records if "not summed" in r.getMessage())
+    assert f"privacy.{key}" in message

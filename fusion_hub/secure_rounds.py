@@ -8,7 +8,9 @@ order over one :class:`SecureRound` (the secure aggregation stages are those of
 
 1. ``open`` (on a site's ``join``): fix the round's parameters; the invited sites are the
    enrolled, unrevoked ones, listed with their enrolled Ed25519 verify keys, and a round
-   with fewer than ``min_sites`` of them is rejected;
+   with fewer than ``min_sites`` of them is rejected. The round object also carries the
+   privacy settings of ``secure`` that every site must use (``privacy``), and a site whose
+   settings differ leaves the round;
 2. ``collect_advertisements``: signed public keys, stored in ``keys`` for the other sites;
 3. ``collect_shares``: encrypted shares, stored in ``keys`` for their recipients;
 4. ``collect_masked_inputs``: masked vectors, held in memory until the stage closes, then

@@ -14,7 +14,7 @@ import requests
 
 from agent.config import AgentConfig
 from agent.errors import DeliveryError
-from agent.secure_round import SecureRoundRunner
+from agent.secure_round import SecureRoundAborted, SecureRoundRunner
 from agent.summariser import bound_round
 from agent.taxii_client import delivery_error, parse_retry_after
 from fusion_hub.server import HubServer
@@ -138,3 +138,41 @@ def test_outage_gives_up_at_stage_deadline(tmp_path: Path, hub: tuple[HubServer,
     assert elapsed < 2.0 + 1.0
     assert server.secure is not None
     assert server.secure.results_ == {}
+
+
+def test_retry_after_waited(tmp_path: Path, hub: tuple[HubServer, str]) -> None:
+    """A 429 at join with Retry-After 1 delays the join by a second, and the site goes on."""
+    server, hub_url = hub
+    config = site_config(tmp_path, server, hub_url, "site-a")
+    site_config(tmp_path, server, hub_url, "site-b")
+
+    with FlakyProxy(hub_base(hub_url), [("POST", 429)], retry_after="1") as proxy:
+        runner = SecureRoundRunner(through(config, proxy, stage_timeout=3.0), config.read_hub_password(),
+                                   rng=seeded_random(0), charge=None)
+        started = time.monotonic()
+        # site-b never joins, so site-a leaves when share_keys does not start in time.
+        with pytest.raises(SecureRoundAborted, match="stage share_keys did not start"):
+            runner.run(FIRST, bound_round(windows(FIRST), privacy=config.privacy, rng=seeded_random(0)))
+        elapsed = time.monotonic() - started
+
+    assert [failure for _, _, failure in proxy.failed] == [429]
+    assert [method for method, _ in proxy.forwarded].count("POST") == 2
+    assert elapsed >= 1.0
+
+
+def test_retry_after_past_deadline_gives_up(tmp_path: Path, hub: tuple[HubServer, str]) -> None:
+    """A Retry-After longer than the time left in the stage ends the round at once, without waiting."""
+    server, hub_url = hub
+    config = site_config(tmp_path, server, hub_url, "site-a")
+
+    with FlakyProxy(hub_base(hub_url), [("POST", 429)], retry_after="60") as proxy:
+        runner = SecureRoundRunner(through(config, proxy, stage_timeout=5.0), config.read_hub_password(),
+                                   rng=seeded_random(0), charge=None)
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as excinfo:
+            runner.run(FIRST, bound_round(windows(FIRST), privacy=config.privacy, rng=seeded_random(0)))
+        elapsed = time.monotonic() - started
+
+    assert excinfo.value.retry_after_secs == 60.0
+    assert len(proxy.failed) == 1
+    assert elapsed < 5.0

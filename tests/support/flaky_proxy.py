@@ -1,8 +1,8 @@
 """An HTTP proxy on 127.0.0.1 that fails chosen requests before it forwards the rest to a hub.
 
 Tests of retries put it between an agent and a real hub. Each planned failure is used once,
-by the next request with its method, and is a status code (sent with ``Retry-After: 0``
-when it is 429) or ``"reset"``, which closes the connection without a response.
+by the next request with its method, and is a status code (sent with a ``Retry-After``
+header when it is 429) or ``"reset"``, which closes the connection without a response.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ class FlakyProxy:
     repeats; ``count`` None repeats it for every later request with that method.
     """
 
-    def __init__(self, target: str, failures: Iterable[tuple[str, int | str] | tuple[str, int | str, int | None]]):
+    def __init__(self, target: str, failures: Iterable[tuple[str, int | str] | tuple[str, int | str, int | None]],
+                 *, retry_after: str = "0") -> None:
         self.target = target.rstrip("/")
+        self.retry_after = retry_after
         self._plan: list[list[object]] = [[item[0], item[1], item[2] if len(item) > 2 else 1] for item in failures]
         self._lock = threading.Lock()
         self.failed: list[tuple[str, str, int | str]] = []
@@ -80,7 +82,7 @@ class FlakyProxy:
             handler.send_response(int(failure))
             handler.send_header("Content-Type", "application/taxii+json;version=2.1")
             if failure == 429:
-                handler.send_header("Retry-After", "0")
+                handler.send_header("Retry-After", self.retry_after)
             handler.send_header("Content-Length", "2")
             handler.end_headers()
             handler.wfile.write(b"{}")

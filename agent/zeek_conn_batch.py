@@ -277,8 +277,8 @@ def _orient_and_add(ts: np.ndarray, sides: list[tuple[np.ndarray, np.ndarray, np
                     orientation: OrientationStats, adder: _WindowAdder) -> None:
     """Orient checked rows, count them and add them to their windows.
 
-    ``sides`` holds (address codes into ``names``, is internal, is shareable) of the
-    originators and then the responders. ``integers`` holds the ``orig_p``, ``resp_p``,
+    ``sides`` contains (address codes into ``names``, is internal, is shareable) of the
+    originators and then the responders. ``integers`` contains the ``orig_p``, ``resp_p``,
     ``orig_bytes`` and ``resp_bytes`` columns, with -1 for an unset value.
     """
     # Orient: the internal side is the entity, the originator when both are internal.

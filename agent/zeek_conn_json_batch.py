@@ -10,9 +10,9 @@ oriented and grouped by (entity, window) with numpy, as TSV blocks are
 A row that any check cannot vouch for goes through the line path on its own, between the
 rows before and after it. So every line gets the verdict, counts and messages of the line
 path, and every window gets the same state in the same order. Such rows are blank lines,
-lines orjson rejects, non-objects, nested objects, records of other logs, and any value of a
-type or range the block checks do not cover (for example a string port, a negative byte
-count or an implausible time).
+lines orjson rejects, non-objects, nested objects and records of other logs. Rows with any
+value of a type or range the block checks do not cover go there too, for example a string
+port, a negative byte count or an implausible time.
 """
 
 from __future__ import annotations
@@ -272,7 +272,9 @@ def _checked_integers(values: list[Any], valid: np.ndarray, absent: int) -> np.n
     """Return non-negative JSON integers, and ``absent`` for a missing field or null. Other values take the line path."""
     kinds = set(map(type, values))
     if kinds <= {int, type(None)}:
-        filled = values if type(None) not in kinds else [absent if value is None else value for value in values]
+        filled = values
+        if type(None) in kinds:
+            filled = [absent if value is None else value for value in values]
         try:
             numbers = np.array(filled, dtype=np.int64)
         except OverflowError:
@@ -298,7 +300,9 @@ def _checked_durations(values: list[Any], valid: np.ndarray) -> np.ndarray:
     """Return the durations as the line path's ``float(value or 0.0)`` reads them. Other types take the line path."""
     kinds = set(map(type, values))
     if kinds <= {float, int, type(None)}:
-        filled = values if type(None) not in kinds else [0.0 if value is None else value for value in values]
+        filled = values
+        if type(None) in kinds:
+            filled = [0.0 if value is None else value for value in values]
         try:
             # Adding 0.0 turns -0.0 into 0.0, as ``value or 0.0`` does.
             return np.array(filled, dtype=np.float64) + 0.0

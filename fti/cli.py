@@ -113,7 +113,7 @@ def _agent_budget(args: argparse.Namespace) -> int:
     at = args.at or datetime.now(timezone.utc)
     status = ledger.spent(at)
     # "exhausted" means the whole budget is spent. The agent stops earlier, as soon as one more
-    # round's epsilon does not fit, so the output also says whether the next round fits.
+    # round's epsilon does not fit, so the output also reports whether the next round fits.
     round_seconds = config.windows.round_seconds
     next_round = (int(at.timestamp()) // round_seconds + 1) * round_seconds
     try:

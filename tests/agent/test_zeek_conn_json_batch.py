@@ -230,7 +230,7 @@ def test_json_block_lone_surrogate_matches_line_path(shared_data_dir: Path) -> N
 
 
 def test_json_block_other_default_path(shared_data_dir: Path) -> None:
-    """A file named for another log has no conn rows unless a row's _path says conn."""
+    """A file named for another log has no conn rows unless a row's _path is conn."""
     lines = json_lines(shared_data_dir, 200)
     lines[20:40] = [json.dumps(json.loads(text) | {"_path": "conn"}) for text in lines[20:40]]
 

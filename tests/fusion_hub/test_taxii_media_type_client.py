@@ -8,7 +8,7 @@ expected type, and the sender retries with backoff without raising.
 
 A real hub responds with the exact type (first test). The other cases need a server that
 misbehaves, so a stub TAXII server on 127.0.0.1 plays the hub, with the media type of its
-answers set by each test.
+responses set by each test.
 """
 
 from __future__ import annotations

@@ -114,9 +114,9 @@ def test_config_with_missing_verify_key_raises() -> None:
 
 
 def test_split_survivor_sets_make_the_minority_abort() -> None:
-    """The hub tells sites 0, 1, 2, 5 that site-5 survived and sites 3, 4 that it dropped.
+    """The hub reports to sites 0, 1, 2, 5 that site-5 survived and to sites 3, 4 that it dropped.
 
-    With both views answered, the hub would hold site-5's self-mask seed shares from the
+    If both groups responded, the hub would hold site-5's self-mask seed shares from the
     first group and its mask key shares from the second, and so site-5's input. The second
     group cannot gather threshold signatures over its view, so it reveals nothing.
     """
@@ -167,7 +167,7 @@ def test_too_few_signatures_reveal_nothing() -> None:
     with pytest.raises(RoundAborted, match="only 3 sites signed"):
         round_.clients["site-0"].unmask(signatures)
 
-    # The site did not count this as its one answer: with a quorum it still responds.
+    # The site did not count this as its one response, so with a quorum it still responds.
     signatures += [round_.clients[s].sign_survivors(SITES) for s in SITES[3:]]
     response = round_.clients["site-0"].unmask(signatures)
     assert set(response.self_mask_shares) == set(SITES)

@@ -77,6 +77,20 @@ def test_eval_quick_reports_privacy_and_cost(quick_results: Path) -> None:
     assert all(0.0 <= a["f1"] <= 1.0 for a in approaches.values())
 
 
+def test_eval_quick_references_leave_cost_columns_empty(quick_results: Path) -> None:
+    """The label references send nothing and spend nothing, so those cells read "–", not 0."""
+    results = json.loads((quick_results / "results.json").read_text(encoding="utf-8"))
+    table = (quick_results / "results.md").read_text(encoding="utf-8")
+
+    every = results["references"]["flag-every-flow"]
+    assert every["recall"] == 1.0 and every["fpr"] == 1.0
+    for reference in results["references"].values():
+        for key in ("median_latency_rounds", "bytes_per_site_round", "compute_seconds_per_site_round", "epsilon"):
+            assert reference[key] is None
+    row = next(line for line in table.splitlines() if line.startswith("| flag-every-flow |"))
+    assert row.endswith("| 1 | – | – | – | – |")
+
+
 def test_eval_quick_pooled_bound_beats_local(quick_results: Path) -> None:
     """Pooling every site's windows in one place does at least as well as each site alone."""
     approaches = json.loads((quick_results / "results.json").read_text(

@@ -13,6 +13,10 @@ import sys
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.service import RunReport
 
 log = logging.getLogger("fti")
 
@@ -58,7 +62,35 @@ def _agent_run(args: argparse.Namespace) -> int:
         "epsilon_spent": round(report.epsilon_spent, 4),
         "epsilon_budget": report.epsilon_budget,
     }, sort_keys=True))
+    unreadable = _unreadable_input(report)
+    if unreadable:
+        print(f"fti agent run: {unreadable}", file=sys.stderr)
+        return 4
     return 0 if report.pending == 0 else 3
+
+
+def _unreadable_input(report: RunReport) -> str:
+    """Say why a replay read nothing usable, or return "" when some line could be read.
+
+    Lines were read and every one was malformed: most often a source given the wrong type,
+    or a file that is not a log at all. The run still counted and quarantined them.
+    """
+    parse_stats, event_stats = report.parse_stats, report.event_stats
+    reasons: dict[str, int] = {}
+    read = 0
+    if parse_stats is not None:
+        read += parse_stats.records
+        for reason, count in parse_stats.malformed.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    if event_stats is not None:
+        read += sum(event_stats.events.values()) + event_stats.skipped
+        for reason, count in event_stats.errors.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    if read or not reasons:
+        return ""
+    listed = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items(), key=lambda item: -item[1]))
+    return (f"none of the {sum(reasons.values())} lines read could be parsed ({listed}); nothing came from them. "
+            "Check each source's type in the configuration, and try `fti agent parse --source-type TYPE FILE`.")
 
 
 def _agent_follow(args: argparse.Namespace) -> int:

@@ -50,6 +50,31 @@ def test_agent_run_bad_config_names_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("source_type", "text", "reason"), [
+    ("zeek", "#fields\tts\tuid\n#types\ttime\tstring\nnot a time\tC1\n", "invalid_value:ts 1"),
+    ("sshd", "\x00\x00\x00\x00\n" * 3, "3"),
+])
+def test_agent_run_once_all_lines_malformed_fails(tmp_path: Path, source_type: str, text: str, reason: str) -> None:
+    """A replay whose every line is unreadable says so and exits 4 instead of reporting success."""
+    run_fti("keys", "generate", "--out", "site.key", cwd=tmp_path)
+    (tmp_path / "input.log").write_text(text, encoding="utf-8")
+    (tmp_path / "agent.yaml").write_text(
+        "site:\n  id: site-t\n  signing_key: site.key\n"
+        "hub:\n  url: http://127.0.0.1:9/taxii2/\n  username: site-t\n  password_file: hub.password\n"
+        f"sources:\n  - type: {source_type}\n    paths: [input.log]\nstate_dir: state\n"
+    )
+    (tmp_path / "hub.password").write_text("unused\n")
+
+    result = run_fti("agent", "run", "--config", "agent.yaml", "--once", "--no-poll", cwd=tmp_path)
+
+    assert result.returncode == 4, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("fti agent run: none of the ")
+    assert reason in message
+    assert "Traceback" not in result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["connections"] == 0
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--log-level", "debug", "hub", "sites", "--config", "hub.yaml"], "debug"),
     (["hub", "sites", "--config", "hub.yaml", "--log-level", "error"], "error"),

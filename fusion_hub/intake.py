@@ -539,7 +539,10 @@ def _new_object(
     version_us: int | None,
 ) -> NewObject:
     try:
-        digest = hashlib.sha256(canonical_json(obj, plain=raw.plain_json)).hexdigest()
+        canonical = raw.canonical
+        if canonical is None:
+            canonical = canonical_json(obj, plain=raw.plain_json)
+        digest = hashlib.sha256(canonical).hexdigest()
     except rfc8785.CanonicalizationError as err:
         raise ObjectRejected(obj["id"], "not-stix",
                              f"object has no RFC 8785 canonical form: {err}") from err

@@ -259,6 +259,10 @@ class _OpenFile:
     exhausted: bool = False
     # True once a poll has read every complete line, so a rotated file may be closed.
     drained: bool = True
+    # A compressed file read over several polls keeps its reader, positioned just after
+    # ``gzip_pending``: the decompressed bytes past the offset that no line consumed yet.
+    gzip_reader: gzip.GzipFile | None = None
+    gzip_pending: bytes = b""
 
     def checkpoint(self) -> TailCheckpoint:
         return TailCheckpoint(self.path, self.device, self.inode, self.fingerprint, self.fingerprint_size,
@@ -460,6 +464,9 @@ class LogTailer:
             self._observer.join(timeout=5)
             self._observer = None
         for state in self._open.values():
+            if state.gzip_reader is not None:
+                state.gzip_reader.close()
+                state.gzip_reader = None
             if state.fd >= 0:
                 os.close(state.fd)
                 state.fd = -1
@@ -859,43 +866,84 @@ class LogTailer:
     def _read_compressed(self, state: _OpenFile, now: float, batched: bool) -> Iterator[TailLine | TailBatch]:
         """Read a gzip file past ``state.offset``, ``max_poll_bytes`` per poll; it is complete, so it closes after.
 
-        NOTE: each poll decompresses the file again from its start up to the offset, so a
-        compressed backlog many times ``max_poll_bytes`` costs more CPU than reading it at once.
+        A poll that stops at the bound keeps the reader for the next one, so a large compressed
+        backlog is decompressed once, not again from its start at every poll.
         """
         if state.exhausted:
             return
         state.detached_at = now - self.rotate_wait_secs
         state.last_growth = 0.0
         frame = self._frame_batch if batched else self._frame
-        carry = b""
         start = state.offset
-        state.exhausted, state.drained = True, True
+        # Both stay False if the consumer stops part-way through this poll, so the next poll goes on.
+        state.exhausted, state.drained = False, False
+        stream, carry = self._gzip_reader_at_offset(state)
+        if stream is None:
+            state.exhausted, state.drained = True, True
+            return
+        kept = False
         try:
-            with _open_gzip(state.fd) as stream:
-                stream.seek(state.offset)
-                while data := stream.read(READ_BLOCK_BYTES):
-                    if state.offset - start >= self.max_poll_bytes:
-                        state.exhausted, state.drained = False, False
-                        return
-                    self.stats.bytes_read += len(data)
-                    block = carry + data
-                    consumed = yield from frame(state, block, at_end=False)
-                    carry = block[consumed:]
-                    if state.skipping and carry:
-                        state.offset += len(carry)
-                        carry = b""
-                    elif len(carry) > self.max_line_bytes:
-                        yield self._cut(state, carry, batched)
-                        carry = b""
+            while True:
+                if state.offset - start >= self.max_poll_bytes:
+                    state.gzip_reader, state.gzip_pending = stream, carry
+                    kept = True
+                    return
+                data = stream.read(READ_BLOCK_BYTES)
+                if not data:
+                    state.exhausted, state.drained = True, True
+                    break
+                self.stats.bytes_read += len(data)
+                block = carry + data
+                consumed = yield from frame(state, block, at_end=False)
+                carry = block[consumed:]
+                if state.skipping and carry:
+                    state.offset += len(carry)
+                    carry = b""
+                elif len(carry) > self.max_line_bytes:
+                    yield self._cut(state, carry, batched)
+                    carry = b""
         except (OSError, EOFError, zlib.error) as err:
+            state.exhausted, state.drained = True, True
             self.stats.read_errors += 1
             log.warning("cannot decompress log file %s past offset %d: %s", state.path, state.offset, err)
             return
+        finally:
+            if not kept:
+                stream.close()
         if carry:
             yield from frame(state, carry, at_end=True)
 
+    def _gzip_reader_at_offset(self, state: _OpenFile) -> tuple[gzip.GzipFile | None, bytes]:
+        """Return a reader of the compressed file and the bytes between the offset and its position.
+
+        The reader kept by the previous poll is reused when it still lines up with the offset.
+        Otherwise, or if the previous poll was abandoned, the file is opened again and
+        decompressed up to the offset. Returns (None, b"") if that fails.
+        """
+        stream, pending = state.gzip_reader, state.gzip_pending
+        state.gzip_reader, state.gzip_pending = None, b""
+        if stream is not None:
+            try:
+                if stream.tell() == state.offset + len(pending):
+                    return stream, pending
+            except (OSError, ValueError):
+                pass
+            stream.close()
+        try:
+            stream = _open_gzip(state.fd)
+            stream.seek(state.offset)
+        except (OSError, EOFError, zlib.error) as err:
+            self.stats.read_errors += 1
+            log.warning("cannot decompress log file %s up to offset %d: %s; the rest of it is skipped",
+                        state.path, state.offset, err)
+            return None, b""
+        return stream, b""
+
     def _close(self, key: tuple[int, int]) -> None:
         state = self._open.pop(key)
+        if state.gzip_reader is not None:
+            state.gzip_reader.close()
+            state.gzip_reader = None
         os.close(state.fd)
         self.stats.files_closed += 1
         self.stats.bytes_behind.pop(state.path, None)

@@ -10,9 +10,12 @@ import sqlite3
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 from agent.config import load_agent_config
 from agent.live import LiveAgent, LiveSettings
 from agent.service import Agent
+import agent.tailer as tailer_module
 from agent.tailer import LogTailer, TailCheckpoint
 from privacy.random import seeded_random
 from tests.agent.test_live import ROUND_SECONDS, START, conn_line, counted_per_round, write_config
@@ -111,9 +114,48 @@ def test_gzip_backlog_read_in_slices(tmp_path: Path) -> None:
     slices = [poll_counts(tailer) for _ in range(4)]
     tailer.close()
 
-    # A compressed file is decompressed 1 MiB at a time, which contains 10,485 whole lines, and
-    # a poll stops at the first read that starts past the bound.
-    assert slices == [(10_485, 1_048_500), (10_485, 1_048_500), (9_030, 903_000), (0, 0)]
+    # A compressed file is decompressed 1 MiB at a time, and a poll stops at the first read
+    # that would start past the bound. The first MiB holds 10,485 whole lines; the 76 bytes of
+    # the next line wait, with the reader, for the second poll.
+    assert slices == [(10_485, 1_048_500), (10_486, 1_048_600), (9_029, 902_900), (0, 0)]
+
+
+def test_gzip_backlog_decompressed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each poll goes on with the previous poll's reader instead of decompressing from the start again."""
+    path = tmp_path / "app.log.gz"
+    path.write_bytes(gzip.compress(LINE * 30_000))
+    opened = []
+    open_gzip = tailer_module._open_gzip
+    monkeypatch.setattr(tailer_module, "_open_gzip", lambda fd: opened.append(fd) or open_gzip(fd))
+    tailer = LogTailer([str(path)], use_inotify=False, max_poll_bytes=4096)
+
+    poll_counts(tailer)
+    opened_by_first_poll = len(opened)
+    rest = [poll_counts(tailer) for _ in range(2)]
+    tailer.close()
+
+    assert sum(count for count, _ in rest) == 30_000 - 10_485
+    assert len(opened) == opened_by_first_poll
+    assert tailer.stats.bytes_read == 3_000_000
+
+
+def test_gzip_poll_abandoned_midway_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "app.log.gz"
+    path.write_bytes(gzip.compress(b"".join(b"%099d\n" % number for number in range(30_000))))
+    tailer = LogTailer([str(path)], use_inotify=False, max_poll_bytes=4096)
+
+    lines = [line for batch in tailer.poll_batches() for line in batch.lines]
+    second = tailer.poll_batches()
+    lines.extend(next(second).lines)
+    second.close()  # a consumer that stops part-way through a poll
+    while tailer.behind or tailer.stats.files_closed == 0:
+        batches = list(tailer.poll_batches())
+        if not batches:
+            break
+        lines.extend(line for batch in batches for line in batch.lines)
+    tailer.close()
+
+    assert [int(line) for line in lines] == list(range(30_000))
 
 
 def test_backlog_memory_not_proportional_to_file(tmp_path: Path) -> None:

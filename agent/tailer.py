@@ -224,7 +224,8 @@ class TailStats:
     """Counters of one tailer since it was built.
 
     ``bytes_behind`` maps each open file's path to the bytes between the last line read and
-    the file's size at the last poll.
+    the file's size at the last poll. A rotated file still being drained keeps the path it
+    was found at, so the entry of a path sums it and its successor.
     """
 
     lines: int = 0
@@ -263,6 +264,8 @@ class _OpenFile:
     # ``gzip_pending``: the decompressed bytes past the offset that no line consumed yet.
     gzip_reader: gzip.GzipFile | None = None
     gzip_pending: bytes = b""
+    # Bytes between the offset and the file's size at the last poll of a plain file.
+    behind: int = 0
 
     def checkpoint(self) -> TailCheckpoint:
         return TailCheckpoint(self.path, self.device, self.inode, self.fingerprint, self.fingerprint_size,
@@ -714,7 +717,8 @@ class LogTailer:
         if size > state.offset:
             state.last_growth = now
             yield from self._read_from(state, size, batched)
-        self.stats.bytes_behind[state.path] = max(0, size - state.offset)
+        state.behind = max(0, size - state.offset)
+        self._count_behind(state.path)
         # A partial last line is not a backlog: it waits for its newline.
         state.drained = size - state.offset <= self._partial_line_bytes(state, size)
 
@@ -946,9 +950,17 @@ class LogTailer:
             state.gzip_reader = None
         os.close(state.fd)
         self.stats.files_closed += 1
-        self.stats.bytes_behind.pop(state.path, None)
+        self._count_behind(state.path)
         self._finished.append(replace(state.checkpoint(), finished=True))
         log.info("closed log file %s at offset %d", state.path, state.offset)
+
+    def _count_behind(self, path: str) -> None:
+        """Set the bytes behind of ``path`` from every open file found at it, or drop it if none is."""
+        states = [state for state in self._open.values() if state.path == path]
+        if states:
+            self.stats.bytes_behind[path] = sum(state.behind for state in states)
+        else:
+            self.stats.bytes_behind.pop(path, None)
 
     # -- change notification ---------------------------------------------------------------
 

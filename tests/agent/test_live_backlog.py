@@ -106,6 +106,25 @@ def test_rotated_file_drained_before_close(tmp_path: Path) -> None:
     assert closed == 1
 
 
+def test_bytes_behind_sums_rotated_file_and_successor(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(LINE * 100)
+    tailer = LogTailer([str(path)], use_inotify=False, rotate_wait_secs=0, max_poll_bytes=4096)
+    poll_counts(tailer)
+    os.rename(path, tmp_path / "app.log.1")
+    path.write_bytes((b"n" * 99 + b"\n") * 50)  # other first bytes, so a new file
+
+    poll_counts(tailer)  # 40 lines of the rotated file, 40 of the new one
+    both = tailer.stats.bytes_behind[str(path)]
+    poll_counts(tailer)  # the rotated file's last 20 lines, then it closes; 10 of the new one
+    successor_only = tailer.stats.bytes_behind[str(path)]
+    tailer.close()
+
+    assert both == (100 - 80) * 100 + (50 - 40) * 100
+    assert successor_only == 0
+    assert tailer.stats.files_closed == 1
+
+
 def test_gzip_backlog_read_in_slices(tmp_path: Path) -> None:
     path = tmp_path / "app.log.gz"
     path.write_bytes(gzip.compress(LINE * 30_000))

@@ -163,6 +163,9 @@ def prepare(name: str, inputs: dict[str, Path]) -> Callable[[], int]:
     import agent.zeek_tsv  # noqa: F401
 
     is_json = name.endswith("-json")
+    if name.startswith("fti-pipeline"):
+        # The detector imports its pyod model at the first fit, which the agent does once.
+        import pyod.models.iforest  # noqa: F401
     if name.startswith("fti-pipeline-blocks"):
         import agent.families.feeding  # noqa: F401 - _tail_block_windows finds it loaded
         from agent.detector import CalibratedDetector
@@ -269,13 +272,15 @@ def _tail_block_windows(path: Path, *, is_json: bool, lines_read: list[int]) -> 
     reporter = MalformedLineReporter(str(path), stats)
     number = 0
     for batch in _drain(tailer):
-        texts = decode_lines(batch.lines)
+        # The JSON block path reads the tailer's bytes lines and decodes only those it cannot read.
         if is_json:
-            feeder.add_json_conn_lines(texts, number + 1, families=("network",), source=str(path),
+            feeder.add_json_conn_lines(batch.lines, number + 1, families=("network",), source=str(path),
                                        default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
-        else:
-            feeder.add_tsv_conn_lines(texts, number + 1, families=("network",), header=header, source=str(path),
-                                      default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
+            number += len(batch.lines)
+            continue
+        texts = decode_lines(batch.lines)
+        feeder.add_tsv_conn_lines(texts, number + 1, families=("network",), header=header, source=str(path),
+                                  default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
         number += len(texts)
     tailer.close()
     _check_clean_read(path, stats, orientation)

@@ -129,14 +129,16 @@ class FamilyFeeder:
         self.fed["network"] += counts.connections - counts.late
         return counts
 
-    def add_json_conn_lines(self, texts: list[str], first_line: int, *, families: tuple[str, ...], source: str,
-                            default_path: str, stats: ParseStats, orientation: OrientationStats,
+    def add_json_conn_lines(self, lines: list[str] | list[bytes], first_line: int, *, families: tuple[str, ...],
+                            source: str, default_path: str, stats: ParseStats, orientation: OrientationStats,
                             reporter: MalformedLineReporter, not_before: float | None = None,
                             on_other_record: RecordCallback | None = None) -> BlockCounts | None:
         """Add the connections of consecutive Zeek JSON lines of one file straight to the network windows.
 
         The JSON counterpart of :meth:`add_tsv_conn_lines` (see :mod:`agent.zeek_conn_json_batch`),
         with the same results as :func:`agent.zeek_conn.iter_connections` followed by :meth:`feed`.
+        ``lines`` may be the tailer's bytes lines, which are read as
+        :func:`agent.zeek_conn.decode_lines` decodes them but faster, because most are never decoded.
         Returns None, having read nothing, when ``families`` or the configured ones leave out
         the network family.
         """
@@ -144,7 +146,7 @@ class FamilyFeeder:
         if table is None:
             return None
         counts = add_json_lines_to_windows(
-            texts, first_line, source=source, default_path=default_path, internal=self.internal, stats=stats,
+            lines, first_line, source=source, default_path=default_path, internal=self.internal, stats=stats,
             orientation=orientation, reporter=reporter, window_seconds=table.window_seconds,
             accumulator_for=table.connections_at, not_before=not_before, on_other_record=on_other_record)
         self.fed["network"] += counts.connections - counts.late

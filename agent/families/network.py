@@ -11,6 +11,7 @@ conn.log is not among the configured files.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,13 +70,14 @@ class NetworkWindows(WindowTable[NetworkAccumulator]):
 
     def dump_accumulator(self, accumulator: NetworkAccumulator) -> Any:
         c = accumulator.connections
-        return {"e": c.entity, "s": c.start, "t": c.timestamps, "p": sorted(c.peers),
+        return {"e": c.entity, "s": c.start, "t": c.timestamps.tolist(), "p": sorted(c.peers),
                 "o": {str(port): n for port, n in c.ports.items()}, "bo": c.bytes_out, "bi": c.bytes_in,
                 "f": c.failed, "d": c.duration_sum, "r": dict(c.remotes), "x": dict(accumulator.observed)}
 
     def load_accumulator(self, item: Any) -> NetworkAccumulator:
         connections = WindowAccumulator(
-            entity=item["e"], start=int(item["s"]), timestamps=[float(t) for t in item["t"]], peers=set(item["p"]),
+            entity=item["e"], start=int(item["s"]), timestamps=array("d", [float(t) for t in item["t"]]),
+            peers=set(item["p"]),
             ports=Counter({int(port): int(n) for port, n in item["o"].items()}), bytes_out=int(item["bo"]),
             bytes_in=int(item["bi"]), failed=int(item["f"]), duration_sum=float(item["d"]),
             remotes=counter_from(item["r"]))

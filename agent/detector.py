@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import pickle
 from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import version as distribution_version
 from pathlib import Path
 
 import numpy as np
-import pyod
 
 from agent.errors import BaselineTooSmall, DegenerateBaseline, DetectorError
 from agent.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
@@ -38,6 +39,14 @@ def transform_features(matrix: np.ndarray, log_columns: np.ndarray | None = None
     transformed = np.array(matrix, dtype=float, copy=True)
     transformed[:, columns] = np.log1p(np.clip(transformed[:, columns], 0.0, None))
     return transformed
+
+
+@cache
+def _pyod_version() -> str:
+    # Read from the installed distribution's metadata, not pyod.__version__, because importing
+    # pyod loads scikit-learn and numba: with pyod 3.6.7, about 80 MiB resident beyond the rest
+    # of the agent. A run pays that only once it trains or scores.
+    return distribution_version("pyod")
 
 
 def _make_model(name: str, random_state: int) -> object:
@@ -99,7 +108,7 @@ class CalibratedDetector:
 
     @property
     def version(self) -> str:
-        return f"pyod-{pyod.__version__}/{self.name}/{self.feature_schema_version}"
+        return f"pyod-{_pyod_version()}/{self.name}/{self.feature_schema_version}"
 
     def fit(self, features: np.ndarray) -> "CalibratedDetector":
         """Train on baseline windows and record their scores for calibration."""

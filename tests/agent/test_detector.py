@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -89,3 +93,17 @@ def test_save_and_load_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-
     sample = baseline(5, seed=9)
     assert loaded.score(sample).tolist() == detector.score(sample).tolist()
     assert CalibratedDetector.load(path, name="iforest") is None
+
+
+def test_agent_import_leaves_pyod_unloaded() -> None:
+    """The agent loads pyod, scikit-learn and numba only when it trains or scores."""
+    code = ("import sys, agent.service, agent.live\n"
+            "from agent.detector import CalibratedDetector\n"
+            "version = CalibratedDetector('iforest').version\n"
+            "print(version, sorted(m for m in ('pyod', 'sklearn', 'numba') if m in sys.modules))")
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+
+    version, loaded = result.stdout.split(" ", 1)
+    assert version == f"pyod-{importlib.metadata.version('pyod')}/iforest/network-1"
+    assert loaded.strip() == "[]"

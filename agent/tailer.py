@@ -365,6 +365,8 @@ class LogTailer:
         self._open: dict[tuple[int, int], _OpenFile] = {}
         self._finished: deque[TailCheckpoint] = deque(maxlen=MAX_FINISHED_FILES)
         self._restored: dict[tuple[int, int], TailCheckpoint] = {}
+        # Compressed files read to their end, by (device, inode): their size and mtime then.
+        self._done_compressed: dict[tuple[int, int], tuple[int, int]] = {}
         for saved in checkpoints:
             if saved.finished:
                 self._finished.append(saved)
@@ -407,8 +409,8 @@ class LogTailer:
             if current is None and state.detached_at is None:
                 state.detached_at = now
                 log.info("log file %s was rotated or removed; draining it before closing", state.path)
-            elif current is not None:
-                state.detached_at = None
+            elif current is not None and not (state.compressed and state.exhausted):
+                state.detached_at = None  # a compressed file read to its end closes all the same
             yield from self._read_open(state, now, batched)
             if state.drained and state.detached_at is not None and \
                     now - max(state.detached_at, state.last_growth) >= self.rotate_wait_secs:
@@ -421,8 +423,10 @@ class LogTailer:
 
         # Files seen for the first time. Those with a checkpoint of their own inode go first,
         # so that a copy listed before its original is taken for the copy.
+        for key in [key for key in self._done_compressed if key not in found]:
+            del self._done_compressed[key]
         for key, path in sorted(found.items(), key=lambda item: (item[0] not in self._restored, item[1])):
-            if key not in self._open:
+            if key not in self._open and not self._compressed_done(key, path):
                 state = self._open_new(key, path, now)
                 if state is not None:
                     yield from self._read_open(state, now, batched)
@@ -528,6 +532,40 @@ class LogTailer:
         self.stats.files_opened += 1
         log.info("following log file %s from offset %d", path, offset)
         return state
+
+    def _compressed_done(self, key: tuple[int, int], path: str) -> bool:
+        """Return whether ``path`` is a compressed file read to its end before, unchanged since.
+
+        Such a file is not opened again: finding it would cost two decompressions of the
+        whole file and an open descriptor for as long as a pattern matches it. After a
+        restart, a finished checkpoint of the same inode vouches for it once its first bytes
+        are checked, which decompresses only those.
+        """
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False
+        known = self._done_compressed.get(key)
+        if known is not None:
+            if known == (info.st_size, info.st_mtime_ns):
+                return True
+            del self._done_compressed[key]
+            return False
+        for done in self._finished:
+            if not (done.compressed and (done.device, done.inode) == key and done.fingerprint_size):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return False
+            try:
+                head = _gzip_head(fd, verify=False)
+            finally:
+                os.close(fd)
+            if head is not None and _matches(head, done.fingerprint, done.fingerprint_size):
+                self._done_compressed[key] = (info.st_size, info.st_mtime_ns)
+                return True
+        return False
 
     def _copies_open_file(self, head: bytes) -> bool:
         """Return whether ``head`` is the start of a file that is open.
@@ -948,6 +986,12 @@ class LogTailer:
         if state.gzip_reader is not None:
             state.gzip_reader.close()
             state.gzip_reader = None
+        if state.compressed and state.exhausted:
+            try:
+                info = os.fstat(state.fd)
+                self._done_compressed[key] = (info.st_size, info.st_mtime_ns)
+            except OSError:
+                pass
         os.close(state.fd)
         self.stats.files_closed += 1
         self._count_behind(state.path)

@@ -158,6 +158,48 @@ def test_gzip_backlog_decompressed_once(tmp_path: Path, monkeypatch: pytest.Monk
     assert tailer.stats.bytes_read == 3_000_000
 
 
+def test_gzip_file_read_to_end_not_opened_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archive that a pattern keeps matching is decompressed once and holds no descriptor after."""
+    path = tmp_path / "conn.00:00:00-01:00:00.log.gz"
+    path.write_bytes(gzip.compress(LINE * 1000))
+    heads = []
+    gzip_head = tailer_module._gzip_head
+    monkeypatch.setattr(tailer_module, "_gzip_head", lambda fd, verify=True: heads.append(verify) or gzip_head(fd, verify=verify))
+    tailer = LogTailer([str(tmp_path / "*.log.gz")], use_inotify=False, rotate_wait_secs=0)
+
+    counts = [poll_counts(tailer)[0] for _ in range(5)]
+    still_open = len(tailer._open)
+    saved = tailer.checkpoints()
+    tailer.close()
+    heads.clear()
+    restarted = LogTailer([str(tmp_path / "*.log.gz")], use_inotify=False, rotate_wait_secs=0, checkpoints=saved)
+    after_restart = [poll_counts(restarted)[0] for _ in range(3)]
+    open_after_restart = len(restarted._open)
+    restarted.close()
+
+    assert counts == [1000, 0, 0, 0, 0]
+    assert still_open == 0
+    assert after_restart == [0, 0, 0]
+    assert open_after_restart == 0
+    assert heads == [False]  # one look at the first bytes, no decompression of the whole file
+
+
+def test_gzip_file_replaced_at_same_inode_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "app.log.gz"
+    path.write_bytes(gzip.compress(LINE * 10))
+    tailer = LogTailer([str(tmp_path / "*.gz")], use_inotify=False, rotate_wait_secs=0)
+    first = [poll_counts(tailer)[0] for _ in range(2)]
+    with path.open("r+b") as stream:  # same inode, other content
+        stream.truncate(0)
+        stream.write(gzip.compress((b"z" * 99 + b"\n") * 7))
+
+    second = [poll_counts(tailer)[0] for _ in range(2)]
+    tailer.close()
+
+    assert first == [10, 0]
+    assert second == [7, 0]
+
+
 def test_gzip_poll_abandoned_midway_loses_and_repeats_nothing(tmp_path: Path) -> None:
     path = tmp_path / "app.log.gz"
     path.write_bytes(gzip.compress(b"".join(b"%099d\n" % number for number in range(30_000))))

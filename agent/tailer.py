@@ -21,7 +21,8 @@ in practice:
   checkpoints passed at a restart included. A copy of a known file is read only past the
   offset that was reached in the original, so no line is read twice and lines written just
   before the rotation are read once. A plain copy shorter than that offset is still being
-  written, so it is left alone until it has grown past it.
+  written, so it is left alone until it has grown past it. A compressed file is closed
+  once read to its end and is not opened again while its size and mtime stay the same.
 
 After a restart a checkpointed file is resumed when its inode still has the same first
 bytes and a line ends just before the saved offset. When the file was renamed, copied or

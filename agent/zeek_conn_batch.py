@@ -1,10 +1,10 @@
 """Add blocks of Zeek TSV ``conn`` lines to per-entity windows without a connection per line.
 
 :mod:`agent.zeek_conn` builds one :class:`agent.network.Connection` per line, and the window
-accumulator then reads it back. Here a run of data lines is split once, each needed column is
-taken as a list, and every check of the conn fast path is made on whole columns. Rows are
-oriented and grouped by (entity, window) with numpy, and each group is added to its
-accumulator with a few list and ``Counter`` calls.
+accumulator then reads it back. Here a run of data lines is encoded once and split into
+columns by :mod:`agent.zeek_tsv_bytes`, and every check of the conn fast path is made on
+whole columns of bytes. Rows are oriented and grouped by (entity, window) with numpy, and
+each group is added to its accumulator with a few list and ``Counter`` calls.
 
 A run that any check rejects, header lines and blank lines go through
 :func:`agent.zeek_conn.iter_connections` instead, one connection at a time. Every check is the
@@ -14,32 +14,33 @@ every window gets the same state: groups keep line order, and sums are taken in 
 
 from __future__ import annotations
 
-import re
+from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
-from itertools import compress
 from operator import add
 
 import numpy as np
 
 from agent.features import WindowAccumulator
 from agent.network import FAILED_CONN_STATES, Connection, InternalNetworks, OrientationStats
-from agent.zeek_conn import _TS_MAX_SECS, RecordCallback, _ConnPlan, _plan, iter_connections
+from agent.zeek_conn import _PLAIN_SECONDS, _TS_MAX_SECS, RecordCallback, _ConnPlan, _plan, iter_connections
 from agent.zeek_records import MalformedLineReporter, ParseStats
 from agent.zeek_tsv import TsvHeader
+from agent.zeek_tsv_bytes import TsvRunBytes, split_run
 from agent.zeek_values import unescape
 
 __all__ = ["BlockCounts", "add_tsv_lines_to_windows"]
 
-# A column of plain Zeek times joined by newlines, each ended by one (see _PLAIN_SECONDS).
-_PLAIN_SECONDS_COLUMN = re.compile(r"(?:[0-9]+(?:\.[0-9]{0,6})?\n)*")
+# Zeek writes times with six decimals. A time with more takes the line path, as in _PLAIN_SECONDS.
+_MAX_TS_DECIMALS = 6
 
-# Longer digit strings may not fit numpy's int64, so their runs take the line path.
-_MAX_INT64_DIGITS = 18
+# Decimals of a duration that float() reads. plain_decimals converts any number of them
+# exactly while the digits fit, so the bound is only the digit limit.
+_MAX_DURATION_DECIMALS = 18
 
 # Longer runs of data lines are read in parts of this many lines, which bounds the memory of
-# the split values: an estimated 20 MiB of Python strings for 23-column conn lines.
+# the run's bytes and position arrays: an estimated 15 MiB for 23-column conn lines.
 _MAX_RUN_LINES = 1 << 14
 
 AccumulatorFor = Callable[[str, int], WindowAccumulator]
@@ -174,7 +175,7 @@ def _current_plan(header: TsvHeader, default_path: str) -> _ConnPlan | None:
     return _plan(header.layout)
 
 
-def _add_run(  # noqa: C901 - one check per column kind, in the fast path's order
+def _add_run(
     texts: list[str],
     plan: _ConnPlan,
     header: TsvHeader,
@@ -185,91 +186,88 @@ def _add_run(  # noqa: C901 - one check per column kind, in the fast path's orde
     time_shift_secs: float,
 ) -> bool:
     """Add a run of data lines if every row passes the fast path's checks, and return whether it did."""
-    separator, width, unset, count = header.separator, plan.width, plan.unset, len(texts)
+    unset, count = plan.unset, len(texts)
 
-    # Every line must split into the declared columns. Then one split of the joined run
-    # lines the columns up.
-    joined = "\n".join(texts) + "\n"
-    buffer = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    separators_before = np.searchsorted(np.flatnonzero(buffer == ord(separator)), np.flatnonzero(buffer == 10))
-    if not (np.diff(separators_before, prepend=0) == width - 1).all():
+    # Every line must split into the declared columns.
+    run = split_run(texts, header.separator, plan.width)
+    if run is None:
         return False
-    values = joined[:-1].replace("\n", separator).split(separator)
-
-    def column(index: int) -> list[str]:
-        return values[index::width]
-
-    distinct_of: dict[int, set[str]] = {}
-
-    def distinct_values(index: int) -> set[str]:
-        found = distinct_of.get(index)
-        if found is None:
-            found = distinct_of[index] = set(column(index))
-        return found
 
     # Times in the plain form only, inside the plausible range.
-    ts_texts = column(plan.ts)
-    if _PLAIN_SECONDS_COLUMN.fullmatch("\n".join(ts_texts) + "\n") is None:
-        return False
-    ts = np.fromiter(map(float, ts_texts), dtype=np.float64, count=count)
+    ts, plain = run.plain_decimals(plan.ts, max_decimals=_MAX_TS_DECIMALS)
+    for row in np.flatnonzero(~plain).tolist():
+        text = run.text(plan.ts, row)
+        if _PLAIN_SECONDS.fullmatch(text) is None:
+            return False
+        ts[row] = float(text)
     if not (ts < _TS_MAX_SECS).all():
         return False
 
-    # Counts, ports and booleans are checked by the general converters' rules. Other typed columns are converted.
-    # A count is the unset token or ASCII digits, so the other distinct values, joined, are all digits.
-    for index in plan.counts(range(width)):
-        numbers = distinct_values(index) - {unset}
-        joined_numbers = "".join(numbers)
-        if numbers and ("" in numbers or not (joined_numbers.isdigit() and joined_numbers.isascii())):
-            return False
-    if plan.bools is not None and not all(plan.bool_tokens.issuperset(column(i)) for i in plan.bools(range(width))):
+    # Counts, ports and booleans are checked by the general converters' rules. Other typed
+    # columns are converted, each distinct value once.
+    if not all(run.all_digits_or(index, unset) for index in plan.counts(range(plan.width))):
         return False
-    for index, convert in plan.checked:
-        try:
-            for value in column(index):
+    if plan.bools is not None and not all(run.all_in(index, plan.bool_tokens) for index in plan.bools(range(plan.width))):
+        return False
+    try:
+        for index, convert in plan.checked:
+            for value in run.factorize([index])[1]:
                 if value != unset:
                     convert(value)
-        except (ValueError, OverflowError):
-            return False
-    try:
-        durations = _convert_column(column(plan.duration), float, unset, 0.0, np.float64)
-    except ValueError:
+    except (ValueError, OverflowError):
+        return False
+    durations = _durations(run, plan.duration, unset)
+    if durations is None:
         return False
 
     # Addresses come from the orientation cache. An invalid one sends the run to the line path.
     # Rows refer to addresses by the code of their normalised name, so that texts written
     # differently for one address (IPv6 forms) make one entity.
     classified, classify = internal._classified, internal.classify
-    texts_of_sides = (column(plan.orig_h), column(plan.resp_h))
-    distinct = list(set(texts_of_sides[0]).union(texts_of_sides[1]))
+    codes, distinct = run.factorize([plan.orig_h, plan.resp_h])
     classes = [classified.get(text) or classify(text) for text in distinct]
     if None in classes:
         return False
-    code_of = {text: code for code, text in enumerate(distinct)}
     name_codes: dict[str, int] = {}
     name_of_text = np.array([name_codes.setdefault(found[0], len(name_codes)) for found in classes], dtype=np.int64)
     names = np.array(list(name_codes), dtype=object)
     internal_flags = np.array([found[1] for found in classes], dtype=bool)
     shareable_flags = np.array([found[2] for found in classes], dtype=bool)
-    sides = []
-    for texts_of_side in texts_of_sides:
-        codes = np.fromiter(map(code_of.__getitem__, texts_of_side), dtype=np.int64, count=count)
-        sides.append((name_of_text[codes], internal_flags[codes], shareable_flags[codes]))
+    sides = [(name_of_text[side], internal_flags[side], shareable_flags[side])
+             for side in (codes[:count], codes[count:])]
+
+    # Ports and byte counts, checked as digits above, fit int64 below 19 digits.
     integers = {}
     for name, index in (("orig_p", plan.orig_p), ("resp_p", plan.resp_p), ("orig_bytes", plan.orig_bytes),
                         ("resp_bytes", plan.resp_bytes)):
-        if max(map(len, distinct_values(index))) > _MAX_INT64_DIGITS:
+        values = run.integers(index, unset, -1)
+        if values is None:
             return False
-        integers[name] = _convert_column(column(index), int, unset, -1, np.int64, distinct_values(index))
-    states = column(plan.conn_state)
-    failed = np.fromiter(map(FAILED_CONN_STATES.__contains__, states), dtype=bool, count=count)
-    if "\\" in "".join(states):
-        failed |= np.array(["\\" in s and unescape(s) in FAILED_CONN_STATES for s in states], dtype=bool)
+        integers[name] = values
+    state_codes, states = run.factorize([plan.conn_state])
+    failed_states = np.array([_is_failed(state) for state in states], dtype=bool)
 
     stats.records += count
-    _orient_and_add(ts + time_shift_secs if time_shift_secs else ts, sides, integers, durations, failed, names,
-                    orientation, adder)
+    _orient_and_add(ts + time_shift_secs if time_shift_secs else ts, sides, integers, durations,
+                    failed_states[state_codes], names, orientation, adder)
     return True
+
+
+def _durations(run: TsvRunBytes, column: int, unset: str) -> np.ndarray | None:
+    """Return the durations as the line path's ``float`` reads them, 0.0 when unset, or None if one is invalid."""
+    durations, plain = run.plain_decimals(column, max_decimals=_MAX_DURATION_DECIMALS)
+    unset_rows = run.equals(column, unset)
+    durations[unset_rows] = 0.0
+    try:
+        for row in np.flatnonzero(~(plain | unset_rows)).tolist():
+            durations[row] = float(run.text(column, row))
+    except ValueError:
+        return None
+    return durations
+
+
+def _is_failed(state: str) -> bool:
+    return state in FAILED_CONN_STATES or ("\\" in state and unescape(state) in FAILED_CONN_STATES)
 
 
 def _orient_and_add(ts: np.ndarray, sides: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -311,14 +309,6 @@ def _orient_and_add(ts: np.ndarray, sides: list[tuple[np.ndarray, np.ndarray, np
     _add_groups(columns.select(keep), names, adder)
 
 
-def _convert_column(texts: list[str], convert: Callable[[str], object], unset: str, unset_value: object,
-                    dtype: type, distinct: set[str] | None = None) -> np.ndarray:
-    """Convert each distinct value once, because runs repeat ports, byte counts and durations a lot."""
-    values = {text: convert(text) for text in (distinct if distinct is not None else set(texts)) if text != unset}
-    values[unset] = unset_value
-    return np.fromiter(map(values.__getitem__, texts), dtype=dtype, count=len(texts))
-
-
 class _Columns:
     """Columns of a run's connections: one array per field, in line order."""
 
@@ -344,43 +334,54 @@ def _add_groups(columns: _Columns, names: np.ndarray, adder: _WindowAdder) -> No
     # into a list once, so a group is then a slice of every list.
     order = np.lexsort((starts, entity_codes))
     sorted_codes, sorted_starts = entity_codes[order], starts[order]
-    bounds = (np.flatnonzero((np.diff(sorted_codes) != 0) | (np.diff(sorted_starts) != 0)) + 1).tolist()
-    firsts = [0] + bounds
-    ts, peers, ports = columns.ts[order].tolist(), names[columns.peer[order]].tolist(), columns.port[order].tolist()
-    durations, group_starts = columns.duration[order].tolist(), sorted_starts.tolist()
-    sorted_entities = names[sorted_codes].tolist()
-    shareable = columns.shareable[order]
-    all_shareable, shareable = bool(shareable.all()), shareable.tolist()
-    all_ports_set = bool((columns.port >= 0).all())
+    firsts = np.flatnonzero(np.concatenate(([True], (np.diff(sorted_codes) != 0) | (np.diff(sorted_starts) != 0))))
+    ends = np.append(firsts[1:], len(order))
+    ts, durations = columns.ts[order].tolist(), columns.duration[order].tolist()
+    peer_codes = columns.peer[order]
+    peers = names[peer_codes].tolist()
+
+    # Unset ports and unshareable peers are left out of their counters. The kept values of
+    # each group are a slice of one list of kept values.
+    sorted_ports = columns.port[order]
+    port_kept, port_firsts, port_ends = _kept_bounds(sorted_ports >= 0, firsts)
+    ports = (sorted_ports if port_kept is None else sorted_ports[port_kept]).tolist()
+    remote_kept, remote_firsts, remote_ends = _kept_bounds(columns.shareable[order], firsts)
+    remotes = peers if remote_kept is None else names[peer_codes[remote_kept]].tolist()
 
     # Integer sums of each group at once. They are exact, so their order does not matter.
     bytes_out = _group_sums(columns.bytes_out[order], firsts)
     bytes_in = _group_sums(columns.bytes_in[order], firsts)
     failed = _group_sums(columns.failed[order].astype(np.int64), firsts)
-    for group, (first, end) in enumerate(zip(firsts, bounds + [len(order)])):
-        accumulator = adder.accumulator_for(sorted_entities[first], group_starts[first])
+    groups = zip(names[sorted_codes[firsts]].tolist(), sorted_starts[firsts].tolist(), firsts.tolist(), ends.tolist(),
+                 port_firsts, port_ends, remote_firsts, remote_ends, bytes_out, bytes_in, failed)
+    accumulator_for, count_into = adder.accumulator_for, _count_elements
+    for entity, start, first, end, port_first, port_end, remote_first, remote_end, sent, received, failures in groups:
+        accumulator = accumulator_for(entity, start)
         accumulator.timestamps.extend(ts[first:end])
-        group_peers = peers[first:end]
-        accumulator.peers.update(group_peers)
-        if all_ports_set:
-            accumulator.ports.update(ports[first:end])
-        else:
-            accumulator.ports.update([port for port in ports[first:end] if port >= 0])
-        accumulator.bytes_out += bytes_out[group]
-        accumulator.bytes_in += bytes_in[group]
-        accumulator.failed += failed[group]
+        accumulator.peers.update(peers[first:end])
+        count_into(accumulator.ports, ports[port_first:port_end])
+        accumulator.bytes_out += sent
+        accumulator.bytes_in += received
+        accumulator.failed += failures
         accumulator.duration_sum = reduce(add, durations[first:end], accumulator.duration_sum)
-        if all_shareable:
-            accumulator.remotes.update(group_peers)
-        else:
-            accumulator.remotes.update(compress(group_peers, shareable[first:end]))
+        count_into(accumulator.remotes, remotes[remote_first:remote_end])
 
 
-def _group_sums(values: np.ndarray, firsts: list[int]) -> list[int]:
+def _kept_bounds(kept: np.ndarray, firsts: np.ndarray) -> tuple[np.ndarray | None, list[int], list[int]]:
+    """Return the rows kept (None for all of them) and where each group's rows start and end among them."""
+    if kept.all():
+        bounds = firsts.tolist()
+        return None, bounds, bounds[1:] + [len(kept)]
+    kept_before = np.concatenate(([0], np.cumsum(kept)))
+    bounds = kept_before[firsts].tolist()
+    return kept, bounds, bounds[1:] + [int(kept_before[-1])]
+
+
+def _group_sums(values: np.ndarray, firsts: np.ndarray) -> list[int]:
     """Return the sum of each group of non-negative ``values`` that starts at an index of ``firsts``, as Python ints."""
     # int64 sums are exact below 2**63. A run whose sum could reach it is summed as Python ints.
     if len(values) and int(values.max()) * len(values) >= 1 << 63:
-        ends = firsts[1:] + [len(values)]
+        bounds = firsts.tolist() + [len(values)]
         as_list = values.tolist()
-        return [sum(as_list[first:end]) for first, end in zip(firsts, ends)]
+        return [sum(as_list[first:end]) for first, end in zip(bounds, bounds[1:])]
     return np.add.reduceat(values, firsts).tolist()

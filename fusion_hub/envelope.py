@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fusion_hub.envelope_fast import split_members_fast
 from fusion_hub.errors import EnvelopeInvalid
@@ -35,14 +34,14 @@ _WHITESPACE = " \t\n\r"
 MAX_MEMBER_DEPTH = 64
 
 
-@dataclass(frozen=True)
-class RawObject:
+class RawObject(NamedTuple):
     """One member of the envelope's ``objects`` array.
 
     ``value`` is the parsed member, or None when the strict parse failed for the reason in
     ``error``. ``plain_json`` is True when the text shows that orjson with sorted keys writes
     ``value`` in RFC 8785 form (see ``privacy.signing.canonical_json``). False means unknown.
-    ``canonical`` is that RFC 8785 form when the parser has already written it.
+    ``canonical`` is that RFC 8785 form when the parser has already written it. A named tuple
+    rather than a frozen dataclass, because it is built several times faster.
     """
 
     text: str

@@ -184,10 +184,12 @@ class PostgresHubStorage(SQLStorage):
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                f"(in: {sql.split()[0]})") from err
 
-    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         try:
             with self._conn.cursor() as cursor:
                 cursor.executemany(_native(sql), rows)
+                # psycopg (checked with 3.3) sums the rows changed by every execution into rowcount.
+                return cursor.rowcount
         except psycopg.Error as err:
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                f"(in: {sql.split()[0]})") from err

@@ -177,8 +177,8 @@ class SQLStorage(HubStorage):
         """Run one statement with ``?`` markers; return the cursor; raise StorageError."""
 
     @abc.abstractmethod
-    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement once per row of parameters; raise StorageError."""
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement once per row and return the rows changed, or raise StorageError."""
 
     @abc.abstractmethod
     def _rollback(self) -> None:
@@ -282,17 +282,29 @@ class SQLStorage(HubStorage):
             return outcomes
 
     def _insert_new_objects(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
-        """Insert rows unless their id and version exist; return ``(id, version_us)`` inserted."""
-        inserted: set[tuple[str, int]] = set()
-        for row in rows:
-            cursor = self._execute(
-                f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (collection_id, id, version_us) DO NOTHING",
-                row,
-            )
-            if cursor.rowcount == 1:
-                inserted.add((row[1], row[2]))
-        return inserted
+        """Insert rows unless their id and version exist; return ``(id, version_us)`` inserted.
+
+        The rows share one collection and carry consecutive ``date_added`` values reserved by
+        this transaction.
+        """
+        if not rows:
+            return set()
+        changed = self._executemany(
+            f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (collection_id, id, version_us) DO NOTHING",
+            rows,
+        )
+        if changed == len(rows):
+            return {(row[1], row[2]) for row in rows}
+
+        # No other row can have a date_added of the reserved range, so the rows found there
+        # are the ones this statement inserted.
+        found = self._execute(
+            "SELECT id, version_us FROM objects WHERE collection_id = ? "
+            "AND date_added_us BETWEEN ? AND ?",
+            (rows[0][0], rows[0][3], rows[-1][3]),
+        ).fetchall()
+        return {(object_id, int(version_us)) for object_id, version_us in found}
 
     def _stored_digests(
         self, collection_id: str, keys: Sequence[tuple[str, int]]

@@ -92,9 +92,10 @@ class SQLiteHubStorage(SQLStorage):
         except sqlite3.Error as err:
             raise StorageError(f"hub database {self.path}: {err} (in: {sql.split()[0]})") from err
 
-    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         try:
-            self._conn.executemany(sql, rows)
+            # sqlite3 sums the rows changed by every execution into rowcount.
+            return self._conn.executemany(sql, rows).rowcount
         except sqlite3.Error as err:
             raise StorageError(f"hub database {self.path}: {err} (in: {sql.split()[0]})") from err
 

@@ -13,6 +13,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 # Checked before ``datetime.fromisoformat``, which also takes forms STIX does not allow
 # (a space for ``T``, offsets, dates alone).
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z", re.ASCII)
@@ -42,9 +43,13 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def to_micros(moment: datetime) -> int:
-    """Return an aware datetime as integer microseconds since the Unix epoch."""
-    delta = moment.astimezone(timezone.utc) - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    """Return an aware datetime as integer microseconds since the Unix epoch.
+
+    A naive datetime is read as local time, as ``datetime.astimezone`` reads it.
+    """
+    if moment.tzinfo is None:
+        moment = moment.astimezone(timezone.utc)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def from_micros(micros: int) -> datetime:

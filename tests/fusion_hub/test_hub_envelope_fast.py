@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,6 +99,7 @@ def test_fast_split_matches_strict_parser(body: bytes) -> None:
     for (_, value, plain, canonical), reference in zip(fast, strict):
         assert not plain or reference.plain_json
         if plain:
+            assert canonical == rfc8785.dumps(value)
             assert canonical == canonical_json(value, plain=False)
         else:
             assert canonical is None

@@ -67,3 +67,4 @@ def test_plain_member_digest_matches_rfc8785(document: Any, ascii_only: bool) ->
     expected = rfc8785.dumps(member.value)
     assert orjson.dumps(member.value, option=orjson.OPT_SORT_KEYS) == expected
     assert canonical_json(member.value, plain=True) == expected
+    assert member.canonical in (None, expected)

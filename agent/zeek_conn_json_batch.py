@@ -370,8 +370,10 @@ def _check_addresses(origs: list[Any], resps: list[Any], rows: _Rows, internal: 
     try:
         found_values = set(origs).union(resps)
     except TypeError:
-        # A JSON array or object is unhashable, and no address either.
-        found_values = {value for value in origs + resps if type(value) is str}
+        # A JSON array or object is unhashable, and no address either, so it gets code 0 below.
+        origs = [value if type(value) is str else None for value in origs]
+        resps = [value if type(value) is str else None for value in resps]
+        found_values = set(origs).union(resps)
     distinct = [value for value in found_values if type(value) is str]
     classes = [classified.get(text) or classify(text) for text in distinct]
     name_codes: dict[str, int] = {}

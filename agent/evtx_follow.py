@@ -3,9 +3,11 @@
 An ``.evtx`` file is a header and 64 KiB chunks of binary records, not lines, so
 :class:`agent.tailer.LogTailer` leaves it alone. :class:`EvtxFollower` polls the files that
 match a source's patterns. When a file's size or modification time changed since the last
-poll, it reads the file again with the ``evtx`` binding and yields the records past the last
-EventRecordID read from it. The binding skips a chunk that is not whole yet, so a file copied
-in pieces is read one whole chunk at a time.
+poll, it reads the file's whole chunks with the ``evtx`` binding, one at a time, and yields
+the records past the last EventRecordID read from it. A chunk whose bytes are those read
+before, and whose records were all read, is not parsed again, so a large live file costs a
+checksum of each old chunk per change. A chunk that is not whole yet is left for a later
+poll, so a file copied in pieces is read one whole chunk at a time.
 
 A file is known by its first record, the EventRecordID and a SHA-256 of its XML, not by its
 path or inode. A file renamed, copied, or replaced by a longer copy with the same first records
@@ -29,13 +31,14 @@ import hashlib
 import logging
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import LogReadError
-from agent.events import LineReporter
-from agent.sysmon_files import EVTX_MAGIC, EvtxRecord, iter_evtx_records
+from agent.events import EventStats, LineReporter
+from agent.sysmon_files import EVTX_CHUNK_BYTES, EVTX_HEADER_BYTES, EVTX_MAGIC, EvtxRecord, read_evtx_chunk
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,22 @@ MAX_KNOWN_FILES = 256
 
 _CHANNEL = re.compile(r"<Channel>([^<]*)</Channel>")
 _COMPUTER = re.compile(r"<Computer>([^<]*)</Computer>")
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """What one read of a 64 KiB chunk found, kept to skip the chunk while its bytes stay the same.
+
+    ``positions`` counts its records and unreadable records, ``newest_id`` is its highest
+    record id (0 without records), ``first`` its first record, and ``trailing_failures`` the
+    unreadable records after its last readable one.
+    """
+
+    digest: int
+    positions: int
+    newest_id: int
+    first: EvtxRecord | None
+    trailing_failures: int
 
 
 @dataclass
@@ -90,6 +109,8 @@ class EvtxFollower:
         self._max_poll_bytes = max_poll_bytes
         # Path to (device, inode, size, mtime) at the last poll that read the file to its end.
         self._unchanged: dict[str, tuple[int, int, int, int]] = {}
+        # Path to what each whole chunk of the file held when it was last read.
+        self._chunks: dict[str, dict[int, _Chunk]] = {}
         # Path to the version of a file that could not be read, so it is reported once.
         self._unreadable: dict[str, tuple[int, int, int, int]] = {}
         self.behind = False
@@ -103,7 +124,10 @@ class EvtxFollower:
         """
         budget = self._max_poll_bytes
         self.behind = False
-        for path in self._discover():
+        paths = self._discover()
+        for gone in set(self._chunks).difference(paths):
+            del self._chunks[gone]
+        for path in paths:
             try:
                 info = os.stat(path)
                 with open(path, "rb") as stream:
@@ -156,25 +180,66 @@ class EvtxFollower:
         return paths
 
     def _read(self, path: str, reporter: LineReporter, budget: int) -> Iterator[tuple[str, EvtxRecord]]:
-        """Yield the new records of one file until ``budget`` bytes of XML; return the bytes yielded."""
+        """Yield the new records of one file until ``budget`` bytes of XML; return the bytes yielded.
+
+        The file is read one whole chunk at a time. A chunk whose bytes did not change since it
+        was read, and whose records were all read before, is skipped without being parsed.
+        """
         spent = 0
-        identity = None
-        after = 0
-        for record in iter_evtx_records(Path(path), reporter, check_chunks=False):
-            if identity is None:
-                identity = _identity(record)
-                after = self._start_after(identity, record, path)
-            if record.record_id <= after:
-                continue
-            if spent >= budget:
-                break
-            self._files[identity] = max(self._files.get(identity, 0), record.record_id)
-            self._files[identity] = self._files.pop(identity)  # the newest identity goes last
-            self._advance_mark(record)
-            if self._skip_existing:
-                continue
-            spent += len(record.xml)
-            yield path, record
+        known = self._chunks.get(path, {})
+        seen: dict[int, _Chunk] = {}
+        first: EvtxRecord | None = None
+        identity, after = None, 0
+        position, failures = 1, 0
+        with open(path, "rb") as stream:
+            header = stream.read(EVTX_HEADER_BYTES)
+            if len(header) < EVTX_HEADER_BYTES:
+                read_evtx_chunk(header, b"", path, reporter, first_position=position)  # raises LogReadError
+                return 0
+            index = -1
+            while len(chunk := stream.read(EVTX_CHUNK_BYTES)) == EVTX_CHUNK_BYTES:
+                index += 1
+                digest = zlib.crc32(chunk)
+                cached = known.get(index)
+                if cached is not None and cached.digest == digest:
+                    seen[index] = cached
+                    if first is None and cached.first is not None:
+                        first = cached.first
+                        identity = _identity(first)
+                        after = self._start_after(identity, first, path)
+                    if first is not None and cached.newest_id <= after:
+                        position += cached.positions
+                        failures = cached.trailing_failures if cached.first is not None else \
+                            failures + cached.positions
+                        continue
+                # A chunk parsed again unchanged reports no damaged record a second time.
+                chunk_reporter = reporter if cached is None or cached.digest != digest else \
+                    LineReporter(path, EventStats(), max_warnings=0)
+                found = read_evtx_chunk(header, chunk, path, chunk_reporter, first_position=position,
+                                        failures=failures)
+                seen[index] = _Chunk(digest, found.positions, max((r.record_id for r in found.records), default=0),
+                                     found.records[0] if found.records else None,
+                                     found.failures if found.records else 0)
+                position += found.positions
+                failures = found.failures
+                for record in found.records:
+                    if identity is None:
+                        first, identity = record, _identity(record)
+                        after = self._start_after(identity, record, path)
+                    if record.record_id <= after:
+                        continue
+                    if spent >= budget:
+                        known.update(seen)
+                        self._chunks[path] = known
+                        return spent
+                    self._files[identity] = max(self._files.get(identity, 0), record.record_id)
+                    self._files[identity] = self._files.pop(identity)  # the newest identity goes last
+                    self._advance_mark(record)
+                    if self._skip_existing:
+                        continue
+                    spent += len(record.xml)
+                    yield path, record
+        self._chunks[path] = seen
         while len(self._files) > MAX_KNOWN_FILES:
             del self._files[next(iter(self._files))]
         return spent

@@ -13,6 +13,7 @@ is parsed on its own, so one damaged record costs that record only.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Iterator
@@ -140,6 +141,47 @@ def iter_evtx_records(path: Path, reporter: LineReporter, *, check_chunks: bool 
             continue
         failures = 0
         yield EvtxRecord(int(record["event_record_id"]), record["timestamp"], record["data"])
+
+
+class EvtxChunk(NamedTuple):
+    """The records of one chunk, the positions it took (records and unreadable ones) and the failures in a row at its end."""
+
+    records: list[EvtxRecord]
+    positions: int
+    failures: int
+
+
+def read_evtx_chunk(header: bytes, chunk: bytes, path: str, reporter: LineReporter, *,
+                    first_position: int, failures: int = 0) -> EvtxChunk:
+    """Read one 64 KiB chunk of an ``.evtx`` file, with the file's header, as the binding reads it in the file.
+
+    Records are numbered from ``first_position`` in reports, so that a chunk read alone
+    reports the positions a read of the whole file would. ``failures`` carries the run of
+    unreadable records over from the chunk before.
+    """
+    from evtx import PyEvtxParser
+
+    try:
+        parser = PyEvtxParser(io.BytesIO(header + chunk))
+    except (OSError, RuntimeError) as err:
+        raise LogReadError(path, f"not a readable evtx file: {err}") from err
+    found, positions = [], 0
+    records = parser.records()
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return EvtxChunk(found, positions, failures)
+        except RuntimeError as err:
+            failures += 1
+            reporter.reject(first_position + positions, "invalid_record", f"evtx record unreadable: {err}")
+            positions += 1
+            if failures >= MAX_CONSECUTIVE_RECORD_ERRORS:
+                raise LogReadError(path, f"{failures} unreadable records in a row") from err
+            continue
+        positions += 1
+        failures = 0
+        found.append(EvtxRecord(int(record["event_record_id"]), record["timestamp"], record["data"]))
 
 
 def _check_whole_chunks(path: Path, position: int, reporter: LineReporter) -> None:

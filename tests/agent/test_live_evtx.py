@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 from agent.config import load_agent_config
+import agent.evtx_follow as evtx_follow
+from agent.events import EventStats, LineReporter
 from agent.evtx_follow import EvtxFollower
 from agent.live import LiveAgent, LiveSettings
 from agent.service import Agent
-from agent.sysmon_files import EvtxRecord
+from agent.sysmon_files import EvtxRecord, iter_evtx_records
 from privacy.random import seeded_random
 from tests.agent.test_live import write_config
 
@@ -189,3 +191,70 @@ def test_unknown_evtx_file_start(first: EvtxRecord, expected: int) -> None:
         "files": {}, "marks": {"pc1/Microsoft-Windows-Sysmon/Operational": [100, "2024-01-15T00:00:00.0000000Z UTC"]}})
 
     assert follower._start_after("unknown", first, "x.evtx") == expected
+
+
+def follow(follower: EvtxFollower, stats: EventStats) -> list[int]:
+    """Poll once and return the record ids yielded."""
+    return [found.record_id for _, found in follower.poll(lambda path: LineReporter(path, stats))]
+
+
+@pytest.mark.shared_data
+def test_evtx_unchanged_chunks_not_parsed_again(tmp_path: Path, sample: bytes,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    live_file = tmp_path / "sysmon.evtx"
+    live_file.write_bytes(sample[:HEADER] + chunks(sample, 0, 12))
+    parsed = []
+    read_chunk = evtx_follow.read_evtx_chunk
+    monkeypatch.setattr(evtx_follow, "read_evtx_chunk",
+                        lambda header, chunk, *args, **kwargs: parsed.append(chunk) or read_chunk(header, chunk, *args,
+                                                                                                  **kwargs))
+    follower, stats = EvtxFollower([str(tmp_path / "*.evtx")]), EventStats()
+
+    first = follow(follower, stats)
+    parsed_first = len(parsed)
+    with live_file.open("ab") as stream:
+        stream.write(chunks(sample, 12, 17))
+    grown = follow(follower, stats)
+
+    assert first == list(range(1, 476))
+    assert grown == list(range(476, 566))
+    assert parsed_first == 12
+    assert parsed[parsed_first:] == [chunks(sample, i, i + 1) for i in range(12, 17)]
+
+
+@pytest.mark.shared_data
+def test_evtx_chunk_rewritten_in_place_read_again(tmp_path: Path, sample: bytes) -> None:
+    """Windows fills the newest chunk in place, so a chunk of the same size can hold new records."""
+    live_file = tmp_path / "sysmon.evtx"
+    live_file.write_bytes(sample[:HEADER] + chunks(sample, 0, 4) + b"\0" * CHUNK)
+    follower, stats = EvtxFollower([str(tmp_path / "*.evtx")]), EventStats()
+
+    before = follow(follower, stats)
+    with live_file.open("r+b") as stream:
+        stream.seek(HEADER + 4 * CHUNK)
+        stream.write(chunks(sample, 4, 5))
+    after = follow(follower, stats)
+
+    assert before == list(range(1, 163))
+    assert after == list(range(163, 203))
+    assert stats.errors == {}
+
+
+@pytest.mark.shared_data
+def test_evtx_damaged_chunk_reported_once_at_whole_file_position(tmp_path: Path, sample: bytes) -> None:
+    live_file = tmp_path / "sysmon.evtx"
+    damaged = sample[:HEADER] + chunks(sample, 0, 2) + b"x" * CHUNK + chunks(sample, 3, 5)
+    live_file.write_bytes(damaged)
+    follower, stats = EvtxFollower([str(tmp_path / "*.evtx")]), EventStats()
+    whole_file = EventStats()
+    list(iter_evtx_records(live_file, LineReporter(str(live_file), whole_file), check_chunks=False))
+
+    first = follow(follower, stats)
+    with live_file.open("ab") as stream:
+        stream.write(chunks(sample, 5, 6))
+    grown = follow(follower, stats)
+
+    assert first == [*range(1, 88), *range(125, 203)]
+    assert grown == list(range(203, 242))
+    assert stats.errors == whole_file.errors == {"invalid_record": 1}
+    assert [error.line for error in stats.kept] == [error.line for error in whole_file.kept] == [88]

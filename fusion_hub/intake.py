@@ -233,12 +233,13 @@ class Intake:
         """
         results: list[ObjectResult | None] = []
         passed: list[tuple[int, NewObject, str, str]] = []
+        collection_key = collection_id(collection)
         for index, raw in enumerate(objects):
             try:
                 obj, object_id, version, version_us = check_stix_object(raw, index)
                 check_collection_rules(collection, principal, obj, object_id)
                 self._check_secure_object(obj, object_id)
-                passed.append((index, _new_object(collection, raw, obj, principal, version_us),
+                passed.append((index, _new_object(collection_key, raw, obj, principal, version_us),
                                object_id, version))
                 results.append(None)
             except ObjectRejected as err:
@@ -272,14 +273,15 @@ class Intake:
                 outcomes: list[AddOutcome] = []
 
                 def store() -> None:
-                    outcome, _ = self.storage.add_object(_new_object(collection, raw, obj, principal, version_us))
+                    outcome, _ = self.storage.add_object(
+                        _new_object(collection_id(collection), raw, obj, principal, version_us))
                     outcomes.append(outcome)
 
                 if not self.secure.accept_message(principal, obj, store=store):
                     return ObjectResult(object_id, version, True, None, "accepted"), None
                 return _result_for(outcomes[0], object_id, version, round_text=None), None
             outcome, _ = self.storage.add_object(
-                _new_object(collection, raw, obj, principal, version_us))
+                _new_object(collection_id(collection), raw, obj, principal, version_us))
             return _result_for(outcome, object_id, version, round_text=None), None
         except ObjectRejected as err:
             version = _version_text(raw.value) or format_millis(request_time)
@@ -292,12 +294,13 @@ class Intake:
         if obj["type"] != SUMMARY_TYPE:
             check_collection_rules("summaries", principal, obj, object_id)
             outcome, _ = self.storage.add_object(
-                _new_object("summaries", raw, obj, principal, version_us))
+                _new_object(collection_id("summaries"), raw, obj, principal, version_us))
             return _result_for(outcome, object_id, version, round_text=None), None
 
         round_start = self.check_summary(principal, obj, object_id, request_time)
         outcome, _ = self.storage.add_summary(
-            _new_object("summaries", raw, obj, principal, version_us), site_id=principal.name,
+            _new_object(collection_id("summaries"), raw, obj, principal, version_us),
+            site_id=principal.name,
             round_start_us=to_micros(round_start), received_us=to_micros(request_time),
         )
         result = _result_for(outcome, object_id, version, round_text=obj["round_start"])
@@ -544,7 +547,7 @@ def _result_for(
 
 
 def _new_object(
-    collection: str, raw: RawObject, obj: dict[str, Any], principal: Principal,
+    collection_key: str, raw: RawObject, obj: dict[str, Any], principal: Principal,
     version_us: int | None,
 ) -> NewObject:
     try:
@@ -555,7 +558,7 @@ def _new_object(
     except rfc8785.CanonicalizationError as err:
         raise ObjectRejected(obj["id"], "not-stix",
                              f"object has no RFC 8785 canonical form: {err}") from err
-    return NewObject(collection_id(collection), obj["id"], obj["type"], obj["spec_version"],
+    return NewObject(collection_key, obj["id"], obj["type"], obj["spec_version"],
                      version_us, raw.text, digest, principal.name)
 
 

@@ -207,13 +207,16 @@ class PostgresHubStorage(SQLStorage):
                 f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) "
                 "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[], "
                 "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
-                "ON CONFLICT (collection_id, id, version_us) DO NOTHING RETURNING id, version_us",
+                "ON CONFLICT (collection_id, id, version_us) DO NOTHING",
                 columns, prepare=False,
             )
-            return {(object_id, int(version_us)) for object_id, version_us in cursor.fetchall()}
         except psycopg.Error as err:
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                "(in: INSERT objects)") from err
+        # Only an envelope with resends or conflicts needs to learn which rows went in.
+        if cursor.rowcount == len(rows):
+            return {(row[1], row[2]) for row in rows}
+        return self._keys_added(rows)
 
     def _stored_digests(
         self, collection_id: str, keys: Sequence[tuple[str, int]]

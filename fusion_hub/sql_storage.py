@@ -263,6 +263,9 @@ class SQLStorage(HubStorage):
                 first = self._reserve_date_added(collection, len(members))
                 rows = [_object_row(obj, first + offset) for offset, obj in enumerate(members)]
                 inserted = self._insert_new_objects(rows)
+                # As many keys inserted as rows means that every row went in.
+                if len(inserted) == len(rows):
+                    continue
 
                 # Rows already stored (before or earlier in this batch): same content is a
                 # resend, other content a conflict. Of rows sharing an id and version, only the
@@ -296,9 +299,14 @@ class SQLStorage(HubStorage):
         )
         if changed == len(rows):
             return {(row[1], row[2]) for row in rows}
+        return self._keys_added(rows)
 
-        # No other row can have a date_added of the reserved range, so the rows found there
-        # are the ones this statement inserted.
+    def _keys_added(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
+        """Return ``(id, version_us)`` of the rows that this transaction just inserted.
+
+        No other row can have a ``date_added`` in the range the transaction reserved for
+        ``rows``, so the rows found there are the ones it inserted.
+        """
         found = self._execute(
             "SELECT id, version_us FROM objects WHERE collection_id = ? "
             "AND date_added_us BETWEEN ? AND ?",

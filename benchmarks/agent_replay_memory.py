@@ -93,11 +93,11 @@ def write_agent_config(folder: Path, log: Path, *, detector: str, budget_epsilon
     return path
 
 
-def run_measured(command: list[str], env: dict[str, str]) -> dict[str, object]:
-    """Run ``command`` to its end and return its exit status, CPU seconds, peak RSS and output."""
+def run_measured(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
+    """Run ``command`` in ``cwd`` to its end and return its exit status, CPU seconds, peak RSS and output."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
-        child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        child = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - started
@@ -146,7 +146,9 @@ def main() -> int:
                               "--config", str(config)]
         results: dict[str, dict[str, object]] = {}
         for label, command in commands.items():
-            results[label] = run_measured(command, env)
+            # The children run in the temporary folder, so that ``python -c`` and ``-m`` import fti
+            # from the installation or PYTHONPATH, not from the caller's working directory.
+            results[label] = run_measured(command, env, folder)
             print(json.dumps({"name": label, **results[label]}))
 
         replay = results["replay"]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.features import WindowAccumulator
 from agent.network import InternalNetworks, OrientationStats
@@ -71,8 +75,12 @@ def windows_both(lines: list[str], *, block_lines: int, shift_secs: float = 0.0,
 
 
 def _comparable(accumulator: WindowAccumulator) -> dict:
-    """The accumulator's fields, with the insertion order of its counters, on which float sums depend."""
+    """The accumulator's fields, with the insertion order of its counters, on which float sums depend.
+
+    The duration sum is compared by its repr, which distinguishes every double and makes NaN equal to itself.
+    """
     state = asdict(accumulator)
+    state["duration_sum"] = repr(accumulator.duration_sum)
     state["ports"] = list(accumulator.ports.items())
     state["remotes"] = list(accumulator.remotes.items())
     return state
@@ -165,3 +173,121 @@ def test_block_path_changed_row_matches_fast_path(shared_data_dir: Path, changes
 
     assert batch == general
     assert general[0]
+
+
+# Values of the columns the checks read: the forms Zeek writes, and forms of damaged or foreign
+# lines that some check must reject or that Python's own rules read differently.
+DECIMALS = st.one_of(
+    st.from_regex(r"[0-9]{1,12}(\.[0-9]{0,9})?", fullmatch=True),
+    st.decimals(min_value=0, max_value=10**11, places=6, allow_nan=False, allow_infinity=False).map(str),
+    st.sampled_from(["-", "", "(empty)", ".5", "5.", "0.", "00001655071198.444458", "1655071198.4444589",
+                     "1.655071198444458e+09", "9007199254740993", "9007199254740993.5", "123456789012345678.9",
+                     "1234567890123456789", "0.1234567890123456789", "inf", "nan", "-1.5", "+1.5", " 1.5", "1.5 ",
+                     "1_000.5", "\u0661.\u0665", "1..5", "1.5.", "0x10", "1e5", "5000000000.0"]),
+)
+DIGITS = st.one_of(
+    st.from_regex(r"[0-9]{1,20}", fullmatch=True),
+    st.sampled_from(["-", "", "(empty)", "0080", "\u0661\u0662", "+5", "-1", " 5", "5 ", "0x1F", "1.0", "5\u00e9",
+                     "9" * 18, "9" * 19, "1" + "0" * 70]),
+)
+ADDRESSES = st.sampled_from([
+    "147.32.81.167", "147.32.81.12", "40.74.108.123", "8.8.8.8", "10.0.0.1", "147.032.081.167",
+    "::ffff:147.32.81.167", "2001:db8::1", "2001:DB8::1", "2001:db8:0::1", "fe80::1%eth0", "fe80::1%" + "x" * 80,
+    "999.1.1.1", "1.2.3.4\x00", "\u00e9.1.1.1", "-", "", "(empty)", "not an address",
+])
+STATES = st.sampled_from(["S0", "SF", "REJ", "OTH", "RSTO", "\\x53\\x30", "\\x52EJ", "S0 ", "s0", "\\\\", "\\x", "-",
+                          "", "(empty)", "\u00e9", "S\ufffd"])
+BOOLS = st.sampled_from(["T", "F", "-", "", "t", "TRUE", "(empty)"])
+OTHER_TEXTS = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n\r"), max_size=8)
+COLUMN_VALUES = {"ts": DECIMALS, "duration": DECIMALS, "id.orig_p": DIGITS, "id.resp_p": DIGITS,
+                 "orig_bytes": DIGITS, "resp_bytes": DIGITS, "missed_bytes": DIGITS, "orig_pkts": DIGITS,
+                 "id.orig_h": ADDRESSES, "id.resp_h": ADDRESSES, "conn_state": STATES, "local_orig": BOOLS,
+                 "history": OTHER_TEXTS, "service": OTHER_TEXTS}
+
+
+@st.composite
+def hostile_rows(draw: st.DrawFn, rows: list[list[str]], names: list[str]) -> list[str]:
+    """Draw real rows, some with hostile values in a few columns, some with a column too many or too few."""
+    lines = []
+    for _ in range(draw(st.integers(min_value=1, max_value=60))):
+        values = list(draw(st.sampled_from(rows)))
+        for name in draw(st.lists(st.sampled_from(sorted(COLUMN_VALUES)), max_size=3)):
+            values[names.index(name)] = draw(COLUMN_VALUES[name])
+        change = draw(st.sampled_from(["none"] * 8 + ["drop", "add"]))
+        if change == "drop":
+            del values[draw(st.integers(min_value=0, max_value=len(values) - 1))]
+        elif change == "add":
+            values.append(draw(OTHER_TEXTS))
+        lines.append("\t".join(values))
+    return lines
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_block_path_hostile_rows_match_fast_path(shared_data_dir: Path, data: st.DataObject) -> None:
+    """Real rows with hostile values, in blocks of any size, give the windows of the fast path."""
+    lines = read_lines(shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled", 300)
+    header = [text for text in lines if text.startswith("#") and not text.startswith("#close")]
+    names = next(text for text in header if text.startswith("#fields")).split("\t")[1:]
+    rows = [text.split("\t") for text in lines if text and not text.startswith("#")]
+
+    block = header + data.draw(hostile_rows(rows, names))
+    general, batch = windows_both(block, block_lines=data.draw(st.integers(min_value=1, max_value=len(block))))
+
+    assert batch == general
+
+
+# Values the fast path accepts although Zeek would not write them so, each read by the rule of
+# its column: Python's float for durations, digits for counts, ipaddress for addresses.
+ODD_VALID_VALUES = {
+    "ts": st.one_of(st.from_regex(r"1[0-9]{9}(\.[0-9]{0,6})?", fullmatch=True),
+                    st.sampled_from(["0001655071198.444458", "1655071198.", "1655071198", "0.000001"])),
+    "duration": st.one_of(DECIMALS.filter(lambda text: text == "-" or _is_float(text)),
+                          st.sampled_from(["1e5", " 1.5", "1_000.5", "\u0661.\u0665", "-0.0", "inf", "9" * 30])),
+    "id.orig_p": st.sampled_from(["0", "0080", "65535", "-", "9" * 18]),
+    "orig_bytes": st.one_of(st.from_regex(r"[0-9]{1,18}", fullmatch=True), st.just("-")),
+    "resp_bytes": st.sampled_from(["0", "-", "000000000000000001", "999999999999999999"]),
+    "missed_bytes": st.one_of(st.from_regex(r"[0-9]{1,40}", fullmatch=True), st.just("-")),
+    "id.resp_h": st.sampled_from(["40.74.108.123", "2001:db8::1", "2001:DB8:0::1", "::ffff:8.8.8.8",
+                                  "fe80::1%eth0", "fe80::1%" + "x" * 80]),
+    "conn_state": st.one_of(STATES, OTHER_TEXTS),
+    "local_orig": st.sampled_from(["T", "F", "-"]),
+    "history": OTHER_TEXTS,
+}
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_block_path_odd_valid_rows_stay_in_blocks(shared_data_dir: Path, data: st.DataObject) -> None:
+    """Rows with odd values that every check accepts are read as blocks, with the windows of the fast path."""
+    lines = read_lines(shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled", 300)
+    header = [text for text in lines if text.startswith("#") and not text.startswith("#close")]
+    names = next(text for text in header if text.startswith("#fields")).split("\t")[1:]
+    rows = [text.split("\t") for text in lines if text and not text.startswith("#")]
+    block = list(header)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=60))):
+        values = list(data.draw(st.sampled_from(rows)))
+        for name in data.draw(st.lists(st.sampled_from(sorted(ODD_VALID_VALUES)), max_size=3)):
+            values[names.index(name)] = data.draw(ODD_VALID_VALUES[name])
+        block.append("\t".join(values))
+    line_path_texts: list[str] = []
+
+    def record_line_path(numbered: Iterable[tuple[int, str]], **options: Any) -> Iterator[Any]:
+        numbered = list(numbered)
+        line_path_texts.extend(text for _, text in numbered)
+        return iter_connections(numbered, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zeek_conn_batch, "iter_connections", record_line_path)
+        general, batch = windows_both(block, block_lines=len(block))
+
+    assert batch == general
+    assert line_path_texts == header

@@ -205,6 +205,15 @@ COLUMN_VALUES = {"ts": DECIMALS, "duration": DECIMALS, "id.orig_p": DIGITS, "id.
                  "history": OTHER_TEXTS, "service": OTHER_TEXTS}
 
 
+def real_rows(shared_data_dir: Path) -> tuple[list[str], list[str], list[list[str]]]:
+    """Return the header lines, column names and split data rows of a real conn log's start."""
+    lines = read_lines(shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled", 300)
+    header = [text for text in lines if text.startswith("#") and not text.startswith("#close")]
+    names = next(text for text in header if text.startswith("#fields")).split("\t")[1:]
+    rows = [text.split("\t") for text in lines if text and not text.startswith("#")]
+    return header, names, rows
+
+
 @st.composite
 def hostile_rows(draw: st.DrawFn, rows: list[list[str]], names: list[str]) -> list[str]:
     """Draw real rows, some with hostile values in a few columns, some with a column too many or too few."""
@@ -226,10 +235,7 @@ def hostile_rows(draw: st.DrawFn, rows: list[list[str]], names: list[str]) -> li
 @given(data=st.data())
 def test_block_path_hostile_rows_match_fast_path(shared_data_dir: Path, data: st.DataObject) -> None:
     """Real rows with hostile values, in blocks of any size, give the windows of the fast path."""
-    lines = read_lines(shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled", 300)
-    header = [text for text in lines if text.startswith("#") and not text.startswith("#close")]
-    names = next(text for text in header if text.startswith("#fields")).split("\t")[1:]
-    rows = [text.split("\t") for text in lines if text and not text.startswith("#")]
+    header, names, rows = real_rows(shared_data_dir)
 
     block = header + data.draw(hostile_rows(rows, names))
     general, batch = windows_both(block, block_lines=data.draw(st.integers(min_value=1, max_value=len(block))))
@@ -268,10 +274,7 @@ def _is_float(text: str) -> bool:
 @given(data=st.data())
 def test_block_path_odd_valid_rows_stay_in_blocks(shared_data_dir: Path, data: st.DataObject) -> None:
     """Rows with odd values that every check accepts are read as blocks, with the windows of the fast path."""
-    lines = read_lines(shared_data_dir / "stratosphere-testing/008-zeek-mixed/data/conn.log.labeled", 300)
-    header = [text for text in lines if text.startswith("#") and not text.startswith("#close")]
-    names = next(text for text in header if text.startswith("#fields")).split("\t")[1:]
-    rows = [text.split("\t") for text in lines if text and not text.startswith("#")]
+    header, names, rows = real_rows(shared_data_dir)
     block = list(header)
     for _ in range(data.draw(st.integers(min_value=1, max_value=60))):
         values = list(data.draw(st.sampled_from(rows)))

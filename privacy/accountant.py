@@ -20,6 +20,14 @@ most about k times the interval. The accountant also computes the basic composit
 (sum of epsilons, valid when the sum of deltas is at most the target delta) and
 returns the smaller of the two bounds. If the PLD computation raises, it logs a
 warning and returns the basic composition alone.
+
+``dp-accounting`` convolves PLDs with ``scipy.fft``, whose pocketfft keeps the plans of
+recent transform lengths after each call. A ledger composes windows of many sizes, so those
+plans stayed resident: with SciPy 1.17 they raised the peak of an agent replay that charged
+26 rounds of epsilon 1 from 279 to 425 MiB. The accountant therefore runs ``scipy.fft``
+through a backend that computes with ``numpy.fft``, which keeps no such plans. Its results
+differ from SciPy's in the last bits: by at most 4.7e-12 in epsilon over 34 compositions of
+up to 40 events that we compared.
 """
 
 from __future__ import annotations
@@ -28,7 +36,11 @@ import logging
 import math
 import numbers
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
+import scipy.fft
 from dp_accounting.pld import common, privacy_loss_distribution
 
 from privacy.errors import InvalidPrivacyParameter
@@ -143,7 +155,8 @@ class PrivacyAccountant:
         # The PLD bound is tighter for many events; the basic bound wins only by the
         # PLD's pessimistic rounding, e.g. for a single pure-DP event at delta 0.
         try:
-            pld_bound = float(self._composed_pld().get_epsilon_for_delta(target_delta))
+            with scipy.fft.set_backend(NumpyFFTBackend):
+                pld_bound = float(self._composed_pld().get_epsilon_for_delta(target_delta))
         except (ArithmeticError, ValueError, MemoryError) as err:
             log.warning(
                 "PLD accounting failed for %d events (%s); using basic composition, "
@@ -159,6 +172,31 @@ class PrivacyAccountant:
                 self._events, value_discretization_interval=self.value_discretization_interval
             )
         return self._composed
+
+
+class NumpyFFTBackend:
+    """A ``scipy.fft`` backend that computes each transform with the ``numpy.fft`` function of the same name.
+
+    A call that ``numpy.fft`` cannot take as it is returns ``NotImplemented``, so SciPy's own
+    backend runs it. Such a call names a transform that ``numpy.fft`` lacks, or sets a
+    SciPy-only option (``overwrite_x``, ``workers``, ``plan``) to other than its default. A
+    call with more than four positional arguments is one too, because SciPy's fifth is
+    ``overwrite_x`` and ``numpy.fft``'s is ``out``.
+    """
+
+    __ua_domain__ = "numpy.scipy.fft"
+
+    @staticmethod
+    def __ua_function__(method: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+        transform = getattr(np.fft, method.__name__, None)
+        scipy_only = [kwargs.get(name, default) != default for name, default in _SCIPY_ONLY_OPTIONS.items()]
+        if transform is None or len(args) > 4 or any(scipy_only):
+            return NotImplemented
+        return transform(*args, **{name: value for name, value in kwargs.items() if name not in _SCIPY_ONLY_OPTIONS})
+
+
+# Options of scipy.fft's transforms that numpy.fft's lack, with their defaults.
+_SCIPY_ONLY_OPTIONS: dict[str, object] = {"overwrite_x": False, "workers": None, "plan": None}
 
 
 def build_composed_pld(

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+import scipy.fft
 
 import privacy.accountant
-from privacy.accountant import PrivacyAccountant
+from privacy.accountant import NumpyFFTBackend, PrivacyAccountant, build_composed_pld
 from privacy.errors import InvalidPrivacyParameter
 
 INTERVAL = 1e-4
@@ -213,3 +217,61 @@ def test_get_epsilon_rejects_bad_target_delta(target: float) -> None:
 def test_rejects_bad_discretization_interval(interval: float) -> None:
     with pytest.raises(InvalidPrivacyParameter):
         PrivacyAccountant(value_discretization_interval=interval)
+
+
+@pytest.mark.parametrize("events", [
+    {(1.0, 1e-6): 10},
+    {(1.0, 1e-6): 26},
+    {(1.0, 1e-6): 9, (0.5, 1e-7): 3},
+    {(0.3, 0.0): 40},
+])
+def test_numpy_fft_matches_scipy_fft(events: dict[tuple[float, float], int]) -> None:
+    """The accountant's numpy.fft backend gives SciPy's epsilon up to rounding."""
+    accountant = PrivacyAccountant(value_discretization_interval=INTERVAL)
+    for (epsilon, delta), count in events.items():
+        accountant.compose(epsilon, delta, count=count)
+    with_scipy = build_composed_pld(events, value_discretization_interval=INTERVAL).get_epsilon_for_delta(1e-4)
+
+    with_numpy = accountant.get_epsilon(1e-4)
+
+    assert with_numpy == pytest.approx(with_scipy, rel=0.0, abs=1e-9)
+
+
+def test_numpy_fft_backend_routes_transforms() -> None:
+    signal = np.linspace(0.0, 1.0, 30)
+
+    with scipy.fft.set_backend(NumpyFFTBackend, only=True):
+        transformed = scipy.fft.fft(signal, 64)
+        with pytest.raises(NotImplementedError):
+            scipy.fft.fft(signal, 64, workers=2)
+    with scipy.fft.set_backend(NumpyFFTBackend):
+        fallen_back = scipy.fft.fft(signal, 64, workers=2)
+
+    assert np.array_equal(transformed, np.fft.fft(signal, 64))
+    assert np.allclose(fallen_back, transformed)
+
+
+def test_accounting_memory_stays_bounded() -> None:
+    """Composing windows of many sizes keeps no FFT plans resident.
+
+    SciPy's pocketfft kept the plans of every recent length: about 200 MiB after these 25
+    compositions with SciPy 1.17 through ``scipy.fft``.
+    """
+    code = (
+        "from privacy.accountant import PrivacyAccountant\n"
+        "def resident_mib():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS'):\n"
+        "            return int(line.split()[1]) / 1024\n"
+        "PrivacyAccountant().compose(1.0, 1e-6)\n"
+        "before = resident_mib()\n"
+        "for count in range(2, 27):\n"
+        "    accountant = PrivacyAccountant()\n"
+        "    accountant.compose(1.0, 1e-6, count=count)\n"
+        "    accountant.get_epsilon(1e-4)\n"
+        "print(resident_mib() - before)\n"
+    )
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+
+    assert float(result.stdout) < 64.0

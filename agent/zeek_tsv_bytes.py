@@ -100,27 +100,35 @@ class TsvRunBytes:
     ends : numpy.ndarray
         (lines, columns) positions in ``data`` of the byte after each field: its separator
         or newline.
+
+    The arrays that :meth:`bounds` returns are cached, so callers must not change them.
     """
 
     def __init__(self, data: bytes, ends: np.ndarray) -> None:
         self.data = data
-        self.ends = ends
         self.count = len(ends)
+        # Columns are read one at a time, so each column's ends are made contiguous.
+        self.ends = np.ascontiguousarray(ends.T)
         self.buffer = np.frombuffer(data, dtype=np.uint8)
         # The little-endian 64-bit word that starts at each byte.
         self.words = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
         self._dots: np.ndarray | None = None
+        self._bounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def bounds(self, column: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the start positions and lengths of a column's values."""
-        ends = self.ends[:, column]
+        found = self._bounds.get(column)
+        if found is not None:
+            return found
+        ends = self.ends[column]
         if column:
-            starts = self.ends[:, column - 1] + 1
+            starts = self.ends[column - 1] + 1
         else:
             starts = np.empty_like(ends)
             starts[0] = _PAD_BYTES
-            starts[1:] = self.ends[:-1, -1] + 1
-        return starts, ends - starts
+            starts[1:] = self.ends[-1, :-1] + 1
+        found = self._bounds[column] = (starts, ends - starts)
+        return found
 
     def text(self, column: int, row: int) -> str:
         """Return one value as text."""

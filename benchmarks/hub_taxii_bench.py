@@ -10,6 +10,7 @@ Every number comes from taxii2-client talking HTTP to a server on 127.0.0.1, in 
 medallion 3.0 runs with its memory backend in its own process. The hub runs in its own process
 too, on SQLite (``synchronous=FULL``) and, when ``--postgres-dsn`` is given, on PostgreSQL.
 Objects for the scale runs are preloaded through ``HubStorage.load_objects``, not over HTTP.
+The results end with the 1-minute load average at the start and at the end of the run.
 
 Usage::
 
@@ -379,8 +380,11 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
     with tempfile.TemporaryDirectory(prefix="fti-taxii-bench-") as folder:
+        # Other processes on the machine move every rate; the load average says how much.
+        load_before = os.getloadavg()[0]
         results = run(sizes, postgres_dsn=args.postgres_dsn, folder=Path(folder),
                       measurements=tuple(args.measurements))
+        results["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(results, indent=2))
 
 

@@ -2,7 +2,7 @@
 
 The line path (:func:`agent.zeek_json.parse_json_lines`, then
 :func:`agent.network.orient_fields`) builds a flattened record and a connection for each line.
-Here each line of a block is decoded with msgspec into the eleven fields the checks read, and
+Here each line of a block is decoded with msgspec into the twelve fields the checks read, and
 each field is taken as a column. msgspec skips every other field without building its value,
 which made it about 2.5 times as fast as orjson on the benchmark's conn lines. A block that
 msgspec cannot vouch for as a whole is parsed with orjson into dicts instead, and the same
@@ -10,13 +10,15 @@ columns are taken from those. Each row is then checked against the rules of the 
 Rows that pass are oriented and grouped by (entity, window) with numpy, as TSV blocks are
 (:mod:`agent.zeek_conn_batch`).
 
-msgspec reads a block only when each line contains exactly one ``{`` and no line is longer
-than the interpreter's limit on integer digits. These two rules keep out the lines that a
-decoder which skips fields reads differently from the line path:
+The line path flattens nested objects into dotted keys. Only an object under ``id`` can
+become a field the checks read (``{"id": {"orig_h": ...}}`` is ``id.orig_h``), so msgspec reads
+``id`` too, and a row with any ``id`` takes the line path. A nested object under another key
+flattens into names the checks never read. A field the checks read whose value is an object is
+absent to the line path and of the wrong type to the checks, so it takes the line path as well.
 
-- A nested object, which the line path flattens into dotted keys (``id.orig_h``).
-- An integer longer than ``sys.get_int_max_str_digits()``. :func:`json.loads`, which the line
-  path tries after orjson, fails on it.
+msgspec reads a block only when no line is longer than the interpreter's limit on integer
+digits. A longer line could contain an integer that msgspec skips in a field it does not read.
+:func:`json.loads`, which the line path tries after orjson, fails on such an integer.
 
 msgspec rejects the other lines that the line path treats specially, so their blocks go to
 orjson: blank lines, text that is not JSON, values other than objects, NaN, lone UTF-16
@@ -29,7 +31,7 @@ both keep the last of duplicate keys.
 A row that any check cannot vouch for goes through the line path on its own, between the
 rows before and after it. So every line gets the verdict, counts and messages of the line
 path, and every window gets the same state in the same order. Such rows are blank lines,
-lines orjson rejects, non-objects, nested objects and records of other logs. Rows with any
+lines orjson rejects, non-objects, objects the line path may flatten and records of other logs. Rows with any
 value of a type or range the block checks do not cover go there too, for example a string
 port, a negative byte count or an implausible time.
 """
@@ -92,6 +94,8 @@ class _ConnFields(msgspec.Struct, gc=False):
     orig_bytes: Any = None
     resp_bytes: Any = None
     conn_state: Any = None
+    # Read only to find rows with an ``id``, which the line path may flatten into address and port fields.
+    id: Any = None
 
 
 _DECODER = msgspec.json.Decoder(_ConnFields)
@@ -176,15 +180,6 @@ def _decode_fields(lines: Sequence[str] | Sequence[bytes]) -> list[_ConnFields] 
     if max(map(len, lines)) > (sys.get_int_max_str_digits() or _UNLIMITED_LINE_CHARS):
         return None
 
-    # Each line that decodes contains at least one "{". With no more "{" than lines, no line
-    # contains a nested object or a "{" in a string.
-    if type(lines[0]) is bytes:
-        braces = b"\n".join(lines).count(b"{")  # type: ignore[arg-type]
-    else:
-        braces = "\n".join(lines).count("{")  # type: ignore[arg-type]
-    if braces != len(lines):
-        return None
-
     # ValueError covers invalid UTF-8 in a field that is read, and a str line with a lone surrogate.
     try:
         return list(map(_DECODER.decode, lines))
@@ -237,6 +232,11 @@ def _checked_rows_of_fields(decoded: list[_ConnFields], default_path: str, inter
             log_path = path if isinstance(path, str) and path else default_path
             if log_path != "conn":
                 rows.valid[index] = False
+
+    # The line path may flatten an "id" object into the address and port fields.
+    ids = column("id")
+    if any(map(is_not, ids, repeat(None))):
+        rows.valid &= np.fromiter(map(is_, ids, repeat(None)), dtype=bool, count=len(ids))
 
     _check_columns(column, rows, internal, write_times=True)
     return rows
@@ -410,7 +410,8 @@ def _checked_integers(values: list[Any], valid: np.ndarray, absent: int) -> np.n
             pass
         else:
             allowed = numbers >= 0
-            if type(None) in kinds:
+            # A non-negative ``absent`` passes the check above, so only a negative one needs the nulls found.
+            if absent < 0 and type(None) in kinds:
                 allowed |= np.fromiter(map(is_, values, repeat(None)), dtype=bool, count=len(values))
             valid &= (numbers < _MAX_INTEGER) & allowed
             return numbers

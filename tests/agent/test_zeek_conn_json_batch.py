@@ -282,7 +282,10 @@ def test_json_block_escaped_key_matches_line_path(shared_data_dir: Path, key: st
 
 
 def test_json_block_clean_lines_decoded_by_msgspec(shared_data_dir: Path) -> None:
-    """Real lines take msgspec, as text and as bytes. Lines it cannot vouch for send the block to orjson."""
+    """Real lines take msgspec, as text and as bytes. Lines it cannot vouch for send the block to orjson.
+
+    A nested ``id`` object is read, so that its row takes the line path.
+    """
     lines = json_lines(shared_data_dir, 50)
     nested = lines[:10] + [lines[10][:-1] + ', "id": {"orig_h": "8.8.4.4"}}']
     brace_in_string = lines[:10] + [lines[10][:-1] + ', "history": "{x}"}']
@@ -295,8 +298,8 @@ def test_json_block_clean_lines_decoded_by_msgspec(shared_data_dir: Path) -> Non
     assert bytes_fields == text_fields
     assert text_fields[0].ts == json.loads(lines[0])["ts"]
     assert text_fields[0].orig_h == json.loads(lines[0])["id.orig_h"]
-    assert _decode_fields(nested) is None
-    assert _decode_fields(brace_in_string) is None
+    assert _decode_fields(nested)[10].id == {"orig_h": "8.8.4.4"}  # type: ignore[index]
+    assert _decode_fields(brace_in_string)[10].id is None  # type: ignore[index]
     assert _decode_fields(huge_integer) is None
     assert _decode_fields(lines[:10] + [""]) is None
     assert _decode_fields(lines[:10] + ['{"ts": NaN}']) is None
@@ -343,6 +346,11 @@ TEXT_CHANGES: list[Callable[[str], str]] = [
     lambda text: text[:-1] + ', "_path": "dns"}',
     lambda text: text[:-1] + ', "id": {"orig_h": "8.8.4.4"}}',
     lambda text: text[:-1] + ', "x": {}}',
+    lambda text: '{"id": {"resp_p": 22}, ' + text[1:],
+    lambda text: text[:-1] + ', "\\u0069d": {"orig_h": "10.0.0.9"}}',
+    lambda text: text[:-1] + ', "id": 5}',
+    lambda text: text[:-1] + ', "_write_ts": {"a": 1}}',
+    lambda text: text[:-1] + ', "x": ' + '{"a": ' * 1100 + "1" + "}" * 1100 + "}",
     lambda text: text[:-1] + ', "history": "{x}"}',
     lambda text: text[:-1] + ', "note": "\\ud800"}',
     lambda text: text[:-1] + ', "note": "\\ud83d\\ude00\\u0000"}',

@@ -75,7 +75,7 @@ def split_run(texts: list[str], separator: str, width: int) -> TsvRunBytes | Non
     lines = buffer[_PAD_BYTES:-_PAD_BYTES]
     separator_byte = ord(separator)
 
-    # Every line must end after exactly width - 1 separators: then the boundaries, in order,
+    # Every line must end after exactly width - 1 separators, so that the boundaries, in order,
     # form one row of ``width`` per line, the last of which is its newline.
     if separator_byte == _NEWLINE - 1:
         is_boundary = (lines - np.uint8(separator_byte)) < 2
@@ -114,6 +114,8 @@ class TsvRunBytes:
         self.words = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
         self._dots: np.ndarray | None = None
         self._bounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._last_words: dict[int, np.ndarray] = {}
+        self._digits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def bounds(self, column: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the start positions and lengths of a column's values."""
@@ -138,18 +140,27 @@ class TsvRunBytes:
 
     def equals(self, column: int, token: str) -> np.ndarray:
         """Return whether each value of a column is ``token``."""
-        starts, lengths = self.bounds(column)
+        lengths = self.bounds(column)[1]
         encoded = token.encode("utf-8", "surrogatepass")
         same = lengths == len(encoded)
         if not same.any():
             return same
-        ends = starts + lengths
         for index in range(0, len(encoded), 8):
             # The word that ends ``index`` bytes before the value's end, with up to eight token bytes.
             part = encoded[max(0, len(encoded) - index - 8):len(encoded) - index]
             expected = np.uint64(int.from_bytes(bytes(8 - len(part)) + part, "little"))
-            same &= (self.words[ends - index - 8] & _KEEP_HIGH[len(part)]) == expected
+            same &= (self._word_before_end(column, index) & _KEEP_HIGH[len(part)]) == expected
         return same
+
+    def _word_before_end(self, column: int, offset: int) -> np.ndarray:
+        """Return the word of each value that ends ``offset`` bytes before the value's end, cached for offset 0."""
+        found = self._last_words.get(column) if offset == 0 else None
+        if found is None:
+            starts, lengths = self.bounds(column)
+            found = self.words[starts + lengths - offset - 8]
+            if offset == 0:
+                self._last_words[column] = found
+        return found
 
     def all_in(self, column: int, tokens: frozenset[str]) -> bool:
         """Return whether every value of a column is one of ``tokens``."""
@@ -164,9 +175,8 @@ class TsvRunBytes:
         The rule of :func:`agent.zeek_conn._iter_tsv_connections` for ``count`` and ``port``
         columns: ``value == unset or (value.isdigit() and value.isascii())``.
         """
-        starts, lengths = self.bounds(column)
-        digits, _ = self._read_digits(starts + lengths, lengths, convert=False)
-        digits &= lengths > 0
+        lengths = self.bounds(column)[1]
+        digits = self._column_digits(column)[0] & (lengths > 0)
         if digits.all():
             return True
         others = ~(digits | self.equals(column, token))
@@ -182,11 +192,9 @@ class TsvRunBytes:
         Every value must pass :meth:`all_digits_or` with ``token``. Returns None when a value
         is longer than 18 bytes and so may not fit.
         """
-        starts, lengths = self.bounds(column)
-        if int(lengths.max()) > _MAX_INT64_DIGITS:
+        if int(self.bounds(column)[1].max()) > _MAX_INT64_DIGITS:
             return None
-        _, values = self._read_digits(starts + lengths, lengths, convert=True)
-        values = values.astype(np.int64)
+        values = self._column_digits(column)[1].astype(np.int64)
         unset = self.equals(column, token)
         if unset.any():
             values[unset] = token_value
@@ -215,8 +223,8 @@ class TsvRunBytes:
         decimals = np.where(has_dot, ends - dots - 1, 0)
         plain = one_dot & (whole_lengths > 0) & (decimals <= max_decimals) & \
             (whole_lengths + decimals <= _MAX_INT64_DIGITS)
-        whole_digits, whole = self._read_digits(whole_ends, np.where(plain, whole_lengths, 0), convert=True)
-        decimal_digits, fraction = self._read_digits(ends, np.where(plain, decimals, 0), convert=True)
+        whole_digits, whole = self._read_digits(whole_ends, np.where(plain, whole_lengths, 0))
+        decimal_digits, fraction = self._read_digits(ends, np.where(plain, decimals, 0))
         plain &= whole_digits & decimal_digits
 
         # Within 18 digits the number fits uint64, and up to 2**53 it is an exact double.
@@ -260,12 +268,20 @@ class TsvRunBytes:
                 inverse = inverse.reshape(-1)
         return inverse, _decode_all(self.data, starts[firsts], lengths[firsts])
 
-    def _read_digits(self, ends: np.ndarray, lengths: np.ndarray, *, convert: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _column_digits(self, column: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return :meth:`_read_digits` of a column's values, cached."""
+        found = self._digits.get(column)
+        if found is None:
+            starts, lengths = self.bounds(column)
+            found = self._digits[column] = self._read_digits(starts + lengths, lengths)
+        return found
+
+    def _read_digits(self, ends: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Check that the bytes before each end are ASCII digits, and convert the first 24 of them.
 
-        Returns whether each value is digits only (an empty one is) and, when ``convert``, its
-        value as uint64, which is exact for up to 18 digits. Values longer than the padding
-        count as not digits, for the caller to read as text.
+        Returns whether each value is digits only (an empty one is) and its value as uint64,
+        which is exact for up to 18 digits. Values longer than the padding count as not
+        digits, for the caller to read as text.
         """
         longest = min(int(lengths.max()) if len(lengths) else 0, _PAD_BYTES)
         digits = lengths <= _PAD_BYTES
@@ -274,7 +290,7 @@ class TsvRunBytes:
             kept = np.clip(lengths - 8 * index, 0, 8)
             word = (self.words[ends - 8 * (index + 1)] & _KEEP_HIGH[kept]) | _ZERO_FILL[kept]
             digits &= ((word & _HIGH_NIBBLES) == _ZEROS) & (((word + _SIXES) & _HIGH_NIBBLES) == _ZEROS)
-            if convert and index < 3:
+            if index < 3:
                 values += _parse_eight_digits(word) * _POWERS_OF_TEN[8 * index]
         return digits, values
 

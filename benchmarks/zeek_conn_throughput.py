@@ -30,13 +30,15 @@ resident memory (``ru_maxrss``) is its own:
   :meth:`agent.families.feeding.FamilyFeeder.add_tsv_conn_lines`, with no connection object
   per line, then the same detector.
 - ``fti-pipeline-blocks-json``: the same for the JSON copy, through
-  :meth:`agent.families.feeding.FamilyFeeder.add_json_conn_lines`.
+  :meth:`agent.families.feeding.FamilyFeeder.add_json_conn_lines`, which gets the tailer's
+  bytes lines undecoded.
 - ``sshd``, ``suricata`` and ``sysmon``: :func:`agent.sources.iter_file_events` on each
   parser's input.
 
 Rates are lines per CPU second of the child (``time.process_time``), so they are per core.
-The clock starts after the child has imported what it measures: an agent pays its imports
-once at start-up, not per line. The import time is printed too.
+The clock starts after the child has imported what it measures, the pipelines' pyod model
+included, because an agent pays its imports once at start-up, not per line. The import time
+is printed too.
 """
 
 from __future__ import annotations

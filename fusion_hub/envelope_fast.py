@@ -4,7 +4,8 @@ The strict parser of ``fusion_hub.envelope`` walks the envelope in Python and pa
 member with ``json``, and the digest then encodes each member again. Here msgspec (written in
 C) decodes the envelope with each member kept as ``msgspec.Raw``, the member's exact bytes,
 decodes each member on its own and writes the RFC 8785 form of plain members. On envelopes of
-1,000 STIX indicators that takes about half the time of the strict parse alone.
+1,000 STIX indicators that takes about two thirds of the time of the strict parse and the
+digest's encoding (docs/benchmarks.md).
 
 msgspec differs from the strict parser in one rule that matters: like most parsers it keeps
 the last of repeated keys without a word, where the strict parser rejects the object. A
@@ -76,7 +77,9 @@ def split_members_fast(
             body.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    if _ESCAPED_COLONS[0] in body or _ESCAPED_COLONS[1] in body:
+    # Escapes are rare, so one search usually rules out both kinds that matter.
+    escapes = b"\\u" in body
+    if escapes and (_ESCAPED_COLONS[0] in body or _ESCAPED_COLONS[1] in body):
         return None
     try:
         envelope = _ENVELOPE_DECODER.decode(body)
@@ -88,7 +91,7 @@ def split_members_fast(
     # What rules out plain JSON form is looked for in each member only if the body has it.
     doubts = _PlainDoubts(
         non_ascii=not ascii_only,
-        surrogate_escape=b"\\ud" in body or b"\\uD" in body,
+        surrogate_escape=escapes and (b"\\ud" in body or b"\\uD" in body),
         long_number=body.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) != -1,
     )
 

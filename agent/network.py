@@ -10,6 +10,7 @@ belongs to no entity and is skipped.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from collections.abc import Iterable, Iterator, Mapping
@@ -176,6 +177,43 @@ def orient_fields(
         source=source,
         line=line,
     )
+
+
+def conn_value_problem(fields: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Return (field, why) for the first value of a conn record that a connection cannot take, or None.
+
+    Zeek writes ports and byte counts as non-negative integers, the duration as a number
+    of seconds and the state as a string. A JSON line or a TSV header can still declare
+    anything, and such a value would otherwise stop the stream or turn a window's
+    features into NaN. Absent values are fine: they mean unknown.
+    """
+    for name in ("id.orig_p", "id.resp_p"):
+        value = fields.get(name)
+        if value is not None and type(value) is not int:
+            return name, f"port {_shown(value)} is not an integer"
+    for name in ("orig_bytes", "resp_bytes"):
+        value = fields.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            return name, f"byte count {_shown(value)} is not a non-negative integer"
+    duration = fields.get("duration")
+    if duration is not None:
+        if type(duration) not in (int, float):
+            return "duration", f"duration {_shown(duration)} is not a number"
+        try:
+            finite = math.isfinite(duration)
+        except OverflowError:
+            finite = False
+        if not finite:
+            return "duration", f"duration {_shown(duration)} is not a finite number of seconds"
+    state = fields.get("conn_state")
+    if state is not None and type(state) is not str:
+        return "conn_state", f"state {_shown(state)} is not a string"
+    return None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."
 
 
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")

@@ -260,7 +260,7 @@ def _iter_tsv_connections(  # noqa: C901 - one loop, kept flat for speed
                 continue
 
         # The general path: every column converted, then oriented like any record.
-        fields = convert_row(header, text, number, reporter)
+        fields = convert_row(header, text, number, reporter, header.path or default_path)
         if fields is None:
             continue
         stats.records += 1
@@ -302,6 +302,8 @@ def _orient_row(
     try:
         duration = 0.0 if duration_text == unset else float(duration_text)
     except ValueError:
+        return _FALLBACK
+    if duration - duration != 0.0:  # nan or inf: the general path reports it
         return _FALLBACK
 
     # Unset or invalid addresses take the general path, which reports them as before.

@@ -435,9 +435,12 @@ def _checked_durations(values: list[Any], valid: np.ndarray) -> np.ndarray:
             filled = [0.0 if value is None else value for value in values]
         try:
             # Adding 0.0 turns -0.0 into 0.0, as ``value or 0.0`` does.
-            return np.array(filled, dtype=np.float64) + 0.0
+            durations = np.array(filled, dtype=np.float64) + 0.0
         except OverflowError:
             pass
+        else:
+            valid &= np.isfinite(durations)  # the line path reports an infinite duration
+            return durations
     durations = np.zeros(len(values), dtype=np.float64)
     for index, value in enumerate(values):
         kind = type(value)
@@ -448,6 +451,8 @@ def _checked_durations(values: list[Any], valid: np.ndarray) -> np.ndarray:
                 durations[index] = float(value or 0.0)
             except OverflowError:
                 valid[index] = False
+            else:
+                valid[index] &= bool(np.isfinite(durations[index]))
         else:
             valid[index] = False
     return durations

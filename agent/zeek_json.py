@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from agent.network import conn_value_problem
 from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_values import (
     TS_MAX_MICROS,
@@ -112,6 +113,10 @@ def parse_json_lines(
                 reporter.report(number, "implausible_timestamp", f"field {invalid.name}: {invalid.error}")
             else:
                 reporter.report(number, f"invalid_value:{invalid.name}", f"field {invalid.name}: {invalid.error}")
+            continue
+
+        if log_path == "conn" and (problem := conn_value_problem(fields)) is not None:
+            reporter.report(number, f"invalid_value:{problem[0]}", f"field {problem[0]}: {problem[1]}")
             continue
 
         stats.records += 1

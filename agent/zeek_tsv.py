@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from agent.network import conn_value_problem
 from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_values import Converter, ImplausibleTimestamp, build_converter, string_converter, unescape
 
@@ -131,7 +132,7 @@ def parse_tsv_lines(
     """
     header = TsvHeader()
     for number, text in iter_data_lines(lines, header, stats, reporter):
-        fields = convert_row(header, text, number, reporter)
+        fields = convert_row(header, text, number, reporter, header.path or default_path)
         if fields is not None:
             stats.records += 1
             yield ZeekRecord(header.path or default_path, fields, source, number)
@@ -155,8 +156,13 @@ def iter_data_lines(
         yield number, text
 
 
-def convert_row(header: TsvHeader, text: str, number: int, reporter: MalformedLineReporter) -> dict[str, Any] | None:
-    """Return the typed fields of one data line, or None after reporting why it has none."""
+def convert_row(header: TsvHeader, text: str, number: int, reporter: MalformedLineReporter,
+                log_path: str = "") -> dict[str, Any] | None:
+    """Return the typed fields of one data line, or None after reporting why it has none.
+
+    The fields of a ``conn`` line (``log_path``) must also suit a connection
+    (:func:`agent.network.conn_value_problem`), whatever types the header declares.
+    """
     layout = header.layout
     if layout is None:
         missing = "#fields" if header.fields is None else "#types"
@@ -173,13 +179,17 @@ def convert_row(header: TsvHeader, text: str, number: int, reporter: MalformedLi
         values = expanded
 
     try:
-        return layout.convert(values)
+        fields = layout.convert(values)
     except InvalidColumnValue as invalid:
         if isinstance(invalid.error, ImplausibleTimestamp):
             reporter.report(number, "implausible_timestamp", f"field {invalid.name}: {invalid.error}")
         else:
             reporter.report(number, f"invalid_value:{invalid.name}", str(invalid))
         return None
+    if log_path == "conn" and (problem := conn_value_problem(fields)) is not None:
+        reporter.report(number, f"invalid_value:{problem[0]}", f"field {problem[0]}: {problem[1]}")
+        return None
+    return fields
 
 
 def _directive_name(text: str, header: TsvHeader) -> str:

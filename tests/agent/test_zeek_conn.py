@@ -77,6 +77,9 @@ def row(**changes: str) -> str:
         {"ts": "١٢.٣"},
         {"duration": "-"},
         {"duration": "inf"},
+        {"duration": "nan"},
+        {"duration": "-Infinity"},
+        {"duration": "1e999"},
         {"duration": "1e3"},
         {"duration": "x"},
         {"orig_bytes": "-", "resp_bytes": "-"},
@@ -158,3 +161,65 @@ def test_decode_lines_matches_line_by_line_decoding() -> None:
         expected.append(text[:-1] if text.endswith("\r") else text)
     assert decoded == expected
     assert nothing == []
+
+
+JSON_ROW = ('{"ts":1655071198.444458,"id.orig_h":"192.168.1.5","id.orig_p":62771,"id.resp_h":"40.74.108.123",'
+            '"id.resp_p":443,"duration":1.135424,"orig_bytes":1596,"resp_bytes":4039,"conn_state":"SF"')
+
+
+@pytest.mark.parametrize(("extra", "reason"), [
+    (',"duration":"abc"', "invalid_value:duration"),
+    (',"duration":"1.5"', "invalid_value:duration"),
+    (',"duration":1e999', "invalid_value:duration"),
+    (',"duration":NaN', "invalid_value:duration"),
+    (',"duration":' + "9" * 400, "invalid_value:duration"),
+    (',"id.resp_p":[443]', "invalid_value:id.resp_p"),
+    (',"id.orig_p":"62771"', "invalid_value:id.orig_p"),
+    (',"id.resp_p":true', "invalid_value:id.resp_p"),
+    (',"conn_state":["S0"]', "invalid_value:conn_state"),
+    (',"orig_bytes":"12"', "invalid_value:orig_bytes"),
+    (',"resp_bytes":-5', "invalid_value:resp_bytes"),
+    (',"resp_bytes":[1]', "invalid_value:resp_bytes"),
+])
+def test_json_conn_value_a_connection_cannot_take_is_reported(extra: str, reason: str) -> None:
+    """A repeated key wins over the row's own value, so each line holds one bad value and stays readable."""
+    general, fast = read_both([JSON_ROW + extra + "}", JSON_ROW + "}"], is_json=True)
+
+    assert fast == general
+    connections, counts, _ = fast
+    assert counts["malformed"] == {reason: 1}
+    assert counts["records"] == 1
+    assert [c["line"] for c in connections] == [2]
+
+
+@pytest.mark.parametrize(("column", "declared", "value"), [
+    ("duration", "string", "abc"),
+    ("duration", "string", "1.5"),
+    ("id.resp_p", "string", "https"),
+    ("orig_bytes", "double", "1.5"),
+])
+def test_tsv_conn_column_declared_with_another_type_is_reported(column: str, declared: str, value: str) -> None:
+    """The header decides each column's type, so every row of such a header is reported, and none stops the stream."""
+    names, types = HEADER[5].split("\t"), HEADER[6].split("\t")
+    types[names.index(column)] = declared
+    header = HEADER[:6] + ["\t".join(types)]
+
+    general, fast = read_both(header + [row(**{column: value}), row()])
+
+    assert fast == general
+    connections, counts, _ = fast
+    assert counts["malformed"] == {f"invalid_value:{column}": 2}
+    assert connections == []
+
+
+def test_tsv_conn_negative_int_byte_count_is_reported() -> None:
+    names, types = HEADER[5].split("\t"), HEADER[6].split("\t")
+    types[names.index("orig_bytes")] = "int"
+    header = HEADER[:6] + ["\t".join(types)]
+
+    general, fast = read_both(header + [row(orig_bytes="-4"), row()])
+
+    assert fast == general
+    connections, counts, _ = fast
+    assert counts["malformed"] == {"invalid_value:orig_bytes": 1}
+    assert [c["line"] for c in connections] == [9]

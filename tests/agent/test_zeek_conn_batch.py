@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
@@ -249,7 +250,7 @@ ODD_VALID_VALUES = {
     "ts": st.one_of(st.from_regex(r"1[0-9]{9}(\.[0-9]{0,6})?", fullmatch=True),
                     st.sampled_from(["0001655071198.444458", "1655071198.", "1655071198", "0.000001"])),
     "duration": st.one_of(DECIMALS.filter(lambda text: text == "-" or _is_float(text)),
-                          st.sampled_from(["1e5", " 1.5", "1_000.5", "\u0661.\u0665", "-0.0", "inf", "9" * 30])),
+                          st.sampled_from(["1e5", " 1.5", "1_000.5", "\u0661.\u0665", "-0.0", "9" * 30])),
     "id.orig_p": st.sampled_from(["0", "0080", "65535", "-", "9" * 18]),
     "orig_bytes": st.one_of(st.from_regex(r"[0-9]{1,18}", fullmatch=True), st.just("-")),
     "resp_bytes": st.sampled_from(["0", "-", "000000000000000001", "999999999999999999"]),
@@ -263,11 +264,11 @@ ODD_VALID_VALUES = {
 
 
 def _is_float(text: str) -> bool:
+    """Return whether ``text`` reads as a finite float, as a duration must."""
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -103,13 +103,14 @@ def connection_from_flow(event: Event, internal: InternalNetworks) -> Connection
     entity, remote = (source, destination) if outbound else (destination, source)
     to_server, to_client = _count(fields.get("flow.bytes_toserver")), _count(fields.get("flow.bytes_toclient"))
     port = fields.get("dest_port") if outbound else fields.get("src_port")
+    state = fields.get("tcp.state")
     return Connection(
         ts=flow_start(fields.get("flow.start"), event.ts.timestamp()),
         entity=entity[0], peer=remote[0], remote=remote[0] if remote[2] else None,
         remote_port=port if isinstance(port, int) else None, outbound=outbound,
         bytes_out=to_server if outbound else to_client, bytes_in=to_client if outbound else to_server,
         duration=max(0.0, _flow_duration(fields)),
-        failed=_count(fields.get("flow.pkts_toclient")) == 0 or fields.get("tcp.state") in FAILED_CONN_STATES,
+        failed=_count(fields.get("flow.pkts_toclient")) == 0 or (isinstance(state, str) and state in FAILED_CONN_STATES),
         source=event.source, line=event.line,
     )
 

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.config import DEFAULT_INTERNAL_NETWORKS, PrivacySection, load_agent_config
 from agent.detector import ScoredWindow
 from agent.errors import ConfigError
-from agent.events import EventStats
+from agent.events import Event, EventStats
 from agent.families import configured_families
 from agent.families.feeding import FamilyFeeder
+from agent.families.network import connection_from_flow
 from agent.families.release import summarise_families
+from agent.network import InternalNetworks
 from agent.observables import split_observable_key
 from agent.sources import iter_file_events
 from agent.zeek import iter_zeek_records
@@ -158,3 +163,24 @@ def test_families_zeek_ssh_feeds_authentication(shared_data_dir: Path) -> None:
     assert sum(w.features[0] for w in windows["authentication"]) == 7
     assert sum(w.features[1] for w in windows["authentication"]) == 2
     assert sum(w.features[2] for w in windows["authentication"]) == 5
+
+
+FLOW_FIELDS = ("src_ip", "dest_ip", "src_port", "dest_port", "flow.bytes_toserver", "flow.bytes_toclient",
+               "flow.pkts_toclient", "flow.start", "flow.end", "tcp.state")
+JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                        st.lists(st.integers(), max_size=2), st.sampled_from(["10.0.0.5", "8.8.8.8", "S0",
+                                                                               "2024-01-01T00:00:00.5+0000"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.fixed_dictionaries({name: JSON_VALUES for name in FLOW_FIELDS}))
+def test_suricata_flow_of_any_values_oriented_without_raising(values: dict[str, object]) -> None:
+    """EVE flow fields hold whatever a line held (flattening leaves only scalars and lists)."""
+    fields = {"src_ip": "10.0.0.5", "dest_ip": "8.8.8.8"} | {k: v for k, v in values.items() if v is not None}
+    event = Event("suricata", "flow", datetime(2024, 1, 1, tzinfo=timezone.utc), fields, "eve.json", 1)
+
+    connection = connection_from_flow(event, InternalNetworks(DEFAULT_INTERNAL_NETWORKS))
+
+    if connection is not None:
+        assert isinstance(connection.failed, bool)
+        assert connection.remote_port is None or isinstance(connection.remote_port, int)

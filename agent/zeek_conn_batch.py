@@ -254,7 +254,7 @@ def _add_run(
 
 
 def _durations(run: TsvRunBytes, column: int, unset: str) -> np.ndarray | None:
-    """Return the durations as the line path's ``float`` reads them, 0.0 when unset, or None if one is invalid."""
+    """Return the durations as the line path's ``float`` reads them, 0.0 when unset, or None if one is invalid or not finite."""
     durations, plain = run.plain_decimals(column, max_decimals=_MAX_DURATION_DECIMALS)
     unset_rows = run.equals(column, unset)
     durations[unset_rows] = 0.0
@@ -262,6 +262,11 @@ def _durations(run: TsvRunBytes, column: int, unset: str) -> np.ndarray | None:
         for row in np.flatnonzero(~(plain | unset_rows)).tolist():
             durations[row] = float(run.text(column, row))
     except ValueError:
+        return None
+
+    # A NaN or infinite duration would turn the window's mean into NaN. The line path reports
+    # such a line, so its run takes the line path.
+    if not np.isfinite(durations).all():
         return None
     return durations
 

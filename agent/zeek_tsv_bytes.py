@@ -115,7 +115,6 @@ class TsvRunBytes:
         self._dots: np.ndarray | None = None
         self._bounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._last_words: dict[int, np.ndarray] = {}
-        self._digits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def bounds(self, column: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the start positions and lengths of a column's values."""
@@ -176,7 +175,8 @@ class TsvRunBytes:
         columns: ``value == unset or (value.isdigit() and value.isascii())``.
         """
         lengths = self.bounds(column)[1]
-        digits = self._column_digits(column)[0] & (lengths > 0)
+        starts = self.bounds(column)[0]
+        digits = self._read_digits(starts + lengths, lengths, convert=False)[0] & (lengths > 0)
         if digits.all():
             return True
         others = ~(digits | self.equals(column, token))
@@ -192,9 +192,10 @@ class TsvRunBytes:
         Every value must pass :meth:`all_digits_or` with ``token``. Returns None when a value
         is longer than 18 bytes and so may not fit.
         """
-        if int(self.bounds(column)[1].max()) > _MAX_INT64_DIGITS:
+        starts, lengths = self.bounds(column)
+        if int(lengths.max()) > _MAX_INT64_DIGITS:
             return None
-        values = self._column_digits(column)[1].astype(np.int64)
+        values = self._read_digits(starts + lengths, lengths, convert=True)[1].astype(np.int64)
         unset = self.equals(column, token)
         if unset.any():
             values[unset] = token_value
@@ -223,8 +224,8 @@ class TsvRunBytes:
         decimals = np.where(has_dot, ends - dots - 1, 0)
         plain = one_dot & (whole_lengths > 0) & (decimals <= max_decimals) & \
             (whole_lengths + decimals <= _MAX_INT64_DIGITS)
-        whole_digits, whole = self._read_digits(whole_ends, np.where(plain, whole_lengths, 0))
-        decimal_digits, fraction = self._read_digits(ends, np.where(plain, decimals, 0))
+        whole_digits, whole = self._read_digits(whole_ends, np.where(plain, whole_lengths, 0), convert=True)
+        decimal_digits, fraction = self._read_digits(ends, np.where(plain, decimals, 0), convert=True)
         plain &= whole_digits & decimal_digits
 
         # Within 18 digits the number fits uint64, and up to 2**53 it is an exact double.
@@ -267,19 +268,11 @@ class TsvRunBytes:
                 inverse = inverse.reshape(-1)
         return inverse, _decode_all(self.data, starts[firsts], lengths[firsts])
 
-    def _column_digits(self, column: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return :meth:`_read_digits` of a column's values, cached."""
-        found = self._digits.get(column)
-        if found is None:
-            starts, lengths = self.bounds(column)
-            found = self._digits[column] = self._read_digits(starts + lengths, lengths)
-        return found
-
-    def _read_digits(self, ends: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _read_digits(self, ends: np.ndarray, lengths: np.ndarray, *, convert: bool) -> tuple[np.ndarray, np.ndarray]:
         """Check that the bytes before each end are ASCII digits, and convert the first 24 of them.
 
-        Returns whether each value is digits only (an empty one is) and its value as uint64,
-        which is exact for up to 18 digits. Values longer than the padding count as not
+        Returns whether each value is digits only (an empty one is) and, when ``convert``, its
+        value as uint64, which is exact for up to 18 digits. Values longer than the padding count as not
         digits, for the caller to read as text.
         """
         longest = min(int(lengths.max()) if len(lengths) else 0, _PAD_BYTES)
@@ -289,19 +282,23 @@ class TsvRunBytes:
             kept = np.clip(lengths - 8 * index, 0, 8)
             word = (self.words[ends - 8 * (index + 1)] & _KEEP_HIGH[kept]) | _ZERO_FILL[kept]
             digits &= ((word & _HIGH_NIBBLES) == _ZEROS) & (((word + _SIXES) & _HIGH_NIBBLES) == _ZEROS)
-            if index < 3:
+            if convert and index < 3:
                 values += _parse_eight_digits(word) * _POWERS_OF_TEN[8 * index]
         return digits, values
 
     def _find_dots(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return each value's first dot (its end when none), whether it has one, and whether it has at most one."""
+        """Return each value's dot (its end when none), whether it has one, and whether it has at most one.
+
+        Only values that start with a digit, as a plain decimal does, are searched in full. The
+        others count as having a dot only where a six-decimal value has it.
+        """
         # Most values have their dot six bytes before the end, where it is checked first.
         guesses = np.maximum(ends - _USUAL_DECIMALS - 1, starts)
         has_dot = (self.buffer[guesses] == _DOT) & (ends - starts > _USUAL_DECIMALS)
         dots = np.where(has_dot, guesses, ends)
         # A dot there is the only one if the bytes around it are digits, which the caller checks.
         one_dot = np.ones(len(starts), dtype=bool)
-        searched = np.flatnonzero(~has_dot)
+        searched = np.flatnonzero(~has_dot & ((self.buffer[starts] - np.uint8(ord("0"))) < 10) & (ends > starts))
         if len(searched):
             if self._dots is None:
                 self._dots = np.flatnonzero(self.buffer == _DOT)

@@ -12,8 +12,10 @@ session without an attempt is left to the network family. The entity is the inte
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from agent.events import Event
@@ -50,9 +52,11 @@ class AuthAttempt:
 
 @dataclass
 class AuthAccumulator:
+    """Running state of one (entity, window) pair: its attempt times as doubles, as network windows keep theirs."""
+
     entity: str
     start: int
-    timestamps: list[float] = field(default_factory=list)
+    timestamps: array[float] = field(default_factory=partial(array, "d"))
     outcomes: Counter[str] = field(default_factory=Counter)
     peers: set[str] = field(default_factory=set)
     users: set[str] = field(default_factory=set)
@@ -88,12 +92,13 @@ class AuthenticationWindows(WindowTable[AuthAccumulator]):
         return Window(accumulator.entity, accumulator.start, features, dict(accumulator.remotes))
 
     def dump_accumulator(self, accumulator: AuthAccumulator) -> Any:
-        return {"e": accumulator.entity, "s": accumulator.start, "t": accumulator.timestamps,
+        return {"e": accumulator.entity, "s": accumulator.start, "t": accumulator.timestamps.tolist(),
                 "o": dict(accumulator.outcomes), "p": sorted(accumulator.peers), "u": sorted(accumulator.users),
                 "r": dict(accumulator.remotes)}
 
     def load_accumulator(self, item: Any) -> AuthAccumulator:
-        return AuthAccumulator(item["e"], int(item["s"]), [float(t) for t in item["t"]], counter_from(item["o"]),
+        return AuthAccumulator(item["e"], int(item["s"]), array("d", [float(t) for t in item["t"]]),
+                               counter_from(item["o"]),
                                set(item["p"]), set(item["u"]), counter_from(item["r"]))
 
     def key_of(self, accumulator: AuthAccumulator) -> tuple[str, int]:

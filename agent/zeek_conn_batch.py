@@ -207,7 +207,8 @@ def _add_run(
     # columns are converted, each distinct value once.
     if not all(run.all_digits_or(index, unset) for index in plan.counts(range(plan.width))):
         return False
-    if plan.bools is not None and not all(run.all_in(index, plan.bool_tokens) for index in plan.bools(range(plan.width))):
+    bools = plan.bools(range(plan.width)) if plan.bools is not None else ()
+    if not all(run.all_in(index, plan.bool_tokens) for index in bools):
         return False
     try:
         for index, convert in plan.checked:
@@ -254,7 +255,10 @@ def _add_run(
 
 
 def _durations(run: TsvRunBytes, column: int, unset: str) -> np.ndarray | None:
-    """Return the durations as the line path's ``float`` reads them, 0.0 when unset, or None if one is invalid or not finite."""
+    """Return the durations as the line path's ``float`` reads them, 0.0 when unset.
+
+    Returns None if a duration is invalid or not finite.
+    """
     durations, plain = run.plain_decimals(column, max_decimals=_MAX_DURATION_DECIMALS)
     unset_rows = run.equals(column, unset)
     durations[unset_rows] = 0.0

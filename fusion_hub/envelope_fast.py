@@ -50,8 +50,8 @@ _ENVELOPE_DECODER = msgspec.json.Decoder(_Envelope)
 
 
 # One member that the fast path vouches for: its text, its value, whether it is in plain JSON
-# form, and its RFC 8785 form when it is. The plain flag
-# means what ``RawObject.plain_json`` means, but a run of 16 digits in a string also clears it.
+# form, and its RFC 8785 form when it is. The plain flag means what ``RawObject.plain_json``
+# means, but a run of 16 digits in a string also clears it.
 FastMember = tuple[str, Any, bool, "bytes | None"]
 
 

@@ -144,6 +144,12 @@ class TsvRunBytes:
         same = lengths == len(encoded)
         if not same.any():
             return same
+
+        # Words are read only within the padding before a value's end.
+        if len(encoded) > _PAD_BYTES:
+            for row in np.flatnonzero(same).tolist():
+                same[row] = self.text(column, row) == token
+            return same
         for index in range(0, len(encoded), 8):
             # The word that ends ``index`` bytes before the value's end, with up to eight token bytes.
             part = encoded[max(0, len(encoded) - index - 8):len(encoded) - index]

@@ -112,3 +112,16 @@ def test_split_run_matches_str_split(rows: list[list[str]], separator: str) -> N
 )
 def test_split_run_rejects_unsplittable(texts: list[str], separator: str) -> None:
     assert split_run(texts, separator, 2) is None
+
+
+def test_equals_token_longer_than_padding() -> None:
+    """A token longer than the words read before a value's end, such as a long unset token, is compared as text."""
+    token = "u" * 200
+    run = split_run([f"{token}\t1", "-\t2", f"{token[:-1]}v\t3"], "\t", 2)
+    assert run is not None
+
+    same = run.equals(0, token)
+
+    assert same.tolist() == [True, False, False]
+    assert run.all_digits_or(0, token) is False
+    assert run.all_digits_or(1, token) is True

@@ -176,10 +176,15 @@ def event_from_maps(system: dict[str, Any], data: dict[str, Any], flags: set[str
     provider = system.get("Provider")
     if provider is not None and provider not in SYSMON_PROVIDERS:
         return None
+    # A JSON export may hold any JSON value here. Only an integer or its text is an ID:
+    # int() would take true as 1, cut 1.5 to 1 and raise OverflowError for Infinity.
+    raw_id = system.get("EventID")
     try:
-        event_id = int(system.get("EventID"))  # type: ignore[arg-type]
+        if not isinstance(raw_id, (int, str)) or isinstance(raw_id, bool):
+            raise TypeError(type(raw_id).__name__)
+        event_id = int(raw_id)
     except (TypeError, ValueError) as err:
-        raise LineRejected("missing_field:EventID", f"no integer EventID; got {system.get('EventID')!r}") from err
+        raise LineRejected("missing_field:EventID", f"no integer EventID; got {raw_id!r}") from err
 
     fields: dict[str, Any] = {}
     for name, value in data.items():

@@ -137,6 +137,33 @@ def test_xml_export_read_record_by_record(tmp_path: Path) -> None:
     assert dict(stats.errors) == {"missing_field:EventID": 1}
 
 
+def test_xml_export_with_unclosed_events_read_in_linear_time(tmp_path: Path) -> None:
+    export = tmp_path / "events.xml"
+    good = ('<Event><System><Provider Name="Microsoft-Windows-Sysmon"/><EventID>1</EventID>'
+            '<TimeCreated SystemTime="2024-05-01T10:00:00Z"/></System></Event>')
+    # 50,000 unclosed starts after a whole event: a lazy regular expression rescans the
+    # 350 KB tail from each of them, minutes of work that str.find does in one pass.
+    export.write_text(f'<?xml version="1.0"?>\n<Events>{good}\n<Eventx>{good}\n' + "<Event>" * 50_000 + "\n",
+                      encoding="utf-8")
+    stats = EventStats()
+
+    events = list(iter_file_events(export, "sysmon", stats=stats))
+
+    assert [event.kind for event in events] == ["process_create", "process_create"]
+    assert stats.lines == 2
+
+
+@pytest.mark.parametrize("event_id", [float("inf"), True, 1.5, [1], {"id": 1}])
+def test_json_export_event_id_must_be_an_integer(event_id: object) -> None:
+    record = {"SourceName": "Microsoft-Windows-Sysmon", "EventID": event_id,
+              "TimeCreated": "2024-05-01T10:00:00Z"}
+
+    with pytest.raises(LineRejected) as rejected:
+        SysmonParser().parse(json.dumps(record), source="a", line=1)
+
+    assert rejected.value.reason == "missing_field:EventID"
+
+
 def unzip(archive: Path, folder: Path) -> Path:
     with zipfile.ZipFile(archive) as opened:
         name = opened.namelist()[0]

@@ -124,6 +124,11 @@ class StepReport:
     behind: bool = False
 
 
+def _decoded(line: bytes) -> str:
+    """Decode one tailer line as :func:`agent.zeek_conn.decode_lines` decodes each."""
+    return decode_lines([line])[0]
+
+
 class LiveAgent:
     """Drive an :class:`Agent` from files that grow, rotate and truncate.
 
@@ -387,17 +392,19 @@ class LiveAgent:
         contains only connections read from the stored TSV header lines, and those have no data
         rows. Lines of a source that does not feed the network family become connections in the list.
         """
-        texts = decode_lines(lines.data())
+        data = lines.data()
         first_line = self._line_numbers[path] + 1
-        self._line_numbers[path] += len(texts)
-        numbered = list(zip(range(first_line, first_line + len(texts)), texts))
-        reporter = self.malformed.reporter(path, self.parse_stats, lines, numbered[0][0] if numbered else 1)
+        self._line_numbers[path] += len(data)
+        reporter = self.malformed.reporter(path, self.parse_stats, lines, first_line if data else 1)
         default_path = log_path_from_name(Path(path))
-        first = next((text for text in texts if text.strip()), "")
+        # Usually the first line decides. JSON lines then go to the windows as bytes, undecoded.
+        first = next((text for text in map(_decoded, data) if text.strip()), "")
         is_json = first.lstrip().startswith("{")
 
         # A TSV file writes its header once, at its start, so later reads reuse the stored one.
         if not is_json:
+            texts = decode_lines(data)
+            numbered = list(zip(range(first_line, first_line + len(texts)), texts))
             header = self._headers.get(path, [])
             header_lines = set()
             for text in texts:
@@ -427,12 +434,13 @@ class LiveAgent:
                 stats=self.parse_stats, orientation=self.orientation, reporter=reporter,
                 on_other_record=on_other_record, header=tsv_header))
         counts = self._feeder.add_json_conn_lines(
-            texts, first_line, families=families, source=path, default_path=default_path, stats=self.parse_stats,
+            data, first_line, families=families, source=path, default_path=default_path, stats=self.parse_stats,
             orientation=self.orientation, reporter=reporter, not_before=self._released_through,
             on_other_record=on_other_record)
         if counts is not None:
             block.connections, block.late, block.newest_ts = counts.connections, counts.late, counts.newest_ts
             return []
+        numbered = list(enumerate(decode_lines(data), start=first_line))
         return list(iter_connections(numbered, is_json=True, source=path, default_path=default_path,
                                      internal=self._internal, stats=self.parse_stats, orientation=self.orientation,
                                      reporter=reporter, on_other_record=on_other_record))

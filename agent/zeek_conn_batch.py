@@ -14,13 +14,21 @@ every window gets the same state: groups keep line order, and sums are taken in 
 
 from __future__ import annotations
 
-from collections import _count_elements  # type: ignore[attr-defined]
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from functools import reduce
 from operator import add
 
 import numpy as np
+
+try:
+    # The C tally behind Counter.update. It is private to collections, hence the fallback.
+    from collections import _count_elements  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - every CPython since 3.2 has it
+    def _count_elements(mapping: MutableMapping[object, int], iterable: Iterable[object]) -> None:
+        get = mapping.get
+        for element in iterable:
+            mapping[element] = get(element, 0) + 1
 
 from agent.features import WindowAccumulator
 from agent.network import FAILED_CONN_STATES, Connection, InternalNetworks, OrientationStats

@@ -293,15 +293,18 @@ class LiveAgent:
         if beyond:
             log.warning("site %s: %d rounds older than the restart horizon of %d rounds not sent",
                         self.agent.config.site.id, len(beyond), self.settings.restart_horizon_rounds)
+            # Dropped now, not after the detectors have trained: a round left open would be
+            # found beyond the horizon, and logged, again at every poll until then.
+            self._feeder.discard(set(beyond), round_seconds=round_seconds)
+            self._released_through = max(self._released_through, max(beyond) + round_seconds)
         closable = [start for start in closable if start >= horizon]
 
         # The detectors train on the first baseline rounds, so they wait until those have closed.
         untrained = [f for f in self._feeder.tables if not self.agent.scorer.is_trained(f)]
         if untrained and len(closable) < self.agent.config.detector.baseline_rounds:
-            return []
+            return sorted(beyond)
 
         windows = self._feeder.close(set(closable), round_seconds=round_seconds)
-        self._feeder.discard(set(beyond), round_seconds=round_seconds)
         scored = {family: self.agent.scorer.score(family, family_windows)
                   for family, family_windows in windows.items()}
         run = RunReport(site_id=self.agent.config.site.id)

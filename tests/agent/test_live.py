@@ -157,6 +157,29 @@ def test_live_backlog_beyond_horizon_not_sent(tmp_path: Path) -> None:
                              START + 2 * ROUND_SECONDS: "queued", START + 3 * ROUND_SECONDS: "queued"}
 
 
+def test_live_rounds_beyond_horizon_dropped_once_while_detectors_wait(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Rounds beyond the horizon are dropped at once, not found again at each poll before training."""
+    config_path = write_config(tmp_path)
+    settings = yaml.safe_load(config_path.read_text())
+    settings["detector"]["baseline_rounds"] = 2
+    config_path.write_text(yaml.safe_dump(settings))
+    config = load_agent_config(config_path)
+    (tmp_path / "logs" / "conn.log").write_text("".join(conn_line(n) for n in range(0, 3 * ROUND_SECONDS + 61, 3)))
+    agent = Agent(config, rng=seeded_random(1))
+    live = LiveAgent(agent, LiveSettings(round_grace_secs=60, restart_horizon_rounds=1))
+
+    first = live.step()
+    second = live.step()
+    agent.close()
+
+    # One round inside the horizon is fewer than the two baseline rounds, so it waits.
+    assert first.rounds == {START: "beyond_horizon", START + ROUND_SECONDS: "beyond_horizon"}
+    assert second.rounds == {}
+    assert caplog.text.count("rounds older than the restart horizon") == 1
+    assert counted_per_round(config.state_dir)[1] == {START: "beyond_horizon", START + ROUND_SECONDS: "beyond_horizon"}
+
+
 def live_snapshot(state_dir: Path) -> str | None:
     try:
         with sqlite3.connect(f"file:{state_dir / 'agent.sqlite'}?mode=ro", uri=True) as db:

@@ -197,7 +197,10 @@ class LiveAgent:
                 self._source_of_path[batch.path] = source
                 # A batch at offset 0 starts another file under the same path (the successor
                 # of a renamed file, or a truncated one), which has its own TSV header.
-                if batch.path not in run_of_path or batch.offset == 0:
+                # A cut over-long line is a run of its own, so that it can be counted without
+                # reaching a Zeek parser, which would take its cut end for a malformed record.
+                if (batch.path not in run_of_path or batch.offset == 0 or batch.truncated
+                        or run_of_path[batch.path].batches[-1].truncated):
                     run_of_path[batch.path] = TailLines()
                     runs.append((batch.path, run_of_path[batch.path]))
                 run_of_path[batch.path].append(batch)
@@ -222,6 +225,12 @@ class LiveAgent:
                 self._line_numbers[path] = 0
             families = families_of_source(source)
             block = BlockCounts()
+            if source.type == "zeek" and lines.batches[0].truncated:
+                self._line_numbers[path] += 1
+                line = self._line_numbers[path]
+                reporter = self.malformed.reporter(path, self.parse_stats, lines, line)
+                reporter.report(line, "line_too_long", f"line cut at {len(lines.batches[0].lines[0])} bytes")
+                continue
             if source.type == "zeek":
                 others: list[ZeekRecord] = []
                 items: list[FeedItem] = self._read_connections(path, lines, families, block, others.append)

@@ -1,4 +1,4 @@
-"""The live agent on Zeek TSV logs that rotate: each file is read with its own header."""
+"""The live agent on Zeek logs: each rotated TSV file is read with its own header, and cut lines are counted."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 from agent.config import AgentConfig, load_agent_config
 from agent.live import LiveAgent, LiveSettings
 from agent.service import Agent
+from agent.tailer import MAX_LINE_BYTES
 from privacy.random import seeded_random
-from tests.agent.test_live import ROUND_SECONDS, SCANNERS, START, counted_per_round, write_config
+from tests.agent.test_live import ROUND_SECONDS, SCANNERS, START, conn_line, counted_per_round, write_config
 
 HEADER = (
     "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t{opened}\n"
@@ -92,3 +93,23 @@ def test_rotation_while_stopped_keeps_header(tmp_path: Path) -> None:
     assert report.rounds == {START: "queued", START + ROUND_SECONDS: "queued"}
     assert counts == {START: ROUND_SECONDS, START + ROUND_SECONDS: ROUND_SECONDS}
     assert restarted.parse_stats.malformed == {}
+
+
+def test_over_long_zeek_lines_counted_as_cut(tmp_path: Path) -> None:
+    """A TSV or JSON conn line over the length limit counts as ``line_too_long``, and the next line is read."""
+    config, agent, live = start_live(tmp_path)
+    long_value = "x" * (MAX_LINE_BYTES + 10)
+    tsv_file, json_file = tmp_path / "logs" / "conn.log", tmp_path / "logs" / "conn.json.log"
+    tsv_file.write_text(HEADER.format(opened="2024-06-03-00-00-00") + tsv_rows(0, 1) + long_value + "\n"
+                        + tsv_rows(1, 2))
+    json_file.write_text(conn_line(2) + conn_line(3)[:-2] + f', "history": "{long_value}"}}\n' + conn_line(4))
+
+    report = live.step()
+    agent.close()
+
+    assert report.connections == 4
+    assert live.malformed.counts == {("sources[0]", "line_too_long"): 2}
+    assert sorted(str(error) for error in live.parse_stats.errors) == [
+        f"{json_file} line 2: line cut at {MAX_LINE_BYTES} bytes; line skipped",
+        f"{tsv_file} line 10: line cut at {MAX_LINE_BYTES} bytes; line skipped",
+    ]

@@ -46,7 +46,7 @@ from agent.tailer import MAX_POLL_BYTES, LogTailer, TailCheckpoint, TailLines, T
 from agent.zeek import log_path_from_name
 from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_conn_batch import BlockCounts
-from agent.sources import LineParser, make_line_parser, parse_line
+from agent.sources import make_line_parser, parse_line
 from agent.evtx_follow import EvtxFollower
 from agent.sysmon_files import EVTX_MAGIC, event_from_record
 from agent.zeek_observables import observe_records
@@ -156,7 +156,6 @@ class LiveAgent:
         self._feeder.load_state(snapshot.get("windows", {}))
         # Snapshots written before families existed buffered whole connections.
         self._feeder.feed([Connection(**item) for item in snapshot.get("open", [])], families=("network",))
-        self._line_parsers: dict[str, LineParser] = {}
         self._released_through: int = snapshot.get("released_through", 0)
         self._watermark: float = snapshot.get("watermark", 0.0)
         saved_tails = snapshot.get("tail", {})
@@ -374,10 +373,9 @@ class LiveAgent:
 
     def _read_events(self, path: str, source_type: str, lines: TailLines) -> list[FeedItem]:
         """Return the events of one sshd, Suricata or Sysmon file's new lines."""
-        parser = self._line_parsers.get(path)
-        if parser is None:
-            # Year-less sshd timestamps of a followed file are placed before the current time.
-            parser = self._line_parsers[path] = make_line_parser(source_type, reference=datetime.now(timezone.utc))
+        # Year-less sshd timestamps of a followed file are placed before the time of each read.
+        # A time kept from the first read would put later months, and New Year, a year back.
+        parser = make_line_parser(source_type, reference=datetime.now(timezone.utc))
         source = f"sources[{self.agent.config.sources.index(self._source_of_path[path])}]"
         reporter = LineReporter(path, self.event_stats, quarantine=self._quarantine)
         errors_before = Counter(self.event_stats.errors)

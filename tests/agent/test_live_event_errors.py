@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 import yaml
 
+import agent.live as agent_live
 from agent.config import load_agent_config
 from agent.live import LiveAgent, LiveSettings
 from agent.service import Agent
 from privacy.random import seeded_random
-from tests.agent.test_live import write_config
+from tests.agent.test_live import live_snapshot, write_config
 
 
 def test_sshd_malformed_lines_counted_by_source(tmp_path: Path) -> None:
@@ -45,3 +49,40 @@ def test_sysmon_damaged_evtx_counted_once(tmp_path: Path) -> None:
     assert [r.lines for r in reports] == [0, 0]
     assert live.malformed.counts == {("sources[1]", "unreadable_file"): 1}
     assert live.event_stats.errors == {"unreadable_file": 1}
+
+
+def test_sshd_year_follows_the_clock_of_each_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A year-less line read in a later month, or after New Year, gets the year of the read."""
+    config = load_agent_config(write_config(tmp_path, with_auth=True))
+    agent = Agent(config, rng=seeded_random(1))
+    live = LiveAgent(agent, LiveSettings(round_grace_secs=60))
+    auth_log = tmp_path / "logs" / "auth.log"
+    newest = []
+
+    # Each read happens at the wall-clock time given, shortly after the line was written.
+    for now, stamp in [(datetime(2026, 6, 15, 10, 0, 5, tzinfo=timezone.utc), "Jun 15 10:00:00"),
+                       (datetime(2026, 7, 1, 12, 0, 5, tzinfo=timezone.utc), "Jul  1 12:00:00"),
+                       (datetime(2027, 1, 1, 0, 0, 5, tzinfo=timezone.utc), "Jan  1 00:00:00")]:
+        monkeypatch.setattr(agent_live, "datetime", _FixedNow(now))
+        with auth_log.open("a") as stream:
+            stream.write(f"{stamp} srv1 sshd[2000]: Failed password for root from 185.220.101.1 port 50000 ssh2\n")
+        live.step()
+        live.commit()
+        newest.append(json.loads(live_snapshot(config.state_dir))["watermark"])
+    agent.close()
+
+    assert newest == [datetime(2026, 6, 15, 10, tzinfo=timezone.utc).timestamp(),
+                      datetime(2026, 7, 1, 12, tzinfo=timezone.utc).timestamp(),
+                      datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()]
+
+
+class _FixedNow:
+    """Stand-in for the live module's ``datetime`` whose ``now`` returns one instant."""
+
+    fromtimestamp = staticmethod(datetime.fromtimestamp)
+
+    def __init__(self, instant: datetime) -> None:
+        self.instant = instant
+
+    def now(self, tz: object = None) -> datetime:
+        return self.instant

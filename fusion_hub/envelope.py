@@ -24,7 +24,7 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 from fusion_hub.envelope_fast import split_members_fast
-from fusion_hub.errors import EnvelopeInvalid
+from fusion_hub.errors import EnvelopeInvalid, EnvelopeTooManyObjects
 
 _WHITESPACE = " \t\n\r"
 
@@ -113,36 +113,47 @@ class _MemberDecoder:
         return value, end, plain
 
 
-def split_envelope(body: bytes) -> list[RawObject]:
+def split_envelope(body: bytes, *, max_objects: int | None = None) -> list[RawObject]:
     """Return the objects of a TAXII envelope body, as ``split_envelope_strict`` does.
 
     Raises
     ------
-    EnvelopeInvalid
+    EnvelopeInvalid, EnvelopeTooManyObjects
         As ``split_envelope_strict``.
     """
-    members = split_members_fast(body, max_depth=MAX_MEMBER_DEPTH, depth_of=_depth)
+    members = split_members_fast(body, max_depth=MAX_MEMBER_DEPTH, depth_of=_depth,
+                                 max_objects=max_objects)
     if members is None:
-        return split_envelope_strict(body)
+        return split_envelope_strict(body, max_objects=max_objects)
     return [RawObject(text, value, None, plain, canonical)
             for text, value, plain, canonical in members]
 
 
-def split_envelope_strict(body: bytes) -> list[RawObject]:
+def split_envelope_strict(body: bytes, *, max_objects: int | None = None) -> list[RawObject]:
     """Return the objects of a TAXII envelope body, parsed by the strict parser.
+
+    Parameters
+    ----------
+    body : bytes
+        The request body.
+    max_objects : int, optional
+        Maximum number of members in the ``objects`` list. The walk stops at the first
+        member past it, so a body packed with tiny members is not parsed to its end.
 
     Raises
     ------
     EnvelopeInvalid
         If the body is not UTF-8 JSON, not an object, a STIX bundle, or has no ``objects``
         list.
+    EnvelopeTooManyObjects
+        If the ``objects`` list has more than ``max_objects`` members.
     """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
         raise EnvelopeInvalid(f"not UTF-8 at byte {err.start}") from err
     try:
-        members, objects = _walk_envelope(text, _MemberDecoder())
+        members, objects = _walk_envelope(text, _MemberDecoder(), max_objects)
     except (ValueError, IndexError) as err:
         raise EnvelopeInvalid(str(err) or "truncated JSON") from err
     except RecursionError as err:
@@ -172,7 +183,7 @@ def _expect(text: str, pos: int, char: str) -> int:
 
 
 def _walk_envelope(
-    text: str, decoder: _MemberDecoder
+    text: str, decoder: _MemberDecoder, max_objects: int | None
 ) -> tuple[dict[str, Any], list[RawObject] | None]:
     members: dict[str, Any] = {}
     objects: list[RawObject] | None = None
@@ -190,7 +201,7 @@ def _walk_envelope(
             pos = _expect(text, _skip(text, pos), ":")
             pos = _skip(text, pos)
             if key == "objects":
-                objects, pos = _walk_objects(text, pos, decoder)
+                objects, pos = _walk_objects(text, pos, decoder, max_objects)
             else:
                 members[key], pos = _DECODER.raw_decode(text, pos)
             pos = _skip(text, pos)
@@ -204,7 +215,9 @@ def _walk_envelope(
     return members, objects
 
 
-def _walk_objects(text: str, pos: int, decoder: _MemberDecoder) -> tuple[list[RawObject], int]:
+def _walk_objects(
+    text: str, pos: int, decoder: _MemberDecoder, max_objects: int | None
+) -> tuple[list[RawObject], int]:
     if pos >= len(text) or text[pos] != "[":
         raise ValueError(f"\"objects\" must be a list (offset {pos})")
     items: list[RawObject] = []
@@ -212,6 +225,8 @@ def _walk_objects(text: str, pos: int, decoder: _MemberDecoder) -> tuple[list[Ra
     if pos < len(text) and text[pos] == "]":
         return items, pos + 1
     while True:
+        if max_objects is not None and len(items) == max_objects:
+            raise EnvelopeTooManyObjects(max_objects)
         item, end = _decode_member(text, pos, decoder)
         items.append(item)
         pos = _skip(text, end)

@@ -56,7 +56,8 @@ FastMember = tuple[str, Any, bool, "bytes | None"]
 
 
 def split_members_fast(
-    body: bytes, *, max_depth: int, depth_of: Callable[[Any], int]
+    body: bytes, *, max_depth: int, depth_of: Callable[[Any], int],
+    max_objects: int | None = None,
 ) -> list[FastMember] | None:
     """Return the members of the envelope, or None if the strict parser must decide.
 
@@ -69,6 +70,9 @@ def split_members_fast(
         the result None.
     depth_of : callable
         Returns the nesting depth of a decoded value.
+    max_objects : int, optional
+        Maximum number of members. More make the result None before any member is decoded,
+        and the strict parser, which stops at the first member past the limit, reports them.
     """
     # Bad UTF-8 and escaped colons are left to the strict parser.
     ascii_only = body.isascii()
@@ -86,6 +90,8 @@ def split_members_fast(
     except (msgspec.DecodeError, RecursionError):
         return None
     if envelope.objects is msgspec.UNSET or not envelope.objects:
+        return None
+    if max_objects is not None and len(envelope.objects) > max_objects:
         return None
 
     # What rules out plain JSON form is looked for in each member only if the body has it.

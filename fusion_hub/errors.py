@@ -108,6 +108,24 @@ class EnvelopeInvalid(HubError):
         super().__init__(f"request body is not a TAXII envelope: {reason}")
 
 
+class EnvelopeTooManyObjects(HubError):
+    """A POST body holds more objects than the hub takes in one request.
+
+    The parse stops at the first object past the limit, so a body packed with millions of
+    tiny members costs little to reject.
+
+    Parameters
+    ----------
+    limit : int
+        Maximum number of objects per request (``hub.max_objects_per_request``).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"the envelope has more than {limit} objects; this hub takes at most "
+                         f"{limit} per request; send them in several requests")
+
+
 class ObjectRejected(HubError):
     """One STIX object posted to a collection failed an intake check.
 

@@ -42,7 +42,12 @@ from werkzeug.exceptions import HTTPException
 from fusion_hub.auth import Authenticator
 from fusion_hub.config import HubConfig
 from fusion_hub.envelope import split_envelope
-from fusion_hub.errors import EnvelopeInvalid, PaginationTokenInvalid, TaxiiError
+from fusion_hub.errors import (
+    EnvelopeInvalid,
+    EnvelopeTooManyObjects,
+    PaginationTokenInvalid,
+    TaxiiError,
+)
 from fusion_hub.intake import Intake
 from fusion_hub.metrics import METRICS_CONTENT_TYPE, HubMetrics
 from fusion_hub.pagination import PageTokens, query_fingerprint
@@ -269,14 +274,11 @@ def create_app(services: HubServices) -> Flask:
         if request.content_length is None and len(body) >= config.hub.max_content_length_bytes:
             request.stream.read(1)
         try:
-            objects = split_envelope(body)
+            objects = split_envelope(body, max_objects=config.hub.max_objects_per_request)
         except EnvelopeInvalid as err:
             raise TaxiiError(400, "Bad Request", str(err)) from err
-        limit = config.hub.max_objects_per_request
-        if len(objects) > limit:
-            raise TaxiiError(413, "Payload Too Large",
-                             f"the envelope has {len(objects)} objects; this hub takes at most "
-                             f"{limit} per request; send them in several requests")
+        except EnvelopeTooManyObjects as err:
+            raise TaxiiError(413, "Payload Too Large", str(err)) from err
         status_text = services.intake.add_objects_and_save_status(name, principal, objects)
         return taxii_response(status_text, 202)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from fusion_hub.envelope import split_envelope
-from fusion_hub.errors import EnvelopeInvalid
+from fusion_hub.envelope import MAX_MEMBER_DEPTH, split_envelope, split_envelope_strict
+from fusion_hub.envelope_fast import split_members_fast
+from fusion_hub.errors import EnvelopeInvalid, EnvelopeTooManyObjects
 
 
 def test_split_keeps_member_text_verbatim() -> None:
@@ -42,3 +45,32 @@ def test_split_invalid_envelope_rejected(body: bytes, reason: str) -> None:
         split_envelope(body)
 
     assert reason in excinfo.value.reason
+
+
+@pytest.mark.parametrize("split", [split_envelope, split_envelope_strict])
+def test_split_stops_past_object_limit(split: Any) -> None:
+    # The third member is not JSON: only a parse that stops after the second member reports
+    # the object limit instead of the bad JSON.
+    body = b'{"objects": [{"a": 1}, {"b": 2}, {"c": ]}'
+
+    with pytest.raises(EnvelopeTooManyObjects) as excinfo:
+        split(body, max_objects=2)
+
+    assert excinfo.value.limit == 2
+    assert "more than 2 objects" in str(excinfo.value)
+
+
+def test_split_accepts_exact_object_limit() -> None:
+    objects = split_envelope(b'{"objects": [{"a": 1}, {"b": 2}]}', max_objects=2)
+
+    assert [o.value for o in objects] == [{"a": 1}, {"b": 2}]
+
+
+def test_fast_path_defers_over_object_limit() -> None:
+    body = b'{"objects": [{"a": 1}, {"b": 2}, {"c": 3}]}'
+
+    over = split_members_fast(body, max_depth=MAX_MEMBER_DEPTH, depth_of=len, max_objects=2)
+    at_limit = split_members_fast(body, max_depth=MAX_MEMBER_DEPTH, depth_of=len, max_objects=3)
+
+    assert over is None
+    assert at_limit is not None

@@ -88,9 +88,10 @@ MAX_LINE_BYTES = 1 << 20
 # costs memory.
 READ_BLOCK_BYTES = 1 << 20
 
-# How many finished files are remembered so that a compressed or copied version of one is
-# recognised. Logrotate keeps a handful of generations per file, so a few hundred entries
-# cover dozens of files.
+# How many finished files that no pattern matches any more are remembered, so that a
+# compressed or copied version of one is recognised. Logrotate keeps a handful of
+# generations per file, so a few hundred entries cover dozens of files. Finished files that a
+# pattern still matches are all remembered: a compressed one would be read again otherwise.
 MAX_FINISHED_FILES = 256
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -364,7 +365,7 @@ class LogTailer:
         self.stats = TailStats()
 
         self._open: dict[tuple[int, int], _OpenFile] = {}
-        self._finished: deque[TailCheckpoint] = deque(maxlen=MAX_FINISHED_FILES)
+        self._finished: deque[TailCheckpoint] = deque()
         self._restored: dict[tuple[int, int], TailCheckpoint] = {}
         # Compressed files read to their end, by (device, inode): their size and mtime then.
         self._done_compressed: dict[tuple[int, int], tuple[int, int]] = {}
@@ -439,6 +440,19 @@ class LogTailer:
                                   if saved.fingerprint_size)
             self._restored.clear()
         self._first_poll = False
+        self._bound_finished(found)
+
+    def _bound_finished(self, found: dict[tuple[int, int], str]) -> None:
+        """Forget the oldest finished files beyond ``MAX_FINISHED_FILES`` that no pattern matches.
+
+        A compressed file read to its end is skipped after a restart only by its finished
+        checkpoint, so the checkpoints of files still found are kept whatever their number.
+        """
+        if len(self._finished) <= MAX_FINISHED_FILES:
+            return
+        matched = [done for done in self._finished if (done.device, done.inode) in found]
+        gone = [done for done in self._finished if (done.device, done.inode) not in found]
+        self._finished = deque(gone[-MAX_FINISHED_FILES:] + matched)
 
     def follow(self, stop: threading.Event) -> Iterator[TailLine]:
         """Poll until ``stop`` is set, waking early on file-system events when available."""

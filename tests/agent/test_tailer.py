@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import agent.tailer as tailer_module
 from agent.tailer import LogTailer, TailBatch, TailCheckpoint, TailLine, TailLines
 
 
@@ -333,6 +334,26 @@ def test_gzip_file_in_pattern_read_once(tmp_path: Path) -> None:
 
     assert first == [b"q1", b"q2", b"q3"]
     assert second == []
+
+
+def test_more_gzip_files_than_remembered_not_read_again_after_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Archives that a pattern still matches keep their finished checkpoints beyond the bound."""
+    monkeypatch.setattr(tailer_module, "MAX_FINISHED_FILES", 4)
+    for number in range(10):
+        (tmp_path / f"conn.{number:02d}.log.gz").write_bytes(gzip.compress(f"c{number}a\nc{number}b\n".encode()))
+    first = LogTailer([str(tmp_path / "*.gz")], rotate_wait_secs=0, use_inotify=False)
+    read = drain(first) + drain(first)  # the second poll closes the archives read to their end
+    first.close()
+
+    second = LogTailer([str(tmp_path / "*.gz")], rotate_wait_secs=0, use_inotify=False,
+                       checkpoints=first.checkpoints())
+    again = drain(second)
+    second.close()
+
+    assert len(read) == 20
+    assert again == []
+    assert len(second.checkpoints()) == 10
 
 
 def test_gzip_empty_then_compressed(tmp_path: Path) -> None:

@@ -4,10 +4,11 @@ Two timestamp forms occur, sometimes in one file once a distribution changes rsy
 template:
 
 - RFC 3164 ``Mmm dd hh:mm:ss``, with the day padded by a space (``Jan  1``) and no year or
-  time zone. The configured time zone applies. The year comes from a reference instant, the
-  file's modification time: a line whose month is later than the reference month was written
-  the year before. The wall clock is never used, so a backlog read months later gets the same
-  years as a live read, and ``Dec 31`` lines read on 1 January land in the old year.
+  time zone. The configured time zone applies. The year comes from a reference instant: a
+  line whose month is later than the reference month was written the year before. A file
+  read to its end takes its modification time, not the wall clock, so a backlog read months
+  later gets the same years as a live read. The live agent takes the time of each read, so
+  ``Dec 31`` lines read on 1 January land in the old year.
 - RFC 3339 (``2025-01-01T00:00:05.123456+00:00``), whose offset is honoured.
 
 Event kinds: ``failed_<method>`` and ``accepted_<method>`` (method ``password``,

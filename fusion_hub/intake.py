@@ -507,8 +507,9 @@ def build_status(results: Sequence[ObjectResult], request_time: datetime) -> dic
     """Build a complete TAXII 2.1 status resource (section 4.3.1) from per-object results."""
     successes = [{"id": r.id, "version": r.version, "message": r.message} if r.message
                  else {"id": r.id, "version": r.version} for r in results if r.accepted]
-    failures = [{"id": r.id, "version": r.version, "message": r.message} if r.message
-                else {"id": r.id, "version": r.version} for r in results if not r.accepted]
+    failures = [{"id": _encodable(r.id), "version": r.version, "message": _encodable(r.message)}
+                if r.message else {"id": _encodable(r.id), "version": r.version}
+                for r in results if not r.accepted]
     status: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "status": "complete",
@@ -524,6 +525,17 @@ def build_status(results: Sequence[ObjectResult], request_time: datetime) -> dic
     if failures:
         status["failures"] = failures
     return status
+
+
+def _encodable(text: str) -> str:
+    """Return ``text`` with each lone surrogate written as its escape, such as ``\\ud800``.
+
+    A failure entry may repeat a posted string, and a JSON escape can make that string a lone
+    surrogate, which has no UTF-8 form. The status resource must still be encoded.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _result_for(

@@ -260,3 +260,21 @@ def test_quorum_of_sites_closes_round(tmp_path: Path) -> None:
         record = server.storage.get_round(int(ROUND_START.timestamp() * 1_000_000))
         assert record is not None
         assert (record.close_reason, record.contributors) == ("quorum", 2)
+
+
+def test_lone_surrogate_in_failure_escaped(hub: Hub) -> None:
+    """A lone surrogate that a failure entry repeats is written as its escape, not a 500."""
+    identity = site_identity("site-a")
+    wrong_site = signed_summary(hub.site_a)
+    wrong_site["site"] = "\ud800"
+    bad_id = {"type": "identity", "spec_version": "2.1", "id": "identity--\ud800"}
+    # json.dumps writes a lone surrogate as the escape \ud800, which is valid JSON text.
+    texts = [json.dumps(obj) for obj in (identity, wrong_site, bad_id)]
+
+    status = post_raw(hub, hub.site_a, '{"objects": [' + ", ".join(texts) + "]}")
+
+    assert (status["total_count"], status["success_count"], status["failure_count"]) == (3, 1, 2)
+    assert status["successes"] == [{"id": identity["id"], "version": identity["modified"]}]
+    messages = {f["id"]: f["message"] for f in status["failures"]}
+    assert messages[wrong_site["id"]] == "site-a may not post a summary for site \\ud800"
+    assert messages["identity--\\ud800"].startswith("id must be identity--<UUID>")

@@ -158,6 +158,7 @@ class LiveAgent:
         self._feeder.feed([Connection(**item) for item in snapshot.get("open", [])], families=("network",))
         self._released_through: int = snapshot.get("released_through", 0)
         self._watermark: float = snapshot.get("watermark", 0.0)
+        self._waiting_for_baseline = False
         saved_tails = snapshot.get("tail", {})
         self._tailers = [
             # start_at applies at the first start only: after it, every file is new or has a checkpoint.
@@ -311,6 +312,8 @@ class LiveAgent:
         untrained = [f for f in self._feeder.tables if not self.agent.scorer.is_trained(f)]
         if untrained and len(closable) < self.agent.config.detector.baseline_rounds:
             return sorted(beyond)
+        if "network" in untrained and not self._network_baseline_ready(closable):
+            return sorted(beyond)
 
         windows = self._feeder.close(set(closable), round_seconds=round_seconds)
         scored = {family: self.agent.scorer.score(family, family_windows)
@@ -322,6 +325,28 @@ class LiveAgent:
         done = set(closable) | set(beyond)
         self._released_through = max(self._released_through, max(done) + round_seconds)
         return sorted(done)
+
+    def _network_baseline_ready(self, closable: list[int]) -> bool:
+        """Return whether the closable rounds hold enough network windows to train its detector.
+
+        Training on too few windows raises, which would stop the agent at every start on the
+        same data. A quiet site, or a stray line of an old time, therefore keeps its rounds
+        open until newer rounds add windows, or until the restart horizon drops them.
+        """
+        table, rounds = self._feeder.tables["network"], set(closable)
+        windows = sum(1 for key, accumulator in table.open.items()
+                      if key[1] - key[1] % self._round_seconds in rounds
+                      and table.close_accumulator(accumulator) is not None)
+        needed = self.agent.config.detector.min_baseline_windows
+        if windows >= needed:
+            self._waiting_for_baseline = False
+            return True
+        if not self._waiting_for_baseline:
+            log.warning("site %s: %d closable rounds hold %d network windows, fewer than the %d the detector "
+                        "needs; they stay open until newer rounds add windows", self.agent.config.site.id,
+                        len(closable), windows, needed)
+            self._waiting_for_baseline = True
+        return False
 
     def commit(self) -> None:
         """Store tail positions, TSV headers and open rounds as one checkpoint value."""

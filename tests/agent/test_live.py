@@ -180,6 +180,27 @@ def test_live_rounds_beyond_horizon_dropped_once_while_detectors_wait(
     assert counted_per_round(config.state_dir)[1] == {START: "beyond_horizon", START + ROUND_SECONDS: "beyond_horizon"}
 
 
+def test_live_rounds_wait_for_enough_baseline_windows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A first round too quiet to train the detector stays open instead of stopping the agent."""
+    config = load_agent_config(write_config(tmp_path))
+    log_file = tmp_path / "logs" / "conn.log"
+    agent = Agent(config, rng=seeded_random(1))
+    live = LiveAgent(agent, LiveSettings(round_grace_secs=60))
+
+    # Three connections in the first round, then one that closes it: three windows, not 32.
+    log_file.write_text("".join(conn_line(n) for n in (0, 1, 2, ROUND_SECONDS + 60)))
+    quiet = [live.step(), live.step()]
+    with log_file.open("a") as stream:
+        stream.write("".join(conn_line(n) for n in range(ROUND_SECONDS + 61, 2 * ROUND_SECONDS + 61)))
+    busy = live.step()
+    agent.close()
+
+    assert [report.rounds for report in quiet] == [{}, {}]
+    assert caplog.text.count("fewer than the 32 the detector needs") == 1
+    assert busy.rounds == {START: "queued", START + ROUND_SECONDS: "queued"}
+    assert counted_per_round(config.state_dir)[0] == {START: 3, START + ROUND_SECONDS: ROUND_SECONDS - 60}
+
+
 def live_snapshot(state_dir: Path) -> str | None:
     try:
         with sqlite3.connect(f"file:{state_dir / 'agent.sqlite'}?mode=ro", uri=True) as db:

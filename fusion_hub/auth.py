@@ -65,7 +65,15 @@ def parse_basic_authorization(header: str | None) -> BasicCredentials | None:
     username, separator, password = decoded.partition(":")
     if not separator:
         return None
+    # RFC 7617, section 2: neither part may contain control characters. A NUL would also
+    # fail the credential lookup on PostgreSQL, whose text values cannot hold one.
+    if _has_control_character(username) or _has_control_character(password):
+        return None
     return BasicCredentials(username, password)
+
+
+def _has_control_character(text: str) -> bool:
+    return any(char < " " or char == "\x7f" for char in text)
 
 
 def parse_bearer_authorization(header: str | None) -> str | None:

@@ -155,6 +155,12 @@ def create_app(services: HubServices) -> Flask:
             raise TaxiiError(406, "Not Acceptable",
                              "this server speaks TAXII 2.1 only; send Accept: "
                              f"{TAXII_MEDIA_TYPE}")
+        # No TAXII id, type, timestamp or token contains a NUL, and PostgreSQL text values
+        # cannot hold one, so a query with it would fail in the database.
+        if "\x00" in request.path or any("\x00" in key or "\x00" in value
+                                          for key, value in request.args.items(multi=True)):
+            raise TaxiiError(400, "Bad Request",
+                             "the URL contains a NUL character (%00); remove it")
         g.principal = services.authenticator.authenticate(
             request.headers.get("Authorization"), request.remote_addr
         )

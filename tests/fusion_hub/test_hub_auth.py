@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from fusion_hub.auth import parse_basic_authorization
 from fusion_hub.errors import RegistryError, UnknownCredential
 from fusion_hub.ratelimit import RateLimiter, retry_after_header
 from fusion_hub.server import HubServer
@@ -161,3 +163,20 @@ def test_rate_limiter_refills_over_time() -> None:
     assert retry_after_header(0.2) == "1"
     assert retry_after_header(19.01) == "20"
     assert RateLimiter(0).acquire("a") == 0.0
+
+
+@pytest.mark.parametrize("user_pass", [b"site\x00a:secret", b"site-a:sec\x00ret",
+                                       b"site\x1fa:secret", b"site\x7fa:secret"])
+def test_basic_control_character_rejected(user_pass: bytes) -> None:
+    header = "Basic " + base64.b64encode(user_pass).decode("ascii")
+
+    assert parse_basic_authorization(header) is None
+
+
+def test_basic_printable_credentials_parsed() -> None:
+    header = "Basic " + base64.b64encode("site-ä:pa ss:word".encode()).decode("ascii")
+
+    credentials = parse_basic_authorization(header)
+
+    assert credentials is not None
+    assert (credentials.username, credentials.password) == ("site-ä", "pa ss:word")

@@ -243,3 +243,25 @@ def test_hub_on_postgres_uses_shared_rate_limit(tmp_path: Path, postgres_dsn: st
     assert drained == [0.0, 0.0]
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "30"
+
+
+def test_nul_in_url_or_name_rejected(tmp_path: Path, postgres_dsn: str,
+                                     postgres_schema: str) -> None:
+    """PostgreSQL text cannot hold a NUL, so the hub turns one away before any query."""
+    config = make_config(tmp_path, storage=postgres_settings(postgres_dsn, postgres_schema))
+    with running_hub(config) as hub:
+        site = enroll(hub, "site-a")
+        objects_url = f"{hub.api_root_url}collections/{collection_id('keys')}/objects/"
+        by_filter = requests.get(objects_url, params={"match[id]": "\x00"}, auth=site.auth,
+                                 headers={"Accept": TAXII}, timeout=10)
+        by_path = requests.get(f"{objects_url}x-test--%00/", auth=site.auth,
+                               headers={"Accept": TAXII}, timeout=10)
+        by_name = requests.get(f"{hub.api_root_url}collections/", auth=("site\x00a", "x"),
+                               headers={"Accept": TAXII}, timeout=10)
+
+    assert by_filter.status_code == 400
+    assert by_filter.headers["Content-Type"] == TAXII
+    assert "NUL character" in by_filter.json()["description"]
+    assert by_path.status_code == 400
+    assert by_name.status_code == 401
+    assert by_name.headers["Content-Type"] == TAXII

@@ -495,6 +495,14 @@ def check_collection_rules(
             verdict_of(obj)
         except ValueError as err:
             raise ObjectRejected(object_id, "not-stix", str(err)) from err
+        # Each reference is looked up in storage, which must never see a string such as a
+        # NUL that PostgreSQL cannot hold.
+        for ref in obj["object_refs"]:
+            ref_type, _, ref_uuid = ref.rpartition("--")
+            if not (_TYPE_RE.fullmatch(ref_type) and _UUID_RE.fullmatch(ref_uuid)):
+                raise ObjectRejected(object_id, "not-stix",
+                                     f"object_refs must hold STIX identifiers "
+                                     f"(<type>--<UUID>); got {ref!r}")
     if obj.get("created_by_ref") != own_identity:
         raise ObjectRejected(
             object_id, "wrong-site",

@@ -125,6 +125,25 @@ def test_feedback_intake_rejects_unknown_opinion_value(tmp_path: Path) -> None:
         assert hub.registry.trust_weight("site-a") == pytest.approx(2 / 3)
 
 
+def test_feedback_intake_rejects_non_identifier_refs(tmp_path: Path) -> None:
+    """Refs are looked up in storage, and PostgreSQL cannot hold the NUL of the first."""
+    valid_ref = "indicator--8eb15c94-6f70-4d8e-8f90-ab1c2d3e4f50"
+    opinions = [posted_opinion("site-a", "agree", "indicator--\x00", 3),
+                posted_opinion("site-a", "agree", "203.0.113.9", 4),
+                posted_opinion("site-a", "agree", valid_ref, 5)]
+    with running_hub(make_config(tmp_path)) as hub:
+        site = enroll(hub, "site-a")
+
+        status = post(hub, site, "feedback", opinions)
+
+    assert (status["success_count"], status["failure_count"]) == (1, 2)
+    assert status["successes"][0]["id"] == opinions[2]["id"]
+    messages = {failure["id"]: failure["message"] for failure in status["failures"]}
+    assert messages[opinions[0]["id"]] == ("object_refs must hold STIX identifiers "
+                                           "(<type>--<UUID>); got 'indicator--\\x00'")
+    assert messages[opinions[1]["id"]].endswith("got '203.0.113.9'")
+
+
 def test_feedback_intake_fits_ensemble_strategy(tmp_path: Path) -> None:
     """One confirmed and one refuted indicator give the meta-model both classes."""
     config = make_config(tmp_path, rounds={"quorum_sites": 2}, fusion={"strategy": "ensemble"})

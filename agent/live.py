@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.config import SourceSection
+from agent.errors import BaselineTooSmall, DegenerateBaseline
 from agent.events import Event, EventStats, LineReporter, Quarantine
 from agent.families import families_of_source
 from agent.families.feeding import FeedItem
@@ -158,7 +159,8 @@ class LiveAgent:
         self._feeder.feed([Connection(**item) for item in snapshot.get("open", [])], families=("network",))
         self._released_through: int = snapshot.get("released_through", 0)
         self._watermark: float = snapshot.get("watermark", 0.0)
-        self._waiting_for_baseline = False
+        # The closable rounds and window count of the last failed training of the network detector.
+        self._failed_baseline: tuple[tuple[int, ...], int] | None = None
         saved_tails = snapshot.get("tail", {})
         self._tailers = [
             # start_at applies at the first start only: after it, every file is new or has a checkpoint.
@@ -327,26 +329,31 @@ class LiveAgent:
         return sorted(done)
 
     def _network_baseline_ready(self, closable: list[int]) -> bool:
-        """Return whether the closable rounds hold enough network windows to train its detector.
+        """Train the network detector on the closable rounds' windows and return whether it could.
 
-        Training on too few windows raises, which would stop the agent at every start on the
-        same data. A quiet site, or a stray line of an old time, therefore keeps its rounds
-        open until newer rounds add windows, or until the restart horizon drops them.
+        Training on too few windows, or on windows whose features are all constant, raises,
+        which would stop the agent at every start on the same data. A quiet site, or a stray
+        line of an old time, therefore keeps its rounds open until newer rounds add windows,
+        or until the restart horizon drops them. The windows stay open while they are tried.
         """
         table, rounds = self._feeder.tables["network"], set(closable)
-        windows = sum(1 for key, accumulator in table.open.items()
-                      if key[1] - key[1] % self._round_seconds in rounds
-                      and table.close_accumulator(accumulator) is not None)
-        needed = self.agent.config.detector.min_baseline_windows
-        if windows >= needed:
-            self._waiting_for_baseline = False
-            return True
-        if not self._waiting_for_baseline:
-            log.warning("site %s: %d closable rounds hold %d network windows, fewer than the %d the detector "
-                        "needs; they stay open until newer rounds add windows", self.agent.config.site.id,
-                        len(closable), windows, needed)
-            self._waiting_for_baseline = True
-        return False
+        windows = [window for key, accumulator in table.open.items()
+                   if key[1] - key[1] % self._round_seconds in rounds
+                   and (window := table.close_accumulator(accumulator)) is not None]
+        windows.sort(key=lambda window: (window.start, window.entity))
+
+        # Training is tried again only once the rounds or their windows changed.
+        attempt = (tuple(closable), len(windows))
+        if attempt == self._failed_baseline:
+            return False
+        try:
+            self.agent.scorer.score("network", windows)
+        except (BaselineTooSmall, DegenerateBaseline) as err:
+            log.warning("site %s: network detector not trained on %d closable rounds: %s. They stay open until "
+                        "newer rounds add windows", self.agent.config.site.id, len(closable), err)
+            self._failed_baseline = attempt
+            return False
+        return True
 
     def commit(self) -> None:
         """Store tail positions, TSV headers and open rounds as one checkpoint value."""

@@ -196,9 +196,25 @@ def test_live_rounds_wait_for_enough_baseline_windows(tmp_path: Path, caplog: py
     agent.close()
 
     assert [report.rounds for report in quiet] == [{}, {}]
-    assert caplog.text.count("fewer than the 32 the detector needs") == 1
+    assert caplog.text.count("They stay open until newer rounds add windows") == 1
     assert busy.rounds == {START: "queued", START + ROUND_SECONDS: "queued"}
     assert counted_per_round(config.state_dir)[0] == {START: 3, START + ROUND_SECONDS: ROUND_SECONDS - 60}
+
+
+def test_live_rounds_of_constant_windows_stay_open(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Windows whose features are all equal cannot train a detector, and the agent goes on."""
+    config = load_agent_config(write_config(tmp_path))
+    agent = Agent(config, rng=seeded_random(1))
+    live = LiveAgent(agent, LiveSettings(round_grace_secs=60))
+    heartbeat = json.loads(conn_line(0))
+    (tmp_path / "logs" / "conn.log").write_text("".join(
+        json.dumps({**heartbeat, "ts": START + minute * 60.0, "uid": f"C{minute}"}) + "\n" for minute in range(60)))
+
+    reports = [live.step(), live.step()]
+    agent.close()
+
+    assert [report.rounds for report in reports] == [{}, {}]
+    assert caplog.text.count("features are constant") == 1
 
 
 def live_snapshot(state_dir: Path) -> str | None:

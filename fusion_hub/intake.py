@@ -515,8 +515,9 @@ def build_status(results: Sequence[ObjectResult], request_time: datetime) -> dic
     """Build a complete TAXII 2.1 status resource (section 4.3.1) from per-object results."""
     successes = [{"id": r.id, "version": r.version, "message": r.message} if r.message
                  else {"id": r.id, "version": r.version} for r in results if r.accepted]
-    failures = [{"id": _encodable(r.id), "version": r.version, "message": _encodable(r.message)}
-                if r.message else {"id": _encodable(r.id), "version": r.version}
+    failures = [{"id": _status_text(r.id), "version": r.version,
+                 "message": _status_text(r.message)}
+                if r.message else {"id": _status_text(r.id), "version": r.version}
                 for r in results if not r.accepted]
     status: dict[str, Any] = {
         "id": str(uuid.uuid4()),
@@ -535,12 +536,19 @@ def build_status(results: Sequence[ObjectResult], request_time: datetime) -> dic
     return status
 
 
-def _encodable(text: str) -> str:
-    """Return ``text`` with each lone surrogate written as its escape, such as ``\\ud800``.
+# Longest id or message of a failure entry. Entries repeat posted values, and the status is
+# stored, so without a bound a rejected envelope would cost as much storage as a stored one.
+MAX_FAILURE_TEXT = 1000
 
-    A failure entry may repeat a posted string, and a JSON escape can make that string a lone
-    surrogate, which has no UTF-8 form. The status resource must still be encoded.
+
+def _status_text(text: str) -> str:
+    """Return ``text`` cut to ``MAX_FAILURE_TEXT`` characters, with lone surrogates escaped.
+
+    A JSON escape can make a posted string a lone surrogate such as ``\\ud800``, which has no
+    UTF-8 form, and the status resource must still be encoded. It is written as its escape.
     """
+    if len(text) > MAX_FAILURE_TEXT:
+        text = f"{text[:MAX_FAILURE_TEXT]}... ({len(text) - MAX_FAILURE_TEXT} more characters)"
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -142,3 +142,23 @@ def test_status_save_failure_stores_nothing(
     retry = post_text(hub, site, json.dumps({"objects": [note(site)]}))
     assert retry.status_code == 202
     assert len(stored_ids(hub, site)) == 1
+
+
+def test_failure_text_cut_to_bound(hub: HubServer) -> None:
+    """A failure repeats posted values only up to a bound, since the status is stored."""
+    site = enroll(hub, "site-a")
+    long_type = note(site, type="X" * 5000)
+    long_id = note(site, id="note--" + "0" * 5000)
+
+    response = post_text(hub, site, json.dumps({"objects": [long_type, long_id]}))
+
+    failures = response.json()["failures"]
+    type_message = failures[0]["message"]
+    assert type_message.startswith("type must be 3-250 lower-case letters")
+    assert type_message.endswith(" more characters)")
+    assert len(type_message) < 1100
+    assert failures[1]["id"] == "note--" + "0" * 994 + "... (4006 more characters)"
+    assert len(failures[1]["message"]) < 1100
+    stored = hub.storage.load_status(response.json()["id"])
+    assert stored is not None
+    assert len(stored[1]) < 5000

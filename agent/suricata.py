@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from agent import strict_json
 from agent.events import Event, LineRejected
 
 __all__ = ["KEPT_EVENT_TYPES", "SuricataParser"]
@@ -44,8 +45,8 @@ class SuricataParser:
         if not text.strip():
             return None
 
-        # orjson parses faster than json. Where it rejects a line that json accepts (NaN,
-        # lone surrogate escapes, deep nesting), json decides, so such lines read as before.
+        # orjson parses faster than json. Where it rejects a line for a lone surrogate escape
+        # or deep nesting, json decides; NaN and infinite numbers stay rejected (agent.strict_json).
         try:
             obj = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -65,7 +66,7 @@ class SuricataParser:
 def _loads_with_json(text: str) -> Any:
     # ValueError also covers integers longer than Python's 4300-digit conversion limit.
     try:
-        return json.loads(text)
+        return strict_json.loads(text)
     except json.JSONDecodeError as err:
         raise LineRejected("invalid_json", f"invalid JSON: {err.msg} at column {err.colno}") from err
     except (ValueError, RecursionError) as err:

@@ -20,13 +20,13 @@ an ID without a name here becomes ``event_<id>``.
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ElementTree
 from datetime import datetime, timezone
 from typing import Any
 from xml.sax.saxutils import unescape
 
+from agent import strict_json
 from agent.events import Event, LineRejected
 
 __all__ = ["EVENT_KINDS", "SysmonParser", "event_from_maps"]
@@ -107,7 +107,7 @@ class SysmonParser:
 
     def _parse_json(self, text: str, source: str, line: int) -> Event | None:
         try:
-            obj = json.loads(text)
+            obj = strict_json.loads(text)
         except (ValueError, RecursionError) as err:
             raise LineRejected("invalid_json", f"invalid JSON: {err}") from err
         if not isinstance(obj, dict):

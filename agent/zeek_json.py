@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from agent import strict_json
 from agent.network import conn_value_problem
 from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_values import (
@@ -83,15 +84,15 @@ def parse_json_lines(
             stats.skipped += 1
             continue
 
-        # orjson parses several times faster than json. It rejects what json still accepts
-        # (NaN, lone surrogate escapes, nesting beyond 1024), and json then decides, so those
-        # lines read as before. ValueError also covers integers longer than Python's
-        # 4300-digit conversion limit.
+        # orjson parses several times faster than json. Where it rejects a line for a lone
+        # surrogate escape or nesting beyond 1024, json decides, and it rejects NaN and
+        # infinite numbers as orjson does (agent.strict_json). ValueError also covers
+        # integers longer than Python's 4300-digit conversion limit.
         try:
             obj = orjson.loads(text)
         except orjson.JSONDecodeError:
             try:
-                obj = json.loads(text)
+                obj = strict_json.loads(text)
             except (ValueError, RecursionError) as err:
                 reporter.report(number, "invalid_json", f"invalid JSON: {_describe_json_error(err)}")
                 continue

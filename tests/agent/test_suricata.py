@@ -130,3 +130,15 @@ def test_slips_eve_json_counts(shared_data_dir: Path) -> None:
     assert stats.errors_total == 0
     assert events[0].fields["alert.signature_id"] == 2403388
     assert events[0].ts == datetime(2021, 6, 6, 13, 59, 46, 457984, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_number_rejected_as_invalid_json(number: str) -> None:
+    """Python's json reads these, but they are not JSON, and `fti agent parse` could not print them back."""
+    line = ('{"timestamp": "2024-05-01T10:00:00.000000+0000", "event_type": "flow", "src_ip": "10.0.0.1", '
+            f'"dest_ip": "8.8.8.8", "dest_port": 53, "flow": {{"bytes_toserver": {number}}}}}')
+
+    with pytest.raises(LineRejected) as rejected:
+        SuricataParser().parse(line, source="eve.json", line=1)
+
+    assert rejected.value.reason == "invalid_json"

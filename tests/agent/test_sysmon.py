@@ -153,15 +153,21 @@ def test_xml_export_with_unclosed_events_read_in_linear_time(tmp_path: Path) -> 
     assert stats.lines == 2
 
 
-@pytest.mark.parametrize("event_id", [float("inf"), True, 1.5, [1], {"id": 1}])
-def test_json_export_event_id_must_be_an_integer(event_id: object) -> None:
+@pytest.mark.parametrize(("event_id", "reason"), [
+    (float("inf"), "invalid_json"),  # json.dumps writes Infinity, which is not JSON
+    (True, "missing_field:EventID"),
+    (1.5, "missing_field:EventID"),
+    ([1], "missing_field:EventID"),
+    ({"id": 1}, "missing_field:EventID"),
+])
+def test_json_export_event_id_must_be_an_integer(event_id: object, reason: str) -> None:
     record = {"SourceName": "Microsoft-Windows-Sysmon", "EventID": event_id,
               "TimeCreated": "2024-05-01T10:00:00Z"}
 
     with pytest.raises(LineRejected) as rejected:
         SysmonParser().parse(json.dumps(record), source="a", line=1)
 
-    assert rejected.value.reason == "missing_field:EventID"
+    assert rejected.value.reason == reason
 
 
 def unzip(archive: Path, folder: Path) -> Path:

@@ -198,7 +198,8 @@ def test_json_ts_plausible_bounds_kept(tmp_path: Path) -> None:
         ('"2024-05-01T10:00:00"', "invalid_value:ts"),  # no offset: the zone is unknown
         ('"yesterday"', "invalid_value:ts"),
         ("[1]", "invalid_value:ts"),
-        ("NaN", "invalid_value:ts"),
+        ("NaN", "invalid_json"),  # not JSON, though Python's json reads it
+        ("1e999", "invalid_json"),
     ],
 )
 def test_json_invalid_ts_counted(tmp_path: Path, ts: str, reason: str) -> None:

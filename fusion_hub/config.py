@@ -73,6 +73,8 @@ class ServerSettings:
     max_page_size: int = 1000
     # How often the background ticker looks for rounds past their deadline.
     tick_seconds: float = 5.0
+    # Days a TAXII status resource stays readable after its POST; older ones are deleted.
+    status_retention_days: int = 7
     # IP address of a reverse proxy in front of the hub, such as a TLS terminator. Requests
     # from it count under the last X-Forwarded-For address, so the failed-login limits and
     # the logs see each client and not the proxy. Empty trusts no proxy and ignores the header.
@@ -432,6 +434,8 @@ def validate_hub_config(
             "Use a value no larger than hub.max_page_size, for example 100")
     require(0 < hub.tick_seconds <= 3600, "hub.tick_seconds", hub.tick_seconds,
             "must be in (0, 3600]", "Use a few seconds, for example 5")
+    require(1 <= hub.status_retention_days <= 36_500, "hub.status_retention_days", hub.status_retention_days,
+            "must be in [1, 36500]", "Use 7: clients read a status right after their POST")
     require(hub.trusted_proxy == "" or _is_ip_address(hub.trusted_proxy), "hub.trusted_proxy",
             hub.trusted_proxy, "must be an IP address or empty",
             "Give the address the reverse proxy connects from, for example 127.0.0.1")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from waitress import wasyncore
@@ -274,6 +274,18 @@ class HubServer:
                 self.publisher.flush_sinks(now)
             except Exception:
                 log.exception("flushing the SIEM sinks failed")
+            try:
+                self.purge_statuses(now)
+            except Exception:
+                log.exception("deleting expired status resources failed")
+
+    def purge_statuses(self, now: datetime) -> int:
+        """Delete the status resources older than ``hub.status_retention_days`` and return how many."""
+        days = self.config.hub.status_retention_days
+        deleted = self.storage.purge_statuses(now - timedelta(days=days))
+        if deleted:
+            log.info("deleted %d status resources older than %d days", deleted, days)
+        return deleted
 
 
 def _strategy(config: HubConfig, rng: RandomSource | None) -> FusionStrategy:

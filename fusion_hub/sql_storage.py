@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import threading
+from datetime import datetime
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -61,6 +62,11 @@ CREATE TABLE IF NOT EXISTS statuses (
     owner TEXT NOT NULL,
     body  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS status_times (
+    id         TEXT PRIMARY KEY,
+    created_us {int64} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_times_by_created ON status_times (created_us);
 CREATE TABLE IF NOT EXISTS credentials (
     name             TEXT PRIMARY KEY,
     kind             TEXT NOT NULL CHECK (kind IN ('site', 'consumer')),
@@ -171,6 +177,7 @@ class SQLStorage(HubStorage):
         self._clock = clock
         self._lock = threading.RLock()
         self._depth = 0
+        self._status_times_filled = False
 
     @abc.abstractmethod
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -435,6 +442,21 @@ class SQLStorage(HubStorage):
         with self.transaction():
             self._execute("INSERT INTO statuses (id, owner, body) VALUES (?, ?, ?)",
                           (status_id, owner, body))
+            self._execute("INSERT INTO status_times (id, created_us) VALUES (?, ?)",
+                          (status_id, to_micros(self._clock())))
+
+    def purge_statuses(self, before: datetime) -> int:
+        with self.transaction():
+            if not self._status_times_filled:
+                # Statuses stored before the hub recorded their times count as saved now.
+                self._execute("INSERT INTO status_times (id, created_us) SELECT id, ? FROM statuses "
+                              "WHERE id NOT IN (SELECT id FROM status_times)", (to_micros(self._clock()),))
+            cutoff = to_micros(before)
+            deleted = self._execute("DELETE FROM statuses WHERE id IN "
+                                    "(SELECT id FROM status_times WHERE created_us < ?)", (cutoff,)).rowcount
+            self._execute("DELETE FROM status_times WHERE created_us < ?", (cutoff,))
+        self._status_times_filled = True
+        return max(deleted, 0)
 
     def load_status(self, status_id: str) -> tuple[str, str] | None:
         rows = self._query("SELECT owner, body FROM statuses WHERE id = ?", (status_id,))

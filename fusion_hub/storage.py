@@ -22,6 +22,7 @@ import abc
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import NamedTuple
 
@@ -272,7 +273,15 @@ class HubStorage(abc.ABC):
 
     @abc.abstractmethod
     def save_status(self, status_id: str, owner: str, body: str) -> None:
-        """Store a status resource (JSON text) readable by ``owner`` only."""
+        """Store a status resource (JSON text) readable by ``owner`` only, with the time it was saved."""
+
+    @abc.abstractmethod
+    def purge_statuses(self, before: datetime) -> int:
+        """Delete the status resources saved before ``before`` and return how many.
+
+        Statuses stored by a version that did not record their time count as saved when
+        this first runs.
+        """
 
     @abc.abstractmethod
     def load_status(self, status_id: str) -> tuple[str, str] | None:

@@ -182,6 +182,7 @@ def test_load_postgresql_storage_and_limits(tmp_path: Path) -> None:
     ("storage:\n  postgresql_schema: Bad-Name\n", "storage.postgresql_schema"),
     ("hub:\n  rate_limit_per_minute: -1\n", "hub.rate_limit_per_minute"),
     ("hub:\n  max_objects_per_request: 0\n", "hub.max_objects_per_request"),
+    ("hub:\n  status_retention_days: 0\n", "hub.status_retention_days"),
 ])
 def test_load_storage_and_limit_errors(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(HubConfigError) as excinfo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -359,3 +359,31 @@ def test_add_objects_batch_outcomes_in_order(storage: HubStorage) -> None:
         ("indicator--unversioned", page.objects[3].date_added_us)]
     stamps = [o.date_added_us for o in page.objects]
     assert stamps == sorted(set(stamps))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_statuses_purged_after_retention(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+    now = [FROZEN]
+    if backend == "sqlite":
+        storage: HubStorage = SQLiteHubStorage(tmp_path / "hub.sqlite3", clock=lambda: now[0])
+    else:
+        storage = PostgresHubStorage(request.getfixturevalue("postgres_dsn"),
+                                     schema=request.getfixturevalue("postgres_schema"), clock=lambda: now[0])
+    try:
+        storage.save_status("status-old", "site-a", '{"id": "status-old"}')
+        now[0] = FROZEN + timedelta(days=3)
+        storage.save_status("status-new", "site-a", '{"id": "status-new"}')
+        with storage.transaction():  # as if saved by a version that kept no times
+            storage._execute("INSERT INTO statuses (id, owner, body) VALUES (?, ?, ?)",  # type: ignore[attr-defined]
+                             ("status-legacy", "site-a", "{}"))
+
+        first = storage.purge_statuses(FROZEN + timedelta(days=1))
+        kept = [storage.load_status(name) is not None for name in ("status-old", "status-new", "status-legacy")]
+        now[0] = FROZEN + timedelta(days=10)
+        second = storage.purge_statuses(FROZEN + timedelta(days=5))
+        left = [storage.load_status(name) is not None for name in ("status-new", "status-legacy")]
+    finally:
+        storage.close()
+
+    assert (first, kept) == (1, [False, True, True])
+    assert (second, left) == (2, [False, False])

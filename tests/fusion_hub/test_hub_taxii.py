@@ -348,6 +348,19 @@ def test_status_of_other_caller_404(hub: Hub) -> None:
     assert_taxii_error(response, 404)
 
 
+def test_status_expires_after_retention(hub: Hub) -> None:
+    """A status resource answers for hub.status_retention_days (7 by default), then 404."""
+    url = f"{hub.root}status/{hub.status_id}/"
+    posted_at = hub.server._clock()
+
+    kept = hub.server.purge_statuses(posted_at + timedelta(days=6, hours=23))
+    still_there = get(url, hub.site_a.auth).status_code
+    deleted = hub.server.purge_statuses(posted_at + timedelta(days=7, seconds=1))
+
+    assert (kept, still_there, deleted) == (0, 200, 1)
+    assert_taxii_error(get(url, hub.site_a.auth), 404)
+
+
 def test_status_without_trailing_slash_served(hub: Hub) -> None:
     """taxii2-client builds the status URL without the trailing slash."""
     response = get(f"{hub.root}status/{hub.status_id}", hub.site_a.auth)

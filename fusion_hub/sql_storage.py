@@ -449,8 +449,10 @@ class SQLStorage(HubStorage):
         with self.transaction():
             if not self._status_times_filled:
                 # Statuses stored before the hub recorded their times count as saved now.
+                # ON CONFLICT: another hub process on the same database may fill them at once.
                 self._execute("INSERT INTO status_times (id, created_us) SELECT id, ? FROM statuses "
-                              "WHERE id NOT IN (SELECT id FROM status_times)", (to_micros(self._clock()),))
+                              "WHERE id NOT IN (SELECT id FROM status_times) ON CONFLICT (id) DO NOTHING",
+                              (to_micros(self._clock()),))
             cutoff = to_micros(before)
             deleted = self._execute("DELETE FROM statuses WHERE id IN "
                                     "(SELECT id FROM status_times WHERE created_us < ?)", (cutoff,)).rowcount

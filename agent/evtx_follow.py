@@ -54,7 +54,7 @@ _COMPUTER = re.compile(r"<Computer>([^<]*)</Computer>")
 
 @dataclass(frozen=True)
 class _Chunk:
-    """What one read of a 64 KiB chunk found, kept to skip the chunk while its bytes stay the same.
+    """Result of reading one 64 KiB chunk, kept to skip the chunk while its bytes stay the same.
 
     ``positions`` counts its records and unreadable records, ``newest_id`` is its highest
     record id (0 without records), ``first`` its first record, and ``trailing_failures`` the
@@ -110,6 +110,8 @@ class EvtxFollower:
         # Path to (device, inode, size, mtime) at the last poll that read the file to its end.
         self._unchanged: dict[str, tuple[int, int, int, int]] = {}
         # Path to what each whole chunk of the file held when it was last read.
+        # NOTE: kept in memory only, so after a restart every chunk is parsed once more and its
+        # damaged records are reported again.
         self._chunks: dict[str, dict[int, _Chunk]] = {}
         # Path to the version of a file that could not be read, so it is reported once.
         self._unreadable: dict[str, tuple[int, int, int, int]] = {}

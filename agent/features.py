@@ -44,9 +44,9 @@ class WindowAccumulator:
     """Running state of one (entity, window) pair.
 
     ``timestamps`` contains one event time per connection, because burstiness needs every gap.
-    During a replay of a large file the open windows contain one per connection, so they are kept
-    in an ``array('d')``: the same doubles as Python floats, in 8 bytes each instead of 32 (a
-    float object and its list slot).
+    During a replay of a large file the open windows therefore contain one per connection. They
+    are kept in an ``array('d')``, the same doubles as Python floats in 8 bytes each instead of
+    32 (a float object and its list slot).
     """
 
     entity: str

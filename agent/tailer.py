@@ -364,6 +364,8 @@ class LogTailer:
         self.skip_magic = skip_magic
         self.stats = TailStats()
 
+        # NOTE: each open plain file keeps its descriptor until it is rotated away, so a pattern
+        # over thousands of uncompressed files needs a raised open-file limit.
         self._open: dict[tuple[int, int], _OpenFile] = {}
         self._finished: deque[TailCheckpoint] = deque()
         self._restored: dict[tuple[int, int], TailCheckpoint] = {}

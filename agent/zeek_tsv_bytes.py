@@ -321,7 +321,7 @@ class TsvRunBytes:
 def _number_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return one row of each distinct key and, for every row, the number of its key.
 
-    ``np.unique`` asks for a stable sort when it returns first rows, which is about twice as
+    ``np.unique`` requires a stable sort when it returns first rows, which is about twice as
     slow, and any row of a key will do.
     """
     order = keys.argsort()

@@ -380,7 +380,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
     with tempfile.TemporaryDirectory(prefix="fti-taxii-bench-") as folder:
-        # Other processes on the machine move every rate; the load average says how much.
+        # Other processes on the machine move every rate; the load average shows how much.
         load_before = os.getloadavg()[0]
         results = run(sizes, postgres_dsn=args.postgres_dsn, folder=Path(folder),
                       measurements=tuple(args.measurements))

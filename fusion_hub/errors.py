@@ -109,7 +109,7 @@ class EnvelopeInvalid(HubError):
 
 
 class EnvelopeTooManyObjects(HubError):
-    """A POST body holds more objects than the hub takes in one request.
+    """A POST body contains more objects than the hub accepts in one request.
 
     The parse stops at the first object past the limit, so a body packed with millions of
     tiny members costs little to reject.

@@ -157,7 +157,7 @@ def test_live_backlog_beyond_horizon_not_sent(tmp_path: Path) -> None:
                              START + 2 * ROUND_SECONDS: "queued", START + 3 * ROUND_SECONDS: "queued"}
 
 
-def test_live_rounds_beyond_horizon_dropped_once_while_detectors_wait(
+def test_beyond_horizon_dropped_once_untrained(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Rounds beyond the horizon are dropped at once, not found again at each poll before training."""
     config_path = write_config(tmp_path)

@@ -134,7 +134,7 @@ def test_gzip_backlog_read_in_slices(tmp_path: Path) -> None:
     tailer.close()
 
     # A compressed file is decompressed 1 MiB at a time, and a poll stops at the first read
-    # that would start past the bound. The first MiB holds 10,485 whole lines; the 76 bytes of
+    # that would start past the bound. The first MiB contains 10,485 whole lines; the 76 bytes of
     # the next line wait, with the reader, for the second poll.
     assert slices == [(10_485, 1_048_500), (10_486, 1_048_600), (9_029, 902_900), (0, 0)]
 
@@ -159,7 +159,7 @@ def test_gzip_backlog_decompressed_once(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_gzip_file_read_to_end_not_opened_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An archive that a pattern keeps matching is decompressed once and holds no descriptor after."""
+    """An archive that a pattern keeps matching is decompressed once and keeps no descriptor open after."""
     path = tmp_path / "conn.00:00:00-01:00:00.log.gz"
     path.write_bytes(gzip.compress(LINE * 1000))
     heads = []

@@ -241,7 +241,7 @@ def test_evtx_chunk_rewritten_in_place_read_again(tmp_path: Path, sample: bytes)
 
 
 @pytest.mark.shared_data
-def test_evtx_damaged_chunk_reported_once_at_whole_file_position(tmp_path: Path, sample: bytes) -> None:
+def test_evtx_damaged_chunk_reported_once(tmp_path: Path, sample: bytes) -> None:
     live_file = tmp_path / "sysmon.evtx"
     damaged = sample[:HEADER] + chunks(sample, 0, 2) + b"x" * CHUNK + chunks(sample, 3, 5)
     live_file.write_bytes(damaged)

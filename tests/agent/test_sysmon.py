@@ -137,7 +137,7 @@ def test_xml_export_read_record_by_record(tmp_path: Path) -> None:
     assert dict(stats.errors) == {"missing_field:EventID": 1}
 
 
-def test_xml_export_with_unclosed_events_read_in_linear_time(tmp_path: Path) -> None:
+def test_xml_unclosed_events_linear_time(tmp_path: Path) -> None:
     export = tmp_path / "events.xml"
     good = ('<Event><System><Provider Name="Microsoft-Windows-Sysmon"/><EventID>1</EventID>'
             '<TimeCreated SystemTime="2024-05-01T10:00:00Z"/></System></Event>')

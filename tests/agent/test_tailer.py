@@ -336,7 +336,7 @@ def test_gzip_file_in_pattern_read_once(tmp_path: Path) -> None:
     assert second == []
 
 
-def test_more_gzip_files_than_remembered_not_read_again_after_restart(
+def test_many_gzip_archives_not_reread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Archives that a pattern still matches keep their finished checkpoints beyond the bound."""
     monkeypatch.setattr(tailer_module, "MAX_FINISHED_FILES", 4)

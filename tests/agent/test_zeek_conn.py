@@ -181,8 +181,8 @@ JSON_ROW = ('{"ts":1655071198.444458,"id.orig_h":"192.168.1.5","id.orig_p":62771
     (',"resp_bytes":-5', "invalid_value:resp_bytes"),
     (',"resp_bytes":[1]', "invalid_value:resp_bytes"),
 ])
-def test_json_conn_value_a_connection_cannot_take_is_reported(extra: str, reason: str) -> None:
-    """A repeated key wins over the row's own value, so each line holds one bad value and stays readable."""
+def test_json_conn_bad_value_reported(extra: str, reason: str) -> None:
+    """A repeated key wins over the row's own value, so each line contains one bad value and stays readable."""
     general, fast = read_both([JSON_ROW + extra + "}", JSON_ROW + "}"], is_json=True)
 
     assert fast == general
@@ -198,7 +198,7 @@ def test_json_conn_value_a_connection_cannot_take_is_reported(extra: str, reason
     ("id.resp_p", "string", "https"),
     ("orig_bytes", "double", "1.5"),
 ])
-def test_tsv_conn_column_declared_with_another_type_is_reported(column: str, declared: str, value: str) -> None:
+def test_tsv_conn_retyped_column_reported(column: str, declared: str, value: str) -> None:
     """The header decides each column's type, so every row of such a header is reported, and none stops the stream."""
     names, types = HEADER[5].split("\t"), HEADER[6].split("\t")
     types[names.index(column)] = declared
@@ -212,7 +212,7 @@ def test_tsv_conn_column_declared_with_another_type_is_reported(column: str, dec
     assert connections == []
 
 
-def test_tsv_conn_negative_int_byte_count_is_reported() -> None:
+def test_tsv_conn_negative_bytes_reported() -> None:
     names, types = HEADER[5].split("\t"), HEADER[6].split("\t")
     types[names.index("orig_bytes")] = "int"
     header = HEADER[:6] + ["\t".join(types)]

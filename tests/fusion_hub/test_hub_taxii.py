@@ -349,7 +349,7 @@ def test_status_of_other_caller_404(hub: Hub) -> None:
 
 
 def test_status_expires_after_retention(hub: Hub) -> None:
-    """A status resource answers for hub.status_retention_days (7 by default), then 404."""
+    """A status resource is served for hub.status_retention_days (7 by default), then 404."""
     url = f"{hub.root}status/{hub.status_id}/"
     posted_at = hub.server._clock()
 

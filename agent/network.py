@@ -26,6 +26,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # SH and SHR (half-open, one side only), OTH (no SYN seen). See Zeek's base/protocols/conn.
 FAILED_CONN_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
 
+# TCP and UDP ports are 16-bit. For ICMP, Zeek writes the type and code in the port fields, which are smaller.
+MAX_PORT = 65535
+
 # Addresses repeat across a log, so their classification is cached. The cache is emptied when
 # it reaches this size, which bounds its memory to roughly 16 MiB (an estimate at about 250
 # bytes per entry) on a scan of many addresses.
@@ -182,15 +185,16 @@ def orient_fields(
 def conn_value_problem(fields: Mapping[str, Any]) -> tuple[str, str] | None:
     """Return (field, why) for the first value of a conn record that a connection cannot take, or None.
 
-    Zeek writes ports and byte counts as non-negative integers, the duration as a number
-    of seconds and the state as a string. A JSON line or a TSV header can still declare
-    anything, and such a value would otherwise stop the stream or turn a window's
-    features into NaN. Absent values are fine: they mean unknown.
+    Zeek writes ports as integers from 0 to 65535, byte counts as non-negative integers, the
+    duration as a non-negative number of seconds and the state as a string. A JSON line or a
+    TSV header can still declare anything, and such a value would otherwise stop the stream,
+    put an impossible port in a window's counters or turn its features negative or NaN.
+    Absent values are fine: they mean unknown.
     """
     for name in ("id.orig_p", "id.resp_p"):
         value = fields.get(name)
-        if value is not None and type(value) is not int:
-            return name, f"port {_shown(value)} is not an integer"
+        if value is not None and (type(value) is not int or not 0 <= value <= MAX_PORT):
+            return name, f"port {_shown(value)} is not an integer from 0 to {MAX_PORT}"
     for name in ("orig_bytes", "resp_bytes"):
         value = fields.get(name)
         if value is not None and (type(value) is not int or value < 0):
@@ -205,6 +209,8 @@ def conn_value_problem(fields: Mapping[str, Any]) -> tuple[str, str] | None:
             finite = False
         if not finite:
             return "duration", f"duration {_shown(duration)} is not a finite number of seconds"
+        if duration < 0:
+            return "duration", f"duration {_shown(duration)} is negative"
     state = fields.get("conn_state")
     if state is not None and type(state) is not str:
         return "conn_state", f"state {_shown(state)} is not a string"

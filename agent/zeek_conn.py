@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from agent.network import FAILED_CONN_STATES, Connection, InternalNetworks, OrientationStats, orient_fields
+from agent.network import FAILED_CONN_STATES, MAX_PORT, Connection, InternalNetworks, OrientationStats, orient_fields
 from agent.zeek_json import parse_json_lines
 from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_tsv import ColumnLayout, TsvHeader, convert_row, iter_data_lines
@@ -303,8 +303,13 @@ def _orient_row(
         duration = 0.0 if duration_text == unset else float(duration_text)
     except ValueError:
         return _FALLBACK
-    if duration - duration != 0.0:  # nan or inf: the general path reports it
+    # NaN, infinite or negative durations and ports above 65535 take the general path, which reports them.
+    if duration - duration != 0.0 or duration < 0.0:
         return _FALLBACK
+    orig_p_text, resp_p_text = values[plan.orig_p], values[plan.resp_p]
+    for port_text in (orig_p_text, resp_p_text):
+        if port_text != unset and (len(port_text) > 5 or int(port_text) > MAX_PORT):
+            return _FALLBACK
 
     # Unset or invalid addresses take the general path, which reports them as before.
     orig_text, resp_text = values[plan.orig_h], values[plan.resp_h]
@@ -319,9 +324,9 @@ def _orient_row(
         orientation.both_external += 1
         return None
     if outbound:
-        entity, remote_class, port_text = orig[0], resp, values[plan.resp_p]
+        entity, remote_class, port_text = orig[0], resp, resp_p_text
     else:
-        entity, remote_class, port_text = resp[0], orig, values[plan.orig_p]
+        entity, remote_class, port_text = resp[0], orig, orig_p_text
     orig_bytes_text, resp_bytes_text = values[plan.orig_bytes], values[plan.resp_bytes]
     orig_bytes = 0 if orig_bytes_text == unset else int(orig_bytes_text)
     resp_bytes = 0 if resp_bytes_text == unset else int(resp_bytes_text)

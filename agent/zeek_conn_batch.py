@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - every CPython since 3.2 has it
             mapping[element] = get(element, 0) + 1
 
 from agent.features import WindowAccumulator
-from agent.network import FAILED_CONN_STATES, Connection, InternalNetworks, OrientationStats
+from agent.network import FAILED_CONN_STATES, MAX_PORT, Connection, InternalNetworks, OrientationStats
 from agent.zeek_conn import _PLAIN_SECONDS, _TS_MAX_SECS, RecordCallback, _ConnPlan, _plan, iter_connections
 from agent.zeek_records import MalformedLineReporter, ParseStats
 from agent.zeek_tsv import TsvHeader
@@ -245,12 +245,13 @@ def _add_run(
     sides = [(name_of_text[side], internal_flags[side], shareable_flags[side])
              for side in (codes[:count], codes[count:])]
 
-    # Ports and byte counts, checked as digits above, fit int64 below 19 digits.
+    # Ports and byte counts, checked as digits above, fit int64 below 19 digits. A port above
+    # 65535 sends the run to the line path, which reports it.
     integers = {}
     for name, index in (("orig_p", plan.orig_p), ("resp_p", plan.resp_p), ("orig_bytes", plan.orig_bytes),
                         ("resp_bytes", plan.resp_bytes)):
         values = run.integers(index, unset, -1)
-        if values is None:
+        if values is None or (name.endswith("_p") and int(values.max()) > MAX_PORT):
             return False
         integers[name] = values
     state_codes, states = run.factorize([plan.conn_state])
@@ -265,7 +266,7 @@ def _add_run(
 def _durations(run: TsvRunBytes, column: int, unset: str) -> np.ndarray | None:
     """Return the durations as the line path's ``float`` reads them, 0.0 when unset.
 
-    Returns None if a duration is invalid or not finite.
+    Returns None if a duration is invalid, not finite or negative.
     """
     durations, plain = run.plain_decimals(column, max_decimals=_MAX_DURATION_DECIMALS)
     unset_rows = run.equals(column, unset)
@@ -276,9 +277,9 @@ def _durations(run: TsvRunBytes, column: int, unset: str) -> np.ndarray | None:
     except ValueError:
         return None
 
-    # A NaN or infinite duration would turn the window's mean into NaN. The line path reports
-    # such a line, so its run takes the line path.
-    if not np.isfinite(durations).all():
+    # A NaN or infinite duration would turn the window's mean into NaN, and a negative one
+    # would lower it. The line path reports such a line, so its run takes the line path.
+    if not (np.isfinite(durations).all() and (durations >= 0.0).all()):
         return None
     return durations
 

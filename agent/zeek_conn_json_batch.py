@@ -48,7 +48,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from agent.network import FAILED_CONN_STATES, InternalNetworks, OrientationStats
+from agent.network import FAILED_CONN_STATES, MAX_PORT, InternalNetworks, OrientationStats
 from agent.zeek_conn import RecordCallback, decode_lines, iter_connections
 from agent.zeek_conn_batch import AccumulatorFor, BlockCounts, _orient_and_add, _WindowAdder
 from agent.zeek_json import _datetime_from_json
@@ -288,8 +288,9 @@ def _check_columns(column: Column, rows: _Rows, internal: InternalNetworks, *, w
     if write_times:
         _check_write_times(column("_write_ts"), valid)
     _check_addresses(column("id.orig_h"), column("id.resp_h"), rows, internal)
-    for name, absent in (("id.orig_p", -1), ("id.resp_p", -1), ("orig_bytes", 0), ("resp_bytes", 0)):
-        rows.integers[name.removeprefix("id.")] = _checked_integers(column(name), valid, absent)
+    for name, absent, limit in (("id.orig_p", -1, MAX_PORT + 1), ("id.resp_p", -1, MAX_PORT + 1),
+                                ("orig_bytes", 0, _MAX_INTEGER), ("resp_bytes", 0, _MAX_INTEGER)):
+        rows.integers[name.removeprefix("id.")] = _checked_integers(column(name), valid, absent, limit)
     rows.duration = _checked_durations(column("duration"), valid)
     rows.failed = _checked_states(column("conn_state"), valid)
 
@@ -397,8 +398,11 @@ def _check_addresses(origs: list[Any], resps: list[Any], rows: _Rows, internal: 
     rows.names = list(name_codes)
 
 
-def _checked_integers(values: list[Any], valid: np.ndarray, absent: int) -> np.ndarray:
-    """Return non-negative JSON integers, and ``absent`` for a missing field or null. Other values take the line path."""
+def _checked_integers(values: list[Any], valid: np.ndarray, absent: int, limit: int) -> np.ndarray:
+    """Return JSON integers from 0 to below ``limit``, and ``absent`` for a missing field or null.
+
+    Other values take the line path. ``limit`` is at most ``_MAX_INTEGER``.
+    """
     kinds = set(map(type, values))
     if kinds <= {int, type(None)}:
         filled = values
@@ -413,13 +417,13 @@ def _checked_integers(values: list[Any], valid: np.ndarray, absent: int) -> np.n
             # A non-negative ``absent`` passes the check above, so only a negative one needs the nulls found.
             if absent < 0 and type(None) in kinds:
                 allowed |= np.fromiter(map(is_, values, repeat(None)), dtype=bool, count=len(values))
-            valid &= (numbers < _MAX_INTEGER) & allowed
+            valid &= (numbers < limit) & allowed
             return numbers
     numbers = np.full(len(values), absent, dtype=np.int64)
     for index, value in enumerate(values):
         if value is None:
             continue
-        if type(value) is int and 0 <= value < _MAX_INTEGER:
+        if type(value) is int and 0 <= value < limit:
             numbers[index] = value
         else:
             valid[index] = False
@@ -439,7 +443,8 @@ def _checked_durations(values: list[Any], valid: np.ndarray) -> np.ndarray:
         except OverflowError:
             pass
         else:
-            valid &= np.isfinite(durations)  # the line path reports an infinite duration
+            # The line path reports an infinite or negative duration. -0.0 is not negative.
+            valid &= np.isfinite(durations) & (durations >= 0.0)
             return durations
     durations = np.zeros(len(values), dtype=np.float64)
     for index, value in enumerate(values):
@@ -452,7 +457,7 @@ def _checked_durations(values: list[Any], valid: np.ndarray) -> np.ndarray:
             except OverflowError:
                 valid[index] = False
             else:
-                valid[index] &= bool(np.isfinite(durations[index]))
+                valid[index] &= bool(np.isfinite(durations[index])) and durations[index] >= 0.0
         else:
             valid[index] = False
     return durations

@@ -21,7 +21,7 @@ from agent.events import Event
 from agent.families import FamilySpec
 from agent.families.windows import WindowTable, counter_from
 from agent.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, Window, WindowAccumulator, close_window
-from agent.network import FAILED_CONN_STATES, Connection, InternalNetworks
+from agent.network import FAILED_CONN_STATES, MAX_PORT, Connection, InternalNetworks
 from agent.observables import ObservableFilter
 
 __all__ = ["NETWORK", "NetworkWindows", "connection_from_flow", "flow_start", "observables_of_suricata"]
@@ -107,7 +107,7 @@ def connection_from_flow(event: Event, internal: InternalNetworks) -> Connection
     return Connection(
         ts=flow_start(fields.get("flow.start"), event.ts.timestamp()),
         entity=entity[0], peer=remote[0], remote=remote[0] if remote[2] else None,
-        remote_port=port if isinstance(port, int) else None, outbound=outbound,
+        remote_port=port if type(port) is int and 0 <= port <= MAX_PORT else None, outbound=outbound,
         bytes_out=to_server if outbound else to_client, bytes_in=to_client if outbound else to_server,
         duration=max(0.0, _flow_duration(fields)),
         failed=_count(fields.get("flow.pkts_toclient")) == 0 or (isinstance(state, str) and state in FAILED_CONN_STATES),

@@ -183,4 +183,18 @@ def test_suricata_flow_of_any_values_oriented_without_raising(values: dict[str, 
 
     if connection is not None:
         assert isinstance(connection.failed, bool)
-        assert connection.remote_port is None or isinstance(connection.remote_port, int)
+        port = connection.remote_port
+        assert port is None or (type(port) is int and 0 <= port <= 65535)
+
+
+@pytest.mark.parametrize(("port", "kept"), [(0, 0), (443, 443), (65535, 65535), (65536, None), (-1, None),
+                                             (True, None), (443.0, None), ("443", None)])
+def test_suricata_flow_port_kept_only_in_range(port: object, kept: int | None) -> None:
+    """A port outside 0 to 65535, or not an integer, is unknown rather than counted."""
+    fields = {"src_ip": "10.0.0.5", "dest_ip": "8.8.8.8", "src_port": 50000, "dest_port": port}
+    event = Event("suricata", "flow", datetime(2024, 1, 1, tzinfo=timezone.utc), fields, "eve.json", 1)
+
+    connection = connection_from_flow(event, InternalNetworks(DEFAULT_INTERNAL_NETWORKS))
+
+    assert connection is not None
+    assert connection.remote_port == kept

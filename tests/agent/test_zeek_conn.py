@@ -180,6 +180,10 @@ JSON_ROW = ('{"ts":1655071198.444458,"id.orig_h":"192.168.1.5","id.orig_p":62771
     (',"orig_bytes":"12"', "invalid_value:orig_bytes"),
     (',"resp_bytes":-5', "invalid_value:resp_bytes"),
     (',"resp_bytes":[1]', "invalid_value:resp_bytes"),
+    (',"id.resp_p":65536', "invalid_value:id.resp_p"),
+    (',"id.orig_p":-1', "invalid_value:id.orig_p"),
+    (',"duration":-0.5', "invalid_value:duration"),
+    (',"duration":-3', "invalid_value:duration"),
 ])
 def test_json_conn_bad_value_reported(extra: str, reason: str) -> None:
     """A repeated key wins over the row's own value, so each line contains one bad value and stays readable."""
@@ -223,3 +227,31 @@ def test_tsv_conn_negative_bytes_reported() -> None:
     connections, counts, _ = fast
     assert counts["malformed"] == {"invalid_value:orig_bytes": 1}
     assert [c["line"] for c in connections] == [9]
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("id.resp_p", "65536"),
+    ("id.orig_p", "99999"),
+    ("id.orig_p", "9" * 5000),
+    ("duration", "-0.5"),
+    ("duration", "-1e-300"),
+])
+def test_tsv_conn_impossible_port_or_duration_reported(column: str, value: str) -> None:
+    """Zeek writes no port above 65535 and no negative duration, so such a row is damaged."""
+    general, fast = read_both(HEADER + [row(**{column: value}), row()])
+
+    assert fast == general
+    connections, counts, _ = fast
+    assert counts["malformed"] == {f"invalid_value:{column}": 1}
+    assert [c["line"] for c in connections] == [len(HEADER) + 2]
+
+
+def test_conn_edge_ports_and_zero_duration_kept() -> None:
+    """Ports 0 and 65535 and durations of 0 and -0.0 are values Zeek can write."""
+    general, fast = read_both(HEADER + [row(**{"id.orig_p": "0", "id.resp_p": "65535", "duration": "-0.0"}),
+                                        row(duration="0")])
+
+    assert fast == general
+    connections, counts, _ = fast
+    assert counts["malformed"] == {}
+    assert [c["remote_port"] for c in connections] == [65535, 443]

@@ -161,6 +161,10 @@ def test_block_path_damaged_lines_match_fast_path(shared_data_dir: Path) -> None
         {"local_orig": "-"},
         {"missed_bytes": "12345678901234567890"},
         {"orig_bytes": "999999999999999999", "resp_bytes": "999999999999999999"},
+        {"id.resp_p": "65536"},
+        {"id.orig_p": "65535", "id.resp_p": "0"},
+        {"duration": "-0.5"},
+        {"duration": "-0.0"},
     ],
 )
 def test_block_path_changed_row_matches_fast_path(shared_data_dir: Path, changes: dict[str, str]) -> None:
@@ -189,7 +193,7 @@ DECIMALS = st.one_of(
 DIGITS = st.one_of(
     st.from_regex(r"[0-9]{1,20}", fullmatch=True),
     st.sampled_from(["-", "", "(empty)", "0080", "\u0661\u0662", "+5", "-1", " 5", "5 ", "0x1F", "1.0", "5\u00e9",
-                     "9" * 18, "9" * 19, "1" + "0" * 70]),
+                     "9" * 18, "9" * 19, "1" + "0" * 70, "65535", "65536", "99999"]),
 )
 ADDRESSES = st.sampled_from([
     "147.32.81.167", "147.32.81.12", "40.74.108.123", "8.8.8.8", "10.0.0.1", "147.032.081.167",
@@ -249,9 +253,9 @@ def test_block_path_hostile_rows_match_fast_path(shared_data_dir: Path, data: st
 ODD_VALID_VALUES = {
     "ts": st.one_of(st.from_regex(r"1[0-9]{9}(\.[0-9]{0,6})?", fullmatch=True),
                     st.sampled_from(["0001655071198.444458", "1655071198.", "1655071198", "0.000001"])),
-    "duration": st.one_of(DECIMALS.filter(lambda text: text == "-" or _is_float(text)),
+    "duration": st.one_of(DECIMALS.filter(lambda text: text == "-" or _is_duration(text)),
                           st.sampled_from(["1e5", " 1.5", "1_000.5", "\u0661.\u0665", "-0.0", "9" * 30])),
-    "id.orig_p": st.sampled_from(["0", "0080", "65535", "-", "9" * 18]),
+    "id.orig_p": st.sampled_from(["0", "0080", "65535", "-", "0" * 13 + "65535"]),
     "orig_bytes": st.one_of(st.from_regex(r"[0-9]{1,18}", fullmatch=True), st.just("-")),
     "resp_bytes": st.sampled_from(["0", "-", "000000000000000001", "999999999999999999"]),
     "missed_bytes": st.one_of(st.from_regex(r"[0-9]{1,40}", fullmatch=True), st.just("-")),
@@ -263,12 +267,13 @@ ODD_VALID_VALUES = {
 }
 
 
-def _is_float(text: str) -> bool:
-    """Return whether ``text`` reads as a finite float, as a duration must."""
+def _is_duration(text: str) -> bool:
+    """Return whether ``text`` reads as a finite float that is not negative, as a duration must."""
     try:
-        return math.isfinite(float(text))
+        value = float(text)
     except ValueError:
         return False
+    return math.isfinite(value) and value >= 0.0
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

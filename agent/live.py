@@ -31,6 +31,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,14 +45,14 @@ from agent.malformed import MalformedInput
 from agent.network import Connection, InternalNetworks, OrientationStats
 from agent.service import Agent, RunReport
 from agent.tailer import MAX_POLL_BYTES, LogTailer, TailCheckpoint, TailLines, TailStats
-from agent.zeek import log_path_from_name
+from agent.zeek import NUL_BYTE_DETAIL, log_path_from_name
 from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_conn_batch import BlockCounts
 from agent.sources import make_line_parser, parse_line
 from agent.evtx_follow import EvtxFollower
 from agent.sysmon_files import EVTX_MAGIC, event_from_record
 from agent.zeek_observables import observe_records
-from agent.zeek_records import ParseStats, ZeekRecord
+from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_tsv import TsvHeader
 
 log = logging.getLogger(__name__)
@@ -438,6 +439,25 @@ class LiveAgent:
         first_line = self._line_numbers[path] + 1
         self._line_numbers[path] += len(data)
         reporter = self.malformed.reporter(path, self.parse_stats, lines, first_line if data else 1)
+
+        # A line with a NUL byte is reported as a replay reports it, and the lines around it are read.
+        if not any(map(bytes.__contains__, data, repeat(b"\0"))):
+            return self._read_connection_lines(path, data, first_line, reporter, families, block, on_other_record)
+        items: list[FeedItem] = []
+        start = 0
+        for index in [index for index, line in enumerate(data) if b"\0" in line] + [len(data)]:
+            if start < index:
+                items += self._read_connection_lines(path, data[start:index], first_line + start, reporter, families,
+                                                     block, on_other_record)
+            if index < len(data):
+                reporter.report(first_line + index, "nul_byte", NUL_BYTE_DETAIL)
+            start = index + 1
+        return items
+
+    def _read_connection_lines(self, path: str, data: list[bytes], first_line: int, reporter: MalformedLineReporter,
+                               families: tuple[str, ...], block: BlockCounts,
+                               on_other_record: Callable[[ZeekRecord], None]) -> list[FeedItem]:
+        """Read consecutive lines of one file from line ``first_line`` on, as :meth:`_read_connections` describes."""
         default_path = log_path_from_name(Path(path))
         # Usually the first line decides. JSON lines then go to the windows as bytes, undecoded.
         first = next((text for text in map(_decoded, data) if text.strip()), "")
@@ -460,16 +480,19 @@ class LiveAgent:
             self._headers[path] = header[-16:]
             stored = [(0, text) for text in self._headers[path] if text not in header_lines]
             tsv_header = TsvHeader()
+            # Stored header lines were counted when they were read.
+            header_lines_before = self.parse_stats.header_lines
             connections: list[FeedItem] = list(iter_connections(
                 stored, is_json=False, source=path, default_path=default_path, internal=self._internal,
                 stats=self.parse_stats, orientation=self.orientation, reporter=reporter,
                 on_other_record=on_other_record, header=tsv_header))
+            self.parse_stats.header_lines = header_lines_before
             counts = self._feeder.add_tsv_conn_lines(
                 texts, first_line, families=families, header=tsv_header, source=path, default_path=default_path,
                 stats=self.parse_stats, orientation=self.orientation, reporter=reporter,
                 not_before=self._released_through, on_other_record=on_other_record)
             if counts is not None:
-                block.connections, block.late, block.newest_ts = counts.connections, counts.late, counts.newest_ts
+                _add_counts(block, counts)
                 return connections
             return connections + list(iter_connections(
                 numbered, is_json=False, source=path, default_path=default_path, internal=self._internal,
@@ -480,7 +503,7 @@ class LiveAgent:
             orientation=self.orientation, reporter=reporter, not_before=self._released_through,
             on_other_record=on_other_record)
         if counts is not None:
-            block.connections, block.late, block.newest_ts = counts.connections, counts.late, counts.newest_ts
+            _add_counts(block, counts)
             return []
         numbered = list(enumerate(decode_lines(data), start=first_line))
         return list(iter_connections(numbered, is_json=True, source=path, default_path=default_path,
@@ -499,6 +522,13 @@ class LiveAgent:
     def _load_snapshot(self) -> dict:
         stored = self.agent.state.checkpoint(CHECKPOINT_NAME)
         return json.loads(stored) if stored else {}
+
+
+def _add_counts(block: BlockCounts, counts: BlockCounts) -> None:
+    block.connections += counts.connections
+    block.late += counts.late
+    if counts.newest_ts is not None:
+        block.observe(counts.newest_ts)
 
 
 def _event_time(item: FeedItem) -> float:

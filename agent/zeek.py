@@ -28,13 +28,17 @@ from agent.zeek_json import parse_json_lines
 from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_tsv import parse_tsv_lines
 
-__all__ = ["MAX_LINE_BYTES", "ParseStats", "ZeekRecord", "iter_zeek_records", "log_path_from_name"]
+__all__ = ["MAX_LINE_BYTES", "NUL_BYTE_DETAIL", "ParseStats", "ZeekRecord", "iter_zeek_records", "log_path_from_name"]
 
 log = logging.getLogger(__name__)
 
 # Long enough for any line Zeek writes in practice (a DNS answer vector or a long URI is a few
 # KiB), short enough that a file without newlines cannot exhaust the agent's memory.
 MAX_LINE_BYTES = 1 << 20
+
+# Zeek escapes a NUL in a value as \x00, so a raw one marks a damaged line: a crash can leave
+# a zero-filled block behind.
+NUL_BYTE_DETAIL = "line holds a NUL byte, which Zeek never writes unescaped"
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -163,8 +167,14 @@ def _read_lines(
                 chunk = chunk[:-1]
             if chunk.endswith(b"\r"):
                 chunk = chunk[:-1]
+            # A run of NUL bytes where a line starts is the hole that a writer without O_APPEND
+            # leaves after a copytruncate. It is skipped, as the live tailer skips it.
+            if chunk[:1] == b"\x00":
+                stripped = chunk.lstrip(b"\x00")
+                reporter.stats.nul_bytes_skipped += len(chunk) - len(stripped)
+                chunk = stripped
             if b"\x00" in chunk:
-                reporter.report(number, "nul_byte", "line holds a NUL byte, which Zeek never writes unescaped")
+                reporter.report(number, "nul_byte", NUL_BYTE_DETAIL)
                 continue
             try:
                 text = chunk.decode("utf-8")

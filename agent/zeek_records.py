@@ -65,6 +65,10 @@ class ParseStats:
     invalid_utf8 : int
         Lines whose bytes were not UTF-8. Their records are still yielded, with each invalid
         byte sequence replaced by U+FFFD.
+    nul_bytes_skipped : int
+        NUL bytes skipped where a line starts: the hole a writer without ``O_APPEND`` leaves
+        after a copytruncate. The rest of such a line is read. A NUL elsewhere in a line makes
+        it ``nul_byte``.
     malformed : Counter[str]
         Lines skipped because they could not become a record, by reason: ``no_header``,
         ``invalid_header``, ``column_count``, ``invalid_value:<field>``,
@@ -78,6 +82,7 @@ class ParseStats:
     header_lines: int = 0
     skipped: int = 0
     invalid_utf8: int = 0
+    nul_bytes_skipped: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
     errors: list[MalformedLogLine] = field(default_factory=list)
 

@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from stix_mappings.addresses import IPAddress, with_embedded_ipv4
+
 if TYPE_CHECKING:
     from agent.zeek import ZeekRecord
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Zeek conn_state values in which the responder never completed a handshake or the attempt
 # was rejected: S0 (no reply), REJ (rejected), RSTOS0 and RSTRH (reset before a reply),
@@ -86,7 +87,7 @@ class InternalNetworks:
         """Return whether the address, or an IPv4 address embedded in it, is the site's own."""
         return any(
             candidate in network
-            for candidate in _with_embedded_ipv4(address)
+            for candidate in with_embedded_ipv4(address)
             for network in self.networks
             if network.version == candidate.version
         )
@@ -101,7 +102,7 @@ class InternalNetworks:
         """
         if self.is_internal(address):
             return False
-        return all(c.is_global and not c.is_multicast for c in _with_embedded_ipv4(address))
+        return all(c.is_global and not c.is_multicast for c in with_embedded_ipv4(address))
 
 
 @dataclass
@@ -222,21 +223,3 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else f"{text[:40]}..."
 
 
-_NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-
-
-def _with_embedded_ipv4(address: IPAddress) -> list[IPAddress]:
-    """Return the address and every IPv4 address that an IPv6 form of it embeds."""
-    found: list[IPAddress] = [address]
-    if address.version != 6:
-        return found
-    if address.ipv4_mapped is not None:
-        found.append(address.ipv4_mapped)
-    if address.sixtofour is not None:
-        found.append(address.sixtofour)
-    if address.teredo is not None:
-        found.extend(address.teredo)
-    if address in _NAT64_PREFIX or (address in _IPV4_COMPATIBLE and int(address) > 1):
-        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return found

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from stix_mappings.addresses import non_public_network
 from stix_mappings.errors import PatternRejected, SummaryInvalid, TimestampInvalid
 from stix_mappings.ids import SUMMARY_EXTENSION_ID, SUMMARY_TYPE, site_identity_id, summary_id
 from stix_mappings.patterns import NETWORK_OBSERVABLE_TYPES, normalize_value
@@ -63,26 +64,6 @@ HISTOGRAM_BINS = 10
 # Detector families, in the order a summary lists them: one per kind of telemetry.
 FAMILIES = ("network", "authentication", "process")
 
-# Internal ranges that must never appear as evidence: RFC 1918, RFC 6598 shared
-# address space, loopback, link-local, "this network", and the IPv6 equivalents
-# (RFC 4193 unique local, RFC 4291 loopback and link-local). Documentation ranges
-# such as 203.0.113.0/24 are left out on purpose because examples and tests use them.
-INTERNAL_NETWORKS = tuple(
-    ipaddress.ip_network(network)
-    for network in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "::/128",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
 INTERNAL_DOMAIN_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 # Observable types evidence may carry: the network types, TLS and certificate fingerprints,
@@ -340,14 +321,8 @@ def _is_number(value: object) -> bool:
 
 def _internal_reason(observable_type: str, value: str) -> str | None:
     if observable_type in ("ipv4-addr", "ipv6-addr"):
-        address = ipaddress.ip_address(value)
-        for network in INTERNAL_NETWORKS:
-            if address.version == network.version and address in network:
-                return f"is an internal address ({network})"
-        mapped = getattr(address, "ipv4_mapped", None)
-        if mapped is not None:
-            return _internal_reason("ipv4-addr", str(mapped))
-        return None
+        network = non_public_network(ipaddress.ip_address(value))
+        return None if network is None else f"is an internal address ({network})"
     if observable_type == "domain-name":
         domain = value.lower().rstrip(".")
         if domain == "localhost" or domain.endswith(INTERNAL_DOMAIN_SUFFIXES):

@@ -256,6 +256,36 @@ INVALID_CASES: list[tuple[str, list[Callable[[dict[str, Any]], None]], list[str]
         ["evidence[1].value is an internal address (fe80::/10); internal observables must never leave the site"],
     ),
     (
+        "multicast address",
+        [_set("evidence.1.value", "239.1.2.3")],
+        ["evidence[1].value is an internal address (224.0.0.0/4); internal observables must never leave the site"],
+    ),
+    (
+        "broadcast address",
+        [_set("evidence.1.value", "255.255.255.255")],
+        ["evidence[1].value is an internal address (240.0.0.0/4); internal observables must never leave the site"],
+    ),
+    (
+        "IPv6 multicast address",
+        [_set("evidence.1.observable_type", "ipv6-addr"), _set("evidence.1.value", "ff02::1")],
+        ["evidence[1].value is an internal address (ff00::/8); internal observables must never leave the site"],
+    ),
+    (
+        "private address in 6to4",
+        [_set("evidence.1.observable_type", "ipv6-addr"), _set("evidence.1.value", "2002:a01:203::1")],
+        ["evidence[1].value is an internal address (10.0.0.0/8); internal observables must never leave the site"],
+    ),
+    (
+        "private address behind NAT64",
+        [_set("evidence.1.observable_type", "ipv6-addr"), _set("evidence.1.value", "64:ff9b::c0a8:109")],
+        ["evidence[1].value is an internal address (192.168.0.0/16); internal observables must never leave the site"],
+    ),
+    (
+        "IPv4-mapped private address",
+        [_set("evidence.1.observable_type", "ipv6-addr"), _set("evidence.1.value", "::ffff:172.16.0.9")],
+        ["evidence[1].value is an internal address (172.16.0.0/12); internal observables must never leave the site"],
+    ),
+    (
         "internal name",
         [_set("evidence.0.value", "printer.corp.internal")],
         ["evidence[0].value is an internal name; internal observables must never leave the site"],

@@ -89,13 +89,13 @@ class EvtxFollower:
     start_at : {"beginning", "end"}, default "beginning"
         With ``"end"``, the records in files found at the first poll of a first start are
         marked read without being yielded.
-    max_poll_bytes : int, default 16 MiB
+    max_poll_bytes : int, default 4 MiB
         Event XML yielded per poll, summed over files. The rest waits for the next poll, and
         :attr:`behind` is True until it is read.
     """
 
     def __init__(self, patterns: Iterable[str], *, state: dict | None = None, start_at: str = "beginning",
-                 max_poll_bytes: int = 16 << 20) -> None:
+                 max_poll_bytes: int = 4 << 20) -> None:
         self.patterns = tuple(patterns)
         if start_at not in ("beginning", "end"):
             raise ValueError(f"start_at must be 'beginning' or 'end'; got {start_at!r}")

@@ -85,7 +85,7 @@ class LiveSettings:
         How many of the newest closed rounds may be sent at once. Older ones are recorded as
         ``beyond_horizon`` and not sent, so a restart on a long backlog does not flood the hub
         with stale rounds. A day of hourly rounds is still worth sharing.
-    max_poll_bytes : int, default 16 MiB
+    max_poll_bytes : int, default 4 MiB
         Bytes of each file, and of the event XML of all ``.evtx`` files of a source, read per
         poll. A larger backlog is read over several polls without
         waiting between them, so the lines in memory stay bounded however far behind the agent

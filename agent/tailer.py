@@ -98,7 +98,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 # Bytes of one file read per poll. A backlog is read in slices of this size, which bounds the
 # lines a caller keeps in memory at once.
-MAX_POLL_BYTES = 16 << 20
+MAX_POLL_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +298,7 @@ class LogTailer:
         rotation, so five seconds leaves a margin.
     use_inotify : bool, default True
         Wake the poll loop on file-system events through watchdog. Polling continues either way.
-    max_poll_bytes : int, default MAX_POLL_BYTES (16 MiB)
+    max_poll_bytes : int, default MAX_POLL_BYTES (4 MiB)
         Bytes of each file read per poll. A larger backlog is read over several polls, and
         :attr:`behind` is True until it is.
     skip_magic : bytes, default b""

@@ -1,4 +1,4 @@
-"""Peak resident memory of the agent's replay run, ``fti agent run --once --no-poll``, on a large conn log.
+"""Peak resident memory of the agent's replay run and live run on a large conn log.
 
 Usage: python benchmarks/agent_replay_memory.py CONN_LOG [--lines N] [--detector NAME]
        [--budget-epsilon E] [--with-pandas]
@@ -19,6 +19,11 @@ figure ``/usr/bin/time -v`` prints:
 - ``zat``: ``zat.zeek_log_reader.ZeekLogReader(...).readrows()`` over the same file, as a
   reference for the CPU time. It is skipped when zat is not installed (the ``bench`` extra).
 - ``replay``: the real command, ``python -m fti.cli agent run --once --no-poll``.
+- ``live``: the live agent, ``python -m fti.cli agent run --no-poll``, started on the whole
+  file as a backlog. The script reads the agent's Prometheus endpoint on 127.0.0.1 until every
+  record is read and no byte of the file is behind, then stops the agent with SIGTERM. The
+  live agent reads ``live.max_poll_bytes`` of the file per poll and parses each poll's lines
+  as one run, so its peak differs from the replay run's.
 
 fti does not depend on pandas, but scikit-learn imports pandas whenever it is installed, and
 zat from the ``bench`` extra installs it. By default the children therefore run with pandas
@@ -31,11 +36,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from zeek_conn_throughput import BENCH_INTERNAL_NETWORKS, build_inputs
@@ -62,6 +71,9 @@ ZAT_CODE = ("import sys\nfrom zat.zeek_log_reader import ZeekLogReader\n"
             "print(sum(1 for _ in ZeekLogReader(sys.argv[1]).readrows()))")
 DETECTORS = ("iforest", "ecod", "hbos")  # each is the pyod module of the same name
 
+# How long the live agent may take to read the whole file before the script gives up.
+LIVE_TIMEOUT_SECS = 900.0
+
 
 def closed_local_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago, so a connection to it is refused."""
@@ -70,8 +82,12 @@ def closed_local_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_agent_config(folder: Path, log: Path, *, detector: str, budget_epsilon: float) -> Path:
-    """Write a site key, a hub password and an agent configuration for replaying ``log``."""
+def write_agent_config(folder: Path, log: Path, *, detector: str, budget_epsilon: float,
+                       metrics_port: int = 0) -> Path:
+    """Write a site key, a hub password and an agent configuration for replaying or following ``log``.
+
+    The live agent serves its metrics on ``metrics_port`` of 127.0.0.1; 0 turns them off.
+    """
     key = folder / "site.key"
     subprocess.run([sys.executable, "-m", "fti.cli", "keys", "generate", "--out", str(key)], check=True,
                    capture_output=True, timeout=60)
@@ -87,6 +103,7 @@ def write_agent_config(folder: Path, log: Path, *, detector: str, budget_epsilon
         "windows": {"window_seconds": 60, "round_seconds": 3600},
         "detector": {"name": detector},
         "privacy": {"budget_epsilon": budget_epsilon},
+        "metrics": {"enabled": metrics_port > 0, "port": metrics_port},
     }
     path = folder / "agent.yaml"
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")  # JSON is valid YAML
@@ -109,6 +126,58 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path) -> dict[str
                 "stderr_tail": err.read().decode(errors="replace").strip()[-300:]}
 
 
+def run_live(command: list[str], env: dict[str, str], cwd: Path, *, metrics_port: int,
+             records: int) -> dict[str, object]:
+    """Run the live agent until it has read ``records`` records and is behind on no file, then stop it.
+
+    Returns the exit status, CPU and wall seconds, peak RSS and the end of stderr, as
+    :func:`run_measured` does, and the seconds until the agent caught up (None if it exited
+    or timed out first).
+    """
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        child = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=cwd)
+        caught_up = None
+        finished = None
+        while time.monotonic() - started < LIVE_TIMEOUT_SECS:
+            time.sleep(0.2)
+            finished = os.wait4(child.pid, os.WNOHANG)
+            if finished[0] == child.pid:
+                break
+            finished = None
+            if _caught_up(_scrape(url), records):
+                caught_up = round(time.monotonic() - started, 2)
+                break
+        if finished is None:
+            child.send_signal(signal.SIGTERM)
+            finished = os.wait4(child.pid, 0)
+        _, status, usage = finished
+        wall = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        return {"exit": os.waitstatus_to_exitcode(status), "caught_up_seconds": caught_up,
+                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "wall_seconds": round(wall, 2),
+                "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+                "stderr_tail": err.read().decode(errors="replace").strip()[-300:]}
+
+
+def _scrape(url: str) -> str:
+    """Return the text of the agent's metrics endpoint, or "" while it is not serving yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read().decode("utf-8")
+    except OSError:
+        return ""
+
+
+def _caught_up(metrics: str, records: int) -> bool:
+    """Return whether the metrics count at least ``records`` records read and no byte behind."""
+    found = re.search(r"^fti_agent_records_read_total(?:\{[^}]*\})? (\d+)", metrics, re.MULTILINE)
+    behind = re.findall(r"^fti_agent_bytes_behind(?:\{[^}]*\})? (\d+)", metrics, re.MULTILINE)
+    return found is not None and int(found[1]) >= records and bool(behind) and all(value == "0" for value in behind)
+
+
 def has_zat() -> bool:
     found = subprocess.run([sys.executable, "-c", "import zat.zeek_log_reader"], capture_output=True, check=False)
     return found.returncode == 0
@@ -128,7 +197,9 @@ def main() -> int:
         folder = Path(name)
         tsv, jsonl = build_inputs(args.conn_log, args.lines, folder)
         jsonl.unlink()  # build_inputs also writes a JSON copy, which this run does not read
-        config = write_agent_config(folder, tsv, detector=args.detector, budget_epsilon=args.budget_epsilon)
+        metrics_port = closed_local_port()
+        config = write_agent_config(folder, tsv, detector=args.detector, budget_epsilon=args.budget_epsilon,
+                                    metrics_port=metrics_port)
         env = dict(os.environ)
         if not args.with_pandas:
             (folder / "hide").mkdir()
@@ -156,8 +227,20 @@ def main() -> int:
         if replay["exit"] not in (0, 3):
             print(f"# replay failed with exit status {replay['exit']}", file=sys.stderr)
             return 1
-        summary = {"replay_peak_rss_mib": replay["peak_rss_mib"], "target_mib": round(TARGET_MIB, 1),
-                   "target_met": replay["peak_rss_mib"] <= TARGET_MIB,
+
+        # The live agent gets a fresh state folder, so it reads the file from its start.
+        shutil.rmtree(folder / "state")
+        live_command = [sys.executable, "-m", "fti.cli", "agent", "run", "--no-poll", "--config", str(config)]
+        results["live"] = run_live(live_command, env, folder, metrics_port=metrics_port, records=args.lines)
+        print(json.dumps({"name": "live", **results["live"]}))
+        live = results["live"]
+        if live["caught_up_seconds"] is None:
+            print(f"# the live agent did not catch up: {live['stderr_tail']}", file=sys.stderr)
+            return 1
+
+        summary = {"replay_peak_rss_mib": replay["peak_rss_mib"], "live_peak_rss_mib": live["peak_rss_mib"],
+                   "target_mib": round(TARGET_MIB, 1),
+                   "target_met": max(replay["peak_rss_mib"], live["peak_rss_mib"]) <= TARGET_MIB,
                    "above_imports_mib": round(replay["peak_rss_mib"] - results["imports"]["peak_rss_mib"], 1)}
         if "zat" in results and results["zat"]["cpu_seconds"]:
             summary["replay_cpu_of_zat"] = round(replay["cpu_seconds"] / results["zat"]["cpu_seconds"], 2)

@@ -27,7 +27,7 @@ resident memory (``ru_maxrss``) is its own:
   family feeder is not measured), and an IsolationForest detector trained on the first
   fifth of the windows and scoring all of them.
 - ``fti-pipeline-blocks``: the TSV pipeline as the live agent and the replay run read it:
-  each tailer batch is added to the network family's windows by
+  the lines of each poll are added to the network family's windows by
   :meth:`agent.families.feeding.FamilyFeeder.add_tsv_conn_lines`, with no connection object
   per line, then the same detector.
 - ``fti-pipeline-blocks-json``: the same for the JSON copy, through
@@ -274,14 +274,14 @@ def _tail_block_windows(path: Path, *, is_json: bool, lines_read: list[int]) -> 
     stats, orientation, header = ParseStats(), OrientationStats(), TsvHeader()
     reporter = MalformedLineReporter(str(path), stats)
     number = 0
-    for batch in _drain(tailer):
+    for lines in _drain_polls(tailer):
         # The JSON block path reads the tailer's bytes lines and decodes only those it cannot read.
         if is_json:
-            feeder.add_json_conn_lines(batch.lines, number + 1, families=("network",), source=str(path),
+            feeder.add_json_conn_lines(lines, number + 1, families=("network",), source=str(path),
                                        default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
-            number += len(batch.lines)
+            number += len(lines)
             continue
-        texts = decode_lines(batch.lines)
+        texts = decode_lines(lines)
         feeder.add_tsv_conn_lines(texts, number + 1, families=("network",), header=header, source=str(path),
                                   default_path="conn", stats=stats, orientation=orientation, reporter=reporter)
         number += len(texts)
@@ -290,6 +290,22 @@ def _tail_block_windows(path: Path, *, is_json: bool, lines_read: list[int]) -> 
     lines_read.append(number)
     windows = feeder.close()["network"]
     return np.array([w.features for w in windows], dtype=float)
+
+
+def _drain_polls(tailer: LogTailer) -> Iterator[list[bytes]]:
+    """Yield the lines of each poll until the tailer has read every file to its end.
+
+    The live agent passes the batches that one poll read from a file to the parsers as one
+    run (:meth:`agent.live.LiveAgent.step`), up to ``live.max_poll_bytes`` (4 MiB by default),
+    so the block pipeline gets them the same way. The benchmark follows one file that neither
+    rotates nor truncates, so each poll is one run.
+    """
+    while True:
+        lines = [line for batch in tailer.poll_batches() for line in batch.lines]
+        if lines:
+            yield lines
+        if not tailer.behind:
+            return
 
 
 def _drain(tailer: LogTailer) -> Iterator[TailBatch]:

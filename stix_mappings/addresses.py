@@ -11,9 +11,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Addresses that name no host on the public Internet, so evidence must never carry them.
 # IPv4: "this network", RFC 1918, RFC 6598 shared space, loopback, link-local, IETF protocol
 # assignments, benchmarking, multicast, and the reserved block with the broadcast address.
-# IPv6: unspecified, loopback, discard-only, unique local, link-local, the deprecated
-# site-local block and multicast. The documentation ranges (192.0.2.0/24, 198.51.100.0/24,
-# 203.0.113.0/24, 2001:db8::/32) stay allowed, because examples and tests use them.
+# IPv6: unspecified, loopback, discard-only, the local-use NAT64 prefix, benchmarking, ORCHID
+# and ORCHIDv2, SRv6 segment identifiers, unique local, link-local, the deprecated site-local block and multicast. The
+# documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) stay
+# allowed, because examples and tests use them.
 NON_PUBLIC_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
     ipaddress.ip_network(network)
     for network in (
@@ -31,6 +32,11 @@ NON_PUBLIC_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] =
         "::/128",
         "::1/128",
         "100::/64",
+        "64:ff9b:1::/48",
+        "2001:2::/48",
+        "2001:10::/28",
+        "2001:20::/28",
+        "5f00::/16",
         "fc00::/7",
         "fe80::/10",
         "fec0::/10",
@@ -40,14 +46,15 @@ NON_PUBLIC_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] =
 
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 
 
 def with_embedded_ipv4(address: IPAddress) -> list[IPAddress]:
     """Return the address and every IPv4 address that an IPv6 form of it embeds.
 
-    The forms are IPv4-mapped (``::ffff:0:0/96``), IPv4-compatible (``::/96`` but for ``::``
-    and ``::1``), 6to4 (``2002::/16``), Teredo (``2001::/32``, server and client) and the
-    NAT64 prefix ``64:ff9b::/96``.
+    The forms are IPv4-mapped (``::ffff:0:0/96``), IPv4-translated (``::ffff:0:0:0/96``),
+    IPv4-compatible (``::/96`` but for ``::`` and ``::1``), 6to4 (``2002::/16``), Teredo
+    (``2001::/32``, server and client) and the NAT64 prefix ``64:ff9b::/96``.
     """
     found: list[IPAddress] = [address]
     if address.version != 6:
@@ -58,7 +65,7 @@ def with_embedded_ipv4(address: IPAddress) -> list[IPAddress]:
         found.append(address.sixtofour)
     if address.teredo is not None:
         found.extend(address.teredo)
-    if address in _NAT64_PREFIX or (address in _IPV4_COMPATIBLE and int(address) > 1):
+    if address in _NAT64_PREFIX or address in _IPV4_TRANSLATED or (address in _IPV4_COMPATIBLE and int(address) > 1):
         found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return found
 

@@ -328,14 +328,24 @@ def _internal_reason(observable_type: str, value: str) -> str | None:
         if domain == "localhost" or domain.endswith(INTERNAL_DOMAIN_SUFFIXES):
             return "is an internal name"
     if observable_type == "url":
-        # A URL on an internal host names that host as surely as the host itself would.
-        host = urlsplit(value).hostname or ""
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return _internal_reason("domain-name", host) if host else None
-        return _internal_reason(f"ipv{address.version}-addr", str(address))
+        # A URL on an internal host names that host as surely as the host itself would. Browsers
+        # read a backslash as a slash in web URLs, where urlsplit keeps it in the user part, so
+        # http://10.0.0.1\@example.com/ is checked as both hosts.
+        for url in dict.fromkeys((value, value.replace("\\", "/"))):
+            if (reason := _host_reason(urlsplit(url).hostname or "")) is not None:
+                return reason
     return None
+
+
+def _host_reason(host: str) -> str | None:
+    """Return why a URL's host is internal, or None."""
+    if not host:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return _internal_reason("domain-name", host)
+    return _internal_reason(f"ipv{address.version}-addr", str(address))
 
 
 def _check_identity(obj: Mapping[str, Any], round_start: datetime | None, errors: list[str]) -> None:

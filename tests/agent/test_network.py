@@ -79,6 +79,8 @@ def test_classify_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     "2002:a01:203::1",
     "::10.1.2.3",
     "2001:0:4136:e378:8000:63bf:f5fe:fdfc",
+    "::ffff:0:a01:203",
+    "::ffff:0:5102:4505",
 ])
 def test_ipv6_forms_of_internal_ipv4_are_withheld(address: str) -> None:
     """An internal IPv4 address wrapped in an IPv6 form must never be shared."""
@@ -92,6 +94,7 @@ def test_ipv6_form_of_site_range_is_internal() -> None:
 
     assert internal.is_internal(ipaddress.ip_address("::ffff:81.2.69.5"))
     assert internal.is_internal(ipaddress.ip_address("64:ff9b::81.2.69.5"))
+    assert internal.is_internal(ipaddress.ip_address("::ffff:0:5102:4505"))
 
 
 def test_ipv6_form_of_public_ipv4_is_shareable() -> None:

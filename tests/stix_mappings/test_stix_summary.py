@@ -281,6 +281,26 @@ INVALID_CASES: list[tuple[str, list[Callable[[dict[str, Any]], None]], list[str]
         ["evidence[1].value is an internal address (192.168.0.0/16); internal observables must never leave the site"],
     ),
     (
+        "IPv4-translated private address",
+        [_set("evidence.1.observable_type", "ipv6-addr"), _set("evidence.1.value", "::ffff:0:a00:1")],
+        ["evidence[1].value is an internal address (10.0.0.0/8); internal observables must never leave the site"],
+    ),
+    (
+        "local-use NAT64 address",
+        [_set("evidence.1.observable_type", "ipv6-addr"), _set("evidence.1.value", "64:ff9b:1::a00:1")],
+        ["evidence[1].value is an internal address (64:ff9b:1::/48); internal observables must never leave the site"],
+    ),
+    (
+        "IPv6 benchmarking address",
+        [_set("evidence.1.observable_type", "ipv6-addr"), _set("evidence.1.value", "2001:2::1")],
+        ["evidence[1].value is an internal address (2001:2::/48); internal observables must never leave the site"],
+    ),
+    (
+        "URL whose backslash hides an internal host",
+        [_set("evidence.0.observable_type", "url"), _set("evidence.0.value", "http://10.0.0.1\\@example.com/")],
+        ["evidence[0].value is an internal address (10.0.0.0/8); internal observables must never leave the site"],
+    ),
+    (
         "IPv4-mapped private address",
         [_set("evidence.1.observable_type", "ipv6-addr"), _set("evidence.1.value", "::ffff:172.16.0.9")],
         ["evidence[1].value is an internal address (172.16.0.0/12); internal observables must never leave the site"],

@@ -153,6 +153,8 @@ class LiveAgent:
 
         snapshot = self._load_snapshot()
         self._headers: dict[str, list[str]] = snapshot.get("headers", {})
+        # Whether each Zeek file contains JSON lines, decided by its first line as a replay decides.
+        self._json_files: dict[str, bool] = snapshot.get("json_files", {})
         self.event_stats = EventStats()
         self._feeder = agent.new_feeder()
         self._feeder.load_state(snapshot.get("windows", {}))
@@ -363,6 +365,7 @@ class LiveAgent:
                      for index, tailer in enumerate(self._tailers)},
             "evtx": {str(index): follower.to_state() for index, follower in self._evtx_followers.items()},
             "headers": self._headers,
+            "json_files": self._json_files,
             "windows": self._feeder.to_state(),
             "released_through": self._released_through,
             "watermark": self._watermark,
@@ -439,29 +442,47 @@ class LiveAgent:
         first_line = self._line_numbers[path] + 1
         self._line_numbers[path] += len(data)
         reporter = self.malformed.reporter(path, self.parse_stats, lines, first_line if data else 1)
+        is_json = self._is_json_file(path, data, starts_file=lines.batches[0].offset == 0)
 
         # A line with a NUL byte is reported as a replay reports it, and the lines around it are read.
         if not any(map(bytes.__contains__, data, repeat(b"\0"))):
-            return self._read_connection_lines(path, data, first_line, reporter, families, block, on_other_record)
+            return self._read_connection_lines(path, data, first_line, is_json, reporter, families, block,
+                                               on_other_record)
         items: list[FeedItem] = []
         start = 0
         for index in [index for index, line in enumerate(data) if b"\0" in line] + [len(data)]:
             if start < index:
-                items += self._read_connection_lines(path, data[start:index], first_line + start, reporter, families,
-                                                     block, on_other_record)
+                items += self._read_connection_lines(path, data[start:index], first_line + start, is_json, reporter,
+                                                     families, block, on_other_record)
             if index < len(data):
                 reporter.report(first_line + index, "nul_byte", NUL_BYTE_DETAIL)
             start = index + 1
         return items
 
-    def _read_connection_lines(self, path: str, data: list[bytes], first_line: int, reporter: MalformedLineReporter,
-                               families: tuple[str, ...], block: BlockCounts,
+    def _is_json_file(self, path: str, data: list[bytes], *, starts_file: bool) -> bool:
+        """Return whether a Zeek file contains JSON lines: its first non-blank line without a NUL starts an object.
+
+        The answer is kept for the file, so a damaged line later on does not change how the
+        lines after it are read. A run that starts the file decides again.
+        """
+        if starts_file:
+            self._json_files.pop(path, None)
+        if path not in self._json_files:
+            for line in data:
+                text = _decoded(line) if b"\0" not in line else ""
+                if text.strip():
+                    self._json_files[path] = text.lstrip().startswith("{")
+                    break
+        return self._json_files.get(path, False)
+
+    def _read_connection_lines(self, path: str, data: list[bytes], first_line: int, is_json: bool,
+                               reporter: MalformedLineReporter, families: tuple[str, ...], block: BlockCounts,
                                on_other_record: Callable[[ZeekRecord], None]) -> list[FeedItem]:
-        """Read consecutive lines of one file from line ``first_line`` on, as :meth:`_read_connections` describes."""
+        """Read consecutive lines of one file from line ``first_line`` on, as :meth:`_read_connections` describes.
+
+        JSON lines go to the windows as bytes, undecoded.
+        """
         default_path = log_path_from_name(Path(path))
-        # Usually the first line decides. JSON lines then go to the windows as bytes, undecoded.
-        first = next((text for text in map(_decoded, data) if text.strip()), "")
-        is_json = first.lstrip().startswith("{")
 
         # A TSV file writes its header once, at its start, so later reads reuse the stored one.
         if not is_json:
@@ -480,13 +501,14 @@ class LiveAgent:
             self._headers[path] = header[-16:]
             stored = [(0, text) for text in self._headers[path] if text not in header_lines]
             tsv_header = TsvHeader()
-            # Stored header lines were counted when they were read.
-            header_lines_before = self.parse_stats.header_lines
+            # The stored lines only rebuild the header. They hold no data rows, and they were
+            # counted and reported when they were read, so they go to throwaway counters.
+            replayed = ParseStats()
             connections: list[FeedItem] = list(iter_connections(
                 stored, is_json=False, source=path, default_path=default_path, internal=self._internal,
-                stats=self.parse_stats, orientation=self.orientation, reporter=reporter,
+                stats=replayed, orientation=OrientationStats(),
+                reporter=MalformedLineReporter(path, replayed, max_warnings=0),
                 on_other_record=on_other_record, header=tsv_header))
-            self.parse_stats.header_lines = header_lines_before
             counts = self._feeder.add_tsv_conn_lines(
                 texts, first_line, families=families, header=tsv_header, source=path, default_path=default_path,
                 stats=self.parse_stats, orientation=self.orientation, reporter=reporter,

@@ -153,6 +153,18 @@ def _read_lines(
             chunk = stream.readline(max_line_bytes + 1)
             if not chunk:
                 return
+
+            # A run of NUL bytes where a line starts is the hole that a writer without O_APPEND
+            # leaves after a copytruncate, often longer than a line may be. It is skipped, as the
+            # live tailer skips it, and the line after it is read whole.
+            if chunk[:1] == b"\x00":
+                stripped = chunk.lstrip(b"\x00")
+                reporter.stats.nul_bytes_skipped += len(chunk) - len(stripped)
+                if not stripped:
+                    continue
+                if not stripped.endswith(b"\n"):
+                    stripped += stream.readline(max_line_bytes + 1 - len(stripped))
+                chunk = stripped
             number += 1
 
             # The line did not end within the limit: drop the rest of it unread into memory.
@@ -167,12 +179,6 @@ def _read_lines(
                 chunk = chunk[:-1]
             if chunk.endswith(b"\r"):
                 chunk = chunk[:-1]
-            # A run of NUL bytes where a line starts is the hole that a writer without O_APPEND
-            # leaves after a copytruncate. It is skipped, as the live tailer skips it.
-            if chunk[:1] == b"\x00":
-                stripped = chunk.lstrip(b"\x00")
-                reporter.stats.nul_bytes_skipped += len(chunk) - len(stripped)
-                chunk = stripped
             if b"\x00" in chunk:
                 reporter.report(number, "nul_byte", NUL_BYTE_DETAIL)
                 continue

@@ -1,4 +1,8 @@
-"""A line with a NUL byte gets the same verdict from the live agent as from a replay of the same file."""
+"""Damaged Zeek lines get the same verdicts from the live agent as from a replay of the same file.
+
+The cases are NUL bytes inside lines, NUL holes where lines start, and damaged lines whose
+reading must not depend on where a poll begins.
+"""
 
 from __future__ import annotations
 
@@ -49,14 +53,14 @@ def replay_counts(folder: Path, data: bytes) -> tuple[dict, int, dict]:
     return parse_counts(report.parse_stats), report.connections, windows_by_key(feeder)["network"]
 
 
-def live_counts(folder: Path, data: bytes) -> tuple[dict, int, dict, dict]:
+def live_counts(folder: Path, data: bytes, split: int | None = None) -> tuple[dict, int, dict, dict]:
+    """Follow ``data`` written in two parts, split at byte ``split`` or after the line in the middle."""
     config_path = configure(folder)
     agent = Agent(load_agent_config(config_path), rng=seeded_random(1))
     live = LiveAgent(agent, LiveSettings(round_grace_secs=10**9))
     log_file = folder / "logs" / "conn.log"
     try:
-        # Two writes, so that the second NUL line is read in a later step than the first.
-        middle = data.index(b"\n", len(data) // 2) + 1
+        middle = data.index(b"\n", len(data) // 2) + 1 if split is None else split
         for part in (data[:middle], data[middle:]):
             with log_file.open("ab") as stream:
                 stream.write(part)
@@ -79,3 +83,53 @@ def test_live_nul_lines_match_replay(tmp_path: Path, shared_data_dir: Path, as_j
     assert by_source == {("sources[0]", "nul_byte"): 3}
     assert live_connections == replay_connections > 2000
     assert live_windows == replay_windows
+
+
+def tsv_lines(shared: Path) -> list[bytes]:
+    return [text.encode() for text in read_lines(shared / TSV_CONN_LOG, 600) if text]
+
+
+def after_line(lines: list[bytes], count: int) -> int:
+    """Return the byte offset after the first ``count`` lines."""
+    return sum(len(line) + 1 for line in lines[:count])
+
+
+@pytest.mark.parametrize("case", ["brace after NUL line", "brace line", "long NUL hole", "NUL hole at the end",
+                                  "NUL-only line"])
+def test_live_damaged_lines_match_replay(tmp_path: Path, shared_data_dir: Path, case: str) -> None:
+    """Each case is written in two parts, the second starting at line 400."""
+    lines = tsv_lines(shared_data_dir)
+    if case == "brace after NUL line":
+        # The first line after the NUL line starts with a brace, which must not make the rest JSON.
+        lines[250] = lines[250][:20] + b"\x00" + lines[250][21:]
+        lines[251] = b'{"x":1}'
+    elif case == "brace line":
+        lines[399] = b'{"x":1}'
+    elif case == "long NUL hole":
+        # A copytruncate hole is as long as the file was, here longer than a line may be.
+        lines[300] = b"\x00" * ((1 << 20) + 10) + lines[300]
+    elif case == "NUL hole at the end":
+        lines.append(b"\x00" * 100)
+    else:
+        lines[300] = b"\x00" * 40
+    data = b"\n".join(lines) + (b"" if case == "NUL hole at the end" else b"\n")
+
+    replayed, replay_connections, replay_windows = replay_counts(tmp_path / "replay", data)
+    followed, live_connections, live_windows, _ = live_counts(tmp_path / "live", data, after_line(lines, 399))
+
+    assert followed == replayed
+    assert live_connections == replay_connections > 580
+    assert live_windows == replay_windows
+
+
+def test_live_stored_header_error_counted_once(tmp_path: Path, shared_data_dir: Path) -> None:
+    """A header without #fields is reported when it is read, not again at every later read."""
+    lines = [line for line in tsv_lines(shared_data_dir) if not line.startswith(b"#fields")]
+    data = b"\n".join(lines) + b"\n"
+
+    replayed, _, _ = replay_counts(tmp_path / "replay", data)
+    followed, _, _, by_source = live_counts(tmp_path / "live", data, after_line(lines, 300))
+
+    assert replayed["malformed"]["invalid_header"] == 1
+    assert followed == replayed
+    assert by_source[("sources[0]", "invalid_header")] == 1

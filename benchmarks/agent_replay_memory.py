@@ -21,7 +21,7 @@ figure ``/usr/bin/time -v`` prints:
 - ``replay``: the real command, ``python -m fti.cli agent run --once --no-poll``.
 - ``live``: the live agent, ``python -m fti.cli agent run --no-poll``, started on the whole
   file as a backlog. The script reads the agent's Prometheus endpoint on 127.0.0.1 until every
-  record is read and no byte of the file is behind, then stops the agent with SIGTERM. The
+  line is read and no byte of the file is behind, then stops the agent with SIGTERM. The
   live agent reads ``live.max_poll_bytes`` of the file per poll and parses each poll's lines
   as one run, so its peak differs from the replay run's.
 
@@ -34,9 +34,11 @@ pandas`` raise ImportError. ``--with-pandas`` runs them with the environment as 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -71,8 +73,10 @@ ZAT_CODE = ("import sys\nfrom zat.zeek_log_reader import ZeekLogReader\n"
             "print(sum(1 for _ in ZeekLogReader(sys.argv[1]).readrows()))")
 DETECTORS = ("iforest", "ecod", "hbos")  # each is the pyod module of the same name
 
-# How long the live agent may take to read the whole file before the script gives up.
+# How long the live agent may take to read the whole file before the script gives up, and to
+# stop after SIGTERM before it gets SIGKILL.
 LIVE_TIMEOUT_SECS = 900.0
+STOP_TIMEOUT_SECS = 60.0
 
 
 def closed_local_port() -> int:
@@ -127,12 +131,13 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path) -> dict[str
 
 
 def run_live(command: list[str], env: dict[str, str], cwd: Path, *, metrics_port: int,
-             records: int) -> dict[str, object]:
-    """Run the live agent until it has read ``records`` records and is behind on no file, then stop it.
+             lines: int) -> dict[str, object]:
+    """Run the live agent until it has read ``lines`` lines and is behind on no file, then stop it.
 
     Returns the exit status, CPU and wall seconds, peak RSS and the end of stderr, as
     :func:`run_measured` does, and the seconds until the agent caught up (None if it exited
-    or timed out first).
+    or timed out first). The agent gets SIGTERM, and SIGKILL if it has not stopped after
+    ``STOP_TIMEOUT_SECS``, also when this function fails.
     """
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -140,26 +145,41 @@ def run_live(command: list[str], env: dict[str, str], cwd: Path, *, metrics_port
         child = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=cwd)
         caught_up = None
         finished = None
-        while time.monotonic() - started < LIVE_TIMEOUT_SECS:
-            time.sleep(0.2)
-            finished = os.wait4(child.pid, os.WNOHANG)
-            if finished[0] == child.pid:
-                break
-            finished = None
-            if _caught_up(_scrape(url), records):
-                caught_up = round(time.monotonic() - started, 2)
-                break
-        if finished is None:
-            child.send_signal(signal.SIGTERM)
-            finished = os.wait4(child.pid, 0)
+        try:
+            while time.monotonic() - started < LIVE_TIMEOUT_SECS:
+                time.sleep(0.2)
+                finished = os.wait4(child.pid, os.WNOHANG)
+                if finished[0] == child.pid:
+                    break
+                finished = None
+                if _caught_up(_scrape(url), lines):
+                    caught_up = round(time.monotonic() - started, 2)
+                    break
+        finally:
+            if finished is None:
+                finished = _stop(child)
         _, status, usage = finished
+        child.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - started
         out.seek(0)
         err.seek(0)
-        return {"exit": os.waitstatus_to_exitcode(status), "caught_up_seconds": caught_up,
+        return {"exit": child.returncode, "caught_up_seconds": caught_up,
                 "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "wall_seconds": round(wall, 2),
                 "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
                 "stderr_tail": err.read().decode(errors="replace").strip()[-300:]}
+
+
+def _stop(child: subprocess.Popen) -> tuple[int, int, resource.struct_rusage]:
+    """Stop a child with SIGTERM, or SIGKILL after ``STOP_TIMEOUT_SECS``, and return what ``os.wait4`` returns."""
+    child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECS
+    while time.monotonic() < deadline:
+        finished = os.wait4(child.pid, os.WNOHANG)
+        if finished[0] == child.pid:
+            return finished
+        time.sleep(0.1)
+    child.kill()
+    return os.wait4(child.pid, 0)
 
 
 def _scrape(url: str) -> str:
@@ -167,15 +187,18 @@ def _scrape(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.read().decode("utf-8")
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return ""
 
 
-def _caught_up(metrics: str, records: int) -> bool:
-    """Return whether the metrics count at least ``records`` records read and no byte behind."""
-    found = re.search(r"^fti_agent_records_read_total(?:\{[^}]*\})? (\d+)", metrics, re.MULTILINE)
+def _caught_up(metrics: str, lines: int) -> bool:
+    """Return whether the metrics count at least ``lines`` lines read and no byte behind.
+
+    Lines count whether they parsed or not, so a malformed line cannot keep this False.
+    """
+    read = re.findall(r"^fti_agent_lines_read_total(?:\{[^}]*\})? (\d+)", metrics, re.MULTILINE)
     behind = re.findall(r"^fti_agent_bytes_behind(?:\{[^}]*\})? (\d+)", metrics, re.MULTILINE)
-    return found is not None and int(found[1]) >= records and bool(behind) and all(value == "0" for value in behind)
+    return sum(map(int, read)) >= lines and bool(behind) and all(value == "0" for value in behind)
 
 
 def has_zat() -> bool:
@@ -231,7 +254,9 @@ def main() -> int:
         # The live agent gets a fresh state folder, so it reads the file from its start.
         shutil.rmtree(folder / "state")
         live_command = [sys.executable, "-m", "fti.cli", "agent", "run", "--no-poll", "--config", str(config)]
-        results["live"] = run_live(live_command, env, folder, metrics_port=metrics_port, records=args.lines)
+        with tsv.open("rb") as stream:
+            file_lines = sum(block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b""))
+        results["live"] = run_live(live_command, env, folder, metrics_port=metrics_port, lines=file_lines)
         print(json.dumps({"name": "live", **results["live"]}))
         live = results["live"]
         if live["caught_up_seconds"] is None:

@@ -425,6 +425,9 @@ def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dic
     for index, item in enumerate(config.sources):
         if item.type not in SOURCE_TYPES:
             fail(f"sources[{index}].type", item.type, f"supported source types: {', '.join(SOURCE_TYPES)}")
+        if not item.paths or not all(isinstance(pattern, str) and pattern.strip() for pattern in item.paths):
+            fail(f"sources[{index}].paths", list(item.paths),
+                 "give one or more file paths or glob patterns, such as /opt/zeek/logs/current/conn.log")
         allowed = ALLOWED_FAMILIES[item.type]
         for family in item.families:
             if family not in allowed:

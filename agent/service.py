@@ -24,7 +24,7 @@ import numpy as np
 from agent.config import AgentConfig, PrivacySection
 from agent.consumer import FusedIndicatorConsumer
 from agent.detector import CalibratedDetector, ScoredWindow
-from agent.errors import AgentError, DeliveryError
+from agent.errors import AgentError, ConfigError, DeliveryError
 from agent.events import Event, EventStats
 from agent.families import configured_families, families_of_source
 from agent.families.feeding import FamilyFeeder, FeedItem
@@ -41,7 +41,7 @@ from agent.secure_round import SecureRoundAborted, SecureRoundRunner
 from agent.summariser import BIN_EDGES, RoundRelease, bound_round, summarise_round
 from agent.zeek import ParseStats, iter_zeek_records
 from agent.zeek_observables import OBSERVED_LOGS
-from privacy.errors import BudgetExhausted
+from privacy.errors import BudgetExhausted, KeyFileInvalid
 from privacy.ledger import PrivacyLedger
 from privacy.random import RandomSource, system_random
 from privacy.signing import SigningKey, sign_object
@@ -80,10 +80,22 @@ class Agent:
     def __init__(self, config: AgentConfig, *, rng: RandomSource | None = None) -> None:
         self.config = config
         self.rng = rng if rng is not None else system_random()
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        # What the agent reads later is checked now, so that a run fails before it reads a log
+        # or spends privacy budget.
+        config.read_hub_password()
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(str(config.state_dir), 0, "state_dir", str(config.state_dir),
+                              f"cannot create the state folder ({err.strerror or err}); choose a folder the agent "
+                              "may write, such as /var/lib/fti-agent") from err
         self._lock: TextIO | None = _lock_state_dir(config.state_dir)
         try:
-            self.signing_key = SigningKey.from_file(config.site.signing_key)
+            try:
+                self.signing_key = SigningKey.from_file(config.site.signing_key)
+            except KeyFileInvalid as err:
+                raise ConfigError(str(config.site.signing_key), 0, "site.signing_key", str(config.site.signing_key),
+                                  f"{err}; create a key with `fti keys generate --out FILE` or fix the path") from err
             privacy = config.privacy
             self.ledger = PrivacyLedger(
                 config.state_dir / "privacy-ledger.sqlite",

@@ -124,3 +124,38 @@ def test_round_must_be_multiple_of_window(tmp_path: Path) -> None:
         load_agent_config(write(tmp_path, text))
 
     assert excinfo.value.key == "windows.round_seconds"
+
+
+def test_empty_source_paths_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_agent_config(write(tmp_path, VALID.replace("paths: [logs/conn.log]", "paths: []")))
+
+    assert excinfo.value.key == "sources[0].paths"
+    assert "glob patterns" in excinfo.value.fix
+
+
+def start_agent(tmp_path: Path, text: str) -> None:
+    """Load ``text`` and start an agent on it, with a signing key and password file beside it."""
+    from agent.service import Agent
+    from privacy.signing import generate_signing_key
+
+    if not (tmp_path / "keys" / "site.key").exists():
+        (tmp_path / "keys").mkdir()
+        generate_signing_key().to_file(tmp_path / "keys" / "site.key")
+        (tmp_path / "hub.password").write_text("secret\n", encoding="utf-8")
+    Agent(load_agent_config(write(tmp_path, text))).close()
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    (("password_file: hub.password", "password_file: missing.password"), "hub.password_file"),
+    (("signing_key: keys/site.key", "signing_key: keys/missing.key"), "site.signing_key"),
+    (("state_dir: state", "state_dir: /proc/fti-state"), "state_dir"),
+])
+def test_agent_start_names_unusable_file_key(tmp_path: Path, change: tuple[str, str], key: str) -> None:
+    """A file the agent needs is checked when it starts, before it reads a log or spends budget."""
+    start_agent(tmp_path, VALID)
+
+    with pytest.raises(ConfigError) as excinfo:
+        start_agent(tmp_path, VALID.replace(*change))
+
+    assert excinfo.value.key == key

@@ -45,7 +45,7 @@ from agent.malformed import MalformedInput
 from agent.network import Connection, InternalNetworks, OrientationStats
 from agent.service import Agent, RunReport
 from agent.tailer import MAX_POLL_BYTES, LogTailer, TailCheckpoint, TailLines, TailStats
-from agent.zeek import NUL_BYTE_DETAIL, log_path_from_name
+from agent.zeek import NUL_BYTE_DETAIL, header_of_rotated_copy, log_path_from_name
 from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_conn_batch import BlockCounts
 from agent.sources import make_line_parser, parse_line
@@ -462,7 +462,7 @@ class LiveAgent:
     def _is_json_file(self, path: str, data: list[bytes], *, starts_file: bool) -> bool:
         """Return whether a Zeek file contains JSON lines: its first non-blank line without a NUL starts an object.
 
-        The answer is kept for the file, so a damaged line later on does not change how the
+        The result is kept for the file, so a damaged line later on does not change how the
         lines after it are read. A run that starts the file decides again.
         """
         if starts_file:
@@ -474,6 +474,14 @@ class LiveAgent:
                     self._json_files[path] = text.lstrip().startswith("{")
                     break
         return self._json_files.get(path, False)
+
+    def _borrowed_header(self, path: str) -> list[str]:
+        """Return the header of the file's newest rotated copy, for rows that came without one."""
+        found = header_of_rotated_copy(Path(path))
+        if found is None:
+            return []
+        log.info("log %s has rows but no header; using the header of %s, its newest rotated copy", path, found[0])
+        return found[1]
 
     def _read_connection_lines(self, path: str, data: list[bytes], first_line: int, is_json: bool,
                                reporter: MalformedLineReporter, families: tuple[str, ...], block: BlockCounts,
@@ -498,6 +506,8 @@ class LiveAgent:
                     header = []
                 if text.split("\t", 1)[0].split(" ", 1)[0] != "#close":
                     header.append(text)
+            if not header and any(text[:1] not in ("#", "") for text in texts):
+                header = self._borrowed_header(path)
             self._headers[path] = header[-16:]
             stored = [(0, text) for text in self._headers[path] if text not in header_lines]
             tsv_header = TsvHeader()

@@ -48,7 +48,7 @@ def run_parse(
 
     for path in files:
         try:
-            counts = _parse_zeek(path, out) if source_type == "zeek" else _parse_events(
+            counts = _parse_zeek(path, out, quarantine) if source_type == "zeek" else _parse_events(
                 path, source_type, out, tz, quarantine)
         except LogReadError as error:
             print(json.dumps({"file": str(path), "error": str(error)}), file=err)
@@ -71,10 +71,10 @@ def _parse_events(path: Path, source_type: str, out: TextIO, tz: tzinfo, quarant
     return stats.to_dict()
 
 
-def _parse_zeek(path: Path, out: TextIO) -> dict[str, Any]:
+def _parse_zeek(path: Path, out: TextIO, quarantine: Quarantine | None) -> dict[str, Any]:
     stats = ParseStats()
     lines = 0
-    for record in iter_zeek_records(path, stats=stats):
+    for record in iter_zeek_records(path, stats=stats, quarantine=quarantine):
         lines = record.line
         body = {"source_type": "zeek", "kind": record.log_path, "source": record.source, "line": record.line,
                 "fields": record.fields}

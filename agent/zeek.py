@@ -21,14 +21,18 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from agent.errors import LogReadError
 from agent.zeek_json import parse_json_lines
 from agent.zeek_records import MalformedLineReporter, ParseStats, ZeekRecord
 from agent.zeek_tsv import parse_tsv_lines
 
-__all__ = ["MAX_LINE_BYTES", "NUL_BYTE_DETAIL", "ParseStats", "ZeekRecord", "iter_zeek_records", "log_path_from_name"]
+if TYPE_CHECKING:
+    from agent.events import Quarantine
+
+__all__ = ["MAX_LINE_BYTES", "NUL_BYTE_DETAIL", "ParseStats", "ZeekRecord", "header_of_rotated_copy", "iter_zeek_records",
+           "log_path_from_name"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ def iter_zeek_records(
     max_line_bytes: int = MAX_LINE_BYTES,
     tsv_reader: TsvReader | None = None,
     json_reader: JsonReader | None = None,
+    quarantine: Quarantine | None = None,
 ) -> Iterator[ZeekRecord]:
     """Yield the records of one Zeek log file, in file order.
 
@@ -74,6 +79,9 @@ def iter_zeek_records(
         network windows and yields only the records of other logs.
     json_reader : callable or None, default None
         The same for a JSON log, in place of :func:`agent.zeek_json.parse_json_lines`.
+    quarantine : Quarantine or None, default None
+        Where the raw bytes of malformed lines are kept, with their byte offsets (in the
+        decompressed data of a ``.gz`` file).
 
     Returns
     -------
@@ -101,7 +109,7 @@ def iter_zeek_records(
     if max_line_bytes < 1:
         raise ValueError(f"max_line_bytes must be at least 1; got {max_line_bytes}")
     return _read_records(Path(path), stats if stats is not None else ParseStats(), max_line_bytes,
-                         tsv_reader or parse_tsv_lines, json_reader or parse_json_lines)
+                         tsv_reader or parse_tsv_lines, json_reader or parse_json_lines, quarantine)
 
 
 def log_path_from_name(path: Path) -> str:
@@ -110,9 +118,9 @@ def log_path_from_name(path: Path) -> str:
 
 
 def _read_records(path: Path, stats: ParseStats, max_line_bytes: int,
-                  tsv_reader: TsvReader, json_reader: JsonReader) -> Iterator[ZeekRecord]:
+                  tsv_reader: TsvReader, json_reader: JsonReader, quarantine: Quarantine | None) -> Iterator[ZeekRecord]:
     source = str(path)
-    reporter = MalformedLineReporter(source, stats)
+    reporter = MalformedLineReporter(source, stats, quarantine=quarantine)
     records_before = stats.records
     try:
         with ExitStack() as stack:
@@ -125,6 +133,41 @@ def _read_records(path: Path, stats: ParseStats, max_line_bytes: int,
     finally:
         reporter.finish()
         log.debug("zeek log %s: %d records read", source, stats.records - records_before)
+
+
+def header_of_rotated_copy(path: Path) -> tuple[Path, list[str]] | None:
+    """Return the newest rotated copy of a TSV log and its header lines, or None.
+
+    ``copytruncate`` copies a log aside and empties it, and Zeek goes on writing rows without
+    a new header. An agent that first meets the emptied file then finds its header only in the
+    copy: a file beside it named after it, with a dot or a dash (``conn.log.1``,
+    ``conn.log-20240501.gz``). The copy must declare the same ``#path``, or none, and
+    ``#fields`` and ``#types``.
+    """
+    log_path = log_path_from_name(path)
+    try:
+        siblings = [entry for entry in path.parent.iterdir()
+                    if entry.name.startswith((path.name + ".", path.name + "-")) and entry.is_file()]
+        siblings.sort(key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return None
+    for copy in siblings:
+        header: list[str] = []
+        try:
+            with ExitStack() as stack:
+                stream = _open_log(copy, stack)
+                for raw in itertools.islice(stream, 16):
+                    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if not text.startswith("#"):
+                        break
+                    header.append(text)
+        except (LogReadError, OSError, EOFError, zlib.error):
+            continue
+        keys = {text.split("\t", 1)[0].split(" ", 1)[0]: text for text in header}
+        declared = keys.get("#path", "").split("\t")[1:]
+        if "#fields" in keys and "#types" in keys and declared in ([], [log_path]):
+            return copy, header
+    return None
 
 
 def _open_log(path: Path, stack: ExitStack) -> BinaryIO:
@@ -148,11 +191,14 @@ def _read_lines(
     the zero-filled block a crash can leave behind.
     """
     number = 0
+    offset = 0
     try:
         while True:
             chunk = stream.readline(max_line_bytes + 1)
             if not chunk:
                 return
+            start = offset
+            offset += len(chunk)
 
             # A run of NUL bytes where a line starts is the hole that a writer without O_APPEND
             # leaves after a copytruncate, often longer than a line may be. It is skipped, as the
@@ -162,15 +208,21 @@ def _read_lines(
                 reporter.stats.nul_bytes_skipped += len(chunk) - len(stripped)
                 if not stripped:
                     continue
+                start += len(chunk) - len(stripped)
                 if not stripped.endswith(b"\n"):
-                    stripped += stream.readline(max_line_bytes + 1 - len(stripped))
+                    rest = stream.readline(max_line_bytes + 1 - len(stripped))
+                    offset += len(rest)
+                    stripped += rest
                 chunk = stripped
             number += 1
+            raw = chunk[:-1] if chunk.endswith(b"\n") else chunk
+            reporter.remember(number, start, raw[:-1] if raw.endswith(b"\r") else raw)
 
             # The line did not end within the limit: drop the rest of it unread into memory.
             if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):
                 while chunk and not chunk.endswith(b"\n"):
                     chunk = stream.readline(max_line_bytes + 1)
+                    offset += len(chunk)
                 reporter.report(number, "line_too_long", f"line longer than {max_line_bytes} bytes")
                 continue
 

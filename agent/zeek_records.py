@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import MalformedLogLine
+
+if TYPE_CHECKING:
+    from agent.events import Quarantine
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,11 @@ MAX_KEPT_ERRORS = 100
 
 # A detail quotes the offending value, which can be up to a whole line long.
 MAX_DETAIL_CHARS = 300
+
+# Lines whose bytes a reporter keeps for its quarantine. Parsers report a line before they
+# read far past it: the JSON detection looks at the first non-blank line, a header at most a
+# few lines, so a few hundred lines are plenty.
+RECENT_LINES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +116,29 @@ class MalformedLineReporter:
         Where the lines are counted.
     max_warnings : int, default MAX_WARNINGS_PER_FILE
         Warnings logged one per line before the reporter switches to a summary at the end.
+    quarantine : Quarantine or None, default None
+        Where the raw bytes of malformed lines are kept. The reader passes each line's bytes
+        to :meth:`remember` before it is parsed, because parsers report line numbers only.
     """
 
-    def __init__(self, source: str, stats: ParseStats, *, max_warnings: int = MAX_WARNINGS_PER_FILE) -> None:
+    def __init__(self, source: str, stats: ParseStats, *, max_warnings: int = MAX_WARNINGS_PER_FILE,
+                 quarantine: Quarantine | None = None) -> None:
         self.source = source
         self.stats = stats
         self.max_warnings = max_warnings
+        self.quarantine = quarantine
         self.reasons: Counter[str] = Counter()
         self.invalid_utf8_lines = 0
+        # Line number to (byte offset, raw bytes) of the latest lines read, for the quarantine.
+        self._recent: dict[int, tuple[int, bytes]] = {}
+
+    def remember(self, line: int, offset: int, raw: bytes) -> None:
+        """Keep a line's offset and bytes until :data:`RECENT_LINES` later lines have been read."""
+        if self.quarantine is None:
+            return
+        self._recent[line] = (offset, raw)
+        if len(self._recent) > RECENT_LINES:
+            del self._recent[next(iter(self._recent))]
 
     def report(self, line: int, reason: str, detail: str) -> None:
         """Count a malformed line, and log it while this file is under the warning limit."""
@@ -124,6 +147,9 @@ class MalformedLineReporter:
         error = MalformedLogLine(self.source, line, reason, detail)
         self.stats.add_malformed(error)
         self.reasons[reason] += 1
+        if self.quarantine is not None and line in self._recent:
+            offset, raw = self._recent.pop(line)
+            self.quarantine.keep(self.source, offset, reason, raw)
         if self.reasons.total() <= self.max_warnings:
             log.warning("zeek log %s", error)
 

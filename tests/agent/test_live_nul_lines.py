@@ -133,3 +133,25 @@ def test_live_stored_header_error_counted_once(tmp_path: Path, shared_data_dir: 
     assert replayed["malformed"]["invalid_header"] == 1
     assert followed == replayed
     assert by_source[("sources[0]", "invalid_header")] == 1
+
+
+def test_live_copytruncated_log_takes_header_of_copy(tmp_path: Path, shared_data_dir: Path) -> None:
+    """An agent that first starts after a copytruncate reads the headerless rows with the copy's header."""
+    lines = tsv_lines(shared_data_dir)
+    header = [line for line in lines if line.startswith(b"#") and not line.startswith(b"#close")]
+    rows = [line for line in lines if not line.startswith(b"#")]
+    config_path = configure(tmp_path / "live")
+    logs = tmp_path / "live" / "logs"
+    (logs / "conn.log.1").write_bytes(b"\n".join(header + rows[:300]) + b"\n")
+    (logs / "conn.log").write_bytes(b"\n".join(rows[300:]) + b"\n")
+
+    agent = Agent(load_agent_config(config_path), rng=seeded_random(1))
+    live = LiveAgent(agent, LiveSettings(round_grace_secs=10**9))
+    try:
+        live.step()
+    finally:
+        agent.close()
+
+    # The source's pattern, conn*.log, leaves out the copy, so only the emptied file is read.
+    assert live.parse_stats.malformed == {}
+    assert live.parse_stats.records == len(rows) - 300

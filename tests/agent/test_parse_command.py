@@ -69,3 +69,30 @@ def test_parse_unknown_time_zone_rejected(capsys: pytest.CaptureFixture[str]) ->
 
     assert status == 2
     assert "--timezone must be an IANA time zone such as Europe/Berlin; got 'Mars/Base'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_parse_zeek_quarantines_rejected_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               compress: bool) -> None:
+    """Each rejected Zeek line is kept with its byte offset, after a NUL hole too."""
+    row = b'{"ts":1655071198.4,"id.orig_h":"10.0.0.5","id.orig_p":1,"id.resp_h":"8.8.8.8","id.resp_p":53}'
+    bad_port = row.replace(b'"id.resp_p":53', b'"id.resp_p":70000')
+    data = row + b"\n" + b"\x00" * 5000 + b"{not json\r\n" + row + b"\n" + bad_port + b"\n"
+    log_file = tmp_path / "conn.log"
+    if compress:
+        import gzip
+        log_file = tmp_path / "conn.log.gz"
+        log_file.write_bytes(gzip.compress(data))
+    else:
+        log_file.write_bytes(data)
+    quarantine = tmp_path / "rejected.jsonl"
+
+    status, events, _ = run(capsys, "--source-type", "zeek", "--quarantine", str(quarantine), str(log_file))
+
+    kept = [json.loads(line) for line in quarantine.read_text(encoding="utf-8").splitlines()]
+    assert status == 0
+    assert len(events) == 2
+    assert [(item["reason"], item["offset"], item["raw"]) for item in kept] == [
+        ("invalid_json", len(row) + 1 + 5000, "{not json"),
+        ("invalid_value:id.resp_p", data.index(bad_port), bad_port.decode()),
+    ]

@@ -270,6 +270,8 @@ class AgentService:
             metrics.bytes_behind.update(stats.bytes_behind)
         metrics.lines_read = live.parse_stats.records
         metrics.lines_malformed = dict(live.parse_stats.malformed)
+        metrics.conn_records_skipped = live.orientation.missing_fields
+        metrics.events_late = live.late_connections
         metrics.parse_errors = dict(live.malformed.counts)
         metrics.outbox_size = agent.state.outbox_size()
         metrics.outbox_dropped = agent.state.outbox_dropped

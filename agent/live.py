@@ -548,6 +548,8 @@ class LiveAgent:
         metrics.lines_read = self.parse_stats.records
         metrics.lines_malformed = dict(self.parse_stats.malformed)
         metrics.connections = self.orientation.connections
+        metrics.conn_records_skipped = self.orientation.missing_fields
+        metrics.events_late = self.late_connections
         metrics.outbox_size = len(self.agent.state.pending())
         metrics.write(self.agent.config.state_dir / "metrics.prom")
 

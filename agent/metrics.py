@@ -26,6 +26,8 @@ class AgentMetrics:
     summaries_rejected: int = 0
     outbox_size: int = 0
     alerts_written: int = 0
+    # Conn records without a usable ts, id.orig_h or id.resp_h, which parse but make no connection.
+    conn_records_skipped: int = 0
     epsilon_spent: float = 0.0
     epsilon_budget: float = 0.0
     budget_exhausted: bool = False
@@ -38,6 +40,8 @@ class AgentMetrics:
     rounds_by_status: dict[str, int] = field(default_factory=dict)
     # Live run only: malformed lines by (source, reason).
     parse_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Live run only: events whose round had been released when they arrived, so they were dropped.
+    events_late: int = 0
 
     def observe_parse(self, stats: Any, connections: int) -> None:
         self.lines_read += getattr(stats, "records", 0)
@@ -83,6 +87,11 @@ class AgentMetrics:
             metric("fti_agent_parse_errors_total", "counter", "Malformed log lines skipped, by source and reason.",
                    count, f',source="{_label(source)}",reason="{_label(reason)}"')
         metric("fti_agent_connections_total", "counter", "Connections with a site entity.", self.connections)
+        metric("fti_agent_conn_records_skipped_total", "counter",
+               "Conn records skipped because ts, id.orig_h or id.resp_h is missing or invalid.",
+               self.conn_records_skipped)
+        metric("fti_agent_events_late_total", "counter",
+               "Events dropped because their round had been released when they arrived.", self.events_late)
         metric("fti_agent_rounds_released_total", "counter", "Rounds summarised and queued.", self.rounds_released)
         metric("fti_agent_rounds_budget_exhausted_total", "counter",
                "Rounds not released because the privacy budget was spent.", self.rounds_budget_exhausted)

@@ -191,6 +191,7 @@ class Agent:
         items = feeder.parse_zeek(records, orientation=orientation)
         other_logs = Counter(r.log_path for r in records if r.log_path != "conn" and r.log_path not in OBSERVED_LOGS)
         self._log_skipped(path, other_logs, orientation, orientation.connections)
+        self.metrics.conn_records_skipped += orientation.missing_fields
         return items
 
     def _log_skipped(self, path: Path, other_logs: Counter[str], orientation: OrientationStats,

@@ -439,3 +439,24 @@ def test_live_start_at_end_only_first_start(tmp_path: Path) -> None:
 
     assert skipped.lines == 0
     assert report.lines == 300
+
+
+def test_live_metrics_count_late_and_unusable_records(tmp_path: Path) -> None:
+    """A connection of a released round and a conn record without an originator are counted, not only logged."""
+    config = load_agent_config(write_config(tmp_path))
+    log_file = tmp_path / "logs" / "conn.log"
+    agent = Agent(config, rng=seeded_random(1))
+    live = LiveAgent(agent, LiveSettings(round_grace_secs=60))
+    log_file.write_text("".join(conn_line(n) for n in range(ROUND_SECONDS + 61)))
+    live.step()
+    no_originator = json.loads(conn_line(ROUND_SECONDS + 62))
+    del no_originator["id.orig_h"]
+    with log_file.open("a") as stream:
+        stream.write(conn_line(5) + json.dumps(no_originator) + "\n")
+    live.step()
+    live.commit()
+    agent.close()
+
+    metrics = (config.state_dir / "metrics.prom").read_text()
+    assert 'fti_agent_events_late_total{site="site-live"} 1' in metrics
+    assert 'fti_agent_conn_records_skipped_total{site="site-live"} 1' in metrics

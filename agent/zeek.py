@@ -126,7 +126,14 @@ def _read_records(path: Path, stats: ParseStats, max_line_bytes: int,
         with ExitStack() as stack:
             stream = _open_log(path, stack)
             lines = _read_lines(stream, source, reporter, max_line_bytes)
-            is_json, lines = _detect_json(lines)
+            first, lines = _first_line(lines)
+            is_json = first.lstrip().startswith("{")
+            # Rows without a header are what Zeek writes into a log that copytruncate emptied.
+            if first and not is_json and not first.startswith("#") and (
+                    borrowed := header_of_rotated_copy(path)) is not None:
+                log.info("zeek log %s has rows but no header; using the header of %s, its newest rotated copy",
+                         source, borrowed[0])
+                lines = _with_borrowed_header(borrowed[1], lines, stats)
             parse = json_reader if is_json else tsv_reader
             yield from parse(lines, source=source, default_path=log_path_from_name(path), stats=stats,
                              reporter=reporter)
@@ -247,12 +254,23 @@ def _read_lines(
         raise LogReadError(source, f"read failed after line {number}: {err}") from err
 
 
-def _detect_json(lines: Iterator[tuple[int, str]]) -> tuple[bool, Iterator[tuple[int, str]]]:
-    """Return whether the first non-blank line starts a JSON object, and all the lines."""
+def _first_line(lines: Iterator[tuple[int, str]]) -> tuple[str, Iterator[tuple[int, str]]]:
+    """Return the first non-blank line ("" when there is none) and all the lines."""
     head: list[tuple[int, str]] = []
     for item in lines:
         head.append(item)
         if item[1].strip():
-            break
-    is_json = bool(head) and head[-1][1].lstrip().startswith("{")
-    return is_json, itertools.chain(head, lines)
+            return item[1], itertools.chain(head, lines)
+    return "", iter(head)
+
+
+def _with_borrowed_header(header: list[str], lines: Iterator[tuple[int, str]],
+                          stats: ParseStats) -> Iterator[tuple[int, str]]:
+    """Yield a rotated copy's header lines as line 0, then ``lines``.
+
+    The header lines are not lines of this file, so they are taken off the header count again
+    once the parser has read them.
+    """
+    yield from ((0, text) for text in header)
+    stats.header_lines -= len(header)
+    yield from lines

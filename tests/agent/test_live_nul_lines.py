@@ -155,3 +155,28 @@ def test_live_copytruncated_log_takes_header_of_copy(tmp_path: Path, shared_data
     # The source's pattern, conn*.log, leaves out the copy, so only the emptied file is read.
     assert live.parse_stats.malformed == {}
     assert live.parse_stats.records == len(rows) - 300
+
+
+@pytest.mark.parametrize("copy_name", ["conn.log.1", "conn.log-20240501.gz"])
+def test_replay_copytruncated_log_takes_header_of_copy(tmp_path: Path, shared_data_dir: Path,
+                                                        copy_name: str) -> None:
+    """A replay reads an emptied log's rows with the header of its copy, without counting the copy's lines."""
+    import gzip
+
+    from agent.zeek import ParseStats, iter_zeek_records
+
+    lines = tsv_lines(shared_data_dir)
+    header = [line for line in lines if line.startswith(b"#") and not line.startswith(b"#close")]
+    rows = [line for line in lines if not line.startswith(b"#")]
+    copy = b"\n".join(header + rows[:300]) + b"\n"
+    (tmp_path / copy_name).write_bytes(gzip.compress(copy) if copy_name.endswith(".gz") else copy)
+    (tmp_path / "conn.log").write_bytes(b"\n".join(rows[300:]) + b"\n")
+    (tmp_path / "conn.log.old").mkdir()  # a folder of a matching name is not a copy
+
+    stats = ParseStats()
+    records = list(iter_zeek_records(tmp_path / "conn.log", stats=stats))
+
+    assert stats.malformed == {}
+    assert stats.header_lines == 0
+    assert [record.line for record in records] == list(range(1, len(rows) - 300 + 1))
+    assert records[0].fields["ts"].timestamp() == float(rows[300].split(b"\t")[0])

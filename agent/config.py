@@ -276,7 +276,9 @@ def load_agent_config(path: Path) -> AgentConfig:
 
     # Source patterns, like every other path, are relative to the configuration file.
     sources = tuple(
-        replace(s, paths=tuple(p if Path(p).is_absolute() else str(path.parent.resolve() / p) for p in s.paths))
+        # A blank path stays blank, so that validation rejects it instead of reading the folder.
+        replace(s, paths=tuple(p if not p.strip() or Path(p).is_absolute() else str(path.parent.resolve() / p)
+                               for p in s.paths))
         for s in config.sources
     )
     config = replace(config, sources=sources)

@@ -43,6 +43,8 @@ from agent.metrics_server import MetricsServer
 from agent.sender import SummarySender, backoff_delay_secs
 from agent.service import Agent
 from fti.sd_notify import SystemdNotifier
+from privacy.errors import PrivacyError
+from privacy.signing import SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +236,12 @@ class AgentService:
         log.info("signal SIGHUP received; reloading %s", self.config_path)
         try:
             new = load_agent_config(self.config_path)
-        except (AgentError, OSError) as err:
+            # The running agent stops before the new one starts, so the files the new one
+            # needs at start are checked first. A failed switch could not fall back either
+            # when the running configuration names the same missing file.
+            new.read_hub_password()
+            SigningKey.from_file(new.site.signing_key)
+        except (AgentError, OSError, PrivacyError) as err:
             log.error("reload rejected, the running configuration stays: %s", err)
             self.notifier.notify("READY=1", "STATUS=reload rejected; running the previous configuration")
             return

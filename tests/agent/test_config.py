@@ -126,9 +126,10 @@ def test_round_must_be_multiple_of_window(tmp_path: Path) -> None:
     assert excinfo.value.key == "windows.round_seconds"
 
 
-def test_empty_source_paths_rejected(tmp_path: Path) -> None:
+@pytest.mark.parametrize("paths", ["[]", '[""]', '[logs/conn.log, "  "]'])
+def test_empty_source_paths_rejected(tmp_path: Path, paths: str) -> None:
     with pytest.raises(ConfigError) as excinfo:
-        load_agent_config(write(tmp_path, VALID.replace("paths: [logs/conn.log]", "paths: []")))
+        load_agent_config(write(tmp_path, VALID.replace("paths: [logs/conn.log]", f"paths: {paths}")))
 
     assert excinfo.value.key == "sources[0].paths"
     assert "glob patterns" in excinfo.value.fix

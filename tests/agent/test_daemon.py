@@ -146,6 +146,13 @@ def test_agent_service_sends_reloads_and_stops(tmp_path: Path, hub: HubServer,
         process.send_signal(signal.SIGHUP)
         rejected = receive_until(server, "READY=1")
 
+        # A reload whose password file is gone is rejected before the running agent stops.
+        (tmp_path / "hub.password").rename(tmp_path / "hub.password.saved")
+        write_config(tmp_path, hub_url, metrics_port=port, poll_interval_secs=0.3)
+        process.send_signal(signal.SIGHUP)
+        no_password = receive_until(server, "READY=1")
+        (tmp_path / "hub.password.saved").rename(tmp_path / "hub.password")
+
         # A valid change is applied; the new live agent releases the next round.
         write_config(tmp_path, hub_url, metrics_port=port, poll_interval_secs=0.2)
         process.send_signal(signal.SIGHUP)
@@ -176,6 +183,8 @@ def test_agent_service_sends_reloads_and_stops(tmp_path: Path, hub: HubServer,
     assert any("RELOADING=1" in m.split("\n") for m in rejected)
     assert "STATUS=reload rejected; running the previous configuration" in rejected[-1].split("\n")
     assert "live.start_at = 'middle': choose one of beginning, end" in log_text
+    assert "STATUS=reload rejected; running the previous configuration" in no_password[-1].split("\n")
+    assert "hub.password_file: cannot read the password file" in log_text
     assert any("RELOADING=1" in m.split("\n") for m in reloaded)
     assert "reload changes live.poll_interval_secs: 0.1 -> 0.2" in log_text
     assert "STOPPING=1" in stopping[-1].split("\n")

@@ -45,7 +45,7 @@ from agent.malformed import MalformedInput
 from agent.network import Connection, InternalNetworks, OrientationStats
 from agent.service import Agent, RunReport
 from agent.tailer import MAX_POLL_BYTES, LogTailer, TailCheckpoint, TailLines, TailStats
-from agent.zeek import NUL_BYTE_DETAIL, header_of_rotated_copy, log_path_from_name
+from agent.zeek import NUL_BYTE_DETAIL, first_line_of, header_of_rotated_copy, log_path_from_name, read_header
 from agent.zeek_conn import decode_lines, iter_connections
 from agent.zeek_conn_batch import BlockCounts
 from agent.sources import make_line_parser, parse_line
@@ -155,6 +155,8 @@ class LiveAgent:
         self._headers: dict[str, list[str]] = snapshot.get("headers", {})
         # Whether each Zeek file contains JSON lines, decided by its first line as a replay decides.
         self._json_files: dict[str, bool] = snapshot.get("json_files", {})
+        # Headerless TSV files whose folder was searched in vain for a copy, with the folder's mtime then.
+        self._header_searches: dict[str, int] = {}
         self.event_stats = EventStats()
         self._feeder = agent.new_feeder()
         self._feeder.load_state(snapshot.get("windows", {}))
@@ -467,6 +469,11 @@ class LiveAgent:
         """
         if starts_file:
             self._json_files.pop(path, None)
+        elif path not in self._json_files:
+            # A run past the file's start: a stored TSV header, or else the file's own first line, decides.
+            first = "#" if self._headers.get(path) else first_line_of(Path(path))
+            if first:
+                self._json_files[path] = first.lstrip().startswith("{")
         if path not in self._json_files:
             for line in data:
                 text = _decoded(line) if b"\0" not in line else ""
@@ -476,9 +483,26 @@ class LiveAgent:
         return self._json_files.get(path, False)
 
     def _borrowed_header(self, path: str) -> list[str]:
-        """Return the header of the file's newest rotated copy, for rows that came without one."""
+        """Return a header for rows of a TSV file that came without one, or [].
+
+        The file's own start has it when the agent began past it (``start_at: end``, or a lost
+        checkpoint). A file that copytruncate emptied has none, and its newest rotated copy
+        does. A failed search is repeated only once the folder changes.
+        """
+        own = read_header(Path(path)) or []
+        if any(text.startswith("#fields") for text in own):
+            log.info("log %s: reading its rows with the header at its start", path)
+            return own
+        try:
+            folder_version = Path(path).parent.stat().st_mtime_ns
+        except OSError:
+            folder_version = None
+        if folder_version is not None and self._header_searches.get(path) == folder_version:
+            return []
         found = header_of_rotated_copy(Path(path))
         if found is None:
+            if folder_version is not None:
+                self._header_searches[path] = folder_version
             return []
         log.info("log %s has rows but no header; using the header of %s, its newest rotated copy", path, found[0])
         return found[1]

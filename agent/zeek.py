@@ -31,14 +31,18 @@ from agent.zeek_tsv import parse_tsv_lines
 if TYPE_CHECKING:
     from agent.events import Quarantine
 
-__all__ = ["MAX_LINE_BYTES", "NUL_BYTE_DETAIL", "ParseStats", "ZeekRecord", "header_of_rotated_copy", "iter_zeek_records",
-           "log_path_from_name"]
+__all__ = ["MAX_LINE_BYTES", "NUL_BYTE_DETAIL", "ParseStats", "ZeekRecord", "first_line_of", "header_of_rotated_copy",
+           "iter_zeek_records", "log_path_from_name", "read_header"]
 
 log = logging.getLogger(__name__)
 
 # Long enough for any line Zeek writes in practice (a DNS answer vector or a long URI is a few
 # KiB), short enough that a file without newlines cannot exhaust the agent's memory.
 MAX_LINE_BYTES = 1 << 20
+
+# Maximum length of a header line read from a file to take its header. A Zeek header line
+# names or types each column, a few KiB for the widest logs.
+MAX_HEADER_LINE_BYTES = 1 << 16
 
 # Zeek escapes a NUL in a value as \x00, so a raw one marks a damaged line: a crash can leave
 # a zero-filled block behind.
@@ -147,34 +151,70 @@ def header_of_rotated_copy(path: Path) -> tuple[Path, list[str]] | None:
 
     ``copytruncate`` copies a log aside and empties it, and Zeek goes on writing rows without
     a new header. An agent that first meets the emptied file then finds its header only in the
-    copy: a file beside it named after it, with a dot or a dash (``conn.log.1``,
-    ``conn.log-20240501.gz``). The copy must declare the same ``#path``, or none, and
-    ``#fields`` and ``#types``.
+    copy: a file beside it named after it, a dot or a dash and a digit (``conn.log.1``,
+    ``conn.log-20240501.gz``). The copy must declare ``#fields`` and ``#types`` and the same
+    ``#path``, or none.
     """
     log_path = log_path_from_name(path)
     try:
         siblings = [entry for entry in path.parent.iterdir()
-                    if entry.name.startswith((path.name + ".", path.name + "-")) and entry.is_file()]
+                    if _is_rotated_name(entry.name, path.name) and entry.is_file()]
         siblings.sort(key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
     except OSError:
         return None
     for copy in siblings:
-        header: list[str] = []
-        try:
-            with ExitStack() as stack:
-                stream = _open_log(copy, stack)
-                for raw in itertools.islice(stream, 16):
-                    text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if not text.startswith("#"):
-                        break
-                    header.append(text)
-        except (LogReadError, OSError, EOFError, zlib.error):
+        header = read_header(copy)
+        if header is None:
             continue
         keys = {text.split("\t", 1)[0].split(" ", 1)[0]: text for text in header}
         declared = keys.get("#path", "").split("\t")[1:]
         if "#fields" in keys and "#types" in keys and declared in ([], [log_path]):
             return copy, header
     return None
+
+
+def read_header(path: Path) -> list[str] | None:
+    """Return the ``#`` lines at the start of a TSV log, plain or gzip, or None when it cannot be read.
+
+    At most 16 lines of at most ``MAX_HEADER_LINE_BYTES`` each are read, so a hostile file
+    costs little memory.
+    """
+    header: list[str] = []
+    try:
+        with ExitStack() as stack:
+            stream = _open_log(path, stack)
+            for _ in range(16):
+                raw = stream.readline(MAX_HEADER_LINE_BYTES + 1)
+                if len(raw) > MAX_HEADER_LINE_BYTES or not raw.startswith(b"#"):
+                    break
+                header.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    except (LogReadError, OSError, EOFError, zlib.error):
+        return None
+    return header
+
+
+def first_line_of(path: Path) -> str | None:
+    """Return the first non-blank line of a log, plain or gzip, "" when it has none, or None when it cannot be read.
+
+    Only the file's start is read, at most 16 lines of at most ``MAX_HEADER_LINE_BYTES``.
+    """
+    try:
+        with ExitStack() as stack:
+            stream = _open_log(path, stack)
+            for _ in range(16):
+                raw = stream.readline(MAX_HEADER_LINE_BYTES + 1)
+                text = raw.lstrip(b"\x00").decode("utf-8", "replace")
+                if not raw or text.strip():
+                    return text.rstrip("\r\n")
+    except (LogReadError, OSError, EOFError, zlib.error):
+        return None
+    return ""
+
+
+def _is_rotated_name(name: str, original: str) -> bool:
+    """Return whether ``name`` is ``original`` followed by a dot or a dash and a digit."""
+    rest = name[len(original):] if name.startswith(original) else ""
+    return len(rest) >= 2 and rest[0] in ".-" and rest[1].isascii() and rest[1].isdigit()
 
 
 def _open_log(path: Path, stack: ExitStack) -> BinaryIO:

@@ -27,10 +27,11 @@ MAX_KEPT_ERRORS = 100
 # A detail quotes the offending value, which can be up to a whole line long.
 MAX_DETAIL_CHARS = 300
 
-# Lines whose bytes a reporter keeps for its quarantine. Parsers report a line before they
-# read far past it: the JSON detection looks at the first non-blank line, a header at most a
-# few lines, so a few hundred lines are plenty.
+# Lines whose bytes a reporter keeps for its quarantine, and their total size. Parsers report
+# a line before they read far past it: the JSON detection looks at the first non-blank line, a
+# header at most a few lines. The newest line is always kept, however long.
 RECENT_LINES = 1024
+RECENT_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +132,16 @@ class MalformedLineReporter:
         self.invalid_utf8_lines = 0
         # Line number to (byte offset, raw bytes) of the latest lines read, for the quarantine.
         self._recent: dict[int, tuple[int, bytes]] = {}
+        self._recent_bytes = 0
 
     def remember(self, line: int, offset: int, raw: bytes) -> None:
-        """Keep a line's offset and bytes until :data:`RECENT_LINES` later lines have been read."""
+        """Keep a line's offset and bytes while it is among the latest ``RECENT_LINES`` and ``RECENT_BYTES``."""
         if self.quarantine is None:
             return
         self._recent[line] = (offset, raw)
-        if len(self._recent) > RECENT_LINES:
-            del self._recent[next(iter(self._recent))]
+        self._recent_bytes += len(raw)
+        while len(self._recent) > 1 and (len(self._recent) > RECENT_LINES or self._recent_bytes > RECENT_BYTES):
+            self._recent_bytes -= len(self._recent.pop(next(iter(self._recent)))[1])
 
     def report(self, line: int, reason: str, detail: str) -> None:
         """Count a malformed line, and log it while this file is under the warning limit."""
@@ -149,6 +152,7 @@ class MalformedLineReporter:
         self.reasons[reason] += 1
         if self.quarantine is not None and line in self._recent:
             offset, raw = self._recent.pop(line)
+            self._recent_bytes -= len(raw)
             self.quarantine.keep(self.source, offset, reason, raw)
         if self.reasons.total() <= self.max_warnings:
             log.warning("zeek log %s", error)

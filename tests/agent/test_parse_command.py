@@ -96,3 +96,21 @@ def test_parse_zeek_quarantines_rejected_lines(tmp_path: Path, capsys: pytest.Ca
         ("invalid_json", len(row) + 1 + 5000, "{not json"),
         ("invalid_value:id.resp_p", data.index(bad_port), bad_port.decode()),
     ]
+
+
+def test_quarantine_keeps_bounded_recent_lines(tmp_path: Path) -> None:
+    """The bytes kept for the quarantine stay bounded however long the lines, and the newest line is kept."""
+    from agent.events import Quarantine
+    from agent.zeek_records import RECENT_BYTES, RECENT_LINES, MalformedLineReporter, ParseStats
+
+    reporter = MalformedLineReporter("conn.log", ParseStats(), quarantine=Quarantine(tmp_path / "q.jsonl"))
+    for number in range(1, 2001):
+        reporter.remember(number, number * 10_000, b"x" * 10_000)
+    kept_lines, kept_bytes = len(reporter._recent), reporter._recent_bytes
+    reporter.remember(2001, 0, b"y" * (RECENT_BYTES + 1))
+
+    assert kept_lines <= RECENT_LINES
+    assert kept_bytes <= RECENT_BYTES
+    assert list(reporter._recent) == [2001]
+    reporter.report(2001, "line_too_long", "too long")
+    assert json.loads((tmp_path / "q.jsonl").read_text())["raw"] == "y" * (RECENT_BYTES + 1)

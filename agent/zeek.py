@@ -262,8 +262,10 @@ def _read_lines(
                     stripped += rest
                 chunk = stripped
             number += 1
-            raw = chunk[:-1] if chunk.endswith(b"\n") else chunk
-            reporter.remember(number, start, raw[:-1] if raw.endswith(b"\r") else raw)
+            # The copies of the line cost time on every line, so they are made for a quarantine only.
+            if reporter.quarantine is not None:
+                raw = chunk[:-1] if chunk.endswith(b"\n") else chunk
+                reporter.remember(number, start, raw[:-1] if raw.endswith(b"\r") else raw)
 
             # The line did not end within the limit: drop the rest of it unread into memory.
             if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):

@@ -182,7 +182,7 @@ def test_replay_copytruncated_log_takes_header_of_copy(tmp_path: Path, shared_da
     assert records[0].fields["ts"].timestamp() == float(rows[300].split(b"\t")[0])
 
 
-def test_live_start_at_end_reads_own_header_not_copy(tmp_path: Path, shared_data_dir: Path) -> None:
+def test_live_start_at_end_own_header(tmp_path: Path, shared_data_dir: Path) -> None:
     """An agent that starts at a file's end reads new rows with the header at the file's start."""
     lines = tsv_lines(shared_data_dir)
     header = [line for line in lines if line.startswith(b"#") and not line.startswith(b"#close")]

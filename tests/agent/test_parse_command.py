@@ -89,10 +89,10 @@ def test_parse_zeek_quarantines_rejected_lines(tmp_path: Path, capsys: pytest.Ca
 
     status, events, _ = run(capsys, "--source-type", "zeek", "--quarantine", str(quarantine), str(log_file))
 
-    kept = [json.loads(line) for line in quarantine.read_text(encoding="utf-8").splitlines()]
+    quarantined = [json.loads(line) for line in quarantine.read_text(encoding="utf-8").splitlines()]
     assert status == 0
     assert len(events) == 2
-    assert [(item["reason"], item["offset"], item["raw"]) for item in kept] == [
+    assert [(item["reason"], item["offset"], item["raw"]) for item in quarantined] == [
         ("invalid_json", len(row) + 1 + 5000, "{not json"),
         ("invalid_value:id.resp_p", data.index(bad_port), bad_port.decode()),
     ]

@@ -38,7 +38,7 @@ import logging
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -226,30 +226,39 @@ class Intake:
         self, collection: str, principal: Principal, objects: Sequence[RawObject],
         request_time: datetime, *, save_status: bool,
     ) -> tuple[list[ObjectResult], dict[str, Any], str | None]:
-        """Check every object, then store those that pass in one ``add_objects`` call.
+        """Check every object and store those that pass with one ``add_objects`` call.
 
-        The checks run before the transaction opens, so they do not hold the database lock.
+        Where the storage inserts while objects are still being checked (PostgreSQL), the
+        checks run inside the transaction and overlap the server's work. Elsewhere they all
+        run before the transaction opens, so they do not hold the database lock.
         Return the results, the status resource and, with ``save_status``, its stored text.
         """
-        results: list[ObjectResult | None] = []
-        passed: list[tuple[int, NewObject, str, str]] = []
+        results: list[ObjectResult | None] = [None] * len(objects)
+        # Index, id and version of each object that passed, in the order it went to storage.
+        passed: list[tuple[int, str, str]] = []
         collection_key = collection_id(collection)
-        for index, raw in enumerate(objects):
-            try:
-                obj, object_id, version, version_us = check_stix_object(raw, index)
-                check_collection_rules(collection, principal, obj, object_id)
-                self._check_secure_object(obj, object_id)
-                passed.append((index, _new_object(collection_key, raw, obj, principal, version_us),
-                               object_id, version))
-                results.append(None)
-            except ObjectRejected as err:
-                version = _version_text(raw.value) or format_millis(request_time)
-                results.append(ObjectResult(err.object_id, version, False, err.message,
-                                            err.reason))
 
+        def checked() -> Iterator[NewObject]:
+            for index, raw in enumerate(objects):
+                try:
+                    obj, object_id, version, version_us = check_stix_object(raw, index)
+                    check_collection_rules(collection, principal, obj, object_id)
+                    self._check_secure_object(obj, object_id)
+                    new = _new_object(collection_key, raw, obj, principal, version_us)
+                except ObjectRejected as err:
+                    version = _version_text(raw.value) or format_millis(request_time)
+                    results[index] = ObjectResult(err.object_id, version, False, err.message,
+                                                  err.reason)
+                    continue
+                passed.append((index, object_id, version))
+                yield new
+
+        new_objects: Iterable[NewObject] = (
+            checked() if self.storage.pipelines_inserts else list(checked()))
         with self.storage.transaction():
-            outcomes = self.storage.add_objects([new for _, new, _, _ in passed])
-            for (index, _, object_id, version), outcome in zip(passed, outcomes):
+            outcomes = self.storage.add_objects(collection_key, new_objects,
+                                                at_most=len(objects))
+            for (index, object_id, version), outcome in zip(passed, outcomes, strict=True):
                 results[index] = _result_for(outcome, object_id, version, round_text=None)
             complete = [result for result in results if result is not None]
             status = build_status(complete, request_time)

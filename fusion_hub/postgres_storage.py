@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ from fusion_hub.timeutil import utc_now
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
+# Rows per INSERT statement when adding objects. Smaller batches let more of the server's work
+# overlap the caller's, and each statement costs a little on its own (docs/benchmarks.md).
+PIPELINE_BATCH_ROWS = 250
 
 # Keys of the advisory locks that serialise schema creation by hubs starting together, and
 # the closing of rounds (fusion and publication) by hubs sharing the database.
@@ -78,6 +83,7 @@ class PostgresHubStorage(SQLStorage):
     """
 
     _LOCK_ROW = " FOR UPDATE"
+    pipelines_inserts = True
 
     def __init__(
         self,
@@ -194,29 +200,27 @@ class PostgresHubStorage(SQLStorage):
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                f"(in: {sql.split()[0]})") from err
 
-    def _insert_new_objects(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
-        # One statement for the whole batch, because each round trip to the server costs more
+    def _insert_new_objects(self, rows: Iterable[tuple[Any, ...]]) -> set[tuple[str, int]]:
+        # One statement per batch of rows, because each round trip to the server costs more
         # than inserting a row. The rows go as one binary array per column (%b). The statement
         # text is then the same for every batch, so psycopg converts it once, and no array
-        # element needs quoting.
-        if not rows:
-            return set()
-        columns = [list(column) for column in zip(*rows)]
+        # element needs quoting. In pipeline mode each statement leaves as soon as its batch is
+        # complete, and the server inserts it while the caller produces the next batch.
+        kept: list[tuple[Any, ...]] = []
+        cursors: list[psycopg.Cursor[Any]] = []
         try:
-            cursor = self._conn.execute(
-                f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) "
-                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[], "
-                "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
-                "ON CONFLICT (collection_id, id, version_us) DO NOTHING",
-                columns, prepare=False,
-            )
+            with self._conn.pipeline():
+                for batch in _batches(rows, PIPELINE_BATCH_ROWS):
+                    kept.extend(batch)
+                    columns = [list(column) for column in zip(*batch)]
+                    cursors.append(self._conn.execute(_INSERT_OBJECTS, columns, prepare=False))
         except psycopg.Error as err:
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                "(in: INSERT objects)") from err
         # Only an envelope with resends or conflicts needs to learn which rows went in.
-        if cursor.rowcount == len(rows):
-            return {(row[1], row[2]) for row in rows}
-        return self._keys_added(rows)
+        if sum(cursor.rowcount for cursor in cursors) == len(kept):
+            return {(row[1], row[2]) for row in kept}
+        return self._keys_added(kept)
 
     def _stored_digests(
         self, collection_id: str, keys: Sequence[tuple[str, int]]
@@ -240,6 +244,20 @@ class PostgresHubStorage(SQLStorage):
         except psycopg.Error as err:
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                "(in: COPY objects)") from err
+
+
+_INSERT_OBJECTS = (
+    f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) "
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[], "
+    "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
+    "ON CONFLICT (collection_id, id, version_us) DO NOTHING"
+)
+
+
+def _batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def _native(sql: str) -> str:

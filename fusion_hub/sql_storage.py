@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import threading
 from datetime import datetime
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -259,44 +259,42 @@ class SQLStorage(HubStorage):
             outcome, date_added, _ = self._insert_object(obj)
             return outcome, date_added
 
-    def add_objects(self, objects: Sequence[NewObject]) -> list[AddOutcome]:
+    def add_objects(
+        self, collection_id: str, objects: Iterable[NewObject], *, at_most: int
+    ) -> list[AddOutcome]:
         with self.transaction():
-            outcomes: list[AddOutcome] = [AddOutcome.CREATED] * len(objects)
-            by_collection: dict[str, list[int]] = {}
-            for index, obj in enumerate(objects):
-                by_collection.setdefault(obj.collection_id, []).append(index)
-            for collection, indexes in by_collection.items():
-                members = [objects[index] for index in indexes]
-                first = self._reserve_date_added(collection, len(members))
-                rows = [_object_row(obj, first + offset) for offset, obj in enumerate(members)]
-                inserted = self._insert_new_objects(rows)
-                # As many keys inserted as rows means that every row went in.
-                if len(inserted) == len(rows):
-                    continue
+            first = self._reserve_date_added(collection_id, at_most) if at_most > 0 else 0
+            rows: list[tuple[Any, ...]] = []
+            inserted = self._insert_new_objects(_rows_of(collection_id, objects, first, at_most,
+                                                         collected=rows))
+            outcomes: list[AddOutcome] = [AddOutcome.CREATED] * len(rows)
+            # As many keys inserted as rows means that every row went in.
+            if len(inserted) == len(rows):
+                return outcomes
 
-                # Rows already stored (before or earlier in this batch): same content is a
-                # resend, other content a conflict. Of rows sharing an id and version, only the
-                # first can have been inserted.
-                skipped: list[tuple[int, tuple[Any, ...]]] = []
-                seen: set[tuple[str, int]] = set()
-                for index, row in zip(indexes, rows):
-                    key = (row[1], row[2])
-                    if key not in inserted or key in seen:
-                        skipped.append((index, row))
-                    seen.add(key)
-                stored = self._stored_digests(collection, [(row[1], row[2])
-                                                           for _, row in skipped])
-                for index, row in skipped:
-                    same = stored.get((row[1], row[2])) == row[7]
-                    outcomes[index] = AddOutcome.DUPLICATE if same else AddOutcome.CONFLICT
+            # Rows already stored (before or earlier in this call): same content is a resend,
+            # other content a conflict. Of rows sharing an id and version, only the first can
+            # have been inserted.
+            skipped: list[tuple[int, tuple[Any, ...]]] = []
+            seen: set[tuple[str, int]] = set()
+            for index, row in enumerate(rows):
+                key = (row[1], row[2])
+                if key not in inserted or key in seen:
+                    skipped.append((index, row))
+                seen.add(key)
+            stored = self._stored_digests(collection_id, [(row[1], row[2]) for _, row in skipped])
+            for index, row in skipped:
+                same = stored.get((row[1], row[2])) == row[7]
+                outcomes[index] = AddOutcome.DUPLICATE if same else AddOutcome.CONFLICT
             return outcomes
 
-    def _insert_new_objects(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
+    def _insert_new_objects(self, rows: Iterable[tuple[Any, ...]]) -> set[tuple[str, int]]:
         """Insert rows unless their id and version exist; return ``(id, version_us)`` inserted.
 
         The rows share one collection and carry consecutive ``date_added`` values reserved by
-        this transaction.
+        this transaction. ``rows`` comes from ``_rows_of``, which keeps every row it yields.
         """
+        rows = list(rows)
         if not rows:
             return set()
         changed = self._executemany(
@@ -636,6 +634,29 @@ class SQLStorage(HubStorage):
             (stored,) = self._execute("SELECT value FROM meta WHERE key = ?",
                                       (key,)).fetchone()
             return str(stored)
+
+
+def _rows_of(
+    collection_id: str, objects: Iterable[NewObject], first: int, at_most: int, *,
+    collected: list[tuple[Any, ...]],
+) -> Iterator[tuple[Any, ...]]:
+    """Yield the rows of ``objects`` with ``date_added`` from ``first`` on, keeping each in
+    ``collected``.
+
+    Raises
+    ------
+    ValueError
+        At an object of another collection, or at the object past ``at_most``.
+    """
+    for offset, obj in enumerate(objects):
+        if obj.collection_id != collection_id:
+            raise ValueError(f"object {obj.id} belongs to collection {obj.collection_id}, "
+                             f"not {collection_id}")
+        if offset == at_most:
+            raise ValueError(f"more than the {at_most} objects announced")
+        row = _object_row(obj, first + offset)
+        collected.append(row)
+        yield row
 
 
 def _object_row(obj: NewObject, date_added_us: int) -> tuple[Any, ...]:

@@ -19,7 +19,7 @@ the same guarantees, checked by one contract test suite:
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -227,12 +227,29 @@ class HubStorage(abc.ABC):
         site contributed different content, and ``ROUND_CLOSED`` when the round is closed.
         """
 
-    @abc.abstractmethod
-    def add_objects(self, objects: Sequence[NewObject]) -> list[AddOutcome]:
-        """Store several objects in one transaction, as ``add_object`` would one by one.
+    # Whether ``add_objects`` sends objects to the database while its iterable still yields
+    # them. A caller that checks objects on the way can then let the checks overlap the
+    # database's work. Where it is False, the caller should produce every object before it
+    # opens a transaction, so that the checks do not hold the database.
+    pipelines_inserts: bool = False
 
-        Returns the outcome of each object, in order. Only ``CREATED``, ``DUPLICATE`` and
-        ``CONFLICT`` occur: summaries that join rounds go through ``add_summary``.
+    @abc.abstractmethod
+    def add_objects(
+        self, collection_id: str, objects: Iterable[NewObject], *, at_most: int
+    ) -> list[AddOutcome]:
+        """Store objects of one collection in one transaction, as ``add_object`` would one by one.
+
+        ``objects`` may be lazy. ``at_most`` bounds how many it yields: that many ``date_added``
+        values are reserved, and those of objects it does not yield stay unused.
+
+        Returns the outcome of each object yielded, in order. Only ``CREATED``, ``DUPLICATE``
+        and ``CONFLICT`` occur: summaries that join rounds go through ``add_summary``.
+
+        Raises
+        ------
+        ValueError
+            If an object belongs to another collection or more than ``at_most`` are yielded.
+            Nothing is stored then.
         """
 
     @abc.abstractmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fusion_hub.errors import StorageError
-from fusion_hub.postgres_storage import PostgresHubStorage
-from fusion_hub.sqlite_storage import SQLiteHubStorage
+from fusion_hub.postgres_storage import PIPELINE_BATCH_ROWS, PostgresHubStorage
+from fusion_hub.sqlite_storage import PAGE_SIZE, SQLiteHubStorage
 from fusion_hub.storage import (
     AddOutcome,
     ApiToken,
@@ -348,7 +349,7 @@ def test_add_objects_batch_outcomes_in_order(storage: HubStorage) -> None:
         new_object("indicator--unversioned", None, digest="c"),
     ]
 
-    outcomes = storage.add_objects(batch)
+    outcomes = storage.add_objects(COLLECTION, batch, at_most=len(batch))
 
     assert outcomes == [AddOutcome.CREATED, AddOutcome.DUPLICATE, AddOutcome.CREATED,
                         AddOutcome.DUPLICATE, AddOutcome.CONFLICT, AddOutcome.CREATED]
@@ -359,6 +360,52 @@ def test_add_objects_batch_outcomes_in_order(storage: HubStorage) -> None:
         ("indicator--unversioned", page.objects[3].date_added_us)]
     stamps = [o.date_added_us for o in page.objects]
     assert stamps == sorted(set(stamps))
+
+
+def test_add_objects_reads_lazy_objects_across_batches(storage: HubStorage) -> None:
+    """Duplicates and conflicts are found across the batches that PostgreSQL sends apart."""
+    storage.add_object(new_object("indicator--stored", T1, digest="kept"))
+    count = 2 * PIPELINE_BATCH_ROWS + 10
+    fresh = [new_object(f"indicator--{index}", T1, digest=f"d{index}") for index in range(count)]
+    late = [new_object("indicator--0", T1, digest="d0"),        # resend of the first batch
+            new_object("indicator--1", T1, digest="other"),     # conflict with the first batch
+            new_object("indicator--stored", T1, digest="kept"),
+            new_object("indicator--stored", T2, digest="new version")]
+
+    # at_most counts objects the caller may still reject; those leave their slots unused.
+    outcomes = storage.add_objects(COLLECTION, iter(fresh + late), at_most=count + len(late) + 3)
+
+    assert outcomes == [AddOutcome.CREATED] * count + [
+        AddOutcome.DUPLICATE, AddOutcome.CONFLICT, AddOutcome.DUPLICATE, AddOutcome.CREATED]
+    assert storage.count_objects(COLLECTION) == count + 2
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=count + 10,
+                                             versions=VersionFilter(all=True)))
+    stamps = [obj.date_added_us for obj in page.objects]
+    assert stamps == sorted(set(stamps))
+
+
+@pytest.mark.parametrize("bad", ["other collection", "past at_most", "caller fails"])
+def test_add_objects_stores_nothing_when_interrupted(storage: HubStorage, bad: str) -> None:
+    """An object that breaks the call, or a caller that fails while yielding, after whole
+    batches have gone to the database, leaves nothing stored and the storage usable."""
+    count = PIPELINE_BATCH_ROWS + 5
+
+    def objects() -> Iterator[NewObject]:
+        yield from (new_object(f"indicator--{index}", T1) for index in range(count))
+        if bad == "other collection":
+            yield new_object("indicator--elsewhere", T1)._replace(collection_id="c-2")
+        elif bad == "caller fails":
+            raise RuntimeError("check failed unexpectedly")
+
+    expected = RuntimeError if bad == "caller fails" else ValueError
+    with pytest.raises(expected):
+        storage.add_objects(COLLECTION, objects(),
+                            at_most=count - 1 if bad == "past at_most" else count + 1)
+
+    assert storage.count_objects(COLLECTION) == 0
+    assert storage.count_objects("c-2") == 0
+    assert storage.add_objects(COLLECTION, [new_object("indicator--after", T1)],
+                               at_most=1) == [AddOutcome.CREATED]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -387,3 +434,23 @@ def test_statuses_purged_after_retention(request: pytest.FixtureRequest, tmp_pat
 
     assert (first, kept) == (1, [False, True, True])
     assert (second, left) == (2, [False, False])
+
+
+def test_sqlite_page_size_set_for_new_files_only(tmp_path: Path) -> None:
+    """A new database gets 16 KiB pages; a file made with SQLite's 4 KiB pages keeps them."""
+    new = SQLiteHubStorage(tmp_path / "new.sqlite3")
+    new.close()
+    old_path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(old_path) as conn:
+        conn.execute("CREATE TABLE placeholder (x INTEGER)")
+    old = SQLiteHubStorage(old_path, clock=lambda: FROZEN)
+    assert old.add_objects(COLLECTION, [new_object("indicator--a", T1)],
+                           at_most=1) == [AddOutcome.CREATED]
+    old.close()
+
+    def page_size(path: Path) -> int:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+    assert page_size(tmp_path / "new.sqlite3") == PAGE_SIZE == 16_384
+    assert page_size(old_path) == 4_096

@@ -135,6 +135,13 @@ class PostgresHubStorage(SQLStorage):
             self._execute("CREATE TABLE IF NOT EXISTS rate_buckets (name TEXT PRIMARY KEY, "
                           "tokens DOUBLE PRECISION NOT NULL, updated_us BIGINT NOT NULL, "
                           "allowed BOOLEAN NOT NULL)")
+            # The status of 1,000 objects is about 100 kB, which PostgreSQL compresses. With lz4
+            # in place of the default pglz, a scratch test stored one in a third of the time.
+            lz4 = self._execute(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'").fetchone()
+            if lz4 is not None and lz4[0]:
+                self._execute("ALTER TABLE statuses ALTER COLUMN body SET COMPRESSION lz4")
             self._execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                           "ON CONFLICT (key) DO NOTHING", (str(SCHEMA_VERSION),))
             (version,) = self._execute(
@@ -206,21 +213,21 @@ class PostgresHubStorage(SQLStorage):
         # text is then the same for every batch, so psycopg converts it once, and no array
         # element needs quoting. In pipeline mode each statement leaves as soon as its batch is
         # complete, and the server inserts it while the caller produces the next batch.
-        kept: list[tuple[Any, ...]] = []
+        sent: list[tuple[Any, ...]] = []
         cursors: list[psycopg.Cursor[Any]] = []
         try:
             with self._conn.pipeline():
                 for batch in _batches(rows, PIPELINE_BATCH_ROWS):
-                    kept.extend(batch)
-                    columns = [list(column) for column in zip(*batch)]
-                    cursors.append(self._conn.execute(_INSERT_OBJECTS, columns, prepare=False))
+                    sent.extend(batch)
+                    statement, params = _insert_statement(batch)
+                    cursors.append(self._conn.execute(statement, params, prepare=False))
         except psycopg.Error as err:
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                "(in: INSERT objects)") from err
         # Only an envelope with resends or conflicts needs to learn which rows went in.
-        if sum(cursor.rowcount for cursor in cursors) == len(kept):
-            return {(row[1], row[2]) for row in kept}
-        return self._keys_added(kept)
+        if sum(cursor.rowcount for cursor in cursors) == len(sent):
+            return {(row[1], row[2]) for row in sent}
+        return self._keys_added(sent)
 
     def _stored_digests(
         self, collection_id: str, keys: Sequence[tuple[str, int]]
@@ -246,12 +253,45 @@ class PostgresHubStorage(SQLStorage):
                                "(in: COPY objects)") from err
 
 
-_INSERT_OBJECTS = (
-    f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) "
-    "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[], "
-    "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
-    "ON CONFLICT (collection_id, id, version_us) DO NOTHING"
-)
+def _insert_statement(rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """Return the INSERT of a batch of ``objects`` rows and its parameters.
+
+    The rows share one collection and carry consecutive ``date_added`` values, so both go as
+    one value each. So do the spec version, type and owner when every row has the same. Each
+    array element costs the client and the server time to convert: five of the nine columns
+    as single values halve the cost of sending 1,000 rows.
+    """
+    ids, versions, raws, digests = [], [], [], []
+    for row in rows:
+        ids.append(row[1])
+        versions.append(row[2])
+        raws.append(row[6])
+        digests.append(row[7])
+    arrays = ["%b::text[]", "%b::bigint[]", "%b::text[]", "%b::text[]"]
+    params: list[Any] = [ids, versions, raws, digests]
+    values = {"collection_id": "%b::text", "date_added_us": "%b::bigint + u.n - 1"}
+    head = [rows[0][0], rows[0][3]]
+    for name, index in (("spec_version", 4), ("type", 5), ("owner", 8)):
+        column = [row[index] for row in rows]
+        if column.count(column[0]) == len(column):
+            values[name] = "%b::text"
+            head.append(column[0])
+        else:
+            values[name] = f"u.{name}"
+            arrays.append("%b::text[]")
+            params.append(column)
+    names = ["id", "version_us", "raw", "content_sha256",
+             *(name for name in ("spec_version", "type", "owner") if values[name] != "%b::text")]
+    selected = ", ".join(values.get(name, f"u.{name}") for name in _BULK_NAMES)
+    statement = (
+        f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) SELECT {selected} "
+        f"FROM unnest({', '.join(arrays)}) WITH ORDINALITY AS u({', '.join(names)}, n) "
+        "ON CONFLICT (collection_id, id, version_us) DO NOTHING"
+    )
+    return statement, [*head, *params]
+
+
+_BULK_NAMES = [name.strip() for name in BULK_OBJECT_COLUMNS.split(",")]
 
 
 def _batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:

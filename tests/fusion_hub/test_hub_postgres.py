@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 import yaml
@@ -265,3 +266,22 @@ def test_nul_in_url_or_name_rejected(tmp_path: Path, postgres_dsn: str,
     assert by_path.status_code == 400
     assert by_name.status_code == 401
     assert by_name.headers["Content-Type"] == TAXII
+
+
+def test_status_bodies_compressed_with_lz4(postgres_dsn: str, postgres_schema: str) -> None:
+    """Where the server offers lz4, the schema stores status resources with it."""
+    storage = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    try:
+        body = json.dumps({"successes": [{"id": f"indicator--{index}"} for index in range(5000)]})
+        storage.save_status("status-1", "site-a", body)
+        assert storage.load_status("status-1") == ("site-a", body)
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            (offered,) = conn.execute(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'").fetchone()
+            (method,) = conn.execute(
+                f"SELECT pg_column_compression(body) FROM {postgres_schema}.statuses").fetchone()
+    finally:
+        storage.close()
+
+    assert method == ("lz4" if offered else "pglz")

@@ -384,6 +384,33 @@ def test_add_objects_reads_lazy_objects_across_batches(storage: HubStorage) -> N
     assert stamps == sorted(set(stamps))
 
 
+@pytest.mark.parametrize("mixed", ["", "spec_version", "type", "owner"])
+def test_add_objects_keeps_each_row_values(storage: HubStorage, mixed: str) -> None:
+    """Every stored row has its own values, whether a column is shared by the batch or not."""
+    objects = []
+    for index in range(4):
+        obj = new_object(f"indicator--{index}", T1 + index, raw=f'{{"n": {index}}}',
+                         owner="site-a")
+        if mixed == "spec_version" and index == 2:
+            obj = obj._replace(spec_version="2.0")
+        if mixed == "type" and index == 2:
+            obj = obj._replace(type="note", id="note--2")
+        if mixed == "owner" and index == 2:
+            obj = obj._replace(owner=None)
+        objects.append(obj)
+
+    assert storage.add_objects(COLLECTION, objects, at_most=4) == [AddOutcome.CREATED] * 4
+
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10,
+                                             versions=VersionFilter(all=True)))
+    stored = [(o.collection_id, o.id, o.type, o.spec_version, o.version_us, o.raw, o.owner)
+              for o in page.objects]
+    assert stored == [(o.collection_id, o.id, o.type, o.spec_version, o.version_us, o.raw,
+                       o.owner) for o in objects]
+    stamps = [o.date_added_us for o in page.objects]
+    assert stamps == list(range(stamps[0], stamps[0] + 4))
+
+
 @pytest.mark.parametrize("bad", ["other collection", "past at_most", "caller fails"])
 def test_add_objects_stores_nothing_when_interrupted(storage: HubStorage, bad: str) -> None:
     """An object that breaks the call, or a caller that fails while yielding, after whole

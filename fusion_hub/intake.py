@@ -55,7 +55,13 @@ from fusion_hub.registry import Principal, SiteRegistry
 from fusion_hub.rounds import RoundManager
 from fusion_hub.secure_rounds import SecureRoundCoordinator
 from fusion_hub.storage import AddOutcome, HubStorage, NewObject
-from fusion_hub.timeutil import format_millis, parse_timestamp, to_micros, utc_now
+from fusion_hub.timeutil import (
+    format_millis,
+    parse_timestamp,
+    timestamp_micros,
+    to_micros,
+    utc_now,
+)
 from privacy.errors import SignatureInvalid
 from privacy.signing import canonical_json, verify_object
 from stix_mappings.ids import (
@@ -466,6 +472,8 @@ _ABSENT = object()
 
 def _timestamp_micros(object_id: str, name: str, value: Any) -> int:
     try:
+        if isinstance(value, str):
+            return timestamp_micros(value)
         return to_micros(parse_timestamp(value))
     except ValueError as err:
         raise ObjectRejected(object_id, "not-stix", f"{name}: {err}") from err

@@ -209,23 +209,47 @@ class PostgresHubStorage(SQLStorage):
 
     def _insert_new_objects(self, rows: Iterable[tuple[Any, ...]]) -> set[tuple[str, int]]:
         # One statement per batch of rows, because each round trip to the server costs more
-        # than inserting a row. The rows go as one binary array per column (%b). The statement
-        # text is then the same for every batch, so psycopg converts it once, and no array
-        # element needs quoting. In pipeline mode each statement leaves as soon as its batch is
+        # than inserting a row. In pipeline mode each statement leaves as soon as its batch is
         # complete, and the server inserts it while the caller produces the next batch.
+        #
+        # Most envelopes hold only new objects, so the batches first go as plain INSERTs: in a
+        # scratch test ON CONFLICT took the server about half as long again per row. A row
+        # that exists then fails the statement. The rows go back to the savepoint and are
+        # sent again with ON CONFLICT DO NOTHING, which skips the stored ones.
         sent: list[tuple[Any, ...]] = []
-        cursors: list[psycopg.Cursor[Any]] = []
+        iterator = iter(rows)
         try:
             with self._conn.pipeline():
-                for batch in _batches(rows, PIPELINE_BATCH_ROWS):
+                self._conn.execute("SAVEPOINT fti_new_objects")
+                for batch in _batches(iterator, PIPELINE_BATCH_ROWS):
                     sent.extend(batch)
-                    statement, params = _insert_statement(batch)
-                    cursors.append(self._conn.execute(statement, params, prepare=False))
+                    statement, params = _insert_statement(batch, skip_stored=False)
+                    self._conn.execute(statement, params, prepare=False)
+                self._conn.execute("RELEASE SAVEPOINT fti_new_objects")
+            return {(row[1], row[2]) for row in sent}
+        except psycopg.errors.UniqueViolation:
+            log.debug("hub database %s: an object of collection %s is stored already; adding "
+                      "the envelope's rows again, skipping stored ones", self.where,
+                      sent[0][0])
         except psycopg.Error as err:
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                "(in: INSERT objects)") from err
-        # Only an envelope with resends or conflicts needs to learn which rows went in.
-        if sum(cursor.rowcount for cursor in cursors) == len(sent):
+
+        # Rows that the caller had not produced yet are read now.
+        sent.extend(iterator)
+        changed = 0
+        try:
+            self._conn.execute("ROLLBACK TO SAVEPOINT fti_new_objects")
+            cursors: list[psycopg.Cursor[Any]] = []
+            with self._conn.pipeline():
+                for batch in _batches(sent, PIPELINE_BATCH_ROWS):
+                    statement, params = _insert_statement(batch, skip_stored=True)
+                    cursors.append(self._conn.execute(statement, params, prepare=False))
+            changed = sum(cursor.rowcount for cursor in cursors)
+        except psycopg.Error as err:
+            raise StorageError(f"hub database {self.where}: {_first_line(err)} "
+                               "(in: INSERT objects)") from err
+        if changed == len(sent):
             return {(row[1], row[2]) for row in sent}
         return self._keys_added(sent)
 
@@ -253,41 +277,42 @@ class PostgresHubStorage(SQLStorage):
                                "(in: COPY objects)") from err
 
 
-def _insert_statement(rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+def _insert_statement(
+    rows: Sequence[tuple[Any, ...]], *, skip_stored: bool
+) -> tuple[str, list[Any]]:
     """Return the INSERT of a batch of ``objects`` rows and its parameters.
+
+    With ``skip_stored`` it skips rows whose id and version are stored, else such a row
+    fails it with a unique violation.
 
     The rows share one collection and carry consecutive ``date_added`` values, so both go as
     one value each. So do the spec version, type and owner when every row has the same. Each
     array element costs the client and the server time to convert: five of the nine columns
     as single values halve the cost of sending 1,000 rows.
     """
-    ids, versions, raws, digests = [], [], [], []
-    for row in rows:
-        ids.append(row[1])
-        versions.append(row[2])
-        raws.append(row[6])
-        digests.append(row[7])
+    columns = list(zip(*rows))
     arrays = ["%b::text[]", "%b::bigint[]", "%b::text[]", "%b::text[]"]
-    params: list[Any] = [ids, versions, raws, digests]
+    params: list[Any] = [list(columns[1]), list(columns[2]), list(columns[6]), list(columns[7])]
     values = {"collection_id": "%b::text", "date_added_us": "%b::bigint + u.n - 1"}
     head = [rows[0][0], rows[0][3]]
     for name, index in (("spec_version", 4), ("type", 5), ("owner", 8)):
-        column = [row[index] for row in rows]
+        column = columns[index]
         if column.count(column[0]) == len(column):
             values[name] = "%b::text"
             head.append(column[0])
         else:
             values[name] = f"u.{name}"
             arrays.append("%b::text[]")
-            params.append(column)
+            params.append(list(column))
     names = ["id", "version_us", "raw", "content_sha256",
              *(name for name in ("spec_version", "type", "owner") if values[name] != "%b::text")]
     selected = ", ".join(values.get(name, f"u.{name}") for name in _BULK_NAMES)
     statement = (
         f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) SELECT {selected} "
-        f"FROM unnest({', '.join(arrays)}) WITH ORDINALITY AS u({', '.join(names)}, n) "
-        "ON CONFLICT (collection_id, id, version_us) DO NOTHING"
+        f"FROM unnest({', '.join(arrays)}) WITH ORDINALITY AS u({', '.join(names)}, n)"
     )
+    if skip_stored:
+        statement += " ON CONFLICT (collection_id, id, version_us) DO NOTHING"
     return statement, [*head, *params]
 
 

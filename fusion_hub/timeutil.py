@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -40,6 +41,16 @@ def parse_timestamp(text: str) -> datetime:
         return datetime.fromisoformat(text)
     except ValueError as err:
         raise ValueError(f"timestamp {text!r} is not a valid date and time: {err}") from err
+
+
+@lru_cache(maxsize=4096)
+def timestamp_micros(text: str) -> int:
+    """Parse a STIX timestamp string into epoch microseconds, as ``parse_timestamp`` does.
+
+    The results are cached, because the objects of one envelope often share their
+    ``created`` and ``modified`` values. ``text`` must be a string.
+    """
+    return to_micros(parse_timestamp(text))
 
 
 def to_micros(moment: datetime) -> int:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from fusion_hub.config import HubConfig, StorageSettings, load_hub_config, mask_
 from fusion_hub.errors import StorageError
 from fusion_hub.postgres_storage import PostgresHubStorage
 from fusion_hub.ratelimit import SharedRateLimiter
-from fusion_hub.storage import ObjectQuery, VersionFilter
+from fusion_hub.storage import AddOutcome, NewObject, ObjectQuery, VersionFilter
 from fusion_hub.timeutil import to_micros
 from stix_mappings.ids import collection_id
 from tests.conftest import REPO_ROOT
@@ -285,3 +286,37 @@ def test_status_bodies_compressed_with_lz4(postgres_dsn: str, postgres_schema: s
         storage.close()
 
     assert method == ("lz4" if offered else "pglz")
+
+
+def test_concurrent_envelopes_sharing_objects(postgres_dsn: str, postgres_schema: str) -> None:
+    """Two hub processes add overlapping envelopes: the second waits for the first to commit,
+    then stores only its own objects and reports the shared ones as duplicates."""
+    first = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    second = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    keys = collection_id("keys")
+
+    def envelope(names: list[str]) -> list[NewObject]:
+        return [NewObject(keys, f"indicator--{name}", "indicator", "2.1", 1_000, f'"{name}"',
+                          f"digest-{name}", "site-a") for name in names]
+
+    shared = [str(index) for index in range(300)]
+    outcomes: list[AddOutcome] = []
+    try:
+        with first.transaction():
+            assert first.add_objects(keys, envelope(shared), at_most=300) == [
+                AddOutcome.CREATED] * 300
+            worker = threading.Thread(target=lambda: outcomes.extend(second.add_objects(
+                keys, envelope(["own", *shared]), at_most=301)))
+            worker.start()
+            worker.join(timeout=1.0)
+            # The second envelope waits for the first transaction's lock on the collection.
+            assert worker.is_alive()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        stored = first.count_objects(keys)
+    finally:
+        first.close()
+        second.close()
+
+    assert outcomes == [AddOutcome.CREATED] + [AddOutcome.DUPLICATE] * 300
+    assert stored == 301

@@ -362,8 +362,11 @@ def test_add_objects_batch_outcomes_in_order(storage: HubStorage) -> None:
     assert stamps == sorted(set(stamps))
 
 
-def test_add_objects_reads_lazy_objects_across_batches(storage: HubStorage) -> None:
-    """Duplicates and conflicts are found across the batches that PostgreSQL sends apart."""
+@pytest.mark.parametrize("stored_at", ["first batch", "last batch"])
+def test_add_objects_reads_lazy_objects_across_batches(storage: HubStorage, stored_at: str) -> None:
+    """Duplicates and conflicts are found across the batches that PostgreSQL sends apart,
+    whether the first stored object comes while later batches are still being produced or
+    at the end."""
     storage.add_object(new_object("indicator--stored", T1, digest="kept"))
     count = 2 * PIPELINE_BATCH_ROWS + 10
     fresh = [new_object(f"indicator--{index}", T1, digest=f"d{index}") for index in range(count)]
@@ -371,12 +374,17 @@ def test_add_objects_reads_lazy_objects_across_batches(storage: HubStorage) -> N
             new_object("indicator--1", T1, digest="other"),     # conflict with the first batch
             new_object("indicator--stored", T1, digest="kept"),
             new_object("indicator--stored", T2, digest="new version")]
+    objects = fresh + late
+    expected = [AddOutcome.CREATED] * count + [
+        AddOutcome.DUPLICATE, AddOutcome.CONFLICT, AddOutcome.DUPLICATE, AddOutcome.CREATED]
+    if stored_at == "first batch":
+        objects = [objects[-2], *objects[:-2], objects[-1]]
+        expected = [expected[-2], *expected[:-2], expected[-1]]
 
     # at_most counts objects the caller may still reject; those leave their slots unused.
-    outcomes = storage.add_objects(COLLECTION, iter(fresh + late), at_most=count + len(late) + 3)
+    outcomes = storage.add_objects(COLLECTION, iter(objects), at_most=len(objects) + 3)
 
-    assert outcomes == [AddOutcome.CREATED] * count + [
-        AddOutcome.DUPLICATE, AddOutcome.CONFLICT, AddOutcome.DUPLICATE, AddOutcome.CREATED]
+    assert outcomes == expected
     assert storage.count_objects(COLLECTION) == count + 2
     page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=count + 10,
                                              versions=VersionFilter(all=True)))

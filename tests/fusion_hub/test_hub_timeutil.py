@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fusion_hub.timeutil import parse_timestamp, to_micros
+from fusion_hub.timeutil import parse_timestamp, timestamp_micros, to_micros
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -62,3 +62,23 @@ def test_parse_timestamp_rejects_non_strings(value: object) -> None:
 
 def test_to_micros_of_parsed_timestamp() -> None:
     assert to_micros(parse_timestamp("1970-01-01T00:00:01.000001Z")) == 1_000_001
+
+
+@pytest.mark.parametrize("text", ["2024-05-01T10:00:00Z", "2024-05-01T10:00:00.123Z",
+                                  "2024-05-01T10:00:00.123456789Z", "1969-12-31T23:59:59.5Z"])
+def test_timestamp_micros_matches_parse(text: str) -> None:
+    expected = to_micros(parse_timestamp(text))
+    assert timestamp_micros(text) == expected
+    # The second call comes from the cache.
+    assert timestamp_micros(text) == expected
+
+
+def test_timestamp_micros_value() -> None:
+    assert timestamp_micros("1970-01-01T00:00:01.000002Z") == 1_000_002
+
+
+def test_timestamp_micros_raises_every_time() -> None:
+    """A rejected timestamp is never cached: each call raises the parser's error."""
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not a valid date and time"):
+            timestamp_micros("2024-02-30T00:00:00Z")

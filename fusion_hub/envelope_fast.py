@@ -47,6 +47,8 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _ENVELOPE_DECODER = msgspec.json.Decoder(_Envelope)
+_ENCODER = msgspec.json.Encoder()
+_SORTED_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
 # One member that the fast path vouches for: its text, its value, whether it is in plain JSON
@@ -109,29 +111,31 @@ def split_members_fast(
         return float(text)
 
     decoder = msgspec.json.Decoder(float_hook=note_float)
+    doubtful = doubts.non_ascii or doubts.surrogate_escape or doubts.long_number
     members: list[FastMember] = []
-    encoded_colons = 0
+    encoded_members: list[bytes] = []
     for raw in envelope.objects:
-        member = bytes(raw)
         floats_seen[0] = False
         try:
-            value = decoder.decode(member)
+            value = decoder.decode(raw)
         except (msgspec.DecodeError, RecursionError):
             return None
+        # The body is valid UTF-8, so each member is too.
+        text = str(raw, "utf-8")
         # Every level of nesting opens with a bracket, so only members with many are walked.
-        if member.count(b"{") + member.count(b"[") > max_depth and depth_of(value) > max_depth:
+        if text.count("{") + text.count("[") > max_depth and depth_of(value) > max_depth:
             return None
-        text = member.decode("utf-8")
-        plain = not floats_seen[0] and doubts.allow_plain(member, text)
+        plain = not floats_seen[0] and (not doubtful or doubts.allow_plain(bytes(raw), text))
         try:
             # For plain JSON, msgspec with sorted keys writes the bytes of RFC 8785, as orjson
             # does for privacy.signing.canonical_json, in about half of orjson's time. The
             # tests compare it with the rfc8785 package.
-            encoded = msgspec.json.encode(value, order="sorted" if plain else None)
+            encoded = (_SORTED_ENCODER if plain else _ENCODER).encode(value)
         except (msgspec.EncodeError, OverflowError):
             return None
-        encoded_colons += encoded.count(b":")
+        encoded_members.append(encoded)
         members.append((text, value, plain, encoded if plain else None))
+    encoded_colons = b"".join(encoded_members).count(b":")
 
     # Encoding a member again never adds a colon, and drops one with every repeated key. Each
     # envelope key takes one colon, and a repeated one drops a whole member list. So the

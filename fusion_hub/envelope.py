@@ -14,16 +14,18 @@ whole envelope.
 
 ``split_envelope`` first tries the C path of ``fusion_hub.envelope_fast``, which returns the
 same members for every envelope it vouches for, and otherwise runs the strict parser here
-(``split_envelope_strict``).
+(``split_envelope_strict``). ``read_envelope`` gives the same objects one by one, to a caller
+that stores them while the rest are still being split.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from fusion_hub.envelope_fast import split_members_fast
+from fusion_hub.envelope_fast import FastEnvelope, NotVouched, open_envelope_fast
 from fusion_hub.errors import EnvelopeInvalid, EnvelopeTooManyObjects
 
 _WHITESPACE = " \t\n\r"
@@ -121,12 +123,81 @@ def split_envelope(body: bytes, *, max_objects: int | None = None) -> list[RawOb
     EnvelopeInvalid, EnvelopeTooManyObjects
         As ``split_envelope_strict``.
     """
-    members = split_members_fast(body, max_depth=MAX_MEMBER_DEPTH, depth_of=_depth,
-                                 max_objects=max_objects)
-    if members is None:
-        return split_envelope_strict(body, max_objects=max_objects)
-    return [RawObject(text, value, None, plain, canonical)
-            for text, value, plain, canonical in members]
+    return read_envelope(body, max_objects=max_objects).objects()
+
+
+def read_envelope(body: bytes, *, max_objects: int | None = None) -> EnvelopeObjects:
+    """Return the objects of a TAXII envelope body, to be read one by one or all at once.
+
+    Raises
+    ------
+    EnvelopeInvalid, EnvelopeTooManyObjects
+        As ``split_envelope_strict``, where the body alone shows it. Otherwise they come
+        from ``EnvelopeObjects.objects`` or ``strict``.
+    """
+    fast = open_envelope_fast(body, max_depth=MAX_MEMBER_DEPTH, depth_of=_depth,
+                              max_objects=max_objects)
+    if fast is None:
+        return EnvelopeObjects(body, max_objects, split_envelope_strict(body,
+                                                                        max_objects=max_objects))
+    return EnvelopeObjects(body, max_objects, fast)
+
+
+class StrictParseNeeded(Exception):
+    """Raised while reading an envelope's objects one by one: the strict parser must decide.
+
+    The caller drops what it did with the objects read so far and calls
+    ``EnvelopeObjects.strict``.
+    """
+
+
+class EnvelopeObjects:
+    """The objects of one envelope, split as they are read where the C path allows.
+
+    Iterating yields each object as a ``RawObject``. The C path learns only at the last
+    member whether a key was repeated anywhere, so iteration may raise ``StrictParseNeeded``
+    after some objects. A caller that acts on objects as they come, such as one that sends
+    them to the database, can then roll back and start again from ``strict``.
+    """
+
+    def __init__(self, body: bytes, max_objects: int | None,
+                 members: FastEnvelope | list[RawObject]) -> None:
+        self._body = body
+        self._max_objects = max_objects
+        self._members = members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[RawObject]:
+        if isinstance(self._members, list):
+            yield from self._members
+            return
+        try:
+            for text, value, plain, canonical in self._members:
+                yield RawObject(text, value, None, plain, canonical)
+        except NotVouched as err:
+            raise StrictParseNeeded(str(err)) from err
+
+    def objects(self) -> list[RawObject]:
+        """Return every object, from the strict parser where the C path cannot vouch."""
+        try:
+            return list(self)
+        except StrictParseNeeded:
+            return self.strict()
+
+    def strict(self) -> list[RawObject]:
+        """Return every object as ``split_envelope_strict`` parses it.
+
+        Raises
+        ------
+        EnvelopeInvalid, EnvelopeTooManyObjects
+            As ``split_envelope_strict``.
+        """
+        if isinstance(self._members, list):
+            return self._members
+        self._members = split_envelope_strict(self._body, max_objects=self._max_objects)
+        return self._members
 
 
 def split_envelope_strict(body: bytes, *, max_objects: int | None = None) -> list[RawObject]:

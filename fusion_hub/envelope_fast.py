@@ -24,7 +24,7 @@ therefore costs two parses, and any other envelope one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import msgspec
@@ -57,6 +57,10 @@ _SORTED_ENCODER = msgspec.json.Encoder(order="sorted")
 FastMember = tuple[str, Any, bool, "bytes | None"]
 
 
+class NotVouched(Exception):
+    """The fast path cannot vouch for the envelope; the strict parser must decide."""
+
+
 def split_members_fast(
     body: bytes, *, max_depth: int, depth_of: Callable[[Any], int],
     max_objects: int | None = None,
@@ -75,6 +79,25 @@ def split_members_fast(
     max_objects : int, optional
         Maximum number of members. More make the result None before any member is decoded,
         and the strict parser, which stops at the first member past the limit, reports them.
+    """
+    envelope = open_envelope_fast(body, max_depth=max_depth, depth_of=depth_of,
+                                  max_objects=max_objects)
+    if envelope is None:
+        return None
+    try:
+        return list(envelope)
+    except NotVouched:
+        return None
+
+
+def open_envelope_fast(
+    body: bytes, *, max_depth: int, depth_of: Callable[[Any], int],
+    max_objects: int | None = None,
+) -> FastEnvelope | None:
+    """Check the envelope as a whole and return its members to read one by one.
+
+    Returns None where the body alone shows that the strict parser must decide. The
+    parameters are those of ``split_members_fast``.
     """
     # Bad UTF-8 and escaped colons are left to the strict parser.
     ascii_only = body.isascii()
@@ -102,50 +125,75 @@ def split_members_fast(
         surrogate_escape=escapes and (b"\\ud" in body or b"\\uD" in body),
         long_number=body.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) != -1,
     )
-
-    # One decoder per call: its float hook records into this call's flag.
-    floats_seen = [False]
-
-    def note_float(text: str) -> float:
-        floats_seen[0] = True
-        return float(text)
-
-    decoder = msgspec.json.Decoder(float_hook=note_float)
-    doubtful = doubts.non_ascii or doubts.surrogate_escape or doubts.long_number
-    members: list[FastMember] = []
-    encoded_members: list[bytes] = []
-    for raw in envelope.objects:
-        floats_seen[0] = False
-        try:
-            value = decoder.decode(raw)
-        except (msgspec.DecodeError, RecursionError):
-            return None
-        # The body is valid UTF-8, so each member is too.
-        text = str(raw, "utf-8")
-        # Every level of nesting opens with a bracket, so only members with many are walked.
-        if text.count("{") + text.count("[") > max_depth and depth_of(value) > max_depth:
-            return None
-        plain = not floats_seen[0] and (not doubtful or doubts.allow_plain(bytes(raw), text))
-        try:
-            # For plain JSON, msgspec with sorted keys writes the bytes of RFC 8785, as orjson
-            # does for privacy.signing.canonical_json, in about half of orjson's time. The
-            # tests compare it with the rfc8785 package.
-            encoded = (_SORTED_ENCODER if plain else _ENCODER).encode(value)
-        except (msgspec.EncodeError, OverflowError):
-            return None
-        encoded_members.append(encoded)
-        members.append((text, value, plain, encoded if plain else None))
-    encoded_colons = b"".join(encoded_members).count(b":")
-
-    # Encoding a member again never adds a colon, and drops one with every repeated key. Each
-    # envelope key takes one colon, and a repeated one drops a whole member list. So the
-    # counts are equal only if no key anywhere was repeated.
+    # Each envelope key takes one colon, and so does every colon of the "next" string.
     present = [field for field in (envelope.objects, envelope.more, envelope.next)
                if field is not msgspec.UNSET]
     next_colons = envelope.next.count(":") if isinstance(envelope.next, str) else 0
-    if body.count(b":") != len(present) + encoded_colons + next_colons:
-        return None
-    return members
+    return FastEnvelope(envelope.objects, doubts, body.count(b":") - len(present) - next_colons,
+                        max_depth, depth_of)
+
+
+class FastEnvelope:
+    """The members of an envelope whose body passed the checks of ``open_envelope_fast``.
+
+    Iterating decodes the members one by one and yields each as a ``FastMember``. It raises
+    ``NotVouched`` at the first member that the fast path cannot vouch for, or after the last
+    one when the colons show a repeated key. A caller that acts on members as they come must
+    then undo what it did and use the strict parser.
+    """
+
+    def __init__(self, members: list[msgspec.Raw], doubts: _PlainDoubts, member_colons: int,
+                 max_depth: int, depth_of: Callable[[Any], int]) -> None:
+        self._members = members
+        self._doubts = doubts
+        self._member_colons = member_colons
+        self._max_depth = max_depth
+        self._depth_of = depth_of
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[FastMember]:
+        # One decoder per pass: its float hook records into this pass's flag.
+        floats_seen = [False]
+
+        def note_float(text: str) -> float:
+            floats_seen[0] = True
+            return float(text)
+
+        decoder = msgspec.json.Decoder(float_hook=note_float)
+        doubts = self._doubts
+        doubtful = doubts.non_ascii or doubts.surrogate_escape or doubts.long_number
+        encoded_colons = 0
+        for raw in self._members:
+            floats_seen[0] = False
+            try:
+                value = decoder.decode(raw)
+            except (msgspec.DecodeError, RecursionError) as err:
+                raise NotVouched(str(err)) from err
+            # The body is valid UTF-8, so each member is too.
+            text = str(raw, "utf-8")
+            # Every level of nesting opens with a bracket, so only members with many are
+            # walked.
+            if (text.count("{") + text.count("[") > self._max_depth
+                    and self._depth_of(value) > self._max_depth):
+                raise NotVouched("member nested too deeply")
+            plain = not floats_seen[0] and (not doubtful or doubts.allow_plain(bytes(raw), text))
+            try:
+                # For plain JSON, msgspec with sorted keys writes the bytes of RFC 8785, as
+                # orjson does for privacy.signing.canonical_json, in about half of orjson's
+                # time. The tests compare it with the rfc8785 package.
+                encoded = (_SORTED_ENCODER if plain else _ENCODER).encode(value)
+            except (msgspec.EncodeError, OverflowError) as err:
+                raise NotVouched(str(err)) from err
+            encoded_colons += encoded.count(b":")
+            yield text, value, plain, encoded if plain else None
+
+        # Encoding a member again never adds a colon, and drops one with every repeated key.
+        # A repeated envelope key drops a whole member list. So the counts are equal only if
+        # no key anywhere was repeated.
+        if encoded_colons != self._member_colons:
+            raise NotVouched("a key is repeated")
 
 
 class _PlainDoubts(NamedTuple):

@@ -46,7 +46,7 @@ import orjson
 import rfc8785
 
 from fusion_hub.config import RoundSettings
-from fusion_hub.envelope import RawObject
+from fusion_hub.envelope import EnvelopeObjects, RawObject, StrictParseNeeded
 from fusion_hub.errors import ObjectRejected
 from fusion_hub.feedback import apply_feedback, fit_ensemble_from_feedback, verdict_of
 from fusion_hub.fusion import EnsembleFusion
@@ -140,28 +140,35 @@ class Intake:
         self._clock = clock
 
     def add_objects(
-        self, collection: str, principal: Principal, objects: Sequence[RawObject]
+        self, collection: str, principal: Principal,
+        objects: Sequence[RawObject] | EnvelopeObjects,
     ) -> dict[str, Any]:
         """Check and store every object; return the TAXII status resource (complete)."""
         status, _ = self._add_objects(collection, principal, objects, save_status=False)
         return status
 
     def add_objects_and_save_status(
-        self, collection: str, principal: Principal, objects: Sequence[RawObject]
+        self, collection: str, principal: Principal,
+        objects: Sequence[RawObject] | EnvelopeObjects,
     ) -> str:
         """Check and store every object, store the status resource and return its JSON text.
 
         Where the envelope is stored at once, the status is stored in the same transaction,
         so the request costs one commit. That saves a disk flush on SQLite and two round trips
         on PostgreSQL.
+
+        Raises
+        ------
+        EnvelopeInvalid, EnvelopeTooManyObjects
+            When ``objects`` is read as it goes and the strict parser rejects the envelope.
         """
         _, status_text = self._add_objects(collection, principal, objects, save_status=True)
         assert status_text is not None
         return status_text
 
     def _add_objects(
-        self, collection: str, principal: Principal, objects: Sequence[RawObject], *,
-        save_status: bool,
+        self, collection: str, principal: Principal,
+        objects: Sequence[RawObject] | EnvelopeObjects, *, save_status: bool,
     ) -> tuple[dict[str, Any], str | None]:
         request_time = self._clock()
         results: list[ObjectResult] = []
@@ -173,9 +180,20 @@ class Intake:
         # round locks at once could deadlock against another site's envelope. So do
         # secure-mode messages, which may advance a secure round as they arrive.
         if collection != "summaries" and self.secure is None:
-            results, status, status_text = self._add_batch(
-                collection, principal, objects, request_time, save_status=save_status)
+            try:
+                objects, results, status, status_text = self._add_batch(
+                    collection, principal, objects, request_time, save_status=save_status)
+            except StrictParseNeeded as err:
+                # The transaction rolled back, so nothing of the first pass was stored.
+                assert isinstance(objects, EnvelopeObjects)
+                log.debug("envelope for %s from %s needs the strict parser (%s)", collection,
+                          principal.name, err)
+                objects, results, status, status_text = self._add_batch(
+                    collection, principal, objects.strict(), request_time,
+                    save_status=save_status)
         else:
+            if isinstance(objects, EnvelopeObjects):
+                objects = objects.objects()
             for index, raw in enumerate(objects):
                 result, round_start = self._add_one(collection, principal, raw, index,
                                                     request_time)
@@ -229,23 +247,28 @@ class Intake:
                                  f"this hub runs no secure rounds; stage {obj.get('stage')!r} is not accepted")
 
     def _add_batch(
-        self, collection: str, principal: Principal, objects: Sequence[RawObject],
-        request_time: datetime, *, save_status: bool,
-    ) -> tuple[list[ObjectResult], dict[str, Any], str | None]:
+        self, collection: str, principal: Principal,
+        objects: Sequence[RawObject] | EnvelopeObjects, request_time: datetime, *,
+        save_status: bool,
+    ) -> tuple[list[RawObject], list[ObjectResult], dict[str, Any], str | None]:
         """Check every object and store those that pass with one ``add_objects`` call.
 
         Where the storage inserts while objects are still being checked (PostgreSQL), the
         checks run inside the transaction and overlap the server's work. Elsewhere they all
         run before the transaction opens, so they do not hold the database lock.
-        Return the results, the status resource and, with ``save_status``, its stored text.
+        Objects read one by one from an ``EnvelopeObjects`` are checked as they come, and
+        ``StrictParseNeeded`` rolls the transaction back. Return the objects as a list, the
+        results, the status resource and, with ``save_status``, its stored text.
         """
         results: list[ObjectResult | None] = [None] * len(objects)
         # Index, id and version of each object that passed, in the order it went to storage.
         passed: list[tuple[int, str, str]] = []
+        read: list[RawObject] = []
         collection_key = collection_id(collection)
 
         def checked() -> Iterator[NewObject]:
             for index, raw in enumerate(objects):
+                read.append(raw)
                 try:
                     obj, object_id, version, version_us = check_stix_object(raw, index)
                     check_collection_rules(collection, principal, obj, object_id)
@@ -269,7 +292,7 @@ class Intake:
             complete = [result for result in results if result is not None]
             status = build_status(complete, request_time)
             status_text = self._save_status(principal, status) if save_status else None
-        return complete, status, status_text
+        return read, complete, status, status_text
 
     def _add_one(
         self, collection: str, principal: Principal, raw: RawObject, index: int,

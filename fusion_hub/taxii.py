@@ -41,7 +41,7 @@ from werkzeug.exceptions import HTTPException
 
 from fusion_hub.auth import Authenticator
 from fusion_hub.config import HubConfig
-from fusion_hub.envelope import split_envelope
+from fusion_hub.envelope import read_envelope
 from fusion_hub.errors import (
     EnvelopeInvalid,
     EnvelopeTooManyObjects,
@@ -279,13 +279,15 @@ def create_app(services: HubServices) -> Flask:
         # parsed. A chunked body of exactly the limit gets 413 too.
         if request.content_length is None and len(body) >= config.hub.max_content_length_bytes:
             request.stream.read(1)
+        # The intake reads the objects as it checks and stores them. It may find only then
+        # that the envelope needs the strict parser, which can still reject it.
         try:
-            objects = split_envelope(body, max_objects=config.hub.max_objects_per_request)
+            objects = read_envelope(body, max_objects=config.hub.max_objects_per_request)
+            status_text = services.intake.add_objects_and_save_status(name, principal, objects)
         except EnvelopeInvalid as err:
             raise TaxiiError(400, "Bad Request", str(err)) from err
         except EnvelopeTooManyObjects as err:
             raise TaxiiError(413, "Payload Too Large", str(err)) from err
-        status_text = services.intake.add_objects_and_save_status(name, principal, objects)
         return taxii_response(status_text, 202)
 
     @app.get(f"/{root}/collections/<collection>/objects/<object_id>/", strict_slashes=False)

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from fusion_hub.errors import StorageError
+from fusion_hub.postgres_storage import PIPELINE_BATCH_ROWS
 from fusion_hub.server import HubServer
 from stix_mappings.ids import collection_id, site_identity_id
 from tests.fusion_hub.hub_testing import (
@@ -162,3 +163,44 @@ def test_failure_text_cut_to_bound(hub: HubServer) -> None:
     stored = hub.storage.load_status(response.json()["id"])
     assert stored is not None
     assert len(stored[1]) < 5000
+
+
+# More objects than PostgreSQL receives in one batch, so that several batches are stored
+# before the last member shows that the envelope needs the strict parser.
+MANY = 2 * PIPELINE_BATCH_ROWS + 10
+
+
+def test_repeated_key_in_last_member_found_late(hub: HubServer) -> None:
+    """A repeated key that only the last member shows sends the envelope to the strict
+    parser: the objects already sent are rolled back and stored once, and the bad member
+    fails alone."""
+    site = enroll(hub, "site-a")
+    good = [note(site) for _ in range(MANY)]
+    repeated = json.dumps(note(site))[:-1] + ', "content": "again"}'
+    body = '{"objects": [' + ", ".join([*map(json.dumps, good), repeated]) + "]}"
+
+    response = post_text(hub, site, body)
+
+    assert response.status_code == 202
+    status = response.json()
+    assert status["success_count"] == MANY
+    assert status["failure_count"] == 1
+    assert status["failures"][0]["id"] == f"objects[{MANY}]"
+    assert "appears twice" in status["failures"][0]["message"]
+    assert [entry["id"] for entry in status["successes"]] == [obj["id"] for obj in good]
+    assert hub.storage.count_objects(KEYS) == MANY
+
+
+def test_repeated_objects_key_rejects_whole_envelope(hub: HubServer) -> None:
+    """An envelope with two "objects" lists passes the first checks and fails only after
+    its members are read: it gets 400 and stores nothing."""
+    site = enroll(hub, "site-a")
+    first = ", ".join(json.dumps(note(site)) for _ in range(MANY))
+    body = '{"objects": [' + first + '], "objects": [' + json.dumps(note(site)) + "]}"
+
+    response = post_text(hub, site, body)
+
+    assert response.status_code == 400
+    assert response.headers["Content-Type"] == TAXII
+    assert "appears twice" in response.json()["description"]
+    assert hub.storage.count_objects(KEYS) == 0

@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 
 from fusion_hub.envelope import (
     MAX_MEMBER_DEPTH,
+    RawObject,
+    StrictParseNeeded,
     _depth,
+    read_envelope,
     split_envelope,
     split_envelope_strict,
 )
@@ -79,6 +82,20 @@ def envelopes(draw: st.DrawFn) -> bytes:
     return text.encode("utf-8", errors="surrogatepass")
 
 
+def read_one_by_one(body: bytes) -> list[RawObject]:
+    """Read the objects as the hub's intake does, starting again from the strict parser when
+    the one-by-one reading stops part-way."""
+    envelope = read_envelope(body)
+    read: list[RawObject] = []
+    try:
+        for raw in envelope:
+            read.append(raw)
+    except StrictParseNeeded:
+        return envelope.strict()
+    assert len(read) == len(envelope)
+    return read
+
+
 def split_or_error(split: Any, body: bytes) -> Any:
     try:
         return [(o.text, repr(o.value), o.error) for o in split(body)]
@@ -91,6 +108,7 @@ def split_or_error(split: Any, body: bytes) -> Any:
 def test_fast_split_matches_strict_parser(body: bytes) -> None:
     """Members, values (types included) and errors equal; the plain flag is never wider."""
     assert split_or_error(split_envelope, body) == split_or_error(split_envelope_strict, body)
+    assert split_or_error(read_one_by_one, body) == split_or_error(split_envelope_strict, body)
 
     fast = split_members_fast(body, max_depth=MAX_MEMBER_DEPTH, depth_of=_depth)
     if fast is None:

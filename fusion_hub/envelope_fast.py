@@ -106,8 +106,9 @@ def open_envelope_fast(
             body.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    # Escapes are rare, so one search usually rules out both kinds that matter.
-    escapes = b"\\u" in body
+    # Escapes are rare, so one search usually rules out both kinds that matter. A search for
+    # one byte is much faster than one for two, so the backslash is looked for first.
+    escapes = b"\\" in body and b"\\u" in body
     if escapes and (_ESCAPED_COLONS[0] in body or _ESCAPED_COLONS[1] in body):
         return None
     try:

@@ -40,6 +40,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from itertools import chain, islice
 from typing import Any, NamedTuple
 
 import orjson
@@ -82,6 +83,9 @@ _TYPE_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,248}[a-z0-9]")
 # The UUID in the RFC 4122 text form, 8-4-4-4-12 hex digits.
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 KNOWN_EXTENSIONS = (SUMMARY_EXTENSION_ID, FUSION_EXTENSION_ID)
+# Objects of an envelope checked before its transaction opens, even where later ones are
+# checked while the database stores the first (see ``Intake._add_batch``).
+OVERLAP_AFTER = 250
 
 
 class ObjectResult(NamedTuple):
@@ -180,17 +184,9 @@ class Intake:
         # round locks at once could deadlock against another site's envelope. So do
         # secure-mode messages, which may advance a secure round as they arrive.
         if collection != "summaries" and self.secure is None:
-            try:
-                objects, results, status, status_text = self._add_batch(
-                    collection, principal, objects, request_time, save_status=save_status)
-            except StrictParseNeeded as err:
-                # The transaction rolled back, so nothing of the first pass was stored.
-                assert isinstance(objects, EnvelopeObjects)
-                log.debug("envelope for %s from %s needs the strict parser (%s)", collection,
-                          principal.name, err)
-                objects, results, status, status_text = self._add_batch(
-                    collection, principal, objects.strict(), request_time,
-                    save_status=save_status)
+            stored = self._add_batch_or_fall_back(collection, principal, objects,
+                                                  request_time, save_status=save_status)
+            objects, results, status, status_text = stored
         else:
             if isinstance(objects, EnvelopeObjects):
                 objects = objects.objects()
@@ -246,6 +242,30 @@ class Intake:
             raise ObjectRejected(object_id, "type-not-accepted",
                                  f"this hub runs no secure rounds; stage {obj.get('stage')!r} is not accepted")
 
+    def _add_batch_or_fall_back(
+        self, collection: str, principal: Principal,
+        objects: Sequence[RawObject] | EnvelopeObjects, request_time: datetime, *,
+        save_status: bool,
+    ) -> tuple[list[RawObject], list[ObjectResult], dict[str, Any], str | None]:
+        """Run ``_add_batch``, and once more from the strict parser if the C split gives up.
+
+        NOTE: an envelope that falls back is checked twice and, on PostgreSQL, may have been
+        sent to the server in part before. Only an envelope that the C split gives up on
+        part-way does that, such as one with a repeated key, NaN or deep nesting.
+        """
+        try:
+            return self._add_batch(collection, principal, objects, request_time,
+                                   save_status=save_status)
+        except StrictParseNeeded as err:
+            # The transaction rolled back, so nothing of the first pass was stored.
+            log.debug("envelope for %s from %s needs the strict parser (%s)", collection,
+                      principal.name, err)
+        # Outside the except block, so that the first pass's objects are freed before the
+        # second pass reads the envelope again.
+        assert isinstance(objects, EnvelopeObjects)
+        return self._add_batch(collection, principal, objects.strict(), request_time,
+                               save_status=save_status)
+
     def _add_batch(
         self, collection: str, principal: Principal,
         objects: Sequence[RawObject] | EnvelopeObjects, request_time: datetime, *,
@@ -253,9 +273,14 @@ class Intake:
     ) -> tuple[list[RawObject], list[ObjectResult], dict[str, Any], str | None]:
         """Check every object and store those that pass with one ``add_objects`` call.
 
-        Where the storage inserts while objects are still being checked (PostgreSQL), the
-        checks run inside the transaction and overlap the server's work. Elsewhere they all
-        run before the transaction opens, so they do not hold the database lock.
+        The checks run before the transaction opens, so that they do not hold the database
+        lock, with one exception. Where the storage inserts while objects are still being
+        checked (PostgreSQL), the objects after the first ``OVERLAP_AFTER`` are checked
+        inside the transaction, overlapping the server's work. That holds the collection's
+        lock longer, so it happens only when the first objects all had a plain JSON form,
+        whose canonical form the C split has written. The RFC 8785 form of other objects is
+        written in Python and can take milliseconds each.
+
         Objects read one by one from an ``EnvelopeObjects`` are checked as they come, and
         ``StrictParseNeeded`` rolls the transaction back. Return the objects as a list, the
         results, the status resource and, with ``save_status``, its stored text.
@@ -282,8 +307,13 @@ class Intake:
                 passed.append((index, object_id, version))
                 yield new
 
-        new_objects: Iterable[NewObject] = (
-            checked() if self.storage.pipelines_inserts else list(checked()))
+        checks = checked()
+        first = list(islice(checks, OVERLAP_AFTER))
+        new_objects: Iterable[NewObject]
+        if self.storage.pipelines_inserts and all(raw.plain_json for raw in read):
+            new_objects = chain(first, checks)
+        else:
+            new_objects = first + list(checks)
         with self.storage.transaction():
             outcomes = self.storage.add_objects(collection_key, new_objects,
                                                 at_most=len(objects))

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 
 # Rows per INSERT statement when adding objects. Smaller batches let more of the server's work
-# overlap the caller's, and each statement costs a little on its own (docs/benchmarks.md).
+# overlap the caller's, and each statement adds its own parse and plan.
 PIPELINE_BATCH_ROWS = 250
 
 # Keys of the advisory locks that serialise schema creation by hubs starting together, and
@@ -137,10 +137,15 @@ class PostgresHubStorage(SQLStorage):
                           "allowed BOOLEAN NOT NULL)")
             # The status of 1,000 objects is about 100 kB, which PostgreSQL compresses. With lz4
             # in place of the default pglz, a scratch test stored one in a third of the time.
+            # ALTER TABLE locks the table against readers, so it runs only while the column
+            # has another method.
             lz4 = self._execute(
                 "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
                 "WHERE name = 'default_toast_compression'").fetchone()
-            if lz4 is not None and lz4[0]:
+            (method,) = self._execute(
+                "SELECT attcompression FROM pg_attribute "
+                "WHERE attrelid = 'statuses'::regclass AND attname = 'body'").fetchone()
+            if lz4 is not None and lz4[0] and method != "l":
                 self._execute("ALTER TABLE statuses ALTER COLUMN body SET COMPRESSION lz4")
             self._execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                           "ON CONFLICT (key) DO NOTHING", (str(SCHEMA_VERSION),))
@@ -215,25 +220,38 @@ class PostgresHubStorage(SQLStorage):
         # Most envelopes hold only new objects, so the batches first go as plain INSERTs: in a
         # scratch test ON CONFLICT took the server about half as long again per row. A row
         # that exists then fails the statement. The rows go back to the savepoint and are
-        # sent again with ON CONFLICT DO NOTHING, which skips the stored ones.
+        # sent again with ON CONFLICT DO NOTHING, which skips the stored ones. A resent
+        # envelope fails at its first batch. NOTE: an envelope whose only stored object comes
+        # last is written twice, which doubles its WAL.
         sent: list[tuple[Any, ...]] = []
         iterator = iter(rows)
+        stored_row_met = False
         try:
             with self._conn.pipeline():
                 self._conn.execute("SAVEPOINT fti_new_objects")
-                for batch in _batches(iterator, PIPELINE_BATCH_ROWS):
-                    sent.extend(batch)
-                    statement, params = _insert_statement(batch, skip_stored=False)
-                    self._conn.execute(statement, params, prepare=False)
-                self._conn.execute("RELEASE SAVEPOINT fti_new_objects")
-            return {(row[1], row[2]) for row in sent}
+                # A unique violation may surface here or when the pipeline ends. Caught here,
+                # the pipeline ends with PipelineAborted for the statements after it.
+                try:
+                    for batch in _batches(iterator, PIPELINE_BATCH_ROWS):
+                        sent.extend(batch)
+                        statement, params = _insert_statement(batch, skip_stored=False)
+                        self._conn.execute(statement, params, prepare=False)
+                    self._conn.execute("RELEASE SAVEPOINT fti_new_objects")
+                except psycopg.errors.UniqueViolation:
+                    stored_row_met = True
+            if not stored_row_met:
+                return {(row[1], row[2]) for row in sent}
         except psycopg.errors.UniqueViolation:
-            log.debug("hub database %s: an object of collection %s is stored already; adding "
-                      "the envelope's rows again, skipping stored ones", self.where,
-                      sent[0][0])
+            stored_row_met = True
+        except psycopg.errors.PipelineAborted as err:
+            if not stored_row_met:
+                raise StorageError(f"hub database {self.where}: {_first_line(err)} "
+                                   "(in: INSERT objects)") from err
         except psycopg.Error as err:
             raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                "(in: INSERT objects)") from err
+        log.debug("hub database %s: an object of collection %s is stored already; adding the "
+                  "envelope's rows again, skipping stored ones", self.where, sent[0][0])
 
         # Rows that the caller had not produced yet are read now.
         sent.extend(iterator)

@@ -204,3 +204,32 @@ def test_repeated_objects_key_rejects_whole_envelope(hub: HubServer) -> None:
     assert response.headers["Content-Type"] == TAXII
     assert "appears twice" in response.json()["description"]
     assert hub.storage.count_objects(KEYS) == 0
+
+
+@pytest.mark.parametrize("first_member", ["plain", "float"])
+def test_checks_overlap_storage_only_for_plain_objects(
+    hub: HubServer, monkeypatch: pytest.MonkeyPatch, first_member: str
+) -> None:
+    """Objects are handed to storage while later ones are still checked only where storage
+    can use that (PostgreSQL) and the first objects had a plain JSON form. Otherwise every
+    check runs before the transaction opens."""
+    site = enroll(hub, "site-a")
+    objects = [note(site) for _ in range(MANY)]
+    if first_member == "float":
+        objects[0]["x_score"] = 0.5
+    handed: list[str] = []
+    add_objects = hub.storage.add_objects
+
+    def recording(collection: str, new_objects: Any, *, at_most: int) -> Any:
+        handed.append(type(new_objects).__name__)
+        return add_objects(collection, new_objects, at_most=at_most)
+
+    monkeypatch.setattr(hub.storage, "add_objects", recording)
+
+    response = post_text(hub, site, json.dumps({"objects": objects}))
+
+    assert response.status_code == 202
+    assert response.json()["success_count"] == MANY
+    overlaps = hub.storage.pipelines_inserts and first_member == "plain"
+    assert handed == (["chain"] if overlaps else ["list"])
+    assert hub.storage.count_objects(KEYS) == MANY

@@ -320,3 +320,23 @@ def test_concurrent_envelopes_sharing_objects(postgres_dsn: str, postgres_schema
 
     assert outcomes == [AddOutcome.CREATED] + [AddOutcome.DUPLICATE] * 300
     assert stored == 301
+
+
+def test_restart_takes_no_lock_on_statuses(postgres_dsn: str, postgres_schema: str) -> None:
+    """A hub that starts on an existing schema does not wait for readers of its tables."""
+    PostgresHubStorage(postgres_dsn, schema=postgres_schema).close()
+    started: list[PostgresHubStorage] = []
+    with psycopg.connect(postgres_dsn) as reader:
+        # An open transaction that has read statuses, as pg_dump's has.
+        reader.execute(f"SELECT count(*) FROM {postgres_schema}.statuses").fetchone()
+        worker = threading.Thread(target=lambda: started.append(
+            PostgresHubStorage(postgres_dsn, schema=postgres_schema)))
+        worker.start()
+        worker.join(timeout=10)
+        finished = not worker.is_alive()
+        reader.rollback()
+    worker.join(timeout=30)
+    for storage in started:
+        storage.close()
+
+    assert finished

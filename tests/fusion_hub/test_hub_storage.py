@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -13,7 +12,7 @@ import pytest
 
 from fusion_hub.errors import StorageError
 from fusion_hub.postgres_storage import PIPELINE_BATCH_ROWS, PostgresHubStorage
-from fusion_hub.sqlite_storage import PAGE_SIZE, SQLiteHubStorage
+from fusion_hub.sqlite_storage import SQLiteHubStorage
 from fusion_hub.storage import (
     AddOutcome,
     ApiToken,
@@ -475,23 +474,3 @@ def test_statuses_purged_after_retention(request: pytest.FixtureRequest, tmp_pat
 
     assert (first, kept) == (1, [False, True, True])
     assert (second, left) == (2, [False, False])
-
-
-def test_sqlite_page_size_set_for_new_files_only(tmp_path: Path) -> None:
-    """A new database gets 16 KiB pages; a file made with SQLite's 4 KiB pages keeps them."""
-    new = SQLiteHubStorage(tmp_path / "new.sqlite3")
-    new.close()
-    old_path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(old_path) as conn:
-        conn.execute("CREATE TABLE placeholder (x INTEGER)")
-    old = SQLiteHubStorage(old_path, clock=lambda: FROZEN)
-    assert old.add_objects(COLLECTION, [new_object("indicator--a", T1)],
-                           at_most=1) == [AddOutcome.CREATED]
-    old.close()
-
-    def page_size(path: Path) -> int:
-        with sqlite3.connect(path) as conn:
-            return int(conn.execute("PRAGMA page_size").fetchone()[0])
-
-    assert page_size(tmp_path / "new.sqlite3") == PAGE_SIZE == 16_384
-    assert page_size(old_path) == 4_096

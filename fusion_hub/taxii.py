@@ -278,6 +278,7 @@ def create_app(services: HubServices) -> Flask:
         # without an error. Reading on past the limit raises 413, so a cut envelope is never
         # parsed. A chunked body of exactly the limit gets 413 too.
         if request.content_length is None and len(body) >= config.hub.max_content_length_bytes:
+            _drain_input(request.environ)
             request.stream.read(1)
         # The intake reads the objects as it checks and stores them. It may find only then
         # that the envelope needs the strict parser, which can still reject it.
@@ -410,6 +411,24 @@ def _register_error_handlers(app: Flask) -> None:
         return error_response(500, "Internal Server Error",
                               "the hub failed to process the request; the hub log names it by "
                               "error_id")
+
+
+def _drain_input(environ: dict[str, Any]) -> None:
+    """Read and drop the rest of a chunked request body, up to the server's own size cap.
+
+    The client has then sent its whole body when the 413 goes out. A server that closes the
+    connection with data still unread makes the kernel reset it, and the client may see that
+    reset instead of the response.
+    """
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return
+    try:
+        while stream.read(65536):
+            pass
+    except Exception as err:  # noqa: BLE001 - the server's cap or a broken connection ends it
+        log.info("stopped reading an oversized chunked body from %s: %s",
+                 environ.get("REMOTE_ADDR"), err)
 
 
 def _require_object(

@@ -11,6 +11,8 @@ import datetime as dt
 import ipaddress
 import json
 import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,3 +251,27 @@ def test_https_chunked_body_over_limit_413(tmp_path: Path, pki: Pki) -> None:
     assert response.headers["Content-Type"] == TAXII
     assert "max_content_length (4096 bytes)" in response.json()["description"]
     assert stored.json() == {"more": False}
+
+
+def test_https_slow_chunked_body_over_limit_gets_413(tmp_path: Path, pki: Pki) -> None:
+    """The hub reads the rest of an oversized chunked body before it answers, so a client
+    still sending gets the 413, not a connection reset."""
+    config = tls_config(tmp_path, pki)
+    config = dataclasses.replace(config, hub=dataclasses.replace(config.hub,
+                                                                 max_content_length_bytes=4096))
+    with running_hub(config) as hub:
+        site = enroll(hub, "site-a")
+        url = f"{hub.api_root_url}collections/{collection_id('summaries')}/objects/"
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"objects": [' + b" " * 4096
+            # The hub has read past its limit by now and decided on 413.
+            time.sleep(0.5)
+            yield b"{}]}"
+
+        response = requests.post(url, data=chunks(), auth=site.auth, timeout=10,
+                                 verify=str(pki.ca_file),
+                                 headers={"Accept": TAXII, "Content-Type": TAXII})
+
+    assert response.status_code == 413
+    assert "max_content_length (4096 bytes)" in response.json()["description"]

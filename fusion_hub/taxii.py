@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cheroot.errors import MaxSizeExceeded
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
@@ -426,7 +427,8 @@ def _drain_input(environ: dict[str, Any]) -> None:
     try:
         while stream.read(65536):
             pass
-    except Exception as err:  # noqa: BLE001 - the server's cap or a broken connection ends it
+    # cheroot's size cap, a malformed chunk, a timeout or a closed connection end it.
+    except (MaxSizeExceeded, OSError, ValueError) as err:
         log.info("stopped reading an oversized chunked body from %s: %s",
                  environ.get("REMOTE_ADDR"), err)
 

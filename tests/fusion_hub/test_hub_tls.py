@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cheroot.errors import MaxSizeExceeded
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fusion_hub.config import HubConfig, TlsSettings, load_hub_config
 from fusion_hub.errors import HubConfigError, HubError
 from fusion_hub.server import HubServer
+from fusion_hub.taxii import _drain_input
 from tests.fusion_hub.hub_testing import (
     HUB_NOW,
     TAXII,
@@ -260,3 +263,25 @@ def test_https_chunked_body_over_limit_413(tmp_path: Path, pki: Pki, pause_secs:
     assert response.headers["Content-Type"] == TAXII
     assert "max_content_length (4096 bytes)" in response.json()["description"]
     assert stored.json() == {"more": False}
+
+
+@pytest.mark.parametrize("error", [MaxSizeExceeded("Request Entity Too Large", 100),
+                                   OSError("Request Entity Too Large"),
+                                   ValueError("Bad chunked transfer size")])
+def test_drain_stops_at_server_cap(error: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    """Past cheroot's own size cap, or on a broken chunk, the hub stops reading and logs it."""
+    reads: list[int] = []
+
+    class CappedInput:
+        def read(self, size: int) -> bytes:
+            reads.append(size)
+            if len(reads) > 2:
+                raise error
+            return b"x" * size
+
+    with caplog.at_level(logging.INFO, logger="fusion_hub.taxii"):
+        _drain_input({"wsgi.input": CappedInput(), "REMOTE_ADDR": "127.0.0.1"})
+
+    assert len(reads) == 3
+    assert caplog.messages == [f"stopped reading an oversized chunked body from 127.0.0.1: "
+                               f"{error}"]

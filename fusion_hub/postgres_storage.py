@@ -139,14 +139,16 @@ class PostgresHubStorage(SQLStorage):
             # in place of the default pglz, a scratch test stored one in a third of the time.
             # ALTER TABLE locks the table against readers, so it runs only while the column
             # has another method.
+            # Servers before PostgreSQL 14 have neither lz4 nor attcompression.
             lz4 = self._execute(
                 "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
                 "WHERE name = 'default_toast_compression'").fetchone()
-            (method,) = self._execute(
-                "SELECT attcompression FROM pg_attribute "
-                "WHERE attrelid = 'statuses'::regclass AND attname = 'body'").fetchone()
-            if lz4 is not None and lz4[0] and method != "l":
-                self._execute("ALTER TABLE statuses ALTER COLUMN body SET COMPRESSION lz4")
+            if lz4 is not None and lz4[0]:
+                (method,) = self._execute(
+                    "SELECT attcompression FROM pg_attribute "
+                    "WHERE attrelid = 'statuses'::regclass AND attname = 'body'").fetchone()
+                if method != "l":
+                    self._execute("ALTER TABLE statuses ALTER COLUMN body SET COMPRESSION lz4")
             self._execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                           "ON CONFLICT (key) DO NOTHING", (str(SCHEMA_VERSION),))
             (version,) = self._execute(

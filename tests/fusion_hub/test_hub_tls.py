@@ -28,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fusion_hub.config import HubConfig, TlsSettings, load_hub_config
 from fusion_hub.errors import HubConfigError, HubError
 from fusion_hub.server import HubServer
+from fusion_hub import taxii as taxii_module
 from fusion_hub.taxii import _drain_input
 from tests.fusion_hub.hub_testing import (
     HUB_NOW,
@@ -280,8 +281,25 @@ def test_drain_stops_at_server_cap(error: Exception, caplog: pytest.LogCaptureFi
             return b"x" * size
 
     with caplog.at_level(logging.INFO, logger="fusion_hub.taxii"):
-        _drain_input({"wsgi.input": CappedInput(), "REMOTE_ADDR": "127.0.0.1"})
+        _drain_input({"wsgi.input": CappedInput(), "REMOTE_ADDR": "127.0.0.1"}, "req-1")
 
     assert len(reads) == 3
-    assert caplog.messages == [f"stopped reading an oversized chunked body from 127.0.0.1: "
-                               f"{error}"]
+    assert caplog.messages == [f"request req-1: stopped reading an oversized chunked body from "
+                               f"127.0.0.1: {error}"]
+
+
+def test_drain_stops_after_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that keeps trickling its body is read for at most DRAIN_SECONDS."""
+    clock = [100.0]
+    monkeypatch.setattr(taxii_module.time, "monotonic", lambda: clock[0])
+    reads: list[int] = []
+
+    class TricklingInput:
+        def read(self, size: int) -> bytes:
+            reads.append(size)
+            clock[0] += 1.0
+            return b"x"
+
+    _drain_input({"wsgi.input": TricklingInput()}, "req-1")
+
+    assert len(reads) == int(taxii_module.DRAIN_SECONDS)

@@ -60,7 +60,7 @@ from stix_mappings.ids import COLLECTIONS, collection_id
 
 log = logging.getLogger(__name__)
 
-# Maximum time spent reading and dropping the rest of an oversized chunked body.
+# Maximum time spent reading and dropping the rest of an oversized request body.
 DRAIN_SECONDS = 5.0
 
 TAXII_MEDIA_TYPE = "application/taxii+json;version=2.1"
@@ -282,7 +282,6 @@ def create_app(services: HubServices) -> Flask:
         # without an error. Reading on past the limit raises 413, so a cut envelope is never
         # parsed. A chunked body of exactly the limit gets 413 too.
         if request.content_length is None and len(body) >= config.hub.max_content_length_bytes:
-            _drain_input(request.environ, g.request_id)
             request.stream.read(1)
         # The intake reads the objects as it checks and stores them. It may find only then
         # that the envelope needs the strict parser, which can still reject it.
@@ -403,6 +402,7 @@ def _register_error_handlers(app: Flask) -> None:
                 headers["Allow"] = value
         description = err.description or err.name
         if status == 413:
+            _drain_input(request.environ, getattr(g, "request_id", "-"))
             description = (f"the request body is larger than max_content_length "
                            f"({app.config['MAX_CONTENT_LENGTH']} bytes); send fewer objects "
                            "per request")
@@ -418,13 +418,14 @@ def _register_error_handlers(app: Flask) -> None:
 
 
 def _drain_input(environ: dict[str, Any], request_id: str) -> None:
-    """Read and drop the rest of a chunked request body, for at most ``DRAIN_SECONDS``.
+    """Read and drop the rest of a request body, for at most ``DRAIN_SECONDS``.
 
-    The client has then sent its whole body when the 413 goes out. A server that closes the
-    connection with data still unread makes the kernel reset it, and the client may see that
-    reset instead of the response. cheroot stops the body at its own size cap, and the time
-    budget keeps a client that trickles its body from holding a worker thread. One read can
-    still wait up to cheroot's socket timeout.
+    The client has then sent its whole body when the 413 goes out. cheroot, the TLS server,
+    closes the connection after a 413 with any unread body left, which makes the kernel
+    reset it, and the client may see that reset instead of the response. cheroot stops the
+    body at its own size cap (Content-Length or chunked), and the time budget keeps a client
+    that trickles its body from holding a worker thread. One read can still wait up to
+    cheroot's socket timeout.
     """
     stream = environ.get("wsgi.input")
     if stream is None:
@@ -435,7 +436,7 @@ def _drain_input(environ: dict[str, Any], request_id: str) -> None:
             pass
     # cheroot's size cap, a malformed chunk, a timeout or a closed connection end it.
     except (MaxSizeExceeded, OSError, ValueError) as err:
-        log.info("request %s: stopped reading an oversized chunked body from %s: %s",
+        log.info("request %s: stopped reading an oversized body from %s: %s",
                  request_id, environ.get("REMOTE_ADDR"), err)
 
 

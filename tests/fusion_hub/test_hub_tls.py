@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import ipaddress
 import json
 import logging
@@ -232,9 +233,27 @@ def test_https_port_in_use_names_os_error(tmp_path: Path, pki: Pki) -> None:
     assert "None" not in str(excinfo.value)
 
 
-@pytest.mark.parametrize("pause_secs", [0.0, 0.5])
-def test_https_chunked_body_over_limit_413(tmp_path: Path, pki: Pki, pause_secs: float) -> None:
-    """A chunked body whose first bytes form a valid envelope is rejected, not cut short.
+class PausingBody(io.RawIOBase):
+    """A request body of known length that stops for ``pause_secs`` after its first part."""
+
+    def __init__(self, first: bytes, rest: bytes, pause_secs: float) -> None:
+        self._parts = [first, rest]
+        self._pause_secs = pause_secs
+        self.len = len(first) + len(rest)
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._parts:
+            return b""
+        if len(self._parts) == 1:
+            time.sleep(self._pause_secs)
+        return self._parts.pop(0)
+
+
+@pytest.mark.parametrize(("framing", "pause_secs"),
+                         [("chunked", 0.0), ("chunked", 0.5), ("content-length", 0.5)])
+def test_https_body_over_limit_413(tmp_path: Path, pki: Pki, framing: str,
+                                   pause_secs: float) -> None:
+    """A body whose first bytes form a valid envelope is rejected, not cut short.
 
     The hub reads the rest of the body before it answers, so a client that is still sending
     after the hub has decided gets the 413, not a connection reset.
@@ -247,13 +266,15 @@ def test_https_chunked_body_over_limit_413(tmp_path: Path, pki: Pki, pause_secs:
         url = f"{hub.api_root_url}collections/{collection_id('summaries')}/objects/"
         head = json.dumps({"objects": [signed_summary(site)]}).encode("utf-8")[:-1]
         envelope = head + b" " * (4096 - len(head) - 1) + b"}"
+        pad = b' "pad": "' + b"x" * 1000 + b'"'
 
         def chunks() -> Iterator[bytes]:
             yield envelope
             time.sleep(pause_secs)
-            yield b' "pad": "' + b"x" * 1000 + b'"'
+            yield pad
 
-        response = requests.post(url, data=chunks(), auth=site.auth, timeout=10,
+        data = chunks() if framing == "chunked" else PausingBody(envelope, pad, pause_secs)
+        response = requests.post(url, data=data, auth=site.auth, timeout=10,
                                  verify=str(pki.ca_file),
                                  headers={"Accept": TAXII, "Content-Type": TAXII})
         stored = requests.get(url, auth=site.auth, timeout=10, verify=str(pki.ca_file),
@@ -284,7 +305,7 @@ def test_drain_stops_at_server_cap(error: Exception, caplog: pytest.LogCaptureFi
         _drain_input({"wsgi.input": CappedInput(), "REMOTE_ADDR": "127.0.0.1"}, "req-1")
 
     assert len(reads) == 3
-    assert caplog.messages == [f"request req-1: stopped reading an oversized chunked body from "
+    assert caplog.messages == [f"request req-1: stopped reading an oversized body from "
                                f"127.0.0.1: {error}"]
 
 

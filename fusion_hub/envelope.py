@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from fusion_hub.envelope_fast import FastEnvelope, NotVouched, open_envelope_fast
+from fusion_hub.envelope_fast import FastEnvelope, StrictParseNeeded, open_envelope_fast
 from fusion_hub.errors import EnvelopeInvalid, EnvelopeTooManyObjects
 
 _WHITESPACE = " \t\n\r"
@@ -138,17 +138,9 @@ def read_envelope(body: bytes, *, max_objects: int | None = None) -> EnvelopeObj
     fast = open_envelope_fast(body, max_depth=MAX_MEMBER_DEPTH, depth_of=_depth,
                               max_objects=max_objects)
     if fast is None:
-        return EnvelopeObjects(body, max_objects, split_envelope_strict(body,
-                                                                        max_objects=max_objects))
+        strict = split_envelope_strict(body, max_objects=max_objects)
+        return EnvelopeObjects(body, max_objects, strict)
     return EnvelopeObjects(body, max_objects, fast)
-
-
-class StrictParseNeeded(Exception):
-    """Raised while reading an envelope's objects one by one: the strict parser must decide.
-
-    The caller drops what it did with the objects read so far and calls
-    ``EnvelopeObjects.strict``.
-    """
 
 
 class EnvelopeObjects:
@@ -173,11 +165,8 @@ class EnvelopeObjects:
         if isinstance(self._members, list):
             yield from self._members
             return
-        try:
-            for text, value, plain, canonical in self._members:
-                yield RawObject(text, value, None, plain, canonical)
-        except NotVouched as err:
-            raise StrictParseNeeded(str(err)) from err
+        for text, value, plain, canonical in self._members:
+            yield RawObject(text, value, None, plain, canonical)
 
     def objects(self) -> list[RawObject]:
         """Return every object, from the strict parser where the C path cannot vouch."""

@@ -19,7 +19,9 @@ the body exactly when no key was dropped, provided the body spells no colon as t
 The fast path vouches for every member or for none. A repeated key, NaN, bad UTF-8, a lone
 surrogate, deep nesting or an unknown envelope member sends the whole body to the strict
 parser, which then gives its own results and error messages. An envelope with a bad member
-therefore costs two parses, and any other envelope one.
+therefore costs two parses, and any other envelope one. Members can be read one by one
+(``open_envelope_fast``). Some of those failures then show only part-way or after the last
+member, as ``StrictParseNeeded``.
 """
 
 from __future__ import annotations
@@ -57,8 +59,11 @@ _SORTED_ENCODER = msgspec.json.Encoder(order="sorted")
 FastMember = tuple[str, Any, bool, "bytes | None"]
 
 
-class NotVouched(Exception):
-    """The fast path cannot vouch for the envelope; the strict parser must decide."""
+class StrictParseNeeded(Exception):
+    """Raised while members are read one by one: the fast path cannot vouch for the envelope.
+
+    The caller drops what it did with the members read so far and runs the strict parser.
+    """
 
 
 def split_members_fast(
@@ -86,7 +91,7 @@ def split_members_fast(
         return None
     try:
         return list(envelope)
-    except NotVouched:
+    except StrictParseNeeded:
         return None
 
 
@@ -138,9 +143,8 @@ class FastEnvelope:
     """The members of an envelope whose body passed the checks of ``open_envelope_fast``.
 
     Iterating decodes the members one by one and yields each as a ``FastMember``. It raises
-    ``NotVouched`` at the first member that the fast path cannot vouch for, or after the last
-    one when the colons show a repeated key. A caller that acts on members as they come must
-    then undo what it did and use the strict parser.
+    ``StrictParseNeeded`` at the first member that the fast path cannot vouch for, or after
+    the last one when the colons show a repeated key.
     """
 
     def __init__(self, members: list[msgspec.Raw], doubts: _PlainDoubts, member_colons: int,
@@ -171,14 +175,14 @@ class FastEnvelope:
             try:
                 value = decoder.decode(raw)
             except (msgspec.DecodeError, RecursionError) as err:
-                raise NotVouched(str(err)) from err
+                raise StrictParseNeeded(str(err)) from err
             # The body is valid UTF-8, so each member is too.
             text = str(raw, "utf-8")
             # Every level of nesting opens with a bracket, so only members with many are
             # walked.
             if (text.count("{") + text.count("[") > self._max_depth
                     and self._depth_of(value) > self._max_depth):
-                raise NotVouched("member nested too deeply")
+                raise StrictParseNeeded("member nested too deeply")
             plain = not floats_seen[0] and (not doubtful or doubts.allow_plain(bytes(raw), text))
             try:
                 # For plain JSON, msgspec with sorted keys writes the bytes of RFC 8785, as
@@ -186,7 +190,7 @@ class FastEnvelope:
                 # time. The tests compare it with the rfc8785 package.
                 encoded = (_SORTED_ENCODER if plain else _ENCODER).encode(value)
             except (msgspec.EncodeError, OverflowError) as err:
-                raise NotVouched(str(err)) from err
+                raise StrictParseNeeded(str(err)) from err
             encoded_colons += encoded.count(b":")
             yield text, value, plain, encoded if plain else None
 
@@ -194,7 +198,7 @@ class FastEnvelope:
         # A repeated envelope key drops a whole member list. So the counts are equal only if
         # no key anywhere was repeated.
         if encoded_colons != self._member_colons:
-            raise NotVouched("a key is repeated")
+            raise StrictParseNeeded("a key is repeated")
 
 
 class _PlainDoubts(NamedTuple):

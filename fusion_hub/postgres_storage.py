@@ -135,10 +135,8 @@ class PostgresHubStorage(SQLStorage):
             self._execute("CREATE TABLE IF NOT EXISTS rate_buckets (name TEXT PRIMARY KEY, "
                           "tokens DOUBLE PRECISION NOT NULL, updated_us BIGINT NOT NULL, "
                           "allowed BOOLEAN NOT NULL)")
-            # The status of 1,000 objects is about 100 kB, which PostgreSQL compresses. With lz4
-            # in place of the default pglz, a scratch test stored one in a third of the time.
-            # ALTER TABLE locks the table against readers, so it runs only while the column
-            # has another method.
+            # Statuses of 1,000 objects (about 100 kB) stored three times as fast with lz4 as
+            # with pglz in a scratch test. The ALTER blocks readers, so it runs only once.
             # Servers before PostgreSQL 14 have neither lz4 nor attcompression.
             lz4 = self._execute(
                 "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
@@ -215,16 +213,15 @@ class PostgresHubStorage(SQLStorage):
                                f"(in: {sql.split()[0]})") from err
 
     def _insert_new_objects(self, rows: Iterable[tuple[Any, ...]]) -> set[tuple[str, int]]:
-        # One statement per batch of rows, because each round trip to the server costs more
-        # than inserting a row. In pipeline mode each statement leaves as soon as its batch is
-        # complete, and the server inserts it while the caller produces the next batch.
-        #
-        # Most envelopes hold only new objects, so the batches first go as plain INSERTs: in a
-        # scratch test ON CONFLICT took the server about half as long again per row. A row
-        # that exists then fails the statement. The rows go back to the savepoint and are
-        # sent again with ON CONFLICT DO NOTHING, which skips the stored ones. A resent
-        # envelope fails at its first batch. NOTE: an envelope whose only stored object comes
-        # last is written twice, which doubles its WAL.
+        """Insert the rows in batches, pipelined so that the server inserts one batch while
+        the caller produces the next; return ``(id, version_us)`` of the rows inserted.
+
+        Most envelopes hold only new objects, so the batches first go as plain INSERTs, which
+        cost the server about a third less than ON CONFLICT in a scratch test. A stored row
+        fails that with a unique violation. The rows then go back to the savepoint and are
+        sent again with ON CONFLICT DO NOTHING. NOTE: an envelope whose only stored object
+        comes last is thus written twice, which doubles its WAL.
+        """
         sent: list[tuple[Any, ...]] = []
         iterator = iter(rows)
         stored_row_met = False
@@ -257,7 +254,6 @@ class PostgresHubStorage(SQLStorage):
 
         # Rows that the caller had not produced yet are read now.
         sent.extend(iterator)
-        changed = 0
         try:
             self._conn.execute("ROLLBACK TO SAVEPOINT fti_new_objects")
             cursors: list[psycopg.Cursor[Any]] = []
@@ -306,13 +302,15 @@ def _insert_statement(
     fails it with a unique violation.
 
     The rows share one collection and carry consecutive ``date_added`` values, so both go as
-    one value each. So do the spec version, type and owner when every row has the same. Each
-    array element costs the client and the server time to convert: five of the nine columns
-    as single values halve the cost of sending 1,000 rows.
+    one value each. So do the spec version, type and owner when every row has the same,
+    because every array element costs the client and the server a conversion.
     """
     columns = list(zip(*rows))
+    # Columns sent as arrays, unnested as u.<name>, and their parameters.
+    names = ["id", "version_us", "raw", "content_sha256"]
     arrays = ["%b::text[]", "%b::bigint[]", "%b::text[]", "%b::text[]"]
     params: list[Any] = [list(columns[1]), list(columns[2]), list(columns[6]), list(columns[7])]
+    # Columns sent as single values, and their parameters.
     values = {"collection_id": "%b::text", "date_added_us": "%b::bigint + u.n - 1"}
     head = [rows[0][0], rows[0][3]]
     for name, index in (("spec_version", 4), ("type", 5), ("owner", 8)):
@@ -321,11 +319,9 @@ def _insert_statement(
             values[name] = "%b::text"
             head.append(column[0])
         else:
-            values[name] = f"u.{name}"
+            names.append(name)
             arrays.append("%b::text[]")
             params.append(list(column))
-    names = ["id", "version_us", "raw", "content_sha256",
-             *(name for name in ("spec_version", "type", "owner") if values[name] != "%b::text")]
     selected = ", ".join(values.get(name, f"u.{name}") for name in _BULK_NAMES)
     statement = (
         f"INSERT INTO objects ({BULK_OBJECT_COLUMNS}) SELECT {selected} "

@@ -170,7 +170,7 @@ def test_failure_text_cut_to_bound(hub: HubServer) -> None:
 MANY = 2 * PIPELINE_BATCH_ROWS + 10
 
 
-def test_repeated_key_in_last_member_found_late(hub: HubServer) -> None:
+def test_repeated_key_in_last_member(hub: HubServer) -> None:
     """A repeated key that only the last member shows sends the envelope to the strict
     parser: the objects already sent are rolled back and stored once, and the bad member
     fails alone."""
@@ -191,7 +191,7 @@ def test_repeated_key_in_last_member_found_late(hub: HubServer) -> None:
     assert hub.storage.count_objects(KEYS) == MANY
 
 
-def test_repeated_objects_key_rejects_whole_envelope(hub: HubServer) -> None:
+def test_repeated_objects_key_rejected(hub: HubServer) -> None:
     """An envelope with two "objects" lists passes the first checks and fails only after
     its members are read: it gets 400 and stores nothing."""
     site = enroll(hub, "site-a")
@@ -207,7 +207,7 @@ def test_repeated_objects_key_rejects_whole_envelope(hub: HubServer) -> None:
 
 
 @pytest.mark.parametrize("first_member", ["plain", "float"])
-def test_checks_overlap_storage_only_for_plain_objects(
+def test_overlap_only_for_plain_objects(
     hub: HubServer, monkeypatch: pytest.MonkeyPatch, first_member: str
 ) -> None:
     """Objects are handed to storage while later ones are still checked only where storage

@@ -363,7 +363,7 @@ def test_add_objects_batch_outcomes_in_order(storage: HubStorage) -> None:
 
 
 @pytest.mark.parametrize("stored_at", ["first batch", "last batch"])
-def test_add_objects_reads_lazy_objects_across_batches(
+def test_add_objects_lazy_across_batches(
     storage: HubStorage, stored_at: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Duplicates and conflicts are found across the batches that PostgreSQL sends apart,
@@ -383,7 +383,7 @@ def test_add_objects_reads_lazy_objects_across_batches(
         objects = [objects[-2], *objects[:-2], objects[-1]]
         expected = [expected[-2], *expected[:-2], expected[-1]]
 
-    # at_most counts objects the caller may still reject; those leave their slots unused.
+    # at_most also counts objects that the caller may still reject. Their slots stay unused.
     with caplog.at_level(logging.WARNING):
         outcomes = storage.add_objects(COLLECTION, iter(objects), at_most=len(objects) + 3)
 
@@ -425,7 +425,7 @@ def test_add_objects_keeps_each_row_values(storage: HubStorage, mixed: str) -> N
 
 
 @pytest.mark.parametrize("bad", ["other collection", "past at_most", "caller fails"])
-def test_add_objects_stores_nothing_when_interrupted(storage: HubStorage, bad: str) -> None:
+def test_add_objects_interrupted_stores_nothing(storage: HubStorage, bad: str) -> None:
     """An object that breaks the call, or a caller that fails while yielding, after whole
     batches have gone to the database, leaves nothing stored and the storage usable."""
     count = PIPELINE_BATCH_ROWS + 5

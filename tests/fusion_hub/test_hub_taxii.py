@@ -390,8 +390,8 @@ def test_next_token_bound_to_query_and_caller(hub: Hub) -> None:
     other_filter = get(hub.objects_url(), hub.site_a.auth, limit=2, next=token,
                        **{"match[type]": "x-fti-round-summary"})
     other_caller = get(hub.objects_url(), hub.site_b.auth, limit=2, next=token)
-    # One character of the MAC changed. A character inside the base64 text carries six bits
-    # of it; the last may carry only two, and changing its other bits decodes to the same MAC.
+    # A character inside the MAC changes, because each carries six of its bits. The last one
+    # may carry only two, so changing its other bits can decode to the same MAC.
     payload, mac = token.split(".")
     changed = "B" if mac[10] != "B" else "C"
     forged = get(hub.objects_url(), hub.site_a.auth, limit=2,

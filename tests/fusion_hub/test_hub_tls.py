@@ -255,7 +255,7 @@ def test_https_body_over_limit_413(tmp_path: Path, pki: Pki, framing: str,
                                    pause_secs: float) -> None:
     """A body whose first bytes form a valid envelope is rejected, not cut short.
 
-    The hub reads the rest of the body before it answers, so a client that is still sending
+    The hub reads the rest of the body before it responds, so a client that is still sending
     after the hub has decided gets the 413, not a connection reset.
     """
     config = tls_config(tmp_path, pki)

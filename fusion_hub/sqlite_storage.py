@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from fusion_hub.errors import StorageError
-from fusion_hub.sql_storage import SQLStorage, schema_statements
+from fusion_hub.sql_storage import SCHEMA_VERSION, SQLStorage, schema_statements
 from fusion_hub.timeutil import utc_now
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
 
 
 class SQLiteHubStorage(SQLStorage):
@@ -62,10 +60,14 @@ class SQLiteHubStorage(SQLStorage):
                 str(self.path), timeout=busy_timeout_secs, isolation_level=None,
                 check_same_thread=False,
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
+            except BaseException:
+                self._conn.close()
+                raise
         except sqlite3.Error as err:
             raise StorageError(f"cannot open hub database {self.path}: {err}") from err
 
@@ -77,9 +79,10 @@ class SQLiteHubStorage(SQLStorage):
                 f"hub's {SCHEMA_VERSION}; upgrade fti or use another storage.path"
             )
         with self.transaction():
-            for statement in schema_statements(int64="INTEGER", float_type="REAL",
-                                               bool_type="INTEGER"):
-                self._conn.execute(statement)
+            self._create_schema(
+                schema_statements(int64="INTEGER", float_type="REAL", bool_type="INTEGER",
+                                  serial="INTEGER PRIMARY KEY"),
+                str(self.path))
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -101,3 +104,6 @@ class SQLiteHubStorage(SQLStorage):
 
     def _rollback(self) -> None:
         self._conn.execute("ROLLBACK")
+
+    def _column_names(self, table: str) -> set[str]:
+        return {row[1] for row in self._execute(f"PRAGMA table_info({table})")}

@@ -216,6 +216,54 @@ def test_transaction_rolls_back_on_error(storage: HubStorage) -> None:
     assert storage.count_objects(COLLECTION) == 0
 
 
+def reopen(storage: HubStorage, request: pytest.FixtureRequest) -> HubStorage:
+    """Open a second storage object on the same database, as another hub process would."""
+    if isinstance(storage, SQLiteHubStorage):
+        return SQLiteHubStorage(storage.path, clock=lambda: FROZEN)
+    assert isinstance(storage, PostgresHubStorage)
+    return PostgresHubStorage(request.getfixturevalue("postgres_dsn"), schema=storage.schema,
+                              clock=lambda: FROZEN)
+
+
+def test_collection_key_of_rollback_dropped(
+        storage: HubStorage, request: pytest.FixtureRequest) -> None:
+    """A collection first written by a transaction that rolls back gets a new key later."""
+    with pytest.raises(RuntimeError):
+        with storage.transaction():
+            storage.add_object(new_object("indicator--a", T1))
+            raise RuntimeError("abort")
+    storage.add_object(new_object("indicator--b", T1)._replace(collection_id="c-2"))
+    storage.add_object(new_object("indicator--c", T1))
+
+    other = reopen(storage, request)
+    try:
+        seen = {collection: [o.id for o in other.query_objects(
+                    ObjectQuery(collection_id=collection, limit=10)).objects]
+                for collection in (COLLECTION, "c-2")}
+    finally:
+        other.close()
+
+    assert seen == {COLLECTION: ["indicator--c"], "c-2": ["indicator--b"]}
+
+
+def test_collection_key_shared_by_processes(
+        storage: HubStorage, request: pytest.FixtureRequest) -> None:
+    """Two storage objects that write one collection first both use one key."""
+    other = reopen(storage, request)
+    try:
+        with storage.transaction():
+            storage.add_object(new_object("indicator--a", T1))
+        other.add_object(new_object("indicator--b", T1))
+        storage.add_object(new_object("indicator--c", T1))
+        from_other = [o.id for o in other.query_objects(
+            ObjectQuery(collection_id=COLLECTION, limit=10)).objects]
+    finally:
+        other.close()
+
+    assert from_other == ["indicator--a", "indicator--b", "indicator--c"]
+    assert ids_of(storage) == [("indicator--a", T1), ("indicator--b", T1), ("indicator--c", T1)]
+
+
 def test_credential_names_unique_and_repr_masked(storage: HubStorage) -> None:
     assert storage.insert_credential(site("site-a")) is True
     assert storage.insert_credential(site("site-a")) is False
@@ -252,12 +300,7 @@ def test_next_date_added_survives_reopen(storage: HubStorage,
                                          request: pytest.FixtureRequest) -> None:
     """date_added stays increasing across two storage objects on one database."""
     storage.add_object(new_object("indicator--a", T1))
-    if isinstance(storage, SQLiteHubStorage):
-        other: HubStorage = SQLiteHubStorage(storage.path, clock=lambda: FROZEN)
-    else:
-        assert isinstance(storage, PostgresHubStorage)
-        other = PostgresHubStorage(request.getfixturevalue("postgres_dsn"),
-                                   schema=storage.schema, clock=lambda: FROZEN)
+    other = reopen(storage, request)
     try:
         other.add_object(new_object("indicator--b", T1))
     finally:

@@ -37,6 +37,7 @@ from fusion_hub.secure_rounds import SecureRoundCoordinator
 from fusion_hub.taxii import HubServices, create_app
 from fusion_hub.timeutil import utc_now
 from fusion_hub.tls import TlsServer
+from fusion_hub.transport import taxii_channel
 from privacy.random import RandomSource
 from siem_integrations.elastic_bulk_file import ElasticBulkFileSink
 from siem_integrations.hub_sinks import build_http_sinks
@@ -153,6 +154,9 @@ class HubServer:
         except OSError as err:
             raise HubError(f"cannot listen on {settings.host}:{settings.port}: "
                            f"{err.strerror}; choose another hub.port") from err
+        # Waitress's own error responses then carry TAXII error resources.
+        server.channel_class = taxii_channel(  # type: ignore[union-attr]
+            settings.max_content_length_bytes)
         self._server = server
         host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
         self.base_url = f"http://{_url_host(str(host))}:{port}"

@@ -38,7 +38,7 @@ from typing import Any
 
 from cheroot.errors import MaxSizeExceeded
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from fusion_hub.auth import Authenticator
 from fusion_hub.config import HubConfig
@@ -277,12 +277,24 @@ def create_app(services: HubServices) -> Flask:
             raise TaxiiError(415, "Unsupported Media Type",
                              f"Add Objects takes a TAXII envelope sent as {TAXII_MEDIA_TYPE}; "
                              f"got {request.headers.get('Content-Type')!r}")
-        body = request.get_data(cache=False)
-        # Werkzeug cuts a chunked body (cheroot passes it on unbuffered) at max_content_length
-        # without an error. Reading on past the limit raises 413, so a cut envelope is never
-        # parsed. A chunked body of exactly the limit gets 413 too.
-        if request.content_length is None and len(body) >= config.hub.max_content_length_bytes:
-            request.stream.read(1)
+        try:
+            body = request.get_data(cache=False)
+            # Werkzeug cuts a chunked body (cheroot passes it on unbuffered) at
+            # max_content_length without an error. Reading on past the limit raises 413, so a
+            # cut envelope is never parsed. A chunked body of exactly the limit gets 413 too.
+            if (request.content_length is None
+                    and len(body) >= config.hub.max_content_length_bytes):
+                request.stream.read(1)
+        except MaxSizeExceeded:
+            # A single chunk that crosses cheroot's own cap, which is above
+            # max_content_length.
+            raise RequestEntityTooLarge() from None
+        except ClientDisconnected as err:
+            # Werkzeug raises this for a malformed chunked body too, inside the handler of
+            # the error that it replaces.
+            reason = err.__context__ or "the client closed the connection"
+            raise TaxiiError(400, "Bad Request",
+                             f"the request body could not be read: {reason}") from err
         # The intake reads the objects as it checks and stores them. It may find only then
         # that the envelope needs the strict parser, which can still reject it.
         try:
@@ -402,10 +414,8 @@ def _register_error_handlers(app: Flask) -> None:
                 headers["Allow"] = value
         description = err.description or err.name
         if status == 413:
-            _drain_input(request.environ, getattr(g, "request_id", "-"))
-            description = (f"the request body is larger than max_content_length "
-                           f"({app.config['MAX_CONTENT_LENGTH']} bytes); send fewer objects "
-                           "per request")
+            drain_input(request.environ, getattr(g, "request_id", "-"))
+            description = too_large_description(app.config["MAX_CONTENT_LENGTH"])
         return error_response(status, err.name, description, headers)
 
     @app.errorhandler(Exception)
@@ -417,7 +427,13 @@ def _register_error_handlers(app: Flask) -> None:
                               "error_id")
 
 
-def _drain_input(environ: dict[str, Any], request_id: str) -> None:
+def too_large_description(max_content_length: int) -> str:
+    """Return the description of a 413 for a body over ``max_content_length`` bytes."""
+    return (f"the request body is larger than max_content_length ({max_content_length} "
+            "bytes); send fewer objects per request")
+
+
+def drain_input(environ: dict[str, Any], request_id: str) -> None:
     """Read and drop the rest of a request body, for at most ``DRAIN_SECONDS``.
 
     The client has then sent its whole body when the 413 goes out. cheroot, the TLS server,

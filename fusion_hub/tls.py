@@ -20,6 +20,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from fusion_hub.config import ServerSettings, TlsSettings
 from fusion_hub.errors import HubError
+from fusion_hub.transport import taxii_connection
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class TlsServer:
         self._server = wsgi.Server((settings.host, settings.port), app,
                                    numthreads=settings.threads, server_name="fti-hub")
         self._server.ssl_adapter = adapter
+        # cheroot's own error responses then carry TAXII error resources, and its chunked
+        # bodies are read with bounded framing.
+        self._server.ConnectionClass = taxii_connection(settings.max_content_length_bytes)
         # As with waitress: the transport cap sits above max_content_length, so Flask rejects
         # oversized envelopes itself with a TAXII error resource.
         self._server.max_request_body_size = settings.max_content_length_bytes * 2 + 65536

@@ -30,7 +30,7 @@ from fusion_hub.config import HubConfig, TlsSettings, load_hub_config
 from fusion_hub.errors import HubConfigError, HubError
 from fusion_hub.server import HubServer
 from fusion_hub import taxii as taxii_module
-from fusion_hub.taxii import _drain_input
+from fusion_hub.taxii import drain_input
 from tests.fusion_hub.hub_testing import (
     HUB_NOW,
     TAXII,
@@ -302,7 +302,7 @@ def test_drain_stops_at_server_cap(error: Exception, caplog: pytest.LogCaptureFi
             return b"x" * size
 
     with caplog.at_level(logging.INFO, logger="fusion_hub.taxii"):
-        _drain_input({"wsgi.input": CappedInput(), "REMOTE_ADDR": "127.0.0.1"}, "req-1")
+        drain_input({"wsgi.input": CappedInput(), "REMOTE_ADDR": "127.0.0.1"}, "req-1")
 
     assert len(reads) == 3
     assert caplog.messages == [f"request req-1: stopped reading an oversized body from "
@@ -321,6 +321,6 @@ def test_drain_stops_after_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
             clock[0] += 1.0
             return b"x"
 
-    _drain_input({"wsgi.input": TricklingInput()}, "req-1")
+    drain_input({"wsgi.input": TricklingInput()}, "req-1")
 
     assert len(reads) == int(taxii_module.DRAIN_SECONDS)

@@ -1,0 +1,236 @@
+"""Requests that the HTTP servers reject before the application runs.
+
+Each rejection must be a TAXII error resource, and cheroot must read chunked bodies with
+bounded lines. Each case runs against waitress (plain HTTP) and cheroot (HTTPS) on 127.0.0.1,
+over a raw socket so that the test controls the framing byte by byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import logging
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cheroot.errors import MaxSizeExceeded
+
+from fusion_hub.transport import MAX_CHUNK_LINE_BYTES, MAX_TRAILER_LINES, BoundedChunkedRFile
+from stix_mappings.ids import collection_id
+from tests.fusion_hub.hub_testing import TAXII, enroll, make_config, running_hub
+from tests.fusion_hub.test_hub_tls import Pki, pki, tls_config  # noqa: F401 (fixture)
+
+LIMIT = 4096
+
+
+@dataclass
+class Target:
+    scheme: str
+    port: int
+    head: str
+    context: ssl.SSLContext | None
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    rest: bytes
+    closed: bool
+
+    def error(self) -> dict[str, str]:
+        return json.loads(self.body)
+
+
+@pytest.fixture(params=["http", "https"])
+def target(request: pytest.FixtureRequest, tmp_path: Path, pki: Pki) -> Iterator[Target]:
+    config = make_config(tmp_path) if request.param == "http" else tls_config(tmp_path, pki)
+    config = dataclasses.replace(config, hub=dataclasses.replace(
+        config.hub, max_content_length_bytes=LIMIT))
+    context = None
+    if request.param == "https":
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+    with running_hub(config) as hub:
+        site = enroll(hub, "site-a")
+        port = int(hub.base_url.rsplit(":", 1)[1])
+        path = hub.api_root_url.split(str(port), 1)[1]
+        token = base64.b64encode(":".join(site.auth).encode()).decode()
+        head = (f"POST {path}collections/{collection_id('summaries')}/objects/ HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nAuthorization: Basic {token}\r\nAccept: {TAXII}\r\n"
+                f"Content-Type: {TAXII}\r\n")
+        yield Target(request.param, port, head, context)
+
+
+def exchange(target: Target, *parts: bytes, wait_secs: float = 10.0) -> Answer:
+    """Send ``parts`` on one connection and read until the server closes it or goes quiet."""
+    raw = socket.create_connection(("127.0.0.1", target.port), timeout=wait_secs)
+    sock = target.context.wrap_socket(raw, server_hostname="127.0.0.1") if target.context \
+        else raw
+    received = b""
+    closed = False
+    with sock:
+        for part in parts:
+            try:
+                sock.sendall(part)
+            except OSError:
+                # The server may respond and close before it has read everything.
+                break
+        while True:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            except (ssl.SSLError, ConnectionResetError):
+                closed = True
+                break
+            if not data:
+                closed = True
+                break
+            received += data
+    head, _, after = received.partition(b"\r\n\r\n")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    length = int(headers.get("Content-Length", len(after)))
+    return Answer(int(lines[0].split()[1]), headers, after[:length], after[length:], closed)
+
+
+def assert_taxii_error(answer: Answer, status: int) -> dict[str, str]:
+    assert answer.status == status
+    assert answer.headers["Content-Type"] == TAXII
+    error = answer.error()
+    assert error["http_status"] == str(status)
+    assert len(error["error_id"]) == 16
+    return error
+
+
+def test_content_length_over_server_cap(target: Target,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A body far above max_content_length hits the server's own cap and gets a TAXII 413."""
+    size = 100 * LIMIT
+    with caplog.at_level(logging.INFO, logger="fusion_hub.transport"):
+        answer = exchange(target, (target.head + f"Content-Length: {size}\r\n\r\n").encode(),
+                          b"x" * size)
+
+    error = assert_taxii_error(answer, 413)
+    assert error["description"] == (f"the request body is larger than max_content_length "
+                                    f"({LIMIT} bytes); send fewer objects per request")
+    assert answer.closed
+    assert answer.rest == b""
+    logged = [message for message in caplog.messages if error["error_id"] in message]
+    assert len(logged) == 1
+    assert "from 127.0.0.1" in logged[0]
+
+
+def test_single_chunk_over_server_cap(target: Target) -> None:
+    size = 256 * LIMIT
+    answer = exchange(target, (target.head + "Transfer-Encoding: chunked\r\n\r\n").encode(),
+                      f"{size:x}\r\n".encode(), b"x" * size, b"\r\n0\r\n\r\n")
+
+    error = assert_taxii_error(answer, 413)
+    assert f"max_content_length ({LIMIT} bytes)" in error["description"]
+    assert answer.rest == b""
+
+
+def test_invalid_chunk_size(target: Target) -> None:
+    answer = exchange(target, (target.head + "Transfer-Encoding: chunked\r\n\r\n").encode(),
+                      b"zz\r\nx\r\n0\r\n\r\n")
+
+    error = assert_taxii_error(answer, 400)
+    assert "chunk size" in error["description"].lower()
+    assert answer.closed
+    assert answer.rest == b""
+
+
+def test_endless_chunk_size_line(target: Target) -> None:
+    """A chunk-size line without an end is rejected once it passes a bound, not buffered."""
+    answer = exchange(target, (target.head + "Transfer-Encoding: chunked\r\n\r\n").encode(),
+                      b"0" * (25 * LIMIT))
+
+    if target.scheme == "https":
+        error = assert_taxii_error(answer, 400)
+        assert error["description"] == ("the request body could not be read: chunk-size line "
+                                        f"longer than {MAX_CHUNK_LINE_BYTES} bytes")
+    else:
+        # Waitress counts the line against its body cap, twice max_content_length plus 64 KiB.
+        assert_taxii_error(answer, 413)
+    assert answer.closed
+
+
+def test_unread_chunked_body_closes_connection(target: Target) -> None:
+    """After a response that left a chunked body unread, the rest is not read as a request."""
+    if target.scheme == "http":
+        pytest.skip("waitress reads every body whole before the application runs")
+    head = target.head.replace("Authorization", "X-Not-Authorization")
+    answer = exchange(target, (head + "Transfer-Encoding: chunked\r\n\r\n").encode(),
+                      b"5\r\nhello\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    assert_taxii_error(answer, 401)
+    assert answer.headers["Connection"] == "close"
+    assert answer.closed
+    assert answer.rest == b""
+
+
+def test_chunked_body_read_keeps_connection(target: Target) -> None:
+    """A chunked body read to its end leaves the connection open for the next request."""
+    body = b'{"objects": []}'
+    answer = exchange(target, (target.head + "Transfer-Encoding: chunked\r\n\r\n").encode(),
+                      f"{len(body):x};ext=1\r\n".encode(), body,
+                      b"\r\n0\r\nX-Trailer: 1\r\n\r\n", wait_secs=1.0)
+
+    error = assert_taxii_error(answer, 400)
+    assert "objects" in error["description"]
+    assert answer.closed is False
+
+
+def read_all(framed: bytes, maxlen: int = 0) -> tuple[bytes, io.BytesIO]:
+    source = io.BytesIO(framed)
+    return BoundedChunkedRFile(source, maxlen).read(), source
+
+
+def test_chunk_reader_extensions_and_trailer() -> None:
+    data, source = read_all(b"3;name=value\r\nabc\r\n1\r\nd\r\n0\r\nA: 1\r\nB: 2\r\n\r\nNEXT")
+
+    assert data == b"abcd"
+    assert source.read() == b"NEXT"
+
+
+@pytest.mark.parametrize(("framed", "message"), [
+    (b"+3\r\nabc\r\n0\r\n\r\n", "invalid chunk size b'+3'"),
+    (b"1_0\r\nabc\r\n0\r\n\r\n", "invalid chunk size b'1_0'"),
+    (b"\r\nabc\r\n", "invalid chunk size b''"),
+    (b"1" + b"0" * 16 + b"\r\n", "invalid chunk size"),
+    (b"3\r\nabcXY0\r\n\r\n", "a chunk ends with b'XY' instead of CRLF"),
+    (b"5\r\nabc", "the body ended inside a chunk"),
+    (b"3\r\nab", "the body ended inside a chunk"),
+    (b"3", "the body ended inside a chunk-size line"),
+    (b"0\r\n" + b"A: 1\r\n" * (MAX_TRAILER_LINES + 1) + b"\r\n",
+     f"more than {MAX_TRAILER_LINES} trailer lines"),
+])
+def test_chunk_reader_rejects_framing(framed: bytes, message: str) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        read_all(framed)
+
+    assert message in str(excinfo.value)
+
+
+def test_chunk_reader_bounds_size_line() -> None:
+    with pytest.raises(ValueError) as excinfo:
+        read_all(b"0" * (10 * MAX_CHUNK_LINE_BYTES))
+
+    assert str(excinfo.value) == f"chunk-size line longer than {MAX_CHUNK_LINE_BYTES} bytes"
+
+
+def test_chunk_reader_rejects_chunk_past_cap_unread() -> None:
+    reader = BoundedChunkedRFile(io.BytesIO(b"64\r\n" + b"x" * 100 + b"\r\n0\r\n\r\n"), 50)
+
+    with pytest.raises(MaxSizeExceeded):
+        reader.read()
+
+    assert reader.bytes_read == 4

@@ -88,6 +88,21 @@ KNOWN_EXTENSIONS = (SUMMARY_EXTENSION_ID, FUSION_EXTENSION_ID)
 OVERLAP_AFTER = 250
 
 
+class _SlowCheckNeeded(Exception):
+    """An object met inside an overlapping transaction needs the slow RFC 8785 path."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"object {index} has no plain JSON form")
+        self.index = index
+
+
+def _collecting(items: Iterable[NewObject], collected: list[NewObject]) -> Iterator[NewObject]:
+    """Yield ``items``, appending each to ``collected`` first."""
+    for item in items:
+        collected.append(item)
+        yield item
+
+
 class ObjectResult(NamedTuple):
     """Outcome of one posted object, as listed in the status resource.
 
@@ -277,9 +292,10 @@ class Intake:
         lock, with one exception. Where the storage inserts while objects are still being
         checked (PostgreSQL), the objects after the first ``OVERLAP_AFTER`` are checked
         inside the transaction, overlapping the server's work. That holds the collection's
-        lock longer, so it happens only when the first objects all had a plain JSON form,
-        whose canonical form the C split has written. The RFC 8785 form of other objects is
-        written in Python and can take milliseconds each.
+        lock longer, so it happens only for objects with a plain JSON form, whose canonical
+        form the C split has written. The RFC 8785 form of other objects is written in
+        Python and can take milliseconds each. When such an object turns up inside the
+        transaction, the transaction rolls back, and the rest is checked before a new one.
 
         Objects read one by one from an ``EnvelopeObjects`` are checked as they come, and
         ``StrictParseNeeded`` rolls the transaction back. Return the objects as a list, the
@@ -289,34 +305,64 @@ class Intake:
         # Index, id and version of each object that passed, in the order it went to storage.
         passed: list[tuple[int, str, str]] = []
         read: list[RawObject] = []
+        members = enumerate(objects)
+        # The member at which an overlapping pass stopped, checked by the next pass.
+        stopped: list[tuple[int, RawObject]] = []
         collection_key = collection_id(collection)
 
-        def checked() -> Iterator[NewObject]:
-            for index, raw in enumerate(objects):
-                read.append(raw)
-                try:
-                    obj, object_id, version, version_us = check_stix_object(raw, index)
-                    check_collection_rules(collection, principal, obj, object_id)
-                    self._check_secure_object(obj, object_id)
-                    new = _new_object(collection_key, raw, obj, principal, version_us)
-                except ObjectRejected as err:
-                    version = _version_text(raw.value) or format_millis(request_time)
-                    results[index] = ObjectResult(err.object_id, version, False, err.message,
-                                                  err.reason)
-                    continue
-                passed.append((index, object_id, version))
-                yield new
+        def check(index: int, raw: RawObject) -> NewObject | None:
+            try:
+                obj, object_id, version, version_us = check_stix_object(raw, index)
+                check_collection_rules(collection, principal, obj, object_id)
+                self._check_secure_object(obj, object_id)
+                new = _new_object(collection_key, raw, obj, principal, version_us)
+            except ObjectRejected as err:
+                version = _version_text(raw.value) or format_millis(request_time)
+                results[index] = ObjectResult(err.object_id, version, False, err.message,
+                                              err.reason)
+                return None
+            passed.append((index, object_id, version))
+            return new
 
-        checks = checked()
-        first = list(islice(checks, OVERLAP_AFTER))
-        new_objects: Iterable[NewObject]
+        def checked(*, plain_only: bool) -> Iterator[NewObject]:
+            while stopped:
+                new = check(*stopped.pop())
+                if new is not None:
+                    yield new
+            for index, raw in members:
+                read.append(raw)
+                if plain_only and not raw.plain_json:
+                    stopped.append((index, raw))
+                    raise _SlowCheckNeeded(index)
+                new = check(index, raw)
+                if new is not None:
+                    yield new
+
+        first = list(islice(checked(plain_only=False), OVERLAP_AFTER))
         if self.storage.pipelines_inserts and all(raw.plain_json for raw in read):
-            new_objects = chain(first, checks)
-        else:
-            new_objects = first + list(checks)
+            overlapped: list[NewObject] = []
+            lazy = chain(first, _collecting(checked(plain_only=True), overlapped))
+            try:
+                return self._store_batch(collection_key, principal, lazy, len(objects), read,
+                                         results, passed, request_time, save_status=save_status)
+            except _SlowCheckNeeded as err:
+                # Nothing of the transaction was stored, and every check so far still holds.
+                log.debug("envelope for %s from %s: object %d needs the RFC 8785 path, so "
+                          "the rest is checked before the transaction", collection,
+                          principal.name, err.index)
+                first.extend(overlapped)
+        new_objects = first + list(checked(plain_only=False))
+        return self._store_batch(collection_key, principal, new_objects, len(objects), read,
+                                 results, passed, request_time, save_status=save_status)
+
+    def _store_batch(
+        self, collection_key: str, principal: Principal, new_objects: Iterable[NewObject],
+        at_most: int, read: list[RawObject], results: list[ObjectResult | None],
+        passed: list[tuple[int, str, str]], request_time: datetime, *, save_status: bool,
+    ) -> tuple[list[RawObject], list[ObjectResult], dict[str, Any], str | None]:
+        """Store the objects that passed and the status resource in one transaction."""
         with self.storage.transaction():
-            outcomes = self.storage.add_objects(collection_key, new_objects,
-                                                at_most=len(objects))
+            outcomes = self.storage.add_objects(collection_key, new_objects, at_most=at_most)
             for (index, object_id, version), outcome in zip(passed, outcomes, strict=True):
                 results[index] = _result_for(outcome, object_id, version, round_text=None)
             complete = [result for result in results if result is not None]

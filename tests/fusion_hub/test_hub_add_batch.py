@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import requests
 
+from fusion_hub import intake as intake_module
 from fusion_hub.errors import StorageError
+from fusion_hub.intake import OVERLAP_AFTER
 from fusion_hub.postgres_storage import PIPELINE_BATCH_ROWS
 from fusion_hub.server import HubServer
 from stix_mappings.ids import collection_id, site_identity_id
@@ -232,4 +234,39 @@ def test_overlap_only_for_plain_objects(
     assert response.json()["success_count"] == MANY
     overlaps = hub.storage.pipelines_inserts and first_member == "plain"
     assert handed == (["chain"] if overlaps else ["list"])
+    assert hub.storage.count_objects(KEYS) == MANY
+
+
+@pytest.mark.parametrize("slow_at", [OVERLAP_AFTER + 5, MANY - 1])
+def test_slow_object_checked_outside_lock(
+    hub: HubServer, monkeypatch: pytest.MonkeyPatch, slow_at: int
+) -> None:
+    """An object on the slow RFC 8785 path after the first plain ones is never checked while
+    the transaction holds the collection's lock, and the whole envelope is stored once."""
+    site = enroll(hub, "site-a")
+    objects = [note(site) for _ in range(MANY)]
+    objects[slow_at]["x_score"] = 0.5
+    depths: list[int] = []
+    handed: list[str] = []
+    slow_form = intake_module.canonical_json
+    add_objects = hub.storage.add_objects
+
+    def recording_form(obj: Any, *, plain: bool) -> bytes:
+        if not plain:
+            depths.append(hub.storage._depth)
+        return slow_form(obj, plain=plain)
+
+    def recording_add(collection: str, new_objects: Any, *, at_most: int) -> Any:
+        handed.append(type(new_objects).__name__)
+        return add_objects(collection, new_objects, at_most=at_most)
+
+    monkeypatch.setattr(intake_module, "canonical_json", recording_form)
+    monkeypatch.setattr(hub.storage, "add_objects", recording_add)
+
+    response = post_text(hub, site, json.dumps({"objects": objects}))
+
+    assert response.status_code == 202
+    assert response.json()["success_count"] == MANY
+    assert depths == [0]
+    assert handed == (["chain", "list"] if hub.storage.pipelines_inserts else ["list"])
     assert hub.storage.count_objects(KEYS) == MANY

@@ -181,6 +181,9 @@ class _TaxiiRequest(HTTPRequest):
         length = self.inheaders.get(b"Content-Length")
         if self.chunked_read or not length or not length.isdigit():
             return
+        # A client that asked for 100 Continue has not sent the body and waits for an answer.
+        if self.inheaders.get(b"Expect", b"").lower() == b"100-continue":
+            return
         drain_input({"wsgi.input": KnownLengthRFile(self.conn.rfile, int(length)),
                      "REMOTE_ADDR": address}, error_id)
 

@@ -128,6 +128,17 @@ def test_content_length_over_server_cap(target: Target,
     assert "from 127.0.0.1" in logged[0]
 
 
+def test_expect_continue_over_cap_answered_at_once(target: Target) -> None:
+    """A client that waits for 100 Continue gets the 413 without sending its body."""
+    if target.scheme == "http":
+        pytest.skip("waitress sends 100 Continue first and checks the size as the body comes")
+    head = target.head + f"Content-Length: {100 * LIMIT}\r\nExpect: 100-continue\r\n\r\n"
+    answer = exchange(target, head.encode(), wait_secs=2.0)
+
+    assert_taxii_error(answer, 413)
+    assert answer.closed
+
+
 def test_single_chunk_over_server_cap(target: Target) -> None:
     size = 256 * LIMIT
     answer = exchange(target, (target.head + "Transfer-Encoding: chunked\r\n\r\n").encode(),

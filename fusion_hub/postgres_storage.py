@@ -216,7 +216,7 @@ class PostgresHubStorage(SQLStorage):
 
     def _rollback(self) -> None:
         try:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK", prepare=False)
         except psycopg.Error as err:
             log.warning("rollback on hub database %s failed: %s", self.where, _first_line(err))
 
@@ -254,9 +254,14 @@ class PostgresHubStorage(SQLStorage):
         sent: list[tuple[Any, ...]] = []
         iterator = iter(rows)
         stored_row_met = False
+        # An error of the caller's iterator, such as a check that needs the strict parser.
+        caller_error: Exception | None = None
+        # Every statement here runs with prepare=False. psycopg prepares a statement it has
+        # seen five times, but not inside a pipeline that an error aborted, and would then
+        # run a prepared statement that the server never made.
         try:
             with self._conn.pipeline():
-                self._conn.execute("SAVEPOINT fti_new_objects")
+                self._conn.execute("SAVEPOINT fti_new_objects", prepare=False)
                 # A unique violation may surface here or when the pipeline ends. Caught here,
                 # the pipeline ends with PipelineAborted for the statements after it.
                 try:
@@ -264,27 +269,36 @@ class PostgresHubStorage(SQLStorage):
                         sent.extend(batch)
                         statement, params = _insert_statement(batch, skip_stored=False)
                         self._conn.execute(statement, params, prepare=False)
-                    self._conn.execute("RELEASE SAVEPOINT fti_new_objects")
+                    self._conn.execute("RELEASE SAVEPOINT fti_new_objects", prepare=False)
                 except psycopg.errors.UniqueViolation:
                     stored_row_met = True
-            if not stored_row_met:
+                except psycopg.Error:
+                    raise
+                except Exception as err:
+                    # Raised once the pipeline has ended, so that psycopg does not log the
+                    # server errors that it still holds. The caller rolls back.
+                    caller_error = err
+            if caller_error is None and not stored_row_met:
                 return {(row[1], row[2]) for row in sent}
         except psycopg.errors.UniqueViolation:
             stored_row_met = True
         except psycopg.errors.PipelineAborted as err:
-            if not stored_row_met:
+            if caller_error is None and not stored_row_met:
                 raise StorageError(f"hub database {self.where}: {_first_line(err)} "
                                    "(in: INSERT objects)") from err
         except psycopg.Error as err:
-            raise StorageError(f"hub database {self.where}: {_first_line(err)} "
-                               "(in: INSERT objects)") from err
+            if caller_error is None:
+                raise StorageError(f"hub database {self.where}: {_first_line(err)} "
+                                   "(in: INSERT objects)") from err
+        if caller_error is not None:
+            raise caller_error
         log.debug("hub database %s: an object of collection %s is stored already; adding the "
                   "envelope's rows again, skipping stored ones", self.where, sent[0][0])
 
         # Rows that the caller had not produced yet are read now.
         sent.extend(iterator)
         try:
-            self._conn.execute("ROLLBACK TO SAVEPOINT fti_new_objects")
+            self._conn.execute("ROLLBACK TO SAVEPOINT fti_new_objects", prepare=False)
             cursors: list[psycopg.Cursor[Any]] = []
             with self._conn.pipeline():
                 for batch in _batches(sent, PIPELINE_BATCH_ROWS):

@@ -295,12 +295,15 @@ class SQLStorage(HubStorage):
         that rolls back is dropped from the cache with it.
         """
         key = self._collection_keys.get(collection_id)
-        if key is None:
-            key = self._new_collection_keys.get(collection_id)
         if key is not None:
             return key
         select = "SELECT collection_key FROM collections WHERE collection_id = ?"
+        # Holding the lock, this thread sees only its own transaction's new keys: a key of
+        # another thread's open transaction may still roll back and go to another collection.
         with self._lock:
+            key = self._new_collection_keys.get(collection_id)
+            if key is not None:
+                return key
             found = self._execute(select, (collection_id,)).fetchone()
             if found is not None:
                 # Not assigned by the open transaction, so committed.

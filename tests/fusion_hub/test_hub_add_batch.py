@@ -7,6 +7,7 @@ status resource. Each test runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,3 +271,28 @@ def test_slow_object_checked_outside_lock(
     assert depths == [0]
     assert handed == (["chain", "list"] if hub.storage.pipelines_inserts else ["list"])
     assert hub.storage.count_objects(KEYS) == MANY
+
+
+def test_resend_then_slow_object_repeated(
+    hub: HubServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An envelope that both resends a stored object and meets a slow one inside the
+    transaction leaves the connection fit for the next envelopes, however often it comes."""
+    site = enroll(hub, "site-a")
+    stored = note(site)
+    assert post_text(hub, site, json.dumps({"objects": [stored]})).status_code == 202
+    statuses = []
+
+    with caplog.at_level(logging.WARNING):
+        for _ in range(6):
+            objects = [stored] + [note(site) for _ in range(OVERLAP_AFTER + 9)]
+            objects[OVERLAP_AFTER + 5]["x_score"] = 0.5
+            mixed = post_text(hub, site, json.dumps({"objects": objects}))
+            statuses.append(mixed.status_code)
+            assert mixed.json()["success_count"] == len(objects)
+            for _ in range(3):
+                small = [note(site) for _ in range(3)]
+                statuses.append(post_text(hub, site, json.dumps({"objects": small})).status_code)
+
+    assert statuses == [202] * 24
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []

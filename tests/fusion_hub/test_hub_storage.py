@@ -246,6 +246,34 @@ def test_collection_key_of_rollback_dropped(
     assert seen == {COLLECTION: ["indicator--c"], "c-2": ["indicator--b"]}
 
 
+def test_collection_key_of_other_thread_unseen(storage: HubStorage) -> None:
+    """A reader never uses a collection key that another thread's open transaction made.
+
+    On SQLite the key of a rolled-back collection goes to the next new one, so a reader
+    holding it would be served that collection's objects.
+    """
+    storage.add_object(new_object("indicator--first", T1)._replace(collection_id="c-0"))
+    pages: list[list[str]] = []
+
+    def read() -> None:
+        page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10))
+        pages.append([o.id for o in page.objects])
+
+    reader = threading.Thread(target=read)
+    with storage._lock:  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError):
+            with storage.transaction():
+                storage.add_object(new_object("indicator--rolled-back", T1))
+                reader.start()
+                # The reader looks the key up now, then waits for the lock.
+                reader.join(timeout=0.3)
+                raise RuntimeError("abort")
+        storage.add_object(new_object("indicator--secret", T1)._replace(collection_id="c-2"))
+    reader.join()
+
+    assert pages == [[]]
+
+
 def test_collection_key_shared_by_processes(
         storage: HubStorage, request: pytest.FixtureRequest) -> None:
     """Two storage objects that write one collection first both use one key."""

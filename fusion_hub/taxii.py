@@ -434,14 +434,16 @@ def too_large_description(max_content_length: int) -> str:
 
 
 def drain_input(environ: dict[str, Any], request_id: str) -> None:
-    """Read and drop the rest of a request body, for at most ``DRAIN_SECONDS``.
+    """Read and drop the rest of a request body, starting no read after ``DRAIN_SECONDS``.
 
     The client has then sent its whole body when the 413 goes out. cheroot, the TLS server,
     closes the connection after a 413 with any unread body left, which makes the kernel
     reset it, and the client may see that reset instead of the response. cheroot stops the
-    body at its own size cap (Content-Length or chunked), and the time budget keeps a client
-    that trickles its body from holding a worker thread. One read can still wait up to
-    cheroot's socket timeout.
+    body at its own size cap (Content-Length or chunked).
+
+    NOTE: one read waits for 64 KiB, or until the client pauses for cheroot's socket timeout
+    (10 s), so a client that trickles its body holds the worker thread for longer. Reading
+    any request body over TLS has the same exposure.
     """
     stream = environ.get("wsgi.input")
     if stream is None:

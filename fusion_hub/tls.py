@@ -20,7 +20,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from fusion_hub.config import ServerSettings, TlsSettings
 from fusion_hub.errors import HubError
-from fusion_hub.transport import taxii_connection
+from fusion_hub.transport import MAX_HEADER_BYTES, taxii_connection
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class TlsServer:
         # As with waitress: the transport cap sits above max_content_length, so Flask rejects
         # oversized envelopes itself with a TAXII error resource.
         self._server.max_request_body_size = settings.max_content_length_bytes * 2 + 65536
+        # cheroot reads headers without a limit by default. Waitress's default applies here too.
+        self._server.max_request_header_size = MAX_HEADER_BYTES
         self.client_certificates = ("required" if tls.client_ca_file and tls.require_client_cert
                                     else "optional" if tls.client_ca_file else "not requested")
 

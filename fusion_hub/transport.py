@@ -1,36 +1,38 @@
 """TAXII error resources for the requests that the HTTP servers reject themselves.
 
 Waitress (plain HTTP) and cheroot (TLS) reject some requests before the Flask application
-sees them: a body past the server's own size cap, a malformed chunked body, oversized
-headers. Both write those answers as ``text/plain``, but TAXII 2.1 requires its media type
-and an error resource on every response. The classes here make each server write a TAXII
-error resource instead, with an ``error_id`` that the hub logs along with the client address.
+runs: a body past the server's own size cap, a malformed chunked body, oversized headers.
+Both write those responses as ``text/plain``, but TAXII 2.1 requires its media type and an
+error resource on every response. The classes here make each server write a TAXII error
+resource instead, with an ``error_id`` that the hub logs along with the client address.
 
 cheroot also reads a chunk-size line without a length limit, so a client could make it
 buffer gigabytes. ``BoundedChunkedRFile`` reads that line up to ``MAX_CHUNK_LINE_BYTES`` and
 reports a chunk past the size cap as ``MaxSizeExceeded``, which the application turns into
-a 413.
+a 413. ``_TaxiiRequest`` also bounds cheroot's headers and rejects an ambiguous body length.
 """
-
 from __future__ import annotations
 
 import json
 import logging
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from cheroot.errors import MaxSizeExceeded
-from cheroot.server import ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
+from cheroot.server import ChunkedRFile, HTTPConnection, HTTPRequest
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
-from fusion_hub.taxii import TAXII_MEDIA_TYPE, drain_input, too_large_description
+from fusion_hub.taxii import TAXII_MEDIA_TYPE, too_large_description
 
 log = logging.getLogger(__name__)
 
 # Maximum length of a chunk-size line, extensions included. The size itself takes at most 16 hex
 # digits.
 MAX_CHUNK_LINE_BYTES = 4096
+# Maximum size of the request line and headers over TLS, waitress's default for plain HTTP.
+MAX_HEADER_BYTES = 262144
 # Trailer fields read after the last chunk, and dropped.
 MAX_TRAILER_LINES = 100
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
@@ -43,9 +45,20 @@ def error_body(status: int, title: str, description: str, error_id: str) -> byte
 
 
 def _describe(status: int, detail: str, max_content_length: int) -> str:
-    if status == 413:
+    # cheroot sends 413 for oversized headers too, with a message that names them.
+    if status == 413 and "header" not in detail.lower():
         return too_large_description(max_content_length)
+    if not detail.strip():
+        return f"the HTTP server rejected the request with status {status}"
     return f"the HTTP server rejected the request: {detail}"
+
+
+def _title(status: int, reason: str) -> str:
+    """Return the standard reason phrase of ``status``, else the server's own."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return reason
 
 
 def _new_error_id() -> str:
@@ -55,7 +68,7 @@ def _new_error_id() -> str:
 # Waitress.
 
 def taxii_channel(max_content_length: int) -> type[HTTPChannel]:
-    """Return a waitress channel class that answers waitress's own errors in TAXII form."""
+    """Return a waitress channel class that writes waitress's own errors in TAXII form."""
 
     class TaxiiErrorTask(ErrorTask):
         def execute(self) -> None:
@@ -64,7 +77,7 @@ def taxii_channel(max_content_length: int) -> type[HTTPChannel]:
             log.info("request %s from %s rejected by waitress: %d %s: %s", error_id,
                      self.channel.addr[0] if self.channel.addr else "-", error.code,
                      error.reason, error.body)
-            body = error_body(error.code, error.reason,
+            body = error_body(error.code, _title(error.code, error.reason),
                               _describe(error.code, error.body, max_content_length), error_id)
             self.status = f"{error.code} {error.reason}"
             self.response_headers.append(("Content-Type", TAXII_MEDIA_TYPE))
@@ -91,7 +104,8 @@ class BoundedChunkedRFile(ChunkedRFile):
     def _fetch(self) -> None:
         if self.closed:
             return
-        size_text = self._read_line("chunk-size line").split(b";", 1)[0].strip()
+        # Whitespace may come before an extension, not before the size.
+        size_text = self._read_line("chunk-size line").split(b";", 1)[0].rstrip(b" \t\r\n")
         if not size_text or not set(size_text) <= _HEX_DIGITS or len(size_text) > 16:
             raise ValueError(f"invalid chunk size {size_text[:40]!r}")
         size = int(size_text, 16)
@@ -129,9 +143,41 @@ class BoundedChunkedRFile(ChunkedRFile):
         raise ValueError(f"more than {MAX_TRAILER_LINES} trailer lines")
 
 
+class _HeadersOnce(dict):  # type: ignore[type-arg]
+    """Request headers in which a second Content-Length is an error, as cheroot reports one."""
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        if key == b"Content-Length" and key in self:
+            raise ValueError("more than one Content-Length header")
+        super().__setitem__(key, value)
+
+
 class _TaxiiRequest(HTTPRequest):
     # Set by taxii_connection().
     max_content_length = 0
+
+    def read_request_headers(self) -> bool:
+        """Read the headers as cheroot does, rejecting an ambiguous body length with 400.
+
+        cheroot takes the last of several Content-Length headers, reads signs and spaces in
+        the value, and honours a Content-Length that comes with chunked framing. A proxy in
+        front that reads the length another way would see another request boundary.
+        """
+        self.inheaders = _HeadersOnce()
+        if not super().read_request_headers():
+            return False
+        length = self.inheaders.get(b"Content-Length")
+        if length is None:
+            return True
+        if not length.isdigit():
+            self.simple_response("400 Bad Request",
+                                 f"Content-Length must be a decimal number; got {length!r}")
+            return False
+        if self.chunked_read:
+            self.simple_response("400 Bad Request", "a request may carry Content-Length or "
+                                 "Transfer-Encoding: chunked, not both")
+            return False
+        return True
 
     def respond(self) -> None:
         if not self.chunked_read:
@@ -161,10 +207,10 @@ class _TaxiiRequest(HTTPRequest):
         address = self.conn.remote_addr or "-"
         log.info("request %s from %s rejected by cheroot: %s: %s", error_id, address, status,
                  detail)
-        if code == 413:
-            self._drain_known_length(error_id, address)
-        body = error_body(code, reason, _describe(code, detail, self.max_content_length),
-                          error_id)
+        # No drain before this 413, unlike the application's: cheroot sends it before the
+        # body, which a client might send slowly or, after Expect: 100-continue, not at all.
+        body = error_body(code, _title(code, reason),
+                          _describe(code, detail, self.max_content_length), error_id)
         head = [f"{self.server.protocol} {status}", f"Content-Length: {len(body)}",
                 f"Content-Type: {TAXII_MEDIA_TYPE}"]
         if code in (413, 414):
@@ -175,17 +221,6 @@ class _TaxiiRequest(HTTPRequest):
         except OSError as err:
             log.info("request %s: could not send the %s to %s: %s", error_id, code, address,
                      err)
-
-    def _drain_known_length(self, error_id: str, address: str) -> None:
-        """Read the rest of a Content-Length body, so the client sees the 413, not a reset."""
-        length = self.inheaders.get(b"Content-Length")
-        if self.chunked_read or not length or not length.isdigit():
-            return
-        # A client that asked for 100 Continue has not sent the body and waits for an answer.
-        if self.inheaders.get(b"Expect", b"").lower() == b"100-continue":
-            return
-        drain_input({"wsgi.input": KnownLengthRFile(self.conn.rfile, int(length)),
-                     "REMOTE_ADDR": address}, error_id)
 
 
 def taxii_connection(max_content_length: int) -> type[HTTPConnection]:

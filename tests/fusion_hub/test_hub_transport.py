@@ -206,7 +206,7 @@ def read_all(framed: bytes, maxlen: int = 0) -> tuple[bytes, io.BytesIO]:
 
 
 def test_chunk_reader_extensions_and_trailer() -> None:
-    data, source = read_all(b"3;name=value\r\nabc\r\n1\r\nd\r\n0\r\nA: 1\r\nB: 2\r\n\r\nNEXT")
+    data, source = read_all(b"3 ;name=value\r\nabc\r\n1\r\nd\r\n0\r\nA: 1\r\nB: 2\r\n\r\nNEXT")
 
     assert data == b"abcd"
     assert source.read() == b"NEXT"
@@ -214,6 +214,7 @@ def test_chunk_reader_extensions_and_trailer() -> None:
 
 @pytest.mark.parametrize(("framed", "message"), [
     (b"+3\r\nabc\r\n0\r\n\r\n", "invalid chunk size b'+3'"),
+    (b" 3\r\nabc\r\n0\r\n\r\n", "invalid chunk size b' 3'"),
     (b"1_0\r\nabc\r\n0\r\n\r\n", "invalid chunk size b'1_0'"),
     (b"\r\nabc\r\n", "invalid chunk size b''"),
     (b"1" + b"0" * 16 + b"\r\n", "invalid chunk size"),
@@ -245,3 +246,57 @@ def test_chunk_reader_rejects_chunk_past_cap_unread() -> None:
         reader.read()
 
     assert reader.bytes_read == 4
+
+
+@pytest.mark.parametrize("lengths", [("15", "0"), ("15", "15")], ids=["differ", "same"])
+def test_repeated_content_length_rejected(target: Target, lengths: tuple[str, str]) -> None:
+    """Two Content-Length headers are refused, not resolved, so no smuggled request runs."""
+    smuggled = b"GET /taxii2/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = target.head + "".join(f"Content-Length: {n}\r\n" for n in lengths) + "\r\n"
+    answer = exchange(target, head.encode() + smuggled[:15] + smuggled[15:])
+
+    error = assert_taxii_error(answer, 400)
+    assert "Content-Length" in error["description"]
+    assert answer.closed
+    assert answer.rest == b""
+
+
+@pytest.mark.parametrize("value", ["+15", "1_5", " 0x1"])
+def test_malformed_content_length_rejected(target: Target, value: str) -> None:
+    answer = exchange(target, (target.head + f"Content-Length: {value}\r\n\r\n").encode()
+                      + b"x" * 15)
+
+    error = assert_taxii_error(answer, 400)
+    assert "Content-Length" in error["description"]
+    assert answer.closed
+
+
+def test_length_and_chunked_together_rejected(target: Target) -> None:
+    if target.scheme == "http":
+        pytest.skip("waitress reads such a request by its chunked framing alone")
+    head = target.head + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = exchange(target, head.encode(), b"0\r\n\r\n")
+
+    error = assert_taxii_error(answer, 400)
+    assert answer.closed
+    assert answer.rest == b""
+    assert error["description"]
+
+
+def test_endless_header_line_rejected(target: Target) -> None:
+    """A header line without an end is rejected once it passes 256 KiB, not buffered."""
+    answer = exchange(target, (target.head + "X-Pad: ").encode(), b"a" * (300 * 1024))
+
+    assert answer.status in (413, 431)
+    error = assert_taxii_error(answer, answer.status)
+    assert "header" in error["description"].lower()
+    assert answer.closed
+
+
+def test_unknown_transfer_coding_titled(target: Target) -> None:
+    answer = exchange(target, (target.head + "Transfer-Encoding: gzip\r\n\r\n").encode())
+
+    error = assert_taxii_error(answer, 501)
+    assert error["title"] == "Not Implemented"
+    assert error["description"].startswith("the HTTP server rejected the request")
+    assert answer.closed

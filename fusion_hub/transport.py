@@ -11,6 +11,7 @@ buffer gigabytes. ``BoundedChunkedRFile`` reads that line up to ``MAX_CHUNK_LINE
 reports a chunk past the size cap as ``MaxSizeExceeded``, which the application turns into
 a 413. ``_TaxiiRequest`` also bounds cheroot's headers and rejects an ambiguous body length.
 """
+
 from __future__ import annotations
 
 import json

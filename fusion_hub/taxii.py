@@ -38,7 +38,7 @@ from typing import Any
 
 from cheroot.errors import MaxSizeExceeded
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from fusion_hub.auth import Authenticator
 from fusion_hub.config import HubConfig
@@ -287,8 +287,10 @@ def create_app(services: HubServices) -> Flask:
                 request.stream.read(1)
         except MaxSizeExceeded:
             # A single chunk that crosses cheroot's own cap, which is above
-            # max_content_length.
-            raise RequestEntityTooLarge() from None
+            # max_content_length. Its data is not drained like other oversized bodies:
+            # nothing after it can be framed, and the connection closes.
+            raise TaxiiError(413, "Request Entity Too Large", too_large_description(
+                config.hub.max_content_length_bytes)) from None
         except ClientDisconnected as err:
             # Werkzeug raises this for a malformed chunked body too, inside the handler of
             # the error that it replaces.

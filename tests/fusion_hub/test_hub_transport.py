@@ -300,3 +300,15 @@ def test_unknown_transfer_coding_titled(target: Target) -> None:
     assert error["title"] == "Not Implemented"
     assert error["description"].startswith("the HTTP server rejected the request")
     assert answer.closed
+
+
+def test_silent_chunk_over_cap_answered_at_once(target: Target) -> None:
+    """A chunk declared past the cap gets its 413 without waiting for the chunk's data."""
+    if target.scheme == "http":
+        pytest.skip("waitress counts a chunk against its cap as the data arrives, in its "
+                    "event loop, so no worker waits")
+    head = target.head + "Transfer-Encoding: chunked\r\n\r\n"
+    answer = exchange(target, head.encode(), f"{256 * LIMIT:x}\r\n".encode(), wait_secs=3.0)
+
+    assert_taxii_error(answer, 413)
+    assert answer.closed

@@ -21,7 +21,13 @@ from http import HTTPStatus
 from typing import Any
 
 from cheroot.errors import MaxSizeExceeded
-from cheroot.server import ChunkedRFile, HTTPConnection, HTTPRequest
+from cheroot.server import (
+    ChunkedRFile,
+    HTTPConnection,
+    HTTPRequest,
+    HeaderReader,
+    comma_separated_headers,
+)
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
@@ -144,27 +150,52 @@ class BoundedChunkedRFile(ChunkedRFile):
         raise ValueError(f"more than {MAX_TRAILER_LINES} trailer lines")
 
 
-class _HeadersOnce(dict):  # type: ignore[type-arg]
-    """Request headers in which a second Content-Length is an error, as cheroot reports one."""
+class _StrictHeaderReader(HeaderReader):
+    """cheroot's header reader, with the checks of RFC 9112 section 5 that it leaves out.
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        if key == b"Content-Length" and key in self:
-            raise ValueError("more than one Content-Length header")
-        super().__setitem__(key, value)
+    It rejects folded lines, whitespace between a field name and its colon, an empty name,
+    NUL in a value and a second Content-Length, raising ``ValueError`` as cheroot's reader
+    does, which cheroot answers with 400.
+    """
+
+    def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
+        headers: dict[bytes, bytes] = {} if hdict is None else hdict
+        while True:
+            line = rfile.readline()
+            if line == b"\r\n":
+                return headers
+            if not line:
+                raise ValueError("the connection closed inside the headers")
+            if not line.endswith(b"\r\n"):
+                raise ValueError("header lines must end with CRLF")
+            if line[:1] in (b" ", b"\t"):
+                raise ValueError("folded header lines are not accepted")
+            name, colon, value = line[:-2].partition(b":")
+            if not colon or not name or name != name.strip(b" \t"):
+                raise ValueError(f"invalid header line {line[:60]!r}")
+            if b"\x00" in value or b"\r" in value:
+                raise ValueError(f"header {name[:60]!r} contains NUL or CR")
+            key = name.title()
+            value = value.strip(b" \t")
+            if key == b"Content-Length" and key in headers:
+                raise ValueError("more than one Content-Length header")
+            if key in comma_separated_headers and headers.get(key):
+                value = headers[key] + b", " + value
+            headers[key] = value
 
 
 class _TaxiiRequest(HTTPRequest):
     # Set by taxii_connection().
     max_content_length = 0
+    header_reader = _StrictHeaderReader()
 
     def read_request_headers(self) -> bool:
         """Read the headers as cheroot does, rejecting an ambiguous body length with 400.
 
-        cheroot takes the last of several Content-Length headers, reads signs and spaces in
-        the value, and honours a Content-Length that comes with chunked framing. A proxy in
-        front that reads the length another way would see another request boundary.
+        cheroot reads signs and spaces in a Content-Length, and honours one that comes with
+        chunked framing. A proxy in front that reads the length another way would see
+        another request boundary. A second Content-Length is rejected by the header reader.
         """
-        self.inheaders = _HeadersOnce()
         if not super().read_request_headers():
             return False
         length = self.inheaders.get(b"Content-Length")

@@ -312,3 +312,17 @@ def test_silent_chunk_over_cap_answered_at_once(target: Target) -> None:
 
     assert_taxii_error(answer, 413)
     assert answer.closed
+
+
+@pytest.mark.parametrize("line", ["Content-Length : 15", "X-Note: a\r\n folded",
+                                  "X-Note: a\x00b", ": no name"],
+                         ids=["space-before-colon", "folded", "nul", "empty-name"])
+def test_malformed_header_line_rejected(target: Target, line: str) -> None:
+    """Header lines that RFC 9112 section 5 forbids get 400, not a guess at their meaning."""
+    if target.scheme == "http" and "\r\n " in line:
+        pytest.skip("waitress unfolds a folded line into one, which RFC 9112 also allows")
+    answer = exchange(target, (target.head + line + "\r\n\r\n").encode("latin-1") + b"x" * 15)
+
+    assert_taxii_error(answer, 400)
+    assert answer.closed
+    assert answer.rest == b""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -29,6 +30,7 @@ from cheroot.server import (
     comma_separated_headers,
 )
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.task import ErrorTask
 
 from fusion_hub.taxii import TAXII_MEDIA_TYPE, too_large_description
@@ -43,6 +45,8 @@ MAX_HEADER_BYTES = 262144
 # Trailer fields read after the last chunk, and dropped.
 MAX_TRAILER_LINES = 100
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+# A field name is a token (RFC 9110 section 5.1).
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def error_body(status: int, title: str, description: str, error_id: str) -> bytes:
@@ -74,6 +78,20 @@ def _new_error_id() -> str:
 
 # Waitress.
 
+class _StrictRequestParser(HTTPRequestParser):
+    """Waitress's request parser, rejecting Transfer-Encoding in an HTTP/1.0 request.
+
+    Waitress frames such a request by its Content-Length and keeps the connection, where
+    RFC 9112 section 6.1 calls the framing faulty. A proxy in front that honours the
+    Transfer-Encoding would see another request boundary.
+    """
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        if self.version == "1.0" and "TRANSFER_ENCODING" in self.headers:
+            raise ParsingError("Transfer-Encoding is not allowed in an HTTP/1.0 request")
+
+
 def taxii_channel(max_content_length: int) -> type[HTTPChannel]:
     """Return a waitress channel class that writes waitress's own errors in TAXII form."""
 
@@ -94,6 +112,7 @@ def taxii_channel(max_content_length: int) -> type[HTTPChannel]:
 
     class TaxiiChannel(HTTPChannel):
         error_task_class = TaxiiErrorTask
+        parser_class = _StrictRequestParser
 
     return TaxiiChannel
 
@@ -171,7 +190,7 @@ class _StrictHeaderReader(HeaderReader):
             if line[:1] in (b" ", b"\t"):
                 raise ValueError("folded header lines are not accepted")
             name, colon, value = line[:-2].partition(b":")
-            if not colon or not name or name != name.strip(b" \t"):
+            if not colon or _TOKEN.fullmatch(name) is None:
                 raise ValueError(f"invalid header line {line[:60]!r}")
             if b"\x00" in value or b"\r" in value:
                 raise ValueError(f"header {name[:60]!r} contains NUL or CR")
@@ -198,6 +217,15 @@ class _TaxiiRequest(HTTPRequest):
         """
         if not super().read_request_headers():
             return False
+        coding = self.inheaders.get(b"Transfer-Encoding")
+        if coding is not None:
+            # cheroot ignores Transfer-Encoding in HTTP/1.0, strips more than whitespace from
+            # it and accepts an empty or repeated value. The hub reads chunked bodies only.
+            if self.response_protocol != "HTTP/1.1" or coding.lower() != b"chunked":
+                self.simple_response("400 Bad Request", "Transfer-Encoding must be chunked, "
+                                     f"in an HTTP/1.1 request; got {coding[:60]!r}")
+                self.close_connection = True
+                return False
         length = self.inheaders.get(b"Content-Length")
         if length is None:
             return True

@@ -326,3 +326,41 @@ def test_malformed_header_line_rejected(target: Target, line: str) -> None:
     assert_taxii_error(answer, 400)
     assert answer.closed
     assert answer.rest == b""
+
+
+def test_http10_transfer_encoding_rejected(target: Target) -> None:
+    """HTTP/1.0 has no chunked framing, so a Transfer-Encoding there is faulty framing."""
+    smuggled = b"GET /taxii2/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunk = f"{len(smuggled):x}\r\n".encode() + smuggled + b"\r\n0\r\n\r\n"
+    head = (target.head.replace("HTTP/1.1", "HTTP/1.0")
+            + "Connection: Keep-Alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n")
+    answer = exchange(target, head.encode() + chunk)
+
+    assert_taxii_error(answer, 400)
+    assert answer.closed
+    assert answer.rest == b""
+
+
+@pytest.mark.parametrize("name", [b"Content-Length\x0b", b"Content-Length\x00",
+                                  b"Content-Length\xa0", b"Content\x0cLength"])
+def test_header_name_not_token_rejected(target: Target, name: bytes) -> None:
+    answer = exchange(target, target.head.encode() + name + b": 4\r\n\r\nabcd"
+                      + b"GET /taxii2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    assert_taxii_error(answer, 400)
+    assert answer.closed
+    assert answer.rest == b""
+
+
+@pytest.mark.parametrize("coding", [b"chunked, chunked", b"\x0bchunked", b"chunked\x0c", b"",
+                                    b",", b"gzip, chunked"])
+def test_transfer_encoding_other_than_chunked_rejected(target: Target, coding: bytes) -> None:
+    if target.scheme == "http":
+        pytest.skip("waitress applies its own rules to Transfer-Encoding values")
+    head = target.head.encode() + b"Transfer-Encoding: " + coding + b"\r\nContent-Length: 4\r\n\r\n"
+    answer = exchange(target, head + b"0\r\n\r\n")
+
+    assert answer.status in (400, 501)
+    assert_taxii_error(answer, answer.status)
+    assert answer.closed
+    assert answer.rest == b""

@@ -110,22 +110,41 @@ class PostgresHubStorage(SQLStorage):
         tls = {name: str(value) for name, value in (
             ("sslmode", sslmode), ("sslrootcert", sslrootcert), ("sslcert", sslcert),
             ("sslkey", sslkey)) if value is not None}
-        try:
-            # The search path is a connection option, so it applies to every later statement.
-            self._conn = psycopg.connect(dsn, autocommit=True,
-                                         connect_timeout=connect_timeout_secs,
-                                         options=f"-c search_path={schema}", **tls)
-        except psycopg.Error as err:
-            settings = ", ".join(f"{name}={value}" for name, value in tls.items())
-            raise StorageError(
-                f"cannot connect to hub database {self.where}: {_first_line(err)}"
-                + (f" (TLS settings: {settings})" if settings else "")
-            ) from err
+        self._dsn = dsn
+        # The search path is a connection option, so it applies to every later statement.
+        self._connect_options: dict[str, Any] = {
+            "autocommit": True, "connect_timeout": connect_timeout_secs,
+            "options": f"-c search_path={schema}", **tls}
+        self._conn = self._connect()
         try:
             self._migrate()
         except BaseException:
             self._conn.close()
             raise
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self._dsn, **self._connect_options)
+        except psycopg.Error as err:
+            settings = ", ".join(f"{name}={self._connect_options[name]}" for name in
+                                 ("sslmode", "sslrootcert", "sslcert", "sslkey")
+                                 if name in self._connect_options)
+            raise StorageError(
+                f"cannot connect to hub database {self.where}: {_first_line(err)}"
+                + (f" (TLS settings: {settings})" if settings else "")
+            ) from err
+
+    def _reconnect_if_lost(self) -> None:
+        """Open a new connection if the server ended the last one, outside a transaction.
+
+        The request that met the loss has failed already. Inside a transaction the loss
+        stays an error, because the transaction's work is gone with the connection.
+        """
+        if not self._conn.closed or self._depth > 0:
+            return
+        log.warning("hub database %s: the connection was lost; reconnecting", self.where)
+        self._conn = self._connect()
+        log.info("hub database %s: reconnected", self.where)
 
     @property
     def connection_info(self) -> psycopg.ConnectionInfo:
@@ -225,6 +244,7 @@ class PostgresHubStorage(SQLStorage):
             self._conn.close()
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        self._reconnect_if_lost()
         try:
             return self._conn.execute(_native(sql), params, prepare=False)
         except psycopg.Error as err:
@@ -232,6 +252,7 @@ class PostgresHubStorage(SQLStorage):
                                f"(in: {sql.split()[0]})") from err
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        self._reconnect_if_lost()
         try:
             with self._conn.cursor() as cursor:
                 cursor.executemany(_native(sql), rows)
@@ -254,8 +275,11 @@ class PostgresHubStorage(SQLStorage):
         sent: list[tuple[Any, ...]] = []
         iterator = iter(rows)
         stored_row_met = False
-        # An error of the caller's iterator, such as a check that needs the strict parser.
+        # An error of the caller's iterator, such as a check that needs the strict parser,
+        # and one of the server other than a unique violation. Both are raised once the
+        # pipeline has ended, so that psycopg does not log the errors that it still holds.
         caller_error: Exception | None = None
+        database_error: psycopg.Error | None = None
         # Every statement here runs with prepare=False. psycopg prepares a statement it has
         # seen five times, but not inside a pipeline that an error aborted, and would then
         # run a prepared statement that the server never made.
@@ -272,26 +296,25 @@ class PostgresHubStorage(SQLStorage):
                     self._conn.execute("RELEASE SAVEPOINT fti_new_objects", prepare=False)
                 except psycopg.errors.UniqueViolation:
                     stored_row_met = True
-                except psycopg.Error:
-                    raise
+                except psycopg.Error as err:
+                    database_error = err
                 except Exception as err:
-                    # Raised once the pipeline has ended, so that psycopg does not log the
-                    # server errors that it still holds. The caller rolls back.
                     caller_error = err
-            if caller_error is None and not stored_row_met:
+            if caller_error is None and database_error is None and not stored_row_met:
                 return {(row[1], row[2]) for row in sent}
         except psycopg.errors.UniqueViolation:
             stored_row_met = True
-        except psycopg.errors.PipelineAborted as err:
-            if caller_error is None and not stored_row_met:
-                raise StorageError(f"hub database {self.where}: {_first_line(err)} "
-                                   "(in: INSERT objects)") from err
         except psycopg.Error as err:
-            if caller_error is None:
-                raise StorageError(f"hub database {self.where}: {_first_line(err)} "
-                                   "(in: INSERT objects)") from err
+            # PipelineAborted follows an error caught above.
+            failed_before = stored_row_met or caller_error or database_error
+            if not (failed_before and isinstance(err, psycopg.errors.PipelineAborted)):
+                database_error = database_error or err
+        # The caller rolls the transaction back.
         if caller_error is not None:
             raise caller_error
+        if database_error is not None:
+            raise StorageError(f"hub database {self.where}: {_first_line(database_error)} "
+                               "(in: INSERT objects)") from database_error
         log.debug("hub database %s: an object of collection %s is stored already; adding the "
                   "envelope's rows again, skipping stored ones", self.where, sent[0][0])
 

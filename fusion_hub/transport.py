@@ -172,9 +172,9 @@ class BoundedChunkedRFile(ChunkedRFile):
 class _StrictHeaderReader(HeaderReader):
     """cheroot's header reader, with the checks of RFC 9112 section 5 that it leaves out.
 
-    It rejects folded lines, whitespace between a field name and its colon, an empty name,
-    NUL in a value and a second Content-Length, raising ``ValueError`` as cheroot's reader
-    does, which cheroot answers with 400.
+    It rejects folded lines, a field name that is not a token (whitespace before the
+    colon included), NUL or CR in a value and a second Content-Length. Like cheroot's
+    reader it raises ``ValueError``, for which cheroot sends 400.
     """
 
     def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import yaml
 from fusion_hub.backends import open_storage
 from fusion_hub.config import HubConfig, StorageSettings, load_hub_config, mask_dsn
 from fusion_hub.errors import StorageError
-from fusion_hub.postgres_storage import PostgresHubStorage
+from fusion_hub.postgres_storage import PIPELINE_BATCH_ROWS, PostgresHubStorage
 from fusion_hub.ratelimit import SharedRateLimiter
 from fusion_hub.storage import AddOutcome, NewObject, ObjectQuery, VersionFilter
 from fusion_hub.timeutil import to_micros
@@ -340,3 +341,57 @@ def test_restart_takes_no_lock_on_statuses(postgres_dsn: str, postgres_schema: s
         storage.close()
 
     assert finished
+
+
+def test_lost_connection_reopened(postgres_dsn: str, postgres_schema: str,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    """After the server ends the hub's connection, the call that meets the loss fails and
+    the next one runs on a new connection."""
+    storage = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    try:
+        storage.add_object(NewObject("c-1", "indicator--a", "indicator", "2.1", 1, "{}", "d",
+                                     None))
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)",
+                          (storage.connection_info.backend_pid,))
+
+        with caplog.at_level(logging.WARNING, logger="fusion_hub.postgres_storage"):
+            with pytest.raises(StorageError):
+                storage.count_objects("c-1")
+            count = storage.count_objects("c-1")
+    finally:
+        storage.close()
+
+    assert count == 1
+    assert any("the connection was lost; reconnecting" in m for m in caplog.messages)
+
+
+def test_insert_error_in_pipeline_leaves_storage_usable(
+        postgres_dsn: str, postgres_schema: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A server error in the middle of the pipelined inserts fails the call cleanly: nothing
+    stored, nothing logged by psycopg, and the next call works."""
+    storage = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    with psycopg.connect(postgres_dsn, autocommit=True,
+                         options=f"-c search_path={postgres_schema}") as admin:
+        admin.execute("CREATE FUNCTION refuse_bad() RETURNS trigger AS $$ BEGIN "
+                      "IF NEW.id = 'indicator--bad' THEN RAISE EXCEPTION 'refused by test'; "
+                      "END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
+        admin.execute("CREATE TRIGGER refuse_bad BEFORE INSERT ON objects "
+                      "FOR EACH ROW EXECUTE FUNCTION refuse_bad()")
+    count = PIPELINE_BATCH_ROWS + 10
+    objects = [NewObject("c-1", f"indicator--{index}", "indicator", "2.1", 1, "{}", "d", None)
+               for index in range(count)]
+    objects[PIPELINE_BATCH_ROWS + 5] = objects[0]._replace(id="indicator--bad")
+    try:
+        with caplog.at_level(logging.WARNING):
+            with pytest.raises(StorageError) as excinfo:
+                storage.add_objects("c-1", objects, at_most=count)
+            stored = storage.count_objects("c-1")
+            after = storage.add_objects("c-1", objects[:1], at_most=1)
+    finally:
+        storage.close()
+
+    assert "refused by test" in str(excinfo.value)
+    assert stored == 0
+    assert after == [AddOutcome.CREATED]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []

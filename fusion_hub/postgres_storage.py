@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 # Rows per INSERT statement when adding objects. Smaller batches let more of the server's work
 # overlap the caller's, and each statement adds its own parse and plan.
 PIPELINE_BATCH_ROWS = 250
+# Seconds between warnings while the server stays unreachable.
+RECONNECT_LOG_SECONDS = 60.0
 
 # Keys of the advisory locks that serialise schema creation by hubs starting together, and
 # the closing of rounds (fusion and publication) by hubs sharing the database.
@@ -116,6 +119,8 @@ class PostgresHubStorage(SQLStorage):
             "autocommit": True, "connect_timeout": connect_timeout_secs,
             "options": f"-c search_path={schema}", **tls}
         self._conn = self._connect()
+        self._reconnect_attempts = 0
+        self._reconnect_logged_at = -RECONNECT_LOG_SECONDS
         try:
             self._migrate()
         except BaseException:
@@ -142,9 +147,18 @@ class PostgresHubStorage(SQLStorage):
         """
         if not self._conn.closed or self._depth > 0:
             return
-        log.warning("hub database %s: the connection was lost; reconnecting", self.where)
+        self._reconnect_attempts += 1
+        now = time.monotonic()
+        # While the server is down every request tries again, so the warning is rate-limited.
+        if now - self._reconnect_logged_at >= RECONNECT_LOG_SECONDS:
+            log.warning("hub database %s: the connection was lost; reconnecting (attempt %d)",
+                        self.where, self._reconnect_attempts)
+            self._reconnect_logged_at = now
         self._conn = self._connect()
-        log.info("hub database %s: reconnected", self.where)
+        log.info("hub database %s: reconnected after %d attempts", self.where,
+                 self._reconnect_attempts)
+        self._reconnect_attempts = 0
+        self._reconnect_logged_at = -RECONNECT_LOG_SECONDS
 
     @property
     def connection_info(self) -> psycopg.ConnectionInfo:

@@ -273,13 +273,17 @@ class SQLStorage(HubStorage):
                     self._new_collection_keys.clear()
                     self._rollback()
                 raise
-            self._depth -= 1
-            if outermost:
-                try:
-                    self._execute("COMMIT")
-                finally:
-                    new_keys, self._new_collection_keys = self._new_collection_keys, {}
-                self._collection_keys.update(new_keys)
+            if not outermost:
+                self._depth -= 1
+                return
+            # COMMIT runs while the depth still marks the transaction open, so that a lost
+            # connection fails it instead of being reopened for a COMMIT of nothing.
+            try:
+                self._execute("COMMIT")
+            finally:
+                self._depth -= 1
+                new_keys, self._new_collection_keys = self._new_collection_keys, {}
+            self._collection_keys.update(new_keys)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -298,8 +302,8 @@ class SQLStorage(HubStorage):
         if key is not None:
             return key
         select = "SELECT collection_key FROM collections WHERE collection_id = ?"
-        # Holding the lock, this thread sees only its own transaction's new keys: a key of
-        # another thread's open transaction may still roll back and go to another collection.
+        # Under the lock, the new keys can only be this thread's own. A key of another
+        # thread's open transaction may still roll back and go to another collection.
         with self._lock:
             key = self._new_collection_keys.get(collection_id)
             if key is not None:

@@ -79,17 +79,23 @@ def _new_error_id() -> str:
 # Waitress.
 
 class _StrictRequestParser(HTTPRequestParser):
-    """Waitress's request parser, rejecting Transfer-Encoding in an HTTP/1.0 request.
+    """Waitress's request parser, rejecting a body length that a proxy could read otherwise.
 
-    Waitress frames such a request by its Content-Length and keeps the connection, where
-    RFC 9112 section 6.1 calls the framing faulty. A proxy in front that honours the
-    Transfer-Encoding would see another request boundary.
+    Waitress reads Transfer-Encoding only in HTTP/1.1 and frames a request of any other
+    version by its Content-Length, keeping the connection. RFC 9112 section 6.1 calls that
+    framing faulty. In HTTP/1.1 waitress lets chunked framing override a Content-Length and
+    keeps the connection too, where the RFC requires a close. A proxy in front that reads
+    the other header would see another request boundary, so both get 400.
     """
 
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
-        if self.version == "1.0" and "TRANSFER_ENCODING" in self.headers:
-            raise ParsingError("Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        if self.version != "1.1" and "TRANSFER_ENCODING" in self.headers:
+            raise ParsingError(f"Transfer-Encoding is not allowed in an HTTP/{self.version} "
+                               "request")
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("a request may carry Content-Length or Transfer-Encoding: "
+                               "chunked, not both")
 
 
 def taxii_channel(max_content_length: int) -> type[HTTPChannel]:

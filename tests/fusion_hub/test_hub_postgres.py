@@ -395,3 +395,25 @@ def test_insert_error_in_pipeline_leaves_storage_usable(
     assert stored == 0
     assert after == [AddOutcome.CREATED]
     assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
+
+
+def test_connection_lost_inside_transaction_fails_commit(
+        postgres_dsn: str, postgres_schema: str) -> None:
+    """A transaction whose connection was lost fails at COMMIT, even if its caller caught
+    the first error, and stores nothing."""
+    storage = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
+    try:
+        with pytest.raises(StorageError):
+            with storage.transaction():
+                storage.add_object(NewObject("c-1", "indicator--a", "indicator", "2.1", 1,
+                                             "{}", "d", None))
+                with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)",
+                                  (storage.connection_info.backend_pid,))
+                with pytest.raises(StorageError):
+                    storage.count_objects("c-1")
+        count = storage.count_objects("c-1")
+    finally:
+        storage.close()
+
+    assert count == 0

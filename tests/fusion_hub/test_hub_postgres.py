@@ -343,6 +343,12 @@ def test_restart_takes_no_lock_on_statuses(postgres_dsn: str, postgres_schema: s
     assert finished
 
 
+def end_connection(postgres_dsn: str, storage: PostgresHubStorage) -> None:
+    """End the storage's connection from the server side, as a restart would."""
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (storage.connection_info.backend_pid,))
+
+
 def test_lost_connection_reopened(postgres_dsn: str, postgres_schema: str,
                                   caplog: pytest.LogCaptureFixture) -> None:
     """After the server ends the hub's connection, the call that meets the loss fails and
@@ -351,9 +357,7 @@ def test_lost_connection_reopened(postgres_dsn: str, postgres_schema: str,
     try:
         storage.add_object(NewObject("c-1", "indicator--a", "indicator", "2.1", 1, "{}", "d",
                                      None))
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)",
-                          (storage.connection_info.backend_pid,))
+        end_connection(postgres_dsn, storage)
 
         with caplog.at_level(logging.WARNING, logger="fusion_hub.postgres_storage"):
             with pytest.raises(StorageError):
@@ -407,9 +411,7 @@ def test_connection_lost_inside_transaction_fails_commit(
             with storage.transaction():
                 storage.add_object(NewObject("c-1", "indicator--a", "indicator", "2.1", 1,
                                              "{}", "d", None))
-                with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-                    admin.execute("SELECT pg_terminate_backend(%s)",
-                                  (storage.connection_info.backend_pid,))
+                end_connection(postgres_dsn, storage)
                 with pytest.raises(StorageError):
                     storage.count_objects("c-1")
         count = storage.count_objects("c-1")

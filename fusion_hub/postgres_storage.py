@@ -151,7 +151,7 @@ class PostgresHubStorage(SQLStorage):
         now = time.monotonic()
         # While the server is down every request tries again, so the warning is rate-limited.
         if now - self._reconnect_logged_at >= RECONNECT_LOG_SECONDS:
-            log.warning("hub database %s: the connection was lost; reconnecting (attempt %d)",
+            log.warning("hub database %s: the connection was lost, reconnecting (attempt %d)",
                         self.where, self._reconnect_attempts)
             self._reconnect_logged_at = now
         self._conn = self._connect()
@@ -294,8 +294,8 @@ class PostgresHubStorage(SQLStorage):
         # pipeline has ended, so that psycopg does not log the errors that it still holds.
         caller_error: Exception | None = None
         database_error: psycopg.Error | None = None
-        # Every statement here runs with prepare=False. psycopg prepares a statement it has
-        # seen five times, but not inside a pipeline that an error aborted, and would then
+        # Every statement here runs with prepare=False. psycopg 3 prepares a statement it has
+        # seen five times (its default prepare_threshold), but not inside a pipeline that an error aborted, and would then
         # run a prepared statement that the server never made.
         try:
             with self._conn.pipeline():

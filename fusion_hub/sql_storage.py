@@ -40,15 +40,16 @@ from fusion_hub.timeutil import to_micros, utc_now
 
 log = logging.getLogger(__name__)
 
-# Version of the schema below; each backend records it in the database.
+# Version of the schema below, which each backend records in the database.
 SCHEMA_VERSION = 2
 
 # Column types are filled in per database: {int64}, {float} and {bool}, and {serial} for a
 # key that the database numbers itself.
 SCHEMA_TEMPLATE = """
 -- The objects table names a collection by a small integer key, not by its 36-character id,
--- because the name appears in the table and in both of its indexes. In a scratch test that
--- cut SQLite's time to insert 1,000 objects by about a quarter and the file by a fifth.
+-- because the name appears in the table and in both of its indexes. That cut SQLite's time
+-- to insert 1,000 objects by a quarter to a third, and the file by a fifth
+-- (benchmarks/sqlite_objects_layout.py).
 CREATE TABLE IF NOT EXISTS collections (
     collection_key {serial},
     collection_id  TEXT NOT NULL UNIQUE
@@ -243,7 +244,7 @@ class SQLStorage(HubStorage):
         """
         upgrade = "collection_id" in self._column_names("objects")
         if upgrade:
-            log.info("hub database %s: moving objects to schema %d; this reads each object "
+            log.info("hub database %s: moving objects to schema %d, which reads each object "
                      "once", where, SCHEMA_VERSION)
             self._keep_old_objects_table()
         for statement in statements:

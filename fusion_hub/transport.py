@@ -157,15 +157,15 @@ class BoundedChunkedRFile(ChunkedRFile):
             raise ValueError(f"a chunk ends with {ending!r} instead of CRLF")
         self.buffer += chunk
 
-    def _read_line(self, what: str) -> bytes:
+    def _read_line(self, part: str) -> bytes:
         line = self.rfile.readline(MAX_CHUNK_LINE_BYTES + 1)
         self.bytes_read += len(line)
         if self.maxlen and self.bytes_read > self.maxlen:
             raise MaxSizeExceeded("Request Entity Too Large", self.maxlen)
         if not line.endswith(b"\n"):
             if len(line) > MAX_CHUNK_LINE_BYTES:
-                raise ValueError(f"{what} longer than {MAX_CHUNK_LINE_BYTES} bytes")
-            raise ValueError(f"the body ended inside a {what}")
+                raise ValueError(f"{part} longer than {MAX_CHUNK_LINE_BYTES} bytes")
+            raise ValueError(f"the body ended inside a {part}")
         return line
 
     def _skip_trailer(self) -> None:

@@ -343,6 +343,10 @@ def test_restart_takes_no_lock_on_statuses(postgres_dsn: str, postgres_schema: s
     assert finished
 
 
+def indicator(object_id: str) -> NewObject:
+    return NewObject("c-1", object_id, "indicator", "2.1", 1, "{}", "d", None)
+
+
 def end_connection(postgres_dsn: str, storage: PostgresHubStorage) -> None:
     """End the storage's connection from the server side, as a restart would."""
     with psycopg.connect(postgres_dsn, autocommit=True) as admin:
@@ -355,8 +359,7 @@ def test_lost_connection_reopened(postgres_dsn: str, postgres_schema: str,
     the next one runs on a new connection."""
     storage = PostgresHubStorage(postgres_dsn, schema=postgres_schema)
     try:
-        storage.add_object(NewObject("c-1", "indicator--a", "indicator", "2.1", 1, "{}", "d",
-                                     None))
+        storage.add_object(indicator("indicator--a"))
         end_connection(postgres_dsn, storage)
 
         with caplog.at_level(logging.WARNING, logger="fusion_hub.postgres_storage"):
@@ -367,10 +370,10 @@ def test_lost_connection_reopened(postgres_dsn: str, postgres_schema: str,
         storage.close()
 
     assert count == 1
-    assert any("the connection was lost; reconnecting" in m for m in caplog.messages)
+    assert any("the connection was lost, reconnecting" in m for m in caplog.messages)
 
 
-def test_insert_error_in_pipeline_leaves_storage_usable(
+def test_pipeline_insert_error_recovers(
         postgres_dsn: str, postgres_schema: str, caplog: pytest.LogCaptureFixture) -> None:
     """A server error in the middle of the pipelined inserts fails the call cleanly: nothing
     stored, nothing logged by psycopg, and the next call works."""
@@ -383,8 +386,7 @@ def test_insert_error_in_pipeline_leaves_storage_usable(
         admin.execute("CREATE TRIGGER refuse_bad BEFORE INSERT ON objects "
                       "FOR EACH ROW EXECUTE FUNCTION refuse_bad()")
     count = PIPELINE_BATCH_ROWS + 10
-    objects = [NewObject("c-1", f"indicator--{index}", "indicator", "2.1", 1, "{}", "d", None)
-               for index in range(count)]
+    objects = [indicator(f"indicator--{index}") for index in range(count)]
     objects[PIPELINE_BATCH_ROWS + 5] = objects[0]._replace(id="indicator--bad")
     try:
         with caplog.at_level(logging.WARNING):
@@ -401,7 +403,7 @@ def test_insert_error_in_pipeline_leaves_storage_usable(
     assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
 
 
-def test_connection_lost_inside_transaction_fails_commit(
+def test_lost_connection_fails_commit(
         postgres_dsn: str, postgres_schema: str) -> None:
     """A transaction whose connection was lost fails at COMMIT, even if its caller caught
     the first error, and stores nothing."""
@@ -409,8 +411,7 @@ def test_connection_lost_inside_transaction_fails_commit(
     try:
         with pytest.raises(StorageError):
             with storage.transaction():
-                storage.add_object(NewObject("c-1", "indicator--a", "indicator", "2.1", 1,
-                                             "{}", "d", None))
+                storage.add_object(indicator("indicator--a"))
                 end_connection(postgres_dsn, storage)
                 with pytest.raises(StorageError):
                     storage.count_objects("c-1")

@@ -335,7 +335,7 @@ def test_transfer_encoding_outside_http11_rejected(target: Target, version: str)
             + "Connection: Keep-Alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n")
     answer = exchange(target, head.encode() + chunk)
 
-    # cheroot answers a version it does not serve with 505.
+    # cheroot responds with 505 to a version it does not serve.
     assert answer.status == (505 if (target.scheme, version) == ("https", "1.2") else 400)
     assert_taxii_error(answer, answer.status)
     assert answer.closed

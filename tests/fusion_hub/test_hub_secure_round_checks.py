@@ -153,7 +153,10 @@ def test_second_share_with_other_ciphertext_rejected(tmp_path: Path, clock: Sett
     share = run.clients["site-a"].share_keys(run.adverts)[0]
     assert post(hub, "site-a", "share_keys", share.to_dict(), recipient=share.recipient) is True
 
-    altered = EncryptedShare(share.round_id, share.sender, share.recipient, share.ciphertext[:-1] + b"\x00")
+    # Flipping a bit, not setting a byte, so that the ciphertext always differs.
+    last = share.ciphertext[-1] ^ 1
+    altered = EncryptedShare(share.round_id, share.sender, share.recipient,
+                             share.ciphertext[:-1] + bytes([last]))
     with pytest.raises(ObjectRejected, match="second share from site site-a"):
         post(hub, "site-a", "share_keys", altered.to_dict(), recipient=share.recipient)
     assert hub.secure._rounds[ROUND_ID].shares["site-a"][share.recipient] == share  # type: ignore[union-attr]

@@ -256,6 +256,12 @@ class SQLStorage(HubStorage):
             log.info("hub database %s: moved %d objects to schema %d", where, count,
                      SCHEMA_VERSION)
 
+    def _before_begin(self) -> None:
+        """Called before each outermost transaction begins."""
+
+    def _committed(self) -> None:
+        """Called after each outermost transaction commits."""
+
     def _lock_publication(self) -> None:
         """Make closes of different rounds run one after the other (PostgreSQL only)."""
 
@@ -264,6 +270,7 @@ class SQLStorage(HubStorage):
         with self._lock:
             outermost = self._depth == 0
             if outermost:
+                self._before_begin()
                 self._execute(self._BEGIN)
             self._depth += 1
             try:
@@ -285,6 +292,7 @@ class SQLStorage(HubStorage):
                 self._depth -= 1
                 new_keys, self._new_collection_keys = self._new_collection_keys, {}
             self._collection_keys.update(new_keys)
+            self._committed()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -88,6 +88,15 @@ class _StrictRequestParser(HTTPRequestParser):
     the other header would see another request boundary, so both get 400.
     """
 
+    def received(self, data: bytes) -> int:
+        consumed: int = super().received(data)
+        # Waitress sends 100 Continue to a request that expects it as soon as the headers are
+        # read, even a request it has rejected, and then reads a body before it responds.
+        # After an invalid Content-Length it never responds, and the client waits forever.
+        if self.error is not None:
+            self.expect_continue = False
+        return consumed
+
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
         if self.version != "1.1" and "TRANSFER_ENCODING" in self.headers:
@@ -181,13 +190,22 @@ class _StrictHeaderReader(HeaderReader):
     It rejects folded lines, a field name that is not a token (whitespace before the
     colon included), NUL or CR in a value and a second Content-Length. Like cheroot's
     reader it raises ``ValueError``, for which cheroot sends 400.
+
+    It also takes the Expect header out of the headers and sets ``expect_continue``, so that
+    the request sends 100 Continue itself, after its own checks (see ``_TaxiiRequest``).
+    Each request has a reader of its own for that.
     """
+
+    def __init__(self) -> None:
+        self.expect_continue = False
 
     def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
         headers: dict[bytes, bytes] = {} if hdict is None else hdict
         while True:
             line = rfile.readline()
             if line == b"\r\n":
+                expect = headers.pop(b"Expect", None)
+                self.expect_continue = expect is not None and expect.lower() == b"100-continue"
                 return headers
             if not line:
                 raise ValueError("the connection closed inside the headers")
@@ -212,7 +230,10 @@ class _StrictHeaderReader(HeaderReader):
 class _TaxiiRequest(HTTPRequest):
     # Set by taxii_connection().
     max_content_length = 0
-    header_reader = _StrictHeaderReader()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_reader = _StrictHeaderReader()
 
     def read_request_headers(self) -> bool:
         """Read the headers as cheroot does, rejecting an ambiguous body length with 400.
@@ -220,9 +241,26 @@ class _TaxiiRequest(HTTPRequest):
         cheroot reads signs and spaces in a Content-Length, and honours one that comes with
         chunked framing. A proxy in front that reads the length another way would see
         another request boundary. A second Content-Length is rejected by the header reader.
+
+        cheroot would send 100 Continue before these checks, so a client sent a body that
+        the next check rejected. It also sent 100 Continue to HTTP/1.0 clients, which
+        RFC 9110 section 10.1.1 forbids. The 100 Continue is sent here instead, last.
         """
         if not super().read_request_headers():
             return False
+        if not self._check_body_framing():
+            return False
+        if self.header_reader.expect_continue and self.response_protocol == "HTTP/1.1":
+            try:
+                self.conn.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError as err:
+                log.info("failed to send 100 Continue to %s: %s", self.conn.remote_addr, err)
+                self.close_connection = True
+                return False
+        return True
+
+    def _check_body_framing(self) -> bool:
+        """Send 400 and return False for a body length that a proxy could read otherwise."""
         coding = self.inheaders.get(b"Transfer-Encoding")
         if coding is not None:
             # cheroot ignores Transfer-Encoding in HTTP/1.0, strips more than whitespace from

@@ -130,12 +130,43 @@ def test_content_length_over_server_cap(target: Target,
 
 def test_expect_continue_over_cap_answered_at_once(target: Target) -> None:
     """A client that waits for 100 Continue gets the 413 without sending its body."""
-    if target.scheme == "http":
-        pytest.skip("waitress sends 100 Continue first and checks the size as the body comes")
     head = target.head + f"Content-Length: {100 * LIMIT}\r\nExpect: 100-continue\r\n\r\n"
     answer = exchange(target, head.encode(), wait_secs=2.0)
 
     assert_taxii_error(answer, 413)
+    assert answer.closed
+
+
+def test_expect_continue_answered_with_100(target: Target) -> None:
+    body = b'{"objects": []}'
+    head = (target.head + f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+            "Connection: close\r\n\r\n")
+    answer = exchange(target, head.encode(), body)
+
+    # The 100 Continue comes first, then the final response to the body.
+    assert answer.status == 100
+    assert answer.body.startswith(b"HTTP/1.1 400 ")
+
+
+def test_expect_continue_ignored_in_http10(target: Target) -> None:
+    """RFC 9110 section 10.1.1: an HTTP/1.0 request never gets 100 Continue."""
+    body = b'{"objects": []}'
+    head = (target.head.replace(" HTTP/1.1\r\n", " HTTP/1.0\r\n", 1)
+            + f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n")
+    answer = exchange(target, head.encode(), body)
+
+    assert answer.status == 400
+    assert b"100 Continue" not in answer.body + answer.rest
+
+
+@pytest.mark.parametrize("value", ["+15", "1_5"])
+def test_expect_continue_invalid_length_answered(target: Target, value: str) -> None:
+    """A rejected request that expects 100 Continue gets its 400 instead, and no 100."""
+    head = target.head + f"Content-Length: {value}\r\nExpect: 100-continue\r\n\r\n"
+    answer = exchange(target, head.encode(), wait_secs=2.0)
+
+    error = assert_taxii_error(answer, 400)
+    assert "Content-Length" in error["description"]
     assert answer.closed
 
 

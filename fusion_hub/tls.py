@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from typing import Any
 
 from cheroot import wsgi
@@ -23,6 +24,21 @@ from fusion_hub.errors import HubError
 from fusion_hub.transport import MAX_HEADER_BYTES, taxii_connection
 
 log = logging.getLogger(__name__)
+
+# Errors by which a client ends its connection in the middle of a request. cheroot logs them
+# as "socket.error" warnings with a traceback, although the hub is not at fault.
+_CLIENT_CLOSED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
+                  BrokenPipeError)
+
+
+def _cheroot_error_log(msg: str = "", level: int = logging.INFO,
+                       traceback: bool = False) -> None:
+    """Write cheroot's error messages to the hub's log instead of standard error."""
+    error = sys.exc_info()[1]
+    if isinstance(error, _CLIENT_CLOSED):
+        log.info("TLS client closed its connection in the middle of a request: %s", error)
+        return
+    log.log(level, "TLS server: %s", msg, exc_info=traceback and error is not None)
 
 
 class TlsServer:
@@ -47,6 +63,7 @@ class TlsServer:
         self._server = wsgi.Server((settings.host, settings.port), app,
                                    numthreads=settings.threads, server_name="fti-hub")
         self._server.ssl_adapter = adapter
+        self._server.error_log = _cheroot_error_log
         # cheroot's own error responses then carry TAXII error resources, and its chunked
         # bodies are read with bounded framing.
         self._server.ConnectionClass = taxii_connection(settings.max_content_length_bytes)

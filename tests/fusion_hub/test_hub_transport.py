@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,3 +397,24 @@ def test_transfer_encoding_other_than_chunked_rejected(target: Target, coding: b
     assert_taxii_error(answer, answer.status)
     assert answer.closed
     assert answer.rest == b""
+
+
+def test_tls_client_closing_mid_body_logged_quietly(
+        target: Target, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    """A TLS client that drops its connection inside a body leaves one line and no traceback."""
+    if target.scheme == "http":
+        pytest.skip("waitress reads the whole body before the application runs")
+    with caplog.at_level(logging.INFO):
+        raw = socket.create_connection(("127.0.0.1", target.port), timeout=10)
+        assert target.context is not None
+        sock = target.context.wrap_socket(raw, server_hostname="127.0.0.1")
+        sock.sendall((target.head + "Content-Length: 1000\r\n\r\n").encode() + b"{" * 100)
+        # Closing without a TLS close_notify, as a client that crashes does.
+        sock.close()
+        deadline = time.monotonic() + 10
+        while not any("in the middle of a request" in m for m in caplog.messages):
+            assert time.monotonic() < deadline, caplog.messages
+            time.sleep(0.05)
+
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

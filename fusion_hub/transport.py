@@ -47,6 +47,9 @@ MAX_TRAILER_LINES = 100
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 # A field name is a token (RFC 9110 section 5.1).
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A Transfer-Encoding field line of a request head, for the value waitress does not keep.
+_TRANSFER_ENCODING_LINE = re.compile(rb"^transfer-encoding:([^\r\n]*)",
+                                     re.IGNORECASE | re.MULTILINE)
 
 
 def error_body(status: int, title: str, description: str, error_id: str) -> bytes:
@@ -85,7 +88,9 @@ class _StrictRequestParser(HTTPRequestParser):
     version by its Content-Length, keeping the connection. RFC 9112 section 6.1 calls that
     framing faulty. In HTTP/1.1 waitress lets chunked framing override a Content-Length and
     keeps the connection too, where the RFC requires a close. A proxy in front that reads
-    the other header would see another request boundary, so both get 400.
+    the other header would see another request boundary, so both get 400. So does a
+    Transfer-Encoding other than a single ``chunked``: waitress frames ``chunked, chunked``
+    as chunked once and an empty value by the Content-Length.
     """
 
     def received(self, data: bytes) -> int:
@@ -102,6 +107,12 @@ class _StrictRequestParser(HTTPRequestParser):
         if self.version != "1.1" and "TRANSFER_ENCODING" in self.headers:
             raise ParsingError(f"Transfer-Encoding is not allowed in an HTTP/{self.version} "
                                "request")
+        codings = [coding.strip(b" \t").lower()
+                   for value in _TRANSFER_ENCODING_LINE.findall(header_plus)
+                   for coding in value.split(b",")]
+        if codings and codings != [b"chunked"]:
+            raise ParsingError("Transfer-Encoding must be chunked alone; got "
+                               f"{b', '.join(codings)[:60]!r}")
         if self.chunked and "CONTENT_LENGTH" in self.headers:
             raise ParsingError("a request may carry Content-Length or Transfer-Encoding: "
                                "chunked, not both")

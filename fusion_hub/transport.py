@@ -32,6 +32,7 @@ from cheroot.server import (
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.task import ErrorTask
+from waitress.utilities import RequestEntityTooLarge
 
 from fusion_hub.taxii import TAXII_MEDIA_TYPE, too_large_description
 
@@ -93,17 +94,31 @@ class _StrictRequestParser(HTTPRequestParser):
     as chunked once and an empty value by the Content-Length.
     """
 
+    # Set by taxii_channel().
+    max_content_length = 0
+
     def received(self, data: bytes) -> int:
         consumed: int = super().received(data)
+        if (self.expect_continue and self.error is None and not self.chunked
+                and self.content_length > self.max_content_length):
+            # The hub would reject the body after reading it, so the client need not send it.
+            self.error = RequestEntityTooLarge(f"Content-Length {self.content_length}")
+            self.completed = True
         # Waitress sends 100 Continue to a request that expects it as soon as the headers are
-        # read, even a request it has rejected, and then reads a body before it responds.
-        # After an invalid Content-Length it never responds, and the client waits forever.
-        if self.error is not None:
+        # read, even to a request that it has rejected or that has no body, and then reads a
+        # body before it responds. Where none comes, it never responds.
+        if self.error is not None or self.completed:
             self.expect_continue = False
         return consumed
 
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
+        # Expect is a list field, and waitress joins repeated lines into one value, which it
+        # then compares with "100-continue" as a whole.
+        if self.version == "1.1":
+            expectations = self.headers.get("EXPECT", "").lower().split(",")
+            self.expect_continue = any(item.strip(" \t") == "100-continue"
+                                       for item in expectations)
         if self.version != "1.1" and "TRANSFER_ENCODING" in self.headers:
             raise ParsingError(f"Transfer-Encoding is not allowed in an HTTP/{self.version} "
                                "request")
@@ -136,9 +151,14 @@ def taxii_channel(max_content_length: int) -> type[HTTPChannel]:
             self.content_length = len(body)
             self.write(body)
 
+    class TaxiiRequestParser(_StrictRequestParser):
+        pass
+
+    TaxiiRequestParser.max_content_length = max_content_length
+
     class TaxiiChannel(HTTPChannel):
         error_task_class = TaxiiErrorTask
-        parser_class = _StrictRequestParser
+        parser_class = TaxiiRequestParser
 
     return TaxiiChannel
 
@@ -215,8 +235,10 @@ class _StrictHeaderReader(HeaderReader):
         while True:
             line = rfile.readline()
             if line == b"\r\n":
-                expect = headers.pop(b"Expect", None)
-                self.expect_continue = expect is not None and expect.lower() == b"100-continue"
+                # A list field: repeated lines arrive joined by commas.
+                expectations = headers.pop(b"Expect", b"").lower().split(b",")
+                self.expect_continue = any(item.strip(b" \t") == b"100-continue"
+                                           for item in expectations)
                 return headers
             if not line:
                 raise ValueError("the connection closed inside the headers")
@@ -255,19 +277,30 @@ class _TaxiiRequest(HTTPRequest):
 
         cheroot would send 100 Continue before these checks, so a client sent a body that
         the next check rejected. It also sent 100 Continue to HTTP/1.0 clients, which
-        RFC 9110 section 10.1.1 forbids. The 100 Continue is sent here instead, last.
+        RFC 9110 section 10.1.1 forbids. The 100 Continue is sent here instead, last, and a
+        Content-Length over ``max_content_length`` gets 413 in its place.
         """
         if not super().read_request_headers():
             return False
         if not self._check_body_framing():
             return False
-        if self.header_reader.expect_continue and self.response_protocol == "HTTP/1.1":
-            try:
-                self.conn.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            except OSError as err:
-                log.info("failed to send 100 Continue to %s: %s", self.conn.remote_addr, err)
-                self.close_connection = True
-                return False
+        if not self.header_reader.expect_continue or self.response_protocol != "HTTP/1.1":
+            return True
+        length = int(self.inheaders.get(b"Content-Length", b"0"))
+        if length > self.max_content_length:
+            # The hub would reject the body after reading it, so the client need not send it.
+            self.simple_response("413 Request Entity Too Large")
+            self.close_connection = True
+            return False
+        if length == 0 and not self.chunked_read:
+            # No body to wait for, so the final response is the only one.
+            return True
+        try:
+            self.conn.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        except OSError as err:
+            log.info("failed to send 100 Continue to %s: %s", self.conn.remote_addr, err)
+            self.close_connection = True
+            return False
         return True
 
     def _check_body_framing(self) -> bool:

@@ -149,6 +149,43 @@ def test_expect_continue_answered_with_100(target: Target) -> None:
     assert answer.body.startswith(b"HTTP/1.1 400 ")
 
 
+@pytest.mark.parametrize("start", ["POST {path} HTTP/1.1", "GET {path} HTTP/1.1",
+                                   "DELETE {path}indicator--0 HTTP/1.1"],
+                         ids=["post", "get", "delete"])
+def test_expect_continue_without_body_answered(target: Target, start: str) -> None:
+    """A request with nothing to send after its headers gets its response at once."""
+    first, rest = target.head.split("\r\n", 1)
+    path = first.split()[1]
+    head = (start.format(path=path) + "\r\n" + rest
+            + "Content-Length: 0\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+    answer = exchange(target, head.encode(), wait_secs=3.0)
+
+    assert answer.status >= 200
+    assert answer.closed
+
+
+def test_expect_continue_over_max_content_length(target: Target) -> None:
+    """Below the server's cap but above the hub's limit: 413 before the body, no 100."""
+    head = target.head + f"Content-Length: {LIMIT + 10}\r\nExpect: 100-continue\r\n\r\n"
+    answer = exchange(target, head.encode(), wait_secs=3.0)
+
+    error = assert_taxii_error(answer, 413)
+    assert error["description"] == (f"the request body is larger than max_content_length "
+                                    f"({LIMIT} bytes); send fewer objects per request")
+    assert answer.closed
+
+
+def test_expect_continue_repeated_lines(target: Target) -> None:
+    """Expect is a list: two lines of 100-continue still get 100 Continue."""
+    body = b'{"objects": []}'
+    head = (target.head + f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+            "Expect: 100-continue\r\nConnection: close\r\n\r\n")
+    answer = exchange(target, head.encode(), body, wait_secs=3.0)
+
+    assert answer.status == 100
+    assert answer.body.startswith(b"HTTP/1.1 400 ")
+
+
 def test_expect_continue_ignored_in_http10(target: Target) -> None:
     """RFC 9110 section 10.1.1: an HTTP/1.0 request never gets 100 Continue."""
     body = b'{"objects": []}'

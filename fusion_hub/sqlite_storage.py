@@ -204,6 +204,9 @@ class SQLiteHubStorage(SQLStorage):
                 weakref.finalize(self, self._checkpointer.stop, wait=False)
                 self._conn.execute(
                     f"PRAGMA wal_autocheckpoint={8 * self._checkpointer.reset_frames}")
+                # A reader that holds an old snapshot keeps the WAL from starting over, and
+                # the file keeps its largest size unless SQLite cuts it back when it starts.
+                self._conn.execute(f"PRAGMA journal_size_limit={4 * WAL_RESET_BYTES}")
             except BaseException:
                 if self._checkpointer is not None:
                     self._checkpointer.stop()

@@ -70,6 +70,29 @@ def test_wal_stays_bounded_under_back_to_back_transactions(tmp_path: Path,
         storage.close()
 
 
+def test_wal_file_shrinks_after_a_reader_lets_go(tmp_path: Path, small_wal: int) -> None:
+    storage = SQLiteHubStorage(tmp_path / "hub.sqlite3")
+    reader = sqlite3.connect(storage.path, isolation_level=None)
+    try:
+        storage.add_objects(COLLECTION, batch(0), at_most=OBJECTS_PER_BATCH)
+        # An open read transaction pins the WAL, which grows past its usual size.
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM objects").fetchone()
+        for first in range(OBJECTS_PER_BATCH, 100 * OBJECTS_PER_BATCH, OBJECTS_PER_BATCH):
+            storage.add_objects(COLLECTION, batch(first), at_most=OBJECTS_PER_BATCH)
+        assert wal_pages(storage.path) > 8 * small_wal
+        reader.execute("COMMIT")
+
+        for first in range(100 * OBJECTS_PER_BATCH, 110 * OBJECTS_PER_BATCH, OBJECTS_PER_BATCH):
+            storage.add_objects(COLLECTION, batch(first), at_most=OBJECTS_PER_BATCH)
+        # journal_size_limit is four times the size at which the WAL starts over.
+        assert wal_pages(storage.path) <= 4 * small_wal
+        assert storage.count_objects(COLLECTION) == 110 * OBJECTS_PER_BATCH
+    finally:
+        reader.close()
+        storage.close()
+
+
 def test_checkpoint_copies_commits_into_the_database_file(tmp_path: Path) -> None:
     storage = SQLiteHubStorage(tmp_path / "hub.sqlite3")
     try:

@@ -35,8 +35,9 @@ def _cheroot_error_log(msg: str = "", level: int = logging.INFO,
                        traceback: bool = False) -> None:
     """Write cheroot's error messages to the hub's log instead of standard error."""
     error = sys.exc_info()[1]
-    if isinstance(error, _CLIENT_CLOSED):
-        log.info("TLS client closed its connection in the middle of a request: %s", error)
+    if isinstance(error, _CLIENT_CLOSED) and level <= logging.WARNING:
+        log.info("TLS client closed its connection in the middle of a request (%s): %s", msg,
+                 error)
         return
     log.log(level, "TLS server: %s", msg, exc_info=traceback and error is not None)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -30,9 +31,8 @@ from cheroot.server import (
     comma_separated_headers,
 )
 from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.parser import HTTPRequestParser, ParsingError, get_header_lines
 from waitress.task import ErrorTask
-from waitress.utilities import RequestEntityTooLarge
 
 from fusion_hub.taxii import TAXII_MEDIA_TYPE, too_large_description
 
@@ -48,9 +48,12 @@ MAX_TRAILER_LINES = 100
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 # A field name is a token (RFC 9110 section 5.1).
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# How long the TLS server reads and drops a body that it rejected before the client sent it,
+# and the longest wait for one read of it.
+LINGER_SECS = 2.0
+LINGER_READ_SECS = 0.5
 # A Transfer-Encoding field line of a request head, for the value waitress does not keep.
-_TRANSFER_ENCODING_LINE = re.compile(rb"^transfer-encoding:([^\r\n]*)",
-                                     re.IGNORECASE | re.MULTILINE)
+_TRANSFER_ENCODING_LINE = re.compile(rb"transfer-encoding:(.*)", re.IGNORECASE | re.DOTALL)
 
 
 def error_body(status: int, title: str, description: str, error_id: str) -> bytes:
@@ -92,20 +95,17 @@ class _StrictRequestParser(HTTPRequestParser):
     the other header would see another request boundary, so both get 400. So does a
     Transfer-Encoding other than a single ``chunked``: waitress frames ``chunked, chunked``
     as chunked once and an empty value by the Content-Length.
-    """
 
-    # Set by taxii_channel().
-    max_content_length = 0
+    A Content-Length over ``max_content_length`` still gets 100 Continue here, and its 413
+    after the body, which waitress reads in its event loop, outside the request threads.
+    A 413 first, as on the TLS server, closed the connection with the body of a client that
+    sends it without waiting unread, and the reset that followed could lose the 413.
+    """
 
     def received(self, data: bytes) -> int:
         consumed: int = super().received(data)
-        if (self.expect_continue and self.error is None and not self.chunked
-                and self.content_length > self.max_content_length):
-            # The hub would reject the body after reading it, so the client need not send it.
-            self.error = RequestEntityTooLarge(f"Content-Length {self.content_length}")
-            self.completed = True
         # Waitress sends 100 Continue to a request that expects it as soon as the headers are
-        # read, even to a request that it has rejected or that has no body, and then reads a
+        # read, even to one that it has rejected or that has no body, and then waits for a
         # body before it responds. Where none comes, it never responds.
         if self.error is not None or self.completed:
             self.expect_continue = False
@@ -122,9 +122,11 @@ class _StrictRequestParser(HTTPRequestParser):
         if self.version != "1.1" and "TRANSFER_ENCODING" in self.headers:
             raise ParsingError(f"Transfer-Encoding is not allowed in an HTTP/{self.version} "
                                "request")
+        # The lines as waitress reads them, with folded lines joined to the line before.
+        lines = get_header_lines(header_plus.partition(b"\r\n")[2])
         codings = [coding.strip(b" \t").lower()
-                   for value in _TRANSFER_ENCODING_LINE.findall(header_plus)
-                   for coding in value.split(b",")]
+                   for line in lines if (field := _TRANSFER_ENCODING_LINE.fullmatch(line))
+                   for coding in field.group(1).split(b",")]
         if codings and codings != [b"chunked"]:
             raise ParsingError("Transfer-Encoding must be chunked alone; got "
                                f"{b', '.join(codings)[:60]!r}")
@@ -151,14 +153,9 @@ def taxii_channel(max_content_length: int) -> type[HTTPChannel]:
             self.content_length = len(body)
             self.write(body)
 
-    class TaxiiRequestParser(_StrictRequestParser):
-        pass
-
-    TaxiiRequestParser.max_content_length = max_content_length
-
     class TaxiiChannel(HTTPChannel):
         error_task_class = TaxiiErrorTask
-        parser_class = TaxiiRequestParser
+        parser_class = _StrictRequestParser
 
     return TaxiiChannel
 
@@ -255,7 +252,8 @@ class _StrictHeaderReader(HeaderReader):
             value = value.strip(b" \t")
             if key == b"Content-Length" and key in headers:
                 raise ValueError("more than one Content-Length header")
-            if key in comma_separated_headers and headers.get(key):
+            # An empty line joins too, so that an empty Transfer-Encoding stays visible.
+            if key in comma_separated_headers and key in headers:
                 value = headers[key] + b", " + value
             headers[key] = value
 
@@ -291,6 +289,7 @@ class _TaxiiRequest(HTTPRequest):
             # The hub would reject the body after reading it, so the client need not send it.
             self.simple_response("413 Request Entity Too Large")
             self.close_connection = True
+            self._discard_sent_body(length)
             return False
         if length == 0 and not self.chunked_read:
             # No body to wait for, so the final response is the only one.
@@ -302,6 +301,28 @@ class _TaxiiRequest(HTTPRequest):
             self.close_connection = True
             return False
         return True
+
+    def _discard_sent_body(self, length: int) -> None:
+        """Read and drop the body that a client sends without waiting, for a short while.
+
+        RFC 9110 lets a client send its body without waiting for 100 Continue. Closing the
+        connection with that body unread makes the kernel reset it, and the client may then
+        lose the 413 before it reads it. Each read waits at most ``LINGER_READ_SECS``, and
+        none starts after ``LINGER_SECS``, so the rejected request keeps the thread for at most
+        ``LINGER_SECS`` plus one read.
+        """
+        deadline = time.monotonic() + LINGER_SECS
+        remaining = length
+        try:
+            self.conn.socket.settimeout(LINGER_READ_SECS)
+            while remaining > 0 and time.monotonic() < deadline:
+                data = self.conn.rfile.read1(min(remaining, 65536))
+                if not data:
+                    return
+                remaining -= len(data)
+        except OSError as err:
+            log.debug("stopped reading a rejected body from %s: %s", self.conn.remote_addr,
+                      err)
 
     def _check_body_framing(self) -> bool:
         """Send 400 and return False for a body length that a proxy could read otherwise."""

@@ -154,7 +154,8 @@ class HubServer:
             # envelopes itself, with a TAXII error resource.
             server = create_server(
                 self.app, host=settings.host, port=settings.port, threads=settings.threads,
-                max_request_body_size=settings.max_content_length_bytes * 2 + 65536,
+                # Waitress rejects a body of exactly its limit, cheroot one over it.
+                max_request_body_size=settings.max_content_length_bytes * 2 + 65537,
                 ident="fti-hub", recv_bytes=RECV_BYTES,
                 **_proxy_settings(settings.trusted_proxy),
             )

@@ -113,12 +113,17 @@ class _StrictRequestParser(HTTPRequestParser):
 
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
-        # Expect is a list field, and waitress joins repeated lines into one value, which it
-        # then compares with "100-continue" as a whole.
+        # Expect and Connection are list fields, and waitress joins repeated lines into one
+        # value, which it then compares with "100-continue" or "close" as a whole.
         if self.version == "1.1":
             expectations = self.headers.get("EXPECT", "").lower().split(",")
             self.expect_continue = any(item.strip(" \t") == "100-continue"
                                        for item in expectations)
+        options = self.headers.get("CONNECTION", "").lower().split(",")
+        if any(option.strip(" \t") == "close" for option in options):
+            # Waitress's task reads the header again when it writes the response.
+            self.headers["CONNECTION"] = "close"
+            self.connection_close = True
         if self.version != "1.1" and "TRANSFER_ENCODING" in self.headers:
             raise ParsingError(f"Transfer-Encoding is not allowed in an HTTP/{self.version} "
                                "request")
@@ -252,8 +257,10 @@ class _StrictHeaderReader(HeaderReader):
             value = value.strip(b" \t")
             if key == b"Content-Length" and key in headers:
                 raise ValueError("more than one Content-Length header")
-            # An empty line joins too, so that an empty Transfer-Encoding stays visible.
-            if key in comma_separated_headers and key in headers:
+            if key == b"Transfer-Encoding" and not value:
+                # Joining would hide it behind a later line, as replacing would.
+                raise ValueError("empty Transfer-Encoding header")
+            if key in comma_separated_headers and headers.get(key):
                 value = headers[key] + b", " + value
             headers[key] = value
 
@@ -279,6 +286,11 @@ class _TaxiiRequest(HTTPRequest):
         Content-Length over ``max_content_length`` gets 413 in its place.
         """
         if not super().read_request_headers():
+            length = self.inheaders.get(b"Content-Length", b"")
+            limit = self.server.max_request_body_size
+            if length.isdigit() and limit and int(length) > limit:
+                # cheroot sent its own 413 for a body over its cap, before any of it was read.
+                self._discard_sent_body(int(length))
             return False
         if not self._check_body_framing():
             return False
@@ -376,8 +388,8 @@ class _TaxiiRequest(HTTPRequest):
         address = self.conn.remote_addr or "-"
         log.info("request %s from %s rejected by cheroot: %s: %s", error_id, address, status,
                  detail)
-        # No drain before this 413, unlike the application's: cheroot sends it before the
-        # body, which a client might send slowly or, after Expect: 100-continue, not at all.
+        # No drain here, unlike after the application's 413: where cheroot sends one before
+        # the body, read_request_headers reads what arrives for a bounded time instead.
         body = error_body(code, _title(code, reason),
                           _describe(code, detail, self.max_content_length), error_id)
         head = [f"{self.server.protocol} {status}", f"Content-Length: {len(body)}",

@@ -272,6 +272,8 @@ class _TaxiiRequest(HTTPRequest):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_reader = _StrictHeaderReader()
+        # Status of the error response that simple_response sent, if any.
+        self.rejected_status: int | None = None
 
     def read_request_headers(self) -> bool:
         """Read the headers as cheroot does, rejecting an ambiguous body length with 400.
@@ -287,13 +289,16 @@ class _TaxiiRequest(HTTPRequest):
         """
         if not super().read_request_headers():
             length = self.inheaders.get(b"Content-Length", b"")
-            limit = self.server.max_request_body_size
-            if length.isdigit() and limit and int(length) > limit:
+            if self.rejected_status == 413 and length.isdigit():
                 # cheroot sent its own 413 for a body over its cap, before any of it was read.
                 self._discard_sent_body(int(length))
             return False
         if not self._check_body_framing():
             return False
+        # Connection is a list field. cheroot closes only for a value of exactly "close".
+        options = self.inheaders.get(b"Connection", b"").lower().split(b",")
+        if any(option.strip(b" \t") == b"close" for option in options):
+            self.close_connection = True
         if not self.header_reader.expect_continue or self.response_protocol != "HTTP/1.1":
             return True
         length = int(self.inheaders.get(b"Content-Length", b"0"))
@@ -383,6 +388,7 @@ class _TaxiiRequest(HTTPRequest):
         """Write cheroot's own error response as a TAXII error resource."""
         code_text, _, reason = str(status).partition(" ")
         code = int(code_text)
+        self.rejected_status = code
         detail = msg.decode("iso-8859-1") if isinstance(msg, bytes) else str(msg)
         error_id = _new_error_id()
         address = self.conn.remote_addr or "-"

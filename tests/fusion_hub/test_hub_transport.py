@@ -470,15 +470,29 @@ def test_header_name_not_token_rejected(target: Target, name: bytes) -> None:
     assert answer.rest == b""
 
 
-def test_empty_connection_line_then_close(target: Target) -> None:
-    """An empty Connection line does not hide a later "close"."""
+@pytest.mark.parametrize("lines", ["Connection:\r\nConnection: close",
+                                   "Connection: keep-alive, close", "Connection: Close",
+                                   "Connection: close\r\nConnection:"],
+                         ids=["empty-then-close", "list", "case", "close-then-empty"])
+def test_close_anywhere_in_connection_list(target: Target, lines: str) -> None:
+    """RFC 9112 section 9.6: a "close" option anywhere in Connection ends the connection."""
     body = b'{"objects": []}'
-    head = (target.head + f"Content-Length: {len(body)}\r\nConnection:\r\n"
-            "Connection: close\r\n\r\n")
+    head = target.head + f"Content-Length: {len(body)}\r\n{lines}\r\n\r\n"
     answer = exchange(target, head.encode(), body, wait_secs=5.0)
 
     assert answer.status == 400
     assert answer.closed
+
+
+def test_bad_header_line_closes_at_once(target: Target) -> None:
+    """Only a 413 makes the TLS server read on. A 400 closes without waiting."""
+    head = target.head + "Content-Length: 10000000\r\nBad Header: x\r\n\r\n"
+    started = time.monotonic()
+    answer = exchange(target, head.encode(), wait_secs=5.0)
+
+    assert_taxii_error(answer, 400)
+    assert answer.closed
+    assert time.monotonic() - started < 0.4
 
 
 def test_chunked_applied_twice_rejected(target: Target) -> None:

@@ -10,12 +10,14 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.errors import LogReadError
 from agent.events import EventStats, LineReporter
 from agent.sources import LINE_SOURCE_TYPES, iter_file_events, make_line_parser, parse_line
+from agent.sysmon_files import EVTX_MAGIC
 from agent.tailer import LogTailer
 
 REFERENCE = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -63,8 +65,11 @@ def test_any_file_accounts_for_every_line(source_type: str, lines: list[bytes]) 
         try:
             events = list(iter_file_events(log_file, source_type, stats=stats))
         except LogReadError:
-            # Only a file that starts like gzip but is not valid gzip is unreadable as a whole.
-            assert data.startswith(b"\x1f\x8b")
+            # Only a file that starts like gzip, or a Sysmon file that starts like EVTX, and
+            # is not valid as such is unreadable as a whole. Hypothesis also draws byte
+            # strings from the code under test, so it does generate the EVTX magic.
+            assert data.startswith(b"\x1f\x8b") or (source_type == "sysmon"
+                                                     and data.startswith(EVTX_MAGIC))
             return
 
     assert stats.events_total == len(events)
@@ -142,3 +147,14 @@ def test_tailer_delivers_each_line_once_in_order(steps: list[tuple[str, int]]) -
         tailer.close()
 
     assert delivered == written
+
+
+def test_truncated_evtx_sysmon_file_is_unreadable() -> None:
+    """The case the property test drew: the EVTX magic alone is a LogReadError naming the file."""
+    with tempfile.TemporaryDirectory() as folder:
+        log_file = Path(folder) / "fuzz.log"
+        log_file.write_bytes(EVTX_MAGIC)
+        with pytest.raises(LogReadError, match="not a readable evtx file") as caught:
+            list(iter_file_events(log_file, "sysmon", stats=EventStats()))
+
+    assert str(log_file) in str(caught.value)

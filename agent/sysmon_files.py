@@ -29,6 +29,9 @@ __all__ = ["EvtxRecord", "detect_record_format", "event_from_record", "iter_evtx
            "iter_record_file_events"]
 
 EVTX_MAGIC = b"ElfFile\x00"
+# Characters of a cut last record kept in quarantine. The rest of the file after its start
+# may be large, such as a hostile file of unclosed <Event> tags.
+MAX_TRUNCATED_RAW_CHARS = 64 * 1024
 
 # An .evtx file is a 4 KiB header followed by whole 64 KiB chunks, so any other size means
 # the file was cut, for example copied while Windows was still writing it.
@@ -77,11 +80,18 @@ def iter_record_file_events(
     """
     reporter = LineReporter(str(path), stats, quarantine=quarantine)
     if record_format == "evtx":
-        records = ((record.record_id, record.xml) for record in iter_evtx_records(path, reporter))
+        records: Iterator[tuple[int, str, bool]] = (
+            (record.record_id, record.xml, True) for record in iter_evtx_records(path, reporter))
     else:
         records = _xml_records(path)
     try:
-        for number, xml in records:
+        for number, xml, complete in records:
+            if not complete:
+                stats.lines += 1
+                reporter.reject(number, "truncated_record",
+                                "the export ends inside this record, before </Event>",
+                                raw=xml[:MAX_TRUNCATED_RAW_CHARS].encode("utf-8"))
+                continue
             event = event_from_record(xml, number, path=str(path), stats=stats, reporter=reporter)
             if event is not None:
                 yield event
@@ -192,7 +202,8 @@ def _check_whole_chunks(path: Path, position: int, reporter: LineReporter) -> No
                     "were not read; copy the file again once Windows has closed it")
 
 
-def _xml_records(path: Path) -> Iterator[tuple[int, str]]:
+def _xml_records(path: Path) -> Iterator[tuple[int, str, bool]]:
+    """Yield the number, text and completeness of each ``<Event>`` record of an XML export."""
     try:
         text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as err:
@@ -209,7 +220,9 @@ def _xml_records(path: Path) -> Iterator[tuple[int, str]]:
             continue
         end = text.find("</Event>", start + 7)
         if end < 0:
+            # An export cut inside its last record. It is counted and reported, not dropped.
+            yield number + 1, text[start:], False
             return
         number += 1
         position = end + len("</Event>")
-        yield number, text[start:position]
+        yield number, text[start:position], True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -150,7 +151,28 @@ def test_xml_unclosed_events_linear_time(tmp_path: Path) -> None:
     events = list(iter_file_events(export, "sysmon", stats=stats))
 
     assert [event.kind for event in events] == ["process_create", "process_create"]
+    # The unclosed starts are one record, cut at the end of the file.
+    assert stats.lines == 3
+    assert dict(stats.errors) == {"truncated_record": 1}
+
+
+def test_xml_export_cut_inside_last_record(tmp_path: Path,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The cut record is counted and reported with its file, not dropped."""
+    export = tmp_path / "events.xml"
+    good = ('<Event><System><Provider Name="Microsoft-Windows-Sysmon"/><EventID>1</EventID>'
+            '<TimeCreated SystemTime="2024-05-01T10:00:00Z"/></System></Event>')
+    export.write_text(f'<?xml version="1.0"?>\n<Events>{good}\n{good[:60]}', encoding="utf-8")
+    stats = EventStats()
+
+    with caplog.at_level(logging.WARNING, logger="agent.events"):
+        events = list(iter_file_events(export, "sysmon", stats=stats))
+
+    assert [event.kind for event in events] == ["process_create"]
     assert stats.lines == 2
+    assert dict(stats.errors) == {"truncated_record": 1}
+    assert caplog.messages == [f"log {export} line 2: the export ends inside this record, "
+                               "before </Event>; line skipped"]
 
 
 @pytest.mark.parametrize(("event_id", "reason"), [

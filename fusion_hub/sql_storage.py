@@ -257,10 +257,10 @@ class SQLStorage(HubStorage):
                      SCHEMA_VERSION)
 
     def _before_begin(self) -> None:
-        """Called before each outermost transaction begins."""
+        """Run before each outermost transaction begins. SQLite waits for a checkpoint here."""
 
     def _committed(self) -> None:
-        """Called after each outermost transaction commits."""
+        """Run after each outermost transaction commits. SQLite starts a checkpoint here."""
 
     def _lock_publication(self) -> None:
         """Make closes of different rounds run one after the other (PostgreSQL only)."""

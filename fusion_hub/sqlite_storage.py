@@ -204,8 +204,8 @@ class SQLiteHubStorage(SQLStorage):
                 weakref.finalize(self, self._checkpointer.stop, wait=False)
                 self._conn.execute(
                     f"PRAGMA wal_autocheckpoint={8 * self._checkpointer.reset_frames}")
-                # A reader that holds an old snapshot keeps the WAL from starting over, and
-                # the file keeps its largest size unless SQLite cuts it back when it starts.
+                # A reader with an old snapshot keeps the WAL from starting over, so it grows.
+                # SQLite cuts the file back to this size when the WAL next starts over.
                 self._conn.execute(f"PRAGMA journal_size_limit={4 * WAL_RESET_BYTES}")
             except BaseException:
                 if self._checkpointer is not None:

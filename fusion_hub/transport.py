@@ -258,7 +258,7 @@ class _StrictHeaderReader(HeaderReader):
             if key == b"Content-Length" and key in headers:
                 raise ValueError("more than one Content-Length header")
             if key == b"Transfer-Encoding" and not value:
-                # Joining would hide it behind a later line, as replacing would.
+                # cheroot's rule replaces an empty value with a later one, which would hide it.
                 raise ValueError("empty Transfer-Encoding header")
             if key in comma_separated_headers and headers.get(key):
                 value = headers[key] + b", " + value

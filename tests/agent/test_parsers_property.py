@@ -66,8 +66,8 @@ def test_any_file_accounts_for_every_line(source_type: str, lines: list[bytes]) 
             events = list(iter_file_events(log_file, source_type, stats=stats))
         except LogReadError:
             # Only a file that starts like gzip, or a Sysmon file that starts like EVTX, and
-            # is not valid as such is unreadable as a whole. Hypothesis also draws byte
-            # strings from the code under test, so it does generate the EVTX magic.
+            # is not valid as such is unreadable as a whole. Hypothesis (6.170) also draws
+            # byte strings from the constants of the project's modules, such as the EVTX magic.
             assert data.startswith(b"\x1f\x8b") or (source_type == "sysmon"
                                                      and data.startswith(EVTX_MAGIC))
             return
@@ -149,7 +149,7 @@ def test_tailer_delivers_each_line_once_in_order(steps: list[tuple[str, int]]) -
     assert delivered == written
 
 
-def test_truncated_evtx_sysmon_file_is_unreadable() -> None:
+def test_truncated_evtx_file_unreadable() -> None:
     """The case the property test drew: the EVTX magic alone is a LogReadError naming the file."""
     with tempfile.TemporaryDirectory() as folder:
         log_file = Path(folder) / "fuzz.log"

@@ -54,8 +54,7 @@ def small_wal(monkeypatch: pytest.MonkeyPatch) -> int:
     return 64
 
 
-def test_wal_stays_bounded_under_back_to_back_transactions(tmp_path: Path,
-                                                           small_wal: int) -> None:
+def test_wal_bounded_under_steady_writes(tmp_path: Path, small_wal: int) -> None:
     storage = SQLiteHubStorage(tmp_path / "hub.sqlite3")
     try:
         for first in range(0, 400 * OBJECTS_PER_BATCH, OBJECTS_PER_BATCH):
@@ -70,7 +69,7 @@ def test_wal_stays_bounded_under_back_to_back_transactions(tmp_path: Path,
         storage.close()
 
 
-def test_wal_file_shrinks_after_a_reader_lets_go(tmp_path: Path, small_wal: int) -> None:
+def test_wal_file_shrinks_after_reader(tmp_path: Path, small_wal: int) -> None:
     storage = SQLiteHubStorage(tmp_path / "hub.sqlite3")
     reader = sqlite3.connect(storage.path, isolation_level=None)
     try:
@@ -93,7 +92,7 @@ def test_wal_file_shrinks_after_a_reader_lets_go(tmp_path: Path, small_wal: int)
         storage.close()
 
 
-def test_checkpoint_copies_commits_into_the_database_file(tmp_path: Path) -> None:
+def test_checkpoint_copies_commits_to_file(tmp_path: Path) -> None:
     storage = SQLiteHubStorage(tmp_path / "hub.sqlite3")
     try:
         checkpointer = storage._checkpointer
@@ -111,7 +110,7 @@ def test_checkpoint_copies_commits_into_the_database_file(tmp_path: Path) -> Non
         storage.close()
 
 
-def test_close_stops_the_thread_and_removes_the_wal(tmp_path: Path) -> None:
+def test_close_stops_thread_removes_wal(tmp_path: Path) -> None:
     storage = SQLiteHubStorage(tmp_path / "hub.sqlite3")
     storage.add_objects(COLLECTION, batch(0), at_most=OBJECTS_PER_BATCH)
     assert storage._checkpointer is not None
@@ -194,7 +193,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_kill_during_checkpoints_loses_no_acknowledged_object(tmp_path: Path) -> None:
+def test_kill_loses_no_acknowledged_object(tmp_path: Path) -> None:
     path = tmp_path / "hub.sqlite3"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(REPO)],
                               stdout=subprocess.PIPE, text=True)

@@ -209,7 +209,7 @@ def post_at_once(target: Target, body: bytes, *, expect: bool) -> tuple[int, byt
 def test_413_read_by_client_not_waiting(scheme: str, tmp_path: Path, pki: Pki) -> None:
     """A client that sends a large body at once, as RFC 9110 allows, still reads the 413.
 
-    Over TLS that holds above the server's own cap too. Waitress closes at once there.
+    Over TLS that is true above the server's own cap too. Waitress closes at once there.
     """
     limit = 1024 * 1024
     cap = 2 * limit + 65536
@@ -528,8 +528,8 @@ def test_transfer_encoding_other_than_chunked_rejected(target: Target, coding: b
     assert answer.rest == b""
 
 
-def test_tls_client_closing_mid_body_logged_quietly(
-        target: Target, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+def test_tls_close_mid_body_logged_quietly(target: Target, caplog: pytest.LogCaptureFixture,
+                                           capfd: pytest.CaptureFixture[str]) -> None:
     """A TLS client that drops its connection inside a body leaves one line and no traceback."""
     if target.scheme == "http":
         pytest.skip("waitress reads the whole body before the application runs")

@@ -5,8 +5,9 @@ Every number comes from taxii2-client talking HTTP to a server on 127.0.0.1, in 
 - adding: envelopes of 100 and of 1,000 objects until 10,000 objects are stored (objects/s),
   timed from after the session's first request, which is reported on its own;
 - paging: reading a 2,000-object collection page by page with ``limit`` 100 (seconds);
-- scale (hub only): the adding rate with 1,000,000 objects stored against 10,000, and the
-  first page of a 1,000,000-object collection against a 1,000-object one.
+- scale (hub only): the adding rate with 1,000,000 objects stored against 10,000, with each
+  envelope size, and the first page of a 1,000,000-object collection against a 1,000-object
+  one.
 
 medallion 3.0 runs with its memory backend in its own process. The hub runs in its own process
 too, on SQLite (``synchronous=FULL``) and, when ``--postgres-dsn`` is given, on PostgreSQL.
@@ -354,26 +355,35 @@ def _run_paging(sizes: Sizes, results: dict[str, Any], backends: list[str], post
 
 def _run_scale(sizes: Sizes, results: dict[str, Any], backends: list[str], postgres_dsn: str,
                in_process: bool) -> None:
-    """Measure adding and first pages against small and large preloaded collections."""
+    """Measure adding and first pages against small and large preloaded collections.
+
+    Adding is measured with each envelope size of the adding runs. Each size adds
+    ``scale_small`` objects: to a fresh small collection, and in turn to one large collection,
+    which then grows by a few percent at most but is preloaded only once.
+    """
     for backend in backends:
         with running_hub(backend, postgres_dsn, preload_objects=sizes.first_page_small,
                          in_process=in_process) as hub:
             results[f"{backend}_first_page_small_secs"] = measure_first_page(
                 hub, limit=sizes.page_limit)
-        with running_hub(backend, postgres_dsn, preload_objects=sizes.scale_small,
-                         in_process=in_process) as hub:
-            results[f"{backend}_add_at_small"] = measure_adding(
-                hub, total=sizes.scale_small, envelope_size=1_000)[0]
+        for envelope_size in sizes.envelope_sizes:
+            with running_hub(backend, postgres_dsn, preload_objects=sizes.scale_small,
+                             in_process=in_process) as hub:
+                results[f"{backend}_add_{envelope_size}_at_small"] = measure_adding(
+                    hub, total=sizes.scale_small, envelope_size=envelope_size)[0]
         with running_hub(backend, postgres_dsn, preload_objects=sizes.scale_large,
                          in_process=in_process) as hub:
             results[f"{backend}_preload_large_secs"] = hub.preload_secs
             results[f"{backend}_first_page_large_secs"] = measure_first_page(
                 hub, limit=sizes.page_limit)
-            results[f"{backend}_add_at_large"] = measure_adding(
-                hub, total=sizes.scale_small, envelope_size=1_000)[0]
+            for envelope_size in sizes.envelope_sizes:
+                results[f"{backend}_add_{envelope_size}_at_large"] = measure_adding(
+                    hub, total=sizes.scale_small, envelope_size=envelope_size)[0]
         # How the hub slows down at scale.
-        results[f"{backend}_add_scale_ratio"] = (results[f"{backend}_add_at_large"]
-                                                 / results[f"{backend}_add_at_small"])
+        for envelope_size in sizes.envelope_sizes:
+            results[f"{backend}_add_{envelope_size}_scale_ratio"] = (
+                results[f"{backend}_add_{envelope_size}_at_large"]
+                / results[f"{backend}_add_{envelope_size}_at_small"])
         results[f"{backend}_first_page_scale_ratio"] = (
             results[f"{backend}_first_page_large_secs"]
             / results[f"{backend}_first_page_small_secs"])

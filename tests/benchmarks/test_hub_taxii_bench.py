@@ -34,9 +34,11 @@ def test_benchmark_tiny_run_measures_everything(tmp_path: Path) -> None:
     for envelope_size in (10, 20):
         assert results[f"medallion_add_{envelope_size}"] > 0
     assert results["medallion_paging_secs"] > 0
-    for key in ("add_10_ratio", "add_20_ratio", "paging_ratio", "add_scale_ratio",
-                "first_page_scale_ratio", "preload_large_secs"):
+    for key in ("add_10_ratio", "add_20_ratio", "paging_ratio", "add_10_scale_ratio",
+                "add_20_scale_ratio", "first_page_scale_ratio", "preload_large_secs"):
         assert results[f"sqlite_{key}"] > 0, key
+    assert results["sqlite_add_20_scale_ratio"] == pytest.approx(
+        results["sqlite_add_20_at_large"] / results["sqlite_add_20_at_small"])
     assert "postgresql_paging_ratio" not in results
 
 
@@ -51,4 +53,4 @@ def test_benchmark_adding_only_run(tmp_path: Path) -> None:
     assert results["sqlite_add_10_ratio"] == pytest.approx(
         results["sqlite_add_10"] / results["medallion_add_10"])
     assert "medallion_paging_secs" not in results
-    assert "sqlite_add_at_small" not in results
+    assert "sqlite_add_10_at_small" not in results

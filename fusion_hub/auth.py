@@ -3,8 +3,9 @@
 TAXII 2.1 (section 1.6.8) leaves the scheme to the server; Basic over TLS is what
 taxii2-client, OpenCTI and MISP all speak, and bearer tokens suit connectors that take one
 secret string. A missing or rejected credential gets 401 with a ``WWW-Authenticate``
-challenge for both schemes. Failures are logged with the remote address and the username,
-never the password. At most ``max_lines`` lines are logged per ``window_secs``, so a
+challenge for both schemes. Failures are logged with the remote address, and with the
+username or token id only where it has the form of one: a password or secret sent in the
+wrong field never reaches the log. At most ``max_lines`` lines are logged per ``window_secs``, so a
 password-guessing client cannot flood the log, and the counter ``fti_hub_auth_failures``
 counts every failure. The lines held back are summed up in one line after the window, written
 by ``flush_failure_log``, which the hub calls on every tick and at shutdown.
@@ -28,12 +29,19 @@ from fusion_hub.auth_limits import AuthLimits, AuthThrottled
 from fusion_hub.errors import TaxiiError
 from fusion_hub.metrics import HubMetrics
 from fusion_hub.ratelimit import retry_after_header
-from fusion_hub.registry import AuthResult, HashGuard, Principal, SiteRegistry
+from fusion_hub.registry import (
+    AuthResult,
+    HashGuard,
+    Principal,
+    SiteRegistry,
+    is_valid_name,
+    token_id_of,
+)
 
 log = logging.getLogger(__name__)
 
-# Usernames are logged with repr() and cut to this length, since they come from the client.
-_MAX_LOGGED_NAME = 64
+# Logged in place of a bearer value that is not a well-formed API token.
+_MALFORMED_TOKEN = "(malformed token)"
 
 # Failures after an argon2id computation. They count towards the failure limits. A missing
 # or malformed header costs no hash and does not count.
@@ -143,9 +151,11 @@ class Authenticator:
         """
         bearer = parse_bearer_authorization(header)
         if bearer is not None:
-            # Only the token id is logged or used as a key; the secret after it never is.
-            name = "token " + bearer.removeprefix("fti_").partition("_")[0]
-            result = self._check(name, remote_addr,
+            # Only the id of a well-formed token is logged or used as a key. Any other bearer
+            # value may be a password or a secret, so it is never log_name.
+            token_id = token_id_of(bearer)
+            name = f"token {token_id}" if token_id else _MALFORMED_TOKEN
+            result = self._check(name, name, remote_addr,
                                  lambda guard: self.registry.authenticate_token(bearer,
                                                                                 guard=guard))
             if result.principal is None:
@@ -155,25 +165,28 @@ class Authenticator:
         credentials = parse_basic_authorization(header)
         if credentials is None:
             reason = "missing" if not header else "malformed"
-            self._record_failure(reason, None, remote_addr)
+            self._record_failure(reason, "(none)", remote_addr)
             raise self._challenge("send HTTP Basic credentials (site id or consumer name and "
                                   "its hub password)")
         result = self._check(
-            credentials.username, remote_addr,
+            credentials.username, _shown_username(credentials.username), remote_addr,
             lambda guard: self.registry.authenticate(credentials.username, credentials.password,
                                                      guard=guard))
         if result.principal is None:
             raise self._challenge("the username or password was not accepted")
         return result.principal
 
-    def _check(self, name: str, remote_addr: str | None,
+    def _check(self, name: str, log_name: str, remote_addr: str | None,
                authenticate: Callable[[HashGuard], AuthResult]) -> AuthResult:
-        """Run ``authenticate`` under the limits; record its failure or success."""
+        """Run ``authenticate`` under the limits; record its failure or success.
+
+        ``name`` keys the failure limits and ``log_name`` is what the log shows in its place.
+        """
         try:
             result = authenticate(lambda: self.limits.verification(name, remote_addr))
         except AuthThrottled as err:
             self.metrics.auth_throttled.labels(scope=err.scope).inc()
-            self._log_failure(f"throttled by the {err.scope} limit", name, remote_addr)
+            self._log_failure(f"throttled by the {err.scope} limit", log_name, remote_addr)
             raise TaxiiError(429, "Too Many Requests", err.description,
                              headers={"Retry-After": retry_after_header(err.retry_after_secs)},
                              ) from None
@@ -181,7 +194,7 @@ class Authenticator:
             reason = result.failure or "password"
             if reason in _COUNTED_FAILURES:
                 self.limits.record_failure(name, remote_addr)
-            self._record_failure(reason, name, remote_addr)
+            self._record_failure(reason, log_name, remote_addr)
         else:
             self.limits.record_success(name, remote_addr)
         return result
@@ -211,17 +224,27 @@ class Authenticator:
                         "logged one by one", self._suppressed, now - self._window_start)
         self._window_start, self._logged, self._suppressed = now, 0, 0
 
-    def _record_failure(self, reason: str, username: str | None, remote_addr: str | None) -> None:
+    def _record_failure(self, reason: str, log_name: str, remote_addr: str | None) -> None:
         self.metrics.auth_failures.labels(reason=reason).inc()
-        self._log_failure(reason, username, remote_addr)
+        self._log_failure(reason, log_name, remote_addr)
 
-    def _log_failure(self, reason: str, username: str | None, remote_addr: str | None) -> None:
+    def _log_failure(self, reason: str, log_name: str, remote_addr: str | None) -> None:
         with self._lock:
             self._end_window(self._clock())
             if self._logged >= self.max_lines:
                 self._suppressed += 1
                 return
             self._logged += 1
-        shown = repr(username[:_MAX_LOGGED_NAME]) if username is not None else "(none)"
         log.warning("authentication failed from %s for username %s: %s",
-                    remote_addr or "unknown address", shown, reason)
+                    remote_addr or "unknown address", log_name, reason)
+
+
+def _shown_username(username: str) -> str:
+    """Return how a failed username appears in the log.
+
+    Only a string of the form of a site or consumer name is log_name. Anything else, such as a
+    token or password typed into the username field, shows as its length alone.
+    """
+    if is_valid_name(username):
+        return repr(username)
+    return f"(not a valid name, {len(username)} characters)"

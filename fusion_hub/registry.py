@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # API tokens start with this, so secret scanners and operators can recognise them.
 _TOKEN_PREFIX = "fti_"
+# A token is the prefix, an id of 16 hex digits, "_" and the secret.
+_TOKEN_RE = re.compile(r"fti_([0-9a-f]{16})_(.+)", re.DOTALL)
 # Collections a consumer may be granted. Summaries and feedback stay with their site and the
 # hub (privacy rule: a site's releases are seen by the hub only); keys serve sites only.
 CONSUMER_READABLE = ("fused-indicators",)
@@ -258,10 +260,10 @@ class SiteRegistry:
         (see ``fusion_hub.auth_limits``). Unknown and revoked tokens cost one verification
         too, so the response time does not tell them from a wrong secret.
         """
-        prefix, _, rest = token.partition(_TOKEN_PREFIX)
-        token_id, separator, secret = rest.partition("_")
-        if prefix or not separator or not token_id or not secret:
+        match = _TOKEN_RE.fullmatch(token)
+        if match is None:
             return AuthResult(None, "malformed")
+        token_id, secret = match.groups()
         stored = self.storage.get_api_token(token_id)
         if stored is None:
             self._verify_decoy(secret, guard)
@@ -401,6 +403,21 @@ def _principal_for(credential: Credential) -> Principal:
                          frozenset(SITE_WRITABLE))
     return Principal(credential.name, "consumer", frozenset(credential.read_collections),
                      frozenset())
+
+
+def token_id_of(token: str) -> str | None:
+    """Return the id of an API token of the form ``fti_<id>_<secret>``, else None.
+
+    Only the id of a well-formed token is safe to log: in any other string the part after
+    ``fti_`` may be a password or a secret sent by mistake.
+    """
+    match = _TOKEN_RE.fullmatch(token)
+    return match.group(1) if match else None
+
+
+def is_valid_name(name: str) -> bool:
+    """Return whether ``name`` has the form of a site or consumer name."""
+    return _NAME_RE.fullmatch(name) is not None
 
 
 def _check_name(name: str) -> None:

@@ -72,6 +72,40 @@ def test_api_token_wrong_secret_401_logged_without_secret(
     assert token.split("_", 2)[2] not in caplog.text
 
 
+SECRET = "Hunter2-correct-horse"
+
+
+@pytest.mark.parametrize("authorization", [
+    f"Bearer {SECRET}",
+    f"Bearer fti_{SECRET}",
+    f"Bearer {base64.b64encode(f'site-a:{SECRET}'.encode()).decode()}",
+    f"Bearer fti_0123456789abcdef-{SECRET}",
+    f"Basic {base64.b64encode(f'fti_0123456789abcdef_{SECRET}:x'.encode()).decode()}",
+    f"Basic {base64.b64encode(f'token {SECRET}:x'.encode()).decode()}",
+])
+def test_failed_login_logs_no_misplaced_secret(
+        server: HubServer, caplog: pytest.LogCaptureFixture, authorization: str) -> None:
+    with caplog.at_level(logging.WARNING, logger="fusion_hub.auth"):
+        response = collections(server, authorization)
+
+    assert response.status_code == 401
+    assert "authentication failed" in caplog.text
+    assert SECRET not in caplog.text
+    assert SECRET[:8] not in caplog.text
+    assert "Hunter2"[:4] not in caplog.text
+    assert base64.b64encode(f"site-a:{SECRET}".encode()).decode()[:12] not in caplog.text
+
+
+def test_failed_login_logs_valid_username(
+        server: HubServer, caplog: pytest.LogCaptureFixture) -> None:
+    basic = base64.b64encode(b"site-zz:wrong").decode()
+
+    with caplog.at_level(logging.WARNING, logger="fusion_hub.auth"):
+        collections(server, f"Basic {basic}")
+
+    assert "for username 'site-zz': unknown" in caplog.text
+
+
 @pytest.mark.parametrize("token", ["fti_", "fti_abc", "nope_abc_def", "fti_0000000000000000_x"])
 def test_api_token_malformed_or_unknown_401(server: HubServer, token: str) -> None:
     response = collections(server, f"Bearer {token}")

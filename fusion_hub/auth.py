@@ -152,7 +152,7 @@ class Authenticator:
         bearer = parse_bearer_authorization(header)
         if bearer is not None:
             # Only the id of a well-formed token is logged or used as a key. Any other bearer
-            # value may be a password or a secret, so it is never log_name.
+            # value may be a password or a secret, so it is never logged.
             token_id = token_id_of(bearer)
             name = f"token {token_id}" if token_id else _MALFORMED_TOKEN
             result = self._check(name, name, remote_addr,
@@ -242,7 +242,7 @@ class Authenticator:
 def _shown_username(username: str) -> str:
     """Return how a failed username appears in the log.
 
-    Only a string of the form of a site or consumer name is log_name. Anything else, such as a
+    Only a string of the form of a site or consumer name is logged. Anything else, such as a
     token or password typed into the username field, shows as its length alone.
     """
     if is_valid_name(username):

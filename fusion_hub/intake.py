@@ -407,8 +407,10 @@ class Intake:
     ) -> tuple[ObjectResult, datetime | None]:
         if obj["type"] != SUMMARY_TYPE:
             check_collection_rules("summaries", principal, obj, object_id)
+            # Every site posts the same fti extension definitions.
             outcome, _ = self.storage.add_object(
-                _new_object(collection_id("summaries"), raw, obj, principal, version_us))
+                _new_object(collection_id("summaries"), raw, obj, principal, version_us),
+                shared_id=obj["type"] == "extension-definition")
             return _result_for(outcome, object_id, version, round_text=None), None
 
         round_start = self.check_summary(principal, obj, object_id, request_time)
@@ -677,6 +679,11 @@ def _result_for(
         return ObjectResult(object_id, version, True, None, "accepted")
     if outcome is AddOutcome.DUPLICATE:
         return ObjectResult(object_id, version, True, "already stored; no change", "duplicate")
+    if outcome is AddOutcome.OTHER_OWNER:
+        return ObjectResult(object_id, version, False,
+                            f"{object_id} has versions posted by another site, and only an "
+                            "object's creator may add versions; post it under a new id",
+                            "other-owner")
     if outcome is AddOutcome.ROUND_CONFLICT:
         return ObjectResult(object_id, version, False,
                             f"site already contributed to round {round_text}; a round takes one "

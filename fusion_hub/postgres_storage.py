@@ -90,6 +90,11 @@ class PostgresHubStorage(SQLStorage):
     """
 
     _LOCK_ROW = " FOR UPDATE"
+    _ID_IN_LIST = "id = ANY(?::text[])"
+    _OTHER_OWNER_IDS = (
+        "SELECT DISTINCT o.id FROM unnest(?::text[]) AS j(value) JOIN objects AS o "
+        "ON o.collection_key = ? AND o.id = j.value WHERE o.owner IS DISTINCT FROM ?"
+    )
     pipelines_inserts = True
 
     def __init__(
@@ -348,6 +353,10 @@ class PostgresHubStorage(SQLStorage):
         if changed == len(sent):
             return {(row[1], row[2]) for row in sent}
         return self._keys_added(sent)
+
+    @staticmethod
+    def _id_list(ids: Iterable[str]) -> Any:
+        return list(ids)
 
     def _stored_digests(
         self, collection_key: int, keys: Sequence[tuple[str, int]]

@@ -606,4 +606,7 @@ class SecureRoundCoordinator:
         if outcome is AddOutcome.CONFLICT:
             log.error("object %s version %s is stored with other content, so the round state was not updated",
                       obj["id"], version)
+        elif outcome is AddOutcome.OTHER_OWNER:
+            log.error("object %s has versions posted by a site, so the round state was not updated",
+                      obj["id"])
 

@@ -35,6 +35,9 @@ class AddOutcome(Enum):
     DUPLICATE = "duplicate"
     # The same id and version is stored with different content.
     CONFLICT = "conflict"
+    # Versions of the same id are stored from another owner. Only an object's creator may
+    # add versions of it (STIX 2.1, section 3.6), and every poster is its objects' creator.
+    OTHER_OWNER = "other-owner"
     # The site already contributed a different summary to this round.
     ROUND_CONFLICT = "round-conflict"
     # The round is closed; a new contribution would be ignored by fusion.
@@ -214,8 +217,12 @@ class HubStorage(abc.ABC):
     # Objects and collections.
 
     @abc.abstractmethod
-    def add_object(self, obj: NewObject) -> tuple[AddOutcome, int | None]:
-        """Store one object; return the outcome and, when created, its ``date_added``."""
+    def add_object(self, obj: NewObject, *, shared_id: bool = False) -> tuple[AddOutcome, int | None]:
+        """Store one object; return the outcome and, when created, its ``date_added``.
+
+        An id whose stored versions have another owner gets ``OTHER_OWNER``, unless
+        ``shared_id`` is set, for an object that several owners post under one id.
+        """
 
     @abc.abstractmethod
     def add_summary(
@@ -242,8 +249,9 @@ class HubStorage(abc.ABC):
         ``objects`` may be lazy. ``at_most`` bounds how many it yields: that many ``date_added``
         values are reserved, and those of objects it does not yield stay unused.
 
-        Returns the outcome of each object yielded, in order. Only ``CREATED``, ``DUPLICATE``
-        and ``CONFLICT`` occur: summaries that join rounds go through ``add_summary``.
+        Returns the outcome of each object yielded, in order. Only ``CREATED``, ``DUPLICATE``,
+        ``CONFLICT`` and ``OTHER_OWNER`` occur: summaries that join rounds go through
+        ``add_summary``. An object with ``OTHER_OWNER`` is not stored.
 
         Raises
         ------

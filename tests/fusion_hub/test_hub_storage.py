@@ -433,6 +433,54 @@ def test_add_objects_batch_outcomes_in_order(storage: HubStorage) -> None:
     assert stamps == sorted(set(stamps))
 
 
+def test_add_objects_other_owner_versions_rejected(storage: HubStorage) -> None:
+    storage.add_object(new_object("indicator--a", T1, owner="site-a", digest="a1"))
+    batch = [
+        new_object("indicator--b", T1, owner="site-b", digest="b1"),
+        new_object("indicator--a", T2, owner="site-b", digest="a2"),
+        new_object("indicator--a", T1, owner="site-b", digest="a1"),
+        new_object("indicator--a", T3, owner="site-b", digest="a3"),
+    ]
+
+    outcomes = storage.add_objects(COLLECTION, batch, at_most=len(batch))
+
+    assert outcomes == [AddOutcome.CREATED, AddOutcome.OTHER_OWNER, AddOutcome.OTHER_OWNER,
+                        AddOutcome.OTHER_OWNER]
+    page = storage.query_objects(ObjectQuery(collection_id=COLLECTION, limit=10,
+                                             versions=VersionFilter(all=True)))
+    assert [(o.id, o.version_us, o.owner) for o in page.objects] == [
+        ("indicator--a", T1, "site-a"), ("indicator--b", T1, "site-b")]
+
+
+def test_add_objects_owner_adds_own_versions(storage: HubStorage) -> None:
+    storage.add_object(new_object("indicator--a", T1, owner="site-a"))
+    batch = [new_object("indicator--a", T2, owner="site-a"),
+             new_object("indicator--c", T1, owner="site-a")]
+
+    outcomes = storage.add_objects(COLLECTION, batch, at_most=len(batch))
+
+    assert outcomes == [AddOutcome.CREATED, AddOutcome.CREATED]
+    assert ids_of(storage, versions=VersionFilter(all=True)) == [
+        ("indicator--a", T1), ("indicator--a", T2), ("indicator--c", T1)]
+
+
+def test_add_object_other_owner_unless_shared(storage: HubStorage) -> None:
+    storage.add_object(new_object("extension-definition--x", T1, owner="site-a", digest="x"))
+    storage.add_object(new_object("indicator--a", T1, owner="site-a"))
+
+    rejected, rejected_date = storage.add_object(new_object("indicator--a", T2, owner="site-b"))
+    shared, _ = storage.add_object(
+        new_object("extension-definition--x", T1, owner="site-b", digest="x"), shared_id=True)
+    hub_object, _ = storage.add_object(new_object("indicator--a", T3))
+
+    assert rejected is AddOutcome.OTHER_OWNER
+    assert rejected_date is None
+    assert shared is AddOutcome.DUPLICATE
+    assert hub_object is AddOutcome.OTHER_OWNER
+    assert ids_of(storage, versions=VersionFilter(all=True)) == [
+        ("extension-definition--x", T1), ("indicator--a", T1)]
+
+
 @pytest.mark.parametrize("stored_at", ["first batch", "last batch"])
 def test_add_objects_lazy_across_batches(
     storage: HubStorage, stored_at: str, caplog: pytest.LogCaptureFixture

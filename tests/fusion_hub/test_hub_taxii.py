@@ -322,6 +322,23 @@ def test_delete_other_sites_key_403(hub: Hub) -> None:
     assert "may delete only versions it posted" in body["description"]
 
 
+def test_other_site_cannot_version_key(hub: Hub) -> None:
+    keys_url = hub.objects_url(collection_id("keys"))
+    original = key_note("site-a", "2024-06-03T00:00:00.000Z")
+    post(keys_url, hub.site_a.auth, {"objects": [original]})
+    newer = dict(key_note("site-b", "2024-06-03T00:05:00.000Z"), content="replaced")
+
+    status = post(keys_url, hub.site_b.auth, {"objects": [newer]}).json()
+    latest = get(f"{keys_url}{original['id']}/", hub.site_b.auth).json()["objects"]
+    versions = get(f"{keys_url}{original['id']}/versions/", hub.site_a.auth).json()
+
+    assert status["failure_count"] == 1
+    assert status["failures"][0]["id"] == original["id"]
+    assert "only an object's creator may add versions" in status["failures"][0]["message"]
+    assert [o["content"] for o in latest] == ["key share"]
+    assert versions["versions"] == ["2024-06-03T00:00:00.000Z"]
+
+
 def test_delete_round_summary_403(hub: Hub) -> None:
     response = delete(f"{hub.objects_url()}{hub.summary_ids[0]}/", hub.site_a.auth)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -62,6 +63,12 @@ log = logging.getLogger(__name__)
 
 # Maximum time spent reading and dropping the rest of an oversized request body.
 DRAIN_SECONDS = 5.0
+
+# Most distinct values of one list filter (match[id], match[type], match[spec_version],
+# match[version]). Each value becomes a query parameter, and PostgreSQL takes at most 65,535
+# parameters per statement.
+MAX_FILTER_VALUES = 1000
+_DIGITS = re.compile(r"[0-9]+")
 
 TAXII_MEDIA_TYPE = "application/taxii+json;version=2.1"
 STIX_MEDIA_TYPE = "application/stix+json;version=2.1"
@@ -478,10 +485,8 @@ def _build_query(
 
     limit = settings.default_page_size
     if "limit" in args:
-        try:
-            limit = int(args["limit"])
-        except ValueError:
-            limit = 0
+        # ASCII digits only: int() would also take "1_000", " 5" and digits of other scripts.
+        limit = int(args["limit"]) if _DIGITS.fullmatch(args["limit"]) else 0
         if limit < 1:
             raise TaxiiError(400, "Bad Request", f"limit must be a whole number >= 1; got "
                                                  f"{args['limit']!r}")
@@ -493,8 +498,8 @@ def _build_query(
         added_after_us = _parse_time_parameter("added_after", args["added_after"])
 
     versions = _parse_versions(args.get("match[version]", default_version))
-    ids = (object_id,) if object_id is not None else _split(args.get("match[id]"))
-    types = () if object_id is not None else _split(args.get("match[type]"))
+    ids = (object_id,) if object_id is not None else _filter_values(args, "match[id]")
+    types = () if object_id is not None else _filter_values(args, "match[type]")
 
     fingerprint = query_fingerprint(
         principal.name, f"{endpoint}:{collection_id(name)}:{object_id or ''}", args
@@ -508,7 +513,7 @@ def _build_query(
 
     query = ObjectQuery(
         collection_id=collection_id(name), limit=limit, added_after_us=added_after_us,
-        ids=ids, types=types, spec_versions=_split(args.get("match[spec_version]")),
+        ids=ids, types=types, spec_versions=_filter_values(args, "match[spec_version]"),
         versions=versions,
         visible_to=principal.name if principal.sees_only_own(name) else None, after=after,
     )
@@ -516,10 +521,14 @@ def _build_query(
 
 
 def _parse_versions(text: str) -> VersionFilter:
-    tokens = _split(text)
+    tokens = tuple(dict.fromkeys(_split(text)))
     if not tokens:
         raise TaxiiError(400, "Bad Request", "match[version] must list first, last, all or "
                                              f"timestamps, separated by commas; got {text!r}")
+    if len(tokens) > MAX_FILTER_VALUES:
+        raise TaxiiError(400, "Bad Request",
+                         f"match[version] lists {len(tokens)} values; at most "
+                         f"{MAX_FILTER_VALUES} are accepted, so split the query")
     first = last = every = False
     exact: list[int] = []
     for token in tokens:
@@ -540,6 +549,28 @@ def _parse_time_parameter(name: str, value: str) -> int:
     except ValueError as err:
         raise TaxiiError(400, "Bad Request", f"{name} must be a timestamp such as "
                                              f"2024-05-01T10:00:00.000Z; got {value!r}") from err
+
+
+def _filter_values(args: dict[str, str], name: str) -> tuple[str, ...]:
+    """Return the distinct values of a list filter such as ``match[id]``, in order.
+
+    Raises
+    ------
+    TaxiiError
+        400 when the filter is given without a value or with more than
+        ``MAX_FILTER_VALUES`` distinct values.
+    """
+    if name not in args:
+        return ()
+    values = tuple(dict.fromkeys(_split(args[name])))
+    if not values:
+        raise TaxiiError(400, "Bad Request", f"{name} must list at least one value, "
+                                             "separated by commas")
+    if len(values) > MAX_FILTER_VALUES:
+        raise TaxiiError(400, "Bad Request",
+                         f"{name} lists {len(values)} values; at most {MAX_FILTER_VALUES} are "
+                         "accepted, so split the query")
+    return values
 
 
 def _split(text: str | None) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ import requests
 from taxii2client.v21 import Collection, as_pages
 
 from fusion_hub.server import HubServer
+from fusion_hub.taxii import MAX_FILTER_VALUES
 from stix_mappings.ids import collection_id, site_identity_id
 from tests.fusion_hub.hub_testing import (
     ROUND_SECONDS,
@@ -490,11 +491,45 @@ def test_manifest_lists_versions_and_media_type(hub: Hub) -> None:
     assert entry["date_added"] == response.headers["X-TAXII-Date-Added-First"]
 
 
-def test_limit_invalid_400(hub: Hub) -> None:
-    response = get(hub.objects_url(), hub.site_a.auth, limit="0")
+@pytest.mark.parametrize("limit", ["0", "\u0663", "1_0", " 5", "+5", "5.0"])
+def test_limit_invalid_400(hub: Hub, limit: str) -> None:
+    response = get(hub.objects_url(), hub.site_a.auth, limit=limit)
 
     assert "limit must be a whole number >= 1" in assert_taxii_error(response, 400)[
         "description"]
+
+
+@pytest.mark.parametrize("name", ["match[id]", "match[type]", "match[spec_version]"])
+@pytest.mark.parametrize("value", ["", ",", " , "])
+def test_empty_list_filter_400(hub: Hub, name: str, value: str) -> None:
+    response = get(hub.objects_url(), hub.site_a.auth, **{name: value})
+
+    body = assert_taxii_error(response, 400)
+    assert f"{name} must list at least one value" in body["description"]
+
+
+@pytest.mark.parametrize("name", ["match[id]", "match[version]"])
+def test_list_filter_over_cap_400(hub: Hub, name: str) -> None:
+    if name == "match[id]":
+        values = [f"indicator--{index:08x}-0000-4000-8000-000000000000"
+                  for index in range(MAX_FILTER_VALUES + 1)]
+    else:
+        values = [f"2024-06-03T00:00:00.{index:06d}Z" for index in range(MAX_FILTER_VALUES + 1)]
+
+    response = get(hub.objects_url(), hub.site_a.auth, **{name: ",".join(values)})
+
+    body = assert_taxii_error(response, 400)
+    assert f"{name} lists {MAX_FILTER_VALUES + 1} values; at most {MAX_FILTER_VALUES}" in body[
+        "description"]
+
+
+def test_list_filter_repeats_counted_once(hub: Hub) -> None:
+    repeated = ",".join([hub.summary_ids[0]] * (3 * MAX_FILTER_VALUES))
+
+    response = get(hub.objects_url(), hub.site_a.auth, **{"match[id]": repeated})
+
+    assert response.status_code == 200
+    assert [o["id"] for o in response.json()["objects"]] == [hub.summary_ids[0]]
 
 
 def test_empty_match_version_400(hub: Hub) -> None:

@@ -87,6 +87,10 @@ STORAGE_BACKENDS = ("sqlite", "postgresql")
 POSTGRESQL_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
+# First path segments the hub serves outside the API root: TAXII discovery and metrics.
+RESERVED_PATHS = ("taxii2", "metrics")
+
+
 def mask_dsn(dsn: str) -> str:
     """Return a PostgreSQL connection string with its password replaced by asterisks."""
     masked = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", dsn)
@@ -413,6 +417,9 @@ def validate_hub_config(
     require(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", hub.api_root) is not None,
             "hub.api_root", hub.api_root, "must be one URL path segment",
             "Use letters, digits, '.', '_' or '-', for example 'fti'")
+    require(hub.api_root.lower() not in RESERVED_PATHS, "hub.api_root", hub.api_root,
+            f"is taken by the hub's /{hub.api_root.lower()} path",
+            "Choose another name, for example 'fti'")
     require(hub.name.strip() != "", "hub.name", hub.name, "must not be empty",
             "Name the hub, for example 'consortium-hub'")
     require(0 <= hub.port <= 65535, "hub.port", hub.port, "must be in [0, 65535]",
@@ -450,6 +457,8 @@ def validate_hub_config(
     require(re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", storage.postgresql_schema) is not None,
             "storage.postgresql_schema", storage.postgresql_schema,
             "must be a lower-case SQL identifier", "Use letters, digits and '_', e.g. fti_hub")
+    if storage.backend == "postgresql" and storage.postgresql_dsn.strip():
+        validate_postgresql_dsn(storage.postgresql_dsn, require)
     validate_postgresql_tls(storage, require)
 
     tls = config.tls
@@ -593,6 +602,55 @@ def _is_ip_address(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def validate_postgresql_dsn(
+    dsn: str, require: Callable[[bool, str, Any, str, str], None]
+) -> None:
+    """Check that libpq can read ``dsn`` and that its sslmode and port are valid.
+
+    Errors never show the DSN, which may hold a password, and show libpq's message without
+    the parts of the DSN that it quotes.
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except ProgrammingError as err:
+        require(False, "storage.postgresql_dsn", _HIDDEN_DSN,
+                f"is not a libpq connection URI or key=value string ({conninfo_problem(err)})",
+                "Write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with special "
+                "characters of the password percent-encoded")
+        return
+    sslmode = params.get("sslmode")
+    require(sslmode is None or sslmode in POSTGRESQL_SSLMODES, "storage.postgresql_dsn",
+            _HIDDEN_DSN, f"sets sslmode {sslmode!r}, which is not a libpq sslmode",
+            f"Use one of: {', '.join(POSTGRESQL_SSLMODES)}")
+    for port in str(params.get("port", "5432")).split(","):
+        require(port.isascii() and port.isdigit() and 1 <= int(port) <= 65535,
+                "storage.postgresql_dsn", _HIDDEN_DSN,
+                f"sets port {port!r}, which is not a TCP port",
+                "Give a port from 1 to 65535, such as 5432")
+
+
+# Shown in place of a DSN in configuration errors.
+_HIDDEN_DSN = "(not shown, since it may hold a password)"
+
+
+def conninfo_problem(err: BaseException) -> str:
+    """Return libpq's message about a connection string, without the DSN text it quotes.
+
+    libpq quotes the part of the string it could not read, which may be the password, as in
+    ``invalid percent-encoded token: "...``. The message is cut at the first quoted text
+    other than one punctuation character, such as the ``"="`` of ``missing "=" after``.
+    """
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    for quoted in re.finditer(r'"([^"]*)"?', first):
+        text = quoted.group(1)
+        if len(text) != 1 or text.isalnum() or not quoted.group(0).endswith('"'):
+            return first[:quoted.start()] + '"..."'
+    return first
 
 
 def validate_postgresql_tls(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from fusion_hub.config import HubConfig, load_hub_config
-from fusion_hub.errors import HubConfigError
+from fusion_hub.errors import HubConfigError, StorageError
+from fusion_hub.postgres_storage import PostgresHubStorage
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -183,12 +184,42 @@ def test_load_postgresql_storage_and_limits(tmp_path: Path) -> None:
     ("hub:\n  rate_limit_per_minute: -1\n", "hub.rate_limit_per_minute"),
     ("hub:\n  max_objects_per_request: 0\n", "hub.max_objects_per_request"),
     ("hub:\n  status_retention_days: 0\n", "hub.status_retention_days"),
+    ("hub:\n  api_root: taxii2\n", "hub.api_root"),
+    ("hub:\n  api_root: Metrics\n", "hub.api_root"),
 ])
 def test_load_storage_and_limit_errors(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(HubConfigError) as excinfo:
         load_hub_config(write(tmp_path, text))
 
     assert excinfo.value.key == key
+
+
+@pytest.mark.parametrize(("dsn", "problem"), [
+    ("postgresql://fti:TOPSECRET3@[bad", 'IPv6 host address in URI: "..."'),
+    ("postgresql://fti:TOP%SECRET3@db/fti", 'invalid percent-encoded token: "..."'),
+    ("host=db password=TOP SECRET3 port", 'missing "=" after "..."'),
+    ("postgresql://fti:TOPSECRET3@db/fti?sslmode=bogus", "sets sslmode 'bogus'"),
+    ("postgresql://fti:TOPSECRET3@db:notaport/fti", "sets port 'notaport'"),
+    ("postgresql://fti:TOPSECRET3@db:70000/fti", "sets port '70000'"),
+])
+def test_bad_postgresql_dsn_named_without_password(
+        tmp_path: Path, dsn: str, problem: str) -> None:
+    text = f"storage:\n  backend: postgresql\n  postgresql_dsn: '{dsn}'\n"
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, text))
+
+    assert excinfo.value.key == "storage.postgresql_dsn"
+    assert problem in str(excinfo.value)
+    assert "SECRET3" not in str(excinfo.value)
+
+
+def test_postgres_storage_hides_unreadable_dsn() -> None:
+    with pytest.raises(StorageError) as excinfo:
+        PostgresHubStorage("postgresql://fti:TOP%SECRET3@127.0.0.1:1/fti", schema="fti_hub")
+
+    assert 'invalid percent-encoded token: "..."' in str(excinfo.value)
+    assert "SECRET3" not in str(excinfo.value)
 
 
 POSTGRES = "storage:\n  backend: postgresql\n  postgresql_dsn: postgresql://fti@db/fti\n"

@@ -68,7 +68,8 @@ def parse_basic_authorization(header: str | None) -> BasicCredentials | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # ValueError: b64decode takes only ASCII text.
         return None
     username, separator, password = decoded.partition(":")
     if not separator:

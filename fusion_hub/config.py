@@ -92,9 +92,39 @@ RESERVED_PATHS = ("taxii2", "metrics")
 
 
 def mask_dsn(dsn: str) -> str:
-    """Return a PostgreSQL connection string with its password replaced by asterisks."""
-    masked = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", masked)
+    """Return a PostgreSQL connection string for logs: libpq's fields, with secrets masked.
+
+    The fields come from libpq's own parser, so escapes, quoting and percent-encoding cannot
+    hide a password from the mask. A string libpq cannot read, or a URI that looks like it
+    has an unencoded '/' in its password, shows as a placeholder.
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        return "(a connection string that libpq cannot read)"
+    if _password_in_path(dsn, params):
+        return "(a connection URI with '@' after its host)"
+    for name in _SECRET_FIELDS:
+        if name in params:
+            params[name] = "***"
+    return make_conninfo(**params)
+
+
+# Connection fields that hold secrets: the login password and the client key's passphrase.
+_SECRET_FIELDS = ("password", "sslpassword")
+
+
+def _password_in_path(dsn: str, params: dict[str, Any]) -> bool:
+    """Return whether a URI's database name contains an '@'.
+
+    In ``postgresql://fti:2024/pw@db/fti`` the '/' in the password ends the host, so libpq
+    reads host ``fti``, port ``2024`` and the rest of the password as the database name.
+    """
+    return (dsn.lstrip().lower().startswith(("postgresql://", "postgres://"))
+            and "@" in str(params.get("dbname", "")))
 
 
 @dataclass(frozen=True)
@@ -623,14 +653,19 @@ def validate_postgresql_dsn(
                 "Write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with special "
                 "characters of the password percent-encoded")
         return
+    # The values read from the DSN are not shown either: a mistyped DSN can put part of the
+    # password into any field.
+    require(not _password_in_path(dsn, params), "storage.postgresql_dsn", _HIDDEN_DSN,
+            "has an '@' after the host, so libpq would read part of the password as the "
+            "host, port or database name",
+            "Percent-encode '/' in the password as %2F and '@' as %40")
     sslmode = params.get("sslmode")
     require(sslmode is None or sslmode in POSTGRESQL_SSLMODES, "storage.postgresql_dsn",
-            _HIDDEN_DSN, f"sets sslmode {sslmode!r}, which is not a libpq sslmode",
+            _HIDDEN_DSN, "sets an sslmode that libpq does not know",
             f"Use one of: {', '.join(POSTGRESQL_SSLMODES)}")
     for port in str(params.get("port", "5432")).split(","):
         require(port.isascii() and port.isdigit() and 1 <= int(port) <= 65535,
-                "storage.postgresql_dsn", _HIDDEN_DSN,
-                f"sets port {port!r}, which is not a TCP port",
+                "storage.postgresql_dsn", _HIDDEN_DSN, "sets a port that is not a TCP port",
                 "Give a port from 1 to 65535, such as 5432")
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from fusion_hub.config import conninfo_problem, mask_dsn
 from fusion_hub.errors import StorageError
@@ -115,7 +114,7 @@ class PostgresHubStorage(SQLStorage):
                                f"got {schema!r}")
         super().__init__(clock=clock)
         self.schema = schema
-        self.where = _describe_dsn(dsn)
+        self.where = mask_dsn(dsn)
         tls = {name: str(value) for name, value in (
             ("sslmode", sslmode), ("sslrootcert", sslrootcert), ("sslcert", sslcert),
             ("sslkey", sslkey)) if value is not None}
@@ -142,7 +141,7 @@ class PostgresHubStorage(SQLStorage):
                                  if name in self._connect_options)
             # libpq quotes the parts of a connection string it cannot read, password included.
             problem = (conninfo_problem(err) if isinstance(err, psycopg.ProgrammingError)
-                       else mask_dsn(_first_line(err)))
+                       else _first_line(err))
             raise StorageError(
                 f"cannot connect to hub database {self.where}: {problem}"
                 + (f" (TLS settings: {settings})" if settings else "")
@@ -437,15 +436,6 @@ def _batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[
 def _native(sql: str) -> str:
     # The shared statements contain no literal '?' or '%', only parameter markers.
     return sql.replace("?", "%s")
-
-
-def _describe_dsn(dsn: str) -> str:
-    """Return the DSN with its password masked, or a placeholder where libpq cannot read it."""
-    try:
-        conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "(a connection string that libpq cannot read)"
-    return mask_dsn(dsn)
 
 
 def _first_line(err: BaseException) -> str:

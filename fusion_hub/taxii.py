@@ -337,7 +337,7 @@ def create_app(services: HubServices) -> Flask:
         args = {key: ",".join(values) for key, values in request.args.to_dict(flat=False).items()}
         query = ObjectQuery(
             collection_id=collection_id(name), limit=1, ids=(object_id,),
-            spec_versions=_split(args.get("match[spec_version]")),
+            spec_versions=_filter_values(args, "match[spec_version]"),
             versions=_parse_versions(args.get("match[version]", "all")),
         )
         deleted, kept_contributions = services.storage.delete_objects(query,
@@ -486,7 +486,11 @@ def _build_query(
     limit = settings.default_page_size
     if "limit" in args:
         # ASCII digits only: int() would also take "1_000", " 5" and digits of other scripts.
-        limit = int(args["limit"]) if _DIGITS.fullmatch(args["limit"]) else 0
+        limit = 0
+        if _DIGITS.fullmatch(args["limit"]):
+            digits = args["limit"].lstrip("0")
+            # Past nine digits a limit exceeds any page size, and int() rejects thousands.
+            limit = int(digits or "0") if len(digits) <= 9 else settings.max_page_size
         if limit < 1:
             raise TaxiiError(400, "Bad Request", f"limit must be a whole number >= 1; got "
                                                  f"{args['limit']!r}")

@@ -96,6 +96,17 @@ def test_failed_login_logs_no_misplaced_secret(
     assert base64.b64encode(f"site-a:{SECRET}".encode()).decode()[:12] not in caplog.text
 
 
+def test_basic_non_ascii_header_401(server: HubServer) -> None:
+    basic = base64.b64encode(b"site-a:pw").decode()
+
+    response = requests.get(f"{server.api_root_url}collections/", timeout=10,
+                            headers={"Accept": TAXII,
+                                     "Authorization": f"Basic {basic}\u00e9".encode("latin-1")})
+
+    assert response.status_code == 401
+    assert response.json()["http_status"] == "401"
+
+
 def test_failed_login_logs_valid_username(
         server: HubServer, caplog: pytest.LogCaptureFixture) -> None:
     basic = base64.b64encode(b"site-zz:wrong").decode()

@@ -198,9 +198,11 @@ def test_load_storage_and_limit_errors(tmp_path: Path, text: str, key: str) -> N
     ("postgresql://fti:TOPSECRET3@[bad", 'IPv6 host address in URI: "..."'),
     ("postgresql://fti:TOP%SECRET3@db/fti", 'invalid percent-encoded token: "..."'),
     ("host=db password=TOP SECRET3 port", 'missing "=" after "..."'),
-    ("postgresql://fti:TOPSECRET3@db/fti?sslmode=bogus", "sets sslmode 'bogus'"),
-    ("postgresql://fti:TOPSECRET3@db:notaport/fti", "sets port 'notaport'"),
-    ("postgresql://fti:TOPSECRET3@db:70000/fti", "sets port '70000'"),
+    ("postgresql://fti:TOPSECRET3@db/fti?sslmode=bogus", "sets an sslmode that libpq"),
+    ("postgresql://fti:TOPSECRET3@db:notaport/fti", "sets a port that is not a TCP port"),
+    ("postgresql://fti:TOPSECRET3@db:70000/fti", "sets a port that is not a TCP port"),
+    ("postgresql://fti:Tr0ub/SECRET3@db/fti", "has an '@' after the host"),
+    ("postgresql://fti:2024/SpringSECRET3@db/fti", "has an '@' after the host"),
 ])
 def test_bad_postgresql_dsn_named_without_password(
         tmp_path: Path, dsn: str, problem: str) -> None:

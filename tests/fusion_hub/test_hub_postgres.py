@@ -144,7 +144,7 @@ def test_unreachable_server_error_masks_password() -> None:
         PostgresHubStorage(dsn, connect_timeout_secs=2)
 
     assert "hunter2" not in str(excinfo.value)
-    assert "postgresql://fti:***@127.0.0.1:9/fti" in str(excinfo.value)
+    assert "user=fti password=*** dbname=fti host=127.0.0.1 port=9" in str(excinfo.value)
 
 
 def test_invalid_schema_name_rejected() -> None:
@@ -159,7 +159,20 @@ def test_storage_settings_repr_masks_dsn() -> None:
                                postgresql_dsn="host=db user=fti password=hunter2")
 
     assert "hunter2" not in repr(settings)
-    assert mask_dsn("postgresql://fti:hunter2@db/fti") == "postgresql://fti:***@db/fti"
+    assert mask_dsn("postgresql://fti:hunter2@db/fti") == "user=fti password=*** dbname=fti host=db"
+
+
+@pytest.mark.parametrize("dsn", [
+    "host=db password=open\\ sesame/SECRET\\'q",
+    "host=db password='ab\\'cd SECRET'",
+    "postgresql://fti@db/fti?pass%77ord=SECRET",
+    "postgresql://fti:pw@db/fti?sslpassword=SECRET",
+    "postgresql://fti:2024/SpringSECRET@db/fti",
+    "postgresql://fti:Tr0ub/SECRET@db",
+    "postgresql://fti:TOP%SECRET@db/fti",
+])
+def test_mask_dsn_hides_escaped_passwords(dsn: str) -> None:
+    assert "SECRET" not in mask_dsn(dsn)
 
 
 def write_tls_config(path: Path, dsn: str, schema: str, sslmode: str) -> Path:

@@ -499,6 +499,27 @@ def test_limit_invalid_400(hub: Hub, limit: str) -> None:
         "description"]
 
 
+@pytest.mark.parametrize(("limit", "count"), [("0002", 2), ("9" * 5000, 5)])
+def test_limit_long_digits_read(hub: Hub, limit: str, count: int) -> None:
+    response = get(hub.objects_url(), hub.site_a.auth, limit=limit)
+
+    assert response.status_code == 200
+    assert len(response.json()["objects"]) == count
+
+
+@pytest.mark.parametrize("spec_versions", ["", " , ",
+                                           ",".join(f"2.{n}" for n in range(1001))])
+def test_delete_list_filter_checked(hub: Hub, spec_versions: str) -> None:
+    keys_url = hub.objects_url(collection_id("keys"))
+    post(keys_url, hub.site_a.auth, {"objects": [key_note("site-a", "2024-06-03T00:00:00.000Z")]})
+    note_url = f"{keys_url}note--6f2d0c9e-1f1b-4a9e-9d55-0c6c8f1d2a10/"
+
+    response = delete(note_url, hub.site_a.auth, **{"match[spec_version]": spec_versions})
+
+    assert_taxii_error(response, 400)
+    assert get(note_url, hub.site_a.auth).status_code == 200
+
+
 @pytest.mark.parametrize("name", ["match[id]", "match[type]", "match[spec_version]"])
 @pytest.mark.parametrize("value", ["", ",", " , "])
 def test_empty_list_filter_400(hub: Hub, name: str, value: str) -> None:

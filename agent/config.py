@@ -301,8 +301,9 @@ def _build(cls: type, raw: dict, source: str, prefix: str, base: Path, key_lines
     known = {f.name: f for f in fields(cls)}
     for key in raw:
         if key not in known:
+            # The value is not shown: a misspelled key may hold a password.
             raise ConfigError(
-                source, lines.get(key, 0), prefix + str(key), raw[key],
+                source, lines.get(key, 0), prefix + str(key), None,
                 f"unknown key; allowed keys here are: {', '.join(sorted(known))}",
             )
     values: dict[str, Any] = {}

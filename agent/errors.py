@@ -20,10 +20,17 @@ class AgentError(Exception):
     """Root of every error raised by the agent."""
 
 
+# Configuration keys whose values errors never show.
+SECRET_KEYS = ("password",)
+
+
 class ConfigError(AgentError):
     """A configuration value is invalid."""
 
     def __init__(self, source: str, line: int, key: str, value: Any, fix: str) -> None:
+        # A secret is never shown, even one of the wrong type.
+        if value is not None and key.rsplit(".", 1)[-1] in SECRET_KEYS:
+            value = "***"
         self.source, self.line, self.key, self.value, self.fix = source, line, key, value, fix
         where = f"{source}:{line}" if line else source
         if not key:

@@ -87,44 +87,65 @@ STORAGE_BACKENDS = ("sqlite", "postgresql")
 POSTGRESQL_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
+# Settings whose values configuration errors never show.
+SECRET_SETTINGS = ("storage.postgresql_dsn",)
+
 # First path segments the hub serves outside the API root: TAXII discovery and metrics.
 RESERVED_PATHS = ("taxii2", "metrics")
 
 
 def mask_dsn(dsn: str) -> str:
-    """Return a PostgreSQL connection string for logs: libpq's fields, with secrets masked.
+    """Return a PostgreSQL connection string for logs: its host, port, database and user.
 
-    The fields come from libpq's own parser, so escapes, quoting and percent-encoding cannot
-    hide a password from the mask. A string libpq cannot read, or a URI that looks like it
-    has an unencoded '/' in its password, shows as a placeholder.
+    The fields come from libpq's own parser, and only those that name the server and the
+    login are shown. So no escape, encoding or newer libpq option (such as its SCRAM keys)
+    can bring a secret into the log. A secret that is set shows as ``***``. A string libpq
+    cannot read, or a URI whose '@' is misplaced, shows as a placeholder.
     """
+    params = _parse_dsn(dsn)
+    if params is None:
+        return "(a connection string that libpq cannot read)"
+    if _misplaced_at(dsn):
+        return "(a connection URI with an '@' outside its user part)"
+    fields = [f"{name}={params[name]}" for name in _SHOWN_FIELDS if name in params]
+    if any(name in params for name in _SECRET_FIELDS):
+        fields.append("password=***")
+    return " ".join(fields)
+
+
+# Connection fields shown in logs, and the secrets among libpq's fields that mark a DSN as
+# carrying a password.
+_SHOWN_FIELDS = ("host", "hostaddr", "port", "dbname", "user", "sslmode")
+_SECRET_FIELDS = ("password", "sslpassword", "scram_client_key", "scram_server_key",
+                  "oauth_client_secret")
+
+
+def _parse_dsn(dsn: str) -> dict[str, Any] | None:
+    """Return libpq's fields of ``dsn``, or None where libpq cannot read it."""
     from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import conninfo_to_dict
 
     try:
-        params = conninfo_to_dict(dsn)
-    except ProgrammingError:
-        return "(a connection string that libpq cannot read)"
-    if _password_in_path(dsn, params):
-        return "(a connection URI with '@' after its host)"
-    for name in _SECRET_FIELDS:
-        if name in params:
-            params[name] = "***"
-    return make_conninfo(**params)
+        return conninfo_to_dict(dsn)
+    except (ProgrammingError, UnicodeDecodeError):
+        # UnicodeDecodeError: a percent escape that decodes to bytes other than UTF-8.
+        return None
 
 
-# Connection fields that hold secrets: the login password and the client key's passphrase.
-_SECRET_FIELDS = ("password", "sslpassword")
+def _misplaced_at(dsn: str) -> bool:
+    """Return whether a URI has an '@' other than the one that ends its user part.
 
-
-def _password_in_path(dsn: str, params: dict[str, Any]) -> bool:
-    """Return whether a URI's database name contains an '@'.
-
-    In ``postgresql://fti:2024/pw@db/fti`` the '/' in the password ends the host, so libpq
-    reads host ``fti``, port ``2024`` and the rest of the password as the database name.
+    A password with a literal '/' or '@' moves the rest of the password into the host, port,
+    database name or an option: ``postgresql://fti:2024/pw@db/fti`` reads as host ``fti``,
+    port ``2024`` and database ``pw@db/fti``. RFC 3986 requires both to be percent-encoded.
     """
-    return (dsn.lstrip().lower().startswith(("postgresql://", "postgres://"))
-            and "@" in str(params.get("dbname", "")))
+    text = dsn.strip()
+    scheme, separator, rest = text.partition("://")
+    if not separator or scheme.lower() not in ("postgresql", "postgres"):
+        return False
+    authority_end = min((index for index in (rest.find("/"), rest.find("?")) if index >= 0),
+                        default=len(rest))
+    return rest.count("@") > 1 or "@" in rest[authority_end:]
 
 
 @dataclass(frozen=True)
@@ -414,7 +435,7 @@ def load_hub_config(path: Path | str) -> HubConfig:
     if unknown:
         key = unknown[0]
         raise HubConfigError(
-            path, key=key, value=document[key], problem="is not a known section",
+            path, key=key, value=None, problem="is not a known section",
             fix=f"Use one of: {', '.join(sections)}", line=lines.get(key),
         )
 
@@ -639,26 +660,29 @@ def validate_postgresql_dsn(
 ) -> None:
     """Check that libpq can read ``dsn`` and that its sslmode and port are valid.
 
-    Errors never show the DSN, which may hold a password, and show libpq's message without
-    the parts of the DSN that it quotes.
+    Errors never show the DSN or any value read from it, which may hold a password, and show
+    libpq's message without the parts of the DSN that it quotes.
     """
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 
+    fix = ("Write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with special "
+           "characters of the password percent-encoded ('/' as %2F, '@' as %40)")
     try:
         params = conninfo_to_dict(dsn)
     except ProgrammingError as err:
         require(False, "storage.postgresql_dsn", _HIDDEN_DSN,
                 f"is not a libpq connection URI or key=value string ({conninfo_problem(err)})",
-                "Write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with special "
-                "characters of the password percent-encoded")
+                fix)
         return
-    # The values read from the DSN are not shown either: a mistyped DSN can put part of the
-    # password into any field.
-    require(not _password_in_path(dsn, params), "storage.postgresql_dsn", _HIDDEN_DSN,
-            "has an '@' after the host, so libpq would read part of the password as the "
-            "host, port or database name",
-            "Percent-encode '/' in the password as %2F and '@' as %40")
+    except UnicodeDecodeError:
+        require(False, "storage.postgresql_dsn", _HIDDEN_DSN,
+                "has a percent escape that does not decode to UTF-8 text", fix)
+        return
+    # A mistyped DSN can put part of the password into any field, so no value is shown.
+    require(not _misplaced_at(dsn), "storage.postgresql_dsn", _HIDDEN_DSN,
+            "has an '@' outside its user part, so libpq would read part of the password as "
+            "the host, port, database name or an option", fix)
     sslmode = params.get("sslmode")
     require(sslmode is None or sslmode in POSTGRESQL_SSLMODES, "storage.postgresql_dsn",
             _HIDDEN_DSN, "sets an sslmode that libpq does not know",
@@ -678,12 +702,11 @@ def conninfo_problem(err: BaseException) -> str:
 
     libpq quotes the part of the string it could not read, which may be the password, as in
     ``invalid percent-encoded token: "...``. The message is cut at the first quoted text
-    other than one punctuation character, such as the ``"="`` of ``missing "=" after``.
+    other than the ``"="`` and ``"]"`` of libpq's own wording, such as ``missing "=" after``.
     """
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    for quoted in re.finditer(r'"([^"]*)"?', first):
-        text = quoted.group(1)
-        if len(text) != 1 or text.isalnum() or not quoted.group(0).endswith('"'):
+    for quoted in re.finditer(r'"[^"]*"?', first):
+        if quoted.group(0) not in ('"="', '"]"'):
             return first[:quoted.start()] + '"..."'
     return first
 
@@ -809,8 +832,9 @@ def _build_section(
     for key, value in raw.items():
         dotted = f"{name}.{key}"
         if key not in known:
+            # The value is not shown: a misspelled key may hold a password.
             raise HubConfigError(
-                path, key=dotted, value=value, problem="is not a known setting",
+                path, key=dotted, value=None, problem="is not a known setting",
                 fix=f"Use one of: {', '.join(sorted(known))}", line=lines.get(dotted),
             )
         values[key] = _coerce(
@@ -840,7 +864,8 @@ def _coerce(
         )
 
     def reject(kind: str, fix: str) -> HubConfigError:
-        return HubConfigError(path, key=key, value=value, problem=f"must be {kind}",
+        found = _HIDDEN_DSN if key in SECRET_SETTINGS else value
+        return HubConfigError(path, key=key, value=found, problem=f"must be {kind}",
                               fix=fix, line=line)
 
     if expected is bool:
@@ -863,7 +888,8 @@ def _coerce(
         hint = ""
         if isinstance(value, bool):
             hint = " (YAML 1.1 reads yes/no/on/off as booleans)"
-        raise reject("a string", f"Quote the value{hint}, for example \"{text or value}\"")
+        example = "..." if key in SECRET_SETTINGS else text or value
+        raise reject("a string", f"Quote the value{hint}, for example \"{example}\"")
     if typing.get_origin(expected) is tuple:
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return tuple(value)

@@ -135,6 +135,9 @@ class PostgresHubStorage(SQLStorage):
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(self._dsn, **self._connect_options)
+        except UnicodeDecodeError as err:
+            raise StorageError(f"cannot connect to hub database {self.where}: a percent "
+                               "escape in the DSN does not decode to UTF-8 text") from err
         except psycopg.Error as err:
             settings = ", ".join(f"{name}={self._connect_options[name]}" for name in
                                  ("sslmode", "sslrootcert", "sslcert", "sslkey")

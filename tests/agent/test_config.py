@@ -74,6 +74,18 @@ def test_unknown_key_lists_allowed_keys(tmp_path: Path) -> None:
     assert "epsilon_per_round" in str(excinfo.value)
 
 
+@pytest.mark.parametrize("line", ["  pasword: hunter2SECRET", "  password: [hunter2SECRET]",
+                                  "  password: {a: hunter2SECRET}"])
+def test_password_never_shown_in_errors(tmp_path: Path, line: str) -> None:
+    text = VALID.replace("  password_file: hub.password", line)
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_agent_config(write(tmp_path, text))
+
+    assert excinfo.value.key.startswith("hub.pas")
+    assert "SECRET" not in str(excinfo.value)
+
+
 def test_yaml_boolean_in_string_list_is_rejected(tmp_path: Path) -> None:
     text = VALID.replace("  signing_key: keys/site.key", "  signing_key: keys/site.key\n  internal_domains: [no, example.org]")
 

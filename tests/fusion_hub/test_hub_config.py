@@ -101,7 +101,7 @@ def test_load_unknown_key_lists_known_ones(tmp_path: Path) -> None:
         load_hub_config(path)
 
     error = excinfo.value
-    assert (error.key, error.value, error.line) == ("rounds.quorum", 3, 2)
+    assert (error.key, error.value, error.line) == ("rounds.quorum", None, 2)
     assert "quorum_sites" in error.fix
     assert "is not a known setting" in str(error)
 
@@ -201,8 +201,11 @@ def test_load_storage_and_limit_errors(tmp_path: Path, text: str, key: str) -> N
     ("postgresql://fti:TOPSECRET3@db/fti?sslmode=bogus", "sets an sslmode that libpq"),
     ("postgresql://fti:TOPSECRET3@db:notaport/fti", "sets a port that is not a TCP port"),
     ("postgresql://fti:TOPSECRET3@db:70000/fti", "sets a port that is not a TCP port"),
-    ("postgresql://fti:Tr0ub/SECRET3@db/fti", "has an '@' after the host"),
-    ("postgresql://fti:2024/SpringSECRET3@db/fti", "has an '@' after the host"),
+    ("postgresql://fti:Tr0ub/SECRET3@db/fti", "has an '@' outside its user part"),
+    ("postgresql://fti:2024/SpringSECRET3@db/fti", "has an '@' outside its user part"),
+    ("postgresql://fti:Tr0ub@dorSECRET3@127.0.0.1/fti", "has an '@' outside its user part"),
+    ("postgresql://fti:Sp%ceSECRET3@127.0.0.1/fti", "does not decode to UTF-8 text"),
+    ("host=db password=Kx9 !\"Zq7LmSECRET3", 'missing "=" after "..."'),
 ])
 def test_bad_postgresql_dsn_named_without_password(
         tmp_path: Path, dsn: str, problem: str) -> None:
@@ -214,6 +217,28 @@ def test_bad_postgresql_dsn_named_without_password(
     assert excinfo.value.key == "storage.postgresql_dsn"
     assert problem in str(excinfo.value)
     assert "SECRET3" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("text", [
+    "storage:\n  dsn: postgresql://fti:LeakSECRET3@db/fti\n",
+    "hub:\n  postgresql_dsn: postgresql://fti:LeakSECRET3@db/fti\n",
+    "storage:\n  postgresql_dsn: [postgresql://fti:LeakSECRET3@db/fti]\n",
+    "storage:\n  postgresql_dsn: {password: LeakSECRET3}\n",
+    "database:\n  dsn: postgresql://fti:LeakSECRET3@db/fti\n",
+])
+def test_misplaced_dsn_not_shown(tmp_path: Path, text: str) -> None:
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, text))
+
+    assert "SECRET3" not in str(excinfo.value)
+
+
+def test_encoded_at_in_database_accepted(tmp_path: Path) -> None:
+    text = "storage:\n  backend: postgresql\n  postgresql_dsn: postgresql://fti:pw@db/a%40b\n"
+
+    config = load_hub_config(write(tmp_path, text))
+
+    assert config.storage.postgresql_dsn.endswith("a%40b")
 
 
 def test_postgres_storage_hides_unreadable_dsn() -> None:

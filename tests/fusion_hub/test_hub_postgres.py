@@ -144,7 +144,7 @@ def test_unreachable_server_error_masks_password() -> None:
         PostgresHubStorage(dsn, connect_timeout_secs=2)
 
     assert "hunter2" not in str(excinfo.value)
-    assert "user=fti password=*** dbname=fti host=127.0.0.1 port=9" in str(excinfo.value)
+    assert "host=127.0.0.1 port=9 dbname=fti user=fti password=***" in str(excinfo.value)
 
 
 def test_invalid_schema_name_rejected() -> None:
@@ -159,7 +159,7 @@ def test_storage_settings_repr_masks_dsn() -> None:
                                postgresql_dsn="host=db user=fti password=hunter2")
 
     assert "hunter2" not in repr(settings)
-    assert mask_dsn("postgresql://fti:hunter2@db/fti") == "user=fti password=*** dbname=fti host=db"
+    assert mask_dsn("postgresql://fti:hunter2@db/fti") == "host=db dbname=fti user=fti password=***"
 
 
 @pytest.mark.parametrize("dsn", [
@@ -170,9 +170,19 @@ def test_storage_settings_repr_masks_dsn() -> None:
     "postgresql://fti:2024/SpringSECRET@db/fti",
     "postgresql://fti:Tr0ub/SECRET@db",
     "postgresql://fti:TOP%SECRET@db/fti",
+    "postgresql://fti:Tr0ub@dor-SECRET@127.0.0.1:5432/fti",
+    "postgresql://fti:5432/SECRETpart?application_name=x@127.0.0.1/fti",
+    "postgresql://fti@db/fti?scram_client_key=SECRET&scram_server_key=SECRET",
+    "host=db user=fti oauth_client_secret=SECRET",
+    "postgresql://fti:Sp%ceSECRET@db/fti",
 ])
 def test_mask_dsn_hides_escaped_passwords(dsn: str) -> None:
     assert "SECRET" not in mask_dsn(dsn)
+
+
+def test_mask_dsn_keeps_encoded_at_in_database() -> None:
+    assert mask_dsn("postgresql://fti:pw@db/team%40site") == (
+        "host=db dbname=team@site user=fti password=***")
 
 
 def write_tls_config(path: Path, dsn: str, schema: str, sslmode: str) -> Path:

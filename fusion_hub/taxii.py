@@ -345,6 +345,12 @@ def create_app(services: HubServices) -> Flask:
         if deleted == 0 and kept_contributions > 0:
             raise TaxiiError(403, "Forbidden", f"{object_id} is a round contribution that "
                                                "fusion uses; round evidence cannot be deleted")
+        filtered = "match[version]" in args or "match[spec_version]" in args
+        if deleted == 0 and filtered and services.storage.object_exists(
+                collection_id(name), object_id, principal.name):
+            raise TaxiiError(404, "Object Not Found",
+                             f"no version of {object_id} that {principal.name} posted matches "
+                             "match[version] and match[spec_version]")
         if deleted == 0:
             raise TaxiiError(403, "Forbidden", f"{principal.name} may delete only versions it "
                                                f"posted, and none of {object_id} matches")

@@ -313,6 +313,19 @@ def test_taxii2client_deletes_object(hub: Hub) -> None:
     assert excinfo.value.response.status_code == 404
 
 
+def test_delete_unmatched_version_404(hub: Hub) -> None:
+    keys_url = hub.objects_url(collection_id("keys"))
+    post(keys_url, hub.site_a.auth, {"objects": [key_note("site-a", "2024-06-03T00:00:00.000Z")]})
+    note_url = f"{keys_url}note--6f2d0c9e-1f1b-4a9e-9d55-0c6c8f1d2a10/"
+
+    response = delete(note_url, hub.site_a.auth,
+                      **{"match[version]": "2030-01-01T00:00:00.000Z"})
+
+    body = assert_taxii_error(response, 404)
+    assert "no version of note--6f2d0c9e" in body["description"]
+    assert get(note_url, hub.site_a.auth).status_code == 200
+
+
 def test_delete_other_sites_key_403(hub: Hub) -> None:
     keys_url = hub.objects_url(collection_id("keys"))
     post(keys_url, hub.site_a.auth, {"objects": [key_note("site-a", "2024-06-03T00:00:00.000Z")]})

@@ -24,6 +24,7 @@ import yaml
 
 from agent.errors import ConfigError
 from agent.families import ALLOWED_FAMILIES
+from fti.config_text import yaml_problem
 
 # Ranges that are never shared as observables and, by default, count as the site's own
 # hosts: RFC 1918 private space, loopback, link-local, carrier-grade NAT (RFC 6598) and
@@ -268,7 +269,10 @@ def load_agent_config(path: Path) -> AgentConfig:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark else 0
-        raise ConfigError(str(path), line, "", None, f"invalid YAML: {err}") from err
+        column = f" at column {mark.column + 1}" if mark else ""
+        # The message leaves out the line itself, which may hold the hub password.
+        raise ConfigError(str(path), line, "", None,
+                          f"invalid YAML{column}: {yaml_problem(err)}") from err
     if not isinstance(raw, dict):
         raise ConfigError(str(path), 1, "", raw, "the file must contain a mapping of sections")
     lines: dict[str, int] = {}

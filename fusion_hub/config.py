@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from fti.config_text import yaml_problem
 from fusion_hub.errors import HubConfigError
 from stix_mappings.summary import FAMILIES
 
@@ -372,7 +373,7 @@ class _HubYamlLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
-                None, None, f"the alias *{event.anchor} is not allowed; write the value out in full",
+                None, None, "aliases are not allowed; write the value out in full",
                 event.start_mark)
         return super().compose_node(parent, index)
 
@@ -755,8 +756,9 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[str, int], dict[str, s
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
         column = mark.column + 1 if mark is not None else None
-        problem = str(err.problem or err.context or "invalid YAML")
-        if "'\\t'" in problem or "\t" in problem:
+        raw_problem = str(err.problem or err.context or "")
+        problem = yaml_problem(err)
+        if "'\\t'" in raw_problem or "\t" in raw_problem:
             problem = f"a tab at column {column} is used for indentation, which YAML forbids"
             fix = "Indent with spaces"
         else:

@@ -86,6 +86,20 @@ def test_password_never_shown_in_errors(tmp_path: Path, line: str) -> None:
     assert "SECRET" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize("value", ["@TopSECRET42", "`TopSECRET42", "%TopSECRET42",
+                                   "{TopSECRET42", "*TopSECRET42", "!TopSECRET42 x",
+                                   "Top: SECRET42", "'TopSECRET42"])
+def test_yaml_error_hides_password_line(tmp_path: Path, value: str) -> None:
+    text = VALID.replace("  password_file: hub.password", f"  password: {value}")
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_agent_config(write(tmp_path, text))
+
+    assert "invalid YAML" in str(excinfo.value)
+    assert excinfo.value.line >= 7
+    assert "SECRET" not in str(excinfo.value)
+
+
 def test_yaml_boolean_in_string_list_is_rejected(tmp_path: Path) -> None:
     text = VALID.replace("  signing_key: keys/site.key", "  signing_key: keys/site.key\n  internal_domains: [no, example.org]")
 

@@ -233,6 +233,18 @@ def test_misplaced_dsn_not_shown(tmp_path: Path, text: str) -> None:
     assert "SECRET3" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize("value", ["*TopSECRET3", "!TopSECRET3 x", "@TopSECRET3",
+                                   "'TopSECRET3"])
+def test_yaml_error_hides_dsn_line(tmp_path: Path, value: str) -> None:
+    text = f"storage:\n  backend: postgresql\n  postgresql_dsn: {value}\n"
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, text))
+
+    assert "invalid YAML" in str(excinfo.value) or "aliases" in str(excinfo.value)
+    assert "SECRET3" not in str(excinfo.value)
+
+
 def test_encoded_at_in_database_accepted(tmp_path: Path) -> None:
     text = "storage:\n  backend: postgresql\n  postgresql_dsn: postgresql://fti:pw@db/a%40b\n"
 
@@ -313,7 +325,7 @@ def test_load_rejects_aliases_before_expansion(tmp_path: Path) -> None:
         load_hub_config(path)
 
     assert caught.value.line == 2
-    assert "the alias *a0 is not allowed" in str(caught.value)
+    assert "aliases are not allowed" in str(caught.value)
 
 
 def test_load_corroboration_epsilon_out_of_range(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import yaml
 
 from agent.errors import ConfigError
 from agent.families import ALLOWED_FAMILIES
-from fti.config_text import yaml_problem
+from fti.config_text import mask_url, url_has_credentials, yaml_problem
 
 # Ranges that are never shared as observables and, by default, count as the site's own
 # hosts: RFC 1918 private space, loopback, link-local, carrier-grade NAT (RFC 6598) and
@@ -508,12 +508,16 @@ def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dic
 def _check_hub(hub: HubSection, fail: Callable[[str, Any, str], NoReturn]) -> None:
     example = "such as http://127.0.0.1:8443/taxii2/"
     parts = urlsplit(hub.url)
+    shown = mask_url(hub.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        fail("hub.url", hub.url, f"expected the http:// or https:// URL of the hub's TAXII discovery resource, {example}")
+        fail("hub.url", shown, f"expected the http:// or https:// URL of the hub's TAXII discovery resource, {example}")
     try:
         parts.port
     except ValueError:
-        fail("hub.url", hub.url, f"invalid port; give a port in [1, 65535], {example}")
+        fail("hub.url", shown, f"invalid port; give a port in [1, 65535], {example}")
+    if url_has_credentials(hub.url):
+        fail("hub.url", shown, "carries a user or password, which the agent would log; "
+                               "give them in hub.username and hub.password_file instead")
     if not hub.name.strip():
         fail("hub.name", hub.name, "must be the hub's hub.name, fti-hub unless the hub sets another")
     if not (math.isfinite(hub.timeout_secs) and 0 < hub.timeout_secs <= MAX_TIMEOUT_SECS):

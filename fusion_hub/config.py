@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from fti.config_text import yaml_problem
+from fti.config_text import mask_url, url_has_credentials, yaml_problem
 from fusion_hub.errors import HubConfigError
 from stix_mappings.summary import FAMILIES
 
@@ -108,15 +108,26 @@ def mask_dsn(dsn: str) -> str:
         return "(a connection string that libpq cannot read)"
     if _misplaced_at(dsn):
         return "(a connection URI with an '@' outside its user part)"
-    fields = [f"{name}={params[name]}" for name in _SHOWN_FIELDS if name in params]
+    fields = [f"{name}={params[name]}" if pattern.fullmatch(str(params[name]))
+              else f"{name}=(not shown)"
+              for name, pattern in _SHOWN_FIELDS.items() if name in params]
     if any(name in params for name in _SECRET_FIELDS):
         fields.append("password=***")
     return " ".join(fields)
 
 
-# Connection fields shown in logs, and the secrets among libpq's fields that mark a DSN as
-# carrying a password.
-_SHOWN_FIELDS = ("host", "hostaddr", "port", "dbname", "user", "sslmode")
+# Connection fields shown in logs, with the form a shown value must have, and the secrets
+# among libpq's fields that mark a DSN as carrying a password.
+# A value is shown only if it has the form of its field, since a mistyped DSN can move part
+# of the password into any field, and libpq lets dbname hold a whole connection string.
+_SHOWN_FIELDS = {
+    "host": re.compile(r"[A-Za-z0-9_.,:/\[\]%-]+"),
+    "hostaddr": re.compile(r"[0-9A-Fa-f.,:]+"),
+    "port": re.compile(r"[0-9,]+"),
+    "dbname": re.compile(r"[A-Za-z0-9_.$@-]+"),
+    "user": re.compile(r"[A-Za-z0-9_.$@-]+"),
+    "sslmode": re.compile(r"[a-z-]+"),
+}
 _SECRET_FIELDS = ("password", "sslpassword", "scram_client_key", "scram_server_key",
                   "oauth_client_secret")
 
@@ -619,9 +630,12 @@ def validate_hub_config(
         if url is None:
             continue
         parts = urlsplit(url)
-        require(parts.scheme in ("http", "https") and bool(parts.hostname), url_key, url,
-                "is not an http or https URL with a host",
+        require(parts.scheme in ("http", "https") and bool(parts.hostname), url_key,
+                mask_url(url), "is not an http or https URL with a host",
                 "Use the SIEM's base URL, for example https://siem.example.org:8088")
+        require(not url_has_credentials(url), url_key, mask_url(url),
+                "carries a user or password, which the hub would log with its configuration",
+                f"Remove them from the URL and put the credential in {secret_key}")
         require(secret_file is not None, secret_key, secret_file,
                 f"is required when {url_key} is set",
                 "Give a file, mode 600, with the credential on its first line")
@@ -684,6 +698,10 @@ def validate_postgresql_dsn(
     require(not _misplaced_at(dsn), "storage.postgresql_dsn", _HIDDEN_DSN,
             "has an '@' outside its user part, so libpq would read part of the password as "
             "the host, port, database name or an option", fix)
+    dbname = str(params.get("dbname", ""))
+    require("=" not in dbname and "://" not in dbname, "storage.postgresql_dsn", _HIDDEN_DSN,
+            "has a connection string as its database name",
+            "Put every connection setting in the DSN itself and only a name in dbname")
     sslmode = params.get("sslmode")
     require(sslmode is None or sslmode in POSTGRESQL_SSLMODES, "storage.postgresql_dsn",
             _HIDDEN_DSN, "sets an sslmode that libpq does not know",
@@ -699,17 +717,14 @@ _HIDDEN_DSN = "(not shown, since it may hold a password)"
 
 
 def conninfo_problem(err: BaseException) -> str:
-    """Return libpq's message about a connection string, without the DSN text it quotes.
+    """Return libpq's message about a connection string, cut before the first quote.
 
     libpq quotes the part of the string it could not read, which may be the password, as in
-    ``invalid percent-encoded token: "...``. The message is cut at the first quoted text
-    other than the ``"="`` and ``"]"`` of libpq's own wording, such as ``missing "=" after``.
+    ``invalid percent-encoded token: "...``, and the quoted part may itself hold quotes.
     """
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    for quoted in re.finditer(r'"[^"]*"?', first):
-        if quoted.group(0) not in ('"="', '"]"'):
-            return first[:quoted.start()] + '"..."'
-    return first
+    quote = first.find('"')
+    return first if quote < 0 else first[:quote] + '"..."'
 
 
 def validate_postgresql_tls(

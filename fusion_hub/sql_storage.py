@@ -601,7 +601,8 @@ class SQLStorage(HubStorage):
                 )
         return len(deletable), len(rows) - len(deletable)
 
-    def object_exists(self, collection_id: str, object_id: str, visible_to: str | None) -> bool:
+    def object_exists(self, collection_id: str, object_id: str, visible_to: str | None, *,
+                      posted_by: str | None = None) -> bool:
         key = self._collection_key(collection_id)
         if key is None:
             return False
@@ -610,6 +611,9 @@ class SQLStorage(HubStorage):
         if visible_to is not None:
             sql += " AND (owner = ? OR owner IS NULL)"
             params.append(visible_to)
+        if posted_by is not None:
+            sql += " AND owner = ?"
+            params.append(posted_by)
         return bool(self._query(sql + " LIMIT 1", params))
 
     def count_objects(self, collection_id: str) -> int:

@@ -287,8 +287,12 @@ class HubStorage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def object_exists(self, collection_id: str, object_id: str, visible_to: str | None) -> bool:
-        """Return whether any version of the object is visible to the caller."""
+    def object_exists(self, collection_id: str, object_id: str, visible_to: str | None, *,
+                      posted_by: str | None = None) -> bool:
+        """Return whether any version of the object is visible to the caller.
+
+        With ``posted_by``, only versions that this credential posted count.
+        """
 
     @abc.abstractmethod
     def count_objects(self, collection_id: str) -> int:

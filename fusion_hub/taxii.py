@@ -347,7 +347,7 @@ def create_app(services: HubServices) -> Flask:
                                                "fusion uses; round evidence cannot be deleted")
         filtered = "match[version]" in args or "match[spec_version]" in args
         if deleted == 0 and filtered and services.storage.object_exists(
-                collection_id(name), object_id, principal.name):
+                collection_id(name), object_id, None, posted_by=principal.name):
             raise TaxiiError(404, "Object Not Found",
                              f"no version of {object_id} that {principal.name} posted matches "
                              "match[version] and match[spec_version]")

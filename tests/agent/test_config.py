@@ -100,6 +100,18 @@ def test_yaml_error_hides_password_line(tmp_path: Path, value: str) -> None:
     assert "SECRET" not in str(excinfo.value)
 
 
+def test_hub_url_with_credentials_rejected_masked(tmp_path: Path) -> None:
+    text = VALID.replace("http://127.0.0.1:8443/taxii2/",
+                         "http://site-a:TopSECRET42@127.0.0.1:8443/taxii2/")
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_agent_config(write(tmp_path, text))
+
+    assert excinfo.value.key == "hub.url"
+    assert "carries a user or password" in str(excinfo.value)
+    assert "SECRET" not in str(excinfo.value)
+
+
 def test_yaml_boolean_in_string_list_is_rejected(tmp_path: Path) -> None:
     text = VALID.replace("  signing_key: keys/site.key", "  signing_key: keys/site.key\n  internal_domains: [no, example.org]")
 

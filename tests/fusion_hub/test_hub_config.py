@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -195,9 +196,9 @@ def test_load_storage_and_limit_errors(tmp_path: Path, text: str, key: str) -> N
 
 
 @pytest.mark.parametrize(("dsn", "problem"), [
-    ("postgresql://fti:TOPSECRET3@[bad", 'IPv6 host address in URI: "..."'),
+    ("postgresql://fti:TOPSECRET3@[bad", 'looking for matching "..."'),
     ("postgresql://fti:TOP%SECRET3@db/fti", 'invalid percent-encoded token: "..."'),
-    ("host=db password=TOP SECRET3 port", 'missing "=" after "..."'),
+    ("host=db password=TOP SECRET3 port", 'missing "..."'),
     ("postgresql://fti:TOPSECRET3@db/fti?sslmode=bogus", "sets an sslmode that libpq"),
     ("postgresql://fti:TOPSECRET3@db:notaport/fti", "sets a port that is not a TCP port"),
     ("postgresql://fti:TOPSECRET3@db:70000/fti", "sets a port that is not a TCP port"),
@@ -205,11 +206,18 @@ def test_load_storage_and_limit_errors(tmp_path: Path, text: str, key: str) -> N
     ("postgresql://fti:2024/SpringSECRET3@db/fti", "has an '@' outside its user part"),
     ("postgresql://fti:Tr0ub@dorSECRET3@127.0.0.1/fti", "has an '@' outside its user part"),
     ("postgresql://fti:Sp%ceSECRET3@127.0.0.1/fti", "does not decode to UTF-8 text"),
-    ("host=db password=Kx9 !\"Zq7LmSECRET3", 'missing "=" after "..."'),
+    ("host=db password=Kx9 !\"Zq7LmSECRET3", 'missing "..."'),
+    ('postgresql://fti:="TopSECRET3%zz@db/fti', 'invalid percent-encoded token: "..."'),
+    ('host=db password=Kx9 ]"TopSECRET3', 'missing "..."'),
+    ("host=127.0.0.1 dbname='postgresql://fti:TopSECRET3@127.0.0.1/fti'",
+     "has a connection string as its database name"),
+    ("host=127.0.0.1 dbname='user=fti password=TopSECRET3'",
+     "has a connection string as its database name"),
 ])
 def test_bad_postgresql_dsn_named_without_password(
         tmp_path: Path, dsn: str, problem: str) -> None:
-    text = f"storage:\n  backend: postgresql\n  postgresql_dsn: '{dsn}'\n"
+    # A JSON string is a double-quoted YAML scalar, whatever quotes the DSN holds.
+    text = f"storage:\n  backend: postgresql\n  postgresql_dsn: {json.dumps(dsn)}\n"
 
     with pytest.raises(HubConfigError) as excinfo:
         load_hub_config(write(tmp_path, text))
@@ -242,6 +250,19 @@ def test_yaml_error_hides_dsn_line(tmp_path: Path, value: str) -> None:
         load_hub_config(write(tmp_path, text))
 
     assert "invalid YAML" in str(excinfo.value) or "aliases" in str(excinfo.value)
+    assert "SECRET3" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("key", ["elastic_url", "splunk_hec_url"])
+def test_siem_url_with_credentials_rejected_masked(tmp_path: Path, key: str) -> None:
+    text = f"siem:\n  {key}: https://elastic:TopSECRET3@siem.example:9200/\n"
+
+    with pytest.raises(HubConfigError) as excinfo:
+        load_hub_config(write(tmp_path, text))
+
+    assert excinfo.value.key == f"siem.{key}"
+    assert "carries a user or password" in str(excinfo.value)
+    assert "https://***@siem.example:9200/" in str(excinfo.value)
     assert "SECRET3" not in str(excinfo.value)
 
 

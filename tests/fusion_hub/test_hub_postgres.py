@@ -175,6 +175,9 @@ def test_storage_settings_repr_masks_dsn() -> None:
     "postgresql://fti@db/fti?scram_client_key=SECRET&scram_server_key=SECRET",
     "host=db user=fti oauth_client_secret=SECRET",
     "postgresql://fti:Sp%ceSECRET@db/fti",
+    "host=127.0.0.1 dbname='postgresql://fti:SECRET@127.0.0.1/fti'",
+    "host=127.0.0.1 dbname='user=fti password=SECRET'",
+    "postgresql://fti%3ASECRET@127.0.0.1/fti",
 ])
 def test_mask_dsn_hides_escaped_passwords(dsn: str) -> None:
     assert "SECRET" not in mask_dsn(dsn)

@@ -452,6 +452,16 @@ def test_add_objects_other_owner_versions_rejected(storage: HubStorage) -> None:
         ("indicator--a", T1, "site-a"), ("indicator--b", T1, "site-b")]
 
 
+def test_object_exists_posted_by_counts_own_versions(storage: HubStorage) -> None:
+    storage.add_object(new_object("indicator--a", T1, owner="site-a"))
+    storage.add_object(new_object("indicator--hub", T1))
+
+    assert storage.object_exists(COLLECTION, "indicator--a", None, posted_by="site-a")
+    assert not storage.object_exists(COLLECTION, "indicator--a", None, posted_by="site-b")
+    assert storage.object_exists(COLLECTION, "indicator--hub", "site-b")
+    assert not storage.object_exists(COLLECTION, "indicator--hub", None, posted_by="site-b")
+
+
 def test_add_objects_owner_adds_own_versions(storage: HubStorage) -> None:
     storage.add_object(new_object("indicator--a", T1, owner="site-a"))
     batch = [new_object("indicator--a", T2, owner="site-a"),

@@ -273,8 +273,13 @@ def load_agent_config(path: Path) -> AgentConfig:
         # The message leaves out the line itself, which may hold the hub password.
         raise ConfigError(str(path), line, "", None,
                           f"invalid YAML{column}: {yaml_problem(err)}") from err
+    except (ValueError, KeyError, TypeError, OverflowError) as err:
+        # A tag such as !!int on other text: PyYAML's message repeats the text.
+        raise ConfigError(str(path), 0, "", None,
+                          f"a value cannot be read as its YAML type ({type(err).__name__}); "
+                          "remove the !! tag or write a value of that type") from None
     if not isinstance(raw, dict):
-        raise ConfigError(str(path), 1, "", raw, "the file must contain a mapping of sections")
+        raise ConfigError(str(path), 1, "", None, "the file must contain a mapping of sections")
     lines: dict[str, int] = {}
     config = _build(AgentConfig, raw, str(path), "", path.parent, lines)
 
@@ -327,7 +332,8 @@ def _convert(type_text: Any, value: Any, source: str, line: int, key: str, base:
     nested = _SECTIONS.get(type_text)
     if nested is not None:
         if not isinstance(value, dict):
-            raise ConfigError(source, line, key, value, "expected a mapping of keys")
+            # The value is not shown: it may be a whole section, password included.
+            raise ConfigError(source, line, key, None, "expected a mapping of keys")
         return _build(nested, value, source, key + ".", base, key_lines)
     if type_text == "tuple[SourceSection, ...]":
         if not isinstance(value, list) or not value:
@@ -507,8 +513,11 @@ def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dic
 
 def _check_hub(hub: HubSection, fail: Callable[[str, Any, str], NoReturn]) -> None:
     example = "such as http://127.0.0.1:8443/taxii2/"
-    parts = urlsplit(hub.url)
     shown = mask_url(hub.url)
+    try:
+        parts = urlsplit(hub.url)
+    except ValueError:
+        fail("hub.url", shown, f"is not a valid URL; give the hub's TAXII discovery URL, {example}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         fail("hub.url", shown, f"expected the http:// or https:// URL of the hub's TAXII discovery resource, {example}")
     try:

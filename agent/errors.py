@@ -31,6 +31,14 @@ class ConfigError(AgentError):
         # A secret is never shown, even one of the wrong type.
         if value is not None and key.rsplit(".", 1)[-1] in SECRET_KEYS:
             value = "***"
+        # Values that may hide a secret are not shown. A mapping, or a list of them, may be
+        # a whole section in the wrong place. Bytes may be a secret given as !!binary, and
+        # text with an '@' may be a URL with its credentials.
+        if isinstance(value, (dict, bytes)) or (
+                isinstance(value, (list, tuple)) and not all(
+                    isinstance(item, (int, float, bool)) or item is None
+                    or (isinstance(item, str) and "@" not in item) for item in value)):
+            value = None
         self.source, self.line, self.key, self.value, self.fix = source, line, key, value, fix
         where = f"{source}:{line}" if line else source
         if not key:

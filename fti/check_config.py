@@ -199,7 +199,7 @@ def find_aliases_or_deep_nesting(path: Path, text: str) -> ConfigProblem | None:
             if isinstance(event, yaml.AliasEvent):
                 return ConfigProblem(
                     path, event.start_mark.line + 1, event.start_mark.column + 1, None, None,
-                    f"the alias *{event.anchor} is not supported in a configuration; write the value out",
+                    "aliases are not supported in a configuration; write the value out",
                 )
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
@@ -278,7 +278,12 @@ def _find_sexagesimal(path: Path, node: Node, key: str) -> ConfigProblem | None:
     if not (isinstance(node, ScalarNode) and node.style is None and ":" in node.value
             and node.tag in (_INT_TAG, _FLOAT_TAG)):
         return None
-    value = yaml.SafeLoader("").construct_object(node)
+    try:
+        value = yaml.SafeLoader("").construct_object(node)
+    except ValueError:
+        # An explicit tag on other text, such as "!!float a:b". The loader of the kind
+        # reports it without repeating the text, which may be a secret.
+        return None
     return ConfigProblem(
         path, node.start_mark.line + 1, node.start_mark.column + 1, key, node.value,
         f"YAML 1.1 reads the unquoted {node.value!r} as the base-60 number {value}; "

@@ -9,7 +9,6 @@ password before its host. These helpers keep the problem and drop the secret.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -26,14 +25,17 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 
 def url_has_credentials(url: str) -> bool:
-    """Return whether ``url`` carries a user or password before its host."""
-    return "@" in urlsplit(url).netloc
+    """Return whether ``url`` has an '@' after its scheme, as a user or password would add.
+
+    The whole rest of the URL is searched, not only the host part that ``urlsplit`` finds:
+    a '/', '?' or '#' in a password ends that part early and hides the '@' behind it.
+    """
+    return "@" in url.partition("://")[2]
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with anything before the '@' of its host part replaced by ``***``."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    """Return ``url`` with everything between its scheme and its last '@' replaced by ``***``."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -430,7 +430,7 @@ def load_hub_config(path: Path | str) -> HubConfig:
         document = {}
     if not isinstance(document, dict):
         raise HubConfigError(
-            path, key="(top level)", value=document, problem="must be a mapping of sections",
+            path, key="(top level)", value=None, problem="must be a mapping of sections",
             fix="Start the file with section names such as 'hub:' and 'rounds:'", line=1,
         )
 
@@ -629,9 +629,12 @@ def validate_hub_config(
              siem.elastic_api_key_file)):
         if url is None:
             continue
-        parts = urlsplit(url)
-        require(parts.scheme in ("http", "https") and bool(parts.hostname), url_key,
-                mask_url(url), "is not an http or https URL with a host",
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            valid = False
+        require(valid, url_key, mask_url(url), "is not an http or https URL with a host",
                 "Use the SIEM's base URL, for example https://siem.example.org:8088")
         require(not url_has_credentials(url), url_key, mask_url(url),
                 "carries a user or password, which the hub would log with its configuration",
@@ -695,7 +698,9 @@ def validate_postgresql_dsn(
                 "has a percent escape that does not decode to UTF-8 text", fix)
         return
     # A mistyped DSN can put part of the password into any field, so no value is shown.
-    require(not _misplaced_at(dsn), "storage.postgresql_dsn", _HIDDEN_DSN,
+    host_fields = " ".join(str(params.get(name, "")) for name in ("host", "hostaddr", "port"))
+    require(not _misplaced_at(dsn) and "@" not in host_fields, "storage.postgresql_dsn",
+            _HIDDEN_DSN,
             "has an '@' outside its user part, so libpq would read part of the password as "
             "the host, port, database name or an option", fix)
     dbname = str(params.get("dbname", ""))
@@ -714,6 +719,21 @@ def validate_postgresql_dsn(
 
 # Shown in place of a DSN in configuration errors.
 _HIDDEN_DSN = "(not shown, since it may hold a password)"
+
+
+def connection_problem(err: BaseException, dsn: str) -> str:
+    """Return libpq's message about a failed connection, with unknown quoted text left out.
+
+    libpq quotes what it connected to, which the log may show, but also an option value it
+    rejects, which a mistyped DSN may have filled with part of the password. Only quoted
+    text equal to a field that ``mask_dsn`` shows is kept.
+    """
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    params = _parse_dsn(dsn) or {}
+    known = {str(params[name]) for name, pattern in _SHOWN_FIELDS.items()
+             if name in params and pattern.fullmatch(str(params[name]))}
+    return re.sub(r'"([^"]*)"', lambda quoted: quoted.group(0) if quoted.group(1) in known
+                  else '"..."', first)
 
 
 def conninfo_problem(err: BaseException) -> str:
@@ -799,12 +819,13 @@ def _node_to_python(
         loader.flatten_mapping(node)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(path, loader, key_node)
             dotted = f"{prefix}{key}"
             line = key_node.start_mark.line + 1
             if not isinstance(key, str):
                 raise HubConfigError(
-                    path, key=f"{prefix}{key!r}", value=key, problem="keys must be strings",
+                    path, key=f"{prefix}(a key that is not a string)", value=None,
+                    problem="keys must be strings",
                     fix="Quote the key", line=line,
                 )
             if key in result:
@@ -824,7 +845,26 @@ def _node_to_python(
             items.append(_node_to_python(path, loader, item, item_prefix, lines, texts))
         return items
     texts[prefix[:-1]] = str(node.value)
-    return loader.construct_object(node, deep=True)
+    return _construct(path, loader, node)
+
+
+def _construct(path: Path, loader: _HubYamlLoader, node: Node) -> Any:
+    """Build the value of a scalar node, as a configuration error where PyYAML cannot.
+
+    A tag such as ``!!int`` on text that is no number makes PyYAML's constructors raise
+    ValueError or KeyError with the text in the message, which may be a password.
+    """
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, KeyError, TypeError, OverflowError) as err:
+        raise HubConfigError(
+            path, key=None, value=None,
+            problem=f"the value at column {node.start_mark.column + 1} cannot be read as its "
+                    f"YAML type ({type(err).__name__})",
+            fix="Remove the !! tag or write a value of that type", line=node.start_mark.line + 1,
+        ) from None
 
 
 def _build_section(
@@ -839,7 +879,7 @@ def _build_section(
         raw = {}
     if not isinstance(raw, dict):
         raise HubConfigError(
-            path, key=name, value=raw, problem="must be a mapping of settings",
+            path, key=name, value=None, problem="must be a mapping of settings",
             fix=f"Write the settings of '{name}' indented under it, or remove the line",
             line=lines.get(name),
         )
@@ -905,7 +945,9 @@ def _coerce(
         hint = ""
         if isinstance(value, bool):
             hint = " (YAML 1.1 reads yes/no/on/off as booleans)"
-        example = "..." if key in SECRET_SETTINGS else text or value
+        # Only a number or boolean is repeated: other text may be a secret.
+        example = (text if isinstance(value, (bool, int, float)) and key not in SECRET_SETTINGS
+                   else "...")
         raise reject("a string", f"Quote the value{hint}, for example \"{example}\"")
     if typing.get_origin(expected) is tuple:
         if isinstance(value, list) and all(isinstance(item, str) for item in value):

@@ -54,6 +54,14 @@ class HubConfigError(HubError):
         fix: str,
         line: int | None = None,
     ) -> None:
+        # Values that may hide a secret are not shown. A mapping, or a list of them, may be
+        # a whole section in the wrong place. Bytes may be a secret given as !!binary, and
+        # text with an '@' may be a URL with its credentials.
+        if isinstance(value, (dict, bytes)) or (
+                isinstance(value, (list, tuple)) and not all(
+                    isinstance(item, (int, float, bool)) or item is None
+                    or (isinstance(item, str) and "@" not in item) for item in value)):
+            value = None
         self.path = path
         self.key = key
         self.value = value

@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from fusion_hub.config import conninfo_problem, mask_dsn
+from fusion_hub.config import connection_problem, conninfo_problem, mask_dsn
 from fusion_hub.errors import StorageError
 from fusion_hub.sql_storage import (
     BULK_OBJECT_COLUMNS,
@@ -144,7 +144,7 @@ class PostgresHubStorage(SQLStorage):
                                  if name in self._connect_options)
             # libpq quotes the parts of a connection string it cannot read, password included.
             problem = (conninfo_problem(err) if isinstance(err, psycopg.ProgrammingError)
-                       else _first_line(err))
+                       else connection_problem(err, self._dsn))
             raise StorageError(
                 f"cannot connect to hub database {self.where}: {problem}"
                 + (f" (TLS settings: {settings})" if settings else "")

@@ -283,7 +283,7 @@ def test_alias_bomb_rejected_at_first_alias(tmp_path: Path) -> None:
 
     assert result.problem is not None
     assert (result.problem.line, result.problem.column) == (4, 8)
-    assert "alias *a is not supported" in result.problem.message
+    assert "aliases are not supported" in result.problem.message
 
 
 def test_deep_nesting_rejected_without_recursion(tmp_path: Path) -> None:
@@ -312,3 +312,43 @@ def test_cli_non_utf8_file_named_without_traceback(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert result.stderr == "fti check-config: latin1.yaml:8: byte 0xe9 is not valid UTF-8; save the file as UTF-8\n"
+
+
+AGENT_HUB = "  url: http://127.0.0.1:8443/taxii2/\n  username: site-a\n  password_file: hub.password\n"
+
+# Configurations whose only error sits on a secret; the secret is always S3CRET.
+SECRET_LINES = [
+    ("agent", AGENT.replace("http://127.0.0.1:8443/taxii2/",
+                            "http://site-a:12/S3CRET@127.0.0.1:8443/taxii2/")),
+    ("agent", AGENT.replace("http://127.0.0.1:8443/taxii2/",
+                            "http://site-a:x?S3CRET@127.0.0.1:8443/taxii2/")),
+    ("agent", AGENT.replace("http://127.0.0.1:8443/taxii2/", "http://[::1S3CRET")),
+    ("agent", AGENT.replace("  password_file: hub.password", "  password: !!int S3CRET")),
+    ("agent", AGENT.replace("  password_file: hub.password", "  password: !!bool S3CRET")),
+    ("agent", AGENT.replace("  password_file: hub.password", "  password: *S3CRET")),
+    ("agent", AGENT.replace(AGENT_HUB, "  - password: S3CRET\n")),
+    ("agent", AGENT.replace("hub:\n  verify_tls: off\n" + AGENT_HUB, "hub: S3CRET\n")),
+    ("hub", "siem:\n  elastic_url: https://elastic:12/S3CRET@127.0.0.1:9200/\n"
+            "  elastic_api_key_file: key\n"),
+    ("hub", "siem:\n  splunk_hec_url: https://x:y#S3CRET@127.0.0.1:8088/\n"
+            "  splunk_hec_token_file: token\n"),
+    ("hub", "siem:\n  elastic_url: [https://elastic:S3CRET@127.0.0.1:9200/]\n"),
+    ("hub", "storage:\n  backend: postgresql\n  postgresql_dsn: !!int S3CRET\n"),
+    ("hub", "storage:\n  backend: postgresql\n  postgresql_dsn: !!float S3:CRET\n"),
+    ("hub", "storage:\n  - postgresql_dsn: postgresql://fti:S3CRET@127.0.0.1/fti\n"),
+    ("hub", "storage: postgresql://fti:S3CRET@127.0.0.1/fti\n"),
+    ("hub", "storage:\n  backend: postgresql\n"
+            "  postgresql_dsn: postgresql://fti:ab@S3CRET%40127.0.0.1/fti\n"),
+    ("hub", "storage:\n  backend: postgresql\n  postgresql_dsn: *S3CRET\n"),
+]
+
+
+@pytest.mark.parametrize(("kind", "text"), SECRET_LINES)
+def test_cli_error_on_secret_line_shows_no_secret(tmp_path: Path, kind: str, text: str) -> None:
+    write(tmp_path, "config.yaml", text)
+
+    result = run_check("--kind", kind, "config.yaml", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "S3CRET" not in result.stdout + result.stderr

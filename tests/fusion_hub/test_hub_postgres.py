@@ -18,7 +18,13 @@ import requests
 import yaml
 
 from fusion_hub.backends import open_storage
-from fusion_hub.config import HubConfig, StorageSettings, load_hub_config, mask_dsn
+from fusion_hub.config import (
+    HubConfig,
+    StorageSettings,
+    connection_problem,
+    load_hub_config,
+    mask_dsn,
+)
 from fusion_hub.errors import StorageError
 from fusion_hub.postgres_storage import PIPELINE_BATCH_ROWS, PostgresHubStorage
 from fusion_hub.ratelimit import SharedRateLimiter
@@ -181,6 +187,17 @@ def test_storage_settings_repr_masks_dsn() -> None:
 ])
 def test_mask_dsn_hides_escaped_passwords(dsn: str) -> None:
     assert "SECRET" not in mask_dsn(dsn)
+
+
+def test_connection_problem_keeps_only_shown_fields() -> None:
+    dsn = "postgresql://fti:pw@127.0.0.1:5432/fti?password=ab&require_auth=SECRET"
+    err = ValueError('connection to server at "127.0.0.1", port 5432 failed: '
+                     'invalid require_auth value: "SECRET"')
+
+    problem = connection_problem(err, dsn)
+
+    assert problem == ('connection to server at "127.0.0.1", port 5432 failed: '
+                       'invalid require_auth value: "..."')
 
 
 def test_mask_dsn_keeps_encoded_at_in_database() -> None:

@@ -273,7 +273,7 @@ def load_agent_config(path: Path) -> AgentConfig:
         # The message leaves out the line itself, which may hold the hub password.
         raise ConfigError(str(path), line, "", None,
                           f"invalid YAML{column}: {yaml_problem(err)}") from err
-    except (ValueError, KeyError, TypeError, OverflowError) as err:
+    except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as err:
         # A tag such as !!int on other text: PyYAML's message repeats the text.
         raise ConfigError(str(path), 0, "", None,
                           f"a value cannot be read as its YAML type ({type(err).__name__}); "

@@ -34,7 +34,9 @@ class ConfigError(AgentError):
         # Values that may hide a secret are not shown. A mapping, or a list of them, may be
         # a whole section in the wrong place. Bytes may be a secret given as !!binary, and
         # text with an '@' may be a URL with its credentials.
-        if isinstance(value, (dict, bytes)) or (
+        if isinstance(value, str) and "@" in value:
+            value = "(not shown: it contains '@', as a credential in a URL would)"
+        if isinstance(value, (dict, bytes, set, frozenset)) or (
                 isinstance(value, (list, tuple)) and not all(
                     isinstance(item, (int, float, bool)) or item is None
                     or (isinstance(item, str) and "@" not in item) for item in value)):

@@ -256,8 +256,16 @@ def _scan_node(path: Path, node: Node, key: str) -> ConfigProblem | None:
         for index, item in enumerate(node.value):
             item_key = f"{key}[{index}]"
             if isinstance(item, ScalarNode) and item.tag != _STRING_TAG and item.style is None:
-                value = yaml.SafeLoader("").construct_object(item)
+                value = _construct(item)
+                if value is _UNREADABLE:
+                    # The loader of the kind reports it without repeating the text.
+                    return None
                 type_name = "null" if value is None else type(value).__name__
+                if _is_secret(key):
+                    return ConfigProblem(
+                        path, item.start_mark.line + 1, item.start_mark.column + 1, item_key,
+                        None, f"YAML 1.1 reads this unquoted item as {type_name}, but this list "
+                              "holds strings; quote it")
                 return ConfigProblem(
                     path, item.start_mark.line + 1, item.start_mark.column + 1, item_key, value,
                     f"YAML 1.1 reads the unquoted {item.value!r} as {type_name}, but this "
@@ -278,17 +286,39 @@ def _find_sexagesimal(path: Path, node: Node, key: str) -> ConfigProblem | None:
     if not (isinstance(node, ScalarNode) and node.style is None and ":" in node.value
             and node.tag in (_INT_TAG, _FLOAT_TAG)):
         return None
-    try:
-        value = yaml.SafeLoader("").construct_object(node)
-    except ValueError:
+    value = _construct(node)
+    if value is _UNREADABLE:
         # An explicit tag on other text, such as "!!float a:b". The loader of the kind
         # reports it without repeating the text, which may be a secret.
         return None
+    if _is_secret(key):
+        return ConfigProblem(
+            path, node.start_mark.line + 1, node.start_mark.column + 1, key, None,
+            "YAML 1.1 reads this unquoted value with ':' as a base-60 number; quote it")
     return ConfigProblem(
         path, node.start_mark.line + 1, node.start_mark.column + 1, key, node.value,
         f"YAML 1.1 reads the unquoted {node.value!r} as the base-60 number {value}; "
         f"write {value} if that is meant, or quote it if it is text",
     )
+
+
+# Returned by ``_construct`` for a scalar that PyYAML cannot build.
+_UNREADABLE = object()
+# Keys whose values the checks never repeat, as their last dotted part.
+_SECRET_KEYS = ("password", "postgresql_dsn")
+
+
+def _construct(node: ScalarNode) -> Any:
+    """Return the value PyYAML builds for ``node``, or ``_UNREADABLE``."""
+    try:
+        return yaml.SafeLoader("").construct_object(node)
+    except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return _UNREADABLE
+
+
+def _is_secret(key: str) -> bool:
+    """Return whether ``key``, a dotted key perhaps ending in ``[index]``, names a secret."""
+    return key.split("[", 1)[0].rsplit(".", 1)[-1] in _SECRET_KEYS
 
 
 def _detect_or_unknown(path: Path, text: str) -> str:

@@ -12,30 +12,31 @@ import re
 
 import yaml
 
-# Quoted text, and alias, anchor or tag names, in a PyYAML message.
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|[*&!][^\s,]+")
+# The start of file text in a PyYAML message: a quote, or an alias, anchor or tag.
+_FILE_TEXT = re.compile(r"['\"*&!%<\\]")
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
-    """Return what went wrong in a YAML file, without any text taken from the file."""
+    """Return what went wrong in a YAML file, cut before any text taken from the file."""
     problem = getattr(err, "problem", None) or getattr(err, "context", None)
     if not problem:
-        return "invalid YAML"
-    return _QUOTED.sub("(...)", str(problem))
+        return "the file is not valid YAML"
+    problem = str(problem)
+    found = _FILE_TEXT.search(problem)
+    return problem if found is None else problem[:found.start()] + "(...)"
 
 
 def url_has_credentials(url: str) -> bool:
-    """Return whether ``url`` has an '@' after its scheme, as a user or password would add.
+    """Return whether ``url`` contains an '@', as a user or password before its host would add.
 
-    The whole rest of the URL is searched, not only the host part that ``urlsplit`` finds:
-    a '/', '?' or '#' in a password ends that part early and hides the '@' behind it.
+    The whole URL is searched, whatever its scheme: a '/', '?' or '#' in a password, or a
+    URL without '//', would hide the '@' from the host part that ``urlsplit`` finds.
     """
-    return "@" in url.partition("://")[2]
+    return "@" in url
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with everything between its scheme and its last '@' replaced by ``***``."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or "@" not in rest:
+    """Return ``url`` with everything up to its last '@' replaced by ``***``."""
+    if "@" not in url:
         return url
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return f"***@{url.rsplit('@', 1)[1]}"

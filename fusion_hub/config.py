@@ -777,9 +777,24 @@ def validate_postgresql_tls(
                 "is not a readable file", "Give the path of a PEM file")
 
 
+def _unreadable_character(path: Path, text: str,
+                          err: yaml.reader.ReaderError) -> HubConfigError:
+    """Return the error for a character that YAML does not allow, such as a control code."""
+    line = text[:err.position].count("\n") + 1 if isinstance(err.position, int) else None
+    code = err.character if isinstance(err.character, int) else 0
+    return HubConfigError(
+        path, key=None, value=None,
+        problem=f"the file contains a character that YAML does not allow (code {code:#x})",
+        fix="Remove control characters from the file", line=line,
+    )
+
+
 def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[str, int], dict[str, str]]:
     """Return the document, the line of each dotted key and the source text of each scalar."""
-    loader = _HubYamlLoader(text)
+    try:
+        loader = _HubYamlLoader(text)
+    except yaml.reader.ReaderError as err:
+        raise _unreadable_character(path, text, err) from None
     lines: dict[str, int] = {}
     texts: dict[str, str] = {}
     try:
@@ -787,6 +802,8 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[str, int], dict[str, s
         if node is None:
             return None, lines, texts
         return _node_to_python(path, loader, node, "", lines, texts), lines, texts
+    except yaml.reader.ReaderError as err:
+        raise _unreadable_character(path, text, err) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -858,7 +875,7 @@ def _construct(path: Path, loader: _HubYamlLoader, node: Node) -> Any:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError:
         raise
-    except (ValueError, KeyError, TypeError, OverflowError) as err:
+    except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as err:
         raise HubConfigError(
             path, key=None, value=None,
             problem=f"the value at column {node.start_mark.column + 1} cannot be read as its "

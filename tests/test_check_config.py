@@ -316,16 +316,22 @@ def test_cli_non_utf8_file_named_without_traceback(tmp_path: Path) -> None:
 
 AGENT_HUB = "  url: http://127.0.0.1:8443/taxii2/\n  username: site-a\n  password_file: hub.password\n"
 
+def with_hub_url(url: str) -> str:
+    return AGENT.replace("http://127.0.0.1:8443/taxii2/", url)
+
+
+def with_password(value: str) -> str:
+    return AGENT.replace("  password_file: hub.password", f"  password: {value}")
+
+
 # Configurations whose only error sits on a secret; the secret is always S3CRET.
 SECRET_LINES = [
-    ("agent", AGENT.replace("http://127.0.0.1:8443/taxii2/",
-                            "http://site-a:12/S3CRET@127.0.0.1:8443/taxii2/")),
-    ("agent", AGENT.replace("http://127.0.0.1:8443/taxii2/",
-                            "http://site-a:x?S3CRET@127.0.0.1:8443/taxii2/")),
-    ("agent", AGENT.replace("http://127.0.0.1:8443/taxii2/", "http://[::1S3CRET")),
-    ("agent", AGENT.replace("  password_file: hub.password", "  password: !!int S3CRET")),
-    ("agent", AGENT.replace("  password_file: hub.password", "  password: !!bool S3CRET")),
-    ("agent", AGENT.replace("  password_file: hub.password", "  password: *S3CRET")),
+    ("agent", with_hub_url("http://site-a:12/S3CRET@127.0.0.1:8443/taxii2/")),
+    ("agent", with_hub_url("http://site-a:x?S3CRET@127.0.0.1:8443/taxii2/")),
+    ("agent", with_hub_url("http://[::1S3CRET")),
+    ("agent", with_password("!!int S3CRET")),
+    ("agent", with_password("!!bool S3CRET")),
+    ("agent", with_password("*S3CRET")),
     ("agent", AGENT.replace(AGENT_HUB, "  - password: S3CRET\n")),
     ("agent", AGENT.replace("hub:\n  verify_tls: off\n" + AGENT_HUB, "hub: S3CRET\n")),
     ("hub", "siem:\n  elastic_url: https://elastic:12/S3CRET@127.0.0.1:9200/\n"
@@ -340,15 +346,36 @@ SECRET_LINES = [
     ("hub", "storage:\n  backend: postgresql\n"
             "  postgresql_dsn: postgresql://fti:ab@S3CRET%40127.0.0.1/fti\n"),
     ("hub", "storage:\n  backend: postgresql\n  postgresql_dsn: *S3CRET\n"),
+    ("agent", with_hub_url("http:/site-a:S3CRET@127.0.0.1:8443/taxii2/")),
+    ("agent", with_hub_url("!!set {http://u:S3CRET@127.0.0.1:8443/taxii2/}")),
+    ("agent", with_password("[!!int S3CRET]")),
+    ("agent", with_password("!a%22b'S3CRET x")),
+    ("agent", with_password("!!timestamp S3CRET")),
+    ("hub", "siem:\n  elastic_url: //elastic:S3CRET@127.0.0.1:9200/\n"
+            "  elastic_api_key_file: key\n"),
+    ("hub", "storage:\n  backend: postgresql://fti:S3CRET@127.0.0.1/fti\n"),
+    ("hub", "storage:\n  postgresql_dsn: [!x 1, postgresql://fti:S3CRET@127.0.0.1/fti]\n"),
+    ("hub", "hub:\n  name: x\x01\nstorage:\n  postgresql_dsn: S3CRET\n"),
 ]
 
 
-@pytest.mark.parametrize(("kind", "text"), SECRET_LINES)
-def test_cli_error_on_secret_line_shows_no_secret(tmp_path: Path, kind: str, text: str) -> None:
+# Secrets that YAML reads as numbers, which the number checks must not repeat either.
+NUMBER_SECRETS = [
+    ("agent", with_password("[12345678]")),
+    ("agent", with_password("12:34.5678")),
+    ("hub", "storage:\n  postgresql_dsn: [12345678]\n"),
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "secret"),
+                         [(kind, text, "S3CRET") for kind, text in SECRET_LINES]
+                         + [(kind, text, "5678") for kind, text in NUMBER_SECRETS])
+def test_cli_error_on_secret_line_shows_no_secret(
+        tmp_path: Path, kind: str, text: str, secret: str) -> None:
     write(tmp_path, "config.yaml", text)
 
     result = run_check("--kind", kind, "config.yaml", cwd=tmp_path)
 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "S3CRET" not in result.stdout + result.stderr
+    assert secret not in result.stdout + result.stderr

@@ -270,7 +270,7 @@ def load_agent_config(path: Path) -> AgentConfig:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark else 0
         column = f" at column {mark.column + 1}" if mark else ""
-        # The message leaves out the line itself, which may hold the hub password.
+        # The message leaves out the line itself, which may contain the hub password.
         raise ConfigError(str(path), line, "", None,
                           f"invalid YAML{column}: {yaml_problem(err)}") from err
     except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as err:
@@ -310,7 +310,7 @@ def _build(cls: type, raw: dict, source: str, prefix: str, base: Path, key_lines
     known = {f.name: f for f in fields(cls)}
     for key in raw:
         if key not in known:
-            # The value is not shown: a misspelled key may hold a password.
+            # The value is not shown: a misspelled key may contain a password.
             raise ConfigError(
                 source, lines.get(key, 0), prefix + str(key), None,
                 f"unknown key; allowed keys here are: {', '.join(sorted(known))}",
@@ -513,19 +513,19 @@ def check_agent_config(config: AgentConfig, source: str = "<config>", lines: dic
 
 def _check_hub(hub: HubSection, fail: Callable[[str, Any, str], NoReturn]) -> None:
     example = "such as http://127.0.0.1:8443/taxii2/"
-    shown = mask_url(hub.url)
+    masked_url = mask_url(hub.url)
     try:
         parts = urlsplit(hub.url)
     except ValueError:
-        fail("hub.url", shown, f"is not a valid URL; give the hub's TAXII discovery URL, {example}")
+        fail("hub.url", masked_url, f"is not a valid URL; give the hub's TAXII discovery URL, {example}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        fail("hub.url", shown, f"expected the http:// or https:// URL of the hub's TAXII discovery resource, {example}")
+        fail("hub.url", masked_url, f"expected the http:// or https:// URL of the hub's TAXII discovery resource, {example}")
     try:
         parts.port
     except ValueError:
-        fail("hub.url", shown, f"invalid port; give a port in [1, 65535], {example}")
+        fail("hub.url", masked_url, f"invalid port; give a port in [1, 65535], {example}")
     if url_has_credentials(hub.url):
-        fail("hub.url", shown, "carries a user or password, which the agent would log; "
+        fail("hub.url", masked_url, "carries a user or password, which the agent would log; "
                                "give them in hub.username and hub.password_file instead")
     if not hub.name.strip():
         fail("hub.name", hub.name, "must be the hub's hub.name, fti-hub unless the hub sets another")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fti.config_text import displayable_value
+
 
 class AgentError(Exception):
     """Root of every error raised by the agent."""
@@ -31,16 +33,7 @@ class ConfigError(AgentError):
         # A secret is never shown, even one of the wrong type.
         if value is not None and key.rsplit(".", 1)[-1] in SECRET_KEYS:
             value = "***"
-        # Values that may hide a secret are not shown. A mapping, or a list of them, may be
-        # a whole section in the wrong place. Bytes may be a secret given as !!binary, and
-        # text with an '@' may be a URL with its credentials.
-        if isinstance(value, str) and "@" in value:
-            value = "(not shown: it contains '@', as a credential in a URL would)"
-        if isinstance(value, (dict, bytes, set, frozenset)) or (
-                isinstance(value, (list, tuple)) and not all(
-                    isinstance(item, (int, float, bool)) or item is None
-                    or (isinstance(item, str) and "@" not in item) for item in value)):
-            value = None
+        value = displayable_value(value)
         self.source, self.line, self.key, self.value, self.fix = source, line, key, value, fix
         where = f"{source}:{line}" if line else source
         if not key:

@@ -9,6 +9,7 @@ password before its host. These helpers keep the problem and drop the secret.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import yaml
 
@@ -40,3 +41,30 @@ def mask_url(url: str) -> str:
     if "@" not in url:
         return url
     return f"***@{url.rsplit('@', 1)[1]}"
+
+
+# Shown in place of text with an '@' in configuration errors.
+_TEXT_WITH_AT = "(not shown: it contains '@', as a credential in a URL would)"
+
+
+def displayable_value(value: Any) -> Any:
+    """Return ``value`` as a configuration error may show it, or None to show nothing.
+
+    Values that may hide a secret are not shown. A mapping, or a list of them, may be a
+    whole section in the wrong place. Bytes may be a secret given as !!binary, and text with
+    an '@' may be a URL with its credentials.
+    """
+    if isinstance(value, str) and "@" in value:
+        return _TEXT_WITH_AT
+    if isinstance(value, (dict, bytes, set, frozenset)):
+        return None
+    if isinstance(value, (list, tuple)) and not all(_plain_item(item) for item in value):
+        return None
+    return value
+
+
+def _plain_item(item: Any) -> bool:
+    """Return whether a list item is a number, boolean, null or text without an '@'."""
+    if item is None or isinstance(item, (int, float, bool)):
+        return True
+    return isinstance(item, str) and "@" not in item

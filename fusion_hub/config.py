@@ -116,10 +116,9 @@ def mask_dsn(dsn: str) -> str:
     return " ".join(fields)
 
 
-# Connection fields shown in logs, with the form a shown value must have, and the secrets
-# among libpq's fields that mark a DSN as carrying a password.
-# A value is shown only if it has the form of its field, since a mistyped DSN can move part
-# of the password into any field, and libpq lets dbname hold a whole connection string.
+# Connection fields shown in logs, each with the form its value must have to be shown. A
+# mistyped DSN can move part of the password into any field, and libpq lets dbname contain a
+# whole connection string.
 _SHOWN_FIELDS = {
     "host": re.compile(r"[A-Za-z0-9_.,:/\[\]%-]+"),
     "hostaddr": re.compile(r"[0-9A-Fa-f.,:]+"),
@@ -128,6 +127,7 @@ _SHOWN_FIELDS = {
     "user": re.compile(r"[A-Za-z0-9_.$@-]+"),
     "sslmode": re.compile(r"[a-z-]+"),
 }
+# libpq's fields that carry a secret: a DSN with any of them shows "password=***".
 _SECRET_FIELDS = ("password", "sslpassword", "scram_client_key", "scram_server_key",
                   "oauth_client_secret")
 
@@ -678,7 +678,7 @@ def validate_postgresql_dsn(
 ) -> None:
     """Check that libpq can read ``dsn`` and that its sslmode and port are valid.
 
-    Errors never show the DSN or any value read from it, which may hold a password, and show
+    Errors never show the DSN or any value read from it, which may contain a password, and show
     libpq's message without the parts of the DSN that it quotes.
     """
     from psycopg import ProgrammingError
@@ -718,7 +718,7 @@ def validate_postgresql_dsn(
 
 
 # Shown in place of a DSN in configuration errors.
-_HIDDEN_DSN = "(not shown, since it may hold a password)"
+_HIDDEN_DSN = "(not shown, since it may contain a password)"
 
 
 def connection_problem(err: BaseException, dsn: str) -> str:
@@ -728,7 +728,7 @@ def connection_problem(err: BaseException, dsn: str) -> str:
     rejects, which a mistyped DSN may have filled with part of the password. Only quoted
     text equal to a field that ``mask_dsn`` shows is kept.
     """
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     params = _parse_dsn(dsn) or {}
     known = {str(params[name]) for name, pattern in _SHOWN_FIELDS.items()
              if name in params and pattern.fullmatch(str(params[name]))}
@@ -740,11 +740,17 @@ def conninfo_problem(err: BaseException) -> str:
     """Return libpq's message about a connection string, cut before the first quote.
 
     libpq quotes the part of the string it could not read, which may be the password, as in
-    ``invalid percent-encoded token: "...``, and the quoted part may itself hold quotes.
+    ``invalid percent-encoded token: "...``, and the quoted part may itself contain quotes.
     """
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     quote = first.find('"')
     return first if quote < 0 else first[:quote] + '"..."'
+
+
+def first_line(err: BaseException) -> str:
+    """Return the first line of an error's message, or its type name if it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def validate_postgresql_tls(
@@ -873,8 +879,6 @@ def _construct(path: Path, loader: _HubYamlLoader, node: Node) -> Any:
     """
     try:
         return loader.construct_object(node, deep=True)
-    except yaml.YAMLError:
-        raise
     except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as err:
         raise HubConfigError(
             path, key=None, value=None,
@@ -906,7 +910,7 @@ def _build_section(
     for key, value in raw.items():
         dotted = f"{name}.{key}"
         if key not in known:
-            # The value is not shown: a misspelled key may hold a password.
+            # The value is not shown: a misspelled key may contain a password.
             raise HubConfigError(
                 path, key=dotted, value=None, problem="is not a known setting",
                 fix=f"Use one of: {', '.join(sorted(known))}", line=lines.get(dotted),

@@ -19,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fti.config_text import displayable_value
+
 
 class HubError(Exception):
     """Root of every error raised by fusion_hub."""
@@ -54,16 +56,7 @@ class HubConfigError(HubError):
         fix: str,
         line: int | None = None,
     ) -> None:
-        # Values that may hide a secret are not shown. A mapping, or a list of them, may be
-        # a whole section in the wrong place. Bytes may be a secret given as !!binary, and
-        # text with an '@' may be a URL with its credentials.
-        if isinstance(value, str) and "@" in value:
-            value = "(not shown: it contains '@', as a credential in a URL would)"
-        if isinstance(value, (dict, bytes, set, frozenset)) or (
-                isinstance(value, (list, tuple)) and not all(
-                    isinstance(item, (int, float, bool)) or item is None
-                    or (isinstance(item, str) and "@" not in item) for item in value)):
-            value = None
+        value = displayable_value(value)
         self.path = path
         self.key = key
         self.value = value

@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from fusion_hub.config import connection_problem, conninfo_problem, mask_dsn
+from fusion_hub.config import connection_problem, conninfo_problem, first_line, mask_dsn
 from fusion_hub.errors import StorageError
 from fusion_hub.sql_storage import (
     BULK_OBJECT_COLUMNS,
@@ -262,7 +262,7 @@ class PostgresHubStorage(SQLStorage):
         try:
             self._conn.execute("ROLLBACK", prepare=False)
         except psycopg.Error as err:
-            log.warning("rollback on hub database %s failed: %s", self.where, _first_line(err))
+            log.warning("rollback on hub database %s failed: %s", self.where, first_line(err))
 
     def close(self) -> None:
         with self._lock:
@@ -273,7 +273,7 @@ class PostgresHubStorage(SQLStorage):
         try:
             return self._conn.execute(_native(sql), params, prepare=False)
         except psycopg.Error as err:
-            raise StorageError(f"hub database {self.where}: {_first_line(err)} "
+            raise StorageError(f"hub database {self.where}: {first_line(err)} "
                                f"(in: {sql.split()[0]})") from err
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
@@ -284,7 +284,7 @@ class PostgresHubStorage(SQLStorage):
                 # psycopg (checked with 3.3) sums the rows changed by every execution into rowcount.
                 return cursor.rowcount
         except psycopg.Error as err:
-            raise StorageError(f"hub database {self.where}: {_first_line(err)} "
+            raise StorageError(f"hub database {self.where}: {first_line(err)} "
                                f"(in: {sql.split()[0]})") from err
 
     def _insert_new_objects(self, rows: Iterable[tuple[Any, ...]]) -> set[tuple[str, int]]:
@@ -338,7 +338,7 @@ class PostgresHubStorage(SQLStorage):
         if caller_error is not None:
             raise caller_error
         if database_error is not None:
-            raise StorageError(f"hub database {self.where}: {_first_line(database_error)} "
+            raise StorageError(f"hub database {self.where}: {first_line(database_error)} "
                                "(in: INSERT objects)") from database_error
         log.debug("hub database %s: an object of collection %s is stored already; adding the "
                   "envelope's rows again, skipping stored ones", self.where, sent[0][0])
@@ -354,7 +354,7 @@ class PostgresHubStorage(SQLStorage):
                     cursors.append(self._conn.execute(statement, params, prepare=False))
             changed = sum(cursor.rowcount for cursor in cursors)
         except psycopg.Error as err:
-            raise StorageError(f"hub database {self.where}: {_first_line(err)} "
+            raise StorageError(f"hub database {self.where}: {first_line(err)} "
                                "(in: INSERT objects)") from err
         if changed == len(sent):
             return {(row[1], row[2]) for row in sent}
@@ -384,7 +384,7 @@ class PostgresHubStorage(SQLStorage):
                     for row in rows:
                         copy.write_row(row)
         except psycopg.Error as err:
-            raise StorageError(f"hub database {self.where}: {_first_line(err)} "
+            raise StorageError(f"hub database {self.where}: {first_line(err)} "
                                "(in: COPY objects)") from err
 
 
@@ -439,7 +439,3 @@ def _batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[
 def _native(sql: str) -> str:
     # The shared statements contain no literal '?' or '%', only parameter markers.
     return sql.replace("?", "%s")
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
